@@ -1,0 +1,2 @@
+//! The in-cluster side of tether.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! tether's wire protocol.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! The QUIC tunnel shared by the daemon and the agent.
+#![forbid(unsafe_code)]
