@@ -46,3 +46,39 @@ apt_install() {
   step "apt-get install ${missing[*]}" "$CACHE_ROOT/logs/apt.log" \
     env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 }
+
+PKI=$STATE/pki
+CTRD_SOCK=$STATE/containerd/containerd.sock
+CNI_CONF_DIR=$STATE/cni/net.d
+NODE_NAME=tether-node
+SERVICE_CIDR=10.96.0.0/16
+CLUSTER_CIDR=10.244.0.0/16
+POD_CIDR=10.244.0.0/24
+API_PORT=6443
+ADMIN_KUBECONFIG=$STATE/admin.kubeconfig
+# Workstation namespaces: name, host-side veth, /30 subnet prefix (host .1, namespace .2).
+WS_NAMESPACES=("tether-ws:tws0:10.250.0" "tether-ws2:tws1:10.250.1")
+# The components, in start order. Each one's pid is in $RUN/<name>.pid.
+COMPONENTS=(dnsmasq etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)
+
+# This machine's own address: the source address of the default route, else the first global one.
+node_ip() {
+  local ip
+  ip=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -n1)
+  [ -n "$ip" ] || ip=$(ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -n1)
+  [ -n "$ip" ] || die "cannot find this machine's IPv4 address (no global address)"
+  echo "$ip"
+}
+
+# pid_of NAME: prints the pid of a running component we started, or nothing.
+pid_of() {
+  local f=$RUN/$1.pid pid
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 0
+  # Guard against pid reuse: the process must be the binary we started.
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1" && echo "$pid"
+  return 0
+}
+
+kubectl_admin() { kubectl --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }

@@ -1,0 +1,147 @@
+//! Helpers for tether's end-to-end tests.
+//!
+//! The tests run against the local cluster that `cargo xtask cluster up` brings up (or any cluster
+//! given `KUBECONFIG` and a workstation namespace). Clients run in the workstation network
+//! namespace `tether-ws`, which reaches only the API server and node address, so anything that
+//! reaches a pod or a Service from there went through tether.
+#![forbid(unsafe_code)]
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+/// The workstation namespace the tests run clients in.
+pub const WS: &str = "tether-ws";
+/// A second workstation, for tests with two developers.
+pub const WS2: &str = "tether-ws2";
+
+/// Where the local cluster keeps its state.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("TETHER_CLUSTER_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/tether-cluster"))
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(PathBuf::from).unwrap_or(here)
+}
+
+pub fn kubeconfig() -> PathBuf {
+    std::env::var_os("KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir().join("admin.kubeconfig"))
+}
+
+/// The finished result of a command, with its output as text.
+#[derive(Debug)]
+pub struct Run {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            ok: o.status.success(),
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// The stdout, or a panic that shows what went wrong.
+    #[track_caller]
+    pub fn expect_ok(self, what: &str) -> String {
+        assert!(
+            self.ok,
+            "{what} failed ({:?}):\nstdout: {}\nstderr: {}",
+            self.code, self.stdout, self.stderr
+        );
+        self.stdout
+    }
+}
+
+/// Runs a command to completion.
+pub fn run(cmd: &mut Command) -> Run {
+    match cmd.output() {
+        Ok(o) => o.into(),
+        Err(e) => Run {
+            ok: false,
+            code: None,
+            stdout: String::new(),
+            stderr: format!("cannot run {cmd:?}: {e}"),
+        },
+    }
+}
+
+/// `kubectl` with the test kubeconfig.
+pub fn kubectl(args: &[&str]) -> Run {
+    run(Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(args))
+}
+
+/// A command run inside a network namespace.
+pub fn in_ns(ns: &str, program: &str) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, program]);
+    cmd
+}
+
+/// `curl -sS --max-time 5 ARGS...` from the host (`ns` = None) or a namespace.
+pub fn curl(ns: Option<&str>, args: &[&str]) -> Run {
+    let mut cmd = match ns {
+        Some(ns) => in_ns(ns, "curl"),
+        None => Command::new("curl"),
+    };
+    run(cmd.args(["-sS", "--max-time", "5"]).args(args))
+}
+
+/// Retries `f` until it returns `Some` or `timeout` passes; for conditions that become true
+/// eventually (rollouts, reconnects), instead of fixed sleeps.
+#[track_caller]
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Pods of the sample app: (name, pod IP).
+pub fn hello_pods() -> Vec<(String, String)> {
+    kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app=hello",
+        "--field-selector=status.phase=Running",
+        "-o",
+        r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}"#,
+    ])
+    .expect_ok("listing hello pods")
+    .lines()
+    .filter_map(|l| l.split_once(' '))
+    .map(|(n, ip)| (n.to_owned(), ip.to_owned()))
+    .collect()
+}
+
+/// The ClusterIP of a Service.
+pub fn cluster_ip(svc: &str) -> String {
+    kubectl(&["get", "svc", svc, "-o", "jsonpath={.spec.clusterIP}"]).expect_ok("reading ClusterIP")
+}

@@ -1,0 +1,59 @@
+//! `cargo xtask demo`: what a newcomer runs to see tether work.
+
+use std::process::Command;
+
+use crate::{cluster, sample};
+
+pub fn run() -> anyhow::Result<()> {
+    step("Bringing up the local cluster");
+    cluster::script("cluster.sh", &["up"])?;
+    step("Deploying the sample app `hello`");
+    sample::deploy()?;
+    cluster::kubectl()
+        .args(["get", "pods,services", "-o", "wide"])
+        .status()?;
+    let pod_ip = cluster::run(cluster::kubectl().args([
+        "get",
+        "pods",
+        "-l",
+        "app=hello",
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    ]))?;
+    step(&format!(
+        "From the workstation namespace `tether-ws`, without tether: curl http://{pod_ip}:8080"
+    ));
+    let status = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "tether-ws",
+            "curl",
+            "-sS",
+            "--max-time",
+            "3",
+        ])
+        .arg(format!("http://{pod_ip}:8080/"))
+        .status()?;
+    if status.success() {
+        anyhow::bail!(
+            "the workstation reached the pod without tether: the namespace is not isolated"
+        );
+    }
+    println!("\nThe workstation cannot reach the cluster's pods on its own.");
+    println!("Next: `tether connect` (not built yet) makes that curl work.");
+    println!("\nTry it yourself:\n  {}", cluster_env()?);
+    println!("  ip netns exec tether-ws bash");
+    Ok(())
+}
+
+fn cluster_env() -> anyhow::Result<String> {
+    Ok(format!(
+        "export KUBECONFIG={}",
+        cluster::kubeconfig().display()
+    ))
+}
+
+fn step(msg: &str) {
+    println!("\n\x1b[1m==> {msg}\x1b[0m");
+}

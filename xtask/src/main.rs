@@ -1,0 +1,74 @@
+//! `cargo xtask`: everything around the code — the local Kubernetes cluster, images, the demo, the
+//! test suite and the benchmarks.
+//!
+//! # Layout
+//! - `cluster`: wraps `scripts/cluster.sh` (bring-up, teardown, recovery) and `scripts/images.sh`.
+//! - `sample`: deploys the sample app from `deploy/sample`.
+//! - `demo` / `test`: the two commands the README gives a newcomer.
+#![forbid(unsafe_code)]
+
+mod cluster;
+mod demo;
+mod sample;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "tether's project automation")]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Manage the local single-node Kubernetes cluster.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+    /// Rebuild the project's images and load them into the cluster.
+    Images,
+    /// Bring the cluster up, deploy the sample app and show tether at work.
+    Demo,
+    /// Run every test: unit, integration and end-to-end on the local cluster.
+    Test {
+        /// Leave the cluster running at the end (skips the teardown checks).
+        #[arg(long)]
+        keep_cluster: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCmd {
+    /// Start the cluster (builds Kubernetes the first time; idempotent; recovers a killed run).
+    Up,
+    /// Stop the cluster and remove everything it made.
+    Down,
+    /// Show the components and the node.
+    Status,
+    /// Print the KUBECONFIG line for the admin kubeconfig.
+    Env,
+    /// Fail if anything the cluster made is still there.
+    CheckClean,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.cmd {
+        Cmd::Cluster { cmd } => {
+            let verb = match cmd {
+                ClusterCmd::Up => "up",
+                ClusterCmd::Down => "down",
+                ClusterCmd::Status => "status",
+                ClusterCmd::Env => "env",
+                ClusterCmd::CheckClean => "check-clean",
+            };
+            cluster::script("cluster.sh", &[verb])
+        }
+        Cmd::Images => cluster::script("images.sh", &["all"]),
+        Cmd::Demo => demo::run(),
+        Cmd::Test { keep_cluster } => test::run(keep_cluster),
+    }
+}

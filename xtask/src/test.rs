@@ -1,0 +1,66 @@
+//! `cargo xtask test`: every test, in the order that needs the least cluster time.
+//!
+//! 1. Unit and integration tests of every crate (no cluster).
+//! 2. The cluster comes up (built the first time) with fresh images; the sample app is deployed.
+//! 3. End-to-end tests run against it from the workstation namespace.
+//! 4. The lifecycle suite: recovery from a killed cluster, `down` leaving nothing behind, and the
+//!    bad-input cases of `up`. It ends with the cluster down.
+
+use std::{process::Command, time::Instant};
+
+use anyhow::{bail, Context};
+
+use crate::{cluster, sample};
+
+pub fn run(keep_cluster: bool) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let mut phases = Vec::new();
+
+    let t = Instant::now();
+    cargo(&["test", "--workspace", "--exclude", "tether-e2e"])?;
+    phases.push(("unit and integration tests", t.elapsed()));
+
+    let t = Instant::now();
+    cluster::script("cluster.sh", &["up"])?;
+    sample::deploy()?;
+    phases.push(("cluster up + images + sample app", t.elapsed()));
+
+    let t = Instant::now();
+    cargo(&["test", "-p", "tether-e2e", "--", "--test-threads=1"])?;
+    phases.push(("end-to-end tests", t.elapsed()));
+
+    if !keep_cluster {
+        let t = Instant::now();
+        cargo(&[
+            "test",
+            "-p",
+            "tether-e2e",
+            "--test",
+            "lifecycle",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ])?;
+        phases.push(("cluster lifecycle tests", t.elapsed()));
+    }
+
+    println!("\ntimings:");
+    for (name, d) in &phases {
+        println!("  {name:<36} {:>7.1}s", d.as_secs_f64());
+    }
+    println!("  {:<36} {:>7.1}s", "total", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(cluster::repo())
+        .env("KUBECONFIG", cluster::kubeconfig())
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
