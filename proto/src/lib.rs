@@ -1,2 +1,85 @@
-//! tether's wire protocol.
+//! tether's wire protocol, sans-IO: message types and the codecs that put them on QUIC streams,
+//! QUIC datagrams and the port-forward relay. No sockets, no async, no clocks: callers feed
+//! bytes in and take messages out, so every rule here is tested with byte literals.
+//!
+//! # Frames
+//! Streams carry frames: `[u32 BE length][u16 BE kind][payload]`, where `length` counts the kind
+//! and the payload (so it is at least 2) and is at most [`MAX_FRAME_LEN`] (1 MiB). The payload
+//! is the [postcard](https://docs.rs/postcard) encoding of the kind's message struct and must be
+//! consumed exactly. A frame of an unknown kind is skipped; a malformed payload spoils only its
+//! own frame; a length out of bounds is fatal for the stream. See [`frame`].
+//!
+//! Kinds are append-only: a number, once used, keeps its meaning forever.
+//!
+//! | kind | message | direction |
+//! |---:|---|---|
+//! | 1 | [`Hello`] | client → manager, first frame of the control stream |
+//! | 2 | [`Welcome`] | manager → client, answers `Hello` |
+//! | 3 | [`Subnets`] | manager → client, when the cluster's ranges change |
+//! | 4 | [`DnsQuery`] | client → manager |
+//! | 5 | [`DnsAnswer`] | manager → client |
+//! | 6 | [`Ping`] | either way |
+//! | 7 | [`Pong`] | either way, answers `Ping` |
+//! | 8 | [`Open`] | client → manager, first frame of a flow stream |
+//! | 9 | [`OpenResult`] | manager → client, answers `Open` |
+//! | 10 | [`UdpPacket`] | either way, on a UDP flow's stream |
+//! | 11 | [`Error`] | either way |
+//! | 12 | [`Bye`] | either way |
+//!
+//! # Datagrams
+//! A UDP flow's datagrams ride QUIC datagrams as `[varint flow id][payload]` (QUIC varint, RFC
+//! 9000 §16). See [`datagram`].
+//!
+//! # Relay
+//! The port-forward carrier relays QUIC packets over a byte stream as `[u16 BE length][packet]`.
+//! See [`relay`].
+//!
+//! # Version
+//! [`Hello`] and [`Welcome`] each carry [`PROTOCOL_VERSION`]. Adding a kind does not change it;
+//! changing the meaning or encoding of an existing kind does.
+//!
+//! # Usage
+//! ```
+//! use tether_proto::{encode, Decoded, FrameDecoder, Message, Ping};
+//!
+//! let mut wire = bytes::BytesMut::new();
+//! encode(&Ping { seq: 1 }.into(), &mut wire)?;
+//! assert_eq!(&wire[..], [0, 0, 0, 3, 0, 6, 1]);
+//!
+//! // Bytes arrive in any pieces; poll after each until it returns `None`.
+//! let mut decoder = FrameDecoder::new();
+//! let mut got = Vec::new();
+//! for piece in wire.chunks(4) {
+//!     decoder.push(piece);
+//!     while let Some(item) = decoder.poll() {
+//!         match item {
+//!             Ok(Decoded::Message(msg)) => got.push(msg),
+//!             Ok(Decoded::Unknown { .. }) => {}                // from a newer peer: ignore
+//!             Err(err) if err.is_fatal() => return Err(err.into()), // close the stream
+//!             Err(_) => {}                                     // one bad frame: log, go on
+//!         }
+//!     }
+//! }
+//! assert_eq!(got, [Message::Ping(Ping { seq: 1 })]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
+
+pub mod datagram;
+pub mod frame;
+pub mod message;
+pub mod relay;
+
+pub use datagram::{
+    datagram_overhead, decode_datagram, encode_datagram, DatagramError, MAX_DATAGRAM_OVERHEAD,
+    MAX_FLOW_ID,
+};
+pub use frame::{decode, encode, DecodeError, Decoded, EncodeError, FrameDecoder, MAX_FRAME_LEN};
+pub use message::{
+    Bye, DnsAnswer, DnsQuery, Error, ErrorCode, Hello, Message, Open, OpenError, OpenResult,
+    PayloadError, Ping, Pong, Protocol, Role, Subnets, UdpPacket, Welcome,
+};
+pub use relay::{decode_relay, encode_relay, RelayDecoder, RelayError, MAX_RELAY_PACKET};
+
+/// The protocol version this build speaks, sent in [`Hello`] and [`Welcome`].
+pub const PROTOCOL_VERSION: u16 = 1;

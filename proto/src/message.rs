@@ -1,0 +1,280 @@
+//! The messages carried in frames: plain data, postcard-encoded.
+//!
+//! Each [`Message`] variant wraps a struct of the same name, and each has a frame *kind* (a `u16`)
+//! fixed forever by the `messages!` table below. To add a message: define its struct, add one line
+//! to that table with the next free kind, and one row to the kind table in the crate doc.
+
+use std::net::SocketAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Which end of a session speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A workstation daemon.
+    Client,
+    /// A sidecar agent in the cluster.
+    Agent,
+}
+
+/// Transport protocol of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocol {
+    /// A TCP connection: the flow's stream carries its bytes.
+    Tcp,
+    /// UDP datagrams: they ride QUIC datagrams, or [`UdpPacket`] frames when too big.
+    Udp,
+}
+
+/// Why something failed. Append-only: on the wire it is a number, and a number this build does
+/// not know decodes as [`ErrorCode::Other`], so a newer peer's code never breaks an older one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "u16", into = "u16")]
+pub enum ErrorCode {
+    /// Anything not listed below.
+    Other = 0,
+    /// The destination actively refused the connection.
+    ConnectionRefused = 1,
+    /// No route to the destination host.
+    HostUnreachable = 2,
+    /// The destination did not answer in time.
+    TimedOut = 3,
+    /// Policy forbids this operation.
+    NotPermitted = 4,
+}
+
+impl From<u16> for ErrorCode {
+    fn from(code: u16) -> Self {
+        match code {
+            1 => Self::ConnectionRefused,
+            2 => Self::HostUnreachable,
+            3 => Self::TimedOut,
+            4 => Self::NotPermitted,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl From<ErrorCode> for u16 {
+    fn from(code: ErrorCode) -> Self {
+        code as u16
+    }
+}
+
+/// First frame from the client on the control stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The sender's [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION).
+    pub version: u16,
+    /// Who is connecting, as `user@host`.
+    pub client: String,
+    /// The Kubernetes namespace the session works in.
+    pub namespace: String,
+    /// What kind of peer this is.
+    pub role: Role,
+}
+
+/// The manager's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The manager's [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION).
+    pub version: u16,
+    /// Names this session in logs on both sides.
+    pub session_id: String,
+    /// The cluster's DNS domain, e.g. `cluster.local`.
+    pub cluster_domain: String,
+    /// The address ranges to route into the cluster.
+    pub subnets: Subnets,
+}
+
+/// The cluster's address ranges; sent in [`Welcome`] and again whenever they change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subnets {
+    /// Service (ClusterIP) ranges.
+    pub service: Vec<IpNet>,
+    /// Pod ranges.
+    pub pod: Vec<IpNet>,
+}
+
+/// A DNS query to resolve in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsQuery {
+    /// Matches the [`DnsAnswer`]; chosen by the sender, unique among its pending queries.
+    pub id: u32,
+    /// The raw DNS message.
+    pub packet: Vec<u8>,
+}
+
+/// The answer to the [`DnsQuery`] with the same id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsAnswer {
+    /// The query's id.
+    pub id: u32,
+    /// The raw DNS message.
+    pub packet: Vec<u8>,
+}
+
+/// Keep-alive request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// Echoed in the [`Pong`].
+    pub seq: u64,
+}
+
+/// Keep-alive answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    /// The [`Ping`]'s sequence number.
+    pub seq: u64,
+}
+
+/// First frame on a flow's stream: dial `dst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Open {
+    /// The flow's id, chosen by the client; QUIC datagrams of a UDP flow carry it.
+    pub flow: u64,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// Where to connect, inside the cluster.
+    pub dst: SocketAddr,
+}
+
+/// The answer to [`Open`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenResult {
+    /// The flow's id.
+    pub flow: u64,
+    /// `Ok` once the destination is connected (TCP) or bound (UDP).
+    pub result: Result<(), OpenError>,
+}
+
+/// Why an [`Open`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenError {
+    /// The kind of failure.
+    pub code: ErrorCode,
+    /// A human-readable detail.
+    pub message: String,
+}
+
+/// A UDP datagram too big for a QUIC datagram, sent on its flow's stream instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UdpPacket {
+    /// The flow's id.
+    pub flow: u64,
+    /// The datagram's payload.
+    pub payload: Vec<u8>,
+}
+
+/// A failure that concerns the whole stream it is sent on, e.g. a version mismatch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Error {
+    /// The kind of failure.
+    pub code: ErrorCode,
+    /// A human-readable detail.
+    pub message: String,
+}
+
+/// The sender is closing the session on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bye;
+
+/// Declares [`Message`] from a table of `kind => Variant`, each variant wrapping the struct of the
+/// same name, and derives everything the codec needs from that one table. A kind used twice makes
+/// an unreachable match arm, which `clippy -D warnings` rejects.
+macro_rules! messages {
+    ($($(#[$doc:meta])* $kind:literal => $name:ident,)*) => {
+        /// Every message of the protocol.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub enum Message {
+            $($(#[$doc])* $name($name),)*
+        }
+
+        impl Message {
+            /// The frame kind that carries this message.
+            pub fn kind(&self) -> u16 {
+                match self {
+                    $(Self::$name(_) => $kind,)*
+                }
+            }
+
+            /// Every frame kind this build knows.
+            pub const KINDS: &'static [u16] = &[$($kind),*];
+
+            /// Writes the payload (without frame header).
+            pub(crate) fn write_payload<W: std::io::Write>(&self, w: W) -> postcard::Result<W> {
+                match self {
+                    $(Self::$name(m) => postcard::to_io(m, w),)*
+                }
+            }
+
+            /// Reads the payload of a frame of kind `kind`; `None` for an unknown kind. The
+            /// payload must be consumed exactly: trailing bytes are a malformed payload.
+            pub(crate) fn read_payload(
+                kind: u16,
+                payload: &[u8],
+            ) -> Option<Result<Self, PayloadError>> {
+                Some(match kind {
+                    $($kind => read_exact(payload).map(Self::$name),)*
+                    _ => return None,
+                })
+            }
+        }
+
+        $(
+            impl From<$name> for Message {
+                fn from(m: $name) -> Self {
+                    Self::$name(m)
+                }
+            }
+        )*
+    };
+}
+
+messages! {
+    /// Handshake, client to manager.
+    1 => Hello,
+    /// Handshake, manager to client.
+    2 => Welcome,
+    /// Cluster address ranges changed.
+    3 => Subnets,
+    /// DNS query, client to manager.
+    4 => DnsQuery,
+    /// DNS answer, manager to client.
+    5 => DnsAnswer,
+    /// Keep-alive request.
+    6 => Ping,
+    /// Keep-alive answer.
+    7 => Pong,
+    /// Open a flow.
+    8 => Open,
+    /// Outcome of opening a flow.
+    9 => OpenResult,
+    /// Oversized UDP datagram on a flow's stream.
+    10 => UdpPacket,
+    /// Stream-level failure.
+    11 => Error,
+    /// Orderly shutdown.
+    12 => Bye,
+}
+
+/// Why a payload did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// The payload is not a valid postcard encoding of the message.
+    #[error("invalid encoding")]
+    Invalid(#[source] postcard::Error),
+    /// The message ended before the payload did.
+    #[error("{0} unexpected bytes after the message")]
+    Trailing(usize),
+}
+
+fn read_exact<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, PayloadError> {
+    let (value, rest) = postcard::take_from_bytes(payload).map_err(PayloadError::Invalid)?;
+    if rest.is_empty() {
+        Ok(value)
+    } else {
+        Err(PayloadError::Trailing(rest.len()))
+    }
+}
