@@ -1,6 +1,110 @@
 //! `tether-agent`: the traffic manager and the sidecar traffic agent, in one image.
+//!
+//! # Layout
+//! This file only parses arguments; the work is in the library: `manager` runs
+//! [`tether_agent::manager::run_manager`].
+//!
+//! # Exit codes
+//! - 0: stopped normally.
+//! - 1: failed (the error and its causes are printed to stderr).
+//! - 2: usage error, or a subcommand not implemented yet (`sidecar`).
 #![forbid(unsafe_code)]
 
-fn main() {
-    println!("tether-agent {}", env!("CARGO_PKG_VERSION"));
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+use tether_agent::manager::{self, ManagerConfig};
+use tether_agent::resolv_conf::RESOLV_CONF_PATH;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "tether-agent", version, about = "tether's in-cluster side")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the traffic manager.
+    Manager(ManagerArgs),
+    /// Run the sidecar traffic agent (not yet implemented).
+    Sidecar,
+}
+
+#[derive(Debug, Args)]
+struct ManagerArgs {
+    /// The manager's own namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tether")]
+    namespace: String,
+    /// UDP port of the QUIC endpoint.
+    #[arg(long, default_value_t = 7443)]
+    quic_port: u16,
+    /// TCP port of the port-forward relay.
+    #[arg(long, default_value_t = 7444)]
+    relay_port: u16,
+    /// The cluster DNS domain [default: from /etc/resolv.conf's search list, else cluster.local].
+    #[arg(long, env = "TETHER_CLUSTER_DOMAIN")]
+    cluster_domain: Option<String>,
+    /// The service (ClusterIP) ranges, comma-separated [default: discovered].
+    #[arg(long, env = "TETHER_SERVICE_CIDRS", value_delimiter = ',')]
+    service_cidr: Vec<IpNet>,
+    /// The resolver configuration to forward non-cluster names with.
+    #[arg(long, default_value = RESOLV_CONF_PATH)]
+    resolv_conf: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    // rustls 0.23 panics at the first TLS connection unless exactly one provider is installed.
+    // An error here means one already is, which is all that is needed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let result = match cli.command {
+        Command::Sidecar => {
+            eprintln!("tether-agent sidecar: not yet implemented");
+            return ExitCode::from(2);
+        }
+        Command::Manager(args) => run_manager(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            let mut source = error.source();
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_manager(args: ManagerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let client = kube::Client::try_default().await?;
+    let config = ManagerConfig {
+        namespace: args.namespace,
+        quic_port: args.quic_port,
+        relay_port: args.relay_port,
+        cluster_domain: args.cluster_domain,
+        service_cidrs: args.service_cidr,
+        resolv_conf: args.resolv_conf,
+        sync_timeout: manager::SYNC_TIMEOUT,
+    };
+    // tunnel: plugged in by lead — replace `serve_readiness` with the QUIC server, which gets
+    // the `ManagerState` (view, subnets_rx, resolver, client) and binds quic/relay ports.
+    manager::run_manager(client, config, manager::serve_readiness).await?;
+    Ok(())
 }

@@ -1,0 +1,183 @@
+//! `tether-agent manager`: discovers the cluster, starts the watches, then hands a
+//! [`ManagerState`] to whatever serves clients.
+//!
+//! The QUIC tunnel is not part of this module: [`run_manager`] takes the serving code as an
+//! argument. Until the tunnel is plugged in, [`serve_readiness`] stands in for it.
+
+use std::error::Error;
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use kube::Client;
+use tether_proto::Subnets;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tracing::{debug, info, warn};
+
+use crate::discovery::{self, publish_subnets, DiscoveryError, Watches};
+use crate::dns::{Forwarder, Resolver};
+use crate::resolv_conf::ResolvConf;
+use crate::view::{ClusterView, SharedView};
+
+/// How long start-up waits for the watches' first lists before serving anyway.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The manager's settings (from flags and the pod's environment).
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// The manager's own namespace (where the dry-run probe Service is "created").
+    pub namespace: String,
+    /// UDP port of the QUIC endpoint.
+    pub quic_port: u16,
+    /// TCP port of the port-forward relay (and, until then, of the readiness stand-in).
+    pub relay_port: u16,
+    /// The cluster DNS domain if the operator set it; else discovered.
+    pub cluster_domain: Option<String>,
+    /// The service ranges if the operator set them; empty: discovered.
+    pub service_cidrs: Vec<IpNet>,
+    /// The pod's resolver configuration (upstream resolvers, cluster domain hint).
+    pub resolv_conf: PathBuf,
+    /// How long to wait for the watches' first lists.
+    pub sync_timeout: Duration,
+}
+
+/// What the code serving clients gets: everything a session needs from the cluster side.
+#[derive(Clone)]
+pub struct ManagerState {
+    /// The Kubernetes client (e.g. to publish the TLS Secret).
+    pub client: Client,
+    /// The manager's settings.
+    pub config: ManagerConfig,
+    /// The discovered (or configured) cluster domain, e.g. `cluster.local`.
+    pub cluster_domain: String,
+    /// The live view of the cluster.
+    pub view: SharedView,
+    /// The cluster's subnets; changes whenever the pod ranges do. Send the current value in
+    /// `Welcome` and each change as a `Subnets` frame.
+    pub subnets_rx: watch::Receiver<Subnets>,
+    /// Answers a session's DNS queries: `resolver.resolve(packet, session_namespace).await`.
+    pub resolver: Resolver,
+}
+
+impl std::fmt::Debug for ManagerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `kube::Client` has no Debug.
+        f.debug_struct("ManagerState")
+            .field("config", &self.config)
+            .field("cluster_domain", &self.cluster_domain)
+            .field("subnets", &*self.subnets_rx.borrow())
+            .field("resolver", &self.resolver)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Failure of the manager.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// Subnet discovery failed in a way a restart may fix, or that needs RBAC fixed.
+    #[error("could not discover the cluster's service range (`--service-cidr` skips discovery)")]
+    Discovery(#[source] DiscoveryError),
+    /// The serving code (the tunnel) failed.
+    #[error("the manager stopped serving")]
+    Serve(#[source] Box<dyn Error + Send + Sync>),
+}
+
+/// Discovers the cluster, starts the watches and runs `serve` with the resulting state. Returns
+/// when `serve` does; the watches stop then.
+pub async fn run_manager<F, Fut, E>(
+    client: Client,
+    config: ManagerConfig,
+    serve: F,
+) -> Result<(), ManagerError>
+where
+    F: FnOnce(ManagerState) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Into<Box<dyn Error + Send + Sync>>,
+{
+    let resolv_conf = match tokio::fs::read_to_string(&config.resolv_conf).await {
+        Ok(text) => ResolvConf::parse(&text),
+        Err(error) => {
+            warn!(path = %config.resolv_conf.display(), %error, "Cannot read resolv.conf; non-cluster names will fail");
+            ResolvConf::default()
+        }
+    };
+    let cluster_domain =
+        discovery::cluster_domain(config.cluster_domain.as_deref(), Some(&resolv_conf));
+    let discovered = if config.service_cidrs.is_empty() {
+        discovery::service_cidrs(&client, &config.namespace).await
+    } else {
+        Ok(config.service_cidrs.clone())
+    };
+    let service = match discovered {
+        Ok(cidrs) => cidrs,
+        Err(DiscoveryError::NotFound) => {
+            warn!("The service range is unknown; clients will not route ClusterIPs");
+            Vec::new()
+        }
+        Err(error) => return Err(ManagerError::Discovery(error)),
+    };
+
+    let view = SharedView::new(ClusterView {
+        cluster_domain: cluster_domain.clone(),
+        ..ClusterView::default()
+    });
+    let topology_changed = Arc::new(Notify::new());
+    let mut watches = Watches::spawn(&client, &view, &topology_changed);
+    if let Err(pending) = watches.synced(config.sync_timeout).await {
+        warn!(
+            ?pending,
+            "Some kinds are not listed yet (RBAC?); serving with what is known"
+        );
+    }
+    let subnets = Subnets {
+        service: service.clone(),
+        pod: discovery::pod_subnets(&view.read()),
+    };
+    info!(%cluster_domain, service = ?subnets.service, pod = ?subnets.pod, "Discovered the cluster");
+    let (subnets_tx, subnets_rx) = watch::channel(subnets);
+    watches.spawn_task(publish_subnets(
+        view.clone(),
+        service,
+        topology_changed,
+        subnets_tx,
+    ));
+
+    let forwarder = Forwarder::from_resolv_conf(&resolv_conf);
+    if forwarder.upstreams().is_empty() {
+        warn!("No upstream resolver in resolv.conf; non-cluster names will get SERVFAIL");
+    }
+    let resolver = Resolver::new(view.clone(), forwarder);
+    let state = ManagerState {
+        client,
+        config,
+        cluster_domain,
+        view,
+        subnets_rx,
+        resolver,
+    };
+    let served = serve(state).await;
+    drop(watches);
+    served.map_err(|e| ManagerError::Serve(e.into()))
+}
+
+/// Stand-in for the tunnel: listens on the relay port so the readiness probe passes once
+/// discovery is done, and closes every connection.
+pub async fn serve_readiness(state: ManagerState) -> std::io::Result<()> {
+    let port = state.config.relay_port;
+    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).await?;
+    info!(port, "Ready (readiness only: no tunnel yet)");
+    loop {
+        match listener.accept().await {
+            Ok((_stream, peer)) => debug!(%peer, "Readiness connection"),
+            Err(error) => {
+                // EMFILE and the like pass; back off a little instead of spinning.
+                warn!(%error, "Accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
