@@ -19,4 +19,5 @@ pub mod dns;
 pub mod install;
 pub mod manager;
 pub mod resolv_conf;
+pub mod session;
 pub mod view;

@@ -103,8 +103,6 @@ async fn run_manager(args: ManagerArgs) -> Result<(), Box<dyn std::error::Error>
         resolv_conf: args.resolv_conf,
         sync_timeout: manager::SYNC_TIMEOUT,
     };
-    // tunnel: plugged in by lead — replace `serve_readiness` with the QUIC server, which gets
-    // the `ManagerState` (view, subnets_rx, resolver, client) and binds quic/relay ports.
-    manager::run_manager(client, config, manager::serve_readiness).await?;
+    manager::run_manager(client, config, tether_agent::session::serve).await?;
     Ok(())
 }

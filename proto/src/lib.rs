@@ -74,7 +74,9 @@ pub use datagram::{
     datagram_overhead, decode_datagram, encode_datagram, DatagramError, MAX_DATAGRAM_OVERHEAD,
     MAX_FLOW_ID,
 };
-pub use frame::{decode, encode, DecodeError, Decoded, EncodeError, FrameDecoder, MAX_FRAME_LEN};
+pub use frame::{
+    decode, encode, DecodeError, Decoded, EncodeError, FrameDecoder, HEADER_LEN, MAX_FRAME_LEN,
+};
 pub use message::{
     Bye, DnsAnswer, DnsQuery, Error, ErrorCode, Hello, Message, Open, OpenError, OpenResult,
     PayloadError, Ping, Pong, Protocol, Role, Subnets, UdpPacket, Welcome,

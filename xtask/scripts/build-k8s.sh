@@ -12,7 +12,7 @@ cache_ok() {
   for b in "${BINS[@]}"; do
     [ -x "$K8S_BIN/$b" ] || return 1
     # A truncated or corrupt binary must not pass: it has to run and report the right version.
-    "$K8S_BIN/$b" --version 2>/dev/null | grep -q "v$K8S_VERSION" || return 1
+    grep -q "v$K8S_VERSION" <<<"$("$K8S_BIN/$b" --version 2>/dev/null)" || return 1
   done
 }
 

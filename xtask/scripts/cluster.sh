@@ -30,7 +30,7 @@ check_k8s_cache() {
     return
   fi
   for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
-    if [ ! -x "$K8S_BIN/$b" ] || ! "$K8S_BIN/$b" --version 2>/dev/null | grep -q "v$K8S_VERSION"; then
+    if [ ! -x "$K8S_BIN/$b" ] || ! grep -q "v$K8S_VERSION" <<<"$("$K8S_BIN/$b" --version 2>/dev/null)"; then
       die "the cached $b at $K8S_BIN/$b is missing or broken (it does not run as v$K8S_VERSION). Remove $K8S_BIN and run \`cargo xtask cluster up\` again to rebuild it."
     fi
   done
@@ -203,7 +203,7 @@ ws_up() {
   local ip=$1 entry name veth net
   for entry in "${WS_NAMESPACES[@]}"; do
     IFS=: read -r name veth net <<<"$entry"
-    if ! ip netns list | grep -qw "^$name"; then
+    if ! grep -qw "^$name" <<<"$(ip netns list)"; then
       ip netns add "$name"
     fi
     if ! ip link show "$veth" >/dev/null 2>&1; then
@@ -340,7 +340,7 @@ kill_pid() { # pid: TERM, then KILL after 5 s
 our_shims() {
   local p
   for p in /proc/[0-9]*; do
-    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q "containerd-shim.*-address $CTRD_SOCK" && echo "${p#/proc/}"
+    grep -q "containerd-shim.*-address $CTRD_SOCK" <<<"$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null)" && echo "${p#/proc/}"
   done
   return 0
 }
@@ -397,7 +397,7 @@ clean_iptables() {
   local cmd
   for cmd in iptables ip6tables; do
     command -v "$cmd-save" >/dev/null || continue
-    "$cmd-save" 2>/dev/null | grep -q -E 'KUBE-|CNI-' || continue
+    grep -q -E 'KUBE-|CNI-' <<<"$("$cmd-save" 2>/dev/null)" || continue
     "$cmd-save" | grep -v -E 'KUBE-|CNI-' | "$cmd-restore" || log "warning: could not clean $cmd rules"
   done
 }
@@ -412,13 +412,13 @@ leftovers() {
   [ -n "$(our_mounts)" ] && { echo "mounts: $(our_mounts | tr '\n' ' ')"; found=1; }
   for entry in "${WS_NAMESPACES[@]}"; do
     IFS=: read -r name veth net <<<"$entry"
-    ip netns list 2>/dev/null | grep -qw "^$name" && { echo "network namespace $name"; found=1; }
+    grep -qw "^$name" <<<"$(ip netns list 2>/dev/null)" && { echo "network namespace $name"; found=1; }
     ip link show "$veth" >/dev/null 2>&1 && { echo "interface $veth"; found=1; }
     [ -e "/etc/netns/$name" ] && { echo "/etc/netns/$name"; found=1; }
   done
-  ip netns list 2>/dev/null | grep -q '^cni-' && { echo "pod network namespaces: $(ip netns list | grep '^cni-' | awk '{print $1}' | tr '\n' ' ')"; found=1; }
+  grep -q '^cni-' <<<"$(ip netns list 2>/dev/null)" && { echo "pod network namespaces: $(ip netns list | grep '^cni-' | awk '{print $1}' | tr '\n' ' ')"; found=1; }
   ip link show cni0 >/dev/null 2>&1 && { echo "interface cni0"; found=1; }
-  iptables-save 2>/dev/null | grep -q -E 'KUBE-|CNI-' && { echo "iptables chains: $(iptables-save | grep -o -E '^:(KUBE|CNI)-[^ ]*' | head -n 5 | tr '\n' ' ')..."; found=1; }
+  grep -q -E 'KUBE-|CNI-' <<<"$(iptables-save 2>/dev/null)" && { echo "iptables chains: $(iptables-save | grep -o -E '^:(KUBE|CNI)-[^ ]*' | head -n 5 | tr '\n' ' ')..."; found=1; }
   for d in /sys/fs/cgroup/*/kubepods; do [ -d "$d" ] && { echo "cgroup $d"; found=1; }; done
   [ -d "$STATE" ] && { echo "state directory $STATE"; found=1; }
   [ $found -eq 1 ]
@@ -446,7 +446,11 @@ cmd_status() {
   local c pid
   for c in "${COMPONENTS[@]}"; do
     pid=$(pid_of "$c")
-    printf '%-24s %s\n' "$c" "${pid:+running (pid $pid)}${pid:-stopped}"
+    if [ -n "$pid" ]; then
+      printf '%-24s running (pid %s)\n' "$c" "$pid"
+    else
+      printf '%-24s stopped\n' "$c"
+    fi
   done
   if [ -f "$ADMIN_KUBECONFIG" ] && kubectl_admin get --raw /readyz >/dev/null 2>&1; then
     kubectl_admin get nodes -o wide

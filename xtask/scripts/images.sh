@@ -17,13 +17,14 @@ ctr_() { ctr -a "$CTRD_SOCK" -n k8s.io "$@"; }
 
 # pack NAME ROOTFS ENTRYPOINT_JSON: writes $work/NAME.tar, imports it, records NAME's ref.
 pack() {
-  local name=$1 rootfs=$2 entry=$3 dir=$work/$name.oci
+  local name=$1 rootfs=$2 entry=$3
+  local dir=$work/$name.oci
   rm -rf "$dir" && mkdir -p "$dir"
   tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$dir/layer.tar" .
   local diff
   diff=$(sha256sum "$dir/layer.tar" | cut -d' ' -f1)
   local tag=${diff:0:12} ref=tether.local/$name
-  if ctr_ images ls -q 2>/dev/null | grep -qx "$ref:$tag"; then
+  if grep -qx "$ref:$tag" <<<"$(ctr_ images ls -q 2>/dev/null)"; then
     record "$name" "$ref:$tag"
     return 0
   fi

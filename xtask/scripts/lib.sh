@@ -35,7 +35,7 @@ APT_UPDATED=0
 apt_install() {
   local missing=()
   for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    grep -q 'install ok installed' <<<"$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing Debian packages: ${missing[*]}"
@@ -77,7 +77,7 @@ pid_of() {
   pid=$(cat "$f")
   [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 0
   # Guard against pid reuse: the process must be the binary we started.
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1" && echo "$pid"
+  grep -q -- "$1" <<<"$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" && echo "$pid"
   return 0
 }
 

@@ -1,0 +1,213 @@
+//! The manager's tunnel server: one QUIC session per connected workstation.
+//!
+//! A session starts with the control stream (the first bidirectional stream the client opens):
+//! `Hello` in, `Welcome` out, then DNS queries, keep-alives and subnet updates. Every further
+//! bidirectional stream is a flow (see [`flows`]).
+//!
+//! Only clients that present a certificate from the manager's own CA get here (mutual TLS in
+//! `tether-tunnel`); the credential lives in a Secret that only RBAC-authorised users can read.
+
+mod flows;
+mod secret;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tether_proto::{DnsAnswer, Message, Pong, Welcome, PROTOCOL_VERSION};
+use tether_tunnel::{framed, quinn, Identity, Role};
+use tokio::sync::mpsc;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::manager::ManagerState;
+
+pub use secret::{publish_credential, SECRET_NAME};
+
+/// Errors that stop the tunnel server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The CA or a certificate could not be made.
+    #[error("creating the tunnel identity")]
+    Identity(#[from] tether_tunnel::IdentityError),
+    /// The QUIC endpoint could not be bound.
+    #[error("binding the QUIC endpoint")]
+    Endpoint(#[from] tether_tunnel::EndpointError),
+    /// The relay port could not be bound.
+    #[error("binding the relay port {port}")]
+    Relay {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Publishing the client credential failed.
+    #[error("publishing the client credential")]
+    Secret(#[from] kube::Error),
+}
+
+/// Runs the QUIC endpoint and the port-forward relay until the process ends.
+pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
+    let identity = Identity::generate()?;
+    let quic_addr = SocketAddr::from(([0, 0, 0, 0], state.config.quic_port));
+    let endpoint = tether_tunnel::server(quic_addr, &identity)?;
+    let relay_port = state.config.relay_port;
+    let relay = tokio::net::TcpListener::bind(("0.0.0.0", relay_port))
+        .await
+        .map_err(|source| ServeError::Relay {
+            port: relay_port,
+            source,
+        })?;
+    // The relay hands packets to the QUIC socket over loopback.
+    tokio::spawn(tether_tunnel::serve_relay(
+        relay,
+        SocketAddr::from(([127, 0, 0, 1], state.config.quic_port)),
+    ));
+    let credential = identity.issue_client(Role::Client, "tether-client")?;
+    publish_credential(&state.client, &state.config.namespace, &credential).await?;
+    info!(quic = %quic_addr, relay = relay_port, "Tunnel server ready");
+
+    let state = Arc::new(state);
+    while let Some(incoming) = endpoint.accept().await {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    debug!(%remote, %error, "Handshake failed");
+                    return;
+                }
+            };
+            let Some(peer) = tether_tunnel::peer_identity(&conn) else {
+                conn.close(1u32.into(), b"no client identity");
+                return;
+            };
+            if peer.role != Role::Client {
+                warn!(%remote, role = ?peer.role, "Refused a non-client peer on the client tunnel");
+                conn.close(1u32.into(), b"not a client");
+                return;
+            }
+            let span = info_span!("session", %remote);
+            if let Err(error) = session(conn, state).instrument(span.clone()).await {
+                span.in_scope(|| info!(%error, "Session ended"));
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("connection lost")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("control stream")]
+    Control(#[from] framed::FrameIoError),
+    #[error("client sent {0} before Hello")]
+    NoHello(&'static str),
+    #[error("client speaks protocol version {0}, this manager {PROTOCOL_VERSION}")]
+    Version(u16),
+    #[error("client closed the session")]
+    Bye,
+}
+
+async fn session(conn: quinn::Connection, state: Arc<ManagerState>) -> Result<(), SessionError> {
+    let (mut ctl_send, mut ctl_recv) = conn.accept_bi().await?;
+    let hello = match framed::read_message(&mut ctl_recv).await? {
+        Some(Message::Hello(h)) => h,
+        Some(_) => return Err(SessionError::NoHello("another message")),
+        None => return Err(SessionError::NoHello("nothing")),
+    };
+    if hello.version != PROTOCOL_VERSION {
+        let error = Message::Error(tether_proto::Error {
+            code: tether_proto::ErrorCode::Other,
+            message: format!(
+                "protocol version {} is not supported; upgrade tether",
+                hello.version
+            ),
+        });
+        let _ = framed::write_message(&mut ctl_send, &error).await;
+        let _ = ctl_send.finish();
+        return Err(SessionError::Version(hello.version));
+    }
+    let session_id = format!("{:016x}", rand_u64());
+    let mut subnets_rx = state.subnets_rx.clone();
+    let welcome = Welcome {
+        version: PROTOCOL_VERSION,
+        session_id: session_id.clone(),
+        cluster_domain: state.cluster_domain.clone(),
+        subnets: subnets_rx.borrow_and_update().clone(),
+    };
+    framed::write_message(&mut ctl_send, &Message::Welcome(welcome)).await?;
+    info!(client = %hello.client, namespace = %hello.namespace, session = %session_id, "Session started");
+
+    // One writer owns the control stream's send half; everything else queues messages.
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Message>(256);
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = ctl_rx.recv().await {
+            if framed::write_message(&mut ctl_send, &msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let flows = flows::Flows::new(conn.clone());
+    let flow_acceptor = flows.clone().accept_loop();
+    let datagrams = flows.clone().datagram_loop();
+    let subnet_updates = {
+        let ctl_tx = ctl_tx.clone();
+        async move {
+            while subnets_rx.changed().await.is_ok() {
+                let subnets = subnets_rx.borrow_and_update().clone();
+                info!(?subnets, "Subnets changed");
+                if ctl_tx.send(Message::Subnets(subnets)).await.is_err() {
+                    break;
+                }
+            }
+            std::future::pending::<()>().await
+        }
+    };
+    let control = async {
+        loop {
+            let msg = framed::read_message(&mut ctl_recv).await?;
+            match msg {
+                None | Some(Message::Bye(_)) => return Err::<(), _>(SessionError::Bye),
+                Some(Message::Ping(p)) => {
+                    let _ = ctl_tx.send(Message::Pong(Pong { seq: p.seq })).await;
+                }
+                Some(Message::DnsQuery(q)) => {
+                    let state = state.clone();
+                    let ctl_tx = ctl_tx.clone();
+                    let namespace = hello.namespace.clone();
+                    tokio::spawn(
+                        async move {
+                            if let Some(packet) =
+                                state.resolver.resolve(&q.packet, &namespace).await
+                            {
+                                let _ = ctl_tx
+                                    .send(Message::DnsAnswer(DnsAnswer { id: q.id, packet }))
+                                    .await;
+                            }
+                        }
+                        .instrument(tracing::debug_span!("dns", id = q.id)),
+                    );
+                }
+                Some(other) => debug!(kind = other.kind(), "Ignored a control message"),
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = control => r,
+        e = flow_acceptor => Err(SessionError::Connection(e)),
+        e = datagrams => Err(SessionError::Connection(e)),
+        _ = subnet_updates => Ok(()),
+    };
+    writer.abort();
+    flows.close_all();
+    conn.close(0u32.into(), b"bye");
+    result
+}
+
+/// A random id from the OS (no extra dependency: `RandomState` is seeded from it).
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    h.finish()
+}

@@ -1,0 +1,237 @@
+//! Flows: the manager dials TCP and UDP destinations on a session's behalf.
+//!
+//! * TCP: the client opens a bidirectional stream and sends `Open`; the manager connects, answers
+//!   `OpenResult`, and the stream then carries the connection's bytes. A client FIN finishes the
+//!   stream and shuts down the socket's write half, and the other way round.
+//! * UDP: opened the same way; the datagrams then travel as QUIC datagrams tagged with the flow
+//!   id, or as `UdpPacket` frames on the flow's stream when too big for a datagram. The flow ends
+//!   when its stream ends or it has been idle for [`UDP_IDLE`].
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::BytesMut;
+use tether_proto::{ErrorCode, Message, Open, OpenError, OpenResult, Protocol, UdpPacket};
+use tether_tunnel::{framed, quinn};
+use tokio::net::{TcpStream, UdpSocket};
+use tracing::{debug, debug_span, Instrument};
+
+/// How long a TCP dial may take.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a UDP flow lives without traffic.
+pub const UDP_IDLE: Duration = Duration::from_secs(60);
+
+/// The UDP flows of one session, by flow id.
+#[derive(Debug, Clone)]
+pub struct Flows {
+    conn: quinn::Connection,
+    udp: Arc<Mutex<HashMap<u64, Arc<UdpSocket>>>>,
+}
+
+impl Flows {
+    pub fn new(conn: quinn::Connection) -> Self {
+        Flows {
+            conn,
+            udp: Arc::default(),
+        }
+    }
+
+    pub fn close_all(&self) {
+        self.udp_map().clear();
+    }
+
+    fn udp_map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<UdpSocket>>> {
+        // A poisoned lock only means a flow task panicked; the map itself is still consistent.
+        self.udp.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Accepts flow streams until the connection ends.
+    pub async fn accept_loop(self) -> quinn::ConnectionError {
+        loop {
+            match self.conn.accept_bi().await {
+                Ok((send, recv)) => {
+                    let flows = self.clone();
+                    tokio::spawn(async move { flows.flow(send, recv).await });
+                }
+                Err(e) => return e,
+            }
+        }
+    }
+
+    /// Delivers incoming datagrams to their UDP flows until the connection ends.
+    pub async fn datagram_loop(self) -> quinn::ConnectionError {
+        loop {
+            let datagram = match self.conn.read_datagram().await {
+                Ok(d) => d,
+                Err(e) => return e,
+            };
+            let Ok((flow, payload)) = tether_proto::decode_datagram(&datagram) else {
+                debug!("Dropped a malformed datagram");
+                continue;
+            };
+            let socket = self.udp_map().get(&flow).cloned();
+            match socket {
+                Some(socket) => {
+                    let _ = socket.send(payload).await;
+                }
+                None => debug!(flow, "Dropped a datagram for an unknown flow"),
+            }
+        }
+    }
+
+    async fn flow(self, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+        let open = match framed::read_message(&mut recv).await {
+            Ok(Some(Message::Open(open))) => open,
+            Ok(other) => {
+                debug!(?other, "A flow stream did not start with Open");
+                let _ = send.reset(1u32.into());
+                return;
+            }
+            Err(error) => {
+                debug!(%error, "Bad flow stream");
+                let _ = send.reset(1u32.into());
+                return;
+            }
+        };
+        let span = debug_span!("flow", id = open.flow, proto = ?open.protocol, dst = %open.dst);
+        match open.protocol {
+            Protocol::Tcp => tcp(open, send, recv).instrument(span).await,
+            Protocol::Udp => self.udp(open, send, recv).instrument(span).await,
+        }
+    }
+
+    async fn udp(self, open: Open, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+        let socket = match bind_udp(open.dst).await {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                let _ = reply(&mut send, open.flow, Err(open_error(&e))).await;
+                let _ = send.finish();
+                return;
+            }
+        };
+        if reply(&mut send, open.flow, Ok(())).await.is_err() {
+            return;
+        }
+        self.udp_map().insert(open.flow, socket.clone());
+        debug!("UDP flow open");
+        let flow = open.flow;
+        let conn = self.conn.clone();
+        let from_dst = async {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let n = match tokio::time::timeout(UDP_IDLE, socket.recv(&mut buf)).await {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+                let payload = &buf[..n];
+                let fits = conn.max_datagram_size().is_some_and(|max| {
+                    payload.len() + tether_proto::datagram_overhead(flow) <= max
+                });
+                if fits {
+                    let mut d = BytesMut::with_capacity(payload.len() + 8);
+                    if tether_proto::encode_datagram(flow, payload, &mut d).is_ok() {
+                        let _ = conn.send_datagram(d.freeze());
+                    }
+                } else {
+                    let msg = Message::UdpPacket(UdpPacket {
+                        flow,
+                        payload: payload.to_vec(),
+                    });
+                    if framed::write_message(&mut send, &msg).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        // Oversized datagrams from the client arrive as frames on the stream; its end ends the flow.
+        let from_client = async {
+            while let Ok(Some(msg)) = framed::read_message(&mut recv).await {
+                if let Message::UdpPacket(p) = msg {
+                    let _ = socket.send(&p.payload).await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = from_dst => {}
+            _ = from_client => {}
+        }
+        self.udp_map().remove(&flow);
+        debug!("UDP flow closed");
+    }
+}
+
+async fn tcp(open: Open, mut send: quinn::SendStream, recv: quinn::RecvStream) {
+    let stream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(open.dst)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            debug!(error = %e, "Dial failed");
+            let _ = reply(&mut send, open.flow, Err(open_error(&e))).await;
+            let _ = send.finish();
+            return;
+        }
+        Err(_) => {
+            let err = OpenError {
+                code: ErrorCode::TimedOut,
+                message: format!("no answer from {} within {DIAL_TIMEOUT:?}", open.dst),
+            };
+            let _ = reply(&mut send, open.flow, Err(err)).await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    if reply(&mut send, open.flow, Ok(())).await.is_err() {
+        return;
+    }
+    debug!("TCP flow open");
+    let mut tunnel = tokio::io::join(recv, send);
+    let mut stream = stream;
+    match tokio::io::copy_bidirectional_with_sizes(&mut tunnel, &mut stream, 64 << 10, 64 << 10)
+        .await
+    {
+        Ok((up, down)) => debug!(up, down, "TCP flow closed"),
+        Err(error) => {
+            debug!(%error, "TCP flow aborted");
+            let (_, mut send) = tunnel.into_inner();
+            let _ = send.reset(2u32.into());
+        }
+    }
+}
+
+async fn reply(
+    send: &mut quinn::SendStream,
+    flow: u64,
+    result: Result<(), OpenError>,
+) -> Result<(), framed::FrameIoError> {
+    framed::write_message(send, &Message::OpenResult(OpenResult { flow, result })).await
+}
+
+async fn bind_udp(dst: SocketAddr) -> std::io::Result<UdpSocket> {
+    let bind: SocketAddr = if dst.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let socket = UdpSocket::bind(bind).await?;
+    socket.connect(dst).await?;
+    Ok(socket)
+}
+
+fn open_error(e: &std::io::Error) -> OpenError {
+    use std::io::ErrorKind as K;
+    let code = match e.kind() {
+        K::ConnectionRefused => ErrorCode::ConnectionRefused,
+        K::TimedOut => ErrorCode::TimedOut,
+        K::PermissionDenied => ErrorCode::NotPermitted,
+        K::HostUnreachable | K::NetworkUnreachable => ErrorCode::HostUnreachable,
+        _ => ErrorCode::Other,
+    };
+    OpenError {
+        code,
+        message: e.to_string(),
+    }
+}

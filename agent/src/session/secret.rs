@@ -1,0 +1,53 @@
+//! Publishes the client credential in a Secret, so that exactly the users whom Kubernetes RBAC
+//! lets read it can open a tunnel.
+
+use k8s_openapi::{api::core::v1::Secret, ByteString};
+use kube::{
+    api::{Patch, PatchParams},
+    Api, Client,
+};
+use tether_tunnel::ClientCredential;
+
+/// The Secret, in the manager's namespace.
+pub const SECRET_NAME: &str = "tether-manager-tls";
+
+pub async fn publish_credential(
+    client: &Client,
+    namespace: &str,
+    credential: &ClientCredential,
+) -> Result<(), kube::Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(SECRET_NAME.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(
+                [
+                    ("app.kubernetes.io/managed-by", "tether"),
+                    ("app.kubernetes.io/name", "tether-manager"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            ),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(
+            credential
+                .to_secret_data()
+                .into_iter()
+                .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    secrets
+        .patch(
+            SECRET_NAME,
+            &PatchParams::apply("tether").force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    Ok(())
+}

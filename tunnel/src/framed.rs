@@ -1,0 +1,139 @@
+//! Reading and writing tether protocol frames on QUIC streams (any `AsyncRead`/`AsyncWrite`).
+//!
+//! A flow stream carries one `Open`/`OpenResult` frame and then raw bytes, so frames are read
+//! exactly — header, then payload — and never a byte past the frame.
+
+use bytes::BytesMut;
+use tether_proto::{DecodeError, Decoded, EncodeError, Message, HEADER_LEN, MAX_FRAME_LEN};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Errors of frame I/O on a stream.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameIoError {
+    /// The stream failed.
+    #[error("stream I/O")]
+    Io(#[from] std::io::Error),
+    /// The peer sent a frame that cannot be decoded.
+    #[error("undecodable frame")]
+    Decode(#[from] DecodeError),
+    /// The message could not be encoded.
+    #[error("unencodable message")]
+    Encode(#[from] EncodeError),
+    /// The stream ended in the middle of a frame.
+    #[error("stream ended inside a frame")]
+    Truncated,
+}
+
+/// Reads one frame. `Ok(None)` at a clean end of stream before any byte of a frame.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Decoded>, FrameIoError> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        let n = r.read(&mut header[got..]).await?;
+        if n == 0 {
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(FrameIoError::Truncated)
+            };
+        }
+        got += n;
+    }
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    // Checked here, before allocating; the decoder checks again and names the error.
+    let payload_len = if (2..=MAX_FRAME_LEN).contains(&len) {
+        len - 2
+    } else {
+        0
+    };
+    let mut buf = BytesMut::with_capacity(HEADER_LEN + payload_len);
+    buf.extend_from_slice(&header);
+    if payload_len > 0 {
+        buf.resize(HEADER_LEN + payload_len, 0);
+        r.read_exact(&mut buf[HEADER_LEN..])
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => FrameIoError::Truncated,
+                _ => FrameIoError::Io(e),
+            })?;
+    }
+    match tether_proto::decode(&mut buf) {
+        Some(Ok(d)) => Ok(Some(d)),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(FrameIoError::Truncated),
+    }
+}
+
+/// Reads frames until a known message arrives, skipping frames of unknown kinds.
+pub async fn read_message<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<Option<Message>, FrameIoError> {
+    loop {
+        match read_frame(r).await? {
+            None => return Ok(None),
+            Some(Decoded::Message(m)) => return Ok(Some(m)),
+            Some(Decoded::Unknown { kind, .. }) => {
+                tracing::debug!(kind, "Skipped a frame of unknown kind");
+            }
+        }
+    }
+}
+
+/// Writes one message as a frame.
+pub async fn write_message<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    msg: &Message,
+) -> Result<(), FrameIoError> {
+    let mut buf = BytesMut::new();
+    tether_proto::encode(msg, &mut buf)?;
+    w.write_all(&buf).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tether_proto::{Open, Ping, Protocol};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_exactly_one_frame_and_leaves_the_rest() {
+        let mut bytes = BytesMut::new();
+        let open = Message::Open(Open {
+            flow: 1,
+            protocol: Protocol::Tcp,
+            dst: "10.96.0.1:80".parse().unwrap(),
+        });
+        tether_proto::encode(&open, &mut bytes).unwrap();
+        bytes.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        let mut r = &bytes[..];
+        assert_eq!(read_message(&mut r).await.unwrap(), Some(open));
+        assert_eq!(r, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test]
+    async fn skips_unknown_kinds_and_rejects_bad_lengths() {
+        let mut bytes = BytesMut::new();
+        bytes.extend_from_slice(&[0, 0, 0, 3, 0xff, 0xf0, 9]);
+        tether_proto::encode(&Message::Ping(Ping { seq: 5 }), &mut bytes).unwrap();
+        let mut r = &bytes[..];
+        assert_eq!(
+            read_message(&mut r).await.unwrap(),
+            Some(Message::Ping(Ping { seq: 5 }))
+        );
+        assert!(read_message(&mut r).await.unwrap().is_none(), "clean end");
+
+        for bad in [&[0u8, 0, 0, 0, 0, 1][..], &[0xff, 0xff, 0xff, 0xff, 0, 1]] {
+            let mut r = bad;
+            assert!(
+                matches!(read_frame(&mut r).await, Err(FrameIoError::Decode(_))),
+                "{bad:?}"
+            );
+        }
+        let mut r = &[0u8, 0, 0, 9, 0, 5, 1][..];
+        assert!(matches!(
+            read_frame(&mut r).await,
+            Err(FrameIoError::Truncated)
+        ));
+    }
+}

@@ -1,0 +1,93 @@
+use std::collections::BTreeMap;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+use super::*;
+
+fn der(pem: &str) -> CertificateDer<'static> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).expect("valid PEM certificate")
+}
+
+#[test]
+fn issued_certificates_name_role_and_holder() {
+    let identity = Identity::generate().unwrap();
+    for (role, name) in [
+        (Role::Client, "alice@laptop"),
+        (Role::Agent, "sidecar/web-7d9f"),
+    ] {
+        let credential = identity.issue_client(role, name).unwrap();
+        assert_eq!(credential.ca_pem, identity.ca_pem());
+        let peer = Peer::from_certificate(&der(&credential.cert_pem)).unwrap();
+        assert_eq!(
+            peer,
+            Peer {
+                role,
+                name: name.to_owned()
+            }
+        );
+    }
+}
+
+#[test]
+fn ca_and_server_certificates_name_no_peer() {
+    let identity = Identity::generate().unwrap();
+    assert_eq!(Peer::from_certificate(identity.ca_der()), None);
+    let (chain, _) = identity.server_cert();
+    assert_eq!(Peer::from_certificate(&chain[0]), None);
+    assert_eq!(Peer::from_certificate(b"not a certificate"), None);
+}
+
+#[test]
+fn each_identity_has_its_own_ca() {
+    let a = Identity::generate().unwrap();
+    let b = Identity::generate().unwrap();
+    assert_ne!(a.ca_pem(), b.ca_pem());
+}
+
+#[test]
+fn empty_names_are_refused() {
+    let identity = Identity::generate().unwrap();
+    let err = identity.issue_client(Role::Client, " ").unwrap_err();
+    assert!(matches!(err, IdentityError::InvalidName(_)), "{err:?}");
+}
+
+#[test]
+fn credential_round_trips_through_secret_data() {
+    let identity = Identity::generate().unwrap();
+    let credential = identity.issue_client(Role::Client, "daemon").unwrap();
+    let data = credential.to_secret_data();
+    assert_eq!(
+        data.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["ca.crt", "tls.crt", "tls.key"]
+    );
+    assert!(data["tls.key"].starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert_eq!(
+        ClientCredential::from_secret_data(&data).unwrap(),
+        credential
+    );
+}
+
+#[test]
+fn secret_data_without_a_key_is_refused() {
+    let mut data = BTreeMap::from([
+        ("ca.crt".to_owned(), "ca".to_owned()),
+        ("tls.crt".to_owned(), "cert".to_owned()),
+    ]);
+    let err = ClientCredential::from_secret_data(&data).unwrap_err();
+    assert!(
+        matches!(err, IdentityError::MissingKey("tls.key")),
+        "{err:?}"
+    );
+    data.insert("tls.key".to_owned(), "key".to_owned());
+    data.insert("extra".to_owned(), "ignored".to_owned());
+    assert!(ClientCredential::from_secret_data(&data).is_ok());
+}
+
+#[test]
+fn debug_output_hides_the_private_key() {
+    let identity = Identity::generate().unwrap();
+    let credential = identity.issue_client(Role::Agent, "agent").unwrap();
+    let shown = format!("{credential:?} {identity:?}");
+    assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+}

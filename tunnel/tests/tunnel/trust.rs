@@ -1,0 +1,124 @@
+//! Mutual TLS: who gets in, and what the server learns about them.
+
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use tether_tunnel::quinn::{self, ConnectionError};
+use tether_tunnel::{client_config, Identity, Peer, Role, ALPN};
+
+use crate::support::{echo, patiently, Manager, Via};
+
+/// A client that trusts the manager's CA but presents no certificate.
+fn anonymous_config(manager: &Manager) -> quinn::ClientConfig {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(manager.identity.ca_pem().as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    quinn::ClientConfig::new(Arc::new(crypto))
+}
+
+/// Connects and tries to use the connection; returns how it failed.
+async fn refused(manager: &mut Manager, config: quinn::ClientConfig) -> ConnectionError {
+    // In TLS 1.3 the client finishes its handshake before the server has checked the client
+    // certificate, so the refusal may arrive just after `connect` succeeds.
+    let error = match manager.connect_with(Via::Udp, config).await {
+        Err(e) => e.downcast::<ConnectionError>().unwrap(),
+        Ok(connection) => {
+            let used = echo(&connection, b"let me in").await;
+            assert!(used.is_err(), "refused client could use the connection");
+            patiently(connection.closed()).await
+        }
+    };
+    assert!(
+        manager.peers.try_recv().is_err(),
+        "the server accepted the connection"
+    );
+    error
+}
+
+/// The TLS alert the server closed the connection with.
+fn alert(error: &ConnectionError) -> Option<rustls::AlertDescription> {
+    let ConnectionError::ConnectionClosed(close) = error else {
+        return None;
+    };
+    let code = u64::from(close.error_code);
+    // QUIC maps TLS alert n to transport error 0x100 + n (RFC 9001 §4.8).
+    (0x100..0x200)
+        .contains(&code)
+        .then(|| rustls::AlertDescription::from((code - 0x100) as u8))
+}
+
+#[tokio::test]
+async fn client_without_certificate_is_refused() {
+    let mut manager = Manager::start();
+    let config = anonymous_config(&manager);
+    let error = refused(&mut manager, config).await;
+    assert_eq!(
+        alert(&error),
+        Some(rustls::AlertDescription::CertificateRequired),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn client_of_another_ca_is_refused() {
+    let mut manager = Manager::start();
+    let stranger = Identity::generate().unwrap();
+    let mut credential = stranger.issue_client(Role::Client, "mallory").unwrap();
+    // Trusting the right CA does not help with a certificate it did not sign.
+    credential.ca_pem = manager.identity.ca_pem().to_owned();
+    let error = refused(&mut manager, client_config(&credential).unwrap()).await;
+    assert_eq!(
+        alert(&error),
+        Some(rustls::AlertDescription::UnknownCA),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn client_refuses_a_server_of_another_ca() {
+    let mut manager = Manager::start();
+    let stranger = Identity::generate().unwrap();
+    let credential = stranger.issue_client(Role::Client, "lost").unwrap();
+    let error = manager
+        .connect_with(Via::Udp, client_config(&credential).unwrap())
+        .await
+        .unwrap_err();
+    let error = error.downcast::<ConnectionError>().unwrap();
+    assert!(
+        matches!(&error, ConnectionError::TransportError(e) if e.to_string().contains("UnknownIssuer")),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn agent_certificate_is_reported_as_agent() {
+    let mut manager = Manager::start();
+    let credential = manager
+        .identity
+        .issue_client(Role::Agent, "sidecar-web")
+        .unwrap();
+    let connection = manager
+        .connect_with(Via::Udp, client_config(&credential).unwrap())
+        .await
+        .unwrap();
+    let peer = patiently(manager.peers.recv()).await.unwrap();
+    assert_eq!(
+        peer,
+        Some(Peer {
+            role: Role::Agent,
+            name: "sidecar-web".to_owned()
+        })
+    );
+    echo(&connection, b"agents may talk").await.unwrap();
+}
