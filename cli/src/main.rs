@@ -1,6 +1,41 @@
-//! `tether`: connect a workstation to a Kubernetes cluster.
+//! `tether`: puts a workstation inside a Kubernetes cluster's network.
+//!
+//! # Layout
+//! - `args`: the command line (clap).
+//! - `commands`: what each command does; most talk to the daemon over its unix socket.
+//!
+//! # Exit codes
+//! - 0: success (for `connect -- CMD`: CMD's own exit code).
+//! - 1: the command failed; the message says what to do.
+//! - 2: bad usage (unknown flag, bad value).
 #![forbid(unsafe_code)]
 
-fn main() {
-    println!("tether {}", env!("CARGO_PKG_VERSION"));
+mod args;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tether: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("tether: {error}");
+            let mut source = error.source();
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
 }

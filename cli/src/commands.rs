@@ -1,0 +1,264 @@
+//! What each command does.
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::process::CommandExt,
+    path::Path,
+    process::{Command as Process, ExitCode, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use tether_daemon::{
+    cluster::Cluster,
+    control::{self, Request, Response, StatusReport},
+    daemon::{self, Options},
+    privileged::resolv_conf::ResolvConfFile,
+};
+use tokio::net::UnixStream;
+
+use crate::args::{Cli, Command, ConnectArgs, Output};
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Connect(args) => connect(args).await,
+        Command::Daemon(args) => run_daemon(args).await,
+        Command::Status { output } => status(output).await,
+        Command::Quit => quit().await,
+        Command::Install { kube, image } => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let cluster = Cluster::load(kube.kubeconfig, kube.context).await?;
+            println!("Installing the traffic manager ({image}) in {}…", cluster.server);
+            tether_agent::install::install(&cluster.client, &image).await?;
+            println!("Traffic manager installed in namespace {}.", tether_agent::install::NAMESPACE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Uninstall { kube } => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let cluster = Cluster::load(kube.kubeconfig, kube.context).await?;
+            tether_agent::install::uninstall(&cluster.client).await?;
+            println!("Traffic manager removed.");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Version => {
+            println!("tether {}", env!("CARGO_PKG_VERSION"));
+            println!("protocol {}", tether_daemon::PROTOCOL_VERSION);
+            if let Some(Response::Status(s)) = ask(Request::Status).await {
+                println!("daemon pid {} (connected to {})", s.daemon_pid, s.cluster_server);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Sends one request to the running daemon; `None` if there is none.
+async fn ask(req: Request) -> Option<Response> {
+    let path = control::socket_path(&control::runtime_dir());
+    let mut stream = UnixStream::connect(path).await.ok()?;
+    tether_daemon::server::roundtrip(&mut stream, &req).await
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    if let Some(Response::Status(s)) = ask(Request::Status).await {
+        bail!(
+            "already connected to {} (context {}, namespace {}); run `tether quit` first",
+            s.cluster_server,
+            s.context,
+            s.namespace
+        );
+    }
+    if !is_root() {
+        bail!("cannot create the TUN device: tether connect needs root; run `sudo tether connect`");
+    }
+    let dir = control::runtime_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log_path = control::log_path(&dir);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("finding the tether binary")?;
+    let mut cmd = Process::new(exe);
+    cmd.arg("daemon").args(daemon_args(&args));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        // Its own process group: a Ctrl-C meant for this terminal does not reach the daemon.
+        .process_group(0)
+        .spawn()
+        .context("starting the daemon")?;
+    let stdout = child.stdout.take().context("daemon stdout")?;
+    let outcome = tokio::task::spawn_blocking(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(stage) = line.strip_prefix("progress: ") {
+                eprintln!("  {stage}…");
+            } else if line == "ready" {
+                return Ok(());
+            } else if let Some(error) = line.strip_prefix("error: ") {
+                return Err(error.to_owned());
+            }
+        }
+        Err(String::new())
+    })
+    .await?;
+    match outcome {
+        Ok(()) => {}
+        Err(e) if e.is_empty() => {
+            let _ = child.wait();
+            bail!("the daemon exited unexpectedly; see {}", log_path.display());
+        }
+        Err(e) => {
+            let _ = child.wait();
+            bail!("{e}");
+        }
+    }
+    // Reap it later: the daemon outlives us.
+    std::mem::forget(child);
+    if let Some(Response::Status(s)) = ask(Request::Status).await {
+        println!(
+            "Connected to {} (context {}) over {}; namespace {}.",
+            s.cluster_server, s.context, s.transport, s.namespace
+        );
+    }
+    if args.command.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status = Process::new(&args.command[0]).args(&args.command[1..]).status();
+    let _ = quit().await;
+    let status = status.with_context(|| format!("running {}", args.command[0]))?;
+    Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+}
+
+fn daemon_args(a: &ConnectArgs) -> Vec<String> {
+    let mut v = vec![
+        "--namespace".into(),
+        a.namespace.clone(),
+        "--transport".into(),
+        a.transport.to_string(),
+        "--tun-name".into(),
+        a.tun_name.clone(),
+        "--tun-network".into(),
+        a.tun_network.to_string(),
+        "--resolv-conf".into(),
+        a.resolv_conf.display().to_string(),
+    ];
+    if let Some(k) = &a.kube.kubeconfig {
+        v.extend(["--kubeconfig".into(), k.display().to_string()]);
+    }
+    if let Some(c) = &a.kube.context {
+        v.extend(["--context".into(), c.clone()]);
+    }
+    for n in &a.never_proxy {
+        v.extend(["--never-proxy".into(), n.to_string()]);
+    }
+    for n in &a.also_proxy {
+        v.extend(["--also-proxy".into(), n.to_string()]);
+    }
+    if a.allow_conflicting_subnets {
+        v.push("--allow-conflicting-subnets".into());
+    }
+    v
+}
+
+async fn run_daemon(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let opts = Options {
+        namespace: args.namespace,
+        kubeconfig: args.kube.kubeconfig,
+        context: args.kube.context,
+        transport: args.transport,
+        never_proxy: args.never_proxy,
+        also_proxy: args.also_proxy,
+        allow_conflicting_subnets: args.allow_conflicting_subnets,
+        tun_name: args.tun_name,
+        tun_network: args.tun_network,
+        resolv_conf: args.resolv_conf,
+        runtime_dir: control::runtime_dir(),
+    };
+    match daemon::run(opts).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(error) => {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            tracing::error!(error = %text, "Daemon failed");
+            println!("error: {text}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn status(output: Output) -> anyhow::Result<ExitCode> {
+    let report = match ask(Request::Status).await {
+        Some(Response::Status(s)) => *s,
+        _ => StatusReport::default(),
+    };
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(&report)?),
+        Output::Text if report.daemon_pid == 0 => println!("Not connected."),
+        Output::Text => {
+            let state = if report.connected { "connected" } else { "reconnecting" };
+            println!("Status:      {state}");
+            println!("Cluster:     {} (context {})", report.cluster_server, report.context);
+            println!("Namespace:   {}", report.namespace);
+            println!("Transport:   {} via {}", report.transport, report.manager);
+            println!("Session:     {}", report.session_id);
+            println!("DNS:         {} (cluster domain {})", report.dns_server, report.cluster_domain);
+            println!("Routes:      {} via {}", report.subnets.join(", "), report.tun_device);
+            println!("Reconnects:  {}", report.reconnects);
+            println!("Daemon pid:  {}", report.daemon_pid);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn quit() -> anyhow::Result<ExitCode> {
+    let dir = control::runtime_dir();
+    match ask(Request::Quit).await {
+        Some(_) => {
+            let sock = control::socket_path(&dir);
+            for _ in 0..100 {
+                if !sock.exists() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            println!("Disconnected.");
+        }
+        None => {
+            // No daemon; still put back what a crashed one may have left.
+            if is_root() && ResolvConfFile::new(Path::new("/etc/resolv.conf"), &dir).repair_stale()? {
+                println!("Not connected; restored the resolver configuration a crashed daemon left.");
+            } else {
+                println!("Not connected.");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,203 @@
+//! What the daemon asks the Kubernetes API before it can dial the manager: whose cluster it is,
+//! whether the namespace exists, the manager's credential (RBAC-gated), and where the manager is.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
+use kube::{
+    api::ListParams,
+    config::{KubeConfigOptions, Kubeconfig},
+    Api, Client, Config,
+};
+use tether_tunnel::ClientCredential;
+
+/// The manager's namespace and objects (see `deploy/manager`).
+pub const MANAGER_NAMESPACE: &str = "tether";
+pub const MANAGER_SECRET: &str = "tether-manager-tls";
+pub const MANAGER_SERVICE: &str = "tether-manager";
+pub const MANAGER_SELECTOR: &str = "app.kubernetes.io/name=tether-manager";
+pub const QUIC_PORT: u16 = 7443;
+pub const RELAY_PORT: u16 = 7444;
+
+/// Errors a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No usable kubeconfig.
+    #[error("no kubeconfig: {0}. Set KUBECONFIG or pass --kubeconfig")]
+    NoKubeconfig(String),
+    /// The API server could not be reached.
+    #[error("cannot reach the Kubernetes API server {server}: {message}")]
+    Unreachable { server: String, message: String },
+    /// The namespace does not exist.
+    #[error("namespace {0:?} does not exist in this cluster")]
+    NoNamespace(String),
+    /// The manager is not installed.
+    #[error("no traffic manager in namespace {MANAGER_NAMESPACE}: run `tether install`")]
+    NoManager,
+    /// The manager has no running pod.
+    #[error("the traffic manager in namespace {MANAGER_NAMESPACE} has no ready pod: check `kubectl -n {MANAGER_NAMESPACE} get pods`")]
+    ManagerNotReady,
+    /// RBAC says no.
+    #[error("forbidden by RBAC: your kubeconfig user may not {0}. Ask a cluster admin to bind the ClusterRole tether-client to you")]
+    Forbidden(String),
+    /// The credential in the Secret is unusable.
+    #[error("the traffic manager's credential is invalid: {0}")]
+    BadCredential(String),
+    /// Any other API failure.
+    #[error("Kubernetes API: {0}")]
+    Api(String),
+}
+
+/// A connection to the user's cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: Client,
+    pub context: String,
+    pub server: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("context", &self.context).field("server", &self.server).finish()
+    }
+}
+
+impl Cluster {
+    /// Loads the kubeconfig (`--kubeconfig`, else `$KUBECONFIG`, else `~/.kube/config`).
+    pub async fn load(kubeconfig: Option<PathBuf>, context: Option<String>) -> Result<Cluster, ClusterError> {
+        let kc = match &kubeconfig {
+            Some(path) => Kubeconfig::read_from(path).map_err(|e| ClusterError::NoKubeconfig(format!("{}: {e}", path.display())))?,
+            None => Kubeconfig::read().map_err(|e| ClusterError::NoKubeconfig(e.to_string()))?,
+        };
+        let context_name = context
+            .clone()
+            .or_else(|| kc.current_context.clone())
+            .unwrap_or_default();
+        let options = KubeConfigOptions { context, ..Default::default() };
+        let config = Config::from_custom_kubeconfig(kc, &options)
+            .await
+            .map_err(|e| ClusterError::NoKubeconfig(e.to_string()))?;
+        let server = config.cluster_url.to_string();
+        let client = Client::try_from(config).map_err(|e| ClusterError::Api(e.to_string()))?;
+        Ok(Cluster { client, context: context_name, server })
+    }
+
+    fn map(&self, what: &str, e: kube::Error) -> ClusterError {
+        match &e {
+            kube::Error::Api(s) if s.code == 403 => ClusterError::Forbidden(what.to_owned()),
+            kube::Error::HyperError(_) | kube::Error::Service(_) => ClusterError::Unreachable {
+                server: self.server.clone(),
+                message: error_chain(&e),
+            },
+            _ => ClusterError::Api(format!("{what}: {}", error_chain(&e))),
+        }
+    }
+
+    /// Fails unless `namespace` exists (and the API server answers).
+    pub async fn check_namespace(&self, namespace: &str) -> Result<(), ClusterError> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        match api.get_opt(namespace).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(ClusterError::NoNamespace(namespace.to_owned())),
+            // Users who may not read namespaces can still use one; the tunnel will tell.
+            Err(kube::Error::Api(s)) if s.code == 403 => Ok(()),
+            Err(e) => Err(self.map("get namespaces", e)),
+        }
+    }
+
+    /// The manager's client credential, from its Secret.
+    pub async fn credential(&self) -> Result<ClientCredential, ClusterError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), MANAGER_NAMESPACE);
+        let secret = match api.get_opt(MANAGER_SECRET).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Err(ClusterError::NoManager),
+            Err(kube::Error::Api(s)) if s.code == 404 => return Err(ClusterError::NoManager),
+            Err(e) => return Err(self.map(&format!("get secret {MANAGER_SECRET} in namespace {MANAGER_NAMESPACE}"), e)),
+        };
+        let data: BTreeMap<String, String> = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| String::from_utf8(v.0).ok().map(|v| (k, v)))
+            .collect();
+        ClientCredential::from_secret_data(&data).map_err(|e| ClusterError::BadCredential(e.to_string()))
+    }
+
+    /// The ready manager pod: (name, pod IP).
+    pub async fn manager_pod(&self) -> Result<(String, Option<std::net::IpAddr>), ClusterError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), MANAGER_NAMESPACE);
+        let pods = api
+            .list(&ListParams::default().labels(MANAGER_SELECTOR))
+            .await
+            .map_err(|e| self.map(&format!("list pods in namespace {MANAGER_NAMESPACE}"), e))?;
+        let ready = pods.items.into_iter().find(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
+                    c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+        });
+        let pod = ready.ok_or(ClusterError::ManagerNotReady)?;
+        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).and_then(|ip| ip.parse().ok());
+        Ok((pod.metadata.name.unwrap_or_default(), ip))
+    }
+
+    /// Where the manager's QUIC port may be reachable over plain UDP: its NodePort on every node
+    /// address, and LoadBalancer ingress addresses. Unreadable objects just give no candidates.
+    pub async fn udp_candidates(&self) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        let services: Api<Service> = Api::namespaced(self.client.clone(), MANAGER_NAMESPACE);
+        let Ok(svc) = services.get(MANAGER_SERVICE).await else { return out };
+        let spec = svc.spec.unwrap_or_default();
+        let port = spec.ports.unwrap_or_default().into_iter().find(|p| p.protocol.as_deref() == Some("UDP"));
+        if let Some(lb) = svc.status.and_then(|s| s.load_balancer).and_then(|l| l.ingress) {
+            for ing in lb {
+                if let (Some(ip), Some(p)) = (ing.ip.and_then(|i| i.parse().ok()), port.as_ref()) {
+                    out.push(SocketAddr::new(ip, p.port as u16));
+                }
+            }
+        }
+        let Some(node_port) = port.and_then(|p| p.node_port) else { return out };
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        if let Ok(list) = nodes.list(&ListParams::default()).await {
+            for node in list.items {
+                for addr in node.status.and_then(|s| s.addresses).unwrap_or_default() {
+                    if addr.type_ == "InternalIP" || addr.type_ == "ExternalIP" {
+                        if let Ok(ip) = addr.address.parse() {
+                            out.push(SocketAddr::new(ip, node_port as u16));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A port-forward byte stream to the manager pod's relay port.
+    pub async fn port_forward(&self, pod: &str) -> Result<tokio::io::DuplexStream, ClusterError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), MANAGER_NAMESPACE);
+        let mut pf = api
+            .portforward(pod, &[RELAY_PORT])
+            .await
+            .map_err(|e| self.map(&format!("port-forward to pod {pod} in namespace {MANAGER_NAMESPACE}"), e))?;
+        let stream = pf
+            .take_stream(RELAY_PORT)
+            .ok_or_else(|| ClusterError::Api("port-forward gave no stream".into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = pf.join().await {
+                tracing::debug!(error = %e, "Port-forward ended");
+            }
+        });
+        Ok(stream)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}

@@ -1,0 +1,116 @@
+//! Finding and dialing the traffic manager: the carrier choice (direct UDP or QUIC over a
+//! Kubernetes port-forward) and (re)establishing the session.
+
+use std::{net::SocketAddr, time::Duration};
+
+use tether_tunnel::{quinn, StreamCarrier};
+use tracing::{debug, info};
+
+use crate::{
+    cluster::{Cluster, ClusterError},
+    session::{Session, SessionError},
+};
+
+/// How the QUIC packets travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// UDP when the manager answers on it, else port-forward.
+    Auto,
+    /// Direct UDP to the manager (NodePort / LoadBalancer).
+    Udp,
+    /// QUIC packets over a Kubernetes port-forward.
+    PortForward,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Auto => "auto",
+            Transport::Udp => "udp",
+            Transport::PortForward => "port-forward",
+        })
+    }
+}
+
+/// How long a UDP candidate gets to complete the QUIC handshake.
+const UDP_PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Errors while dialing.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("the tunnel endpoint: {0}")]
+    Endpoint(String),
+    #[error("the traffic manager did not answer over UDP at {0}; try --transport port-forward")]
+    NoUdp(String),
+    #[error("the tunnel over {transport} to {addr}")]
+    Session {
+        transport: Transport,
+        addr: SocketAddr,
+        #[source]
+        source: SessionError,
+    },
+}
+
+/// A live session and how it was reached.
+#[derive(Debug)]
+pub struct Dialed {
+    pub session: Session,
+    pub transport: Transport,
+    /// The manager's address as the user would recognise it.
+    pub manager: String,
+    /// The UDP address the tunnel uses, which must never be routed into the TUN.
+    pub direct_peer: Option<SocketAddr>,
+    // Keeps the port-forward carrier's endpoint alive.
+    _endpoint: quinn::Endpoint,
+}
+
+/// Fetches the credential and dials the manager with `transport`.
+pub async fn dial(cluster: &Cluster, transport: Transport, client: &str, namespace: &str) -> Result<Dialed, DialError> {
+    let credential = cluster.credential().await?;
+    let (pod, _) = cluster.manager_pod().await?;
+    let bind: SocketAddr = ([0, 0, 0, 0], 0).into();
+    let endpoint = tether_tunnel::client_endpoint(bind, &credential).map_err(|e| DialError::Endpoint(e.to_string()))?;
+
+    if transport != Transport::PortForward {
+        let candidates = cluster.udp_candidates().await;
+        for addr in &candidates {
+            debug!(%addr, "Trying UDP");
+            let attempt = Session::establish(&endpoint, *addr, client.to_owned(), namespace.to_owned());
+            match tokio::time::timeout(UDP_PROBE_TIMEOUT, attempt).await {
+                Ok(Ok(session)) => {
+                    info!(%addr, "Tunnel up over UDP");
+                    return Ok(Dialed {
+                        session,
+                        transport: Transport::Udp,
+                        manager: addr.to_string(),
+                        direct_peer: Some(*addr),
+                        _endpoint: endpoint,
+                    });
+                }
+                Ok(Err(e)) => debug!(%addr, error = %e, "UDP candidate failed"),
+                Err(_) => debug!(%addr, "UDP candidate timed out"),
+            }
+        }
+        if transport == Transport::Udp {
+            let tried = candidates.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            return Err(DialError::NoUdp(if tried.is_empty() { "no NodePort or LoadBalancer address".into() } else { tried }));
+        }
+    }
+
+    let stream = cluster.port_forward(&pod).await?;
+    let (relay_addr, _carrier) = StreamCarrier::spawn(stream).map_err(|e| DialError::Endpoint(e.to_string()))?;
+    let session = Session::establish(&endpoint, relay_addr, client.to_owned(), namespace.to_owned())
+        .await
+        .map_err(|source| DialError::Session { transport: Transport::PortForward, addr: relay_addr, source })?;
+    info!(%pod, "Tunnel up over port-forward");
+    Ok(Dialed {
+        session,
+        transport: Transport::PortForward,
+        manager: format!("pod/{pod} (port-forward)"),
+        direct_peer: None,
+        _endpoint: endpoint,
+    })
+}

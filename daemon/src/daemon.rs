@@ -1,0 +1,286 @@
+//! The daemon: connects, configures the machine, carries traffic, reconnects, and puts the
+//! machine back on quit.
+//!
+//! Progress goes to stdout as `progress: …`, then one `ready` or `error: …` line, for the
+//! `tether connect` that started us; after that, stdout is not used.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use ipnet::{IpNet, Ipv4Net};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::{
+    cluster::Cluster,
+    connect::{self, Dialed, Transport},
+    control::StatusReport,
+    privileged::{
+        resolv_conf::{self, ResolvConf, ResolvConfFile},
+        route_check,
+    },
+    session::Session,
+    traffic,
+};
+
+/// Everything `tether connect` passes to the daemon.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub namespace: String,
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub transport: Transport,
+    pub never_proxy: Vec<Ipv4Net>,
+    pub also_proxy: Vec<Ipv4Net>,
+    pub allow_conflicting_subnets: bool,
+    pub tun_name: String,
+    /// The TUN device's network; its first host is the device, its second the DNS server.
+    pub tun_network: Ipv4Net,
+    pub resolv_conf: PathBuf,
+    pub runtime_dir: PathBuf,
+}
+
+impl Options {
+    fn dns_ip(&self) -> Ipv4Addr {
+        let base = u32::from(self.tun_network.network());
+        Ipv4Addr::from(base + 2)
+    }
+}
+
+/// Errors that stop the daemon before it is ready.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Dial(#[from] connect::DialError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error("{0}. Use --never-proxy to leave that range alone, or --allow-conflicting-subnets to route it anyway")]
+    RouteConflict(String),
+    #[error("cannot create TUN device {name}: {source}. tether needs root: run it with sudo")]
+    Tun {
+        name: String,
+        #[source]
+        source: crate::tun::TunError,
+    },
+    #[error("routing {cidr} into {dev}")]
+    Route {
+        cidr: IpNet,
+        dev: String,
+        #[source]
+        source: crate::tun::TunError,
+    },
+    #[error("configuring DNS")]
+    Resolver(#[from] resolv_conf::ResolvError),
+    #[error("already connected (daemon pid {0}); run `tether quit` first")]
+    AlreadyRunning(u32),
+    #[error("the control socket")]
+    Socket(#[source] std::io::Error),
+}
+
+/// Shared state the control socket reports.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub status: Mutex<StatusReport>,
+}
+
+fn progress(stage: &str) {
+    info!("{stage}");
+    println!("progress: {stage}");
+}
+
+/// Runs the daemon until `tether quit`, a signal, or a fatal error.
+pub async fn run(opts: Options) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&opts.runtime_dir).map_err(DaemonError::Socket)?;
+    let resolv = ResolvConfFile::new(&opts.resolv_conf, &opts.runtime_dir);
+    // A daemon that died without cleaning up left its resolv.conf behind: put it back first.
+    if resolv.repair_stale()? {
+        warn!("Restored the resolver configuration a previous daemon left behind");
+    }
+    let listener = crate::server::bind(&opts.runtime_dir).await?;
+
+    progress("connecting to the cluster");
+    let cluster = Cluster::load(opts.kubeconfig.clone(), opts.context.clone()).await?;
+    cluster.check_namespace(&opts.namespace).await?;
+    progress("dialing the traffic manager");
+    let client = client_name();
+    let dialed = connect::dial(&cluster, opts.transport, &client, &opts.namespace).await?;
+    let welcome = dialed.session.welcome.clone();
+
+    // The routes: the cluster's IPv4 ranges, plus --also-proxy, minus --never-proxy and minus the
+    // tunnel's own peer (routing it into the tunnel would loop).
+    let mut never = opts.never_proxy.clone();
+    if let Some(SocketAddr::V4(peer)) = dialed.direct_peer {
+        never.push(Ipv4Net::from(*peer.ip()));
+    }
+    let api_ip = api_server_ip(&cluster.server).await;
+    if let Some(IpAddr::V4(ip)) = api_ip {
+        never.push(Ipv4Net::from(ip));
+    }
+    let wanted = subnets_v4(&welcome.subnets, &opts.also_proxy);
+    let routes = route_check::subtract(&wanted, &never);
+    let existing = route_check::parse_proc_net_route(&std::fs::read_to_string("/proc/net/route").unwrap_or_default());
+    let conflicts = route_check::find_conflicts(&existing, &routes, &opts.tun_name);
+    if !conflicts.is_empty() && !opts.allow_conflicting_subnets {
+        let text = conflicts.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        return Err(DaemonError::RouteConflict(text));
+    }
+
+    progress("creating the TUN device and routes");
+    let tun = crate::tun::Tun::create(&crate::tun::TunConfig {
+        name: opts.tun_name.clone(),
+        address: Ipv4Net::new(Ipv4Addr::from(u32::from(opts.tun_network.network()) + 1), opts.tun_network.prefix_len())
+            .unwrap_or(opts.tun_network),
+        mtu: crate::TUN_MTU,
+    })
+    .map_err(|source| DaemonError::Tun { name: opts.tun_name.clone(), source })?;
+    for cidr in &routes {
+        tun.add_route(IpNet::V4(*cidr)).await.map_err(|source| DaemonError::Route {
+            cidr: IpNet::V4(*cidr),
+            dev: opts.tun_name.clone(),
+            source,
+        })?;
+    }
+
+    // DNS: our server inside the TUN range, the original resolvers as upstream.
+    let original = ResolvConf::parse(&resolv.read()?);
+    let upstream: Vec<SocketAddr> = original
+        .nameservers
+        .iter()
+        .filter(|ip| !routes.iter().any(|r| matches!(ip, IpAddr::V4(v4) if r.contains(v4))))
+        .map(|ip| SocketAddr::new(*ip, 53))
+        .collect();
+    let domain = welcome.cluster_domain.clone();
+    let search = vec![
+        format!("{}.svc.{domain}", opts.namespace),
+        format!("svc.{domain}"),
+        domain.clone(),
+    ];
+    let (session_tx, session_rx) = watch::channel(Some(dialed.session.clone()));
+    let dns = traffic::Dns::new(&domain, upstream, session_rx.clone());
+    let stack_task = traffic::spawn(tun, SocketAddr::new(IpAddr::V4(opts.dns_ip()), 53), dns, session_rx.clone());
+    resolv.install(&resolv_conf::render(&original, IpAddr::V4(opts.dns_ip()), &search)?)?;
+
+    let shared = Arc::new(Shared::default());
+    {
+        let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
+        *s = StatusReport {
+            connected: true,
+            namespace: opts.namespace.clone(),
+            context: cluster.context.clone(),
+            cluster_server: cluster.server.clone(),
+            transport: dialed.transport.to_string(),
+            manager: dialed.manager.clone(),
+            session_id: welcome.session_id.clone(),
+            cluster_domain: domain.clone(),
+            subnets: routes.iter().map(ToString::to_string).collect(),
+            tun_device: opts.tun_name.clone(),
+            dns_server: opts.dns_ip().to_string(),
+            reconnects: 0,
+            daemon_pid: std::process::id(),
+        };
+    }
+    progress("connected");
+    println!("ready");
+
+    let (quit_tx, mut quit_rx) = watch::channel(false);
+    let server = tokio::spawn(crate::server::serve(listener, shared.clone(), quit_tx.clone()));
+    let supervisor = tokio::spawn(supervise(cluster, opts.clone(), client, dialed, session_tx, shared.clone()));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(DaemonError::Socket)?;
+    tokio::select! {
+        _ = quit_rx.changed() => info!("Quit requested"),
+        _ = tokio::signal::ctrl_c() => info!("Interrupted"),
+        _ = term.recv() => info!("Terminated"),
+    }
+    supervisor.abort();
+    if let Some(s) = session_rx.borrow().as_ref() {
+        s.close();
+    }
+    stack_task.abort();
+    // Restore DNS first: it is the part a user notices.
+    if let Err(e) = resolv.restore() {
+        warn!(error = %e, "Could not restore the resolver configuration");
+    }
+    // The TUN device (and with it every route through it) goes away with the stack task.
+    let _ = stack_task.await;
+    server.abort();
+    crate::server::remove(&opts.runtime_dir);
+    info!("Disconnected; the machine is as it was");
+    Ok(())
+}
+
+/// Re-dials whenever the session is lost; new flows wait for the next session.
+async fn supervise(
+    cluster: Cluster,
+    opts: Options,
+    client: String,
+    mut dialed: Dialed,
+    session_tx: watch::Sender<Option<Session>>,
+    shared: Arc<Shared>,
+) {
+    loop {
+        let reason = dialed.session.closed().await;
+        warn!(%reason, "Lost the tunnel; reconnecting");
+        let _ = session_tx.send(None);
+        {
+            let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
+            s.connected = false;
+        }
+        let mut backoff = Duration::from_millis(200);
+        dialed = loop {
+            match connect::dial(&cluster, opts.transport, &client, &opts.namespace).await {
+                Ok(d) => break d,
+                Err(e) => {
+                    warn!(error = %e, "Reconnect failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
+        info!(manager = %dialed.manager, "Reconnected");
+        let _ = session_tx.send(Some(dialed.session.clone()));
+        let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.connected = true;
+        s.reconnects += 1;
+        s.transport = dialed.transport.to_string();
+        s.manager = dialed.manager.clone();
+        s.session_id = dialed.session.welcome.session_id.clone();
+    }
+}
+
+fn subnets_v4(subnets: &tether_proto::Subnets, also: &[Ipv4Net]) -> Vec<Ipv4Net> {
+    let mut out: Vec<Ipv4Net> = subnets
+        .service
+        .iter()
+        .chain(&subnets.pod)
+        .filter_map(|n| match n {
+            IpNet::V4(v4) => Some(v4.trunc()),
+            IpNet::V6(_) => None,
+        })
+        .chain(also.iter().copied())
+        .collect();
+    out.sort();
+    out.dedup();
+    Ipv4Net::aggregate(&out)
+}
+
+async fn api_server_ip(server: &str) -> Option<IpAddr> {
+    let uri: http::Uri = server.parse().ok()?;
+    let host = uri.host()?.trim_matches(['[', ']']).to_owned();
+    if let Ok(ip) = host.parse() {
+        return Some(ip);
+    }
+    let port = uri.port_u16().unwrap_or(443);
+    let mut addrs = tokio::net::lookup_host((host.as_str(), port)).await.ok()?;
+    addrs.next().map(|a| a.ip())
+}
+
+fn client_name() -> String {
+    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "root".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    format!("{user}@{host}")
+}

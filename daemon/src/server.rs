@@ -1,0 +1,86 @@
+//! The control socket: a unix socket in the runtime directory that only root and the user who
+//! connected (`SUDO_UID`) may open. One JSON request per line, one JSON response per line.
+
+use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::watch,
+};
+use tracing::debug;
+
+use crate::{
+    control::{self, Request, Response},
+    daemon::{DaemonError, Shared},
+};
+
+/// Binds the socket, refusing if a live daemon already owns it.
+pub async fn bind(dir: &Path) -> Result<UnixListener, DaemonError> {
+    let path = control::socket_path(dir);
+    if path.exists() {
+        if let Ok(mut stream) = UnixStream::connect(&path).await {
+            let pid = match roundtrip(&mut stream, &Request::Status).await {
+                Some(Response::Status(s)) => s.daemon_pid,
+                _ => 0,
+            };
+            return Err(DaemonError::AlreadyRunning(pid));
+        }
+        // Left by a daemon that died: nobody listens.
+        let _ = std::fs::remove_file(&path);
+    }
+    let listener = UnixListener::bind(&path).map_err(DaemonError::Socket)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(DaemonError::Socket)?;
+    if let Some(uid) = std::env::var("SUDO_UID").ok().and_then(|u| u.parse::<u32>().ok()) {
+        let gid = std::env::var("SUDO_GID").ok().and_then(|g| g.parse::<u32>().ok());
+        std::os::unix::fs::chown(&path, Some(uid), gid).map_err(DaemonError::Socket)?;
+    }
+    Ok(listener)
+}
+
+pub fn remove(dir: &Path) {
+    let _ = std::fs::remove_file(control::socket_path(dir));
+}
+
+/// Serves requests until the task is aborted.
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>, quit_tx: watch::Sender<bool>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let shared = shared.clone();
+        let quit_tx = quit_tx.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let response = match serde_json::from_str::<Request>(&line) {
+                    Ok(Request::Status) | Ok(Request::Watch) => {
+                        let s = shared.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        Response::Status(Box::new(s))
+                    }
+                    Ok(Request::Quit) => {
+                        let _ = quit_tx.send(true);
+                        Response::Ok
+                    }
+                    Err(e) => Response::Error { error: format!("bad request: {e}") },
+                };
+                let mut out = serde_json::to_string(&response).unwrap_or_default();
+                out.push('\n');
+                if write.write_all(out.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+            debug!("Control client left");
+        });
+    }
+}
+
+/// Sends one request and reads one response.
+pub async fn roundtrip(stream: &mut UnixStream, req: &Request) -> Option<Response> {
+    let mut line = serde_json::to_string(req).ok()?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).await.ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut answer = String::new();
+    reader.read_line(&mut answer).await.ok()?;
+    serde_json::from_str(&answer).ok()
+}

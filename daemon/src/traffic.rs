@@ -1,0 +1,233 @@
+//! The traffic glue: connections and datagrams that the userspace stack terminates become
+//! flows through the current tunnel session; queries to the DNS address are answered here.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::UdpSocket,
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tracing::{debug, debug_span, Instrument};
+
+use crate::{
+    dns::{self, Cache, Classifier, Destination},
+    netstack::{NetStack, NetStackConfig, TcpRequest, UdpSender},
+    session::Session,
+    tun::Tun,
+};
+
+/// How long a new flow waits for a session while the daemon reconnects.
+const SESSION_WAIT: Duration = Duration::from_secs(8);
+/// How long a UDP flow lives without traffic.
+const UDP_IDLE: Duration = Duration::from_secs(60);
+/// How long an upstream resolver gets per query.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
+
+type SessionRx = watch::Receiver<Option<Session>>;
+
+/// The session to use now, waiting a little while there is none (a reconnect is under way).
+async fn current(session_rx: &SessionRx) -> Option<Session> {
+    let mut rx = session_rx.clone();
+    let result = tokio::time::timeout(SESSION_WAIT, async {
+        rx.wait_for(|s| s.as_ref().is_some_and(|s| !s.is_closed()))
+            .await
+            .ok()
+            .and_then(|s| s.clone())
+    })
+    .await;
+    result.ok().flatten()
+}
+
+/// Starts the stack on the TUN device and serves it. Aborting the task drops the device, which
+/// takes its routes with it.
+pub fn spawn(tun: Tun, dns_addr: SocketAddr, dns: Dns, session_rx: SessionRx) -> JoinHandle<()> {
+    let mtu = tun.mtu();
+    let (stack, mut tcp, mut udp) = NetStack::spawn(tun.into_device(), NetStackConfig::new(mtu));
+    let dns = Arc::new(dns);
+    tokio::spawn(async move {
+        let _stack: NetStack = stack;
+        let tcp_session = session_rx.clone();
+        let tcp_dns = dns.clone();
+        let tcp_loop = async move {
+            while let Some(req) = tcp.accept().await {
+                let span = debug_span!("tcp", src = %req.src(), dst = %req.dst());
+                if req.dst() == dns_addr {
+                    tokio::spawn(dns_over_tcp(req, tcp_dns.clone()).instrument(span));
+                } else {
+                    tokio::spawn(tcp_flow(req, tcp_session.clone()).instrument(span));
+                }
+            }
+        };
+        let udp_loop = async move {
+            let sender = udp.sender();
+            let mut flows: HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Bytes>> = HashMap::new();
+            while let Some(d) = udp.recv().await {
+                if d.dst == dns_addr {
+                    let (dns, sender) = (dns.clone(), sender.clone());
+                    tokio::spawn(async move {
+                        if let Some(answer) = dns.handle(&d.payload).await {
+                            let _ = sender.send(d.dst, d.src, &answer).await;
+                        }
+                    });
+                    continue;
+                }
+                let key = (d.src, d.dst);
+                if let Some(tx) = flows.get(&key) {
+                    if tx.try_send(d.payload.clone()).is_ok() {
+                        continue;
+                    }
+                    if !tx.is_closed() {
+                        continue; // queue full: drop, as a network would
+                    }
+                }
+                flows.retain(|_, tx| !tx.is_closed());
+                let (tx, rx) = mpsc::channel(256);
+                let _ = tx.try_send(d.payload);
+                flows.insert(key, tx);
+                let span = debug_span!("udp", src = %d.src, dst = %d.dst);
+                tokio::spawn(udp_flow(d.src, d.dst, rx, sender.clone(), session_rx.clone()).instrument(span));
+            }
+        };
+        tokio::join!(tcp_loop, udp_loop);
+    })
+}
+
+async fn tcp_flow(req: TcpRequest, session_rx: SessionRx) {
+    let Some(session) = current(&session_rx).await else {
+        debug!("No tunnel; refusing");
+        req.refuse();
+        return;
+    };
+    let (send, recv) = match session.open_tcp(req.dst()).await {
+        Ok(s) => s,
+        Err(error) => {
+            debug!(%error, "Open failed; refusing");
+            req.refuse();
+            return;
+        }
+    };
+    let Ok(mut stream) = req.accept() else { return };
+    let mut tunnel = tokio::io::join(recv, send);
+    match tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut tunnel, 64 << 10, 64 << 10).await {
+        Ok((up, down)) => debug!(up, down, "Closed"),
+        Err(error) => debug!(%error, "Aborted"),
+    }
+}
+
+async fn udp_flow(
+    src: SocketAddr,
+    dst: SocketAddr,
+    mut rx: mpsc::Receiver<Bytes>,
+    sender: UdpSender,
+    session_rx: SessionRx,
+) {
+    let Some(session) = current(&session_rx).await else { return };
+    let flow = match session.open_udp(dst).await {
+        Ok(f) => f,
+        Err(error) => {
+            debug!(%error, "UDP open failed");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            out = tokio::time::timeout(UDP_IDLE, rx.recv()) => match out {
+                Ok(Some(payload)) => { let _ = flow.send(&payload).await; }
+                _ => break,
+            },
+            reply = flow.recv() => match reply {
+                Some(payload) => { let _ = sender.send(dst, src, &payload).await; }
+                None => break,
+            },
+        }
+    }
+    debug!("UDP flow closed");
+}
+
+async fn dns_over_tcp(req: TcpRequest, dns: Arc<Dns>) {
+    let Ok(mut stream) = req.accept() else { return };
+    loop {
+        let mut len = [0u8; 2];
+        if stream.read_exact(&mut len).await.is_err() {
+            return;
+        }
+        let mut query = vec![0u8; u16::from_be_bytes(len).into()];
+        if stream.read_exact(&mut query).await.is_err() {
+            return;
+        }
+        let Some(answer) = dns.handle(&query).await else { return };
+        let Ok(n) = u16::try_from(answer.len()) else { return };
+        if stream.write_all(&n.to_be_bytes()).await.is_err() || stream.write_all(&answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The DNS server's logic: cluster names to the manager (cached briefly), others unchanged to
+/// the original resolvers.
+#[derive(Debug)]
+pub struct Dns {
+    classifier: Classifier,
+    cache: Mutex<Cache>,
+    upstream: Vec<SocketAddr>,
+    session_rx: SessionRx,
+}
+
+impl Dns {
+    pub fn new(cluster_domain: &str, upstream: Vec<SocketAddr>, session_rx: SessionRx) -> Self {
+        Dns {
+            classifier: Classifier::new(cluster_domain),
+            cache: Mutex::default(),
+            upstream,
+            session_rx,
+        }
+    }
+
+    /// The answer to one query; `None` to stay silent (garbage, or nobody answered).
+    pub async fn handle(&self, query: &[u8]) -> Option<Vec<u8>> {
+        let Some((id, question)) = dns::parse_query(query) else {
+            debug!(len = query.len(), "Ignored a malformed DNS packet");
+            return None;
+        };
+        match self.classifier.classify(&question.name) {
+            Destination::Upstream => self.upstream(query).await,
+            Destination::Cluster => {
+                let now = Instant::now();
+                if let Some(hit) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(now, id, &question) {
+                    return Some(hit);
+                }
+                let session = current(&self.session_rx).await?;
+                let answer = session.dns(query.to_vec()).await.ok()?;
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(Instant::now(), question, &answer);
+                Some(answer)
+            }
+        }
+    }
+
+    async fn upstream(&self, query: &[u8]) -> Option<Vec<u8>> {
+        for server in &self.upstream {
+            let bind: SocketAddr = if server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+            let Ok(socket) = UdpSocket::bind(bind).await else { continue };
+            if socket.connect(server).await.is_err() || socket.send(query).await.is_err() {
+                continue;
+            }
+            let mut buf = vec![0u8; 65535];
+            if let Ok(Ok(n)) = tokio::time::timeout(UPSTREAM_TIMEOUT, socket.recv(&mut buf)).await {
+                buf.truncate(n);
+                return Some(buf);
+            }
+        }
+        None
+    }
+}
