@@ -7,7 +7,11 @@ use ipnet::Ipv4Net;
 use tether_daemon::connect::Transport;
 
 #[derive(Debug, Parser)]
-#[command(name = "tether", version, about = "Put your workstation inside your Kubernetes cluster's network")]
+#[command(
+    name = "tether",
+    version,
+    about = "Put your workstation inside your Kubernetes cluster's network"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

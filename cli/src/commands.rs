@@ -28,9 +28,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Install { kube, image } => {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let cluster = Cluster::load(kube.kubeconfig, kube.context).await?;
-            println!("Installing the traffic manager ({image}) in {}…", cluster.server);
+            println!(
+                "Installing the traffic manager ({image}) in {}…",
+                cluster.server
+            );
             tether_agent::install::install(&cluster.client, &image).await?;
-            println!("Traffic manager installed in namespace {}.", tether_agent::install::NAMESPACE);
+            println!(
+                "Traffic manager installed in namespace {}.",
+                tether_agent::install::NAMESPACE
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Uninstall { kube } => {
@@ -44,7 +50,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("tether {}", env!("CARGO_PKG_VERSION"));
             println!("protocol {}", tether_daemon::PROTOCOL_VERSION);
             if let Some(Response::Status(s)) = ask(Request::Status).await {
-                println!("daemon pid {} (connected to {})", s.daemon_pid, s.cluster_server);
+                println!(
+                    "daemon pid {} (connected to {})",
+                    s.daemon_pid, s.cluster_server
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -137,10 +146,14 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     if args.command.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    let status = Process::new(&args.command[0]).args(&args.command[1..]).status();
+    let status = Process::new(&args.command[0])
+        .args(&args.command[1..])
+        .status();
     let _ = quit().await;
     let status = status.with_context(|| format!("running {}", args.command[0]))?;
-    Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
 }
 
 fn daemon_args(a: &ConnectArgs) -> Vec<String> {
@@ -223,14 +236,28 @@ async fn status(output: Output) -> anyhow::Result<ExitCode> {
         Output::Yaml => print!("{}", serde_yaml::to_string(&report)?),
         Output::Text if report.daemon_pid == 0 => println!("Not connected."),
         Output::Text => {
-            let state = if report.connected { "connected" } else { "reconnecting" };
+            let state = if report.connected {
+                "connected"
+            } else {
+                "reconnecting"
+            };
             println!("Status:      {state}");
-            println!("Cluster:     {} (context {})", report.cluster_server, report.context);
+            println!(
+                "Cluster:     {} (context {})",
+                report.cluster_server, report.context
+            );
             println!("Namespace:   {}", report.namespace);
             println!("Transport:   {} via {}", report.transport, report.manager);
             println!("Session:     {}", report.session_id);
-            println!("DNS:         {} (cluster domain {})", report.dns_server, report.cluster_domain);
-            println!("Routes:      {} via {}", report.subnets.join(", "), report.tun_device);
+            println!(
+                "DNS:         {} (cluster domain {})",
+                report.dns_server, report.cluster_domain
+            );
+            println!(
+                "Routes:      {} via {}",
+                report.subnets.join(", "),
+                report.tun_device
+            );
             println!("Reconnects:  {}", report.reconnects);
             println!("Daemon pid:  {}", report.daemon_pid);
         }
@@ -253,8 +280,12 @@ async fn quit() -> anyhow::Result<ExitCode> {
         }
         None => {
             // No daemon; still put back what a crashed one may have left.
-            if is_root() && ResolvConfFile::new(Path::new("/etc/resolv.conf"), &dir).repair_stale()? {
-                println!("Not connected; restored the resolver configuration a crashed daemon left.");
+            if is_root()
+                && ResolvConfFile::new(Path::new("/etc/resolv.conf"), &dir).repair_stale()?
+            {
+                println!(
+                    "Not connected; restored the resolver configuration a crashed daemon left."
+                );
             } else {
                 println!("Not connected.");
             }

@@ -58,28 +58,42 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("context", &self.context).field("server", &self.server).finish()
+        f.debug_struct("Cluster")
+            .field("context", &self.context)
+            .field("server", &self.server)
+            .finish()
     }
 }
 
 impl Cluster {
     /// Loads the kubeconfig (`--kubeconfig`, else `$KUBECONFIG`, else `~/.kube/config`).
-    pub async fn load(kubeconfig: Option<PathBuf>, context: Option<String>) -> Result<Cluster, ClusterError> {
+    pub async fn load(
+        kubeconfig: Option<PathBuf>,
+        context: Option<String>,
+    ) -> Result<Cluster, ClusterError> {
         let kc = match &kubeconfig {
-            Some(path) => Kubeconfig::read_from(path).map_err(|e| ClusterError::NoKubeconfig(format!("{}: {e}", path.display())))?,
+            Some(path) => Kubeconfig::read_from(path)
+                .map_err(|e| ClusterError::NoKubeconfig(format!("{}: {e}", path.display())))?,
             None => Kubeconfig::read().map_err(|e| ClusterError::NoKubeconfig(e.to_string()))?,
         };
         let context_name = context
             .clone()
             .or_else(|| kc.current_context.clone())
             .unwrap_or_default();
-        let options = KubeConfigOptions { context, ..Default::default() };
+        let options = KubeConfigOptions {
+            context,
+            ..Default::default()
+        };
         let config = Config::from_custom_kubeconfig(kc, &options)
             .await
             .map_err(|e| ClusterError::NoKubeconfig(e.to_string()))?;
         let server = config.cluster_url.to_string();
         let client = Client::try_from(config).map_err(|e| ClusterError::Api(e.to_string()))?;
-        Ok(Cluster { client, context: context_name, server })
+        Ok(Cluster {
+            client,
+            context: context_name,
+            server,
+        })
     }
 
     fn map(&self, what: &str, e: kube::Error) -> ClusterError {
@@ -112,7 +126,12 @@ impl Cluster {
             Ok(Some(s)) => s,
             Ok(None) => return Err(ClusterError::NoManager),
             Err(kube::Error::Api(s)) if s.code == 404 => return Err(ClusterError::NoManager),
-            Err(e) => return Err(self.map(&format!("get secret {MANAGER_SECRET} in namespace {MANAGER_NAMESPACE}"), e)),
+            Err(e) => {
+                return Err(self.map(
+                    &format!("get secret {MANAGER_SECRET} in namespace {MANAGER_NAMESPACE}"),
+                    e,
+                ))
+            }
         };
         let data: BTreeMap<String, String> = secret
             .data
@@ -120,7 +139,8 @@ impl Cluster {
             .into_iter()
             .filter_map(|(k, v)| String::from_utf8(v.0).ok().map(|v| (k, v)))
             .collect();
-        ClientCredential::from_secret_data(&data).map_err(|e| ClusterError::BadCredential(e.to_string()))
+        ClientCredential::from_secret_data(&data)
+            .map_err(|e| ClusterError::BadCredential(e.to_string()))
     }
 
     /// The ready manager pod: (name, pod IP).
@@ -132,12 +152,17 @@ impl Cluster {
             .map_err(|e| self.map(&format!("list pods in namespace {MANAGER_NAMESPACE}"), e))?;
         let ready = pods.items.into_iter().find(|p| {
             p.metadata.deletion_timestamp.is_none()
-                && p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
-                    c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                })
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         });
         let pod = ready.ok_or(ClusterError::ManagerNotReady)?;
-        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).and_then(|ip| ip.parse().ok());
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_ref())
+            .and_then(|ip| ip.parse().ok());
         Ok((pod.metadata.name.unwrap_or_default(), ip))
     }
 
@@ -146,17 +171,29 @@ impl Cluster {
     pub async fn udp_candidates(&self) -> Vec<SocketAddr> {
         let mut out = Vec::new();
         let services: Api<Service> = Api::namespaced(self.client.clone(), MANAGER_NAMESPACE);
-        let Ok(svc) = services.get(MANAGER_SERVICE).await else { return out };
+        let Ok(svc) = services.get(MANAGER_SERVICE).await else {
+            return out;
+        };
         let spec = svc.spec.unwrap_or_default();
-        let port = spec.ports.unwrap_or_default().into_iter().find(|p| p.protocol.as_deref() == Some("UDP"));
-        if let Some(lb) = svc.status.and_then(|s| s.load_balancer).and_then(|l| l.ingress) {
+        let port = spec
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| p.protocol.as_deref() == Some("UDP"));
+        if let Some(lb) = svc
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|l| l.ingress)
+        {
             for ing in lb {
                 if let (Some(ip), Some(p)) = (ing.ip.and_then(|i| i.parse().ok()), port.as_ref()) {
                     out.push(SocketAddr::new(ip, p.port as u16));
                 }
             }
         }
-        let Some(node_port) = port.and_then(|p| p.node_port) else { return out };
+        let Some(node_port) = port.and_then(|p| p.node_port) else {
+            return out;
+        };
         let nodes: Api<Node> = Api::all(self.client.clone());
         if let Ok(list) = nodes.list(&ListParams::default()).await {
             for node in list.items {
@@ -175,10 +212,12 @@ impl Cluster {
     /// A port-forward byte stream to the manager pod's relay port.
     pub async fn port_forward(&self, pod: &str) -> Result<tokio::io::DuplexStream, ClusterError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), MANAGER_NAMESPACE);
-        let mut pf = api
-            .portforward(pod, &[RELAY_PORT])
-            .await
-            .map_err(|e| self.map(&format!("port-forward to pod {pod} in namespace {MANAGER_NAMESPACE}"), e))?;
+        let mut pf = api.portforward(pod, &[RELAY_PORT]).await.map_err(|e| {
+            self.map(
+                &format!("port-forward to pod {pod} in namespace {MANAGER_NAMESPACE}"),
+                e,
+            )
+        })?;
         let stream = pf
             .take_stream(RELAY_PORT)
             .ok_or_else(|| ClusterError::Api("port-forward gave no stream".into()))?;

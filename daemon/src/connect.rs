@@ -12,7 +12,9 @@ use crate::{
 };
 
 /// How the QUIC packets travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Transport {
     /// UDP when the manager answers on it, else port-forward.
@@ -68,17 +70,24 @@ pub struct Dialed {
 }
 
 /// Fetches the credential and dials the manager with `transport`.
-pub async fn dial(cluster: &Cluster, transport: Transport, client: &str, namespace: &str) -> Result<Dialed, DialError> {
+pub async fn dial(
+    cluster: &Cluster,
+    transport: Transport,
+    client: &str,
+    namespace: &str,
+) -> Result<Dialed, DialError> {
     let credential = cluster.credential().await?;
     let (pod, _) = cluster.manager_pod().await?;
     let bind: SocketAddr = ([0, 0, 0, 0], 0).into();
-    let endpoint = tether_tunnel::client_endpoint(bind, &credential).map_err(|e| DialError::Endpoint(e.to_string()))?;
+    let endpoint = tether_tunnel::client_endpoint(bind, &credential)
+        .map_err(|e| DialError::Endpoint(e.to_string()))?;
 
     if transport != Transport::PortForward {
         let candidates = cluster.udp_candidates().await;
         for addr in &candidates {
             debug!(%addr, "Trying UDP");
-            let attempt = Session::establish(&endpoint, *addr, client.to_owned(), namespace.to_owned());
+            let attempt =
+                Session::establish(&endpoint, *addr, client.to_owned(), namespace.to_owned());
             match tokio::time::timeout(UDP_PROBE_TIMEOUT, attempt).await {
                 Ok(Ok(session)) => {
                     info!(%addr, "Tunnel up over UDP");
@@ -95,16 +104,34 @@ pub async fn dial(cluster: &Cluster, transport: Transport, client: &str, namespa
             }
         }
         if transport == Transport::Udp {
-            let tried = candidates.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-            return Err(DialError::NoUdp(if tried.is_empty() { "no NodePort or LoadBalancer address".into() } else { tried }));
+            let tried = candidates
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(DialError::NoUdp(if tried.is_empty() {
+                "no NodePort or LoadBalancer address".into()
+            } else {
+                tried
+            }));
         }
     }
 
     let stream = cluster.port_forward(&pod).await?;
-    let (relay_addr, _carrier) = StreamCarrier::spawn(stream).map_err(|e| DialError::Endpoint(e.to_string()))?;
-    let session = Session::establish(&endpoint, relay_addr, client.to_owned(), namespace.to_owned())
-        .await
-        .map_err(|source| DialError::Session { transport: Transport::PortForward, addr: relay_addr, source })?;
+    let (relay_addr, _carrier) =
+        StreamCarrier::spawn(stream).map_err(|e| DialError::Endpoint(e.to_string()))?;
+    let session = Session::establish(
+        &endpoint,
+        relay_addr,
+        client.to_owned(),
+        namespace.to_owned(),
+    )
+    .await
+    .map_err(|source| DialError::Session {
+        transport: Transport::PortForward,
+        addr: relay_addr,
+        source,
+    })?;
     info!(%pod, "Tunnel up over port-forward");
     Ok(Dialed {
         session,

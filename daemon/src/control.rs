@@ -72,7 +72,8 @@ mod tests {
     fn wire_format_is_stable_json() {
         let line = serde_json::to_string(&Request::Status).unwrap();
         assert_eq!(line, r#"{"request":"status"}"#);
-        let r: Response = serde_json::from_str(r#"{"response":"progress","stage":"dialing"}"#).unwrap();
+        let r: Response =
+            serde_json::from_str(r#"{"response":"progress","stage":"dialing"}"#).unwrap();
         assert!(matches!(r, Response::Progress { stage } if stage == "dialing"));
         assert!(serde_json::from_str::<Request>(r#"{"request":"format-disk"}"#).is_err());
     }

@@ -122,27 +122,41 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     }
     let wanted = subnets_v4(&welcome.subnets, &opts.also_proxy);
     let routes = route_check::subtract(&wanted, &never);
-    let existing = route_check::parse_proc_net_route(&std::fs::read_to_string("/proc/net/route").unwrap_or_default());
+    let existing = route_check::parse_proc_net_route(
+        &std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
+    );
     let conflicts = route_check::find_conflicts(&existing, &routes, &opts.tun_name);
     if !conflicts.is_empty() && !opts.allow_conflicting_subnets {
-        let text = conflicts.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        let text = conflicts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
         return Err(DaemonError::RouteConflict(text));
     }
 
     progress("creating the TUN device and routes");
     let tun = crate::tun::Tun::create(&crate::tun::TunConfig {
         name: opts.tun_name.clone(),
-        address: Ipv4Net::new(Ipv4Addr::from(u32::from(opts.tun_network.network()) + 1), opts.tun_network.prefix_len())
-            .unwrap_or(opts.tun_network),
+        address: Ipv4Net::new(
+            Ipv4Addr::from(u32::from(opts.tun_network.network()) + 1),
+            opts.tun_network.prefix_len(),
+        )
+        .unwrap_or(opts.tun_network),
         mtu: crate::TUN_MTU,
     })
-    .map_err(|source| DaemonError::Tun { name: opts.tun_name.clone(), source })?;
+    .map_err(|source| DaemonError::Tun {
+        name: opts.tun_name.clone(),
+        source,
+    })?;
     for cidr in &routes {
-        tun.add_route(IpNet::V4(*cidr)).await.map_err(|source| DaemonError::Route {
-            cidr: IpNet::V4(*cidr),
-            dev: opts.tun_name.clone(),
-            source,
-        })?;
+        tun.add_route(IpNet::V4(*cidr))
+            .await
+            .map_err(|source| DaemonError::Route {
+                cidr: IpNet::V4(*cidr),
+                dev: opts.tun_name.clone(),
+                source,
+            })?;
     }
 
     // DNS: our server inside the TUN range, the original resolvers as upstream.
@@ -150,7 +164,11 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let upstream: Vec<SocketAddr> = original
         .nameservers
         .iter()
-        .filter(|ip| !routes.iter().any(|r| matches!(ip, IpAddr::V4(v4) if r.contains(v4))))
+        .filter(|ip| {
+            !routes
+                .iter()
+                .any(|r| matches!(ip, IpAddr::V4(v4) if r.contains(v4)))
+        })
         .map(|ip| SocketAddr::new(*ip, 53))
         .collect();
     let domain = welcome.cluster_domain.clone();
@@ -161,8 +179,17 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     ];
     let (session_tx, session_rx) = watch::channel(Some(dialed.session.clone()));
     let dns = traffic::Dns::new(&domain, upstream, session_rx.clone());
-    let stack_task = traffic::spawn(tun, SocketAddr::new(IpAddr::V4(opts.dns_ip()), 53), dns, session_rx.clone());
-    resolv.install(&resolv_conf::render(&original, IpAddr::V4(opts.dns_ip()), &search)?)?;
+    let stack_task = traffic::spawn(
+        tun,
+        SocketAddr::new(IpAddr::V4(opts.dns_ip()), 53),
+        dns,
+        session_rx.clone(),
+    );
+    resolv.install(&resolv_conf::render(
+        &original,
+        IpAddr::V4(opts.dns_ip()),
+        &search,
+    )?)?;
 
     let shared = Arc::new(Shared::default());
     {
@@ -187,10 +214,22 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     println!("ready");
 
     let (quit_tx, mut quit_rx) = watch::channel(false);
-    let server = tokio::spawn(crate::server::serve(listener, shared.clone(), quit_tx.clone()));
-    let supervisor = tokio::spawn(supervise(cluster, opts.clone(), client, dialed, session_tx, shared.clone()));
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        shared.clone(),
+        quit_tx.clone(),
+    ));
+    let supervisor = tokio::spawn(supervise(
+        cluster,
+        opts.clone(),
+        client,
+        dialed,
+        session_tx,
+        shared.clone(),
+    ));
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(DaemonError::Socket)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(DaemonError::Socket)?;
     tokio::select! {
         _ = quit_rx.changed() => info!("Quit requested"),
         _ = tokio::signal::ctrl_c() => info!("Interrupted"),
@@ -280,7 +319,11 @@ async fn api_server_ip(server: &str) -> Option<IpAddr> {
 }
 
 fn client_name() -> String {
-    let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "root".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "root".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
     format!("{user}@{host}")
 }

@@ -33,12 +33,23 @@ pub struct Question {
 /// well-formed query with exactly one question.
 pub fn parse_query(packet: &[u8]) -> Option<(u16, Question)> {
     let msg = Message::from_vec(packet).ok()?;
-    if msg.queries.len() != 1 || msg.metadata.message_type != hickory_proto::op::MessageType::Query {
+    if msg.queries.len() != 1 || msg.metadata.message_type != hickory_proto::op::MessageType::Query
+    {
         return None;
     }
     let q = &msg.queries[0];
-    let name = q.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
-    Some((msg.metadata.id, Question { name, qtype: u16::from(q.query_type()) }))
+    let name = q
+        .name()
+        .to_ascii()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    Some((
+        msg.metadata.id,
+        Question {
+            name,
+            qtype: u16::from(q.query_type()),
+        },
+    ))
 }
 
 /// Decides where names go.
@@ -94,7 +105,9 @@ impl Cache {
     /// Remembers `answer` for as long as its smallest TTL allows, capped at [`MAX_TTL`].
     /// Failures other than NXDOMAIN are not cached.
     pub fn insert(&mut self, now: Instant, question: Question, answer: &[u8]) {
-        let Ok(msg) = Message::from_vec(answer) else { return };
+        let Ok(msg) = Message::from_vec(answer) else {
+            return;
+        };
         let ttl = match msg.metadata.response_code {
             ResponseCode::NoError if !msg.answers.is_empty() => {
                 let min = msg.answers.iter().map(|r| r.ttl).min().unwrap_or(0);
@@ -137,15 +150,25 @@ mod tests {
         m.metadata.message_type = MessageType::Response;
         let n = Name::from_ascii(name).unwrap();
         m.add_query(Query::query(n.clone(), RecordType::A));
-        m.add_answer(Record::from_rdata(n, ttl, RData::A(A(Ipv4Addr::new(10, 96, 0, 10)))));
+        m.add_answer(Record::from_rdata(
+            n,
+            ttl,
+            RData::A(A(Ipv4Addr::new(10, 96, 0, 10))),
+        ));
         m.to_vec().unwrap()
     }
 
     #[test]
     fn classifies_names() {
         let c = Classifier::new("cluster.local");
-        assert_eq!(c.classify("hello.default.svc.cluster.local."), Destination::Cluster);
-        assert_eq!(c.classify("Hello.Default.SVC.Cluster.Local"), Destination::Cluster);
+        assert_eq!(
+            c.classify("hello.default.svc.cluster.local."),
+            Destination::Cluster
+        );
+        assert_eq!(
+            c.classify("Hello.Default.SVC.Cluster.Local"),
+            Destination::Cluster
+        );
         assert_eq!(c.classify("hello"), Destination::Cluster);
         assert_eq!(c.classify("cluster.local"), Destination::Cluster);
         assert_eq!(c.classify("hello.default"), Destination::Upstream);
@@ -162,7 +185,10 @@ mod tests {
         assert_eq!(q.qtype, 1);
         assert!(parse_query(&[]).is_none());
         assert!(parse_query(&[0xff; 11]).is_none());
-        assert!(parse_query(&answer(1, "x.", 5)).is_none(), "responses are not queries");
+        assert!(
+            parse_query(&answer(1, "x.", 5)).is_none(),
+            "responses are not queries"
+        );
     }
 
     #[test]
@@ -170,11 +196,18 @@ mod tests {
         let mut cache = Cache::default();
         let t0 = Instant::now();
         let (_, q) = parse_query(&query(1, "a.default.svc.cluster.local.")).unwrap();
-        cache.insert(t0, q.clone(), &answer(1, "a.default.svc.cluster.local.", 30));
+        cache.insert(
+            t0,
+            q.clone(),
+            &answer(1, "a.default.svc.cluster.local.", 30),
+        );
         let hit = cache.get(t0 + Duration::from_secs(1), 0xbeef, &q).unwrap();
         assert_eq!(&hit[..2], &[0xbe, 0xef]);
         assert_eq!(Message::from_vec(&hit).unwrap().answers.len(), 1);
-        assert!(cache.get(t0 + MAX_TTL, 2, &q).is_none(), "capped at MAX_TTL");
+        assert!(
+            cache.get(t0 + MAX_TTL, 2, &q).is_none(),
+            "capped at MAX_TTL"
+        );
         cache.insert(t0, q.clone(), &answer(1, "a.default.svc.cluster.local.", 0));
         assert!(cache.get(t0, 3, &q).is_none(), "TTL 0 is not cached");
     }

@@ -30,9 +30,15 @@ pub async fn bind(dir: &Path) -> Result<UnixListener, DaemonError> {
         let _ = std::fs::remove_file(&path);
     }
     let listener = UnixListener::bind(&path).map_err(DaemonError::Socket)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(DaemonError::Socket)?;
-    if let Some(uid) = std::env::var("SUDO_UID").ok().and_then(|u| u.parse::<u32>().ok()) {
-        let gid = std::env::var("SUDO_GID").ok().and_then(|g| g.parse::<u32>().ok());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(DaemonError::Socket)?;
+    if let Some(uid) = std::env::var("SUDO_UID")
+        .ok()
+        .and_then(|u| u.parse::<u32>().ok())
+    {
+        let gid = std::env::var("SUDO_GID")
+            .ok()
+            .and_then(|g| g.parse::<u32>().ok());
         std::os::unix::fs::chown(&path, Some(uid), gid).map_err(DaemonError::Socket)?;
     }
     Ok(listener)
@@ -45,7 +51,9 @@ pub fn remove(dir: &Path) {
 /// Serves requests until the task is aborted.
 pub async fn serve(listener: UnixListener, shared: Arc<Shared>, quit_tx: watch::Sender<bool>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let shared = shared.clone();
         let quit_tx = quit_tx.clone();
         tokio::spawn(async move {
@@ -54,14 +62,20 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, quit_tx: watch::
             while let Ok(Some(line)) = lines.next_line().await {
                 let response = match serde_json::from_str::<Request>(&line) {
                     Ok(Request::Status) | Ok(Request::Watch) => {
-                        let s = shared.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        let s = shared
+                            .status
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clone();
                         Response::Status(Box::new(s))
                     }
                     Ok(Request::Quit) => {
                         let _ = quit_tx.send(true);
                         Response::Ok
                     }
-                    Err(e) => Response::Error { error: format!("bad request: {e}") },
+                    Err(e) => Response::Error {
+                        error: format!("bad request: {e}"),
+                    },
                 };
                 let mut out = serde_json::to_string(&response).unwrap_or_default();
                 out.push('\n');

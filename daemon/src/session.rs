@@ -13,7 +13,8 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use tether_proto::{
-    DnsQuery, Hello, Message, Open, OpenError, Ping, Protocol, Subnets, UdpPacket, Welcome, PROTOCOL_VERSION,
+    DnsQuery, Hello, Message, Open, OpenError, Ping, Protocol, Subnets, UdpPacket, Welcome,
+    PROTOCOL_VERSION,
 };
 use tether_tunnel::{framed, quinn};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -143,7 +144,9 @@ impl Session {
         let dconn = conn.clone();
         tokio::spawn(async move {
             while let Ok(d) = dconn.read_datagram().await {
-                let Ok((flow, payload)) = tether_proto::decode_datagram(&d) else { continue };
+                let Ok((flow, payload)) = tether_proto::decode_datagram(&d) else {
+                    continue;
+                };
                 let tx = lock(&flows).get(&flow).cloned();
                 if let Some(tx) = tx {
                     let _ = tx.try_send(d.slice(d.len() - payload.len()..));
@@ -188,7 +191,10 @@ impl Session {
         let id = self.next_dns.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.dns_pending).insert(id, tx);
-        let sent = self.ctl_tx.send(Message::DnsQuery(DnsQuery { id, packet })).await;
+        let sent = self
+            .ctl_tx
+            .send(Message::DnsQuery(DnsQuery { id, packet }))
+            .await;
         let result = match sent {
             Err(_) => Err(SessionError::NoAnswer),
             Ok(()) => match tokio::time::timeout(DNS_TIMEOUT, rx).await {
@@ -201,11 +207,23 @@ impl Session {
         result
     }
 
-    async fn open(&self, protocol: Protocol, dst: SocketAddr) -> Result<(u64, quinn::SendStream, quinn::RecvStream), SessionError> {
+    async fn open(
+        &self,
+        protocol: Protocol,
+        dst: SocketAddr,
+    ) -> Result<(u64, quinn::SendStream, quinn::RecvStream), SessionError> {
         let flow = self.next_flow.fetch_add(1, Ordering::Relaxed);
         let fut = async {
             let (mut send, mut recv) = self.conn.open_bi().await?;
-            framed::write_message(&mut send, &Message::Open(Open { flow, protocol, dst })).await?;
+            framed::write_message(
+                &mut send,
+                &Message::Open(Open {
+                    flow,
+                    protocol,
+                    dst,
+                }),
+            )
+            .await?;
             match framed::read_message(&mut recv).await? {
                 Some(Message::OpenResult(r)) => match r.result {
                     Ok(()) => Ok((flow, send, recv)),
@@ -214,11 +232,16 @@ impl Session {
                 _ => Err(SessionError::NoAnswer),
             }
         };
-        tokio::time::timeout(OPEN_TIMEOUT, fut).await.map_err(|_| SessionError::TimedOut)?
+        tokio::time::timeout(OPEN_TIMEOUT, fut)
+            .await
+            .map_err(|_| SessionError::TimedOut)?
     }
 
     /// Opens a TCP flow to `dst` through the manager.
-    pub async fn open_tcp(&self, dst: SocketAddr) -> Result<(quinn::SendStream, quinn::RecvStream), SessionError> {
+    pub async fn open_tcp(
+        &self,
+        dst: SocketAddr,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), SessionError> {
         let (_, send, recv) = self.open(Protocol::Tcp, dst).await?;
         Ok((send, recv))
     }
@@ -274,7 +297,10 @@ impl UdpFlow {
             }
             return Ok(());
         }
-        let msg = Message::UdpPacket(UdpPacket { flow: self.id, payload: payload.to_vec() });
+        let msg = Message::UdpPacket(UdpPacket {
+            flow: self.id,
+            payload: payload.to_vec(),
+        });
         framed::write_message(&mut *self.send.lock().await, &msg).await?;
         Ok(())
     }

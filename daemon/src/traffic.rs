@@ -93,7 +93,9 @@ pub fn spawn(tun: Tun, dns_addr: SocketAddr, dns: Dns, session_rx: SessionRx) ->
                 let _ = tx.try_send(d.payload);
                 flows.insert(key, tx);
                 let span = debug_span!("udp", src = %d.src, dst = %d.dst);
-                tokio::spawn(udp_flow(d.src, d.dst, rx, sender.clone(), session_rx.clone()).instrument(span));
+                tokio::spawn(
+                    udp_flow(d.src, d.dst, rx, sender.clone(), session_rx.clone()).instrument(span),
+                );
             }
         };
         tokio::join!(tcp_loop, udp_loop);
@@ -116,7 +118,9 @@ async fn tcp_flow(req: TcpRequest, session_rx: SessionRx) {
     };
     let Ok(mut stream) = req.accept() else { return };
     let mut tunnel = tokio::io::join(recv, send);
-    match tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut tunnel, 64 << 10, 64 << 10).await {
+    match tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut tunnel, 64 << 10, 64 << 10)
+        .await
+    {
         Ok((up, down)) => debug!(up, down, "Closed"),
         Err(error) => debug!(%error, "Aborted"),
     }
@@ -129,7 +133,9 @@ async fn udp_flow(
     sender: UdpSender,
     session_rx: SessionRx,
 ) {
-    let Some(session) = current(&session_rx).await else { return };
+    let Some(session) = current(&session_rx).await else {
+        return;
+    };
     let flow = match session.open_udp(dst).await {
         Ok(f) => f,
         Err(error) => {
@@ -163,9 +169,15 @@ async fn dns_over_tcp(req: TcpRequest, dns: Arc<Dns>) {
         if stream.read_exact(&mut query).await.is_err() {
             return;
         }
-        let Some(answer) = dns.handle(&query).await else { return };
-        let Ok(n) = u16::try_from(answer.len()) else { return };
-        if stream.write_all(&n.to_be_bytes()).await.is_err() || stream.write_all(&answer).await.is_err() {
+        let Some(answer) = dns.handle(&query).await else {
+            return;
+        };
+        let Ok(n) = u16::try_from(answer.len()) else {
+            return;
+        };
+        if stream.write_all(&n.to_be_bytes()).await.is_err()
+            || stream.write_all(&answer).await.is_err()
+        {
             return;
         }
     }
@@ -201,15 +213,21 @@ impl Dns {
             Destination::Upstream => self.upstream(query).await,
             Destination::Cluster => {
                 let now = Instant::now();
-                if let Some(hit) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(now, id, &question) {
+                if let Some(hit) = self
+                    .cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(now, id, &question)
+                {
                     return Some(hit);
                 }
                 let session = current(&self.session_rx).await?;
                 let answer = session.dns(query.to_vec()).await.ok()?;
-                self.cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(Instant::now(), question, &answer);
+                self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                    Instant::now(),
+                    question,
+                    &answer,
+                );
                 Some(answer)
             }
         }
@@ -217,8 +235,14 @@ impl Dns {
 
     async fn upstream(&self, query: &[u8]) -> Option<Vec<u8>> {
         for server in &self.upstream {
-            let bind: SocketAddr = if server.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-            let Ok(socket) = UdpSocket::bind(bind).await else { continue };
+            let bind: SocketAddr = if server.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                ([0u16; 8], 0).into()
+            };
+            let Ok(socket) = UdpSocket::bind(bind).await else {
+                continue;
+            };
             if socket.connect(server).await.is_err() || socket.send(query).await.is_err() {
                 continue;
             }

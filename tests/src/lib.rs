@@ -145,3 +145,85 @@ pub fn hello_pods() -> Vec<(String, String)> {
 pub fn cluster_ip(svc: &str) -> String {
     kubectl(&["get", "svc", svc, "-o", "jsonpath={.spec.clusterIP}"]).expect_ok("reading ClusterIP")
 }
+
+/// The release `tether` binary (built by `cargo xtask test` before the end-to-end tests).
+pub fn tether_bin() -> PathBuf {
+    std::env::var_os("TETHER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/release/tether"))
+}
+
+/// The runtime directory a workstation namespace's daemon uses (one per namespace, as each
+/// namespace is a separate machine).
+pub fn runtime_dir(ns: &str) -> PathBuf {
+    PathBuf::from("/run/tether-e2e").join(ns)
+}
+
+/// `tether ARGS...` run on the workstation `ns`.
+pub fn tether(ns: &str, args: &[&str]) -> Run {
+    run(Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(tether_bin())
+        .args(args)
+        .env("TETHER_RUNTIME_DIR", runtime_dir(ns))
+        .env("KUBECONFIG", kubeconfig()))
+}
+
+/// A connected workstation; quits on drop so a failing test leaves nothing behind.
+#[derive(Debug)]
+pub struct Connected {
+    pub ns: String,
+}
+
+impl Connected {
+    /// `tether connect ARGS` on `ns`, asserting success.
+    #[track_caller]
+    pub fn new(ns: &str, args: &[&str]) -> Connected {
+        let mut full = vec!["connect"];
+        full.extend_from_slice(args);
+        tether(ns, &full).expect_ok("tether connect");
+        Connected { ns: ns.to_owned() }
+    }
+
+    /// `tether status -o json`.
+    pub fn status(&self) -> serde_json::Value {
+        let out = tether(&self.ns, &["status", "-o", "json"]).expect_ok("tether status");
+        serde_json::from_str(&out).expect("status JSON")
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        let _ = tether(&self.ns, &["quit"]);
+    }
+}
+
+/// What `quit` must restore: the namespace's resolv.conf and routes.
+pub fn machine_state(ns: &str) -> (Vec<u8>, String) {
+    let resolv = std::fs::read(format!("/etc/netns/{ns}/resolv.conf")).unwrap_or_default();
+    let routes = run(Command::new("ip").args(["-n", ns, "route", "show", "table", "all"])).stdout;
+    (resolv, routes)
+}
+
+/// Sends one UDP datagram from `ns` and returns the reply (python3, 3 s timeout).
+pub fn udp_roundtrip(ns: &str, host: &str, port: u16, payload: &str) -> Run {
+    let script = format!(
+        "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\n\
+         s.sendto({payload:?}.encode(),(socket.gethostbyname({host:?}),{port}))\n\
+         print(s.recvfrom(65535)[0].decode())"
+    );
+    run(in_ns(ns, "python3").args(["-c", &script]))
+}
+
+/// `getent ahostsv4 NAME` from `ns`: the addresses the system resolver gives.
+pub fn resolve(ns: &str, name: &str) -> Vec<String> {
+    let out = run(in_ns(ns, "getent").args(["ahostsv4", name])).stdout;
+    let mut ips: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}

@@ -11,7 +11,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 repo=$(cd "$here/../.." && pwd)
 work=$STATE/images
-mkdir -p "$work"
 
 ctr_() { ctr -a "$CTRD_SOCK" -n k8s.io "$@"; }
 
@@ -70,7 +69,7 @@ build_pause() {
 build_project() {
   log "building release binaries for the images"
   (cd "$repo" && step "cargo build --release (images)" "$LOGS/images.log" \
-    cargo build --release -p tether-agent -p tether-testapp)
+    cargo build --release -p tether-agent -p tether-testapp -p tether-cli)
   local r=$work/agent.rootfs
   rm -rf "$r" && mkdir -p "$r/tmp"
   copy_bin "$r" "$repo/target/release/tether-agent"
@@ -83,6 +82,10 @@ build_project() {
   for a in sh wget nc cat echo sleep ls env nslookup printf grep; do ln -sf busybox "$r/bin/$a"; done
   pack testapp "$r" '["/usr/local/bin/tether-testapp"]'
 }
+
+[ -n "$(pid_of containerd)" ] || die "the cluster's containerd is not running: run \`cargo xtask cluster up\` (it loads the images itself)"
+
+mkdir -p "$work"
 
 case "${1:-all}" in
   pause) build_pause ;;

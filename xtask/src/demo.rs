@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::{cluster, sample};
+use crate::{cluster, manager, sample};
 
 pub fn run() -> anyhow::Result<()> {
     step("Bringing up the local cluster");
@@ -41,9 +41,53 @@ pub fn run() -> anyhow::Result<()> {
         );
     }
     println!("\nThe workstation cannot reach the cluster's pods on its own.");
-    println!("Next: `tether connect` (not built yet) makes that curl work.");
+
+    step("Installing tether's traffic manager: tether install");
+    manager::build_cli()?;
+    manager::install()?;
+
+    step("On the workstation: tether connect");
+    let tether = manager::tether_bin();
+    let ws = |args: &[&str]| {
+        Command::new("ip")
+            .args(["netns", "exec", "tether-ws"])
+            .arg(&tether)
+            .args(args)
+            .env("KUBECONFIG", cluster::kubeconfig())
+            .status()
+    };
+    // A previous demo may have left a session running.
+    let _ = ws(&["quit"])?;
+    anyhow::ensure!(ws(&["connect"])?.success(), "tether connect failed");
+    ws(&["status"])?;
+    for url in [
+        "http://hello/",
+        "http://hello.default.svc.cluster.local/",
+        &format!("http://{pod_ip}:8080/"),
+    ] {
+        step(&format!("From the workstation, through tether: curl {url}"));
+        let ok = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                "tether-ws",
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                url,
+            ])
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "curl {url} through tether failed");
+    }
+    step("tether quit: the workstation is back as it was");
+    anyhow::ensure!(ws(&["quit"])?.success(), "tether quit failed");
     println!("\nTry it yourself:\n  {}", cluster_env()?);
-    println!("  ip netns exec tether-ws bash");
+    println!(
+        "  ip netns exec tether-ws bash   # then: {} connect; curl hello",
+        tether.display()
+    );
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 
 mod cluster;
 mod demo;
+mod manager;
 mod sample;
 mod test;
 

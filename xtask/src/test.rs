@@ -10,7 +10,7 @@ use std::{process::Command, time::Instant};
 
 use anyhow::{bail, Context};
 
-use crate::{cluster, sample};
+use crate::{cluster, manager, sample};
 
 pub fn run(keep_cluster: bool) -> anyhow::Result<()> {
     let t0 = Instant::now();
@@ -24,6 +24,11 @@ pub fn run(keep_cluster: bool) -> anyhow::Result<()> {
     cluster::script("cluster.sh", &["up"])?;
     sample::deploy()?;
     phases.push(("cluster up + images + sample app", t.elapsed()));
+
+    let t = Instant::now();
+    manager::build_cli()?;
+    manager::install()?;
+    phases.push(("tether CLI + traffic manager install", t.elapsed()));
 
     let t = Instant::now();
     cargo(&["test", "-p", "tether-e2e", "--", "--test-threads=1"])?;

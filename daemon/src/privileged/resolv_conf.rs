@@ -62,12 +62,20 @@ impl ResolvConf {
 
 /// The resolv.conf tether writes: its own DNS server first and only, the cluster's search domains
 /// before the original ones, the original options kept.
-pub fn render(original: &ResolvConf, dns: IpAddr, search: &[String]) -> Result<String, ResolvError> {
+pub fn render(
+    original: &ResolvConf,
+    dns: IpAddr,
+    search: &[String],
+) -> Result<String, ResolvError> {
     let mut out = String::from("# Written by tether while connected; restored on `tether quit`.\n");
     out.push_str(&format!("nameserver {dns}\n"));
     let mut domains: Vec<&str> = Vec::new();
     for d in search.iter().chain(&original.search) {
-        if d.is_empty() || !d.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+        if d.is_empty()
+            || !d
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
             return Err(ResolvError::InvalidDomain(d.clone()));
         }
         if !domains.contains(&d.as_str()) {
@@ -110,9 +118,11 @@ impl ResolvConfFile {
         if !self.backup.exists() {
             return Ok(false);
         }
-        let owner = fs::read_to_string(&self.owner).ok().and_then(|p| p.trim().parse::<u32>().ok());
+        let owner = fs::read_to_string(&self.owner)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
         if let Some(pid) = owner {
-            if pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() {
+            if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
                 return Ok(false);
             }
         }
@@ -184,7 +194,10 @@ mod tests {
         let text = render(
             &orig,
             "198.18.0.2".parse().unwrap(),
-            &["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+            &[
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
         )
         .unwrap();
         assert!(text.contains("nameserver 198.18.0.2\n"));
@@ -195,7 +208,11 @@ mod tests {
 
     #[test]
     fn rejects_domains_that_would_inject_lines() {
-        let err = render(&ResolvConf::default(), "198.18.0.2".parse().unwrap(), &["a\nnameserver 1.2.3.4".into()]);
+        let err = render(
+            &ResolvConf::default(),
+            "198.18.0.2".parse().unwrap(),
+            &["a\nnameserver 1.2.3.4".into()],
+        );
         assert!(matches!(err, Err(ResolvError::InvalidDomain(_))));
     }
 
@@ -208,7 +225,10 @@ mod tests {
         fs::write(&live, original).unwrap();
         let f = ResolvConfFile::new(&live, &dir.join("state"));
         f.install("nameserver 198.18.0.2\n").unwrap();
-        assert_eq!(fs::read_to_string(&live).unwrap(), "nameserver 198.18.0.2\n");
+        assert_eq!(
+            fs::read_to_string(&live).unwrap(),
+            "nameserver 198.18.0.2\n"
+        );
         // Our own backup is not stale.
         assert!(!f.repair_stale().unwrap());
         // Pretend the owner died: a pid that cannot exist.

@@ -32,7 +32,11 @@ pub fn parse_proc_net_route(text: &str) -> Vec<Route> {
             if f.len() < 8 {
                 return None;
             }
-            let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(|v| Ipv4Addr::from(v.swap_bytes()));
+            let hex = |s: &str| {
+                u32::from_str_radix(s, 16)
+                    .ok()
+                    .map(|v| Ipv4Addr::from(v.swap_bytes()))
+            };
             let dst = hex(f[1])?;
             let gw = hex(f[2])?;
             let mask = hex(f[7])?;
@@ -55,7 +59,11 @@ pub struct Conflict {
 
 impl std::fmt::Display for Conflict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cluster subnet {} overlaps the existing route {}", self.subnet, self.route)
+        write!(
+            f,
+            "cluster subnet {} overlaps the existing route {}",
+            self.subnet, self.route
+        )
     }
 }
 
@@ -117,7 +125,8 @@ pub fn subtract(wanted: &[Ipv4Net], never: &[Ipv4Net]) -> Vec<Ipv4Net> {
 mod tests {
     use super::*;
 
-    const PROC: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+    const PROC: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
 eth0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
 eth0\t0000000A\t00000000\t0001\t0\t0\t0\tFCFFFFFF\t0\t0\t0\n\
 docker0\t000060AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
@@ -134,14 +143,21 @@ docker0\t000060AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
     #[test]
     fn finds_conflicts_but_not_with_default_or_own_routes() {
         let routes = parse_proc_net_route(PROC);
-        let wanted: Vec<Ipv4Net> = vec!["172.96.128.0/17".parse().unwrap(), "10.96.0.0/16".parse().unwrap()];
+        let wanted: Vec<Ipv4Net> = vec![
+            "172.96.128.0/17".parse().unwrap(),
+            "10.96.0.0/16".parse().unwrap(),
+        ];
         let c = find_conflicts(&routes, &wanted, "tether0");
         assert_eq!(c.len(), 1);
         assert_eq!(
             c[0].to_string(),
             "cluster subnet 172.96.128.0/17 overlaps the existing route 172.96.0.0/16 dev docker0"
         );
-        let own = vec![Route { dst: "10.96.0.0/16".parse().unwrap(), gateway: None, dev: "tether0".into() }];
+        let own = vec![Route {
+            dst: "10.96.0.0/16".parse().unwrap(),
+            gateway: None,
+            dev: "tether0".into(),
+        }];
         assert!(find_conflicts(&own, &wanted, "tether0").is_empty());
     }
 
@@ -151,9 +167,18 @@ docker0\t000060AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
         let out = subtract(&w, &["10.96.0.0/17".parse().unwrap()]);
         assert_eq!(out, vec!["10.96.128.0/17".parse::<Ipv4Net>().unwrap()]);
         let out = subtract(&w, &["10.96.1.5/32".parse().unwrap()]);
-        assert!(out.iter().all(|n| !n.contains(&"10.96.1.5".parse::<Ipv4Addr>().unwrap())));
-        assert!(out.iter().any(|n| n.contains(&"10.96.1.4".parse::<Ipv4Addr>().unwrap())));
-        assert_eq!(out.iter().map(|n| 1u64 << (32 - n.prefix_len())).sum::<u64>(), 65535);
+        assert!(out
+            .iter()
+            .all(|n| !n.contains(&"10.96.1.5".parse::<Ipv4Addr>().unwrap())));
+        assert!(out
+            .iter()
+            .any(|n| n.contains(&"10.96.1.4".parse::<Ipv4Addr>().unwrap())));
+        assert_eq!(
+            out.iter()
+                .map(|n| 1u64 << (32 - n.prefix_len()))
+                .sum::<u64>(),
+            65535
+        );
         assert!(subtract(&w, &["10.0.0.0/8".parse().unwrap()]).is_empty());
     }
 }

@@ -1,0 +1,287 @@
+//! `tether connect`: the workstation joins the cluster network.
+//!
+//! Every client runs in the workstation namespace, which has no route to pods or Services, so
+//! every success here went through tether. The tests share one workstation and run one at a
+//! time (`--test-threads=1`).
+
+use std::{process::Command, time::Duration};
+
+use tether_e2e::*;
+
+fn assert_hello(r: Run, what: &str) {
+    let body = r.expect_ok(what);
+    assert!(body.contains("hello from hello-"), "{what}: {body}");
+}
+
+#[test]
+fn connect_reaches_names_ips_udp_and_quit_restores() {
+    let before = machine_state(WS);
+    let pods = hello_pods();
+    let (pod_name, pod_ip) = pods.first().cloned().expect("hello pod");
+    let svc_ip = cluster_ip("hello");
+
+    // Before: neither names nor addresses work.
+    assert!(!curl(Some(WS), &["--max-time", "3", "http://hello.default/"]).ok);
+    assert!(
+        !curl(
+            Some(WS),
+            &["--max-time", "3", &format!("http://{pod_ip}:8080/")]
+        )
+        .ok
+    );
+
+    let conn = Connected::new(WS, &[]);
+    let status = conn.status();
+    assert_eq!(status["connected"], true, "{status}");
+    assert_eq!(
+        status["transport"], "udp",
+        "auto picks UDP where the NodePort answers: {status}"
+    );
+
+    for url in [
+        "http://hello.default/",
+        "http://hello/",
+        "http://hello.default.svc.cluster.local/",
+        &format!("http://{svc_ip}/"),
+    ] {
+        assert_hello(curl(Some(WS), &[url]), url);
+    }
+    let body = curl(Some(WS), &[&format!("http://{pod_ip}:8080/")]).expect_ok("pod IP");
+    assert!(body.contains(&format!("hello from {pod_name}")), "{body}");
+
+    // Headless Service: one address per ready pod, and each answers.
+    let mut expected: Vec<String> = pods.iter().map(|(_, ip)| ip.clone()).collect();
+    expected.sort();
+    assert_eq!(
+        resolve(WS, "hello-headless.default.svc.cluster.local"),
+        expected
+    );
+    assert_hello(curl(Some(WS), &["http://hello-headless:8080/"]), "headless");
+
+    // UDP through the Service and straight to a pod.
+    let echo = udp_roundtrip(WS, "hello.default.svc.cluster.local", 9000, "ping-udp")
+        .expect_ok("udp echo");
+    assert_eq!(echo.trim(), "ping-udp");
+    let echo = udp_roundtrip(WS, &pod_ip, 9000, "ping-pod").expect_ok("udp echo to pod");
+    assert_eq!(echo.trim(), "ping-pod");
+
+    // Names outside the cluster still come from the original resolver.
+    assert_eq!(resolve(WS, "outside.tether.test"), ["198.51.100.7"]);
+    // An unknown cluster name is NXDOMAIN, not a hang.
+    assert!(resolve(WS, "nope.default.svc.cluster.local").is_empty());
+
+    drop(conn);
+    let after = machine_state(WS);
+    assert_eq!(
+        String::from_utf8_lossy(&after.0),
+        String::from_utf8_lossy(&before.0),
+        "resolv.conf restored"
+    );
+    assert_eq!(after.0, before.0, "resolv.conf restored byte for byte");
+    assert_eq!(after.1, before.1, "routes restored");
+    assert!(
+        !curl(Some(WS), &["--max-time", "3", "http://hello.default/"]).ok,
+        "disconnected"
+    );
+}
+
+#[test]
+fn port_forward_transport_works() {
+    let conn = Connected::new(WS, &["--transport", "port-forward"]);
+    assert_eq!(conn.status()["transport"], "port-forward");
+    assert_hello(
+        curl(Some(WS), &["http://hello.default/"]),
+        "over port-forward",
+    );
+    let echo = udp_roundtrip(WS, "hello.default.svc.cluster.local", 9000, "pf-udp")
+        .expect_ok("udp over port-forward");
+    assert_eq!(echo.trim(), "pf-udp");
+}
+
+#[test]
+fn udp_transport_forced() {
+    let conn = Connected::new(WS, &["--transport", "udp"]);
+    assert_eq!(conn.status()["transport"], "udp");
+    assert_hello(curl(Some(WS), &["http://hello.default/"]), "over udp");
+}
+
+#[test]
+fn next_connect_repairs_what_a_killed_daemon_left() {
+    let before = machine_state(WS);
+    let conn = Connected::new(WS, &[]);
+    let pid = conn.status()["daemon_pid"].as_u64().expect("pid");
+    std::mem::forget(conn);
+    run(Command::new("kill").args(["-9", &pid.to_string()])).expect_ok("kill -9");
+    eventually(Duration::from_secs(5), "daemon gone", || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+    assert_ne!(
+        machine_state(WS).0,
+        before.0,
+        "the dead daemon left its resolv.conf"
+    );
+
+    let conn = Connected::new(WS, &[]);
+    assert_hello(curl(Some(WS), &["http://hello.default/"]), "after repair");
+    drop(conn);
+    assert_eq!(machine_state(WS), before, "resolv.conf and routes restored");
+}
+
+#[test]
+fn reconnects_after_the_manager_pod_is_deleted() {
+    let conn = Connected::new(WS, &[]);
+    assert_hello(curl(Some(WS), &["http://hello.default/"]), "before");
+    let session = conn.status()["session_id"].clone();
+    kubectl(&[
+        "-n",
+        "tether",
+        "delete",
+        "pod",
+        "-l",
+        "app.kubernetes.io/name=tether-manager",
+        "--wait=false",
+    ])
+    .expect_ok("delete manager pod");
+    let started = std::time::Instant::now();
+    eventually(Duration::from_secs(60), "a new session", || {
+        let s = conn.status();
+        (s["connected"] == true && s["session_id"] != session).then_some(())
+    });
+    eprintln!(
+        "reconnected {:?} after the manager pod was deleted",
+        started.elapsed()
+    );
+    assert_hello(
+        curl(Some(WS), &["http://hello.default/"]),
+        "after reconnect",
+    );
+    assert!(conn.status()["reconnects"].as_u64().unwrap_or(0) >= 1);
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let before = machine_state(WS);
+
+    let r = tether(WS, &["connect", "-n", "no-such-namespace"]);
+    assert!(!r.ok);
+    assert!(
+        r.stderr
+            .contains("namespace \"no-such-namespace\" does not exist"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        machine_state(WS),
+        before,
+        "a refused connect changes nothing"
+    );
+
+    let r = tether(WS, &["connect", "--transport", "carrier-pigeon"]);
+    assert_eq!(r.code, Some(2), "bad flag is a usage error: {}", r.stderr);
+
+    let r = tether(WS, &["connect", "--never-proxy", "10.0.0.0/33"]);
+    assert_eq!(r.code, Some(2), "bad CIDR is a usage error: {}", r.stderr);
+
+    // A second connect while connected.
+    let conn = Connected::new(WS, &[]);
+    let r = tether(WS, &["connect"]);
+    assert!(
+        !r.ok && r.stderr.contains("already connected"),
+        "{}",
+        r.stderr
+    );
+
+    // Malformed DNS packets do not hurt the DNS server.
+    let dns = conn.status()["dns_server"]
+        .as_str()
+        .expect("dns ip")
+        .to_owned();
+    let script = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         for p in [b'', b'\\x00', b'\\xff'*11, b'\\x12\\x34\\x01\\x00\\x00\\x01'+b'\\x00'*6+b'\\x3fabc', bytes(range(256))*4]:\n  s.sendto(p,({dns:?},53))"
+    );
+    run(in_ns(WS, "python3").args(["-c", &script])).expect_ok("send garbage");
+    assert_hello(
+        curl(Some(WS), &["http://hello.default/"]),
+        "DNS after garbage",
+    );
+    drop(conn);
+    assert_eq!(machine_state(WS), before);
+}
+
+#[test]
+fn a_route_conflict_is_refused_with_the_route_named() {
+    let before_routes = machine_state(WS);
+    run(Command::new("ip").args([
+        "-n",
+        WS,
+        "route",
+        "add",
+        "10.96.7.0/24",
+        "via",
+        &ws_gateway(),
+    ]))
+    .expect_ok("add conflicting route");
+    let r = tether(WS, &["connect"]);
+    let ok_with_flag = {
+        let c = tether(WS, &["connect", "--never-proxy", "10.96.7.0/24"]);
+        let _ = tether(WS, &["quit"]);
+        c
+    };
+    run(Command::new("ip").args(["-n", WS, "route", "del", "10.96.7.0/24"])).expect_ok("del route");
+    assert!(!r.ok, "conflict must refuse");
+    assert!(
+        r.stderr.contains("10.96.7.0/24 via"),
+        "names the route: {}",
+        r.stderr
+    );
+    assert!(
+        ok_with_flag.ok,
+        "--never-proxy resolves the conflict: {}",
+        ok_with_flag.stderr
+    );
+    assert_eq!(machine_state(WS), before_routes);
+}
+
+#[test]
+fn a_user_without_rbac_rights_is_told_so() {
+    let kc = no_rights_kubeconfig();
+    let r = run(Command::new("ip")
+        .args(["netns", "exec", WS])
+        .arg(tether_bin())
+        .args(["connect", "--kubeconfig"])
+        .arg(&kc)
+        .env("TETHER_RUNTIME_DIR", runtime_dir(WS)));
+    let _ = std::fs::remove_file(&kc);
+    assert!(!r.ok);
+    assert!(r.stderr.contains("forbidden by RBAC"), "{}", r.stderr);
+}
+
+fn ws_gateway() -> String {
+    // The host side of the workstation's veth: the route to the node goes via it.
+    let out = run(Command::new("ip").args(["-n", WS, "route"])).stdout;
+    out.split_whitespace()
+        .skip_while(|w| *w != "via")
+        .nth(1)
+        .expect("gateway")
+        .to_owned()
+}
+
+/// A kubeconfig for user `nobody`, whose certificate the cluster CA signed but whom no RBAC
+/// binding names.
+fn no_rights_kubeconfig() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tether-norbac-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let pki = state_dir().join("pki");
+    let sh = format!(
+        "set -e; cd {d}; openssl req -newkey rsa:2048 -nodes -keyout u.key -out u.csr -subj /CN=nobody 2>/dev/null; \
+         openssl x509 -req -in u.csr -CA {p}/ca.crt -CAkey {p}/ca.key -CAcreateserial -out u.crt -days 1 2>/dev/null; \
+         cp {k} kc; KUBECONFIG=kc kubectl config set-credentials nobody --client-certificate=u.crt --client-key=u.key --embed-certs >/dev/null; \
+         KUBECONFIG=kc kubectl config set-context --current --user=nobody >/dev/null",
+        d = dir.display(),
+        p = pki.display(),
+        k = kubeconfig().display()
+    );
+    run(Command::new("sh").args(["-c", &sh])).expect_ok("make no-rights kubeconfig");
+    dir.join("kc")
+}
