@@ -252,7 +252,7 @@ fn a_user_without_rbac_rights_is_told_so() {
         .args(["connect", "--kubeconfig"])
         .arg(&kc)
         .env("TETHER_RUNTIME_DIR", runtime_dir(WS)));
-    let _ = std::fs::remove_file(&kc);
+    let _ = std::fs::remove_dir_all(kc.parent().expect("dir"));
     assert!(!r.ok);
     assert!(r.stderr.contains("forbidden by RBAC"), "{}", r.stderr);
 }
@@ -275,7 +275,8 @@ fn no_rights_kubeconfig() -> std::path::PathBuf {
     let pki = state_dir().join("pki");
     let sh = format!(
         "set -e; cd {d}; openssl req -newkey rsa:2048 -nodes -keyout u.key -out u.csr -subj /CN=nobody 2>/dev/null; \
-         openssl x509 -req -in u.csr -CA {p}/ca.crt -CAkey {p}/ca.key -CAcreateserial -out u.crt -days 1 2>/dev/null; \
+         echo extendedKeyUsage=clientAuth > u.ext; \
+         openssl x509 -req -in u.csr -CA {p}/ca.crt -CAkey {p}/ca.key -CAcreateserial -out u.crt -days 1 -extfile u.ext 2>/dev/null; \
          cp {k} kc; KUBECONFIG=kc kubectl config set-credentials nobody --client-certificate=u.crt --client-key=u.key --embed-certs >/dev/null; \
          KUBECONFIG=kc kubectl config set-context --current --user=nobody >/dev/null",
         d = dir.display(),
