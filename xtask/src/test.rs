@@ -1,5 +1,6 @@
 //! `cargo xtask test`: every test, in the order that needs the least cluster time.
 //!
+//! 0. `cargo fmt --check` and clippy with warnings denied.
 //! 1. Unit and integration tests of every crate (no cluster).
 //! 2. The cluster comes up (built the first time) with fresh images; the sample app is deployed.
 //! 3. End-to-end tests run against it from the workstation namespace.
@@ -15,6 +16,11 @@ use crate::{cluster, manager, sample};
 pub fn run(keep_cluster: bool) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut phases = Vec::new();
+
+    let t = Instant::now();
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    phases.push(("fmt + clippy", t.elapsed()));
 
     let t = Instant::now();
     cargo(&["test", "--workspace", "--exclude", "tether-e2e"])?;
