@@ -159,6 +159,8 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             })?;
     }
 
+    let route_handle = tun.routes();
+
     // DNS: our server inside the TUN range, the original resolvers as upstream.
     let original = ResolvConf::parse(&resolv.read()?);
     let upstream: Vec<SocketAddr> = original
@@ -213,6 +215,15 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     progress("connected");
     println!("ready");
 
+    let follower = tokio::spawn(follow_subnets(
+        session_rx.clone(),
+        route_handle,
+        routes.clone(),
+        never,
+        opts.also_proxy.clone(),
+        shared.clone(),
+    ));
+
     let (quit_tx, mut quit_rx) = watch::channel(false);
     let server = tokio::spawn(crate::server::serve(
         listener,
@@ -236,6 +247,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         _ = term.recv() => info!("Terminated"),
     }
     supervisor.abort();
+    follower.abort();
     if let Some(s) = session_rx.borrow().as_ref() {
         s.close();
     }
@@ -288,6 +300,47 @@ async fn supervise(
         s.transport = dialed.transport.to_string();
         s.manager = dialed.manager.clone();
         s.session_id = dialed.session.welcome.session_id.clone();
+    }
+}
+
+/// Routes subnets the manager announces after connect (a new node's pod range, say). Routes are
+/// only added while connected; they all go when the device does.
+async fn follow_subnets(
+    mut session_rx: watch::Receiver<Option<Session>>,
+    routes: crate::tun::Routes,
+    mut installed: Vec<Ipv4Net>,
+    never: Vec<Ipv4Net>,
+    also: Vec<Ipv4Net>,
+    shared: Arc<Shared>,
+) {
+    loop {
+        let session = session_rx.borrow_and_update().clone();
+        if let Some(session) = session {
+            let mut subnets_rx = session.subnets_rx.clone();
+            loop {
+                let wanted = subnets_v4(&subnets_rx.borrow_and_update(), &also);
+                for cidr in route_check::subtract(&wanted, &never) {
+                    if installed.iter().any(|have| have.contains(&cidr)) {
+                        continue;
+                    }
+                    match routes.add(IpNet::V4(cidr)).await {
+                        Ok(()) => {
+                            info!(%cidr, "Routed a new cluster subnet");
+                            installed.push(cidr);
+                            let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
+                            s.subnets.push(cidr.to_string());
+                        }
+                        Err(error) => warn!(%cidr, %error, "Could not route a new cluster subnet"),
+                    }
+                }
+                tokio::select! {
+                    changed = subnets_rx.changed() => if changed.is_err() { break },
+                    _ = session_rx.changed() => break,
+                }
+            }
+        } else if session_rx.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -145,9 +145,30 @@ impl Tun {
         ip(&["route", "del", &cidr.to_string(), "dev", &self.name]).await
     }
 
+    /// A handle that changes this device's routes after the device went to the stack.
+    pub fn routes(&self) -> Routes {
+        Routes {
+            name: self.name.clone(),
+        }
+    }
+
     /// Hands the packet device to the stack. Routes stay until the device is dropped.
     pub fn into_device(self) -> AsyncDevice {
         self.device
+    }
+}
+
+/// Changes the routes of one TUN device (by name); validated like [`Tun::add_route`].
+#[derive(Debug, Clone)]
+pub struct Routes {
+    name: String,
+}
+
+impl Routes {
+    /// Routes `cidr` into the device (idempotent).
+    pub async fn add(&self, cidr: IpNet) -> Result<(), TunError> {
+        validate_route(cidr)?;
+        ip(&["route", "replace", &cidr.to_string(), "dev", &self.name]).await
     }
 }
 

@@ -286,3 +286,39 @@ fn no_rights_kubeconfig() -> std::path::PathBuf {
     run(Command::new("sh").args(["-c", &sh])).expect_ok("make no-rights kubeconfig");
     dir.join("kc")
 }
+
+#[test]
+fn pods_cannot_read_the_tunnel_credential() {
+    // The tunnel's client certificate is in a Secret; without it the manager's mutual TLS
+    // refuses the handshake, so a workload cannot pose as a developer's client.
+    for sa in [
+        "system:serviceaccount:default:default",
+        "system:serviceaccount:tether:default",
+    ] {
+        let r = kubectl(&[
+            "auth",
+            "can-i",
+            "get",
+            "secret/tether-manager-tls",
+            "-n",
+            "tether",
+            "--as",
+            sa,
+        ]);
+        assert_eq!(
+            r.stdout.trim(),
+            "no",
+            "{sa} must not read the credential: {}",
+            r.stderr
+        );
+    }
+    let r = kubectl(&[
+        "auth",
+        "can-i",
+        "get",
+        "secret/tether-manager-tls",
+        "-n",
+        "tether",
+    ]);
+    assert_eq!(r.stdout.trim(), "yes", "the admin (a tether user) may");
+}

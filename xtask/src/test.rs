@@ -19,7 +19,14 @@ pub fn run(keep_cluster: bool) -> anyhow::Result<()> {
 
     let t = Instant::now();
     cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     phases.push(("fmt + clippy", t.elapsed()));
 
     let t = Instant::now();
