@@ -10,6 +10,7 @@
 //! - [`resolv_conf`]: the pod's `/etc/resolv.conf` (upstream resolvers, cluster domain hint).
 //! - [`install`]: `tether install` / `uninstall`: the manifests of `deploy/manager`, applied
 //!   server-side.
+//! - [`sidecar`]: the traffic agent's request router and proxy (intercepts; not yet injected).
 //! - [`manager`]: `tether-agent manager`: discovery + watches, then hands a
 //!   [`ManagerState`](manager::ManagerState) to the code serving the tunnel.
 #![forbid(unsafe_code)]
@@ -20,4 +21,5 @@ pub mod install;
 pub mod manager;
 pub mod resolv_conf;
 pub mod session;
+pub mod sidecar;
 pub mod view;

@@ -2,22 +2,25 @@
 //!
 //! # Layout
 //! This file only parses arguments; the work is in the library: `manager` runs
-//! [`tether_agent::manager::run_manager`].
+//! [`tether_agent::manager::run_manager`], `sidecar` runs [`tether_agent::sidecar::run`].
 //!
 //! # Exit codes
 //! - 0: stopped normally.
 //! - 1: failed (the error and its causes are printed to stderr).
-//! - 2: usage error, or a subcommand not implemented yet (`sidecar`).
+//! - 2: usage error.
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use tether_agent::manager::{self, ManagerConfig};
 use tether_agent::resolv_conf::RESOLV_CONF_PATH;
+use tether_agent::sidecar::{self, SidecarConfig};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -31,8 +34,21 @@ struct Cli {
 enum Command {
     /// Run the traffic manager.
     Manager(ManagerArgs),
-    /// Run the sidecar traffic agent (not yet implemented).
-    Sidecar,
+    /// Run the sidecar traffic agent: a proxy in front of one port of the app.
+    Sidecar(SidecarArgs),
+}
+
+#[derive(Debug, Args)]
+struct SidecarArgs {
+    /// Where the proxy listens.
+    #[arg(long, env = "TETHER_SIDECAR_LISTEN")]
+    listen: SocketAddr,
+    /// The app's own port, where traffic goes when no intercept takes it.
+    #[arg(long, env = "TETHER_SIDECAR_APP")]
+    app: SocketAddr,
+    /// How long a new connection may stay silent before it is relayed as non-HTTP.
+    #[arg(long, default_value_t = 1000)]
+    sniff_timeout_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -72,10 +88,7 @@ async fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let result = match cli.command {
-        Command::Sidecar => {
-            eprintln!("tether-agent sidecar: not yet implemented");
-            return ExitCode::from(2);
-        }
+        Command::Sidecar(args) => run_sidecar(args).await,
         Command::Manager(args) => run_manager(args).await,
     };
     match result {
@@ -104,5 +117,15 @@ async fn run_manager(args: ManagerArgs) -> Result<(), Box<dyn std::error::Error>
         sync_timeout: manager::SYNC_TIMEOUT,
     };
     manager::run_manager(client, config, tether_agent::session::serve).await?;
+    Ok(())
+}
+
+async fn run_sidecar(args: SidecarArgs) -> Result<(), Box<dyn std::error::Error>> {
+    sidecar::run(SidecarConfig {
+        listen: args.listen,
+        app: args.app,
+        sniff_timeout: Duration::from_millis(args.sniff_timeout_ms),
+    })
+    .await?;
     Ok(())
 }

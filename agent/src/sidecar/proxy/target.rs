@@ -1,0 +1,74 @@
+//! Where an intercept's traffic goes: the [`InterceptTarget`] trait, and [`LocalTarget`], which
+//! forwards to an address the agent can reach (for tests, and for trying the sidecar without a
+//! laptop).
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use futures::future::BoxFuture;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::upstream::{BoxError, ProxyBody, Upstream, CONNECT_TIMEOUT};
+
+/// A byte stream both ways (what a non-HTTP connection is relayed over).
+pub trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
+
+/// Where an intercept sends what it takes. The real one carries requests over QUIC to the
+/// developer's machine.
+///
+/// The proxy clones the target's `Arc` when it routes a request or connection, so a target that
+/// is removed from the routing table still finishes what it was given.
+pub trait InterceptTarget: fmt::Debug + Send + Sync + 'static {
+    /// Sends one request and returns its response. The request's head is as the client sent it
+    /// (HTTP/2 requests carry their authority in the URI, HTTP/1 ones in `Host`); an HTTP/1.1
+    /// upgrade can be taken with [`hyper::upgrade::on`]. An error becomes a `502 Bad Gateway`.
+    fn send(
+        &self,
+        request: Request<Incoming>,
+    ) -> BoxFuture<'_, Result<Response<ProxyBody>, BoxError>>;
+
+    /// Opens a byte stream for a connection that is not HTTP (only asked of a global
+    /// intercept). An error closes the client's connection.
+    fn connect(&self) -> BoxFuture<'_, Result<Box<dyn Duplex>, BoxError>>;
+}
+
+/// An intercept target that forwards to an address the agent can reach, the same way the app is
+/// forwarded to.
+#[derive(Debug, Clone)]
+pub struct LocalTarget {
+    upstream: Upstream,
+}
+
+impl LocalTarget {
+    /// Forwards to `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            upstream: Upstream::new(addr),
+        }
+    }
+}
+
+impl InterceptTarget for LocalTarget {
+    fn send(
+        &self,
+        request: Request<Incoming>,
+    ) -> BoxFuture<'_, Result<Response<ProxyBody>, BoxError>> {
+        Box::pin(async move { Ok(self.upstream.forward(request).await?) })
+    }
+
+    fn connect(&self) -> BoxFuture<'_, Result<Box<dyn Duplex>, BoxError>> {
+        let addr = self.upstream.addr();
+        Box::pin(async move {
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream) as Box<dyn Duplex>)
+        })
+    }
+}

@@ -1,0 +1,290 @@
+//! Forwarding requests to one fixed address (the app, or a local stand-in for a laptop) over
+//! pooled connections.
+//!
+//! Requests go upstream in the version they came in: HTTP/1.x over a pool of keep-alive
+//! connections, HTTP/2 multiplexed over one connection (an app that accepted h2 prior knowledge
+//! on its port speaks h2c, and gRPC needs HTTP/2 end to end).
+//!
+//! The request is forwarded as the client sent it, minus hop-by-hop headers (RFC 9110 §7.6.1):
+//! the `Host` header, or the HTTP/2 `:authority`, is kept; only the connection goes to the fixed
+//! address. HTTP/1 connections form one pool; HTTP/2 ones are pooled per `:authority` (in
+//! practice the one Service name clients use). HTTP/1.1 upgrades (WebSocket) are spliced through
+//! once both sides switch protocols.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+/// Any error, boxed (what bodies and intercept targets fail with).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response the proxy sends.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// How long connecting to an upstream may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an idle pooled connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Connecting, or sending the request, failed.
+    #[error("forwarding to {addr}")]
+    Request {
+        /// The upstream.
+        addr: SocketAddr,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The request's URI could not be rewritten for the upstream.
+    #[error("rewriting the request URI for {addr}")]
+    Uri {
+        /// The upstream.
+        addr: SocketAddr,
+        #[source]
+        source: http::uri::InvalidUriParts,
+    },
+}
+
+/// Forwards requests to one address.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    addr: SocketAddr,
+    authority: Authority,
+    http1: Client<FixedConnector, Incoming>,
+    http2: Client<FixedConnector, Incoming>,
+}
+
+impl Upstream {
+    /// Forwards to `addr` (nothing is connected until the first request).
+    pub fn new(addr: SocketAddr) -> Self {
+        let connector = FixedConnector { addr };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new());
+        let http1 = builder.build(connector);
+        let http2 = builder.http2_only(true).build(connector);
+        // A socket address is always a valid authority.
+        let authority = Authority::try_from(addr.to_string()).expect("socket address authority");
+        Self {
+            addr,
+            authority,
+            http1,
+            http2,
+        }
+    }
+
+    /// The address requests go to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Forwards one request and returns the upstream's response.
+    pub async fn forward(
+        &self,
+        mut request: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
+        let http2 = request.version() == Version::HTTP_2;
+        let upgrade = (!http2 && is_upgrade(request.headers())).then(|| {
+            let on_upgrade = hyper::upgrade::on(&mut request);
+            let protocol = request.headers().get(header::UPGRADE).cloned();
+            (on_upgrade, protocol)
+        });
+        strip_hop_by_hop(request.headers_mut());
+        if let Some((_, Some(protocol))) = &upgrade {
+            let headers = request.headers_mut();
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocol.clone());
+        }
+        // HTTP/1 requests share one pool keyed by the upstream's own address, and keep their
+        // `Host` header. HTTP/2 sends `:authority` from the URI, so it keeps the client's.
+        let authority = match request.uri().authority() {
+            Some(authority) if http2 => authority.clone(),
+            _ => self.authority.clone(),
+        };
+        let mut uri = std::mem::take(request.uri_mut()).into_parts();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority);
+        uri.path_and_query = uri.path_and_query.or(Some(PathAndQuery::from_static("/")));
+        *request.uri_mut() = Uri::from_parts(uri).map_err(|source| UpstreamError::Uri {
+            addr: self.addr,
+            source,
+        })?;
+        let client = if http2 { &self.http2 } else { &self.http1 };
+        let mut response =
+            client
+                .request(request)
+                .await
+                .map_err(|source| UpstreamError::Request {
+                    addr: self.addr,
+                    source,
+                })?;
+        match upgrade {
+            Some((downstream, _)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                let upstream = hyper::upgrade::on(&mut response);
+                tokio::spawn(splice(downstream, upstream));
+            }
+            _ => strip_hop_by_hop(response.headers_mut()),
+        }
+        Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+    }
+}
+
+/// Copies bytes both ways between the two sides of an upgraded connection.
+async fn splice(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
+        Ok(both) => both,
+        Err(error) => {
+            debug!(%error, "Upgrade failed");
+            return;
+        }
+    };
+    let result =
+        tokio::io::copy_bidirectional(&mut TokioIo::new(downstream), &mut TokioIo::new(upstream))
+            .await;
+    if let Err(error) = result {
+        debug!(%error, "Upgraded connection ended");
+    }
+}
+
+/// True for an HTTP/1.1 upgrade request (`Connection: upgrade` plus `Upgrade`).
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_lists(headers, "upgrade")
+}
+
+fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes the headers that describe one connection rather than the message: those named in
+/// `Connection`, and the standard ones. `TE: trailers` is kept (gRPC relies on it).
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    static ALWAYS: [HeaderName; 5] = [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ];
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::try_from(t.trim()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &ALWAYS {
+        headers.remove(name);
+    }
+    if headers
+        .get(header::TE)
+        .is_some_and(|te| te.as_bytes() != b"trailers")
+    {
+        headers.remove(header::TE);
+    }
+}
+
+/// Connects to one address whatever the URI says (the URI still names the pool).
+#[derive(Debug, Clone, Copy)]
+struct FixedConnector {
+    addr: SocketAddr,
+}
+
+type ConnectFuture = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<TcpStream>>> + Send>>;
+
+impl tower_service::Service<Uri> for FixedConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = std::io::Error;
+    type Future = ConnectFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let addr = self.addr;
+        Box::pin(async move {
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            stream.set_nodelay(true)?;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::header::{HeaderMap, HeaderValue};
+
+    use super::{is_upgrade, strip_hop_by_hop};
+
+    fn headers(lines: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in lines {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, x-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "gzip"),
+            ("x-session", "dev-1"),
+            ("content-length", "3"),
+        ]);
+        strip_hop_by_hop(&mut map);
+        let left: Vec<_> = map.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-session", "content-length"]);
+    }
+
+    #[test]
+    fn te_trailers_is_kept() {
+        let mut map = headers(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut map);
+        assert_eq!(map.get("te").unwrap(), "trailers");
+    }
+
+    #[test]
+    fn upgrade_needs_both_headers() {
+        assert!(is_upgrade(&headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket")
+        ])));
+        assert!(!is_upgrade(&headers(&[("upgrade", "websocket")])));
+        assert!(!is_upgrade(&headers(&[("connection", "upgrade")])));
+    }
+}
