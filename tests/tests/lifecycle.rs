@@ -51,7 +51,12 @@ fn recovers_after_every_process_is_killed() {
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
     // Their pods' shims, containers, iptables chains and mounts are still there: `up` must cope.
+    let started = std::time::Instant::now();
     cluster("up").expect_ok("cluster up after kill -9");
+    eprintln!(
+        "warm `cluster up` after kill -9 (recovery + start + images): {:?}",
+        started.elapsed()
+    );
     let status = cluster("status").expect_ok("cluster status");
     assert!(
         status.contains(" Ready "),
