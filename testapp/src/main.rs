@@ -4,7 +4,14 @@
 //!   echoes the request line and headers, so a test can tell the app from an intercept and see
 //!   which headers arrived. `GET /bytes?n=N` streams N bytes for throughput measurements.
 //! * A UDP echo.
+//!
+//! A hidden `bench` subcommand holds the measuring clients of `cargo xtask bench`.
+//!
+//! # Layout
+//! - `bench`: the HTTP, throughput and DNS measuring clients.
 #![forbid(unsafe_code)]
+
+mod bench;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
@@ -31,11 +38,31 @@ struct Args {
     /// Address to bind.
     #[arg(long, default_value = "0.0.0.0")]
     bind: std::net::IpAddr,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Measuring clients for `cargo xtask bench`.
+    #[command(hide = true)]
+    Bench {
+        #[command(subcommand)]
+        bench: bench::Bench,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    match args.command {
+        Some(Command::Bench { bench }) => bench::run(bench),
+        None => tokio::runtime::Runtime::new()
+            .context("building the runtime")?
+            .block_on(serve(args)),
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
     let name = args
         .name
         .clone()

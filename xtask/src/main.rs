@@ -5,8 +5,10 @@
 //! - `cluster`: wraps `scripts/cluster.sh` (bring-up, teardown, recovery) and `scripts/images.sh`.
 //! - `sample`: deploys the sample app from `deploy/sample`.
 //! - `demo` / `test`: the two commands the README gives a newcomer.
+//! - `bench`: `tether connect` measured against the direct path and `kubectl port-forward`.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod cluster;
 mod demo;
 mod manager;
@@ -39,6 +41,8 @@ enum Cmd {
         #[arg(long)]
         keep_cluster: bool,
     },
+    /// Measure tether against the direct path and `kubectl port-forward` (cluster must be up).
+    Bench(bench::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,5 +75,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Images => cluster::script("images.sh", &["all"]),
         Cmd::Demo => demo::run(),
         Cmd::Test { keep_cluster } => test::run(keep_cluster),
+        Cmd::Bench(args) => bench::run(args),
     }
 }

@@ -1,0 +1,383 @@
+//! `tether-testapp bench …`: the measuring clients behind `cargo xtask bench`.
+//!
+//! They run inside the namespaces being compared (`ip netns exec NS tether-testapp bench …`), so
+//! they are compiled and optimised like the code they measure, not a script's loop. Each one does
+//! a fixed number of operations, each under a timeout, and prints one JSON object on stdout.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use hickory_proto::{
+    op::{Message, Query, ResponseCode},
+    rr::{Name, RecordType},
+};
+use http_body_util::{BodyExt, Empty};
+use hyper::{client::conn::http1, Request, Uri};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::{
+    net::{TcpStream, UdpSocket},
+    time::timeout,
+};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Bench {
+    /// Small GETs one after another: latency percentiles.
+    Http {
+        #[arg(long)]
+        url: Uri,
+        /// A new TCP connection for every request (default: one keep-alive connection).
+        #[arg(long)]
+        new_connection: bool,
+        #[command(flatten)]
+        counts: Counts,
+    },
+    /// One GET whose whole body is read and discarded: throughput.
+    Get {
+        #[arg(long)]
+        url: Uri,
+        #[arg(long, default_value_t = 300_000)]
+        timeout_ms: u64,
+    },
+    /// GETs on new connections until one succeeds: when a fresh route starts to work.
+    Wait {
+        #[arg(long)]
+        url: Uri,
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
+    /// DNS A queries over UDP, one after another.
+    Dns {
+        /// The DNS server (port 53).
+        #[arg(long)]
+        server: IpAddr,
+        /// The name to look up; `{i}` in it becomes the query's index, so that every query asks
+        /// a different name (and misses caches).
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        counts: Counts,
+    },
+}
+
+/// How many operations a latency run does, and how long each may take.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Counts {
+    /// Measured operations.
+    #[arg(long, default_value_t = 1000)]
+    requests: u32,
+    /// Operations done first and not measured.
+    #[arg(long, default_value_t = 20)]
+    warmup: u32,
+    /// Per operation (connecting included), in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    timeout_ms: u64,
+    /// Stop after this many failed operations.
+    #[arg(long, default_value_t = 20)]
+    max_errors: u32,
+}
+
+impl Counts {
+    fn total(&self) -> u32 {
+        self.warmup.saturating_add(self.requests)
+    }
+
+    fn per_op(&self) -> Duration {
+        ms(self.timeout_ms)
+    }
+}
+
+/// Runs one measurement on a single-threaded runtime: one sequential client needs no more, and
+/// no cross-thread wake-ups end up in the numbers.
+pub fn run(bench: Bench) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the runtime")?;
+    let report = rt.block_on(async {
+        match bench {
+            Bench::Http {
+                url,
+                new_connection,
+                counts,
+            } => http_latency(&Target::parse(&url)?, new_connection, &counts).await,
+            Bench::Get { url, timeout_ms } => {
+                get_throughput(&Target::parse(&url)?, ms(timeout_ms)).await
+            }
+            Bench::Wait { url, timeout_ms } => wait(&Target::parse(&url)?, ms(timeout_ms)).await,
+            Bench::Dns {
+                server,
+                name,
+                counts,
+            } => dns_latency(server, &name, &counts).await,
+        }
+    })?;
+    println!("{report}");
+    Ok(())
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Where a URL points: the address to dial and what goes on the request line.
+#[derive(Debug)]
+struct Target {
+    host: String,
+    port: u16,
+    authority: String,
+    path: String,
+}
+
+impl Target {
+    fn parse(url: &Uri) -> anyhow::Result<Target> {
+        if url.scheme_str() != Some("http") {
+            bail!("{url}: only http:// URLs");
+        }
+        let authority = url.authority().context("URL without a host")?;
+        Ok(Target {
+            host: authority.host().trim_matches(['[', ']']).to_owned(),
+            port: authority.port_u16().unwrap_or(80),
+            authority: authority.to_string(),
+            path: url
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), ToString::to_string),
+        })
+    }
+}
+
+type Sender = http1::SendRequest<Empty<Bytes>>;
+
+/// A new HTTP/1.1 connection; its driver runs as a task that ends when the sender is dropped.
+async fn open(target: &Target) -> anyhow::Result<Sender> {
+    let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// One GET; the body is read to the end and counted.
+async fn get(sender: &mut Sender, target: &Target) -> anyhow::Result<u64> {
+    sender.ready().await?;
+    let req = Request::get(target.path.as_str())
+        .header(hyper::header::HOST, target.authority.as_str())
+        .body(Empty::new())?;
+    let resp = sender.send_request(req).await?;
+    if !resp.status().is_success() {
+        bail!("HTTP {}", resp.status());
+    }
+    let mut body = resp.into_body();
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            n += data.len() as u64;
+        }
+    }
+    Ok(n)
+}
+
+async fn http_latency(
+    target: &Target,
+    new_connection: bool,
+    counts: &Counts,
+) -> anyhow::Result<serde_json::Value> {
+    let mut recorder = Recorder::new(counts);
+    let mut conn: Option<Sender> = None;
+    for i in 0..counts.total() {
+        let start = Instant::now();
+        let outcome = timeout(counts.per_op(), async {
+            let sender = match conn.as_mut() {
+                Some(s) if !new_connection => s,
+                _ => conn.insert(open(target).await?),
+            };
+            get(sender, target).await
+        })
+        .await;
+        let elapsed = start.elapsed();
+        let outcome = match outcome {
+            Ok(Ok(_)) => Ok(elapsed),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(_) => Err(format!("timed out after {:?}", counts.per_op())),
+        };
+        if new_connection || outcome.is_err() {
+            conn = None;
+        }
+        if recorder.record(i, outcome) {
+            break;
+        }
+    }
+    Ok(recorder.report())
+}
+
+async fn get_throughput(target: &Target, limit: Duration) -> anyhow::Result<serde_json::Value> {
+    let mut sender = timeout(limit, open(target))
+        .await
+        .context("connecting timed out")??;
+    let start = Instant::now();
+    let bytes = timeout(limit, get(&mut sender, target))
+        .await
+        .context("the transfer timed out")??;
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "bytes": bytes,
+        "seconds": seconds,
+        "mb_per_s": bytes as f64 / seconds / 1e6,
+    }))
+}
+
+async fn wait(target: &Target, limit: Duration) -> anyhow::Result<serde_json::Value> {
+    let start = Instant::now();
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let left = limit.saturating_sub(start.elapsed());
+        let attempt = timeout(left.min(Duration::from_secs(1)), async {
+            get(&mut open(target).await?, target).await
+        })
+        .await;
+        let error = match attempt {
+            Ok(Ok(_)) => {
+                return Ok(json!({
+                    "attempts": attempts,
+                    "elapsed_ms": start.elapsed().as_secs_f64() * 1e3,
+                }))
+            }
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(_) => "timed out".to_owned(),
+        };
+        if start.elapsed() >= limit {
+            bail!("no successful GET within {limit:?} ({attempts} attempts; last: {error})");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn dns_latency(
+    server: IpAddr,
+    name: &str,
+    counts: &Counts,
+) -> anyhow::Result<serde_json::Value> {
+    let bind: SocketAddr = match server {
+        IpAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
+        IpAddr::V6(_) => ([0u16; 8], 0).into(),
+    };
+    let socket = UdpSocket::bind(bind).await?;
+    socket.connect((server, 53)).await?;
+    let mut recorder = Recorder::new(counts);
+    let mut nxdomain = 0u32;
+    let mut buf = vec![0u8; 4096];
+    for i in 0..counts.total() {
+        // The id is the index (mod 2^16): a late answer to an earlier query, which has another
+        // id, is never taken for the current one.
+        let id = i as u16;
+        let query = dns_query(id, &name.replace("{i}", &i.to_string()))?;
+        let start = Instant::now();
+        let outcome = timeout(counts.per_op(), async {
+            socket.send(&query).await?;
+            loop {
+                let n = socket.recv(&mut buf).await?;
+                match Message::from_vec(&buf[..n]) {
+                    Ok(m) if m.metadata.id == id => {
+                        return anyhow::Ok(m.metadata.response_code);
+                    }
+                    _ => continue,
+                }
+            }
+        })
+        .await;
+        let elapsed = start.elapsed();
+        let outcome = match outcome {
+            Ok(Ok(ResponseCode::NoError)) => Ok(elapsed),
+            Ok(Ok(ResponseCode::NXDomain)) => {
+                nxdomain += u32::from(i >= counts.warmup);
+                Ok(elapsed)
+            }
+            Ok(Ok(code)) => Err(format!("response code {code}")),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(_) => Err(format!("timed out after {:?}", counts.per_op())),
+        };
+        if recorder.record(i, outcome) {
+            break;
+        }
+    }
+    let mut report = recorder.report();
+    report["nxdomain"] = nxdomain.into();
+    Ok(report)
+}
+
+fn dns_query(id: u16, name: &str) -> anyhow::Result<Vec<u8>> {
+    let mut m = Message::query();
+    m.metadata.id = id;
+    m.metadata.recursion_desired = true;
+    let name = Name::from_ascii(name).with_context(|| format!("bad DNS name {name:?}"))?;
+    m.add_query(Query::query(name, RecordType::A));
+    Ok(m.to_vec()?)
+}
+
+/// The outcomes of a latency run.
+#[derive(Debug)]
+struct Recorder {
+    warmup: u32,
+    max_errors: u32,
+    samples: Vec<Duration>,
+    errors: u32,
+    last_error: Option<String>,
+}
+
+impl Recorder {
+    fn new(counts: &Counts) -> Recorder {
+        Recorder {
+            warmup: counts.warmup,
+            max_errors: counts.max_errors,
+            samples: Vec::with_capacity(counts.requests as usize),
+            errors: 0,
+            last_error: None,
+        }
+    }
+
+    /// Records operation `i` (warm-up ones are not); true when the run should stop.
+    fn record(&mut self, i: u32, outcome: Result<Duration, String>) -> bool {
+        if i < self.warmup {
+            return false;
+        }
+        match outcome {
+            Ok(elapsed) => self.samples.push(elapsed),
+            Err(e) => {
+                self.errors += 1;
+                self.last_error = Some(e);
+            }
+        }
+        self.errors >= self.max_errors
+    }
+
+    /// Percentiles (nearest rank) of the successful operations, in microseconds.
+    fn report(mut self) -> serde_json::Value {
+        let samples = &mut self.samples;
+        samples.sort_unstable();
+        let us = |d: Duration| (d.as_secs_f64() * 1e7).round() / 10.0;
+        let pct = |p: usize| {
+            let rank = (samples.len() * p).div_ceil(100).max(1);
+            samples.get(rank - 1).map(|d| us(*d))
+        };
+        let mean = (!samples.is_empty())
+            .then(|| us(samples.iter().sum::<Duration>() / samples.len() as u32));
+        json!({
+            "ok": samples.len(),
+            "errors": self.errors,
+            "last_error": self.last_error,
+            "p50_us": pct(50),
+            "p99_us": pct(99),
+            "mean_us": mean,
+            "min_us": samples.first().map(|d| us(*d)),
+            "max_us": samples.last().map(|d| us(*d)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,401 @@
+//! `cargo xtask bench`: what `tether connect` costs, next to what a developer has without it.
+//!
+//! From a workstation to a pod of the sample app `hello` (pod IP, port 8080), four paths side by
+//! side in one run:
+//! 1. direct: the host network namespace straight to the pod IP, the physical reference;
+//! 2. `kubectl port-forward` on the host (127.0.0.1:LOCAL → the pod's 8080);
+//! 3. tether over UDP and 4. tether over a port-forward, from the workstation namespace.
+//!
+//! Over each: one bulk GET of `/bytes?n=…` (best of two), then small GETs on one keep-alive
+//! connection and on a new connection each. Then `connect` time per transport (until a first
+//! request succeeds), and DNS latency with and without tether. The clients are
+//! `tether-testapp bench …` (release build) run inside the namespaces; the table goes to stdout
+//! and `target/bench/connect.md`.
+//!
+//! The cluster, the sample app and the manager must be up. Every tether session and
+//! port-forward the run starts is ended by a guard, also when the run fails.
+
+mod process;
+mod report;
+
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+
+use crate::{cluster, manager};
+use process::{in_ns, run_within, PortForward, Tether};
+use report::{ConnectResult, DnsResult, Latency, Lookup, Path, PathResult, Report};
+
+const HINT: &str = "the benchmark needs the local cluster with the sample app and tether's \
+                    manager: run `cargo xtask test --keep-cluster` or `cargo xtask demo` first";
+/// The sample app's HTTP port on its pods.
+const POD_PORT: u16 = 8080;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The workstation network namespace the tether paths are measured from.
+    #[arg(long, default_value = "tether-ws")]
+    ns: String,
+    /// Size of each bulk GET, in MiB.
+    #[arg(long, default_value_t = 512)]
+    bulk_mib: u64,
+    /// Small GETs on one keep-alive connection, per path.
+    #[arg(long, default_value_t = 2000)]
+    requests: u32,
+    /// Small GETs on a new connection each, per path.
+    #[arg(long, default_value_t = 500)]
+    new_connection_requests: u32,
+    /// DNS queries per run.
+    #[arg(long, default_value_t = 1000)]
+    dns_requests: u32,
+    /// `tether connect` trials per transport.
+    #[arg(long, default_value_t = 3)]
+    connect_trials: u32,
+    /// Use the release binaries as they are instead of building them first.
+    #[arg(long)]
+    no_build: bool,
+}
+
+/// The pod every path leads to.
+#[derive(Debug)]
+struct Pod {
+    name: String,
+    ip: IpAddr,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.connect_trials > 0,
+        "--connect-trials must be at least 1"
+    );
+    if !args.no_build {
+        manager::build_cli()?;
+    }
+    for bin in [manager::tether_bin(), testapp_bin()] {
+        anyhow::ensure!(
+            bin.exists(),
+            "{} is missing: build it with `cargo build --release -p tether-agent -p \
+             tether-testapp -p tether-cli`",
+            bin.display()
+        );
+    }
+    let bench = Command::new(testapp_bin())
+        .args(["bench", "--help"])
+        .output()?;
+    anyhow::ensure!(
+        bench.status.success(),
+        "{} has no `bench` subcommand: rebuild it (run without --no-build)",
+        testapp_bin().display()
+    );
+    let pod = preflight(&args.ns)?;
+    let mut report = Report {
+        meta: meta(&args, &pod),
+        ..Report::default()
+    };
+    let ns = args.ns.as_str();
+    let pod_addr = format!("{}:{POD_PORT}", pod.ip);
+
+    step(&format!("DNS on {ns} without tether"));
+    let original = process::nameserver(ns)?;
+    report
+        .dns
+        .push(dns(&args, None, Lookup::NonCluster, original));
+
+    step("direct: host → pod IP");
+    report
+        .paths
+        .push(measure(&args, Path::Direct, None, &pod_addr));
+
+    step("kubectl port-forward on the host");
+    {
+        let forward = PortForward::start(&pod.name, POD_PORT)?;
+        let local = format!("127.0.0.1:{}", forward.local_port);
+        report
+            .paths
+            .push(measure(&args, Path::KubectlPortForward, None, &local));
+    }
+
+    for path in [Path::TetherUdp, Path::TetherPortForward] {
+        let transport = path.transport().context("a tether path")?;
+        step(&format!("tether connect --transport {transport} on {ns}"));
+        let (connect, session) = connect_trials(&args, path, &pod_addr)?;
+        report.connects.push(connect);
+        step(&format!("tether over {transport}: {ns} → pod IP"));
+        report.paths.push(measure(&args, path, Some(ns), &pod_addr));
+        let server = process::nameserver(ns)?;
+        for lookup in [Lookup::NonCluster, Lookup::Cluster, Lookup::ClusterUncached] {
+            report.dns.push(dns(&args, Some(path), lookup, server));
+        }
+        drop(session);
+    }
+
+    let md = report.markdown();
+    let dir = cluster::repo().join("target/bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = dir.join("connect.md");
+    std::fs::write(&file, &md).with_context(|| format!("writing {}", file.display()))?;
+    println!("{md}");
+    eprintln!("written to {}", file.display());
+    Ok(())
+}
+
+fn testapp_bin() -> PathBuf {
+    cluster::repo().join("target/release/tether-testapp")
+}
+
+/// Checks that what the run needs is there, and picks the pod.
+fn preflight(ns: &str) -> anyhow::Result<Pod> {
+    let pods = cluster::run(cluster::kubectl().args([
+        "--request-timeout=10s",
+        "get",
+        "pods",
+        "-l",
+        "app=hello",
+        "--field-selector=status.phase=Running",
+        "-o",
+        r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}"#,
+    ]))
+    .context(HINT)?;
+    let mut pods: Vec<Pod> = pods
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(name, ip)| {
+            Some(Pod {
+                name: name.to_owned(),
+                ip: ip.parse().ok()?,
+            })
+        })
+        .collect();
+    pods.sort_by(|a, b| a.name.cmp(&b.name));
+    let Some(pod) = pods.into_iter().next() else {
+        bail!("no running pod of the sample app `hello`; {HINT}");
+    };
+    let ready = cluster::run(cluster::kubectl().args([
+        "--request-timeout=10s",
+        "-n",
+        "tether",
+        "get",
+        "deployment",
+        "tether-manager",
+        "-o",
+        "jsonpath={.status.readyReplicas}",
+    ]))
+    .with_context(|| format!("no traffic manager; {HINT}"))?;
+    if ready.trim().parse::<u32>().unwrap_or(0) == 0 {
+        bail!("the traffic manager is not ready; {HINT}");
+    }
+    let namespaces = cluster::run(Command::new("ip").args(["netns", "list"]))?;
+    if !namespaces
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(ns))
+    {
+        bail!("no network namespace {ns}; {HINT}");
+    }
+    // A session an interrupted run left behind.
+    Tether::quit(ns)?;
+    let tun = Command::new("ip")
+        .args(["-n", ns, "link", "show", "tether0"])
+        .output()
+        .context("running ip")?;
+    if tun.status.success() {
+        bail!(
+            "{ns} is already connected by another tether session (it has a tether0 device); \
+             quit that one first (the end-to-end tests keep theirs under /run/tether-e2e/{ns})"
+        );
+    }
+    Ok(pod)
+}
+
+fn meta(args: &Args, pod: &Pod) -> Vec<(String, String)> {
+    let text = |cmd: &mut Command| {
+        cmd.output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let repo = cluster::repo();
+    let mut commit =
+        text(
+            Command::new("git")
+                .arg("-C")
+                .arg(&repo)
+                .args(["rev-parse", "--short", "HEAD"]),
+        );
+    if !text(
+        Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["status", "--porcelain"]),
+    )
+    .is_empty()
+    {
+        commit.push_str(" + uncommitted changes");
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    vec![
+        (
+            "date".into(),
+            text(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])),
+        ),
+        ("commit".into(), commit),
+        (
+            "machine".into(),
+            format!(
+                "{} CPUs, load average {} at the start",
+                std::thread::available_parallelism().map_or(0, |n| n.get()),
+                load.join(" ")
+            ),
+        ),
+        (
+            "target".into(),
+            format!("pod {} ({}), port {POD_PORT}", pod.name, pod.ip),
+        ),
+        (
+            "from".into(),
+            format!(
+                "the host network namespace (direct, kubectl) and workstation namespace `{}` \
+                 (tether)",
+                args.ns
+            ),
+        ),
+        (
+            "runs".into(),
+            format!(
+                "bulk GET {} MiB ×2; {} keep-alive and {} new-connection GETs of `/` after a \
+                 warm-up; {} DNS queries per name; {} connects per transport",
+                args.bulk_mib,
+                args.requests,
+                args.new_connection_requests,
+                args.dns_requests,
+                args.connect_trials
+            ),
+        ),
+    ]
+}
+
+/// Runs `tether-testapp bench ARGS` (on the host for `ns` = None) and reads its JSON.
+fn testapp(ns: Option<&str>, args: &[&str], limit: Duration) -> anyhow::Result<serde_json::Value> {
+    let mut cmd = in_ns(ns, testapp_bin());
+    // Errors are one line each; a backtrace per failed run would drown the report.
+    cmd.env("RUST_LIB_BACKTRACE", "0").arg("bench").args(args);
+    let out = run_within(&mut cmd, limit)?;
+    let last = out.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .with_context(|| format!("reading the output of bench {args:?}: {out}"))
+}
+
+/// Bulk throughput and HTTP latency over one path; failures become part of the result.
+fn measure(args: &Args, path: Path, ns: Option<&str>, addr: &str) -> PathResult {
+    let mut result = PathResult {
+        path,
+        bulk_mb_s: Vec::new(),
+        bulk_errors: Vec::new(),
+        keep_alive: Latency::default(),
+        new_connection: Latency::default(),
+    };
+    let bulk_url = format!("http://{addr}/bytes?n={}", args.bulk_mib << 20);
+    for _ in 0..2 {
+        match testapp(ns, &["get", "--url", &bulk_url], Duration::from_secs(330)) {
+            Ok(v) => match v["mb_per_s"].as_f64() {
+                Some(mb_s) => result.bulk_mb_s.push(mb_s),
+                None => result.bulk_errors.push(format!("no throughput in {v}")),
+            },
+            Err(e) => result.bulk_errors.push(format!("{e:#}")),
+        }
+    }
+    let url = format!("http://{addr}/");
+    let latency = |requests: u32, extra: &[&str]| {
+        let n = requests.to_string();
+        let mut a = vec!["http", "--url", &url, "--requests", &n];
+        a.extend_from_slice(extra);
+        match testapp(ns, &a, Duration::from_secs(300)) {
+            Ok(v) => Latency::from_json(&v),
+            Err(e) => Latency::failed(format!("{e:#}")),
+        }
+    };
+    result.keep_alive = latency(args.requests, &[]);
+    result.new_connection = latency(args.new_connection_requests, &["--new-connection"]);
+    eprintln!(
+        "    bulk {:?} MB/s; p50 keep-alive {:?} µs, new connection {:?} µs",
+        result.bulk_mb_s, result.keep_alive.p50_us, result.new_connection.p50_us
+    );
+    result
+}
+
+/// Connects `trials` times, timing each until a GET to the pod succeeds; the last session stays
+/// up for the measurements.
+fn connect_trials(args: &Args, path: Path, addr: &str) -> anyhow::Result<(ConnectResult, Tether)> {
+    let transport = path.transport().context("a tether path")?;
+    let url = format!("http://{addr}/");
+    let mut result = ConnectResult {
+        path,
+        returned: Vec::new(),
+        first_ok: Vec::new(),
+    };
+    let mut trial = 0;
+    loop {
+        trial += 1;
+        let start = Instant::now();
+        let session = Tether::connect(&args.ns, transport)?;
+        let returned = start.elapsed();
+        testapp(
+            Some(&args.ns),
+            &["wait", "--url", &url, "--timeout-ms", "15000"],
+            Duration::from_secs(30),
+        )
+        .with_context(|| format!("after tether connect --transport {transport}"))?;
+        let first_ok = start.elapsed();
+        eprintln!(
+            "    trial {trial}: connect returned after {:.2} s, first GET ok after {:.2} s",
+            returned.as_secs_f64(),
+            first_ok.as_secs_f64()
+        );
+        result.returned.push(returned);
+        result.first_ok.push(first_ok);
+        if trial == args.connect_trials {
+            return Ok((result, session));
+        }
+        drop(session);
+    }
+}
+
+/// One DNS run from the workstation namespace.
+fn dns(args: &Args, with: Option<Path>, lookup: Lookup, server: IpAddr) -> DnsResult {
+    let (server_s, n) = (server.to_string(), args.dns_requests.to_string());
+    let a = [
+        "dns",
+        "--server",
+        &server_s,
+        "--name",
+        lookup.name(),
+        "--requests",
+        &n,
+    ];
+    let latency = match testapp(Some(&args.ns), &a, Duration::from_secs(300)) {
+        Ok(v) => Latency::from_json(&v),
+        Err(e) => Latency::failed(format!("{e:#}")),
+    };
+    eprintln!(
+        "    DNS {}: p50 {:?} µs ({} errors)",
+        lookup.name(),
+        latency.p50_us,
+        latency.errors
+    );
+    DnsResult {
+        with,
+        lookup,
+        server,
+        latency,
+    }
+}
+
+fn step(msg: &str) {
+    eprintln!("\x1b[1m==> {msg}\x1b[0m");
+}

@@ -1,0 +1,417 @@
+//! What a benchmark run found, and its markdown: the measurements side by side, then the targets
+//! of the benchmark issue checked against them. Plain data in, text out; nothing here measures.
+
+use std::{fmt::Write, net::IpAddr, time::Duration};
+
+/// Most latency a tether path may add over the direct path, at p50.
+pub const ADDED_LATENCY_TARGET_US: f64 = 300.0;
+/// Longest `connect`, until the first request succeeds (median).
+pub const CONNECT_TARGET: Duration = Duration::from_secs(2);
+/// tether over UDP against `kubectl port-forward`, bulk throughput.
+pub const UDP_THROUGHPUT_TARGET: f64 = 3.0;
+/// tether over port-forward against `kubectl port-forward`, bulk throughput.
+pub const PORT_FORWARD_THROUGHPUT_TARGET: f64 = 0.9;
+/// Below this, added DNS latency counts as "not measurable": the larger of a floor and a share of
+/// the baseline, which is about what two back-to-back baseline runs differ by.
+pub const DNS_NOISE_FLOOR_US: f64 = 20.0;
+pub const DNS_NOISE_SHARE: f64 = 0.10;
+
+/// One latency run of `tether-testapp bench http|dns`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Latency {
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub ok: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+impl Latency {
+    /// Reads the testapp's JSON; a run that could not start at all is all errors.
+    pub fn from_json(v: &serde_json::Value) -> Latency {
+        Latency {
+            p50_us: v["p50_us"].as_f64(),
+            p99_us: v["p99_us"].as_f64(),
+            ok: v["ok"].as_u64().unwrap_or(0),
+            errors: v["errors"].as_u64().unwrap_or(0),
+            last_error: v["last_error"].as_str().map(str::to_owned),
+        }
+    }
+
+    pub fn failed(error: String) -> Latency {
+        Latency {
+            errors: 1,
+            last_error: Some(error),
+            ..Latency::default()
+        }
+    }
+}
+
+/// The ways from the workstation to the pod being compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// The host network namespace straight to the pod IP: the physical reference.
+    Direct,
+    /// `kubectl port-forward` on the host, to 127.0.0.1.
+    KubectlPortForward,
+    /// The workstation namespace, `tether connect --transport udp`, to the pod IP.
+    TetherUdp,
+    /// The workstation namespace, `tether connect --transport port-forward`, to the pod IP.
+    TetherPortForward,
+}
+
+impl Path {
+    pub fn label(self) -> &'static str {
+        match self {
+            Path::Direct => "direct (host → pod IP)",
+            Path::KubectlPortForward => "kubectl port-forward (host → 127.0.0.1)",
+            Path::TetherUdp => "tether, udp transport",
+            Path::TetherPortForward => "tether, port-forward transport",
+        }
+    }
+
+    /// The `--transport` of a tether path.
+    pub fn transport(self) -> Option<&'static str> {
+        match self {
+            Path::TetherUdp => Some("udp"),
+            Path::TetherPortForward => Some("port-forward"),
+            Path::Direct | Path::KubectlPortForward => None,
+        }
+    }
+}
+
+/// Throughput and HTTP latency over one path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathResult {
+    pub path: Path,
+    /// MB/s (10^6 bytes) of each bulk GET that completed.
+    pub bulk_mb_s: Vec<f64>,
+    /// Why the others did not.
+    pub bulk_errors: Vec<String>,
+    pub keep_alive: Latency,
+    pub new_connection: Latency,
+}
+
+impl PathResult {
+    pub fn best_mb_s(&self) -> Option<f64> {
+        self.bulk_mb_s.iter().copied().reduce(f64::max)
+    }
+
+    fn errors(&self) -> u64 {
+        self.bulk_errors.len() as u64 + self.keep_alive.errors + self.new_connection.errors
+    }
+}
+
+/// Picks one of a path's latency runs.
+type Pick = fn(&PathResult) -> &Latency;
+
+/// `tether connect` trials of one transport.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectResult {
+    pub path: Path,
+    /// From starting `tether connect` until it returned.
+    pub returned: Vec<Duration>,
+    /// From starting `tether connect` until a GET to the pod first succeeded.
+    pub first_ok: Vec<Duration>,
+}
+
+/// Which names a DNS run asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// A name the workstation's original resolver answers.
+    NonCluster,
+    /// A Service name, asked over and over (tether's cache answers most).
+    Cluster,
+    /// A different cluster name every time (NXDOMAIN): every query crosses the tunnel.
+    ClusterUncached,
+}
+
+impl Lookup {
+    pub fn name(self) -> &'static str {
+        match self {
+            Lookup::NonCluster => "outside.tether.test",
+            Lookup::Cluster => "hello.default.svc.cluster.local",
+            Lookup::ClusterUncached => "nx-{i}.default.svc.cluster.local",
+        }
+    }
+}
+
+/// One DNS run: without tether (`with` = None) or through a tether path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsResult {
+    pub with: Option<Path>,
+    pub lookup: Lookup,
+    pub server: IpAddr,
+    pub latency: Latency,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// Setup facts shown above the tables (what, value).
+    pub meta: Vec<(String, String)>,
+    pub paths: Vec<PathResult>,
+    pub connects: Vec<ConnectResult>,
+    pub dns: Vec<DnsResult>,
+}
+
+/// One target of the issue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub what: String,
+    pub target: String,
+    pub measured: String,
+    /// None: not measured, or a reference without a target.
+    pub pass: Option<bool>,
+}
+
+impl Report {
+    fn path(&self, p: Path) -> Option<&PathResult> {
+        self.paths.iter().find(|r| r.path == p)
+    }
+
+    fn dns(&self, with: Option<Path>, lookup: Lookup) -> Option<&Latency> {
+        self.dns
+            .iter()
+            .find(|d| d.with == with && d.lookup == lookup)
+            .map(|d| &d.latency)
+    }
+
+    /// p50 over `path` minus p50 over the direct path.
+    fn added_p50(&self, path: Path, latency: Pick) -> Option<f64> {
+        let direct = latency(self.path(Path::Direct)?).p50_us?;
+        Some(latency(self.path(path)?).p50_us? - direct)
+    }
+
+    /// The issue's targets against this run.
+    pub fn checks(&self) -> Vec<Check> {
+        let mut checks = Vec::new();
+        let kubectl = self
+            .path(Path::KubectlPortForward)
+            .and_then(PathResult::best_mb_s);
+        for (path, target) in [
+            (Path::TetherUdp, UDP_THROUGHPUT_TARGET),
+            (Path::TetherPortForward, PORT_FORWARD_THROUGHPUT_TARGET),
+        ] {
+            let ratio = self
+                .path(path)
+                .and_then(PathResult::best_mb_s)
+                .zip(kubectl)
+                .map(|(t, k)| t / k);
+            checks.push(Check {
+                what: format!("throughput: {} / kubectl port-forward", path.label()),
+                target: format!("≥ {target}×"),
+                measured: ratio.map_or("n/a".into(), |r| format!("{r:.2}×")),
+                pass: ratio.map(|r| r >= target),
+            });
+        }
+        let modes: [(&str, Pick); 2] = [
+            ("keep-alive", |r| &r.keep_alive),
+            ("new connection", |r| &r.new_connection),
+        ];
+        for (mode, latency) in modes {
+            for path in [
+                Path::KubectlPortForward,
+                Path::TetherUdp,
+                Path::TetherPortForward,
+            ] {
+                let added = self.added_p50(path, latency);
+                let tether = path.transport().is_some();
+                checks.push(Check {
+                    what: format!("added p50 over direct, {mode}: {}", path.label()),
+                    target: if tether {
+                        format!("≤ {ADDED_LATENCY_TARGET_US} µs")
+                    } else {
+                        "(reference)".into()
+                    },
+                    measured: added.map_or("n/a".into(), |a| format!("{a:.0} µs")),
+                    pass: added
+                        .filter(|_| tether)
+                        .map(|a| a <= ADDED_LATENCY_TARGET_US),
+                });
+            }
+        }
+        for c in &self.connects {
+            let median = median(&c.first_ok);
+            checks.push(Check {
+                what: format!(
+                    "connect until the first request succeeds: {}",
+                    c.path.label()
+                ),
+                target: format!("≤ {} s", CONNECT_TARGET.as_secs()),
+                measured: median.map_or("n/a".into(), |d| format!("{:.2} s", d.as_secs_f64())),
+                pass: median.map(|d| d <= CONNECT_TARGET),
+            });
+        }
+        let baseline = self.dns(None, Lookup::NonCluster).and_then(|l| l.p50_us);
+        for path in [Path::TetherUdp, Path::TetherPortForward] {
+            let Some(with) = self.dns(Some(path), Lookup::NonCluster) else {
+                continue;
+            };
+            let added = baseline.zip(with.p50_us).map(|(b, w)| (w - b, b));
+            checks.push(Check {
+                what: format!("added p50 on non-cluster DNS lookups: {}", path.label()),
+                target: "none measurable".into(),
+                measured: added.map_or("n/a".into(), |(a, _)| format!("{a:.0} µs")),
+                pass: added.map(|(a, b)| a <= dns_noise_us(b)),
+            });
+        }
+        checks
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut md = String::from("# tether connect: benchmark\n\n");
+        for (what, value) in &self.meta {
+            let _ = writeln!(md, "- {what}: {value}");
+        }
+
+        md.push_str(
+            "\n## Throughput and HTTP latency (to the pod IP, port 8080)\n\n\
+             | path | bulk GET, MB/s (best of 2) | keep-alive p50 / p99, µs | \
+             new connection p50 / p99, µs | added p50 over direct (keep-alive / new conn.), µs \
+             | errors |\n|---|---:|---:|---:|---:|---:|\n",
+        );
+        for r in &self.paths {
+            let added = |l: Pick| {
+                self.added_p50(r.path, l)
+                    .map_or("n/a".into(), |a| format!("{a:+.0}"))
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} |",
+                r.path.label(),
+                r.best_mb_s().map_or("failed".into(), |v| format!("{v:.0}")),
+                p50_p99(&r.keep_alive),
+                p50_p99(&r.new_connection),
+                if r.path == Path::Direct {
+                    "—".into()
+                } else {
+                    format!(
+                        "{} / {}",
+                        added(|r| &r.keep_alive),
+                        added(|r| &r.new_connection)
+                    )
+                },
+                r.errors(),
+            );
+        }
+
+        md.push_str(
+            "\n## Connect (manager already running; median of the trials)\n\n\
+             | transport | `tether connect` returned | first request succeeded | \
+             trials (first request), s |\n|---|---:|---:|---|\n",
+        );
+        for c in &self.connects {
+            let trials: Vec<String> = c
+                .first_ok
+                .iter()
+                .map(|d| format!("{:.2}", d.as_secs_f64()))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                c.path.transport().unwrap_or("?"),
+                secs(median(&c.returned)),
+                secs(median(&c.first_ok)),
+                trials.join(", "),
+            );
+        }
+
+        md.push_str(
+            "\n## DNS (UDP queries, one after another)\n\n\
+             | name | through | server | p50, µs | p99, µs | errors |\n\
+             |---|---|---|---:|---:|---:|\n",
+        );
+        for d in &self.dns {
+            let (p50, p99) = (us(d.latency.p50_us), us(d.latency.p99_us));
+            let _ = writeln!(
+                md,
+                "| `{}` | {} | {} | {p50} | {p99} | {} |",
+                d.lookup.name(),
+                d.with.map_or("no tether (original resolver)", Path::label),
+                d.server,
+                d.latency.errors,
+            );
+        }
+
+        md.push_str(
+            "\n## Targets\n\n| check | target | measured | verdict |\n|---|---|---:|---|\n",
+        );
+        for c in self.checks() {
+            let verdict = match c.pass {
+                Some(true) => "pass",
+                Some(false) => "**FAIL**",
+                None => "—",
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {verdict} |",
+                c.what, c.target, c.measured
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nMB = 10^6 bytes. Latencies are per request, client-side, nearest-rank percentiles. \
+             \"None measurable\" means at most the larger of {DNS_NOISE_FLOOR_US} µs and {:.0} % \
+             of the baseline p50. `{}` is mostly answered from tether's DNS cache (cluster \
+             answers are kept up to 5 s); each `{}` name is asked once, so every such query \
+             crosses the tunnel to the manager.",
+            DNS_NOISE_SHARE * 100.0,
+            Lookup::Cluster.name(),
+            Lookup::ClusterUncached.name(),
+        );
+        let errors: Vec<String> = self
+            .paths
+            .iter()
+            .flat_map(|r| {
+                let latency = [&r.keep_alive, &r.new_connection]
+                    .into_iter()
+                    .filter_map(|l| l.last_error.clone());
+                r.bulk_errors
+                    .iter()
+                    .cloned()
+                    .chain(latency)
+                    .map(move |e| format!("{}: {e}", r.path.label()))
+            })
+            .chain(self.dns.iter().filter_map(|d| {
+                d.latency
+                    .last_error
+                    .as_ref()
+                    .map(|e| format!("DNS `{}`: {e}", d.lookup.name()))
+            }))
+            .collect();
+        if !errors.is_empty() {
+            md.push_str("\n## Errors (last of each run)\n\n");
+            for e in errors {
+                let _ = writeln!(md, "- {e}");
+            }
+        }
+        md
+    }
+}
+
+/// Added DNS latency below this is noise, given the baseline p50.
+pub fn dns_noise_us(baseline_p50_us: f64) -> f64 {
+    DNS_NOISE_FLOOR_US.max(baseline_p50_us * DNS_NOISE_SHARE)
+}
+
+pub fn median(v: &[Duration]) -> Option<Duration> {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v.get(v.len().checked_sub(1)? / 2).copied()
+}
+
+fn us(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.0}"))
+}
+
+fn p50_p99(l: &Latency) -> String {
+    format!("{} / {}", us(l.p50_us), us(l.p99_us))
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or("n/a".into(), |d| format!("{:.2} s", d.as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests;

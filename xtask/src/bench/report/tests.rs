@@ -1,0 +1,171 @@
+use std::net::Ipv4Addr;
+
+use super::*;
+
+fn latency(p50: f64) -> Latency {
+    Latency {
+        p50_us: Some(p50),
+        p99_us: Some(p50 * 2.0),
+        ok: 100,
+        ..Latency::default()
+    }
+}
+
+fn path(path: Path, mb_s: &[f64], keep_alive: f64, new_connection: f64) -> PathResult {
+    PathResult {
+        path,
+        bulk_mb_s: mb_s.to_vec(),
+        bulk_errors: Vec::new(),
+        keep_alive: latency(keep_alive),
+        new_connection: latency(new_connection),
+    }
+}
+
+fn dns(with: Option<Path>, lookup: Lookup, p50: f64) -> DnsResult {
+    DnsResult {
+        with,
+        lookup,
+        server: Ipv4Addr::new(10, 250, 1, 1).into(),
+        latency: latency(p50),
+    }
+}
+
+fn secs(v: &[f64]) -> Vec<Duration> {
+    v.iter().copied().map(Duration::from_secs_f64).collect()
+}
+
+fn sample() -> Report {
+    Report {
+        meta: vec![("namespace".into(), "tether-ws2".into())],
+        paths: vec![
+            path(Path::Direct, &[2000.0, 1900.0], 40.0, 90.0),
+            path(Path::KubectlPortForward, &[200.0, 240.0], 500.0, 900.0),
+            path(Path::TetherUdp, &[700.0, 750.0], 200.0, 600.0),
+            path(Path::TetherPortForward, &[150.0], 400.0, 800.0),
+        ],
+        connects: vec![
+            ConnectResult {
+                path: Path::TetherUdp,
+                returned: secs(&[0.1, 0.3, 0.2]),
+                first_ok: secs(&[0.2, 0.4, 0.3]),
+            },
+            ConnectResult {
+                path: Path::TetherPortForward,
+                returned: secs(&[2.5, 2.4, 2.6]),
+                first_ok: secs(&[2.6, 2.5, 2.7]),
+            },
+        ],
+        dns: vec![
+            dns(None, Lookup::NonCluster, 30.0),
+            dns(Some(Path::TetherUdp), Lookup::NonCluster, 45.0),
+            dns(Some(Path::TetherPortForward), Lookup::NonCluster, 60.0),
+            dns(Some(Path::TetherUdp), Lookup::Cluster, 50.0),
+        ],
+    }
+}
+
+fn check<'a>(checks: &'a [Check], what: &str) -> &'a Check {
+    checks
+        .iter()
+        .find(|c| c.what.starts_with(what))
+        .unwrap_or_else(|| panic!("no check {what:?} in {checks:#?}"))
+}
+
+#[test]
+fn throughput_ratios_use_the_best_run_against_kubectl() {
+    let checks = sample().checks();
+    let udp = check(&checks, "throughput: tether, udp");
+    assert_eq!(udp.measured, "3.12×");
+    assert_eq!(udp.pass, Some(true));
+    let pf = check(&checks, "throughput: tether, port-forward");
+    assert_eq!(pf.measured, "0.62×");
+    assert_eq!(pf.pass, Some(false));
+}
+
+#[test]
+fn added_latency_is_over_direct_and_judged_for_tether_only() {
+    let checks = sample().checks();
+    let c = check(&checks, "added p50 over direct, keep-alive: tether, udp");
+    assert_eq!((c.measured.as_str(), c.pass), ("160 µs", Some(true)));
+    let c = check(
+        &checks,
+        "added p50 over direct, new connection: tether, udp",
+    );
+    assert_eq!((c.measured.as_str(), c.pass), ("510 µs", Some(false)));
+    let c = check(&checks, "added p50 over direct, keep-alive: kubectl");
+    assert_eq!((c.measured.as_str(), c.pass), ("460 µs", None));
+}
+
+#[test]
+fn connect_time_is_the_median_until_the_first_request() {
+    let checks = sample().checks();
+    let c = check(
+        &checks,
+        "connect until the first request succeeds: tether, udp",
+    );
+    assert_eq!((c.measured.as_str(), c.pass), ("0.30 s", Some(true)));
+    let c = check(
+        &checks,
+        "connect until the first request succeeds: tether, port-forward",
+    );
+    assert_eq!((c.measured.as_str(), c.pass), ("2.60 s", Some(false)));
+}
+
+#[test]
+fn dns_noise_allows_a_little_added_latency_only() {
+    let checks = sample().checks();
+    let c = check(&checks, "added p50 on non-cluster DNS lookups: tether, udp");
+    assert_eq!((c.measured.as_str(), c.pass), ("15 µs", Some(true)));
+    let c = check(
+        &checks,
+        "added p50 on non-cluster DNS lookups: tether, port-forward",
+    );
+    assert_eq!((c.measured.as_str(), c.pass), ("30 µs", Some(false)));
+    assert_eq!(dns_noise_us(1000.0), 100.0);
+}
+
+#[test]
+fn missing_measurements_are_not_passes() {
+    let mut r = sample();
+    r.paths.retain(|p| p.path != Path::KubectlPortForward);
+    r.dns.retain(|d| d.with.is_some());
+    let checks = r.checks();
+    let c = check(&checks, "throughput: tether, udp");
+    assert_eq!((c.measured.as_str(), c.pass), ("n/a", None));
+    let c = check(&checks, "added p50 on non-cluster DNS lookups: tether, udp");
+    assert_eq!(c.pass, None);
+}
+
+#[test]
+fn markdown_has_every_path_and_the_failures() {
+    let mut r = sample();
+    r.paths[3].bulk_errors.push("connection reset".into());
+    let md = r.markdown();
+    for p in [
+        Path::Direct,
+        Path::KubectlPortForward,
+        Path::TetherUdp,
+        Path::TetherPortForward,
+    ] {
+        assert!(md.contains(&format!("| {} |", p.label())), "{md}");
+    }
+    assert!(
+        md.contains("| tether, udp transport | 750 | 200 / 400 | 600 / 1200 | +160 / +510 | 0 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| udp | 0.20 s | 0.30 s | 0.20, 0.40, 0.30 |"),
+        "{md}"
+    );
+    assert!(md.contains("**FAIL**"), "{md}");
+    assert!(
+        md.contains("- tether, port-forward transport: connection reset"),
+        "{md}"
+    );
+}
+
+#[test]
+fn median_of_even_and_empty() {
+    assert_eq!(median(&secs(&[3.0, 1.0])), Some(Duration::from_secs(1)));
+    assert_eq!(median(&[]), None);
+}
