@@ -1,6 +1,11 @@
 # Shared helpers for the local-cluster harness. Sourced, never executed.
 # shellcheck shell=bash
 
+# Run from `cargo xtask` or `cargo test`, we inherit the caller's per-package CARGO_* variables.
+# A nested `cargo build` would pass them on to build scripts (ring's reruns when they change)
+# and rebuild half the tree each time; drop them.
+for v in $(compgen -e | grep -E '^CARGO_(PKG_|MANIFEST_|CRATE_|BIN_|PRIMARY_PACKAGE|TARGET_TMPDIR)'); do unset "$v"; done
+
 K8S_VERSION=1.20.2
 GO_BIN=/usr/lib/go-1.19/bin
 # Everything the harness builds is cached outside the repo, keyed by version.

@@ -27,6 +27,29 @@ pub fn kubeconfig() -> PathBuf {
     state_dir().join("admin.kubeconfig")
 }
 
+/// `cargo` for a nested build, without the per-package `CARGO_*` variables `cargo run` gave us:
+/// passed on to build scripts they make ring (and everything above it) rebuild each time.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let per_package = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_PACKAGE",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p));
+        if per_package {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    cmd.current_dir(repo());
+    cmd
+}
+
 /// Runs one of `xtask/scripts/*.sh`, failing with its exit status.
 pub fn script(name: &str, args: &[&str]) -> anyhow::Result<()> {
     let path = repo().join("xtask/scripts").join(name);

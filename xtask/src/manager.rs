@@ -14,7 +14,7 @@ pub fn tether_bin() -> PathBuf {
 /// Builds the CLI with the same package set as `images.sh`, so that both share one build (the
 /// same set unifies features the same way; a different set would rebuild shared crates).
 pub fn build_cli() -> anyhow::Result<()> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let status = cluster::cargo()
         .args([
             "build",
             "--release",
@@ -25,7 +25,6 @@ pub fn build_cli() -> anyhow::Result<()> {
             "-p",
             "tether-cli",
         ])
-        .current_dir(cluster::repo())
         .status()
         .context("running cargo")?;
     anyhow::ensure!(status.success(), "building the tether CLI failed");

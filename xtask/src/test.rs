@@ -7,7 +7,7 @@
 //! 4. The lifecycle suite: recovery from a killed cluster, `down` leaving nothing behind, and the
 //!    bad-input cases of `up`. It ends with the cluster down.
 
-use std::{process::Command, time::Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 
@@ -71,9 +71,8 @@ pub fn run(keep_cluster: bool) -> anyhow::Result<()> {
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let status = cluster::cargo()
         .args(args)
-        .current_dir(cluster::repo())
         .env("KUBECONFIG", cluster::kubeconfig())
         .status()
         .context("running cargo")?;
