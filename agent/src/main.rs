@@ -116,7 +116,13 @@ async fn run_manager(args: ManagerArgs) -> Result<(), Box<dyn std::error::Error>
         resolv_conf: args.resolv_conf,
         sync_timeout: manager::SYNC_TIMEOUT,
     };
-    manager::run_manager(client, config, tether_agent::session::serve).await?;
+    // Stopped with SIGTERM (rollout, pod deletion): exit at once; clients notice the closed
+    // connections and reconnect to the next manager.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = manager::run_manager(client, config, tether_agent::session::serve) => result?,
+        _ = term.recv() => tracing::info!("Terminated"),
+    }
     Ok(())
 }
 

@@ -92,10 +92,17 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         println!("udp echo listening on {}", socket.local_addr()?);
         tasks.spawn(udp_echo(socket));
     }
-    while let Some(res) = tasks.join_next().await {
-        res??;
+    // Pods are stopped with SIGTERM: exit at once rather than wait out the grace period.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            res = tasks.join_next() => match res {
+                Some(res) => res??,
+                None => return Ok(()),
+            },
+            _ = term.recv() => return Ok(()),
+        }
     }
-    Ok(())
 }
 
 async fn http_server(listener: TcpListener, name: Arc<str>) -> anyhow::Result<()> {

@@ -123,7 +123,7 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
     }
 }
 
-/// Pods of the sample app: (name, pod IP).
+/// Pods of the sample app that are running and not being deleted: (name, pod IP).
 pub fn hello_pods() -> Vec<(String, String)> {
     kubectl(&[
         "get",
@@ -132,12 +132,16 @@ pub fn hello_pods() -> Vec<(String, String)> {
         "app=hello",
         "--field-selector=status.phase=Running",
         "-o",
-        r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}"#,
+        r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.metadata.deletionTimestamp}{"\n"}{end}"#,
     ])
     .expect_ok("listing hello pods")
     .lines()
-    .filter_map(|l| l.split_once(' '))
-    .map(|(n, ip)| (n.to_owned(), ip.to_owned()))
+    .filter_map(|l| {
+        let mut f = l.split_whitespace();
+        let (name, ip) = (f.next()?, f.next()?);
+        // A third field is a deletion timestamp: that pod is on its way out.
+        f.next().is_none().then(|| (name.to_owned(), ip.to_owned()))
+    })
     .collect()
 }
 

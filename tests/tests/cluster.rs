@@ -11,17 +11,19 @@ use tether_e2e::*;
 #[test]
 fn sample_app_pods_become_ready() {
     kubectl(&["rollout", "status", "deployment/hello", "--timeout=120s"]).expect_ok("rollout");
-    let ready = kubectl(&[
-        "get",
-        "pods",
-        "-l",
-        "app=hello",
-        "-o",
-        r#"jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{" "}{end}"#,
-    ])
-    .expect_ok("pod conditions");
-    let states: Vec<&str> = ready.split_whitespace().collect();
-    assert_eq!(states, ["True", "True"], "both hello pods Ready");
+    let pods = hello_pods();
+    assert_eq!(pods.len(), 2, "two hello pods running: {pods:?}");
+    for (name, _) in &pods {
+        let ready = kubectl(&[
+            "get",
+            "pod",
+            name,
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
+        ])
+        .expect_ok("pod condition");
+        assert_eq!(ready, "True", "{name} Ready");
+    }
 }
 
 #[test]
