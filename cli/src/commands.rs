@@ -213,12 +213,7 @@ async fn run_daemon(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     match daemon::run(opts).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(error) => {
-            let mut text = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                text.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
+            let text = tether_daemon::error_chain(&error);
             tracing::error!(error = %text, "Daemon failed");
             println!("error: {text}");
             Ok(ExitCode::FAILURE)

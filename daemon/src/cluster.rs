@@ -101,9 +101,9 @@ impl Cluster {
             kube::Error::Api(s) if s.code == 403 => ClusterError::Forbidden(what.to_owned()),
             kube::Error::HyperError(_) | kube::Error::Service(_) => ClusterError::Unreachable {
                 server: self.server.clone(),
-                message: error_chain(&e),
+                message: crate::error_chain(&e),
             },
-            _ => ClusterError::Api(format!("{what}: {}", error_chain(&e))),
+            _ => ClusterError::Api(format!("{what}: {}", crate::error_chain(&e))),
         }
     }
 
@@ -249,15 +249,4 @@ fn nodelay_client(config: Config) -> Result<Client, kube::Error> {
         .map_err(tower::BoxError::from)
         .service(hyper_client);
     Ok(Client::new(service, config.default_namespace))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }

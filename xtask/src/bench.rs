@@ -27,7 +27,10 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use crate::{cluster, manager};
+use crate::{
+    cluster, manager,
+    sample::{self, Pod},
+};
 use process::{in_ns, run_within, PortForward, Tether};
 use report::{ConnectResult, DnsResult, Latency, Lookup, Path, PathResult, Report};
 
@@ -59,13 +62,6 @@ pub struct Args {
     /// Use the release binaries as they are instead of building them first.
     #[arg(long)]
     no_build: bool,
-}
-
-/// The pod every path leads to.
-#[derive(Debug)]
-struct Pod {
-    name: String,
-    ip: IpAddr,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -150,28 +146,7 @@ fn testapp_bin() -> PathBuf {
 
 /// Checks that what the run needs is there, and picks the pod.
 fn preflight(ns: &str) -> anyhow::Result<Pod> {
-    let pods = cluster::run(cluster::kubectl().args([
-        "--request-timeout=10s",
-        "get",
-        "pods",
-        "-l",
-        "app=hello",
-        "--field-selector=status.phase=Running",
-        "-o",
-        r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}"#,
-    ]))
-    .context(HINT)?;
-    let mut pods: Vec<Pod> = pods
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter_map(|(name, ip)| {
-            Some(Pod {
-                name: name.to_owned(),
-                ip: ip.parse().ok()?,
-            })
-        })
-        .collect();
-    pods.sort_by(|a, b| a.name.cmp(&b.name));
+    let pods = sample::running_pods().context(HINT)?;
     let Some(pod) = pods.into_iter().next() else {
         bail!("no running pod of the sample app `hello`; {HINT}");
     };

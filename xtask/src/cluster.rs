@@ -86,6 +86,11 @@ pub fn kubectl() -> Command {
 /// Runs a command, failing with its output when it fails.
 pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    checked(cmd, out)
+}
+
+/// The stdout of a finished command, or an error with everything it printed.
+pub fn checked(cmd: &Command, out: std::process::Output) -> anyhow::Result<String> {
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}):\n{}{}",

@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use anyhow::Context;
+
 use crate::{cluster, manager, sample};
 
 pub fn run() -> anyhow::Result<()> {
@@ -12,29 +14,14 @@ pub fn run() -> anyhow::Result<()> {
     cluster::kubectl()
         .args(["get", "pods,services", "-o", "wide"])
         .status()?;
-    let pod_ip = cluster::run(cluster::kubectl().args([
-        "get",
-        "pods",
-        "-l",
-        "app=hello",
-        "-o",
-        "jsonpath={.items[0].status.podIP}",
-    ]))?;
+    let pod_ip = sample::running_pods()?
+        .first()
+        .map(|p| p.ip)
+        .context("no running pod of the sample app")?;
     step(&format!(
         "From the workstation namespace `tether-ws`, without tether: curl http://{pod_ip}:8080"
     ));
-    let status = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            "tether-ws",
-            "curl",
-            "-sS",
-            "--max-time",
-            "3",
-        ])
-        .arg(format!("http://{pod_ip}:8080/"))
-        .status()?;
+    let status = ws_curl(&format!("http://{pod_ip}:8080/"), 3)?;
     if status.success() {
         anyhow::bail!(
             "the workstation reached the pod without tether: the namespace is not isolated"
@@ -66,19 +53,7 @@ pub fn run() -> anyhow::Result<()> {
         &format!("http://{pod_ip}:8080/"),
     ] {
         step(&format!("From the workstation, through tether: curl {url}"));
-        let ok = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                "tether-ws",
-                "curl",
-                "-sS",
-                "--max-time",
-                "5",
-                url,
-            ])
-            .status()?
-            .success();
+        let ok = ws_curl(url, 5)?.success();
         anyhow::ensure!(ok, "curl {url} through tether failed");
     }
     step("tether quit: the workstation is back as it was");
@@ -96,6 +71,15 @@ fn cluster_env() -> anyhow::Result<String> {
         "export KUBECONFIG={}",
         cluster::kubeconfig().display()
     ))
+}
+
+/// `curl` from the workstation namespace.
+fn ws_curl(url: &str, max_time_secs: u32) -> std::io::Result<std::process::ExitStatus> {
+    Command::new("ip")
+        .args(["netns", "exec", "tether-ws", "curl", "-sS", "--max-time"])
+        .arg(max_time_secs.to_string())
+        .arg(url)
+        .status()
 }
 
 fn step(msg: &str) {

@@ -37,3 +37,39 @@ pub fn deploy() -> anyhow::Result<()> {
     ]))?;
     Ok(())
 }
+
+/// A running pod of the sample app.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    pub name: String,
+    pub ip: std::net::IpAddr,
+}
+
+/// The sample app's running pods that are not being deleted (a rollout leaves old pods
+/// `Running` while they terminate), sorted by name.
+pub fn running_pods() -> anyhow::Result<Vec<Pod>> {
+    let out = cluster::run(cluster::kubectl().args([
+        "--request-timeout=10s",
+        "get",
+        "pods",
+        "-l",
+        "app=hello",
+        "--field-selector=status.phase=Running",
+        "-o",
+        r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.metadata.deletionTimestamp}{"\n"}{end}"#,
+    ]))?;
+    let mut pods: Vec<Pod> = out
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (name, ip) = (f.next()?, f.next()?.parse().ok()?);
+            // A third field is a deletion timestamp.
+            f.next().is_none().then(|| Pod {
+                name: name.to_owned(),
+                ip,
+            })
+        })
+        .collect();
+    pods.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(pods)
+}

@@ -58,15 +58,7 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<Vec<u8>
 /// Like [`output_within`], failing with the output when the command fails.
 pub fn run_within(cmd: &mut Command, limit: Duration) -> anyhow::Result<String> {
     let out = output_within(cmd, limit)?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::cluster::checked(cmd, out)
 }
 
 /// A command run inside network namespace `ns`, or on the host for `None`.
