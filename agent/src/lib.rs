@@ -19,6 +19,7 @@ pub mod discovery;
 pub mod dns;
 pub mod install;
 pub mod manager;
+pub mod registry;
 pub mod resolv_conf;
 pub mod session;
 pub mod sidecar;

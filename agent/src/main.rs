@@ -20,6 +20,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use tether_agent::manager::{self, ManagerConfig};
 use tether_agent::resolv_conf::RESOLV_CONF_PATH;
+use tether_agent::sidecar::link::LinkConfig;
 use tether_agent::sidecar::{self, SidecarConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -40,12 +41,31 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct SidecarArgs {
-    /// Where the proxy listens.
-    #[arg(long, env = "TETHER_SIDECAR_LISTEN")]
-    listen: SocketAddr,
-    /// The app's own port, where traffic goes when no intercept takes it.
-    #[arg(long, env = "TETHER_SIDECAR_APP")]
-    app: SocketAddr,
+    /// A port taken over, `AGENT_PORT=APP_PORT`: the proxy listens on AGENT_PORT and forwards to
+    /// the app on 127.0.0.1:APP_PORT (repeatable).
+    #[arg(long, value_parser = sidecar::Forward::parse)]
+    forward: Vec<sidecar::Forward>,
+    /// Where a single proxy listens (instead of `--forward`, for trying the proxy alone).
+    #[arg(long, requires = "app", conflicts_with = "forward")]
+    listen: Option<SocketAddr>,
+    /// The app's own address for `--listen`.
+    #[arg(long, requires = "listen")]
+    app: Option<SocketAddr>,
+    /// The traffic manager's QUIC address; without it no intercept ever arrives.
+    #[arg(long, requires = "workload")]
+    manager: Option<SocketAddr>,
+    /// Directory with the agent credential (`ca.crt`, `tls.crt`, `tls.key`).
+    #[arg(long, default_value = "/var/run/tether")]
+    credentials: PathBuf,
+    /// The workload this agent serves, as `Kind/name`.
+    #[arg(long)]
+    workload: Option<String>,
+    /// The pod's name.
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pod: String,
+    /// The pod's namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    namespace: String,
     /// How long a new connection may stay silent before it is relayed as non-HTTP.
     #[arg(long, default_value_t = 1000)]
     sniff_timeout_ms: u64,
@@ -127,11 +147,37 @@ async fn run_manager(args: ManagerArgs) -> Result<(), Box<dyn std::error::Error>
 }
 
 async fn run_sidecar(args: SidecarArgs) -> Result<(), Box<dyn std::error::Error>> {
-    sidecar::run(SidecarConfig {
-        listen: args.listen,
-        app: args.app,
+    let mut forwards = args.forward;
+    if let (Some(listen), Some(app)) = (args.listen, args.app) {
+        forwards.push(sidecar::Forward { listen, app });
+    }
+    if forwards.is_empty() {
+        return Err("nothing to proxy: give --forward AGENT_PORT=APP_PORT".into());
+    }
+    let link = args.manager.map(|manager| LinkConfig {
+        manager,
+        credentials: args.credentials,
+        namespace: args.namespace,
+        workload: args.workload.unwrap_or_default(),
+        pod: args.pod,
+    });
+    let config = SidecarConfig {
+        forwards,
+        link,
         sniff_timeout: Duration::from_millis(args.sniff_timeout_ms),
-    })
-    .await?;
+    };
+    // On SIGTERM (the pod is going away) keep serving a moment, while the endpoints controller
+    // takes the pod out of its Services, so requests already sent here still get answers.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = sidecar::run(config) => result?,
+        _ = async {
+            term.recv().await;
+            tokio::time::sleep(SIDECAR_DRAIN).await;
+        } => tracing::info!("Terminated"),
+    }
     Ok(())
 }
+
+/// How long the sidecar keeps serving after SIGTERM.
+const SIDECAR_DRAIN: Duration = Duration::from_secs(2);

@@ -6,20 +6,53 @@
 //!
 //! Only clients that present a certificate from the manager's own CA get here (mutual TLS in
 //! `tether-tunnel`); the credential lives in a Secret that only RBAC-authorised users can read.
+//!
+//! Sidecar agents connect to the same endpoint with an agent certificate (see [`agents`]). A
+//! client's control stream also carries its intercept requests, which the [`Registry`] decides;
+//! an intercepted connection arrives from an agent and is passed to the holding client on a
+//! stream the manager opens (see [`agents::relay_dial`]).
 
+mod agents;
 mod flows;
 mod secret;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard},
+};
 
-use tether_proto::{DnsAnswer, Message, Pong, Welcome, PROTOCOL_VERSION};
+use tether_proto::{
+    DnsAnswer, ErrorCode, InterceptReply, InterceptState, Message, Pong, Welcome, PROTOCOL_VERSION,
+};
 use tether_tunnel::{framed, quinn, Identity, Role};
 use tokio::sync::mpsc;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, Instrument};
 
 use crate::manager::ManagerState;
+use crate::registry::{Holder, Registry};
 
-pub use secret::{publish_credential, SECRET_NAME};
+pub use secret::{publish_credential, AGENT_CERT_KEY, AGENT_KEY_KEY, SECRET_NAME};
+
+/// What every session shares: the cluster state, the intercept registry and the connected
+/// clients (to pass intercepted connections to).
+#[derive(Debug)]
+struct Shared {
+    state: ManagerState,
+    registry: Mutex<Registry>,
+    clients: Mutex<HashMap<String, quinn::Connection>>,
+}
+
+impl Shared {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // Registry methods do not panic midway; a poisoned lock still holds consistent data.
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn clients(&self) -> MutexGuard<'_, HashMap<String, quinn::Connection>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// Errors that stop the tunnel server.
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +93,26 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
         SocketAddr::from(([127, 0, 0, 1], state.config.quic_port)),
     ));
     let credential = identity.issue_client(Role::Client, "tether-client")?;
-    publish_credential(&state.client, &state.config.namespace, &credential).await?;
+    let agent_credential = identity.issue_client(Role::Agent, "tether-agent")?;
+    publish_credential(
+        &state.client,
+        &state.config.namespace,
+        &credential,
+        &agent_credential,
+    )
+    .await?;
     info!(quic = %quic_addr, relay = relay_port, "Tunnel server ready");
 
-    let state = Arc::new(state);
+    let shared = Arc::new(Shared {
+        state,
+        registry: Mutex::new(Registry::new()),
+        clients: Mutex::default(),
+    });
+    let mut next_agent = 0u64;
     while let Some(incoming) = endpoint.accept().await {
-        let state = state.clone();
+        let shared = shared.clone();
+        next_agent += 1;
+        let agent_id = next_agent;
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let conn = match incoming.await {
@@ -79,13 +126,18 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
                 conn.close(1u32.into(), b"no client identity");
                 return;
             };
-            if peer.role != Role::Client {
-                warn!(%remote, role = ?peer.role, "Refused a non-client peer on the client tunnel");
-                conn.close(1u32.into(), b"not a client");
+            if peer.role == Role::Agent {
+                let span = info_span!("agent", %remote);
+                if let Err(error) = agents::session(conn, shared, agent_id)
+                    .instrument(span.clone())
+                    .await
+                {
+                    span.in_scope(|| info!(%error, "Agent left"));
+                }
                 return;
             }
             let span = info_span!("session", %remote);
-            if let Err(error) = session(conn, state).instrument(span.clone()).await {
+            if let Err(error) = session(conn, shared).instrument(span.clone()).await {
                 span.in_scope(|| info!(%error, "Session ended"));
             }
         });
@@ -106,9 +158,12 @@ enum SessionError {
     Version(u16),
     #[error("client closed the session")]
     Bye,
+    #[error("agent sent {0} instead of AgentHello")]
+    NoAgentHello(&'static str),
 }
 
-async fn session(conn: quinn::Connection, state: Arc<ManagerState>) -> Result<(), SessionError> {
+async fn session(conn: quinn::Connection, shared: Arc<Shared>) -> Result<(), SessionError> {
+    let state = &shared.state;
     let (mut ctl_send, mut ctl_recv) = conn.accept_bi().await?;
     let hello = match framed::read_message(&mut ctl_recv).await? {
         Some(Message::Hello(h)) => h,
@@ -137,6 +192,7 @@ async fn session(conn: quinn::Connection, state: Arc<ManagerState>) -> Result<()
     };
     framed::write_message(&mut ctl_send, &Message::Welcome(welcome)).await?;
     info!(client = %hello.client, namespace = %hello.namespace, session = %session_id, "Session started");
+    shared.clients().insert(session_id.clone(), conn.clone());
 
     // One writer owns the control stream's send half; everything else queues messages.
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Message>(256);
@@ -172,13 +228,13 @@ async fn session(conn: quinn::Connection, state: Arc<ManagerState>) -> Result<()
                     let _ = ctl_tx.send(Message::Pong(Pong { seq: p.seq })).await;
                 }
                 Some(Message::DnsQuery(q)) => {
-                    let state = state.clone();
+                    let shared = shared.clone();
                     let ctl_tx = ctl_tx.clone();
                     let namespace = hello.namespace.clone();
                     tokio::spawn(
                         async move {
                             if let Some(packet) =
-                                state.resolver.resolve(&q.packet, &namespace).await
+                                shared.state.resolver.resolve(&q.packet, &namespace).await
                             {
                                 let _ = ctl_tx
                                     .send(Message::DnsAnswer(DnsAnswer { id: q.id, packet }))
@@ -187,6 +243,39 @@ async fn session(conn: quinn::Connection, state: Arc<ManagerState>) -> Result<()
                         }
                         .instrument(tracing::debug_span!("dns", id = q.id)),
                     );
+                }
+                Some(Message::CreateIntercept(c)) => {
+                    let holder = Holder {
+                        session_id: &session_id,
+                        owner: &hello.client,
+                    };
+                    let result = shared.registry().create(holder, &c);
+                    match &result {
+                        Ok(i) => {
+                            info!(name = %i.name, id = i.id, workload = %i.workload, port = i.port, filter = ?i.filter, "Intercept started")
+                        }
+                        Err(error) => info!(name = %c.name, %error, "Intercept refused"),
+                    }
+                    let result = result.map(|i| InterceptState {
+                        intercepts: vec![i],
+                        agents: Vec::new(),
+                    });
+                    reply(&ctl_tx, c.req, result).await;
+                }
+                Some(Message::RemoveIntercept(r)) => {
+                    let result = shared.registry().remove(&session_id, &r.name);
+                    if let Ok(i) = &result {
+                        info!(name = %i.name, id = i.id, "Intercept ended");
+                    }
+                    let result = result.map(|i| InterceptState {
+                        intercepts: vec![i],
+                        agents: Vec::new(),
+                    });
+                    reply(&ctl_tx, r.req, result).await;
+                }
+                Some(Message::ListIntercepts(l)) => {
+                    let list = shared.registry().list(&l.namespace);
+                    reply(&ctl_tx, l.req, Ok(list)).await;
                 }
                 Some(other) => debug!(kind = other.kind(), "Ignored a control message"),
             }
@@ -201,7 +290,21 @@ async fn session(conn: quinn::Connection, state: Arc<ManagerState>) -> Result<()
     writer.abort();
     flows.close_all();
     conn.close(0u32.into(), b"bye");
+    shared.clients().remove(&session_id);
+    for gone in shared.registry().end_session(&session_id) {
+        info!(name = %gone.name, id = gone.id, "Intercept ended with its session");
+    }
     result
+}
+
+async fn reply(ctl_tx: &mpsc::Sender<Message>, req: u32, result: Result<InterceptState, String>) {
+    let result = result.map_err(|message| tether_proto::Error {
+        code: ErrorCode::NotPermitted,
+        message,
+    });
+    let _ = ctl_tx
+        .send(Message::InterceptReply(InterceptReply { req, result }))
+        .await;
 }
 
 /// A random id from the OS (no extra dependency: `RandomState` is seeded from it).

@@ -10,31 +10,66 @@
 //! - [`proxy`]: the async proxy around them (tokio + hyper): per-request routing on HTTP/1.1
 //!   keep-alive and HTTP/2 connections, byte relay for other protocols.
 //!
-//! [`run`] is `tether-agent sidecar`: the proxy with no intercepts yet. Taking the port over
-//! (rewriting the workload) and receiving intercepts from the manager come later.
+//! - [`link`]: the QUIC link to the traffic manager, which sends the workload's intercepts and
+//!   carries intercepted connections to the developers' machines.
+//!
+//! [`run`] is `tether-agent sidecar`: one proxy per taken-over port, and the link.
 
 pub mod filter;
+pub mod link;
 pub mod proxy;
 pub mod router;
 pub mod sniff;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tracing::info;
 
+use link::{LinkConfig, PortRoutes};
 use proxy::{Proxy, ProxyConfig};
+
+/// One port the agent took over: it listens on `listen` and forwards to the app's `app_port` on
+/// the pod's loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    /// Where the proxy listens.
+    pub listen: SocketAddr,
+    /// The app's own port.
+    pub app: SocketAddr,
+}
 
 /// What `tether-agent sidecar` runs with.
 #[derive(Debug, Clone)]
 pub struct SidecarConfig {
-    /// Where the proxy listens (the port the Service now targets).
-    pub listen: SocketAddr,
-    /// The app's own port.
-    pub app: SocketAddr,
+    /// The ports taken over.
+    pub forwards: Vec<Forward>,
+    /// The link to the manager; `None` runs the proxies alone (no intercepts ever).
+    pub link: Option<LinkConfig>,
     /// See [`proxy::DEFAULT_SNIFF_TIMEOUT`].
     pub sniff_timeout: Duration,
+}
+
+impl Forward {
+    /// Parses `AGENT_PORT=APP_PORT` (the agent listens on all addresses, the app is on the
+    /// pod's loopback).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (listen, app) = text
+            .split_once('=')
+            .ok_or_else(|| format!("`{text}` is not AGENT_PORT=APP_PORT"))?;
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("`{p}` in `{text}` is not a port number"))
+        };
+        Ok(Self {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, port(listen)?)),
+            app: SocketAddr::from((Ipv4Addr::LOCALHOST, port(app)?)),
+        })
+    }
 }
 
 /// Why the sidecar stopped.
@@ -50,19 +85,49 @@ pub enum SidecarError {
     },
 }
 
-/// Runs the proxy until the process ends.
+/// Runs the proxies and the link until the process ends.
 pub async fn run(config: SidecarConfig) -> Result<(), SidecarError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| SidecarError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let proxy = Proxy::new(ProxyConfig {
-        app: config.app,
-        sniff_timeout: config.sniff_timeout,
-    });
-    info!(listen = %config.listen, app = %config.app, "Sidecar proxy ready");
-    proxy.serve(listener).await;
+    let mut tasks = JoinSet::new();
+    let mut ports = Vec::new();
+    for forward in &config.forwards {
+        let listener =
+            TcpListener::bind(forward.listen)
+                .await
+                .map_err(|source| SidecarError::Bind {
+                    addr: forward.listen,
+                    source,
+                })?;
+        let proxy = Proxy::new(ProxyConfig {
+            app: forward.app,
+            sniff_timeout: config.sniff_timeout,
+        });
+        ports.push(PortRoutes {
+            app_port: forward.app.port(),
+            routes: proxy.routes().clone(),
+        });
+        info!(listen = %forward.listen, app = %forward.app, "Sidecar proxy ready");
+        tasks.spawn(async move { proxy.serve(listener).await });
+    }
+    if let Some(link) = config.link {
+        tasks.spawn(link::run(link, ports));
+    }
+    while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Forward;
+
+    #[test]
+    fn forward_parses_and_refuses_nonsense() {
+        let f = Forward::parse("9900=8080").unwrap();
+        assert_eq!(f.listen.to_string(), "0.0.0.0:9900");
+        assert_eq!(f.app.to_string(), "127.0.0.1:8080");
+        assert!(Forward::parse("9900")
+            .unwrap_err()
+            .contains("AGENT_PORT=APP_PORT"));
+        assert!(Forward::parse("9900=http").unwrap_err().contains("`http`"));
+        assert!(Forward::parse("0=80").is_err());
+    }
 }

@@ -36,16 +36,95 @@ pub enum Command {
         #[arg(long, env = "TETHER_AGENT_IMAGE", default_value = DEFAULT_IMAGE)]
         image: String,
     },
-    /// Remove the traffic manager from the cluster.
-    Uninstall {
-        #[command(flatten)]
-        kube: KubeArgs,
+    /// Remove tether from workloads (restoring them exactly), or the traffic manager.
+    Uninstall(UninstallArgs),
+    /// Send a workload's traffic to a port on this machine (all of it, or matching requests).
+    Intercept(InterceptArgs),
+    /// End an intercept.
+    Leave {
+        /// The intercept's name (see `tether status`).
+        name: String,
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show the namespace's workloads, their agents and intercepts.
+    List {
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Show versions.
     Version,
     /// Run the daemon in the foreground (started by `connect`).
     #[command(hide = true)]
     Daemon(ConnectArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["workload", "all", "manager"]))]
+pub struct UninstallArgs {
+    /// The workload to remove the agent from: a name, or `kind/name`.
+    pub workload: Option<String>,
+    /// Remove the agent from every workload in the namespace.
+    #[arg(long)]
+    pub all: bool,
+    /// Remove the traffic manager (agents stay; remove them first with --all).
+    #[arg(long)]
+    pub manager: bool,
+    /// The workloads' namespace [default: the connected namespace, else `default`].
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InterceptArgs {
+    /// The workload: a Deployment, StatefulSet or ReplicaSet name, or `kind/name`.
+    pub workload: String,
+    /// `LOCAL[:SERVICE_PORT]`: the port on this machine that gets the traffic, and which of the
+    /// Service's ports (name or number; needed when it has several).
+    #[arg(short, long, value_name = "LOCAL[:SERVICE_PORT]", value_parser = parse_port)]
+    pub port: (u16, Option<String>),
+    /// Take only requests with this header, `NAME=VALUE` (repeatable; all must match).
+    #[arg(long = "http-header", value_name = "NAME=VALUE")]
+    pub http_header: Vec<String>,
+    /// Take only requests whose path starts with this prefix.
+    #[arg(long = "http-path-prefix", value_name = "PREFIX")]
+    pub http_path_prefix: Option<String>,
+    /// Write the intercepted container's environment to this file.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+    /// The env file's syntax.
+    #[arg(long, value_enum, default_value_t = tether_daemon::workload::env::EnvSyntax::Sh)]
+    pub env_syntax: tether_daemon::workload::env::EnvSyntax,
+    /// The intercept's name [default: the workload's name].
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Run this command with the container's environment; the intercept ends when it exits.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+fn parse_port(text: &str) -> Result<(u16, Option<String>), String> {
+    let (local, service) = match text.split_once(':') {
+        Some((local, service)) if !service.is_empty() => (local, Some(service.to_owned())),
+        Some(_) => {
+            return Err(format!(
+                "`{text}`: nothing after `:`; write LOCAL or LOCAL:SERVICE_PORT"
+            ))
+        }
+        None => (text, None),
+    };
+    let local = local
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("`{local}` is not a local port number (1-65535)"))?;
+    Ok((local, service))
 }
 
 /// The image `install` uses unless told otherwise.

@@ -39,13 +39,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Uninstall { kube } => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let cluster = Cluster::load(kube.kubeconfig, kube.context).await?;
-            tether_agent::install::uninstall(&cluster.client).await?;
-            println!("Traffic manager removed.");
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Uninstall(args) => crate::intercept::uninstall(args).await,
+        Command::Intercept(args) => crate::intercept::intercept(args).await,
+        Command::Leave { name, output } => crate::intercept::leave(&name, output).await,
+        Command::List { output } => crate::intercept::list(output).await,
         Command::Version => {
             println!("tether {}", env!("CARGO_PKG_VERSION"));
             println!("protocol {}", tether_daemon::PROTOCOL_VERSION);
@@ -61,7 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Sends one request to the running daemon; `None` if there is none.
-async fn ask(req: Request) -> Option<Response> {
+pub(crate) async fn ask(req: Request) -> Option<Response> {
     let path = control::socket_path(&control::runtime_dir());
     let mut stream = UnixStream::connect(path).await.ok()?;
     tether_daemon::server::roundtrip(&mut stream, &req).await
@@ -221,6 +218,15 @@ async fn run_daemon(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+pub(crate) fn print_output<T: serde::Serialize>(output: Output, value: &T) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(value)?),
+        Output::Text => {}
+    }
+    Ok(())
+}
+
 async fn status(output: Output) -> anyhow::Result<ExitCode> {
     let report = match ask(Request::Status).await {
         Some(Response::Status(s)) => *s,
@@ -255,6 +261,14 @@ async fn status(output: Output) -> anyhow::Result<ExitCode> {
             );
             println!("Reconnects:  {}", report.reconnects);
             println!("Daemon pid:  {}", report.daemon_pid);
+            if report.intercepts.is_empty() {
+                println!("Intercepts:  none");
+            } else {
+                println!("Intercepts:");
+                for i in &report.intercepts {
+                    println!("  {}", crate::intercept::describe(i));
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -12,6 +12,7 @@
 
 mod args;
 mod commands;
+mod intercept;
 
 use std::process::ExitCode;
 

@@ -143,6 +143,47 @@ impl Cluster {
             .map_err(|e| ClusterError::BadCredential(e.to_string()))
     }
 
+    /// What an agent needs to know about the manager: the image (the manager's own: one image
+    /// has both roles, so agents and manager always speak the same protocol) and the QUIC
+    /// address inside the cluster (the Service's ClusterIP: pods need no cluster DNS for it).
+    pub async fn agent_manager(&self) -> Result<(String, SocketAddr), ClusterError> {
+        use k8s_openapi::api::apps::v1::Deployment;
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), MANAGER_NAMESPACE);
+        let deployment = deployments
+            .get_opt(MANAGER_SERVICE)
+            .await
+            .map_err(|e| {
+                self.map(
+                    &format!("get deployment {MANAGER_SERVICE} in namespace {MANAGER_NAMESPACE}"),
+                    e,
+                )
+            })?
+            .ok_or(ClusterError::NoManager)?;
+        let image = deployment
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|s| s.containers.into_iter().next())
+            .and_then(|c| c.image)
+            .ok_or(ClusterError::NoManager)?;
+        let services: Api<Service> = Api::namespaced(self.client.clone(), MANAGER_NAMESPACE);
+        let service = services
+            .get_opt(MANAGER_SERVICE)
+            .await
+            .map_err(|e| {
+                self.map(
+                    &format!("get service {MANAGER_SERVICE} in namespace {MANAGER_NAMESPACE}"),
+                    e,
+                )
+            })?
+            .ok_or(ClusterError::NoManager)?;
+        let ip = service
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+            .ok_or(ClusterError::NoManager)?;
+        Ok((image, SocketAddr::new(ip, QUIC_PORT)))
+    }
+
     /// The ready manager pod: (name, pod IP).
     pub async fn manager_pod(&self) -> Result<(String, Option<std::net::IpAddr>), ClusterError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), MANAGER_NAMESPACE);

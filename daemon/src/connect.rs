@@ -75,6 +75,7 @@ pub async fn dial(
     transport: Transport,
     client: &str,
     namespace: &str,
+    dials: crate::session::DialTable,
 ) -> Result<Dialed, DialError> {
     let credential = cluster.credential().await?;
     let (pod, _) = cluster.manager_pod().await?;
@@ -86,8 +87,13 @@ pub async fn dial(
         let candidates = cluster.udp_candidates().await;
         for addr in &candidates {
             debug!(%addr, "Trying UDP");
-            let attempt =
-                Session::establish(&endpoint, *addr, client.to_owned(), namespace.to_owned());
+            let attempt = Session::establish(
+                &endpoint,
+                *addr,
+                client.to_owned(),
+                namespace.to_owned(),
+                dials.clone(),
+            );
             match tokio::time::timeout(UDP_PROBE_TIMEOUT, attempt).await {
                 Ok(Ok(session)) => {
                     info!(%addr, "Tunnel up over UDP");
@@ -125,6 +131,7 @@ pub async fn dial(
         relay_addr,
         client.to_owned(),
         namespace.to_owned(),
+        dials,
     )
     .await
     .map_err(|source| DialError::Session {

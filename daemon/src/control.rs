@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::intercept::{ActiveIntercept, InterceptReport, InterceptRequest, ListReport};
+
 /// What the CLI asks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "kebab-case")]
@@ -15,6 +17,12 @@ pub enum Request {
     Watch,
     /// Disconnect, restore the machine and exit.
     Quit,
+    /// Start an intercept.
+    Intercept(Box<InterceptRequest>),
+    /// End an intercept.
+    Leave { name: String },
+    /// The namespace's workloads, agents and intercepts.
+    List,
 }
 
 /// What the daemon answers.
@@ -27,6 +35,9 @@ pub enum Response {
     Failed { error: String },
     Ok,
     Error { error: String },
+    Intercepted(Box<InterceptReport>),
+    Left(Box<ActiveIntercept>),
+    List(Box<ListReport>),
 }
 
 /// `tether status`.
@@ -46,6 +57,9 @@ pub struct StatusReport {
     pub dns_server: String,
     pub reconnects: u64,
     pub daemon_pid: u32,
+    /// This workstation's intercepts.
+    #[serde(default)]
+    pub intercepts: Vec<ActiveIntercept>,
 }
 
 /// Where the daemon's socket, log and backups live. `TETHER_RUNTIME_DIR` overrides the default so

@@ -85,6 +85,8 @@ pub enum DaemonError {
 #[derive(Debug, Default)]
 pub struct Shared {
     pub status: Mutex<StatusReport>,
+    /// Set once connected.
+    pub intercepts: std::sync::OnceLock<crate::intercept::SharedIntercepts>,
 }
 
 fn progress(stage: &str) {
@@ -107,7 +109,15 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     cluster.check_namespace(&opts.namespace).await?;
     progress("dialing the traffic manager");
     let client = client_name();
-    let dialed = connect::dial(&cluster, opts.transport, &client, &opts.namespace).await?;
+    let dials = crate::session::DialTable::default();
+    let dialed = connect::dial(
+        &cluster,
+        opts.transport,
+        &client,
+        &opts.namespace,
+        dials.clone(),
+    )
+    .await?;
     let welcome = dialed.session.welcome.clone();
 
     // The routes: the cluster's IPv4 ranges, plus --also-proxy, minus --never-proxy and minus the
@@ -210,8 +220,16 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             dns_server: opts.dns_ip().to_string(),
             reconnects: 0,
             daemon_pid: std::process::id(),
+            intercepts: Vec::new(),
         };
     }
+    let intercepts = Arc::new(crate::intercept::Intercepts::new(
+        cluster.clone(),
+        opts.namespace.clone(),
+        session_rx.clone(),
+        dials.clone(),
+    ));
+    let _ = shared.intercepts.set(intercepts.clone());
     progress("connected");
     println!("ready");
 
@@ -237,6 +255,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         dialed,
         session_tx,
         shared.clone(),
+        intercepts,
     ));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -272,7 +291,9 @@ async fn supervise(
     mut dialed: Dialed,
     session_tx: watch::Sender<Option<Session>>,
     shared: Arc<Shared>,
+    intercepts: crate::intercept::SharedIntercepts,
 ) {
+    let dials = intercepts.dial_table();
     loop {
         let reason = dialed.session.closed().await;
         warn!(%reason, "Lost the tunnel; reconnecting");
@@ -283,7 +304,15 @@ async fn supervise(
         }
         let mut backoff = Duration::from_millis(200);
         dialed = loop {
-            match connect::dial(&cluster, opts.transport, &client, &opts.namespace).await {
+            match connect::dial(
+                &cluster,
+                opts.transport,
+                &client,
+                &opts.namespace,
+                dials.clone(),
+            )
+            .await
+            {
                 Ok(d) => break d,
                 Err(e) => {
                     warn!(error = %e, "Reconnect failed");
@@ -293,6 +322,7 @@ async fn supervise(
             }
         };
         info!(manager = %dialed.manager, "Reconnected");
+        intercepts.recreate(&dialed.session).await;
         let _ = session_tx.send(Some(dialed.session.clone()));
         let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
         s.connected = true;

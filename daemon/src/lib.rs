@@ -18,6 +18,7 @@ pub mod connect;
 pub mod control;
 pub mod daemon;
 pub mod dns;
+pub mod intercept;
 pub mod netstack;
 pub mod privileged;
 pub mod server;
@@ -25,6 +26,7 @@ pub mod session;
 pub mod traffic;
 #[cfg(target_os = "linux")]
 pub mod tun;
+pub mod workload;
 
 pub use tether_proto::PROTOCOL_VERSION;
 

@@ -62,13 +62,37 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, quit_tx: watch::
             while let Ok(Some(line)) = lines.next_line().await {
                 let response = match serde_json::from_str::<Request>(&line) {
                     Ok(Request::Status) | Ok(Request::Watch) => {
-                        let s = shared
+                        let mut s = shared
                             .status
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .clone();
+                        if let Some(intercepts) = shared.intercepts.get() {
+                            s.intercepts = intercepts.list_active();
+                        }
                         Response::Status(Box::new(s))
                     }
+                    Ok(Request::Intercept(req)) => match shared.intercepts.get() {
+                        None => not_ready(),
+                        Some(i) => match i.create(*req).await {
+                            Ok(report) => Response::Intercepted(Box::new(report)),
+                            Err(error) => Response::Error { error },
+                        },
+                    },
+                    Ok(Request::Leave { name }) => match shared.intercepts.get() {
+                        None => not_ready(),
+                        Some(i) => match i.leave(&name).await {
+                            Ok(left) => Response::Left(Box::new(left)),
+                            Err(error) => Response::Error { error },
+                        },
+                    },
+                    Ok(Request::List) => match shared.intercepts.get() {
+                        None => not_ready(),
+                        Some(i) => match i.list().await {
+                            Ok(list) => Response::List(Box::new(list)),
+                            Err(error) => Response::Error { error },
+                        },
+                    },
                     Ok(Request::Quit) => {
                         let _ = quit_tx.send(true);
                         Response::Ok
@@ -85,6 +109,12 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, quit_tx: watch::
             }
             debug!("Control client left");
         });
+    }
+}
+
+fn not_ready() -> Response {
+    Response::Error {
+        error: "the daemon is still connecting; try again in a moment".to_owned(),
     }
 }
 

@@ -13,7 +13,8 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use tether_proto::{
-    DnsQuery, Hello, Message, Open, OpenError, Ping, Protocol, Subnets, UdpPacket, Welcome,
+    CreateIntercept, DialResult, DnsQuery, ErrorCode, Hello, InterceptState, ListIntercepts,
+    Message, Open, OpenError, Ping, Protocol, RemoveIntercept, Subnets, UdpPacket, Welcome,
     PROTOCOL_VERSION,
 };
 use tether_tunnel::{framed, quinn};
@@ -49,7 +50,17 @@ pub enum SessionError {
     /// No answer in time.
     #[error("timed out")]
     TimedOut,
+    /// The manager refused an intercept request.
+    #[error("{0}")]
+    Intercept(String),
 }
+
+/// Where the daemon sends the intercepted connections the manager passes on: intercept id →
+/// the developer's local address. Shared by the sessions (it outlives reconnects).
+pub type DialTable = Arc<Mutex<HashMap<u64, SocketAddr>>>;
+
+/// How long an intercept request may wait for the manager.
+pub const INTERCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Pending<T> = Arc<Mutex<HashMap<u32, oneshot::Sender<T>>>>;
 type UdpFlows = Arc<Mutex<HashMap<u64, mpsc::Sender<Bytes>>>>;
@@ -60,6 +71,7 @@ pub struct Session {
     conn: quinn::Connection,
     ctl_tx: mpsc::Sender<Message>,
     dns_pending: Pending<Vec<u8>>,
+    intercept_pending: Pending<Result<InterceptState, tether_proto::Error>>,
     udp_flows: UdpFlows,
     next_flow: Arc<AtomicU64>,
     next_dns: Arc<AtomicU32>,
@@ -81,6 +93,7 @@ impl Session {
         addr: SocketAddr,
         client: String,
         namespace: String,
+        dials: DialTable,
     ) -> Result<Session, SessionError> {
         let conn = endpoint.connect(addr, tether_tunnel::SERVER_NAME)?.await?;
         let (mut send, mut recv) = conn.open_bi().await?;
@@ -102,6 +115,7 @@ impl Session {
             conn: conn.clone(),
             ctl_tx,
             dns_pending: Arc::default(),
+            intercept_pending: Arc::default(),
             udp_flows: Arc::default(),
             next_flow: Arc::new(AtomicU64::new(1)),
             next_dns: Arc::new(AtomicU32::new(1)),
@@ -116,8 +130,9 @@ impl Session {
                 }
             }
         });
-        // Reader: DNS answers and subnet updates.
+        // Reader: DNS answers, intercept replies and subnet updates.
         let pending = session.dns_pending.clone();
+        let intercept_pending = session.intercept_pending.clone();
         let reader_conn = conn.clone();
         tokio::spawn(async move {
             loop {
@@ -129,6 +144,11 @@ impl Session {
                     }
                     Ok(Some(Message::Subnets(s))) => {
                         let _ = subnets_tx.send(s);
+                    }
+                    Ok(Some(Message::InterceptReply(r))) => {
+                        if let Some(tx) = lock(&intercept_pending).remove(&r.req) {
+                            let _ = tx.send(r.result);
+                        }
                     }
                     Ok(Some(Message::Pong(_))) => {}
                     Ok(Some(other)) => debug!(kind = other.kind(), "Ignored a control message"),
@@ -151,6 +171,18 @@ impl Session {
                 if let Some(tx) = tx {
                     let _ = tx.try_send(d.slice(d.len() - payload.len()..));
                 }
+            }
+        });
+        // Intercepted connections the manager passes on.
+        let dial_conn = conn.clone();
+        tokio::spawn(async move {
+            while let Ok((send, recv)) = dial_conn.accept_bi().await {
+                let dials = dials.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = intercepted(send, recv, &dials).await {
+                        debug!(%error, "Intercepted connection failed");
+                    }
+                });
             }
         });
         // Keep-alive on the control stream (QUIC keeps the path alive; this checks the manager).
@@ -205,6 +237,68 @@ impl Session {
         };
         lock(&self.dns_pending).remove(&id);
         result
+    }
+
+    /// Sends an intercept request and waits for the manager's reply.
+    async fn intercept_request(
+        &self,
+        make: impl FnOnce(u32) -> Message,
+    ) -> Result<InterceptState, SessionError> {
+        let req = self.next_dns.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.intercept_pending).insert(req, tx);
+        let result = match self.ctl_tx.send(make(req)).await {
+            Err(_) => Err(SessionError::NoAnswer),
+            Ok(()) => match tokio::time::timeout(INTERCEPT_TIMEOUT, rx).await {
+                Ok(Ok(Ok(state))) => Ok(state),
+                Ok(Ok(Err(e))) => Err(SessionError::Intercept(e.message)),
+                Ok(Err(_)) => Err(SessionError::NoAnswer),
+                Err(_) => Err(SessionError::TimedOut),
+            },
+        };
+        lock(&self.intercept_pending).remove(&req);
+        result
+    }
+
+    /// Asks the manager to start an intercept (`req` is filled in).
+    pub async fn create_intercept(
+        &self,
+        mut create: CreateIntercept,
+    ) -> Result<tether_proto::InterceptInfo, SessionError> {
+        let state = self
+            .intercept_request(|req| {
+                create.req = req;
+                Message::CreateIntercept(create)
+            })
+            .await?;
+        state
+            .intercepts
+            .into_iter()
+            .next()
+            .ok_or(SessionError::NoAnswer)
+    }
+
+    /// Ends one of this session's intercepts.
+    pub async fn remove_intercept(&self, name: &str) -> Result<(), SessionError> {
+        self.intercept_request(|req| {
+            Message::RemoveIntercept(RemoveIntercept {
+                req,
+                name: name.to_owned(),
+            })
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Every intercept and agent in `namespace`.
+    pub async fn list_intercepts(&self, namespace: &str) -> Result<InterceptState, SessionError> {
+        self.intercept_request(|req| {
+            Message::ListIntercepts(ListIntercepts {
+                req,
+                namespace: namespace.to_owned(),
+            })
+        })
+        .await
     }
 
     async fn open(
@@ -269,6 +363,60 @@ impl Session {
             flows: self.udp_flows.clone(),
         })
     }
+}
+
+/// Serves one intercepted connection: connects to the developer's local port for the intercept
+/// and splices. Only intercepts this daemon created are dialed, and only to the address it chose.
+async fn intercepted(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    dials: &DialTable,
+) -> Result<(), SessionError> {
+    let dial = match framed::read_message(&mut recv).await? {
+        Some(Message::Dial(d)) => d,
+        _ => return Err(SessionError::NoAnswer),
+    };
+    let target = lock(dials).get(&dial.intercept).copied();
+    let connected = match target {
+        None => Err(OpenError {
+            code: ErrorCode::NotPermitted,
+            message: format!("this workstation holds no intercept {}", dial.intercept),
+        }),
+        Some(addr) => {
+            match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(stream)) => Ok(stream),
+                Ok(Err(e)) => Err(OpenError {
+                    code: if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                        ErrorCode::ConnectionRefused
+                    } else {
+                        ErrorCode::Other
+                    },
+                    message: format!("nothing answers on {addr} on the workstation: {e}"),
+                }),
+                Err(_) => Err(OpenError {
+                    code: ErrorCode::TimedOut,
+                    message: format!("connecting to {addr} on the workstation timed out"),
+                }),
+            }
+        }
+    };
+    let (stream, result) = match connected {
+        Ok(stream) => (Some(stream), Ok(())),
+        Err(e) => (None, Err(e)),
+    };
+    framed::write_message(&mut send, &Message::DialResult(DialResult { result })).await?;
+    let Some(mut stream) = stream else {
+        let _ = send.finish();
+        return Ok(());
+    };
+    let _ = stream.set_nodelay(true);
+    let mut quic = tokio::io::join(recv, send);
+    let _ = tokio::io::copy_bidirectional(&mut stream, &mut quic).await;
+    let (_, mut send) = quic.into_inner();
+    let _ = send.finish();
+    Ok(())
 }
 
 /// A UDP flow through the manager.

@@ -25,6 +25,14 @@
 //! | 10 | [`UdpPacket`] | either way, on a UDP flow's stream |
 //! | 11 | [`Error`] | either way |
 //! | 12 | [`Bye`] | either way |
+//! | 13 | [`CreateIntercept`] | client → manager |
+//! | 14 | [`RemoveIntercept`] | client → manager |
+//! | 15 | [`ListIntercepts`] | client → manager |
+//! | 16 | [`InterceptReply`] | manager → client, answers 13–15 |
+//! | 17 | [`AgentHello`] | agent → manager, after `Hello` |
+//! | 18 | [`AgentIntercepts`] | manager → agent, the workload's intercepts |
+//! | 19 | [`Dial`] | agent → manager → client, first frame of an intercepted connection's stream |
+//! | 20 | [`DialResult`] | answers `Dial` |
 //!
 //! # Datagrams
 //! A UDP flow's datagrams ride QUIC datagrams as `[varint flow id][payload]` (QUIC varint, RFC
@@ -78,8 +86,10 @@ pub use frame::{
     decode, encode, DecodeError, Decoded, EncodeError, FrameDecoder, HEADER_LEN, MAX_FRAME_LEN,
 };
 pub use message::{
-    Bye, DnsAnswer, DnsQuery, Error, ErrorCode, Hello, Message, Open, OpenError, OpenResult,
-    PayloadError, Ping, Pong, Protocol, Role, Subnets, UdpPacket, Welcome,
+    AgentHello, AgentInfo, AgentIntercepts, Bye, CreateIntercept, Dial, DialResult, DnsAnswer,
+    DnsQuery, Error, ErrorCode, Hello, InterceptFilter, InterceptInfo, InterceptReply,
+    InterceptState, ListIntercepts, Message, Open, OpenError, OpenResult, PayloadError, Ping, Pong,
+    Protocol, RemoveIntercept, Role, Subnets, UdpPacket, Welcome,
 };
 pub use relay::{decode_relay, encode_relay, RelayDecoder, RelayError, MAX_RELAY_PACKET};
 

@@ -180,6 +180,142 @@ pub struct Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bye;
 
+/// An intercept's HTTP filter as the user typed it; the manager and the agent compile it (an
+/// empty filter takes all traffic: a *global* intercept).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterceptFilter {
+    /// Header constraints, each `NAME=VALUE`.
+    pub headers: Vec<String>,
+    /// A path prefix, starting with `/`.
+    pub path_prefix: Option<String>,
+}
+
+/// One intercept, as the manager knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterceptInfo {
+    /// Assigned by the manager; unique while it runs.
+    pub id: u64,
+    /// Chosen by the client; unique within its session.
+    pub name: String,
+    /// The workload's namespace.
+    pub namespace: String,
+    /// The workload, as `Kind/name`.
+    pub workload: String,
+    /// The app's container port whose traffic is intercepted.
+    pub port: u16,
+    /// The Service port as the user named it (for display).
+    pub service_port: String,
+    /// Who holds it (`user@host`).
+    pub owner: String,
+    /// The holder's session.
+    pub session_id: String,
+    /// The requests it takes.
+    pub filter: InterceptFilter,
+}
+
+/// Client to manager: start an intercept (answered with an [`InterceptReply`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateIntercept {
+    /// Matches the reply.
+    pub req: u32,
+    /// The intercept's name, unique within the session.
+    pub name: String,
+    /// The workload's namespace.
+    pub namespace: String,
+    /// The workload, as `Kind/name`.
+    pub workload: String,
+    /// The app's container port.
+    pub port: u16,
+    /// The Service port as the user named it.
+    pub service_port: String,
+    /// The requests to take.
+    pub filter: InterceptFilter,
+}
+
+/// Client to manager: end one of the session's intercepts (answered with an [`InterceptReply`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveIntercept {
+    /// Matches the reply.
+    pub req: u32,
+    /// The intercept's name.
+    pub name: String,
+}
+
+/// Client to manager: every intercept and agent in a namespace (answered with an
+/// [`InterceptReply`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListIntercepts {
+    /// Matches the reply.
+    pub req: u32,
+    /// The namespace.
+    pub namespace: String,
+}
+
+/// A connected agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The workload, as `Kind/name`.
+    pub workload: String,
+    /// The pod the agent runs in.
+    pub pod: String,
+    /// The app ports it forwards.
+    pub ports: Vec<u16>,
+}
+
+/// What an [`InterceptReply`] carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterceptState {
+    /// The intercepts created, removed or listed.
+    pub intercepts: Vec<InterceptInfo>,
+    /// The agents (for a list; else empty).
+    pub agents: Vec<AgentInfo>,
+}
+
+/// Manager to client: the answer to a [`CreateIntercept`], [`RemoveIntercept`] or
+/// [`ListIntercepts`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterceptReply {
+    /// The request's `req`.
+    pub req: u32,
+    /// What was done, or why not.
+    pub result: Result<InterceptState, Error>,
+}
+
+/// Agent to manager, after [`Hello`]: who it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentHello {
+    /// The workload, as `Kind/name`.
+    pub workload: String,
+    /// The agent's pod.
+    pub pod: String,
+    /// The app ports it forwards.
+    pub ports: Vec<u16>,
+}
+
+/// Manager to agent: every intercept of its workload, sent on connect and on every change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentIntercepts {
+    /// The intercepts.
+    pub intercepts: Vec<InterceptInfo>,
+}
+
+/// First frame of a stream carrying one intercepted connection: agent to manager, then manager
+/// to the client holding the intercept. Answered with a [`DialResult`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dial {
+    /// The intercept.
+    pub intercept: u64,
+}
+
+/// The answer to a [`Dial`]: `Ok` once the developer's process accepted the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DialResult {
+    /// The outcome.
+    pub result: Result<(), OpenError>,
+}
+
 /// Declares [`Message`] from a table of `kind => Variant`, each variant wrapping the struct of the
 /// same name, and derives everything the codec needs from that one table. A kind used twice makes
 /// an unreachable match arm, which `clippy -D warnings` rejects.
@@ -257,6 +393,22 @@ messages! {
     11 => Error,
     /// Orderly shutdown.
     12 => Bye,
+    /// Start an intercept.
+    13 => CreateIntercept,
+    /// End an intercept.
+    14 => RemoveIntercept,
+    /// List intercepts and agents.
+    15 => ListIntercepts,
+    /// Answer to an intercept request.
+    16 => InterceptReply,
+    /// Agent handshake.
+    17 => AgentHello,
+    /// An agent's intercept table.
+    18 => AgentIntercepts,
+    /// An intercepted connection.
+    19 => Dial,
+    /// Outcome of a dial.
+    20 => DialResult,
 }
 
 /// Why a payload did not decode.

@@ -126,15 +126,18 @@ fn ms(n: u64) -> Duration {
 
 /// Where a URL points: the address to dial and what goes on the request line.
 #[derive(Debug)]
-struct Target {
-    host: String,
-    port: u16,
-    authority: String,
-    path: String,
+pub(crate) struct Target {
+    /// The host without IPv6 brackets: an IP address or a name.
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// `host[:port]` as in the URL: the `Host` header.
+    pub(crate) authority: String,
+    /// The path and query: what the HTTP/1.1 request line carries.
+    pub(crate) path: String,
 }
 
 impl Target {
-    fn parse(url: &Uri) -> anyhow::Result<Target> {
+    pub(crate) fn parse(url: &Uri) -> anyhow::Result<Target> {
         if url.scheme_str() != Some("http") {
             bail!("{url}: only http:// URLs");
         }

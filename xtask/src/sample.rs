@@ -6,13 +6,38 @@ use anyhow::Context;
 
 use crate::cluster;
 
-/// Applies the sample manifests and waits for the rollout.
+/// Applies the sample manifests (`hello`, and the intercept tests' workloads) and waits for the
+/// rollouts.
 pub fn deploy() -> anyhow::Result<()> {
+    apply("hello.yaml")?;
+    apply("intercept.yaml")?;
+    for workload in [
+        "deployment/hello",
+        "deployment/orders",
+        "deployment/lonely",
+        "deployment/client",
+        "statefulset/inventory",
+    ] {
+        cluster::run(cluster::kubectl().args(["rollout", "status", workload, "--timeout=120s"]))?;
+    }
+    // A ReplicaSet has no rollout status.
+    cluster::run(cluster::kubectl().args([
+        "wait",
+        "--for=condition=Ready",
+        "pod",
+        "-l",
+        "app=legacy",
+        "--timeout=120s",
+    ]))?;
+    Ok(())
+}
+
+fn apply(file: &str) -> anyhow::Result<()> {
     let images = cluster::images()?;
     let image = images
         .get("TESTAPP_IMAGE")
         .context("no TESTAPP_IMAGE recorded; run `cargo xtask images`")?;
-    let manifest = std::fs::read_to_string(cluster::repo().join("deploy/sample/hello.yaml"))?
+    let manifest = std::fs::read_to_string(cluster::repo().join("deploy/sample").join(file))?
         .replace("${TESTAPP_IMAGE}", image);
     let mut child = cluster::kubectl()
         .args(["apply", "-f", "-"])
@@ -27,14 +52,8 @@ pub fn deploy() -> anyhow::Result<()> {
         .write_all(manifest.as_bytes())?;
     anyhow::ensure!(
         child.wait()?.success(),
-        "kubectl apply of the sample app failed"
+        "kubectl apply of deploy/sample/{file} failed"
     );
-    cluster::run(cluster::kubectl().args([
-        "rollout",
-        "status",
-        "deployment/hello",
-        "--timeout=120s",
-    ]))?;
     Ok(())
 }
 

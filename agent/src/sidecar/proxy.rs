@@ -39,7 +39,7 @@ use super::sniff::{sniff, Protocol, Sniff};
 use prefixed::Prefixed;
 
 pub use target::{Duplex, InterceptTarget, LocalTarget};
-pub use upstream::{BoxError, ProxyBody, Upstream, UpstreamError};
+pub use upstream::{BoxError, DialFn, ProxyBody, Upstream, UpstreamError};
 
 /// How long a new connection may stay silent before it is taken for a non-HTTP protocol.
 pub const DEFAULT_SNIFF_TIMEOUT: Duration = Duration::from_secs(1);
@@ -122,6 +122,7 @@ pub struct Proxy {
 #[derive(Debug)]
 struct Shared {
     app: Upstream,
+    app_addr: SocketAddr,
     routes: Routes,
     sniff_timeout: Duration,
 }
@@ -132,6 +133,7 @@ impl Proxy {
         Self {
             shared: Arc::new(Shared {
                 app: Upstream::new(config.app),
+                app_addr: config.app,
                 routes: Routes::default(),
                 sniff_timeout: config.sniff_timeout,
             }),
@@ -241,7 +243,7 @@ impl Shared {
     async fn relay(&self, mut io: Prefixed<TcpStream>) -> Result<(), BoxError> {
         match self.routes.pick_connection() {
             None => {
-                let mut app = TcpStream::connect(self.app.addr()).await?;
+                let mut app = TcpStream::connect(self.app_addr).await?;
                 app.set_nodelay(true)?;
                 tokio::io::copy_bidirectional(&mut io, &mut app).await?;
             }

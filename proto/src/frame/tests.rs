@@ -80,7 +80,83 @@ fn every_message() -> Vec<Message> {
         }
         .into(),
         Bye.into(),
+        CreateIntercept {
+            req: 1,
+            name: "orders".into(),
+            namespace: "shop".into(),
+            workload: "Deployment/orders".into(),
+            port: 8080,
+            service_port: "http".into(),
+            filter: InterceptFilter {
+                headers: vec!["x-session=dev-1".into()],
+                path_prefix: Some("/api".into()),
+            },
+        }
+        .into(),
+        RemoveIntercept {
+            req: 2,
+            name: "orders".into(),
+        }
+        .into(),
+        ListIntercepts {
+            req: 3,
+            namespace: "shop".into(),
+        }
+        .into(),
+        InterceptReply {
+            req: 3,
+            result: Ok(InterceptState {
+                intercepts: vec![intercept_info()],
+                agents: vec![AgentInfo {
+                    namespace: "shop".into(),
+                    workload: "Deployment/orders".into(),
+                    pod: "orders-1".into(),
+                    ports: vec![8080, 9090],
+                }],
+            }),
+        }
+        .into(),
+        InterceptReply {
+            req: 4,
+            result: Err(Error {
+                code: ErrorCode::Other,
+                message: "taken".into(),
+            }),
+        }
+        .into(),
+        AgentHello {
+            workload: "StatefulSet/db".into(),
+            pod: "db-0".into(),
+            ports: vec![5432],
+        }
+        .into(),
+        AgentIntercepts {
+            intercepts: vec![intercept_info()],
+        }
+        .into(),
+        Dial { intercept: 7 }.into(),
+        DialResult {
+            result: Err(OpenError {
+                code: ErrorCode::ConnectionRefused,
+                message: "nothing listens on localhost:8080".into(),
+            }),
+        }
+        .into(),
     ]
+}
+
+fn intercept_info() -> InterceptInfo {
+    InterceptInfo {
+        id: 7,
+        name: "orders".into(),
+        namespace: "shop".into(),
+        workload: "Deployment/orders".into(),
+        port: 8080,
+        service_port: "http".into(),
+        owner: "ann@laptop".into(),
+        session_id: "00ff".into(),
+        filter: InterceptFilter::default(),
+    }
 }
 
 #[test]

@@ -41,6 +41,7 @@ pub trait InterceptTarget: fmt::Debug + Send + Sync + 'static {
 /// forwarded to.
 #[derive(Debug, Clone)]
 pub struct LocalTarget {
+    addr: SocketAddr,
     upstream: Upstream,
 }
 
@@ -48,6 +49,7 @@ impl LocalTarget {
     /// Forwards to `addr`.
     pub fn new(addr: SocketAddr) -> Self {
         Self {
+            addr,
             upstream: Upstream::new(addr),
         }
     }
@@ -62,7 +64,7 @@ impl InterceptTarget for LocalTarget {
     }
 
     fn connect(&self) -> BoxFuture<'_, Result<Box<dyn Duplex>, BoxError>> {
-        let addr = self.upstream.addr();
+        let addr = self.addr;
         Box::pin(async move {
             let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
                 .await

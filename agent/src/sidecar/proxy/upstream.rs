@@ -1,5 +1,5 @@
-//! Forwarding requests to one fixed address (the app, or a local stand-in for a laptop) over
-//! pooled connections.
+//! Forwarding requests to one fixed upstream (the app's address, or an intercept's laptop reached
+//! through a [`DialFn`]) over pooled connections.
 //!
 //! Requests go upstream in the version they came in: HTTP/1.x over a pool of keep-alive
 //! connections, HTTP/2 multiplexed over one connection (an app that accepted h2 prior knowledge
@@ -11,23 +11,35 @@
 //! practice the one Service name clients use). HTTP/1.1 upgrades (WebSocket) are spliced through
 //! once both sides switch protocols.
 
+use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tracing::debug;
+
+use super::target::Duplex;
+
+/// Opens a connection to an upstream that is not a plain address (an intercept's laptop, through
+/// the manager).
+pub type DialFn =
+    Arc<dyn Fn() -> BoxFuture<'static, std::io::Result<Box<dyn Duplex>>> + Send + Sync>;
 
 /// Any error, boxed (what bodies and intercept targets fail with).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -45,27 +57,28 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// Connecting, or sending the request, failed.
-    #[error("forwarding to {addr}")]
+    #[error("forwarding to {to}")]
     Request {
         /// The upstream.
-        addr: SocketAddr,
+        to: Arc<str>,
         #[source]
         source: hyper_util::client::legacy::Error,
     },
     /// The request's URI could not be rewritten for the upstream.
-    #[error("rewriting the request URI for {addr}")]
+    #[error("rewriting the request URI for {to}")]
     Uri {
         /// The upstream.
-        addr: SocketAddr,
+        to: Arc<str>,
         #[source]
         source: http::uri::InvalidUriParts,
     },
 }
 
-/// Forwards requests to one address.
+/// Forwards requests to one upstream.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    addr: SocketAddr,
+    name: Arc<str>,
+    addr: Option<SocketAddr>,
     authority: Authority,
     http1: Client<FixedConnector, Incoming>,
     http2: Client<FixedConnector, Incoming>,
@@ -74,17 +87,38 @@ pub struct Upstream {
 impl Upstream {
     /// Forwards to `addr` (nothing is connected until the first request).
     pub fn new(addr: SocketAddr) -> Self {
-        let connector = FixedConnector { addr };
+        // A socket address is always a valid authority.
+        let authority = Authority::try_from(addr.to_string()).expect("socket address authority");
+        Self::build(
+            addr.to_string().into(),
+            Some(addr),
+            authority,
+            FixedConnector::Tcp(addr),
+        )
+    }
+
+    /// Forwards over connections `dial` opens; `name` names the upstream in errors, and is the
+    /// pool key for HTTP/1 requests.
+    pub fn with_dial(name: &str, dial: DialFn) -> Self {
+        let authority = Authority::try_from(name).unwrap_or(Authority::from_static("upstream"));
+        Self::build(name.into(), None, authority, FixedConnector::Dial(dial))
+    }
+
+    fn build(
+        name: Arc<str>,
+        addr: Option<SocketAddr>,
+        authority: Authority,
+        connector: FixedConnector,
+    ) -> Self {
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
-        let http1 = builder.build(connector);
+        let http1 = builder.build(connector.clone());
         let http2 = builder.http2_only(true).build(connector);
-        // A socket address is always a valid authority.
-        let authority = Authority::try_from(addr.to_string()).expect("socket address authority");
         Self {
+            name,
             addr,
             authority,
             http1,
@@ -92,8 +126,8 @@ impl Upstream {
         }
     }
 
-    /// The address requests go to.
-    pub fn addr(&self) -> SocketAddr {
+    /// The address requests go to, if the upstream is a plain address.
+    pub fn addr(&self) -> Option<SocketAddr> {
         self.addr
     }
 
@@ -125,7 +159,7 @@ impl Upstream {
         uri.authority = Some(authority);
         uri.path_and_query = uri.path_and_query.or(Some(PathAndQuery::from_static("/")));
         *request.uri_mut() = Uri::from_parts(uri).map_err(|source| UpstreamError::Uri {
-            addr: self.addr,
+            to: self.name.clone(),
             source,
         })?;
         let client = if http2 { &self.http2 } else { &self.http1 };
@@ -134,7 +168,7 @@ impl Upstream {
                 .request(request)
                 .await
                 .map_err(|source| UpstreamError::Request {
-                    addr: self.addr,
+                    to: self.name.clone(),
                     source,
                 })?;
         match upgrade {
@@ -212,16 +246,26 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Connects to one address whatever the URI says (the URI still names the pool).
-#[derive(Debug, Clone, Copy)]
-struct FixedConnector {
-    addr: SocketAddr,
+/// Connects to one upstream whatever the URI says (the URI still names the pool).
+#[derive(Clone)]
+enum FixedConnector {
+    Tcp(SocketAddr),
+    Dial(DialFn),
 }
 
-type ConnectFuture = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<TcpStream>>> + Send>>;
+impl fmt::Debug for FixedConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => f.debug_tuple("Tcp").field(addr).finish(),
+            Self::Dial(_) => f.write_str("Dial"),
+        }
+    }
+}
+
+type ConnectFuture = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<UpstreamIo>>> + Send>>;
 
 impl tower_service::Service<Uri> for FixedConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<UpstreamIo>;
     type Error = std::io::Error;
     type Future = ConnectFuture;
 
@@ -230,14 +274,98 @@ impl tower_service::Service<Uri> for FixedConnector {
     }
 
     fn call(&mut self, _: Uri) -> Self::Future {
-        let addr = self.addr;
-        Box::pin(async move {
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-                .await
-                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-            stream.set_nodelay(true)?;
-            Ok(TokioIo::new(stream))
-        })
+        match self {
+            Self::Tcp(addr) => {
+                let addr = *addr;
+                Box::pin(async move {
+                    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                        .await
+                        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+                    stream.set_nodelay(true)?;
+                    Ok(TokioIo::new(UpstreamIo::Tcp(stream)))
+                })
+            }
+            Self::Dial(dial) => {
+                let dial = dial.clone();
+                Box::pin(async move {
+                    let io = tokio::time::timeout(CONNECT_TIMEOUT, dial())
+                        .await
+                        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+                    Ok(TokioIo::new(UpstreamIo::Dialed(io)))
+                })
+            }
+        }
+    }
+}
+
+/// A connection to an upstream: a TCP stream (no indirection on the app's path) or a dialed
+/// stream.
+enum UpstreamIo {
+    Tcp(TcpStream),
+    Dialed(Box<dyn Duplex>),
+}
+
+impl Connection for UpstreamIo {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Dialed(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Dialed(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Dialed(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Dialed(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Dialed(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Tcp(s) => s.is_write_vectored(),
+            Self::Dialed(s) => s.is_write_vectored(),
+        }
     }
 }
 

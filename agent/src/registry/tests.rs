@@ -1,0 +1,132 @@
+use tether_proto::{AgentInfo, CreateIntercept, InterceptFilter, Message};
+use tokio::sync::mpsc;
+
+use super::{Holder, Registry};
+
+const ANN: Holder<'static> = Holder {
+    session_id: "s-ann",
+    owner: "ann@laptop",
+};
+const BOB: Holder<'static> = Holder {
+    session_id: "s-bob",
+    owner: "bob@desk",
+};
+
+fn create(name: &str, headers: &[&str]) -> CreateIntercept {
+    CreateIntercept {
+        req: 1,
+        name: name.to_owned(),
+        namespace: "shop".to_owned(),
+        workload: "Deployment/orders".to_owned(),
+        port: 8080,
+        service_port: "http".to_owned(),
+        filter: InterceptFilter {
+            headers: headers.iter().map(|h| (*h).to_owned()).collect(),
+            path_prefix: None,
+        },
+    }
+}
+
+fn agent(pod: &str) -> AgentInfo {
+    AgentInfo {
+        namespace: "shop".to_owned(),
+        workload: "Deployment/orders".to_owned(),
+        pod: pod.to_owned(),
+        ports: vec![8080],
+    }
+}
+
+/// The ids in the last table an agent was sent.
+fn last_table(rx: &mut mpsc::UnboundedReceiver<Message>) -> Vec<u64> {
+    let mut last = None;
+    while let Ok(msg) = rx.try_recv() {
+        last = Some(msg);
+    }
+    match last {
+        Some(Message::AgentIntercepts(t)) => t.intercepts.iter().map(|i| i.id).collect(),
+        other => panic!("expected a table, got {other:?}"),
+    }
+}
+
+#[test]
+fn two_personal_intercepts_coexist_and_agents_follow() {
+    let mut reg = Registry::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    reg.agent_joined(1, agent("orders-1"), tx);
+    assert!(last_table(&mut rx).is_empty());
+
+    let a = reg
+        .create(ANN, &create("orders", &["x-session=ann"]))
+        .unwrap();
+    let b = reg
+        .create(BOB, &create("orders", &["x-session=bob"]))
+        .unwrap();
+    assert_ne!(a.id, b.id);
+    assert_eq!(last_table(&mut rx), [a.id, b.id]);
+
+    // An agent of a new pod gets the table on arrival.
+    let (tx2, mut rx2) = mpsc::unbounded_channel();
+    reg.agent_joined(2, agent("orders-2"), tx2);
+    assert_eq!(last_table(&mut rx2), [a.id, b.id]);
+
+    reg.remove("s-ann", "orders").unwrap();
+    assert_eq!(last_table(&mut rx), [b.id]);
+    assert_eq!(last_table(&mut rx2), [b.id]);
+}
+
+#[test]
+fn conflicts_are_refused_naming_the_holder_and_change_nothing() {
+    let mut reg = Registry::new();
+    reg.create(ANN, &create("all", &[])).unwrap();
+    let err = reg.create(BOB, &create("mine", &[])).unwrap_err();
+    assert!(err.contains("ann@laptop"), "{err}");
+    assert!(err.contains("Deployment/orders port http"), "{err}");
+
+    reg.create(ANN, &create("p", &["x-session=a"])).unwrap();
+    let err = reg
+        .create(BOB, &create("p", &["x-session=a", "x-user=b"]))
+        .unwrap_err();
+    assert!(err.contains("overlaps"), "{err}");
+    assert!(err.contains("ann@laptop (intercept `p`)"), "{err}");
+    assert_eq!(reg.list("shop").intercepts.len(), 2);
+}
+
+#[test]
+fn bad_filter_and_duplicate_name_are_refused() {
+    let mut reg = Registry::new();
+    let err = reg.create(ANN, &create("x", &["x-session"])).unwrap_err();
+    assert!(err.contains("NAME=VALUE"), "{err}");
+    reg.create(ANN, &create("x", &["x-session=1"])).unwrap();
+    let err = reg.create(ANN, &create("x", &["x-session=2"])).unwrap_err();
+    assert!(err.contains("--name"), "{err}");
+    // Another session may use the same name.
+    reg.create(BOB, &create("x", &["x-session=2"])).unwrap();
+    assert!(reg.list("shop").intercepts.len() == 2);
+    assert!(reg.list("other").intercepts.is_empty());
+}
+
+#[test]
+fn ending_a_session_frees_its_ports() {
+    let mut reg = Registry::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    reg.agent_joined(1, agent("orders-1"), tx);
+    reg.create(ANN, &create("all", &[])).unwrap();
+    let gone = reg.end_session("s-ann");
+    assert_eq!(gone.len(), 1);
+    assert!(last_table(&mut rx).is_empty());
+    // The port is free again.
+    reg.create(BOB, &create("all", &[])).unwrap();
+    assert!(reg.remove("s-ann", "all").is_err());
+}
+
+#[test]
+fn list_shows_agents_of_the_namespace() {
+    let mut reg = Registry::new();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    reg.agent_joined(1, agent("orders-1"), tx.clone());
+    reg.agent_joined(2, agent("orders-0"), tx);
+    let pods: Vec<_> = reg.list("shop").agents.into_iter().map(|a| a.pod).collect();
+    assert_eq!(pods, ["orders-0", "orders-1"]);
+    reg.agent_left(1);
+    assert_eq!(reg.list("shop").agents.len(), 1);
+}

@@ -1,0 +1,512 @@
+//! The daemon's intercepts: starting one (checking the request, asking the manager, installing
+//! the agent), ending one, listing, and re-creating them after a reconnect.
+//!
+//! # Order of `tether intercept`
+//! Everything that can refuse the request runs before anything in the cluster changes:
+//! 1. the workload and its Service port are resolved (unknown workload, no Service, unknown
+//!    port: refused here);
+//! 2. the manager registers the intercept (a conflict or a bad filter: refused here). An
+//!    intercept may exist before its workload has agents: agents get their workload's table
+//!    when they connect;
+//! 3. only then is the agent installed, if it is not yet, and the rollout awaited. If that
+//!    fails the intercept is removed again (the agent stays: `tether uninstall` removes it);
+//! 4. the call returns once every ready pod of the workload has an agent linked to the
+//!    manager, so the next request is intercepted.
+//!
+//! Intercepted connections arrive on the session (see [`crate::session`]); the daemon dials
+//! `127.0.0.1:LOCAL` for them, through the [`DialTable`] this module keeps.
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::{api::ListParams, Api};
+use serde::{Deserialize, Serialize};
+use tether_proto::{CreateIntercept, InterceptFilter, InterceptInfo};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::{
+    cluster::Cluster,
+    session::{DialTable, Session},
+    workload::{
+        env,
+        inject::{self, AgentSettings, Workload},
+        kube as wk,
+    },
+};
+
+/// How long the agent's rollout may take.
+pub const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long to wait for the agents of ready pods to link to the manager.
+pub const AGENTS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `tether intercept`, as the CLI sends it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InterceptRequest {
+    /// The workload: a name, or `kind/name`.
+    pub workload: String,
+    /// The intercept's name [default: the workload's name].
+    pub name: Option<String>,
+    /// The workstation port the traffic goes to.
+    pub local_port: u16,
+    /// The Service port, by name or number [default: the only one].
+    pub service_port: Option<String>,
+    /// Header filters `NAME=VALUE`.
+    pub headers: Vec<String>,
+    /// Path prefix filter.
+    pub path_prefix: Option<String>,
+    /// Return the intercepted container's environment.
+    pub env: bool,
+}
+
+/// What `tether intercept` reports.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InterceptReport {
+    /// The intercept.
+    pub intercept: ActiveIntercept,
+    /// True if this call installed the agent.
+    pub installed_agent: bool,
+    /// The pods whose agents follow the intercept.
+    pub pods: Vec<String>,
+    /// The intercepted container's environment, if asked for.
+    pub env: Option<Vec<(String, String)>>,
+}
+
+/// One intercept this daemon holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ActiveIntercept {
+    pub name: String,
+    /// The manager's id (changes when the intercept is re-created after a reconnect).
+    pub id: u64,
+    pub namespace: String,
+    /// `Kind/name`.
+    pub workload: String,
+    /// The Service and its port, e.g. `orders:http`.
+    pub service_port: String,
+    /// The app's container and port.
+    pub container: String,
+    pub app_port: u16,
+    /// Where intercepted traffic goes on this machine.
+    pub local: SocketAddr,
+    /// Header filters; empty with no path prefix: all traffic.
+    pub headers: Vec<String>,
+    pub path_prefix: Option<String>,
+}
+
+impl ActiveIntercept {
+    fn create_message(&self) -> CreateIntercept {
+        CreateIntercept {
+            req: 0,
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            workload: self.workload.clone(),
+            port: self.app_port,
+            service_port: self.service_port.clone(),
+            filter: InterceptFilter {
+                headers: self.headers.clone(),
+                path_prefix: self.path_prefix.clone(),
+            },
+        }
+    }
+}
+
+/// `tether list`: the namespace's workloads, their agents and intercepts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListReport {
+    pub namespace: String,
+    pub workloads: Vec<WorkloadRow>,
+}
+
+/// One workload in [`ListReport`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkloadRow {
+    pub kind: String,
+    pub name: String,
+    pub replicas: i32,
+    pub ready: i32,
+    /// The agent is in the pod template.
+    pub agent_installed: bool,
+    /// Pods whose agents are linked to the manager.
+    pub agent_pods: Vec<String>,
+    /// Active intercepts, whoever holds them.
+    pub intercepts: Vec<InterceptInfo>,
+}
+
+/// The daemon's intercepts.
+#[derive(Debug)]
+pub struct Intercepts {
+    cluster: Cluster,
+    namespace: String,
+    session_rx: watch::Receiver<Option<Session>>,
+    dials: DialTable,
+    active: Mutex<BTreeMap<String, ActiveIntercept>>,
+    // One intercept request at a time: two racing installs of one workload would conflict.
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl Intercepts {
+    pub fn new(
+        cluster: Cluster,
+        namespace: String,
+        session_rx: watch::Receiver<Option<Session>>,
+        dials: DialTable,
+    ) -> Self {
+        Self {
+            cluster,
+            namespace,
+            session_rx,
+            dials,
+            active: Mutex::default(),
+            busy: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn session(&self) -> Result<Session, String> {
+        self.session_rx.borrow().clone().ok_or_else(|| {
+            "the tunnel to the traffic manager is down (reconnecting); try again in a moment"
+                .to_owned()
+        })
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ActiveIntercept>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn dials(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, SocketAddr>> {
+        self.dials.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where intercepted connections go; sessions dial through it.
+    pub fn dial_table(&self) -> DialTable {
+        self.dials.clone()
+    }
+
+    /// The intercepts this daemon holds.
+    pub fn list_active(&self) -> Vec<ActiveIntercept> {
+        self.active().values().cloned().collect()
+    }
+
+    /// Starts an intercept (see the module docs for the order of steps).
+    pub async fn create(&self, req: InterceptRequest) -> Result<InterceptReport, String> {
+        let _busy = self.busy.lock().await;
+        let client = &self.cluster.client;
+        let ns = &self.namespace;
+        if req.local_port == 0 {
+            return Err("--port needs a local port number between 1 and 65535".to_owned());
+        }
+        let workload = wk::find_workload(client, ns, &req.workload)
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        let services = wk::services(client, ns)
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        let choice = inject::choose_port(&workload, &services, req.service_port.as_deref())
+            .map_err(|e| e.to_string())?;
+        let name = req.name.clone().unwrap_or_else(|| workload.name.clone());
+        if self.active().contains_key(&name) {
+            return Err(format!(
+                "you already have an intercept named `{name}`; end it with `tether leave {name}` or choose another with --name"
+            ));
+        }
+        let service_port = match &choice.service_port_name {
+            Some(port) => format!("{}:{port}", choice.service),
+            None => format!("{}:{}", choice.service, choice.service_port),
+        };
+        let mut active = ActiveIntercept {
+            name: name.clone(),
+            id: 0,
+            namespace: ns.clone(),
+            workload: format!("{}/{}", workload.kind, workload.name),
+            service_port,
+            container: choice.container.clone(),
+            app_port: choice.app_port,
+            local: SocketAddr::from((Ipv4Addr::LOCALHOST, req.local_port)),
+            headers: req.headers.clone(),
+            path_prefix: req.path_prefix.clone(),
+        };
+
+        // The manager decides conflicts before the cluster is touched.
+        let session = self.session()?;
+        let info = session
+            .create_intercept(active.create_message())
+            .await
+            .map_err(|e| e.to_string())?;
+        active.id = info.id;
+        self.dials().insert(info.id, active.local);
+
+        let installed = match self.install(&workload).await {
+            Ok(installed) => installed,
+            Err(error) => {
+                self.dials().remove(&info.id);
+                if let Err(e) = session.remove_intercept(&name).await {
+                    warn!(error = %e, "Could not end the intercept after a failed install");
+                }
+                return Err(error);
+            }
+        };
+        let pods = match self.await_agents(&session, &workload).await {
+            Ok(pods) => pods,
+            Err(error) => {
+                self.dials().remove(&info.id);
+                let _ = session.remove_intercept(&name).await;
+                return Err(error);
+            }
+        };
+        let env = if req.env {
+            match self.environment(&pods, &choice.container).await {
+                Ok(env) => Some(env),
+                Err(error) => {
+                    self.dials().remove(&info.id);
+                    let _ = session.remove_intercept(&name).await;
+                    return Err(error);
+                }
+            }
+        } else {
+            None
+        };
+        info!(name = %active.name, id = active.id, workload = %active.workload, local = %active.local, "Intercept started");
+        self.active().insert(name, active.clone());
+        Ok(InterceptReport {
+            intercept: active,
+            installed_agent: installed,
+            pods,
+            env,
+        })
+    }
+
+    /// Installs the agent if needed; true if it did.
+    async fn install(&self, workload: &Workload) -> Result<bool, String> {
+        let client = &self.cluster.client;
+        let (image, manager) = self
+            .cluster
+            .agent_manager()
+            .await
+            .map_err(|e| e.to_string())?;
+        let settings = AgentSettings { image, manager };
+        let before = inject::record_of(workload).map_err(|e| e.to_string())?;
+        wk::ensure_agent_secret(client, &self.namespace)
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        let record = wk::install_agent(client, workload, &settings)
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        if before.as_ref() == Some(&record) {
+            return Ok(false);
+        }
+        info!(workload = %workload.name, "Installed the agent; waiting for the rollout");
+        let fresh = wk::find_workload(
+            client,
+            &self.namespace,
+            &format!("{}/{}", workload.kind, workload.name),
+        )
+        .await
+        .map_err(|e| crate::error_chain(&e))?;
+        wk::wait_rollout(client, &fresh, ROLLOUT_TIMEOUT)
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        Ok(true)
+    }
+
+    /// Waits until every ready pod of the workload has an agent linked to the manager; returns
+    /// those pods.
+    async fn await_agents(
+        &self,
+        session: &Session,
+        workload: &Workload,
+    ) -> Result<Vec<String>, String> {
+        let key = format!("{}/{}", workload.kind, workload.name);
+        let deadline = Instant::now() + AGENTS_TIMEOUT;
+        loop {
+            let ready = self.ready_pods(workload).await?;
+            let state = session
+                .list_intercepts(&self.namespace)
+                .await
+                .map_err(|e| e.to_string())?;
+            let linked: Vec<String> = state
+                .agents
+                .iter()
+                .filter(|a| a.workload == key)
+                .map(|a| a.pod.clone())
+                .collect();
+            if !ready.is_empty() && ready.iter().all(|p| linked.contains(p)) {
+                return Ok(ready);
+            }
+            if Instant::now() > deadline {
+                let missing: Vec<&String> = ready.iter().filter(|p| !linked.contains(p)).collect();
+                return Err(if ready.is_empty() {
+                    format!("{key} has no ready pod")
+                } else {
+                    format!(
+                        "the agents of {} did not reach the traffic manager in {} s; see `kubectl logs -n {} {} -c {}`",
+                        missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                        AGENTS_TIMEOUT.as_secs(),
+                        self.namespace,
+                        missing.first().map(|s| s.as_str()).unwrap_or_default(),
+                        inject::AGENT_CONTAINER,
+                    )
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The workload's ready, non-terminating pods that run the agent.
+    async fn ready_pods(&self, workload: &Workload) -> Result<Vec<String>, String> {
+        let selector = workload
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            .map(|labels| {
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(self.cluster.client.clone(), &self.namespace);
+        let list = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| {
+                format!(
+                    "listing the pods of {}: {}",
+                    workload.name,
+                    crate::error_chain(&e)
+                )
+            })?;
+        let mut ready: Vec<String> = list
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                p.spec.as_ref().is_some_and(|s| {
+                    s.containers
+                        .iter()
+                        .any(|c| c.name == inject::AGENT_CONTAINER)
+                })
+            })
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        ready.sort();
+        Ok(ready)
+    }
+
+    /// The environment of `container` in the first of `pods`.
+    async fn environment(
+        &self,
+        pods: &[String],
+        container: &str,
+    ) -> Result<Vec<(String, String)>, String> {
+        let pod_name = pods.first().ok_or("no pod to read the environment from")?;
+        let api: Api<Pod> = Api::namespaced(self.cluster.client.clone(), &self.namespace);
+        let pod = api
+            .get(pod_name)
+            .await
+            .map_err(|e| format!("reading pod {pod_name}: {}", crate::error_chain(&e)))?;
+        env::container_env(&self.cluster.client, &pod, container)
+            .await
+            .map_err(|e| crate::error_chain(&e))
+    }
+
+    /// Ends one of this daemon's intercepts.
+    pub async fn leave(&self, name: &str) -> Result<ActiveIntercept, String> {
+        let _busy = self.busy.lock().await;
+        let active = self.active().remove(name).ok_or_else(|| {
+            format!("you have no intercept named `{name}`; `tether list` shows them")
+        })?;
+        self.dials().remove(&active.id);
+        if let Ok(session) = self.session() {
+            if let Err(error) = session.remove_intercept(name).await {
+                // The manager forgets a lost session's intercepts by itself.
+                warn!(%error, name, "The manager did not confirm the end of the intercept");
+            }
+        }
+        info!(name, "Intercept ended");
+        Ok(active)
+    }
+
+    /// Re-creates every intercept on a new session (after a reconnect: the manager may have
+    /// restarted, and ended the old session's intercepts in any case).
+    pub async fn recreate(&self, session: &Session) {
+        let _busy = self.busy.lock().await;
+        let all = self.list_active();
+        for mut active in all {
+            let old = active.id;
+            match session.create_intercept(active.create_message()).await {
+                Ok(info) => {
+                    active.id = info.id;
+                    let mut dials = self.dials();
+                    dials.remove(&old);
+                    dials.insert(info.id, active.local);
+                    drop(dials);
+                    info!(name = %active.name, id = info.id, "Intercept re-created");
+                    self.active().insert(active.name.clone(), active);
+                }
+                Err(error) => {
+                    warn!(name = %active.name, %error, "Could not re-create the intercept; it has ended");
+                    self.dials().remove(&old);
+                    self.active().remove(&active.name);
+                }
+            }
+        }
+    }
+
+    /// `tether list`.
+    pub async fn list(&self) -> Result<ListReport, String> {
+        let workloads = wk::list_workloads(&self.cluster.client, &self.namespace)
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        let state = match self.session() {
+            Ok(session) => session
+                .list_intercepts(&self.namespace)
+                .await
+                .map_err(|e| e.to_string())?,
+            Err(_) => Default::default(),
+        };
+        let rows = workloads
+            .into_iter()
+            .map(|w| {
+                let key = format!("{}/{}", w.kind, w.name);
+                WorkloadRow {
+                    kind: w.kind.to_string(),
+                    agent_installed: w.agent.is_some(),
+                    agent_pods: state
+                        .agents
+                        .iter()
+                        .filter(|a| a.workload == key)
+                        .map(|a| a.pod.clone())
+                        .collect(),
+                    intercepts: state
+                        .intercepts
+                        .iter()
+                        .filter(|i| i.workload == key)
+                        .cloned()
+                        .collect(),
+                    replicas: w.replicas,
+                    ready: w.ready,
+                    name: w.name,
+                }
+            })
+            .collect();
+        Ok(ListReport {
+            namespace: self.namespace.clone(),
+            workloads: rows,
+        })
+    }
+}
+
+/// The intercepts a daemon shares with its control socket.
+pub type SharedIntercepts = Arc<Intercepts>;

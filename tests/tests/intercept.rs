@@ -1,0 +1,493 @@
+//! `tether intercept`: a Service's traffic reaches a process on the workstation, all of it or only
+//! requests that carry the developer's header; and `leave`, `list`, `uninstall`.
+//!
+//! Requests come from inside the cluster: `kubectl exec deploy/client -- tether-testapp get`
+//! sends them to a Service's ClusterIP over one connection and prints who answered each. The
+//! developer's process is the same test app, run in a workstation namespace under the name
+//! `laptop-…`, so every answer says whether the app or the laptop served it.
+//!
+//! The workloads are in `deploy/sample/intercept.yaml`.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+use tether_e2e::{
+    cluster_ip, eventually, in_ns, kubectl, repo, run, tether, Connected, Run, WS, WS2,
+};
+
+/// The test app on a workstation: the developer's process.
+struct Laptop {
+    child: Child,
+}
+
+impl Laptop {
+    fn start(ns: &str, port: u16, name: &str) -> Laptop {
+        let bin = repo().join("target/release/tether-testapp");
+        let child = in_ns(ns, bin.to_str().unwrap())
+            .args(["--http-port", &port.to_string(), "--udp-port", "0"])
+            .args(["--name", name, "--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the laptop's test app");
+        let laptop = Laptop { child };
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        eventually(Duration::from_secs(10), "the laptop app listens", || {
+            tether_e2e::curl(Some(ns), &[&url]).ok.then_some(())
+        });
+        laptop
+    }
+}
+
+impl Drop for Laptop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends requests from the client pod: `tether-testapp get URL ARGS`. Returns one
+/// `STATUS first-body-line` per request.
+fn from_cluster(url: &str, args: &[&str]) -> Run {
+    let mut full = vec![
+        "exec",
+        "deploy/client",
+        "-c",
+        "app",
+        "--",
+        "tether-testapp",
+        "get",
+        url,
+    ];
+    full.extend_from_slice(args);
+    kubectl(&full)
+}
+
+/// Who answered each request, e.g. `["laptop-ann", "orders-7c…"]`.
+fn answered_by(out: &str) -> Vec<String> {
+    out.lines()
+        .map(|l| {
+            l.split_once("hello from ")
+                .map(|(_, who)| who.trim().to_owned())
+                .unwrap_or_else(|| format!("<{l}>"))
+        })
+        .collect()
+}
+
+fn service_url(service: &str, port: u16) -> String {
+    format!("http://{}:{port}/", cluster_ip(service))
+}
+
+/// The `.spec` of an object, as JSON.
+fn spec(kind: &str, name: &str) -> Value {
+    let out = kubectl(&["get", kind, name, "-o", "json"]).expect_ok("kubectl get");
+    let mut object: Value = serde_json::from_str(&out).expect("object JSON");
+    object["spec"].take()
+}
+
+/// Every workload and Service spec in `default`, to show a refused command changed nothing.
+fn cluster_specs() -> Value {
+    let out = kubectl(&[
+        "get",
+        "deployments,statefulsets,replicasets,services",
+        "-o",
+        "json",
+    ])
+    .expect_ok("kubectl get");
+    let list: Value = serde_json::from_str(&out).expect("list JSON");
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "kind": o["kind"],
+                "name": o["metadata"]["name"],
+                "spec": o["spec"],
+                "annotations": o["metadata"]["annotations"],
+            })
+        })
+        .collect()
+}
+
+fn uninstall_all() {
+    tether(WS, &["uninstall", "--all", "-n", "default"]).expect_ok("tether uninstall --all");
+}
+
+/// The app's pods answer again (their names start with the workload's).
+fn app_answers(url: &str, workload: &str) {
+    eventually(Duration::from_secs(30), "the app answers", || {
+        let out = from_cluster(url, &[]);
+        let who = answered_by(&out.stdout);
+        (out.ok && who.len() == 1 && who[0].starts_with(workload)).then_some(())
+    });
+}
+
+#[test]
+fn global_intercept_takes_all_traffic_until_leave() {
+    let ws = Connected::new(WS, &[]);
+    let _laptop = Laptop::start(WS, 18080, "laptop-ann");
+    let url = service_url("orders", 80);
+    app_answers(&url, "orders-");
+
+    let out =
+        tether(WS, &["intercept", "orders", "--port", "18080:http"]).expect_ok("tether intercept");
+    assert!(out.contains("orders"), "{out}");
+    let got = from_cluster(&url, &["--repeat", "3"]).expect_ok("requests");
+    assert_eq!(answered_by(&got), ["laptop-ann"; 3], "{got}");
+
+    // status and list show it, also as JSON.
+    let status = ws.status();
+    let intercepts = status["intercepts"].as_array().unwrap();
+    assert_eq!(intercepts.len(), 1, "{status}");
+    assert_eq!(intercepts[0]["name"], "orders");
+    let list: Value =
+        serde_json::from_str(&tether(WS, &["list", "-o", "json"]).expect_ok("tether list"))
+            .unwrap();
+    let orders = list["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "orders")
+        .expect("orders listed");
+    assert_eq!(orders["agent_installed"], true, "{orders}");
+    assert_eq!(orders["intercepts"][0]["name"], "orders", "{orders}");
+    assert!(
+        orders["intercepts"][0]["owner"]
+            .as_str()
+            .unwrap()
+            .contains('@'),
+        "{orders}"
+    );
+
+    tether(WS, &["leave", "orders"]).expect_ok("tether leave");
+    let got = from_cluster(&url, &["--repeat", "3"]).expect_ok("requests");
+    assert!(
+        answered_by(&got).iter().all(|w| w.starts_with("orders-")),
+        "{got}"
+    );
+    assert!(ws.status()["intercepts"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn personal_intercept_splits_one_connection_per_request() {
+    let _ws = Connected::new(WS, &[]);
+    let _laptop = Laptop::start(WS, 18081, "laptop-ann");
+    tether(
+        WS,
+        &[
+            "intercept",
+            "orders",
+            "--port",
+            "18081:http",
+            "--http-header",
+            "x-session=ann",
+        ],
+    )
+    .expect_ok("tether intercept");
+    let url = service_url("orders", 80);
+    for h2 in [false, true] {
+        let mut args = vec![
+            "--each-header",
+            "x-session:ann",
+            "--each-header",
+            "",
+            "--repeat",
+            "6",
+        ];
+        if h2 {
+            args.push("--h2");
+        }
+        let got = from_cluster(&url, &args);
+        let who = answered_by(&got.stdout);
+        assert!(got.ok, "h2={h2}: {got:?}");
+        // `get` says it used one connection; on it, requests alternate laptop / app.
+        assert!(got.stderr.contains("all on one"), "h2={h2}: {}", got.stderr);
+        for (i, w) in who.iter().enumerate() {
+            if i % 2 == 0 {
+                assert_eq!(w, "laptop-ann", "h2={h2} request {i}: {got:?}");
+            } else {
+                assert!(w.starts_with("orders-"), "h2={h2} request {i}: {got:?}");
+            }
+        }
+        assert_eq!(who.len(), 6);
+    }
+    tether(WS, &["leave", "orders"]).expect_ok("tether leave");
+}
+
+#[test]
+fn two_developers_hold_personal_intercepts_at_once() {
+    let _ann = Connected::new(WS, &[]);
+    let _bob = Connected::new(WS2, &[]);
+    let _laptop_ann = Laptop::start(WS, 18082, "laptop-ann");
+    let _laptop_bob = Laptop::start(WS2, 18082, "laptop-bob");
+    let ann = [
+        "intercept",
+        "orders",
+        "--port",
+        "18082:http",
+        "--http-header",
+        "x-session=ann",
+    ];
+    tether(WS, &ann).expect_ok("ann's intercept");
+    let bob = [
+        "intercept",
+        "orders",
+        "--port",
+        "18082:http",
+        "--http-header",
+        "x-session=bob",
+    ];
+    tether(WS2, &bob).expect_ok("bob's intercept");
+
+    let url = service_url("orders", 80);
+    let got = from_cluster(
+        &url,
+        &[
+            "--each-header",
+            "x-session:ann",
+            "--each-header",
+            "x-session:bob",
+            "--each-header",
+            "",
+        ],
+    )
+    .expect_ok("requests");
+    let who = answered_by(&got);
+    assert_eq!(who[0], "laptop-ann", "{got}");
+    assert_eq!(who[1], "laptop-bob", "{got}");
+    assert!(who[2].starts_with("orders-"), "{got}");
+
+    // Bob cannot take requests ann's filter takes; the refusal names her intercept.
+    let clash = tether(
+        WS2,
+        &[
+            "intercept",
+            "orders",
+            "--name",
+            "clash",
+            "--port",
+            "18082:http",
+            "--http-header",
+            "x-session=ann",
+        ],
+    );
+    assert!(!clash.ok);
+    assert!(clash.stderr.contains("overlaps"), "{}", clash.stderr);
+    assert!(
+        clash.stderr.contains("intercept `orders`"),
+        "{}",
+        clash.stderr
+    );
+
+    tether(WS, &["leave", "orders"]).expect_ok("ann leaves");
+    let got = from_cluster(
+        &url,
+        &[
+            "--each-header",
+            "x-session:ann",
+            "--each-header",
+            "x-session:bob",
+        ],
+    )
+    .expect_ok("requests");
+    let who = answered_by(&got);
+    assert!(who[0].starts_with("orders-"), "{got}");
+    assert_eq!(who[1], "laptop-bob", "{got}");
+}
+
+#[test]
+fn env_file_matches_what_the_pod_sees() {
+    let _ws = Connected::new(WS, &[]);
+    let dir = std::env::temp_dir().join(format!("tether-e2e-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("orders.json");
+    tether(
+        WS,
+        &[
+            "intercept",
+            "orders",
+            "--port",
+            "18083:http",
+            "--http-header",
+            "x-session=env",
+            "--env-file",
+            file.to_str().unwrap(),
+            "--env-syntax",
+            "json",
+        ],
+    )
+    .expect_ok("tether intercept --env-file");
+    let written: serde_json::Map<String, Value> =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).expect("env JSON");
+
+    // What the app itself sees: its /env, straight from the pod (not through the Service).
+    let pod_ip = kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app=orders",
+        "--field-selector=status.phase=Running",
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    ])
+    .expect_ok("orders pod IP");
+    let seen = from_cluster(&format!("http://{pod_ip}:8080/env"), &["--json"]).expect_ok("/env");
+    let seen: Value = serde_json::from_str(&seen).unwrap();
+    let body = seen[0]["body"].as_str().unwrap();
+    let pod_env: Vec<(&str, &str)> = body.lines().filter_map(|l| l.split_once('=')).collect();
+
+    for (name, value) in &pod_env {
+        match written.get(*name) {
+            Some(v) => assert_eq!(v.as_str().unwrap(), *value, "{name}"),
+            // Only what the image and the runtime add is not the pod spec's to give.
+            None => assert!(
+                ["PATH", "HOSTNAME", "HOME", "TERM"].contains(name),
+                "{name} is in the pod but not in the env file"
+            ),
+        }
+    }
+    for name in written.keys() {
+        assert!(
+            pod_env.iter().any(|(n, _)| n == name),
+            "{name} is in the env file but not in the pod"
+        );
+    }
+    // Every kind of source made it.
+    for name in [
+        "CFG_LOG_LEVEL",
+        "DB_PASSWORD",
+        "ORDERS_API_TOKEN",
+        "POD_IP",
+        "DB_URL",
+        "ORDERS_SERVICE_HOST",
+        "KUBERNETES_SERVICE_HOST",
+    ] {
+        assert!(
+            written.contains_key(name),
+            "{name} missing from the env file"
+        );
+    }
+    tether(WS, &["leave", "orders"]).expect_ok("tether leave");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn intercept_ends_when_the_client_vanishes() {
+    let ws = Connected::new(WS, &[]);
+    let _laptop = Laptop::start(WS, 18084, "laptop-ann");
+    let url = service_url("orders", 80);
+    tether(WS, &["intercept", "orders", "--port", "18084:http"]).expect_ok("tether intercept");
+    let got = from_cluster(&url, &[]).expect_ok("request");
+    assert_eq!(answered_by(&got), ["laptop-ann"], "{got}");
+
+    let pid = ws.status()["daemon_pid"].as_u64().unwrap().to_string();
+    run(Command::new("kill").args(["-9", &pid])).expect_ok("kill -9 the daemon");
+    // Within 15 s the Service answers from the app again.
+    eventually(
+        Duration::from_secs(15),
+        "the app gets its traffic back",
+        || {
+            let out = from_cluster(&url, &[]);
+            let who = answered_by(&out.stdout);
+            (out.ok && who.len() == 1 && who[0].starts_with("orders-")).then_some(())
+        },
+    );
+    // `quit` cleans up what the killed daemon left (Connected's drop does it too).
+    tether(WS, &["quit"]).expect_ok("tether quit");
+}
+
+/// Install, intercept, leave, uninstall: the workload and its Service are exactly as before.
+#[test]
+fn uninstall_restores_workloads_and_services_exactly() {
+    let _ws = Connected::new(WS, &[]);
+    uninstall_all();
+    for (kind, name, service, port) in [
+        ("deployment", "orders", "orders", "18085:http"),
+        ("deployment", "orders", "orders", "18085:admin"),
+        ("statefulset", "inventory", "inventory", "18085"),
+        ("replicaset", "legacy", "legacy", "18085"),
+    ] {
+        let workload_before = spec(kind, name);
+        let service_before = spec("service", service);
+        let intercept = tether(WS, &["intercept", name, "--port", port]);
+        intercept.expect_ok("tether intercept");
+        assert_ne!(
+            spec(kind, name),
+            workload_before,
+            "{kind}/{name}: the agent is in the template"
+        );
+        tether(WS, &["leave", name]).expect_ok("tether leave");
+        let out = tether(WS, &["uninstall", &format!("{kind}/{name}")]).expect_ok("uninstall");
+        assert!(out.contains(name), "{out}");
+        assert_eq!(spec(kind, name), workload_before, "{kind}/{name} spec");
+        assert_eq!(
+            spec("service", service),
+            service_before,
+            "service {service}"
+        );
+    }
+    // And the workloads serve again without the agent.
+    app_answers(&service_url("orders", 80), "orders-");
+    app_answers(&service_url("legacy", 80), "legacy-");
+}
+
+#[test]
+fn bad_input_is_refused_clearly_and_changes_nothing() {
+    let _ws = Connected::new(WS, &[]);
+    let _bob = Connected::new(WS2, &[]);
+    tether(WS, &["intercept", "orders", "--port", "18086:http"]).expect_ok("first global");
+    let before = cluster_specs();
+    let cases: [(&str, &[&str], &str); 6] = [
+        (
+            "unknown workload",
+            &["intercept", "nosuch", "--port", "18086"],
+            "no Deployment, StatefulSet or ReplicaSet named",
+        ),
+        (
+            "unknown port name",
+            &["intercept", "orders", "--port", "18086:grpc"],
+            "grpc",
+        ),
+        (
+            "no Service",
+            &["intercept", "lonely", "--port", "18086"],
+            "not exposed by any Service",
+        ),
+        (
+            "malformed header",
+            &[
+                "intercept",
+                "orders",
+                "--port",
+                "18086:http",
+                "--http-header",
+                "x-session",
+            ],
+            "NAME=VALUE",
+        ),
+        (
+            "bad local port",
+            &["intercept", "orders", "--port", "http"],
+            "local port",
+        ),
+        (
+            "second global",
+            &["intercept", "orders", "--port", "18086:http"],
+            "already intercepted",
+        ),
+    ];
+    for (what, args, expected) in cases {
+        let out = tether(WS2, args);
+        assert!(!out.ok, "{what}: succeeded: {out:?}");
+        assert!(out.stderr.contains(expected), "{what}: {}", out.stderr);
+        assert_eq!(cluster_specs(), before, "{what} changed the cluster");
+    }
+    // The holder is named.
+    let out = tether(WS2, &["intercept", "orders", "--port", "18086:http"]);
+    assert!(out.stderr.contains('@'), "{}", out.stderr);
+    tether(WS, &["leave", "orders"]).expect_ok("leave");
+}
