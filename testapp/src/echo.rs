@@ -58,6 +58,19 @@ async fn respond(
             bytes_body(n)
         }
         "/env" => text_body(env_text(std::env::vars_os())),
+        // `/slow?ms=N`: the echo, after N ms (at most a minute): a request that is in flight
+        // for as long as a test needs.
+        "/slow" => {
+            let ms = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("ms="))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(1000)
+                .min(60_000);
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            text_body(echo_text(req, &name, peer, local).await)
+        }
         _ => text_body(echo_text(req, &name, peer, local).await),
     };
     let mut resp = Response::new(body);

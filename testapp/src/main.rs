@@ -3,7 +3,8 @@
 //!
 //! * An HTTP echo (HTTP/1.1 and cleartext HTTP/2 on each of its ports) that says which pod
 //!   answered and echoes the request line and headers, so a test can tell the app from an
-//!   intercept and see which headers arrived; `/env` answers with the server's environment.
+//!   intercept and see which headers arrived; `/env` answers with the server's environment,
+//!   `/slow?ms=N` answers after N ms.
 //! * A UDP echo.
 //! * `get`: a client that sends N requests over one connection and prints who answered each.
 //!

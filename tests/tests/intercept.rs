@@ -491,3 +491,116 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
     assert!(out.stderr.contains('@'), "{}", out.stderr);
     tether(WS, &["leave", "orders"]).expect_ok("leave");
 }
+
+/// Starts `GET /slow?ms=…` from the client pod; the child prints who answered.
+fn slow_request(url: &str, ms: u32) -> Child {
+    Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(tether_e2e::kubeconfig())
+        .args([
+            "exec",
+            "deploy/client",
+            "-c",
+            "app",
+            "--",
+            "tether-testapp",
+            "get",
+        ])
+        .arg(format!("{url}slow?ms={ms}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a slow request")
+}
+
+fn finish(child: Child) -> Run {
+    child.wait_with_output().expect("slow request").into()
+}
+
+#[test]
+fn in_flight_requests_survive_an_intercept_starting_and_ending() {
+    let _ws = Connected::new(WS, &[]);
+    let _laptop = Laptop::start(WS, 18087, "laptop-ann");
+    let url = service_url("orders", 80);
+    let intercept = ["intercept", "orders", "--port", "18087:http"];
+    // The agent is installed first: installing it is a rollout, which replaces the pods.
+    tether(WS, &intercept).expect_ok("tether intercept");
+    tether(WS, &["leave", "orders"]).expect_ok("tether leave");
+    app_answers(&url, "orders-");
+
+    // A request to the app is in flight when the intercept starts…
+    let to_app = slow_request(&url, 5000);
+    std::thread::sleep(Duration::from_millis(1500));
+    tether(WS, &intercept).expect_ok("tether intercept");
+    let got = from_cluster(&url, &[]).expect_ok("a new request");
+    assert_eq!(answered_by(&got), ["laptop-ann"], "{got}");
+    let done = finish(to_app).expect_ok("the in-flight request");
+    assert!(answered_by(&done)[0].starts_with("orders-"), "{done}");
+
+    // …and one to the laptop is in flight when it ends.
+    let to_laptop = slow_request(&url, 5000);
+    std::thread::sleep(Duration::from_millis(1500));
+    tether(WS, &["leave", "orders"]).expect_ok("tether leave");
+    let got = from_cluster(&url, &[]).expect_ok("a new request");
+    assert!(answered_by(&got)[0].starts_with("orders-"), "{got}");
+    let done = finish(to_laptop).expect_ok("the in-flight request");
+    assert_eq!(answered_by(&done), ["laptop-ann"], "{done}");
+}
+
+#[test]
+fn new_pods_of_a_scaled_workload_follow_the_intercept() {
+    let _ws = Connected::new(WS, &[]);
+    let _laptop = Laptop::start(WS, 18088, "laptop-ann");
+    tether(
+        WS,
+        &[
+            "intercept",
+            "orders",
+            "--port",
+            "18088:http",
+            "--http-header",
+            "x-session=scale",
+        ],
+    )
+    .expect_ok("tether intercept");
+    kubectl(&["scale", "deployment/orders", "--replicas=3"]).expect_ok("kubectl scale");
+    kubectl(&["rollout", "status", "deployment/orders", "--timeout=120s"]).expect_ok("rollout");
+    // Every pod, old and new, sends the developer's requests to the laptop: straight to each
+    // pod's agent port, so every pod is asked.
+    let pods = kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app=orders",
+        "--field-selector=status.phase=Running",
+        "-o",
+        r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.metadata.deletionTimestamp}{"\n"}{end}"#,
+    ])
+    .expect_ok("orders pods");
+    let ips: Vec<&str> = pods
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 2).then(|| f[1])
+        })
+        .collect();
+    assert_eq!(ips.len(), 3, "{pods}");
+    for ip in ips {
+        let url = format!("http://{ip}:9900/");
+        let got = eventually(
+            Duration::from_secs(20),
+            "the new pod's agent follows",
+            || {
+                let out = from_cluster(
+                    &url,
+                    &["--each-header", "x-session:scale", "--each-header", ""],
+                );
+                let who = answered_by(&out.stdout);
+                (out.ok && who.len() == 2 && who[0] == "laptop-ann").then_some(who)
+            },
+        );
+        assert!(got[1].starts_with("orders-"), "{got:?}");
+    }
+    kubectl(&["scale", "deployment/orders", "--replicas=1"]).expect_ok("kubectl scale back");
+    tether(WS, &["leave", "orders"]).expect_ok("tether leave");
+}
