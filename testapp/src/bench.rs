@@ -3,10 +3,15 @@
 //! They run inside the namespaces being compared (`ip netns exec NS tether-testapp bench …`), so
 //! they are compiled and optimised like the code they measure, not a script's loop. Each one does
 //! a fixed number of operations, each under a timeout, and prints one JSON object on stdout.
+//!
+//! `wait-for` is the exception: it runs in the `client` pod while the benchmark starts an
+//! intercept on the host, and prints `key=value` lines as it goes (see [`Bench::WaitFor`]), so
+//! that the benchmark knows when it is polling and when the first match came, on the clock the
+//! pod and the host share.
 
 use std::{
     net::{IpAddr, SocketAddr},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{bail, Context};
@@ -16,7 +21,12 @@ use hickory_proto::{
     rr::{Name, RecordType},
 };
 use http_body_util::{BodyExt, Empty};
-use hyper::{client::conn::http1, Request, Uri};
+use hyper::{
+    body::Incoming,
+    client::conn::http1,
+    header::{HeaderName, HeaderValue},
+    Request, Response, Uri,
+};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::{
@@ -33,6 +43,9 @@ pub enum Bench {
         /// A new TCP connection for every request (default: one keep-alive connection).
         #[arg(long)]
         new_connection: bool,
+        /// A header every request carries, as `NAME:VALUE` (repeatable).
+        #[arg(long = "header", value_name = "NAME:VALUE", value_parser = parse_header)]
+        headers: Vec<Header>,
         #[command(flatten)]
         counts: Counts,
     },
@@ -48,6 +61,32 @@ pub enum Bench {
         #[arg(long)]
         url: Uri,
         #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
+    /// GETs on a new connection each until an answer's body contains a text: when an intercept
+    /// starts to take the traffic.
+    ///
+    /// stdout, one `key=value` per line: `polling_since_unix_ns` once the first try has finished
+    /// (whatever its outcome), then `attempts`, `misses` (answers without the text) and `errors`,
+    /// and last `first_match_unix_ns`, the wall-clock time the matching answer arrived. Fails
+    /// when nothing matched within the timeout.
+    WaitFor {
+        #[arg(long)]
+        url: Uri,
+        /// A header every request carries, as `NAME:VALUE` (repeatable).
+        #[arg(long = "header", value_name = "NAME:VALUE", value_parser = parse_header)]
+        headers: Vec<Header>,
+        /// What a successful answer's body must contain.
+        #[arg(long)]
+        body_contains: String,
+        /// Pause between tries, in milliseconds.
+        #[arg(long, default_value_t = 5)]
+        interval_ms: u64,
+        /// Per try (connecting included), in milliseconds: a try stuck on a pod that went away
+        /// must not hide the first match for long.
+        #[arg(long, default_value_t = 250)]
+        try_timeout_ms: u64,
+        #[arg(long, default_value_t = 120_000)]
         timeout_ms: u64,
     },
     /// DNS A queries over UDP, one after another.
@@ -103,12 +142,30 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
             Bench::Http {
                 url,
                 new_connection,
+                headers,
                 counts,
-            } => http_latency(&Target::parse(&url)?, new_connection, &counts).await,
+            } => http_latency(&Target::parse(&url)?, new_connection, &headers, &counts).await,
             Bench::Get { url, timeout_ms } => {
                 get_throughput(&Target::parse(&url)?, ms(timeout_ms)).await
             }
             Bench::Wait { url, timeout_ms } => wait(&Target::parse(&url)?, ms(timeout_ms)).await,
+            Bench::WaitFor {
+                url,
+                headers,
+                body_contains,
+                interval_ms,
+                try_timeout_ms,
+                timeout_ms,
+            } => {
+                let pace = Pace {
+                    interval: ms(interval_ms),
+                    per_try: ms(try_timeout_ms),
+                    limit: ms(timeout_ms),
+                };
+                // It prints as it goes.
+                wait_for(&Target::parse(&url)?, &headers, &body_contains, pace).await?;
+                Ok(serde_json::Value::Null)
+            }
             Bench::Dns {
                 server,
                 name,
@@ -116,12 +173,33 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
             } => dns_latency(server, &name, &counts).await,
         }
     })?;
-    println!("{report}");
+    if !report.is_null() {
+        println!("{report}");
+    }
     Ok(())
 }
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// One `NAME:VALUE` argument, checked.
+#[derive(Debug, Clone)]
+pub struct Header {
+    name: HeaderName,
+    value: HeaderValue,
+}
+
+// The same syntax as `get --header`.
+fn parse_header(s: &str) -> Result<Header, String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not NAME:VALUE"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|e| format!("header name {name:?}: {e}"))?;
+    let value =
+        HeaderValue::from_str(value.trim()).map_err(|e| format!("header value {value:?}: {e}"))?;
+    Ok(Header { name, value })
 }
 
 /// Where a URL points: the address to dial and what goes on the request line.
@@ -164,13 +242,24 @@ async fn open(target: &Target) -> anyhow::Result<Sender> {
     Ok(sender)
 }
 
-/// One GET; the body is read to the end and counted.
-async fn get(sender: &mut Sender, target: &Target) -> anyhow::Result<u64> {
+/// Sends one GET carrying `headers`; the answer's body is left to the caller.
+async fn send(
+    sender: &mut Sender,
+    target: &Target,
+    headers: &[Header],
+) -> anyhow::Result<Response<Incoming>> {
     sender.ready().await?;
-    let req = Request::get(target.path.as_str())
-        .header(hyper::header::HOST, target.authority.as_str())
-        .body(Empty::new())?;
-    let resp = sender.send_request(req).await?;
+    let mut req =
+        Request::get(target.path.as_str()).header(hyper::header::HOST, target.authority.as_str());
+    for h in headers {
+        req = req.header(&h.name, &h.value);
+    }
+    Ok(sender.send_request(req.body(Empty::new())?).await?)
+}
+
+/// One GET; the body is read to the end and counted.
+async fn get(sender: &mut Sender, target: &Target, headers: &[Header]) -> anyhow::Result<u64> {
+    let resp = send(sender, target, headers).await?;
     if !resp.status().is_success() {
         bail!("HTTP {}", resp.status());
     }
@@ -184,21 +273,28 @@ async fn get(sender: &mut Sender, target: &Target) -> anyhow::Result<u64> {
     Ok(n)
 }
 
+/// Also reports `elapsed_s`, the wall time of the measured requests (the warm-up excluded), for a
+/// rate.
 async fn http_latency(
     target: &Target,
     new_connection: bool,
+    headers: &[Header],
     counts: &Counts,
 ) -> anyhow::Result<serde_json::Value> {
     let mut recorder = Recorder::new(counts);
     let mut conn: Option<Sender> = None;
+    let mut measured_since = None;
     for i in 0..counts.total() {
         let start = Instant::now();
+        if i == counts.warmup {
+            measured_since = Some(start);
+        }
         let outcome = timeout(counts.per_op(), async {
             let sender = match conn.as_mut() {
                 Some(s) if !new_connection => s,
                 _ => conn.insert(open(target).await?),
             };
-            get(sender, target).await
+            get(sender, target, headers).await
         })
         .await;
         let elapsed = start.elapsed();
@@ -214,7 +310,9 @@ async fn http_latency(
             break;
         }
     }
-    Ok(recorder.report())
+    let mut report = recorder.report();
+    report["elapsed_s"] = measured_since.map(|t| t.elapsed().as_secs_f64()).into();
+    Ok(report)
 }
 
 async fn get_throughput(target: &Target, limit: Duration) -> anyhow::Result<serde_json::Value> {
@@ -222,7 +320,7 @@ async fn get_throughput(target: &Target, limit: Duration) -> anyhow::Result<serd
         .await
         .context("connecting timed out")??;
     let start = Instant::now();
-    let bytes = timeout(limit, get(&mut sender, target))
+    let bytes = timeout(limit, get(&mut sender, target, &[]))
         .await
         .context("the transfer timed out")??;
     let seconds = start.elapsed().as_secs_f64();
@@ -240,7 +338,7 @@ async fn wait(target: &Target, limit: Duration) -> anyhow::Result<serde_json::Va
         attempts += 1;
         let left = limit.saturating_sub(start.elapsed());
         let attempt = timeout(left.min(Duration::from_secs(1)), async {
-            get(&mut open(target).await?, target).await
+            get(&mut open(target).await?, target, &[]).await
         })
         .await;
         let error = match attempt {
@@ -258,6 +356,84 @@ async fn wait(target: &Target, limit: Duration) -> anyhow::Result<serde_json::Va
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// How `wait-for` tries.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    interval: Duration,
+    per_try: Duration,
+    limit: Duration,
+}
+
+/// What one `wait-for` try found.
+#[derive(Debug, PartialEq, Eq)]
+enum Try {
+    Match,
+    Miss,
+    Error(String),
+}
+
+async fn wait_for(
+    target: &Target,
+    headers: &[Header],
+    text: &str,
+    pace: Pace,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let (mut attempts, mut misses, mut errors) = (0u32, 0u32, 0u32);
+    let mut last_error = None;
+    loop {
+        attempts += 1;
+        let attempt = timeout(pace.per_try, async {
+            let resp = send(&mut open(target).await?, target, headers).await?;
+            let ok = resp.status().is_success();
+            let body = resp.into_body().collect().await?.to_bytes();
+            anyhow::Ok(ok && contains(&body, text.as_bytes()))
+        })
+        .await;
+        let outcome = match attempt {
+            Ok(Ok(true)) => Try::Match,
+            Ok(Ok(false)) => Try::Miss,
+            Ok(Err(e)) => Try::Error(format!("{e:#}")),
+            Err(_) => Try::Error(format!("timed out after {:?}", pace.per_try)),
+        };
+        // Taken at once: the benchmark subtracts it from the host's clock.
+        let now = unix_ns(SystemTime::now());
+        if attempts == 1 {
+            println!("polling_since_unix_ns={now}");
+        }
+        match outcome {
+            Try::Match => {
+                println!("attempts={attempts}\nmisses={misses}\nerrors={errors}");
+                println!("first_match_unix_ns={now}");
+                return Ok(());
+            }
+            Try::Miss => misses += 1,
+            Try::Error(e) => {
+                errors += 1;
+                last_error = Some(e);
+            }
+        }
+        if start.elapsed() >= pace.limit {
+            bail!(
+                "no answer containing {text:?} within {:?} ({attempts} attempts, {misses} \
+                 without it, {errors} failed; last error: {})",
+                pace.limit,
+                last_error.as_deref().unwrap_or("none")
+            );
+        }
+        tokio::time::sleep(pace.interval).await;
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Nanoseconds since the Unix epoch; 0 for a clock set before it.
+fn unix_ns(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
 
 async fn dns_latency(

@@ -301,7 +301,7 @@ fn two_developers_hold_personal_intercepts_at_once() {
 
 #[test]
 fn env_file_matches_what_the_pod_sees() {
-    let _ws = Connected::new(WS, &[]);
+    let ws = Connected::new(WS, &[]);
     let dir = std::env::temp_dir().join(format!("tether-e2e-env-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("orders.json");
@@ -373,6 +373,31 @@ fn env_file_matches_what_the_pod_sees() {
     }
     tether(WS, &["leave", "orders"]).expect_ok("tether leave");
     let _ = std::fs::remove_dir_all(&dir);
+
+    // `-- CMD` runs with that environment, and the intercept ends when CMD does.
+    let out = tether(
+        WS,
+        &[
+            "intercept",
+            "orders",
+            "--port",
+            "18083:http",
+            "--http-header",
+            "x-session=cmd",
+            "--",
+            "sh",
+            "-c",
+            "echo \"token=$ORDERS_API_TOKEN url=$DB_URL\"; exit 3",
+        ],
+    );
+    assert_eq!(out.code, Some(3), "CMD's exit code: {out:?}");
+    let db_url = written["DB_URL"].as_str().unwrap();
+    assert!(
+        out.stdout
+            .contains(&format!("token=tok-3f9a1c url={db_url}")),
+        "{out:?}"
+    );
+    assert!(ws.status()["intercepts"].as_array().unwrap().is_empty());
 }
 
 #[test]

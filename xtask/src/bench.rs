@@ -12,9 +12,13 @@
 //! `tether-testapp bench …` (release build) run inside the namespaces; the table goes to stdout
 //! and `target/bench/connect.md`.
 //!
+//! Then `tether intercept` (see [`intercept`]): time to the first intercepted request, the agent's
+//! cost per request, and its memory; in `target/bench/intercept.md`. `--only` runs one part.
+//!
 //! The cluster, the sample app and the manager must be up. Every tether session and
 //! port-forward the run starts is ended by a guard, also when the run fails.
 
+mod intercept;
 mod process;
 mod report;
 
@@ -62,6 +66,22 @@ pub struct Args {
     /// Use the release binaries as they are instead of building them first.
     #[arg(long)]
     no_build: bool,
+    /// Which measurements to run.
+    #[arg(long, value_enum, default_value_t = Only::All)]
+    only: Only,
+    #[command(flatten)]
+    intercept: intercept::InterceptArgs,
+}
+
+/// The parts of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    /// `tether connect` against direct and `kubectl port-forward` (`connect.md`).
+    Connect,
+    /// `tether intercept` (`intercept.md`).
+    Intercept,
+    /// Both, connect first.
+    All,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -88,9 +108,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "{} has no `bench` subcommand: rebuild it (run without --no-build)",
         testapp_bin().display()
     );
-    let pod = preflight(&args.ns)?;
+    if args.only != Only::Intercept {
+        connect(&args)?;
+    }
+    if args.only != Only::Connect {
+        intercept::run(&args)?;
+    }
+    Ok(())
+}
+
+/// `tether connect` against direct and `kubectl port-forward`.
+fn connect(args: &Args) -> anyhow::Result<()> {
+    let pod = hello_pod()?;
+    preflight(&args.ns)?;
     let mut report = Report {
-        meta: meta(&args, &pod),
+        meta: meta(args, &pod),
         ..Report::default()
     };
     let ns = args.ns.as_str();
@@ -100,12 +132,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let original = process::nameserver(ns)?;
     report
         .dns
-        .push(dns(&args, None, Lookup::NonCluster, original));
+        .push(dns(args, None, Lookup::NonCluster, original));
 
     step("direct: host → pod IP");
     report
         .paths
-        .push(measure(&args, Path::Direct, None, &pod_addr));
+        .push(measure(args, Path::Direct, None, &pod_addr));
 
     step("kubectl port-forward on the host");
     {
@@ -113,28 +145,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let local = format!("127.0.0.1:{}", forward.local_port);
         report
             .paths
-            .push(measure(&args, Path::KubectlPortForward, None, &local));
+            .push(measure(args, Path::KubectlPortForward, None, &local));
     }
 
     for path in [Path::TetherUdp, Path::TetherPortForward] {
         let transport = path.transport().context("a tether path")?;
         step(&format!("tether connect --transport {transport} on {ns}"));
-        let (connect, session) = connect_trials(&args, path, &pod_addr)?;
+        let (connect, session) = connect_trials(args, path, &pod_addr)?;
         report.connects.push(connect);
         step(&format!("tether over {transport}: {ns} → pod IP"));
-        report.paths.push(measure(&args, path, Some(ns), &pod_addr));
+        report.paths.push(measure(args, path, Some(ns), &pod_addr));
         let server = process::nameserver(ns)?;
         for lookup in [Lookup::NonCluster, Lookup::Cluster, Lookup::ClusterUncached] {
-            report.dns.push(dns(&args, Some(path), lookup, server));
+            report.dns.push(dns(args, Some(path), lookup, server));
         }
         drop(session);
     }
 
-    let md = report.markdown();
+    write_report("connect.md", &report.markdown())
+}
+
+/// Prints a report and writes it to `target/bench/NAME`.
+fn write_report(name: &str, md: &str) -> anyhow::Result<()> {
     let dir = cluster::repo().join("target/bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let file = dir.join("connect.md");
-    std::fs::write(&file, &md).with_context(|| format!("writing {}", file.display()))?;
+    let file = dir.join(name);
+    std::fs::write(&file, md).with_context(|| format!("writing {}", file.display()))?;
     println!("{md}");
     eprintln!("written to {}", file.display());
     Ok(())
@@ -144,12 +180,17 @@ fn testapp_bin() -> PathBuf {
     cluster::repo().join("target/release/tether-testapp")
 }
 
-/// Checks that what the run needs is there, and picks the pod.
-fn preflight(ns: &str) -> anyhow::Result<Pod> {
+/// The pod of the sample app `hello` the connect paths go to.
+fn hello_pod() -> anyhow::Result<Pod> {
     let pods = sample::running_pods().context(HINT)?;
-    let Some(pod) = pods.into_iter().next() else {
-        bail!("no running pod of the sample app `hello`; {HINT}");
-    };
+    pods.into_iter()
+        .next()
+        .with_context(|| format!("no running pod of the sample app `hello`; {HINT}"))
+}
+
+/// Checks that the manager and the workstation namespace are there, and that nothing else holds
+/// the namespace's tether session.
+fn preflight(ns: &str) -> anyhow::Result<()> {
     let ready = cluster::run(cluster::kubectl().args([
         "--request-timeout=10s",
         "-n",
@@ -183,51 +224,12 @@ fn preflight(ns: &str) -> anyhow::Result<Pod> {
              quit that one first (the end-to-end tests keep theirs under /run/tether-e2e/{ns})"
         );
     }
-    Ok(pod)
+    Ok(())
 }
 
 fn meta(args: &Args, pod: &Pod) -> Vec<(String, String)> {
-    let text = |cmd: &mut Command| {
-        cmd.output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default()
-    };
-    let repo = cluster::repo();
-    let mut commit =
-        text(
-            Command::new("git")
-                .arg("-C")
-                .arg(&repo)
-                .args(["rev-parse", "--short", "HEAD"]),
-        );
-    if !text(
-        Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(["status", "--porcelain"]),
-    )
-    .is_empty()
-    {
-        commit.push_str(" + uncommitted changes");
-    }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: Vec<&str> = load.split_whitespace().take(3).collect();
-    vec![
-        (
-            "date".into(),
-            text(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])),
-        ),
-        ("commit".into(), commit),
-        (
-            "machine".into(),
-            format!(
-                "{} CPUs, load average {} at the start",
-                std::thread::available_parallelism().map_or(0, |n| n.get()),
-                load.join(" ")
-            ),
-        ),
+    let mut meta = machine_meta();
+    meta.extend([
         (
             "target".into(),
             format!("pod {} ({}), port {POD_PORT}", pod.name, pod.ip),
@@ -250,6 +252,55 @@ fn meta(args: &Args, pod: &Pod) -> Vec<(String, String)> {
                 args.new_connection_requests,
                 args.dns_requests,
                 args.connect_trials
+            ),
+        ),
+    ]);
+    meta
+}
+
+/// When, what and where a run ran: the first lines of every report.
+fn machine_meta() -> Vec<(String, String)> {
+    let text = |cmd: &mut Command| {
+        cmd.output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let repo = cluster::repo();
+    let mut commit =
+        text(
+            Command::new("git")
+                .arg("-C")
+                .arg(&repo)
+                .args(["rev-parse", "--short", "HEAD"]),
+        );
+    if !text(
+        Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["status", "--porcelain"])
+            // Read only: no index refresh that could collide with someone's commit.
+            .env("GIT_OPTIONAL_LOCKS", "0"),
+    )
+    .is_empty()
+    {
+        commit.push_str(" + uncommitted changes");
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    vec![
+        (
+            "date".into(),
+            text(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])),
+        ),
+        ("commit".into(), commit),
+        (
+            "machine".into(),
+            format!(
+                "{} CPUs, load average {} at the start",
+                std::thread::available_parallelism().map_or(0, |n| n.get()),
+                load.join(" ")
             ),
         ),
     ]

@@ -334,21 +334,7 @@ impl Report {
             );
         }
 
-        md.push_str(
-            "\n## Targets\n\n| check | target | measured | verdict |\n|---|---|---:|---|\n",
-        );
-        for c in self.checks() {
-            let verdict = match c.pass {
-                Some(true) => "pass",
-                Some(false) => "**FAIL**",
-                None => "—",
-            };
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {verdict} |",
-                c.what, c.target, c.measured
-            );
-        }
+        targets_markdown(&mut md, &self.checks());
         let _ = writeln!(
             md,
             "\nMB = 10^6 bytes. Latencies are per request, client-side, nearest-rank percentiles. \
@@ -390,6 +376,23 @@ impl Report {
     }
 }
 
+/// The `## Targets` table.
+pub(super) fn targets_markdown(md: &mut String, checks: &[Check]) {
+    md.push_str("\n## Targets\n\n| check | target | measured | verdict |\n|---|---|---:|---|\n");
+    for c in checks {
+        let verdict = match c.pass {
+            Some(true) => "pass",
+            Some(false) => "**FAIL**",
+            None => "—",
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {verdict} |",
+            c.what, c.target, c.measured
+        );
+    }
+}
+
 /// Added DNS latency below this is noise, given the baseline p50.
 pub fn dns_noise_us(baseline_p50_us: f64) -> f64 {
     DNS_NOISE_FLOOR_US.max(baseline_p50_us * DNS_NOISE_SHARE)
@@ -405,11 +408,11 @@ fn us(v: Option<f64>) -> String {
     v.map_or("n/a".into(), |v| format!("{v:.0}"))
 }
 
-fn p50_p99(l: &Latency) -> String {
+pub(super) fn p50_p99(l: &Latency) -> String {
     format!("{} / {}", us(l.p50_us), us(l.p99_us))
 }
 
-fn secs(d: Option<Duration>) -> String {
+pub(super) fn secs(d: Option<Duration>) -> String {
     d.map_or("n/a".into(), |d| format!("{:.2} s", d.as_secs_f64()))
 }
 
