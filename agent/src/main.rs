@@ -166,18 +166,12 @@ async fn run_sidecar(args: SidecarArgs) -> Result<(), Box<dyn std::error::Error>
         link,
         sniff_timeout: Duration::from_millis(args.sniff_timeout_ms),
     };
-    // On SIGTERM (the pod is going away) keep serving a moment, while the endpoints controller
-    // takes the pod out of its Services, so requests already sent here still get answers.
+    // On SIGTERM (the pod is going away) stop accepting and let accepted connections finish.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = sidecar::run(config) => result?,
-        _ = async {
-            term.recv().await;
-            tokio::time::sleep(SIDECAR_DRAIN).await;
-        } => tracing::info!("Terminated"),
-    }
+    sidecar::run(config, async move {
+        term.recv().await;
+    })
+    .await?;
+    tracing::info!("Terminated");
     Ok(())
 }
-
-/// How long the sidecar keeps serving after SIGTERM.
-const SIDECAR_DRAIN: Duration = Duration::from_secs(2);

@@ -85,10 +85,19 @@ pub enum SidecarError {
     },
 }
 
-/// Runs the proxies and the link until the process ends.
-pub async fn run(config: SidecarConfig) -> Result<(), SidecarError> {
+/// How long connections may take to finish after `shutdown`.
+pub const DRAIN: Duration = Duration::from_secs(2);
+
+/// Runs the proxies and the link until `shutdown` completes (the pod is going away). Then the
+/// ports stop accepting, so the Service's new connections go to other pods, and connections
+/// already accepted get up to [`DRAIN`] to finish.
+pub async fn run(
+    config: SidecarConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), SidecarError> {
     let mut tasks = JoinSet::new();
     let mut ports = Vec::new();
+    let mut proxies = Vec::new();
     for forward in &config.forwards {
         let listener =
             TcpListener::bind(forward.listen)
@@ -106,12 +115,26 @@ pub async fn run(config: SidecarConfig) -> Result<(), SidecarError> {
             routes: proxy.routes().clone(),
         });
         info!(listen = %forward.listen, app = %forward.app, "Sidecar proxy ready");
+        proxies.push(proxy.clone());
         tasks.spawn(async move { proxy.serve(listener).await });
     }
-    if let Some(link) = config.link {
-        tasks.spawn(link::run(link, ports));
+    let link = config.link.map(|link| tokio::spawn(link::run(link, ports)));
+    tokio::select! {
+        () = shutdown => {}
+        _ = async { while tasks.join_next().await.is_some() {} } => return Ok(()),
     }
-    while tasks.join_next().await.is_some() {}
+    // Closing the listeners refuses new connections; the link stays up while the others finish.
+    tasks.abort_all();
+    info!("Shutting down: no new connections");
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    while proxies.iter().any(|p| p.active_connections() > 0)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(link) = link {
+        link.abort();
+    }
     Ok(())
 }
 

@@ -54,9 +54,13 @@ pub enum Command {
     },
     /// Show versions.
     Version,
-    /// Run the daemon in the foreground (started by `connect`).
+    /// Run the daemon's privileged helper in the foreground (started by `connect`, as root); it
+    /// starts the daemon itself without privilege.
     #[command(hide = true)]
     Daemon(ConnectArgs),
+    /// Run the daemon (started by the privileged helper, talking to it on stdin).
+    #[command(hide = true)]
+    DaemonWorker(ConnectArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,6 +2,7 @@
 
 use std::{
     io::{BufRead, BufReader},
+    os::fd::AsFd,
     os::unix::process::CommandExt,
     path::Path,
     process::{Command as Process, ExitCode, Stdio},
@@ -13,7 +14,7 @@ use tether_daemon::{
     cluster::Cluster,
     control::{self, Request, Response, StatusReport},
     daemon::{self, Options},
-    privileged::resolv_conf::ResolvConfFile,
+    privileged::{channel::Helper, helper, resolv_conf::ResolvConfFile},
 };
 use tokio::net::UnixStream;
 
@@ -22,7 +23,8 @@ use crate::args::{Cli, Command, ConnectArgs, Output};
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Connect(args) => connect(args).await,
-        Command::Daemon(args) => run_daemon(args).await,
+        Command::Daemon(args) => run_helper(args).await,
+        Command::DaemonWorker(args) => run_daemon(args).await,
         Command::Status { output } => status(output).await,
         Command::Quit => quit().await,
         Command::Install { kube, image } => {
@@ -184,7 +186,7 @@ fn daemon_args(a: &ConnectArgs) -> Vec<String> {
     v
 }
 
-async fn run_daemon(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+fn init_daemon_logs() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -193,8 +195,10 @@ async fn run_daemon(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let opts = Options {
+}
+
+fn daemon_options(args: ConnectArgs) -> Options {
+    Options {
         namespace: args.namespace,
         kubeconfig: args.kube.kubeconfig,
         context: args.kube.context,
@@ -206,11 +210,52 @@ async fn run_daemon(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         tun_network: args.tun_network,
         resolv_conf: args.resolv_conf,
         runtime_dir: control::runtime_dir(),
-    };
-    match daemon::run(opts).await {
-        Ok(()) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The privileged helper (root): starts the daemon as the invoking user and serves it.
+async fn run_helper(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    init_daemon_logs();
+    let mut worker =
+        std::process::Command::new(std::env::current_exe().context("finding the tether binary")?);
+    worker.arg("daemon-worker").args(daemon_args(&args));
+    let config = daemon_options(args).helper_config();
+    match helper::run(config, worker, helper::daemon_user()).await {
+        Ok(status) => Ok(ExitCode::from(
+            status.code().unwrap_or(1).clamp(0, 255) as u8
+        )),
         Err(error) => {
             let text = tether_daemon::error_chain(&error);
+            tracing::error!(error = %text, "Privileged helper failed");
+            println!("error: {text}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The daemon (unprivileged): its helper is on the other end of stdin.
+async fn run_daemon(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    init_daemon_logs();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let stdin = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("the helper's channel")?;
+    let channel = std::os::unix::net::UnixStream::from(stdin);
+    channel
+        .set_nonblocking(true)
+        .context("the helper's channel")?;
+    let channel = UnixStream::from_std(channel).context("the helper's channel")?;
+    let opts = daemon_options(args);
+    let result = match Helper::connect(channel).await {
+        Ok((helper, start)) => daemon::run(opts, helper, start)
+            .await
+            .map_err(|e| tether_daemon::error_chain(&e)),
+        Err(e) => Err(tether_daemon::error_chain(&e)),
+    };
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(text) => {
             tracing::error!(error = %text, "Daemon failed");
             println!("error: {text}");
             Ok(ExitCode::FAILURE)
@@ -276,11 +321,25 @@ async fn status(output: Output) -> anyhow::Result<ExitCode> {
 
 async fn quit() -> anyhow::Result<ExitCode> {
     let dir = control::runtime_dir();
+    let pids = match ask(Request::Status).await {
+        Some(Response::Status(s)) => vec![s.daemon_pid, s.privileged_pid],
+        _ => Vec::new(),
+    };
     match ask(Request::Quit).await {
         Some(_) => {
+            // Done when both processes are gone: the helper restores the resolver configuration
+            // and removes the socket last.
             let sock = control::socket_path(&dir);
+            let alive = |pid: &u32| {
+                // A zombie (not yet reaped by its new parent) has finished.
+                *pid != 0
+                    && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                        stat.rsplit_once(')')
+                            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+                    })
+            };
             for _ in 0..100 {
-                if !sock.exists() {
+                if !sock.exists() && !pids.iter().any(alive) {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

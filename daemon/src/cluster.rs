@@ -76,6 +76,23 @@ impl Cluster {
                 .map_err(|e| ClusterError::NoKubeconfig(format!("{}: {e}", path.display())))?,
             None => Kubeconfig::read().map_err(|e| ClusterError::NoKubeconfig(e.to_string()))?,
         };
+        Self::from_kubeconfig(kc, context).await
+    }
+
+    /// Uses a kubeconfig the privileged helper read (as JSON text).
+    pub async fn from_kubeconfig_json(
+        text: &str,
+        context: Option<String>,
+    ) -> Result<Cluster, ClusterError> {
+        let kc: Kubeconfig = serde_json::from_str(text)
+            .map_err(|e| ClusterError::NoKubeconfig(format!("from the privileged helper: {e}")))?;
+        Self::from_kubeconfig(kc, context).await
+    }
+
+    async fn from_kubeconfig(
+        kc: Kubeconfig,
+        context: Option<String>,
+    ) -> Result<Cluster, ClusterError> {
         let context_name = context
             .clone()
             .or_else(|| kc.current_context.clone())

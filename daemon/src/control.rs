@@ -57,6 +57,9 @@ pub struct StatusReport {
     pub dns_server: String,
     pub reconnects: u64,
     pub daemon_pid: u32,
+    /// The privileged helper's pid (root; the daemon itself is not).
+    #[serde(default)]
+    pub privileged_pid: u32,
     /// This workstation's intercepts.
     #[serde(default)]
     pub intercepts: Vec<ActiveIntercept>,

@@ -20,7 +20,8 @@ use crate::{
     connect::{self, Dialed, Transport},
     control::StatusReport,
     privileged::{
-        resolv_conf::{self, ResolvConf, ResolvConfFile},
+        channel::{ChannelError, Helper, Start},
+        resolv_conf::ResolvConf,
         route_check,
     },
     session::Session,
@@ -45,9 +46,36 @@ pub struct Options {
 }
 
 impl Options {
-    fn dns_ip(&self) -> Ipv4Addr {
+    /// The DNS server's address: the TUN network's second host.
+    pub fn dns_ip(&self) -> Ipv4Addr {
         let base = u32::from(self.tun_network.network());
         Ipv4Addr::from(base + 2)
+    }
+
+    /// The TUN device: named `tun_name`, with the TUN network's first host.
+    pub fn tun_config(&self) -> crate::tun::TunConfig {
+        crate::tun::TunConfig {
+            name: self.tun_name.clone(),
+            address: Ipv4Net::new(
+                Ipv4Addr::from(u32::from(self.tun_network.network()) + 1),
+                self.tun_network.prefix_len(),
+            )
+            .unwrap_or(self.tun_network),
+            mtu: crate::TUN_MTU,
+        }
+    }
+
+    /// What the privileged helper may do for this daemon.
+    pub fn helper_config(&self) -> crate::privileged::helper::HelperConfig {
+        crate::privileged::helper::HelperConfig {
+            tun: self.tun_config(),
+            dns: self.dns_ip(),
+            never_proxy: self.never_proxy.clone(),
+            allow_conflicting_subnets: self.allow_conflicting_subnets,
+            resolv_conf: self.resolv_conf.clone(),
+            runtime_dir: self.runtime_dir.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+        }
     }
 }
 
@@ -60,21 +88,16 @@ pub enum DaemonError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("{0}. Use --never-proxy to leave that range alone, or --allow-conflicting-subnets to route it anyway")]
     RouteConflict(String),
-    #[error("cannot create TUN device {name}: {source}. tether needs root: run it with sudo")]
+    #[error("using TUN device {name}")]
     Tun {
         name: String,
         #[source]
         source: crate::tun::TunError,
     },
-    #[error("routing {cidr} into {dev}")]
-    Route {
-        cidr: IpNet,
-        dev: String,
-        #[source]
-        source: crate::tun::TunError,
-    },
-    #[error("configuring DNS")]
-    Resolver(#[from] resolv_conf::ResolvError),
+    #[error(transparent)]
+    Helper(ChannelError),
+    #[error("reading the resolver configuration")]
+    ReadResolvConf(#[source] std::io::Error),
     #[error("already connected (daemon pid {0}); run `tether quit` first")]
     AlreadyRunning(u32),
     #[error("the control socket")]
@@ -94,18 +117,15 @@ fn progress(stage: &str) {
     println!("progress: {stage}");
 }
 
-/// Runs the daemon until `tether quit`, a signal, or a fatal error.
-pub async fn run(opts: Options) -> Result<(), DaemonError> {
-    std::fs::create_dir_all(&opts.runtime_dir).map_err(DaemonError::Socket)?;
-    let resolv = ResolvConfFile::new(&opts.resolv_conf, &opts.runtime_dir);
-    // A daemon that died without cleaning up left its resolv.conf behind: put it back first.
-    if resolv.repair_stale()? {
-        warn!("Restored the resolver configuration a previous daemon left behind");
-    }
+/// Runs the daemon until `tether quit`, a signal, or a fatal error. It runs without privilege:
+/// the TUN device, routes and resolver configuration come from its privileged `helper`
+/// (see [`crate::privileged::helper`]), which also put the kubeconfig in `start`.
+pub async fn run(opts: Options, helper: Helper, start: Start) -> Result<(), DaemonError> {
+    let helper = Arc::new(helper);
     let listener = crate::server::bind(&opts.runtime_dir).await?;
 
     progress("connecting to the cluster");
-    let cluster = Cluster::load(opts.kubeconfig.clone(), opts.context.clone()).await?;
+    let cluster = Cluster::from_kubeconfig_json(&start.kubeconfig, opts.context.clone()).await?;
     cluster.check_namespace(&opts.namespace).await?;
     progress("dialing the traffic manager");
     let client = client_name();
@@ -146,33 +166,22 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     }
 
     progress("creating the TUN device and routes");
-    let tun = crate::tun::Tun::create(&crate::tun::TunConfig {
-        name: opts.tun_name.clone(),
-        address: Ipv4Net::new(
-            Ipv4Addr::from(u32::from(opts.tun_network.network()) + 1),
-            opts.tun_network.prefix_len(),
-        )
-        .unwrap_or(opts.tun_network),
-        mtu: crate::TUN_MTU,
-    })
-    .map_err(|source| DaemonError::Tun {
-        name: opts.tun_name.clone(),
-        source,
+    let fd = helper.tun().await.map_err(DaemonError::Helper)?;
+    let tun = crate::tun::Tun::from_fd(fd, &opts.tun_name, crate::TUN_MTU).map_err(|source| {
+        DaemonError::Tun {
+            name: opts.tun_name.clone(),
+            source,
+        }
     })?;
-    for cidr in &routes {
-        tun.add_route(IpNet::V4(*cidr))
-            .await
-            .map_err(|source| DaemonError::Route {
-                cidr: IpNet::V4(*cidr),
-                dev: opts.tun_name.clone(),
-                source,
-            })?;
-    }
-
-    let route_handle = tun.routes();
+    helper
+        .add_routes(routes.clone())
+        .await
+        .map_err(DaemonError::Helper)?;
 
     // DNS: our server inside the TUN range, the original resolvers as upstream.
-    let original = ResolvConf::parse(&resolv.read()?);
+    let original = ResolvConf::parse(
+        &std::fs::read_to_string(&opts.resolv_conf).map_err(DaemonError::ReadResolvConf)?,
+    );
     let upstream: Vec<SocketAddr> = original
         .nameservers
         .iter()
@@ -197,11 +206,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         dns,
         session_rx.clone(),
     );
-    resolv.install(&resolv_conf::render(
-        &original,
-        IpAddr::V4(opts.dns_ip()),
-        &search,
-    )?)?;
+    helper.set_dns(search).await.map_err(DaemonError::Helper)?;
 
     let shared = Arc::new(Shared::default());
     {
@@ -220,6 +225,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             dns_server: opts.dns_ip().to_string(),
             reconnects: 0,
             daemon_pid: std::process::id(),
+            privileged_pid: start.helper_pid,
             intercepts: Vec::new(),
         };
     }
@@ -235,7 +241,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
 
     let follower = tokio::spawn(follow_subnets(
         session_rx.clone(),
-        route_handle,
+        helper.clone(),
         routes.clone(),
         never,
         opts.also_proxy.clone(),
@@ -271,11 +277,8 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         s.close();
     }
     stack_task.abort();
-    // Restore DNS first: it is the part a user notices.
-    if let Err(e) = resolv.restore() {
-        warn!(error = %e, "Could not restore the resolver configuration");
-    }
-    // The TUN device (and with it every route through it) goes away with the stack task.
+    // The TUN device (and with it every route through it) goes away with the stack task; the
+    // helper restores the resolver configuration as soon as this process exits.
     let _ = stack_task.await;
     server.abort();
     crate::server::remove(&opts.runtime_dir);
@@ -337,7 +340,7 @@ async fn supervise(
 /// only added while connected; they all go when the device does.
 async fn follow_subnets(
     mut session_rx: watch::Receiver<Option<Session>>,
-    routes: crate::tun::Routes,
+    helper: Arc<Helper>,
     mut installed: Vec<Ipv4Net>,
     never: Vec<Ipv4Net>,
     also: Vec<Ipv4Net>,
@@ -353,7 +356,7 @@ async fn follow_subnets(
                     if installed.iter().any(|have| have.contains(&cidr)) {
                         continue;
                     }
-                    match routes.add(IpNet::V4(cidr)).await {
+                    match helper.add_routes(vec![cidr]).await {
                         Ok(()) => {
                             info!(%cidr, "Routed a new cluster subnet");
                             installed.push(cidr);

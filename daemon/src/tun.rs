@@ -123,6 +123,24 @@ impl Tun {
         })
     }
 
+    /// Wraps a device created by the privileged helper and passed over its channel.
+    #[allow(unsafe_code)] // tun-rs has no safe way to adopt a descriptor.
+    pub fn from_fd(fd: std::os::fd::OwnedFd, name: &str, mtu: u16) -> Result<Tun, TunError> {
+        use std::os::fd::IntoRawFd;
+        let raw = fd.into_raw_fd();
+        // SAFETY: `raw` is a TUN device the helper opened with tun-rs (IFF_NO_PI, no vnet
+        // header) and passed with SCM_RIGHTS; this process owns the only copy, handed over here.
+        let device = unsafe { AsyncDevice::from_fd(raw) }.map_err(|source| TunError::Create {
+            name: name.to_owned(),
+            source,
+        })?;
+        Ok(Tun {
+            device,
+            name: name.to_owned(),
+            mtu,
+        })
+    }
+
     /// The interface name.
     pub fn name(&self) -> &str {
         &self.name
@@ -158,6 +176,12 @@ impl Tun {
     }
 }
 
+impl std::os::fd::AsRawFd for Tun {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.device.as_raw_fd()
+    }
+}
+
 /// Changes the routes of one TUN device (by name); validated like [`Tun::add_route`].
 #[derive(Debug, Clone)]
 pub struct Routes {
@@ -165,6 +189,13 @@ pub struct Routes {
 }
 
 impl Routes {
+    /// The routes of the device called `name`.
+    pub fn named(name: &str) -> Routes {
+        Routes {
+            name: name.to_owned(),
+        }
+    }
+
     /// Routes `cidr` into the device (idempotent).
     pub async fn add(&self, cidr: IpNet) -> Result<(), TunError> {
         validate_route(cidr)?;

@@ -109,12 +109,16 @@ fn udp_transport_forced() {
 fn next_connect_repairs_what_a_killed_daemon_left() {
     let before = machine_state(WS);
     let conn = Connected::new(WS, &[]);
-    let pid = conn.status()["daemon_pid"].as_u64().expect("pid");
+    let status = conn.status();
     std::mem::forget(conn);
-    run(Command::new("kill").args(["-9", &pid.to_string()])).expect_ok("kill -9");
-    eventually(Duration::from_secs(5), "daemon gone", || {
-        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
-    });
+    // Both processes die at once (a power cut, the OOM killer): nothing could clean up.
+    for key in ["privileged_pid", "daemon_pid"] {
+        let pid = status[key].as_u64().expect("pid");
+        run(Command::new("kill").args(["-9", &pid.to_string()])).expect_ok("kill -9");
+        eventually(Duration::from_secs(5), "process gone", || {
+            (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+        });
+    }
     assert_ne!(
         machine_state(WS).0,
         before.0,
@@ -125,6 +129,47 @@ fn next_connect_repairs_what_a_killed_daemon_left() {
     assert_hello(curl(Some(WS), &["http://hello.default/"]), "after repair");
     drop(conn);
     assert_eq!(machine_state(WS), before, "resolv.conf and routes restored");
+}
+
+/// The fields of `/proc/PID/status` named `key` (e.g. `Uid`).
+fn proc_status(pid: u64, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{key}:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn only_the_helper_is_privileged_and_it_cleans_up_after_a_daemon_crash() {
+    let before = machine_state(WS);
+    let conn = Connected::new(WS, &[]);
+    let status = conn.status();
+    let daemon = status["daemon_pid"].as_u64().expect("daemon pid");
+    let helper = status["privileged_pid"].as_u64().expect("helper pid");
+    assert_ne!(daemon, helper);
+    // The daemon (tunnel, stack, DNS, kube client, intercepts) has no privilege at all.
+    let uid = proc_status(daemon, "Uid");
+    assert!(
+        !uid.split_whitespace().any(|u| u == "0"),
+        "daemon uids: {uid}"
+    );
+    assert_eq!(proc_status(daemon, "CapEff"), "0000000000000000");
+    assert!(proc_status(helper, "Uid").starts_with('0'));
+    assert_hello(curl(Some(WS), &["http://hello.default/"]), "connected");
+
+    // The daemon crashes: the helper puts DNS and routes back at once, with no new connect.
+    std::mem::forget(conn);
+    run(Command::new("kill").args(["-9", &daemon.to_string()])).expect_ok("kill -9");
+    eventually(Duration::from_secs(10), "machine restored", || {
+        let gone = !std::path::Path::new(&format!("/proc/{helper}")).exists();
+        (gone && machine_state(WS) == before).then_some(())
+    });
+    let links = run(Command::new("ip").args(["-n", WS, "link"])).stdout;
+    assert!(!links.contains("tether0"), "{links}");
 }
 
 #[test]

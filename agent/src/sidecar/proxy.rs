@@ -121,6 +121,8 @@ pub struct Proxy {
 
 #[derive(Debug)]
 struct Shared {
+    /// Connections being served (for draining on shutdown).
+    active: std::sync::atomic::AtomicUsize,
     app: Upstream,
     app_addr: SocketAddr,
     routes: Routes,
@@ -132,6 +134,7 @@ impl Proxy {
     pub fn new(config: ProxyConfig) -> Self {
         Self {
             shared: Arc::new(Shared {
+                active: std::sync::atomic::AtomicUsize::new(0),
                 app: Upstream::new(config.app),
                 app_addr: config.app,
                 routes: Routes::default(),
@@ -171,10 +174,34 @@ impl Proxy {
     pub async fn serve_connection(&self, stream: TcpStream) {
         self.shared.clone().connection(stream).await
     }
+
+    /// How many connections are being served now.
+    pub fn active_connections(&self) -> usize {
+        self.shared
+            .active
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Counts a connection while it lives.
+struct Active<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Active<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Shared {
     async fn connection(self: Arc<Self>, mut stream: TcpStream) {
+        let _active = Active::new(&self.active);
         let _ = stream.set_nodelay(true);
         let mut first = BytesMut::with_capacity(1024);
         let protocol =
