@@ -5,4 +5,5 @@
 pub mod channel;
 pub mod helper;
 pub mod resolv_conf;
+pub mod resolved;
 pub mod route_check;

@@ -7,8 +7,9 @@
 //! - route ranges into that device, refusing any that is not a plain unicast network, that
 //!   touches a `--never-proxy` range, or that overlaps an existing route (unless
 //!   `--allow-conflicting-subnets`);
-//! - point the resolver configuration at the daemon's DNS server (an address of its own
-//!   choosing), with validated search domains, and put it back.
+//! - point the resolver at the daemon's DNS server (an address of its own choosing), with
+//!   validated search domains: per link through systemd-resolved where it is in charge (see
+//!   [`resolved`](super::resolved)), else by rewriting `/etc/resolv.conf`, and put it back.
 //!
 //! It also reads the kubeconfig for the daemon (which may not be able to), and it is what makes
 //! a crash harmless: when the daemon exits for any reason the helper puts the resolver
@@ -30,6 +31,7 @@ use tracing::{info, warn};
 
 use super::channel::{read_line, write_line, Reply, Request, Start};
 use super::resolv_conf::{self, ResolvConf, ResolvConfFile};
+use super::resolved;
 use super::route_check;
 use crate::tun::{self, Tun, TunConfig};
 
@@ -132,6 +134,7 @@ pub async fn run(
         resolv: &resolv,
         tun_created: false,
         dns_installed: false,
+        resolved: false,
     };
     let mut pending = Vec::new();
     let status = loop {
@@ -158,6 +161,10 @@ pub async fn run(
         if let Err(error) = resolv.restore() {
             warn!(%error, "Could not restore the resolver configuration");
         }
+    }
+    if state.resolved {
+        // Usually the link is gone already, and resolved with it forgot its settings.
+        let _ = resolved::revert(&config.tun.name).await;
     }
     crate::server::remove(&config.runtime_dir);
     info!(
@@ -205,6 +212,8 @@ struct State<'a> {
     resolv: &'a ResolvConfFile,
     tun_created: bool,
     dns_installed: bool,
+    /// DNS went to systemd-resolved (per link) instead of resolv.conf.
+    resolved: bool,
 }
 
 impl State<'_> {
@@ -222,7 +231,7 @@ impl State<'_> {
                 Ok(()) => (Reply::Ok, None),
                 Err(message) => (refuse(message), None),
             },
-            Request::Dns { search } => match self.set_dns(&search) {
+            Request::Dns { search } => match self.set_dns(&search).await {
                 Ok(()) => (Reply::Ok, None),
                 Err(message) => (refuse(message), None),
             },
@@ -272,8 +281,14 @@ impl State<'_> {
         Ok(())
     }
 
-    fn set_dns(&mut self, search: &[String]) -> Result<(), String> {
+    async fn set_dns(&mut self, search: &[String]) -> Result<(), String> {
         let original = ResolvConf::parse(&self.resolv.read().map_err(|e| e.to_string())?);
+        if resolved::in_charge(&original, std::path::Path::new(resolved::RUNTIME_DIR)) {
+            resolved::apply(&self.config.tun.name, IpAddr::V4(self.config.dns), search).await?;
+            self.resolved = true;
+            info!(dns = %self.config.dns, ?search, "Split DNS set on the link (systemd-resolved)");
+            return Ok(());
+        }
         let text = resolv_conf::render(&original, IpAddr::V4(self.config.dns), search)
             .map_err(|e| e.to_string())?;
         self.resolv.install(&text).map_err(|e| e.to_string())?;
