@@ -20,7 +20,19 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The daemon's work is a chain of hand-offs (TUN → stack → tunnel and back); on one thread
+    // they cost no cross-thread wake-ups, which is most of a new connection's latency. Set
+    // TETHER_DAEMON_THREADS=multi to compare.
+    let single = matches!(cli.command, args::Command::DaemonWorker(_))
+        && std::env::var("TETHER_DAEMON_THREADS").as_deref() != Ok("multi");
+    let runtime = if single {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tether: cannot start: {e}");

@@ -40,7 +40,7 @@ mod udp;
 pub use self::core::Counters;
 use self::core::{Core, CoreConfig};
 pub use self::packet::BuildError;
-pub use self::tcp::{TcpListener, TcpRequest, TcpStream};
+pub use self::tcp::{Aborter, TcpListener, TcpRequest, TcpStream};
 pub use self::udp::{UdpDatagram, UdpSender, UdpSocket};
 
 /// Errors from the stack and its handles.

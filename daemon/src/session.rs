@@ -331,6 +331,37 @@ impl Session {
             .map_err(|_| SessionError::TimedOut)?
     }
 
+    /// Starts a TCP flow to `dst` without waiting for the manager's dial: the stream may carry
+    /// the connection's first bytes at once (the manager reads them after it has dialed). Follow
+    /// with [`Session::opened`] on the receive half before reading from it.
+    pub async fn start_tcp(
+        &self,
+        dst: SocketAddr,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), SessionError> {
+        let flow = self.next_flow.fetch_add(1, Ordering::Relaxed);
+        let (mut send, recv) = self.conn.open_bi().await?;
+        let open = Message::Open(Open {
+            flow,
+            protocol: Protocol::Tcp,
+            dst,
+        });
+        framed::write_message(&mut send, &open).await?;
+        Ok((send, recv))
+    }
+
+    /// The manager's answer to a [`Session::start_tcp`].
+    pub async fn opened(recv: &mut quinn::RecvStream) -> Result<(), SessionError> {
+        let answer = async {
+            match framed::read_message(recv).await? {
+                Some(Message::OpenResult(r)) => r.result.map_err(SessionError::Open),
+                _ => Err(SessionError::NoAnswer),
+            }
+        };
+        tokio::time::timeout(OPEN_TIMEOUT, answer)
+            .await
+            .map_err(|_| SessionError::TimedOut)?
+    }
+
     /// Opens a TCP flow to `dst` through the manager.
     pub async fn open_tcp(
         &self,

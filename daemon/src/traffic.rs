@@ -26,6 +26,8 @@ use crate::{
 
 /// How long a new flow waits for a session while the daemon reconnects.
 const SESSION_WAIT: Duration = Duration::from_secs(8);
+/// Copy buffer per direction of a TCP flow.
+const COPY_BUF: usize = 64 << 10;
 /// How long a UDP flow lives without traffic.
 const UDP_IDLE: Duration = Duration::from_secs(60);
 /// How long an upstream resolver gets per query.
@@ -56,13 +58,16 @@ pub fn spawn(tun: Tun, dns_addr: SocketAddr, dns: Dns, session_rx: SessionRx) ->
         let _stack: NetStack = stack;
         let tcp_session = session_rx.clone();
         let tcp_dns = dns.clone();
+        let known = Arc::new(KnownOpen::default());
         let tcp_loop = async move {
             while let Some(req) = tcp.accept().await {
                 let span = debug_span!("tcp", src = %req.src(), dst = %req.dst());
                 if req.dst() == dns_addr {
                     tokio::spawn(dns_over_tcp(req, tcp_dns.clone()).instrument(span));
                 } else {
-                    tokio::spawn(tcp_flow(req, tcp_session.clone()).instrument(span));
+                    tokio::spawn(
+                        tcp_flow(req, tcp_session.clone(), known.clone()).instrument(span),
+                    );
                 }
             }
         };
@@ -102,13 +107,56 @@ pub fn spawn(tun: Tun, dns_addr: SocketAddr, dns: Dns, session_rx: SessionRx) ->
     })
 }
 
-async fn tcp_flow(req: TcpRequest, session_rx: SessionRx) {
+/// Destinations a dial recently reached, where a new connection is accepted before the
+/// manager's dial (saving the client a tunnel round trip). Elsewhere the SYN waits for the dial,
+/// so that a closed port is refused (RST) exactly as it would be without tether.
+#[derive(Debug, Default)]
+pub struct KnownOpen(Mutex<HashMap<SocketAddr, Instant>>);
+
+/// How long a successful dial vouches for its destination.
+const KNOWN_OPEN_TTL: Duration = Duration::from_secs(30);
+/// Most destinations remembered.
+const KNOWN_OPEN_MAX: usize = 4096;
+
+impl KnownOpen {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Instant>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn contains(&self, dst: SocketAddr) -> bool {
+        self.lock()
+            .get(&dst)
+            .is_some_and(|at| at.elapsed() < KNOWN_OPEN_TTL)
+    }
+
+    fn remember(&self, dst: SocketAddr) {
+        let mut map = self.lock();
+        if map.len() >= KNOWN_OPEN_MAX {
+            map.retain(|_, at| at.elapsed() < KNOWN_OPEN_TTL);
+            if map.len() >= KNOWN_OPEN_MAX {
+                map.clear();
+            }
+        }
+        map.insert(dst, Instant::now());
+    }
+
+    fn forget(&self, dst: SocketAddr) {
+        self.lock().remove(&dst);
+    }
+}
+
+async fn tcp_flow(req: TcpRequest, session_rx: SessionRx, known: Arc<KnownOpen>) {
     let Some(session) = current(&session_rx).await else {
         debug!("No tunnel; refusing");
         req.refuse();
         return;
     };
-    let (send, recv) = match session.open_tcp(req.dst()).await {
+    let dst = req.dst();
+    if known.contains(dst) {
+        return early_tcp_flow(req, session, known).await;
+    }
+    let started = Instant::now();
+    let (send, recv) = match session.open_tcp(dst).await {
         Ok(s) => s,
         Err(error) => {
             debug!(%error, "Open failed; refusing");
@@ -116,14 +164,70 @@ async fn tcp_flow(req: TcpRequest, session_rx: SessionRx) {
             return;
         }
     };
+    known.remember(dst);
+    debug!(open_us = started.elapsed().as_micros() as u64, "Opened");
     let Ok(mut stream) = req.accept() else { return };
     let mut tunnel = tokio::io::join(recv, send);
-    match tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut tunnel, 64 << 10, 64 << 10)
+    match tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut tunnel, COPY_BUF, COPY_BUF)
         .await
     {
         Ok((up, down)) => debug!(up, down, "Closed"),
         Err(error) => debug!(%error, "Aborted"),
     }
+}
+
+/// A connection to a [`KnownOpen`] destination: the handshake completes at once and the client's
+/// first bytes travel with the flow's `Open`; if the dial fails after all, the client gets a RST.
+async fn early_tcp_flow(req: TcpRequest, session: Session, known: Arc<KnownOpen>) {
+    let dst = req.dst();
+    let (mut send, mut recv) = match session.start_tcp(dst).await {
+        Ok(s) => s,
+        Err(error) => {
+            debug!(%error, "Open failed; refusing");
+            known.forget(dst);
+            req.refuse();
+            return;
+        }
+    };
+    let Ok(stream) = req.accept() else { return };
+    let aborter = stream.aborter();
+    let (mut client_rx, mut client_tx) = tokio::io::split(stream);
+    let up = async {
+        let mut from_client = tokio::io::BufReader::with_capacity(COPY_BUF, &mut client_rx);
+        let copied = tokio::io::copy_buf(&mut from_client, &mut send).await;
+        let _ = send.finish();
+        copied
+    };
+    tokio::pin!(up);
+    let mut up_result = None;
+    let opened = {
+        let answer = Session::opened(&mut recv);
+        tokio::pin!(answer);
+        loop {
+            tokio::select! {
+                r = &mut answer => break r,
+                r = &mut up, if up_result.is_none() => up_result = Some(r),
+            }
+        }
+    };
+    if let Err(error) = opened {
+        debug!(%error, "Open failed after an early accept; resetting");
+        known.forget(dst);
+        aborter.abort();
+        return;
+    }
+    known.remember(dst);
+    let down = async {
+        let mut from_tunnel = tokio::io::BufReader::with_capacity(COPY_BUF, &mut recv);
+        let copied = tokio::io::copy_buf(&mut from_tunnel, &mut client_tx).await;
+        let _ = client_tx.shutdown().await;
+        copied
+    };
+    let (up, down) = match up_result {
+        Some(up) => (up, down.await),
+        None => tokio::join!(up, down),
+    };
+    debug!(?up, ?down, "Closed");
 }
 
 async fn udp_flow(

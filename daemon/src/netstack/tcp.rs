@@ -204,6 +204,32 @@ impl AsyncWrite for TcpStream {
     }
 }
 
+impl TcpStream {
+    /// A handle that resets the connection later (e.g. after the stream was split).
+    pub fn aborter(&self) -> Aborter {
+        Aborter {
+            shared: self.shared.clone(),
+            handle: self.handle,
+        }
+    }
+}
+
+/// Resets one connection (RST), whoever holds its stream. Use it while the stream (or a half
+/// of it) is still alive: once the stream is dropped its socket may be reaped and reused.
+#[derive(Debug)]
+pub struct Aborter {
+    shared: Arc<Shared>,
+    handle: SocketHandle,
+}
+
+impl Aborter {
+    /// Resets the connection now.
+    pub fn abort(self) {
+        self.shared.lock().socket(self.handle).abort();
+        self.shared.kick();
+    }
+}
+
 impl Drop for TcpStream {
     fn drop(&mut self) {
         let now = self.shared.now();
