@@ -27,7 +27,7 @@ use tether_proto::{
 };
 use tether_tunnel::{framed, quinn, Identity, Role};
 use tokio::sync::mpsc;
-use tracing::{debug, info, info_span, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::manager::ManagerState;
 use crate::registry::{Holder, Registry};
@@ -77,7 +77,19 @@ pub enum ServeError {
 
 /// Runs the QUIC endpoint and the port-forward relay until the process ends.
 pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
-    let identity = Identity::generate()?;
+    let identity = match secret::previous_ca(&state.client, &state.config.namespace).await {
+        Some((ca, key)) => match Identity::from_ca(&ca, &key) {
+            Ok(identity) => {
+                info!("Kept the CA of the previous manager");
+                identity
+            }
+            Err(error) => {
+                warn!(%error, "The published CA is unusable; making a new one");
+                Identity::generate()?
+            }
+        },
+        None => Identity::generate()?,
+    };
     let quic_addr = SocketAddr::from(([0, 0, 0, 0], state.config.quic_port));
     let endpoint = tether_tunnel::server(quic_addr, &identity)?;
     let relay_port = state.config.relay_port;
@@ -99,6 +111,7 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
         &state.config.namespace,
         &credential,
         &agent_credential,
+        identity.ca_key_pem(),
     )
     .await?;
     info!(quic = %quic_addr, relay = relay_port, "Tunnel server ready");

@@ -443,6 +443,14 @@ impl Intercepts {
     pub async fn recreate(&self, session: &Session) {
         let _busy = self.busy.lock().await;
         let all = self.list_active();
+        if !all.is_empty() {
+            // A restarted manager has a new CA: give the agents its new credential (they pick
+            // it up when the kubelet refreshes their Secret volume, and retry until then).
+            if let Err(error) = wk::ensure_agent_secret(&self.cluster.client, &self.namespace).await
+            {
+                warn!(error = %crate::error_chain(&error), "Could not refresh the agents' credential");
+            }
+        }
         for mut active in all {
             let old = active.id;
             match session.create_intercept(active.create_message()).await {

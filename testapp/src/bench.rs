@@ -21,14 +21,11 @@ use hickory_proto::{
     rr::{Name, RecordType},
 };
 use http_body_util::{BodyExt, Empty};
-use hyper::{
-    body::Incoming,
-    client::conn::http1,
-    header::{HeaderName, HeaderValue},
-    Request, Response, Uri,
-};
+use hyper::{body::Incoming, client::conn::http1, Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
+
+use crate::get::{parse_header, Header};
 use tokio::{
     net::{TcpStream, UdpSocket},
     time::timeout,
@@ -181,25 +178,6 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-/// One `NAME:VALUE` argument, checked.
-#[derive(Debug, Clone)]
-pub struct Header {
-    name: HeaderName,
-    value: HeaderValue,
-}
-
-// The same syntax as `get --header`.
-fn parse_header(s: &str) -> Result<Header, String> {
-    let (name, value) = s
-        .split_once(':')
-        .ok_or_else(|| format!("{s:?} is not NAME:VALUE"))?;
-    let name = HeaderName::from_bytes(name.trim().as_bytes())
-        .map_err(|e| format!("header name {name:?}: {e}"))?;
-    let value =
-        HeaderValue::from_str(value.trim()).map_err(|e| format!("header value {value:?}: {e}"))?;
-    Ok(Header { name, value })
 }
 
 /// Where a URL points: the address to dial and what goes on the request line.

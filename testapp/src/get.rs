@@ -53,15 +53,16 @@ pub struct GetArgs {
 /// One `NAME:VALUE` argument, checked.
 #[derive(Debug, Clone)]
 pub struct Header {
-    name: HeaderName,
-    value: HeaderValue,
+    pub(crate) name: HeaderName,
+    pub(crate) value: HeaderValue,
 }
 
 /// An `--each-header` entry: an empty one adds no header.
 #[derive(Debug, Clone)]
 pub struct EachHeader(Option<Header>);
 
-fn parse_header(s: &str) -> Result<Header, String> {
+/// Parses `NAME:VALUE` (also for `bench --header`).
+pub(crate) fn parse_header(s: &str) -> Result<Header, String> {
     let (name, value) = s
         .split_once(':')
         .ok_or_else(|| format!("{s:?} is not NAME:VALUE"))?;

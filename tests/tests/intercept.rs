@@ -634,3 +634,34 @@ fn new_pods_of_a_scaled_workload_follow_the_intercept() {
         (names.lines().count() == 1).then_some(())
     });
 }
+
+#[test]
+fn an_intercept_survives_a_manager_restart() {
+    let ws = Connected::new(WS, &[]);
+    let _laptop = Laptop::start(WS, 18089, "laptop-ann");
+    let url = service_url("orders", 80);
+    tether(WS, &["intercept", "orders", "--port", "18089:http"]).expect_ok("tether intercept");
+    let got = from_cluster(&url, &[]).expect_ok("request");
+    assert_eq!(answered_by(&got), ["laptop-ann"], "{got}");
+
+    let session = ws.status()["session_id"].clone();
+    kubectl(&[
+        "-n",
+        "tether",
+        "delete",
+        "pod",
+        "-l",
+        "app.kubernetes.io/name=tether-manager",
+        "--wait=false",
+    ])
+    .expect_ok("delete the manager pod");
+    // The daemon reconnects to the new manager and re-creates its intercept; the agent links to
+    // the new manager with the credential it has (the CA is kept).
+    eventually(Duration::from_secs(60), "the intercept works again", || {
+        let status = ws.status();
+        let out = from_cluster(&url, &[]);
+        (status["session_id"] != session && answered_by(&out.stdout) == ["laptop-ann"])
+            .then_some(())
+    });
+    tether(WS, &["leave", "orders"]).expect_ok("tether leave");
+}

@@ -113,6 +113,7 @@ pub struct Identity {
     ca: Issuer<'static, KeyPair>,
     ca_der: CertificateDer<'static>,
     ca_pem: String,
+    ca_key_pem: String,
     server_cert: CertificateDer<'static>,
     server_key: PrivatePkcs8KeyDer<'static>,
 }
@@ -122,20 +123,35 @@ impl Identity {
     pub fn generate() -> Result<Identity, IdentityError> {
         crate::crypto_provider();
         let ca_key = KeyPair::generate().map_err(IdentityError::Generate)?;
-        // Each CA gets its own name (from its key), so that a certificate of another manager's
-        // CA fails as "unknown issuer" rather than as a bad signature from a namesake.
-        let key_id: String = CertificateParams::default()
-            .key_identifier(&ca_key)
-            .iter()
-            .take(8)
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
-        let mut ca_params = params(&format!("{ORGANIZATION} CA {key_id}"), None)?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_params = ca_params(&ca_key)?;
         let ca_cert = ca_params
             .self_signed(&ca_key)
             .map_err(IdentityError::Generate)?;
+        Self::with_ca(ca_cert.pem(), ca_cert.der().clone(), ca_params, ca_key)
+    }
+
+    /// Takes up an existing CA (a restarted manager keeps its predecessor's, so credentials
+    /// already handed out stay valid) and issues a new server certificate. The CA's name is
+    /// derived from its key, so the issuer rebuilt here is the one that signed `ca_pem`.
+    pub fn from_ca(ca_pem: &str, ca_key_pem: &str) -> Result<Identity, IdentityError> {
+        crate::crypto_provider();
+        let ca_key = KeyPair::from_pem(ca_key_pem).map_err(IdentityError::Generate)?;
+        use rustls_pki_types::pem::PemObject;
+        let ca_der = CertificateDer::pem_slice_iter(ca_pem.as_bytes())
+            .next()
+            .ok_or(IdentityError::MissingKey("ca.crt"))?
+            .map_err(|_| IdentityError::MissingKey("ca.crt"))?;
+        let ca_params = ca_params(&ca_key)?;
+        Self::with_ca(ca_pem.to_owned(), ca_der, ca_params, ca_key)
+    }
+
+    fn with_ca(
+        ca_pem: String,
+        ca_der: CertificateDer<'static>,
+        ca_params: CertificateParams,
+        ca_key: KeyPair,
+    ) -> Result<Identity, IdentityError> {
+        let ca_key_pem = ca_key.serialize_pem();
         let ca = Issuer::new(ca_params, ca_key);
 
         let mut server_params = params(SERVER_NAME, None)?;
@@ -147,8 +163,9 @@ impl Identity {
 
         Ok(Identity {
             ca,
-            ca_pem: ca_cert.pem(),
-            ca_der: ca_cert.der().clone(),
+            ca_pem,
+            ca_key_pem,
+            ca_der,
             server_cert: server_cert.der().clone(),
             server_key: PrivatePkcs8KeyDer::from(server_key.serialize_der()),
         })
@@ -164,6 +181,11 @@ impl Identity {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
+    }
+
+    /// The CA's private key (PKCS#8 PEM), for [`Identity::from_ca`] after a restart.
+    pub fn ca_key_pem(&self) -> &str {
+        &self.ca_key_pem
     }
 
     /// The CA certificate, PEM-encoded: what clients must trust.
@@ -190,6 +212,22 @@ impl fmt::Debug for Identity {
             .field("ca_pem", &self.ca_pem)
             .finish_non_exhaustive()
     }
+}
+
+/// The CA's parameters, all derived from its key: each CA gets its own name (from its key), so
+/// that a certificate of another manager's CA fails as "unknown issuer" rather than as a bad
+/// signature from a namesake.
+fn ca_params(ca_key: &KeyPair) -> Result<CertificateParams, IdentityError> {
+    let key_id: String = CertificateParams::default()
+        .key_identifier(ca_key)
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let mut ca_params = params(&format!("{ORGANIZATION} CA {key_id}"), None)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(ca_params)
 }
 
 /// Certificate parameters every certificate shares: subject, validity, key usage.

@@ -58,6 +58,7 @@ pub(super) async fn session(
     info!(namespace = %info.namespace, workload = %info.workload, pod = %info.pod, ports = ?info.ports, "Agent connected");
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let workload = (info.namespace.clone(), info.workload.clone());
     shared.registry().agent_joined(agent_id, info, tx.clone());
     let writer = async move {
         while let Some(msg) = rx.recv().await {
@@ -81,8 +82,9 @@ pub(super) async fn session(
         loop {
             let (send, recv) = conn.accept_bi().await?;
             let shared = shared.clone();
+            let workload = workload.clone();
             tokio::spawn(async move {
-                if let Err(error) = relay_dial(&shared, send, recv).await {
+                if let Err(error) = relay_dial(&shared, &workload, send, recv).await {
                     debug!(%error, "Intercepted connection failed");
                 }
             });
@@ -109,9 +111,11 @@ enum DialError {
     Connection(#[from] quinn::ConnectionError),
 }
 
-/// Passes one intercepted connection from an agent to the client holding the intercept.
+/// Passes one intercepted connection from an agent to the client holding the intercept. An
+/// agent reaches only the intercepts of the workload it said it serves.
 async fn relay_dial(
     shared: &Shared,
+    workload: &(String, String),
     mut agent_send: quinn::SendStream,
     mut agent_recv: quinn::RecvStream,
 ) -> Result<(), DialError> {
@@ -123,6 +127,7 @@ async fn relay_dial(
         let session = shared
             .registry()
             .get(dial.intercept)
+            .filter(|i| (&i.namespace, &i.workload) == (&workload.0, &workload.1))
             .map(|i| i.session_id.clone());
         session.and_then(|s| shared.clients().get(&s).cloned())
     };

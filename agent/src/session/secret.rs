@@ -14,6 +14,10 @@ use tether_tunnel::ClientCredential;
 
 /// The Secret, in the manager's namespace.
 pub const SECRET_NAME: &str = "tether-manager-tls";
+/// The Secret's key holding the CA's private key, so that a restarted manager keeps the CA and
+/// every credential already handed out (agents' mounted copies included) stays valid. Whoever may
+/// read the Secret may already read the client and agent credentials, so it grants no more.
+pub const CA_KEY_KEY: &str = "ca.key";
 /// The Secret's key holding the agents' certificate.
 pub const AGENT_CERT_KEY: &str = "agent.crt";
 /// The Secret's key holding the agents' private key.
@@ -24,8 +28,10 @@ pub async fn publish_credential(
     namespace: &str,
     credential: &ClientCredential,
     agent: &ClientCredential,
+    ca_key_pem: &str,
 ) -> Result<(), kube::Error> {
     let mut data = credential.to_secret_data();
+    data.insert(CA_KEY_KEY.to_owned(), ca_key_pem.to_owned());
     data.insert(AGENT_CERT_KEY.to_owned(), agent.cert_pem.clone());
     data.insert(AGENT_KEY_KEY.to_owned(), agent.key_pem.clone());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -60,4 +66,17 @@ pub async fn publish_credential(
         )
         .await?;
     Ok(())
+}
+
+/// The CA a previous manager published, as (certificate, key) PEM; `None` if there is none or it
+/// cannot be read (the manager then makes a new one).
+pub async fn previous_ca(client: &Client, namespace: &str) -> Option<(String, String)> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = secrets.get_opt(SECRET_NAME).await.ok()??;
+    let data = secret.data?;
+    let text = |key: &str| {
+        data.get(key)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    Some((text(ClientCredential::CA_KEY)?, text(CA_KEY_KEY)?))
 }

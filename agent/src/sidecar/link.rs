@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::filter::{Filter, FilterSpec};
-use super::proxy::{BoxError, DialFn, Duplex, InterceptTarget, ProxyBody, Routes, Upstream};
+use super::proxy::{BoxError, Chain, DialFn, Duplex, InterceptTarget, ProxyBody, Routes, Upstream};
 use super::router::{Intercept, InterceptId};
 
 /// Where the agent's link goes and who it says it is.
@@ -80,7 +80,7 @@ pub async fn run(config: LinkConfig, ports: Vec<PortRoutes>) {
                 warn!(reason = %reason, "Lost the traffic manager; all traffic goes to the app");
             }
             Err(error) => {
-                debug!(error = %error_chain(&*error), "Cannot reach the traffic manager");
+                debug!(error = %Chain(&*error), "Cannot reach the traffic manager");
             }
         }
         tokio::time::sleep(backoff).await;
@@ -285,15 +285,4 @@ impl InterceptTarget for RemoteTarget {
     fn connect(&self) -> BoxFuture<'_, Result<Box<dyn Duplex>, BoxError>> {
         Box::pin(async move { Ok((self.dial)().await?) })
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -306,7 +306,7 @@ fn bad_gateway() -> Response<ProxyBody> {
 }
 
 /// Displays an error with its causes: `a: b: c`.
-struct Chain<'a>(&'a (dyn Error + 'static));
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -61,8 +61,16 @@ impl Manager {
 
     /// A manager whose clients and itself use `transport`.
     pub fn with_transport(transport: quinn::TransportConfig) -> Manager {
+        Manager::with(transport, Identity::generate().unwrap())
+    }
+
+    /// A manager with this identity (e.g. one that took up another manager's CA).
+    pub fn with_identity(identity: Identity) -> Manager {
+        Manager::with(transport_config(Congestion::default()), identity)
+    }
+
+    fn with(transport: quinn::TransportConfig, identity: Identity) -> Manager {
         let transport = Arc::new(transport);
-        let identity = Identity::generate().unwrap();
         let mut config = server_config(&identity).unwrap();
         config.transport_config(transport.clone());
         let endpoint = server((Ipv4Addr::LOCALHOST, 0).into(), &identity).unwrap();

@@ -122,3 +122,21 @@ async fn agent_certificate_is_reported_as_agent() {
     );
     echo(&connection, b"agents may talk").await.unwrap();
 }
+
+#[tokio::test]
+async fn a_restarted_manager_keeps_its_ca_and_old_credentials_work() {
+    let first = Identity::generate().unwrap();
+    let credential = first.issue_client(Role::Agent, "sidecar-web").unwrap();
+    let restarted = Identity::from_ca(first.ca_pem(), first.ca_key_pem()).unwrap();
+    assert_eq!(restarted.ca_pem(), first.ca_pem());
+    drop(first);
+    let mut manager = Manager::with_identity(restarted);
+    // The old credential gets in, and trusts the new server certificate.
+    let connection = manager
+        .connect_with(Via::Udp, client_config(&credential).unwrap())
+        .await
+        .unwrap();
+    echo(&connection, b"still here").await.unwrap();
+    // A garbled key is an error, not another CA.
+    assert!(Identity::from_ca(manager.identity.ca_pem(), "not a key").is_err());
+}
