@@ -136,12 +136,16 @@ async fn run_manager(args: ManagerArgs) -> Result<(), Box<dyn std::error::Error>
         resolv_conf: args.resolv_conf,
         sync_timeout: manager::SYNC_TIMEOUT,
     };
-    // Stopped with SIGTERM (rollout, pod deletion): exit at once; clients notice the closed
-    // connections and reconnect to the next manager.
+    // Stopped with SIGTERM (rollout, pod deletion): the tunnel server closes every session with a
+    // reason, so clients and agents reconnect to the next manager at once.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         result = manager::run_manager(client, config, tether_agent::session::serve) => result?,
-        _ = term.recv() => tracing::info!("Terminated"),
+        // The tunnel server closes its sessions on SIGTERM and returns; this is the backstop.
+        _ = async {
+            term.recv().await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        } => tracing::info!("Terminated"),
     }
     Ok(())
 }

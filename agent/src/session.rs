@@ -121,6 +121,19 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
         registry: Mutex::new(Registry::new()),
         clients: Mutex::default(),
     });
+    // On SIGTERM (a rollout, a deleted pod) close every connection with a reason, so clients and
+    // agents reconnect to the next manager at once instead of after the idle timeout.
+    let closer = endpoint.clone();
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        term.recv().await;
+        info!("Terminated: closing every session");
+        closer.close(0u32.into(), b"the manager is restarting");
+    });
     let mut next_agent = 0u64;
     while let Some(incoming) = endpoint.accept().await {
         let shared = shared.clone();
@@ -155,6 +168,8 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
             }
         });
     }
+    // Closed: let the CONNECTION_CLOSE frames go out before the process exits.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
     Ok(())
 }
 
