@@ -231,3 +231,23 @@ pub fn resolve(ns: &str, name: &str) -> Vec<String> {
     ips.dedup();
     ips
 }
+
+/// A kubeconfig for `user`, whose certificate the cluster CA signed; RBAC gives the user nothing
+/// until a test binds a role to that name. Remove the file's directory when done.
+pub fn user_kubeconfig(user: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tether-user-{user}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let pki = state_dir().join("pki");
+    let sh = format!(
+        "set -e; cd {d}; openssl req -newkey rsa:2048 -nodes -keyout u.key -out u.csr -subj /CN={user} 2>/dev/null; \
+         echo extendedKeyUsage=clientAuth > u.ext; \
+         openssl x509 -req -in u.csr -CA {p}/ca.crt -CAkey {p}/ca.key -CAcreateserial -out u.crt -days 1 -extfile u.ext 2>/dev/null; \
+         cp {k} kc; KUBECONFIG=kc kubectl config set-credentials {user} --client-certificate=u.crt --client-key=u.key --embed-certs >/dev/null; \
+         KUBECONFIG=kc kubectl config set-context --current --user={user} >/dev/null",
+        d = dir.display(),
+        p = pki.display(),
+        k = kubeconfig().display()
+    );
+    run(Command::new("sh").args(["-c", &sh])).expect_ok("make a user's kubeconfig");
+    dir.join("kc")
+}

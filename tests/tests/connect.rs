@@ -290,7 +290,7 @@ fn a_route_conflict_is_refused_with_the_route_named() {
 
 #[test]
 fn a_user_without_rbac_rights_is_told_so() {
-    let kc = no_rights_kubeconfig();
+    let kc = user_kubeconfig("nobody");
     let r = run(Command::new("ip")
         .args(["netns", "exec", WS])
         .arg(tether_bin())
@@ -310,26 +310,6 @@ fn ws_gateway() -> String {
         .nth(1)
         .expect("gateway")
         .to_owned()
-}
-
-/// A kubeconfig for user `nobody`, whose certificate the cluster CA signed but whom no RBAC
-/// binding names.
-fn no_rights_kubeconfig() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tether-norbac-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
-    let pki = state_dir().join("pki");
-    let sh = format!(
-        "set -e; cd {d}; openssl req -newkey rsa:2048 -nodes -keyout u.key -out u.csr -subj /CN=nobody 2>/dev/null; \
-         echo extendedKeyUsage=clientAuth > u.ext; \
-         openssl x509 -req -in u.csr -CA {p}/ca.crt -CAkey {p}/ca.key -CAcreateserial -out u.crt -days 1 -extfile u.ext 2>/dev/null; \
-         cp {k} kc; KUBECONFIG=kc kubectl config set-credentials nobody --client-certificate=u.crt --client-key=u.key --embed-certs >/dev/null; \
-         KUBECONFIG=kc kubectl config set-context --current --user=nobody >/dev/null",
-        d = dir.display(),
-        p = pki.display(),
-        k = kubeconfig().display()
-    );
-    run(Command::new("sh").args(["-c", &sh])).expect_ok("make no-rights kubeconfig");
-    dir.join("kc")
 }
 
 #[test]

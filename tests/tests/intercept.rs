@@ -15,7 +15,8 @@ use std::{
 
 use serde_json::Value;
 use tether_e2e::{
-    cluster_ip, eventually, in_ns, kubectl, repo, run, tether, Connected, Run, WS, WS2,
+    cluster_ip, eventually, in_ns, kubectl, repo, run, tether, user_kubeconfig, Connected, Run, WS,
+    WS2,
 };
 
 /// The test app on a workstation: the developer's process.
@@ -664,4 +665,85 @@ fn an_intercept_survives_a_manager_restart() {
             .then_some(())
     });
     tether(WS, &["leave", "orders"]).expect_ok("tether leave");
+}
+
+/// RBAC bindings a test made; deleted on drop.
+struct Bindings(Vec<Vec<String>>);
+
+impl Bindings {
+    fn bind(&mut self, args: &[&str]) {
+        let mut create = vec!["create"];
+        create.extend_from_slice(args);
+        kubectl(&create).expect_ok("kubectl create binding");
+        // `create rolebinding NAME ... -n NS` is deleted as `delete rolebinding NAME -n NS`.
+        let mut delete: Vec<String> = vec!["delete".into(), args[0].into(), args[1].into()];
+        if let Some(i) = args.iter().position(|a| *a == "-n") {
+            delete.extend(["-n".to_owned(), args[i + 1].to_owned()]);
+        }
+        self.0.push(delete);
+    }
+}
+
+impl Drop for Bindings {
+    fn drop(&mut self) {
+        for delete in &self.0 {
+            let args: Vec<&str> = delete.iter().map(String::as_str).collect();
+            let _ = kubectl(&args);
+        }
+    }
+}
+
+/// A developer with only the documented roles: `tether-client` lets her connect; intercepting
+/// in a namespace needs `tether-intercept` there. Without it she is told so and nothing changes.
+#[test]
+fn rbac_decides_who_may_intercept() {
+    // The agent is not installed, so intercepting has to write the workload.
+    tether(WS, &["uninstall", "orders"]).expect_ok("tether uninstall");
+    let kc = user_kubeconfig("dev-alice");
+    let mut bindings = Bindings(Vec::new());
+    bindings.bind(&[
+        "rolebinding",
+        "tether-e2e-alice",
+        "--clusterrole=tether-client",
+        "--user=dev-alice",
+        "-n",
+        "tether",
+    ]);
+    bindings.bind(&[
+        "clusterrolebinding",
+        "tether-e2e-alice-nodes",
+        "--clusterrole=tether-client-nodes",
+        "--user=dev-alice",
+    ]);
+    let _alice = Connected::new(WS, &["--kubeconfig", kc.to_str().unwrap()]);
+    let _laptop = Laptop::start(WS, 18091, "laptop-alice");
+    let intercept = ["intercept", "orders", "--port", "18091:http"];
+
+    let before = cluster_specs();
+    let refused = tether(WS, &intercept);
+    assert!(!refused.ok, "{refused:?}");
+    assert!(
+        refused.stderr.contains("RBAC") && refused.stderr.contains("deployments"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        cluster_specs(),
+        before,
+        "a refused intercept changed the cluster"
+    );
+
+    bindings.bind(&[
+        "rolebinding",
+        "tether-e2e-alice-intercept",
+        "--clusterrole=tether-intercept",
+        "--user=dev-alice",
+        "-n",
+        "default",
+    ]);
+    tether(WS, &intercept).expect_ok("intercept with tether-intercept bound");
+    let got = from_cluster(&service_url("orders", 80), &[]).expect_ok("request");
+    assert_eq!(answered_by(&got), ["laptop-alice"], "{got}");
+    tether(WS, &["leave", "orders"]).expect_ok("tether leave");
+    let _ = std::fs::remove_dir_all(kc.parent().unwrap());
 }
