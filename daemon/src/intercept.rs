@@ -322,7 +322,7 @@ impl Intercepts {
         let key = format!("{}/{}", workload.kind, workload.name);
         let deadline = Instant::now() + AGENTS_TIMEOUT;
         loop {
-            let ready = self.ready_pods(workload).await?;
+            let (ready, without_agent) = self.ready_pods(workload).await?;
             let state = session
                 .list_intercepts(&self.namespace)
                 .await
@@ -333,12 +333,22 @@ impl Intercepts {
                 .filter(|a| a.workload == key)
                 .map(|a| a.pod.clone())
                 .collect();
-            if !ready.is_empty() && ready.iter().all(|p| linked.contains(p)) {
+            // Pods without the agent still get the Service's traffic: wait until they are gone.
+            if !ready.is_empty()
+                && without_agent.is_empty()
+                && ready.iter().all(|p| linked.contains(p))
+            {
                 return Ok(ready);
             }
             if Instant::now() > deadline {
                 let missing: Vec<&String> = ready.iter().filter(|p| !linked.contains(p)).collect();
-                return Err(if ready.is_empty() {
+                return Err(if !without_agent.is_empty() {
+                    format!(
+                        "pods of {key} without the traffic agent still serve ({}): is a rollout stuck? `kubectl rollout status {}` tells",
+                        without_agent.join(", "),
+                        key.to_lowercase()
+                    )
+                } else if ready.is_empty() {
                     format!("{key} has no ready pod")
                 } else {
                     format!(
@@ -355,8 +365,9 @@ impl Intercepts {
         }
     }
 
-    /// The workload's ready, non-terminating pods that run the agent.
-    async fn ready_pods(&self, workload: &Workload) -> Result<Vec<String>, String> {
+    /// The workload's ready, non-terminating pods: those that run the agent, and those that do
+    /// not (yet).
+    async fn ready_pods(&self, workload: &Workload) -> Result<(Vec<String>, Vec<String>), String> {
         let selector = workload
             .template
             .metadata
@@ -381,27 +392,28 @@ impl Intercepts {
                     crate::error_chain(&e)
                 )
             })?;
-        let mut ready: Vec<String> = list
-            .items
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| {
-                p.spec.as_ref().is_some_and(|s| {
-                    s.containers
-                        .iter()
-                        .any(|c| c.name == inject::AGENT_CONTAINER)
-                })
-            })
-            .filter(|p| {
-                p.status
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        for pod in list.items {
+            let ready = pod.metadata.deletion_timestamp.is_none()
+                && pod
+                    .status
                     .as_ref()
                     .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .filter_map(|p| p.metadata.name)
-            .collect();
-        ready.sort();
-        Ok(ready)
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let has_agent = pod.spec.as_ref().is_some_and(|s| {
+                s.containers
+                    .iter()
+                    .any(|c| c.name == inject::AGENT_CONTAINER)
+            });
+            match (ready, pod.metadata.name) {
+                (true, Some(name)) if has_agent => with.push(name),
+                (true, Some(name)) => without.push(name),
+                _ => {}
+            }
+        }
+        with.sort();
+        without.sort();
+        Ok((with, without))
     }
 
     /// The environment of `container` in the first of `pods`.

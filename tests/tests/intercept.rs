@@ -745,5 +745,11 @@ fn rbac_decides_who_may_intercept() {
     let got = from_cluster(&service_url("orders", 80), &[]).expect_ok("request");
     assert_eq!(answered_by(&got), ["laptop-alice"], "{got}");
     tether(WS, &["leave", "orders"]).expect_ok("tether leave");
+    // She may remove the agent too.
+    tether(
+        WS,
+        &["uninstall", "orders", "--kubeconfig", kc.to_str().unwrap()],
+    )
+    .expect_ok("uninstall as the developer");
     let _ = std::fs::remove_dir_all(kc.parent().unwrap());
 }

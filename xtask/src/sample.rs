@@ -9,6 +9,7 @@ use crate::cluster;
 /// Applies the sample manifests (`hello`, and the intercept tests' workloads) and waits for the
 /// rollouts.
 pub fn deploy() -> anyhow::Result<()> {
+    remove_leftover_agents()?;
     apply("hello.yaml")?;
     apply("intercept.yaml")?;
     for workload in [
@@ -29,6 +30,31 @@ pub fn deploy() -> anyhow::Result<()> {
         "app=legacy",
         "--timeout=120s",
     ]))?;
+    Ok(())
+}
+
+/// A kept cluster may still have traffic agents from an earlier run. Re-applying the manifests
+/// over them would put the app's port names back next to the agent (a half-restored template),
+/// so those workloads are deleted first and come back from the manifests.
+fn remove_leftover_agents() -> anyhow::Result<()> {
+    let out = cluster::run(cluster::kubectl().args([
+        "get",
+        "deployments,statefulsets,replicasets",
+        "-o",
+        r#"jsonpath={range .items[*]}{.kind}/{.metadata.name} {.metadata.ownerReferences[0].kind} {.metadata.annotations.tether\.dev/agent}{"\n"}{end}"#,
+    ]))?;
+    for line in out.lines() {
+        let mut fields = line.splitn(3, ' ');
+        let (Some(object), Some(owner), Some(agent)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        // ReplicaSets of a Deployment carry a copy of its annotation; the Deployment is enough.
+        if owner.is_empty() && !agent.trim().is_empty() {
+            cluster::run(cluster::kubectl().args(["delete", object, "--wait=true"]))?;
+        }
+    }
     Ok(())
 }
 

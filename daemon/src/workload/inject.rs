@@ -1299,8 +1299,39 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<String> {
 
 /// Whether the template has the agent container and its volume (the annotation alone does not
 /// prove it: they may have been removed by hand).
+///
+/// Nor does the container: a re-applied manifest (GitOps, `kubectl apply`) can put the app's
+/// port names back while leaving the agent in place, and then a named Service port reaches the
+/// app directly. So every port the record renamed must still carry its new name, and its old
+/// name must belong to the agent alone.
 pub fn has_agent(template: &PodTemplateSpec, record: &AgentRecord) -> bool {
-    has_container(template, &record.container) && has_volume(template, &record.volume)
+    let containers = template
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let renames_hold = record.renamed_ports.iter().all(|r| {
+        let renamed = containers.iter().any(|c| {
+            c.name == r.container
+                && c.ports
+                    .iter()
+                    .flatten()
+                    .any(|p| p.name.as_deref() == Some(r.to.as_str()))
+        });
+        let old_name_is_the_agents = containers
+            .iter()
+            .filter(|c| c.name != record.container)
+            .all(|c| {
+                c.ports
+                    .iter()
+                    .flatten()
+                    .all(|p| p.name.as_deref() != Some(r.from.as_str()))
+            });
+        renamed && old_name_is_the_agents
+    });
+    has_container(template, &record.container)
+        && has_volume(template, &record.volume)
+        && renames_hold
 }
 
 fn has_container(template: &PodTemplateSpec, name: &str) -> bool {

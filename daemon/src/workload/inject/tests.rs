@@ -1223,3 +1223,33 @@ fn controller_of_names_the_owner() {
     );
     assert_eq!(controller_of(&ObjectMeta::default()), None);
 }
+
+#[test]
+fn a_reapplied_manifest_is_detected_and_reinstalled_cleanly() {
+    let original = workload(orders());
+    let services = vec![orders_svc(json!([
+        { "name": "http", "port": 80, "targetPort": "http" },
+    ]))];
+    let (installed, installed_services, first) = install(&original, &services);
+    // `kubectl apply` of the original manifest: the app's port and probes get their old name
+    // back, the agent container (not in the manifest) stays.
+    let mut reapplied = installed.clone();
+    let spec = reapplied.template.spec.as_mut().unwrap();
+    let app = spec
+        .containers
+        .iter_mut()
+        .find(|c| c.name != AGENT_CONTAINER)
+        .unwrap();
+    let original_app = original.template.spec.as_ref().unwrap().containers[0].clone();
+    app.ports = original_app.ports.clone();
+    app.readiness_probe = original_app.readiness_probe.clone();
+    app.liveness_probe = original_app.liveness_probe.clone();
+    assert!(has_container(&reapplied.template, AGENT_CONTAINER));
+    assert!(
+        !has_agent(&reapplied.template, &first.record),
+        "the Service's named port reaches the app directly now"
+    );
+    let again = inject(&reapplied, &installed_services, &settings()).unwrap();
+    assert_eq!(as_json(&again.template), as_json(&installed.template));
+    assert_eq!(again.record, first.record);
+}
