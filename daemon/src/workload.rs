@@ -16,7 +16,8 @@
 //!
 //! # Layout
 //! - [`inject`]: sans-IO planning on k8s-openapi objects: which ports, which agent ports, the
-//!   agent container, the record and its undo, which port an intercept means, rollout checks.
+//!   agent container, the record and its undo, which port an intercept means.
+//! - [`rollout`]: sans-IO rollout checks (is it done, which pods to replace, why pods fail).
 //! - [`kube`]: the async reads and writes around it: find the workload, write with optimistic
 //!   concurrency, order workload and Service updates, wait for the rollout, the agent Secret.
 //! - [`env`]: the workload's environment, for running the intercepting process locally.
@@ -24,6 +25,7 @@
 pub mod env;
 pub mod inject;
 pub mod kube;
+pub mod rollout;
 
 pub use self::kube::{
     ensure_agent_secret, find_workload, install_agent, list_workloads, services, uninstall_agent,

@@ -36,9 +36,10 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use super::inject::{
-    self, AgentRecord, AgentSettings, PlanError, Progress, Workload, WorkloadKind,
-    AGENT_ANNOTATION, AGENT_SECRET,
+    self, AgentRecord, AgentSettings, PlanError, Workload, WorkloadKind, AGENT_ANNOTATION,
+    AGENT_SECRET,
 };
+use super::rollout::{self, Progress};
 use crate::cluster::{MANAGER_NAMESPACE, MANAGER_SECRET};
 
 /// The field manager of tether's writes.
@@ -321,7 +322,7 @@ async fn restore_services(
 }
 
 /// Waits until `workload`'s pods all run its current template and are ready (see
-/// [`inject::deployment_progress`] and friends). On timeout, says why from the pods' status.
+/// [`rollout::deployment_progress`] and friends). On timeout, says why from the pods' status.
 pub async fn wait_rollout(
     client: &Client,
     workload: &Workload,
@@ -355,7 +356,7 @@ async fn wait_rollout_of<K: Object>(
             None => {
                 let pods = pods_of(client, &obj).await?;
                 let uid = obj.uid().unwrap_or_default();
-                inject::pods_progress(obj.replicas().0, &uid, obj.template(), &pods)
+                rollout::pods_progress(obj.replicas().0, &uid, obj.template(), &pods)
             }
         };
         let why = match progress {
@@ -370,7 +371,7 @@ async fn wait_rollout_of<K: Object>(
             return Err(WorkloadError::RolloutTimeout {
                 workload: format!("{} {name}", K::KIND),
                 timeout,
-                reason: inject::pod_problem(&pods).unwrap_or(why),
+                reason: rollout::pod_problem(&pods).unwrap_or(why),
             });
         }
         debug!(kind = %K::KIND, name, %why, "Waiting for the rollout");
@@ -452,7 +453,7 @@ async fn all_workloads(
             .await?
             .iter()
             // A Deployment's ReplicaSets carry copies of its annotations, the record included.
-            .filter(|rs| inject::controller_of(rs.meta()).is_none())
+            .filter(|rs| rollout::controller_of(rs.meta()).is_none())
             .map(entry),
     );
     Ok(out)
@@ -552,7 +553,7 @@ impl Object for Deployment {
         )
     }
     fn progress(&self) -> Option<Progress> {
-        Some(inject::deployment_progress(self))
+        Some(rollout::deployment_progress(self))
     }
     fn keeps_pods(&self) -> bool {
         false
@@ -581,10 +582,10 @@ impl Object for StatefulSet {
         )
     }
     fn progress(&self) -> Option<Progress> {
-        Some(inject::statefulset_progress(self))
+        Some(rollout::statefulset_progress(self))
     }
     fn keeps_pods(&self) -> bool {
-        inject::is_on_delete(self)
+        rollout::is_on_delete(self)
     }
 }
 
@@ -651,7 +652,7 @@ async fn get<K: Object>(
     // A Deployment or StatefulSet may be owned by an operator that tolerates the change; a
     // ReplicaSet's owner (a Deployment) certainly replaces it.
     if K::KIND == WorkloadKind::ReplicaSet {
-        if let Some(owner) = inject::controller_of(obj.meta()) {
+        if let Some(owner) = rollout::controller_of(obj.meta()) {
             return Err(WorkloadError::Managed {
                 workload: workload.to_string(),
                 owner,
@@ -749,7 +750,7 @@ async fn replace_stale_pods<K: Object>(client: &Client, obj: &K) -> Result<(), W
     let uid = obj.uid().unwrap_or_default();
     let pods = pods_of(client, obj).await?;
     let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    for pod in inject::pods_to_replace(&uid, obj.template(), &pods) {
+    for pod in rollout::pods_to_replace(&uid, obj.template(), &pods) {
         match api.delete(&pod, &DeleteParams::default()).await {
             Ok(_) => info!(
                 pod,

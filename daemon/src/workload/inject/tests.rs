@@ -3,6 +3,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use serde_json::{json, Value};
 
 use super::*;
+use crate::workload::rollout::*;
 
 fn settings() -> AgentSettings {
     AgentSettings {
