@@ -249,7 +249,10 @@ impl Intercepts {
                 return Err(error);
             }
         };
-        let pods = match self.await_agents(&session, &workload).await {
+        let pods = match self
+            .await_agents(&session, &workload, &choice.service)
+            .await
+        {
             Ok(pods) => pods,
             Err(error) => {
                 self.dials().remove(&info.id);
@@ -318,11 +321,19 @@ impl Intercepts {
         &self,
         session: &Session,
         workload: &Workload,
+        service: &str,
     ) -> Result<Vec<String>, String> {
         let key = format!("{}/{}", workload.kind, workload.name);
         let deadline = Instant::now() + AGENTS_TIMEOUT;
         loop {
-            let (ready, without_agent) = self.ready_pods(workload).await?;
+            let (ready, mut without_agent, all) = self.ready_pods(workload).await?;
+            // The Service may still send traffic to this workload's pods that are going away
+            // (the endpoints controller lags a rollout): they count as pods without the agent.
+            for pod in self.endpoint_pods(service).await {
+                if all.contains(&pod) && !ready.contains(&pod) && !without_agent.contains(&pod) {
+                    without_agent.push(pod);
+                }
+            }
             let state = session
                 .list_intercepts(&self.namespace)
                 .await
@@ -365,9 +376,30 @@ impl Intercepts {
         }
     }
 
+    /// The pods the Service's Endpoints send traffic to. An Endpoints object the user may not
+    /// read gives none (the check is then skipped).
+    async fn endpoint_pods(&self, service: &str) -> Vec<String> {
+        use k8s_openapi::api::core::v1::Endpoints;
+        let api: Api<Endpoints> = Api::namespaced(self.cluster.client.clone(), &self.namespace);
+        let Ok(Some(endpoints)) = api.get_opt(service).await else {
+            return Vec::new();
+        };
+        endpoints
+            .subsets
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s.addresses.into_iter().flatten())
+            .filter_map(|a| a.target_ref.and_then(|r| r.name))
+            .collect()
+    }
+
     /// The workload's ready, non-terminating pods: those that run the agent, and those that do
     /// not (yet).
-    async fn ready_pods(&self, workload: &Workload) -> Result<(Vec<String>, Vec<String>), String> {
+    /// Also returns every pod of the workload, terminating ones included.
+    async fn ready_pods(
+        &self,
+        workload: &Workload,
+    ) -> Result<(Vec<String>, Vec<String>, Vec<String>), String> {
         let selector = workload
             .template
             .metadata
@@ -392,8 +424,9 @@ impl Intercepts {
                     crate::error_chain(&e)
                 )
             })?;
-        let (mut with, mut without) = (Vec::new(), Vec::new());
+        let (mut with, mut without, mut all) = (Vec::new(), Vec::new(), Vec::new());
         for pod in list.items {
+            all.extend(pod.metadata.name.clone());
             let ready = pod.metadata.deletion_timestamp.is_none()
                 && pod
                     .status
@@ -413,7 +446,7 @@ impl Intercepts {
         }
         with.sort();
         without.sort();
-        Ok((with, without))
+        Ok((with, without, all))
     }
 
     /// The environment of `container` in the first of `pods`.

@@ -78,6 +78,16 @@ fn answered_by(out: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits until requests (with `args`, e.g. a header) reach the laptop called `laptop`. Right after
+/// an agent was installed, kube-proxy may for a moment still send connections to the pods the
+/// rollout removed; `tether intercept` has already waited for the Service's Endpoints.
+fn until_laptop_answers(url: &str, args: &[&str], laptop: &str) {
+    eventually(Duration::from_secs(15), "the laptop answers", || {
+        let out = from_cluster(url, args);
+        (out.ok && answered_by(&out.stdout) == [laptop]).then_some(())
+    });
+}
+
 fn service_url(service: &str, port: u16) -> String {
     format!("http://{}:{port}/", cluster_ip(service))
 }
@@ -137,6 +147,7 @@ fn global_intercept_takes_all_traffic_until_leave() {
     let out =
         tether(WS, &["intercept", "orders", "--port", "18080:http"]).expect_ok("tether intercept");
     assert!(out.contains("orders"), "{out}");
+    until_laptop_answers(&url, &[], "laptop-ann");
     let got = from_cluster(&url, &["--repeat", "3"]).expect_ok("requests");
     assert_eq!(answered_by(&got), ["laptop-ann"; 3], "{got}");
 
@@ -190,6 +201,7 @@ fn personal_intercept_splits_one_connection_per_request() {
     )
     .expect_ok("tether intercept");
     let url = service_url("orders", 80);
+    until_laptop_answers(&url, &["--header", "x-session:ann"], "laptop-ann");
     for h2 in [false, true] {
         let mut args = vec![
             "--each-header",
@@ -245,6 +257,7 @@ fn two_developers_hold_personal_intercepts_at_once() {
     tether(WS2, &bob).expect_ok("bob's intercept");
 
     let url = service_url("orders", 80);
+    until_laptop_answers(&url, &["--header", "x-session:bob"], "laptop-bob");
     let got = from_cluster(
         &url,
         &[
@@ -407,8 +420,7 @@ fn intercept_ends_when_the_client_vanishes() {
     let _laptop = Laptop::start(WS, 18084, "laptop-ann");
     let url = service_url("orders", 80);
     tether(WS, &["intercept", "orders", "--port", "18084:http"]).expect_ok("tether intercept");
-    let got = from_cluster(&url, &[]).expect_ok("request");
-    assert_eq!(answered_by(&got), ["laptop-ann"], "{got}");
+    until_laptop_answers(&url, &[], "laptop-ann");
 
     let pid = ws.status()["daemon_pid"].as_u64().unwrap().to_string();
     run(Command::new("kill").args(["-9", &pid])).expect_ok("kill -9 the daemon");
@@ -642,8 +654,7 @@ fn an_intercept_survives_a_manager_restart() {
     let _laptop = Laptop::start(WS, 18089, "laptop-ann");
     let url = service_url("orders", 80);
     tether(WS, &["intercept", "orders", "--port", "18089:http"]).expect_ok("tether intercept");
-    let got = from_cluster(&url, &[]).expect_ok("request");
-    assert_eq!(answered_by(&got), ["laptop-ann"], "{got}");
+    until_laptop_answers(&url, &[], "laptop-ann");
 
     let session = ws.status()["session_id"].clone();
     kubectl(&[
@@ -742,8 +753,7 @@ fn rbac_decides_who_may_intercept() {
         "default",
     ]);
     tether(WS, &intercept).expect_ok("intercept with tether-intercept bound");
-    let got = from_cluster(&service_url("orders", 80), &[]).expect_ok("request");
-    assert_eq!(answered_by(&got), ["laptop-alice"], "{got}");
+    until_laptop_answers(&service_url("orders", 80), &[], "laptop-alice");
     tether(WS, &["leave", "orders"]).expect_ok("tether leave");
     // She may remove the agent too.
     tether(
