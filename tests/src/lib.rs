@@ -125,16 +125,21 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
 
 /// Pods of the sample app that are running and not being deleted: (name, pod IP).
 pub fn hello_pods() -> Vec<(String, String)> {
+    running_pods("app=hello")
+}
+
+/// Pods matching `selector` that are running and not being deleted: (name, pod IP).
+pub fn running_pods(selector: &str) -> Vec<(String, String)> {
     kubectl(&[
         "get",
         "pods",
         "-l",
-        "app=hello",
+        selector,
         "--field-selector=status.phase=Running",
         "-o",
         r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.metadata.deletionTimestamp}{"\n"}{end}"#,
     ])
-    .expect_ok("listing hello pods")
+    .expect_ok("listing pods")
     .lines()
     .filter_map(|l| {
         let mut f = l.split_whitespace();
@@ -143,6 +148,20 @@ pub fn hello_pods() -> Vec<(String, String)> {
         f.next().is_none().then(|| (name.to_owned(), ip.to_owned()))
     })
     .collect()
+}
+
+/// Deletes the traffic manager's pod (its Deployment starts another).
+pub fn delete_manager_pod() {
+    kubectl(&[
+        "-n",
+        "tether",
+        "delete",
+        "pod",
+        "-l",
+        "app.kubernetes.io/name=tether-manager",
+        "--wait=false",
+    ])
+    .expect_ok("delete the manager pod");
 }
 
 /// The ClusterIP of a Service.

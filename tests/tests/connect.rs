@@ -177,16 +177,7 @@ fn reconnects_after_the_manager_pod_is_deleted() {
     let conn = Connected::new(WS, &[]);
     assert_hello(curl(Some(WS), &["http://hello.default/"]), "before");
     let session = conn.status()["session_id"].clone();
-    kubectl(&[
-        "-n",
-        "tether",
-        "delete",
-        "pod",
-        "-l",
-        "app.kubernetes.io/name=tether-manager",
-        "--wait=false",
-    ])
-    .expect_ok("delete manager pod");
+    delete_manager_pod();
     let started = std::time::Instant::now();
     eventually(Duration::from_secs(60), "a new session", || {
         let s = conn.status();

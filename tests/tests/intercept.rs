@@ -15,8 +15,8 @@ use std::{
 
 use serde_json::Value;
 use tether_e2e::{
-    cluster_ip, eventually, in_ns, kubectl, repo, run, tether, user_kubeconfig, Connected, Run, WS,
-    WS2,
+    cluster_ip, delete_manager_pod, eventually, in_ns, kubectl, repo, run, running_pods, tether,
+    user_kubeconfig, Connected, Run, WS, WS2,
 };
 
 /// The test app on a workstation: the developer's process.
@@ -339,16 +339,10 @@ fn env_file_matches_what_the_pod_sees() {
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).expect("env JSON");
 
     // What the app itself sees: its /env, straight from the pod (not through the Service).
-    let pod_ip = kubectl(&[
-        "get",
-        "pods",
-        "-l",
-        "app=orders",
-        "--field-selector=status.phase=Running",
-        "-o",
-        "jsonpath={.items[0].status.podIP}",
-    ])
-    .expect_ok("orders pod IP");
+    let (_, pod_ip) = running_pods("app=orders")
+        .into_iter()
+        .next()
+        .expect("a running orders pod");
     let seen = from_cluster(&format!("http://{pod_ip}:8080/env"), &["--json"]).expect_ok("/env");
     let seen: Value = serde_json::from_str(&seen).unwrap();
     let body = seen[0]["body"].as_str().unwrap();
@@ -605,25 +599,9 @@ fn new_pods_of_a_scaled_workload_follow_the_intercept() {
     kubectl(&["rollout", "status", "deployment/orders", "--timeout=120s"]).expect_ok("rollout");
     // Every pod, old and new, sends the developer's requests to the laptop: straight to each
     // pod's agent port, so every pod is asked.
-    let pods = kubectl(&[
-        "get",
-        "pods",
-        "-l",
-        "app=orders",
-        "--field-selector=status.phase=Running",
-        "-o",
-        r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.metadata.deletionTimestamp}{"\n"}{end}"#,
-    ])
-    .expect_ok("orders pods");
-    let ips: Vec<&str> = pods
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() == 2).then(|| f[1])
-        })
-        .collect();
-    assert_eq!(ips.len(), 3, "{pods}");
-    for ip in ips {
+    let pods = running_pods("app=orders");
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    for (_, ip) in pods {
         let url = format!("http://{ip}:9900/");
         let got = eventually(
             Duration::from_secs(20),
@@ -657,16 +635,7 @@ fn an_intercept_survives_a_manager_restart() {
     until_laptop_answers(&url, &[], "laptop-ann");
 
     let session = ws.status()["session_id"].clone();
-    kubectl(&[
-        "-n",
-        "tether",
-        "delete",
-        "pod",
-        "-l",
-        "app.kubernetes.io/name=tether-manager",
-        "--wait=false",
-    ])
-    .expect_ok("delete the manager pod");
+    delete_manager_pod();
     // The daemon reconnects to the new manager and re-creates its intercept; the agent links to
     // the new manager with the credential it has (the CA is kept).
     eventually(Duration::from_secs(60), "the intercept works again", || {
