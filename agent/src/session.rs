@@ -190,8 +190,11 @@ enum SessionError {
     NoAgentHello(&'static str),
 }
 
-async fn session(conn: quinn::Connection, shared: Arc<Shared>) -> Result<(), SessionError> {
-    let state = &shared.state;
+/// Accepts a peer's control stream and reads its `Hello`; a version this manager does not speak
+/// is answered with an `Error` the peer can show, and refused.
+async fn accept_hello(
+    conn: &quinn::Connection,
+) -> Result<(quinn::SendStream, quinn::RecvStream, tether_proto::Hello), SessionError> {
     let (mut ctl_send, mut ctl_recv) = conn.accept_bi().await?;
     let hello = match framed::read_message(&mut ctl_recv).await? {
         Some(Message::Hello(h)) => h,
@@ -210,6 +213,12 @@ async fn session(conn: quinn::Connection, shared: Arc<Shared>) -> Result<(), Ses
         let _ = ctl_send.finish();
         return Err(SessionError::Version(hello.version));
     }
+    Ok((ctl_send, ctl_recv, hello))
+}
+
+async fn session(conn: quinn::Connection, shared: Arc<Shared>) -> Result<(), SessionError> {
+    let state = &shared.state;
+    let (mut ctl_send, mut ctl_recv, hello) = accept_hello(&conn).await?;
     let session_id = format!("{:016x}", rand_u64());
     let mut subnets_rx = state.subnets_rx.clone();
     let welcome = Welcome {

@@ -292,9 +292,7 @@ impl Intercepts {
             .map_err(|e| e.to_string())?;
         let settings = AgentSettings { image, manager };
         let before = inject::record_of(workload).map_err(|e| e.to_string())?;
-        wk::ensure_agent_secret(client, &self.namespace)
-            .await
-            .map_err(|e| crate::error_chain(&e))?;
+        // `install_agent` also refreshes the namespace's copy of the agent credential.
         let record = wk::install_agent(client, workload, &settings)
             .await
             .map_err(|e| crate::error_chain(&e))?;

@@ -74,7 +74,8 @@ pub struct Session {
     intercept_pending: Pending<Result<InterceptState, tether_proto::Error>>,
     udp_flows: UdpFlows,
     next_flow: Arc<AtomicU64>,
-    next_dns: Arc<AtomicU32>,
+    /// Ids of control-stream requests (DNS queries, intercept requests).
+    next_request: Arc<AtomicU32>,
     /// What the manager said at the start.
     pub welcome: Arc<Welcome>,
     /// Current subnets (updated by the manager).
@@ -118,7 +119,7 @@ impl Session {
             intercept_pending: Arc::default(),
             udp_flows: Arc::default(),
             next_flow: Arc::new(AtomicU64::new(1)),
-            next_dns: Arc::new(AtomicU32::new(1)),
+            next_request: Arc::new(AtomicU32::new(1)),
             welcome: Arc::new(welcome),
             subnets_rx,
         };
@@ -220,7 +221,7 @@ impl Session {
 
     /// Asks the manager a DNS question (raw wire message in and out).
     pub async fn dns(&self, packet: Vec<u8>) -> Result<Vec<u8>, SessionError> {
-        let id = self.next_dns.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.dns_pending).insert(id, tx);
         let sent = self
@@ -244,7 +245,7 @@ impl Session {
         &self,
         make: impl FnOnce(u32) -> Message,
     ) -> Result<InterceptState, SessionError> {
-        let req = self.next_dns.fetch_add(1, Ordering::Relaxed);
+        let req = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.intercept_pending).insert(req, tx);
         let result = match self.ctl_tx.send(make(req)).await {

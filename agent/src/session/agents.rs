@@ -28,15 +28,7 @@ pub(super) async fn session(
     shared: Arc<Shared>,
     agent_id: u64,
 ) -> Result<(), SessionError> {
-    let (mut ctl_send, mut ctl_recv) = conn.accept_bi().await?;
-    let hello = match framed::read_message(&mut ctl_recv).await? {
-        Some(Message::Hello(h)) => h,
-        Some(_) => return Err(SessionError::NoHello("another message")),
-        None => return Err(SessionError::NoHello("nothing")),
-    };
-    if hello.version != PROTOCOL_VERSION {
-        return Err(SessionError::Version(hello.version));
-    }
+    let (mut ctl_send, mut ctl_recv, hello) = super::accept_hello(&conn).await?;
     let agent: AgentHello = match framed::read_message(&mut ctl_recv).await? {
         Some(Message::AgentHello(a)) => a,
         Some(_) => return Err(SessionError::NoAgentHello("another message")),

@@ -3,29 +3,25 @@
 //! Over its control stream the agent says who it is ([`AgentHello`]) and receives its workload's
 //! intercepts ([`AgentIntercepts`]) whenever they change; [`apply`] turns each table into the
 //! routing tables of the proxied ports. An intercepted connection is a new stream to the manager
-//! that starts with [`Dial`] ([`RemoteTarget`]); the manager passes it to the developer's
+//! that starts with [`Dial`] (see `remote_target`); the manager passes it to the developer's
 //! machine.
 //!
 //! While the link is down the agent has no intercepts: every request goes to the app. That is
 //! what makes a lost manager, or a lost developer, harmless to everyone else.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use http::{Request, Response};
-use hyper::body::Incoming;
 use tether_proto::{AgentHello, Dial, Hello, InterceptInfo, Message, Ping, Role, PROTOCOL_VERSION};
 use tether_tunnel::{framed, quinn, ClientCredential};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::filter::{Filter, FilterSpec};
-use super::proxy::{BoxError, Chain, DialFn, Duplex, InterceptTarget, ProxyBody, Routes, Upstream};
+use super::proxy::{BoxError, Chain, DialFn, Duplex, Routes, Upstream};
 use super::router::{Intercept, InterceptId};
 
 /// Where the agent's link goes and who it says it is.
@@ -188,7 +184,7 @@ fn apply(table: &[InterceptInfo], ports: &[PortRoutes], current: &Current) {
                     continue;
                 }
             };
-            let target = RemoteTarget::new(info.id, current.clone());
+            let target = remote_target(info.id, current.clone());
             let added = port.routes.add(Intercept {
                 id: InterceptId(info.id),
                 owner: info.owner.clone(),
@@ -214,33 +210,13 @@ fn clear(ports: &[PortRoutes]) {
     }
 }
 
-/// An intercept's target: the developer's machine, through the manager.
-pub struct RemoteTarget {
-    intercept: u64,
-    dial: DialFn,
-    upstream: Upstream,
-}
-
-impl fmt::Debug for RemoteTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RemoteTarget")
-            .field("intercept", &self.intercept)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RemoteTarget {
-    fn new(intercept: u64, current: Current) -> Self {
-        let dial: DialFn = Arc::new(move || {
-            let conn = current.0.borrow().clone();
-            Box::pin(dial(conn, intercept))
-        });
-        Self {
-            intercept,
-            upstream: Upstream::with_dial(&format!("intercept-{intercept}"), dial.clone()),
-            dial,
-        }
-    }
+/// An intercept's target: the developer's machine, reached over streams through the manager.
+fn remote_target(intercept: u64, current: Current) -> Upstream {
+    let dial: DialFn = Arc::new(move || {
+        let conn = current.0.borrow().clone();
+        Box::pin(dial(conn, intercept))
+    });
+    Upstream::with_dial(&format!("intercept-{intercept}"), dial)
 }
 
 /// Opens a stream for one intercepted connection and waits until the developer's process has
@@ -271,18 +247,5 @@ async fn dial(conn: Option<quinn::Connection>, intercept: u64) -> std::io::Resul
             std::io::ErrorKind::ConnectionAborted,
             "the manager closed the stream",
         )),
-    }
-}
-
-impl InterceptTarget for RemoteTarget {
-    fn send(
-        &self,
-        request: Request<Incoming>,
-    ) -> BoxFuture<'_, Result<Response<ProxyBody>, BoxError>> {
-        Box::pin(async move { Ok(self.upstream.forward(request).await?) })
-    }
-
-    fn connect(&self) -> BoxFuture<'_, Result<Box<dyn Duplex>, BoxError>> {
-        Box::pin(async move { Ok((self.dial)().await?) })
     }
 }

@@ -124,7 +124,6 @@ struct Shared {
     /// Connections being served (for draining on shutdown).
     active: std::sync::atomic::AtomicUsize,
     app: Upstream,
-    app_addr: SocketAddr,
     routes: Routes,
     sniff_timeout: Duration,
 }
@@ -136,7 +135,6 @@ impl Proxy {
             shared: Arc::new(Shared {
                 active: std::sync::atomic::AtomicUsize::new(0),
                 app: Upstream::new(config.app),
-                app_addr: config.app,
                 routes: Routes::default(),
                 sniff_timeout: config.sniff_timeout,
             }),
@@ -270,8 +268,7 @@ impl Shared {
     async fn relay(&self, mut io: Prefixed<TcpStream>) -> Result<(), BoxError> {
         match self.routes.pick_connection() {
             None => {
-                let mut app = TcpStream::connect(self.app_addr).await?;
-                app.set_nodelay(true)?;
+                let mut app = self.app.connect().await?;
                 tokio::io::copy_bidirectional(&mut io, &mut app).await?;
             }
             Some((id, target)) => {

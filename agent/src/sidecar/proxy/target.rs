@@ -1,17 +1,15 @@
-//! Where an intercept's traffic goes: the [`InterceptTarget`] trait, and [`LocalTarget`], which
-//! forwards to an address the agent can reach (for tests, and for trying the sidecar without a
-//! laptop).
+//! Where an intercept's traffic goes: the [`InterceptTarget`] trait, implemented by
+//! [`Upstream`]: an address the agent can reach ([`LocalTarget`], for tests and for trying the
+//! sidecar without a laptop), or the developer's machine through the manager.
 
 use std::fmt;
-use std::net::SocketAddr;
 
 use futures::future::BoxFuture;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
-use super::upstream::{BoxError, ProxyBody, Upstream, CONNECT_TIMEOUT};
+use super::upstream::{BoxError, ProxyBody, Upstream};
 
 /// A byte stream both ways (what a non-HTTP connection is relayed over).
 pub trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -38,39 +36,19 @@ pub trait InterceptTarget: fmt::Debug + Send + Sync + 'static {
 }
 
 /// An intercept target that forwards to an address the agent can reach, the same way the app is
-/// forwarded to.
-#[derive(Debug, Clone)]
-pub struct LocalTarget {
-    addr: SocketAddr,
-    upstream: Upstream,
-}
+/// forwarded to (`LocalTarget::new(addr)`). The laptop's target is an [`Upstream`] too, whose
+/// connections are streams through the manager.
+pub type LocalTarget = Upstream;
 
-impl LocalTarget {
-    /// Forwards to `addr`.
-    pub fn new(addr: SocketAddr) -> Self {
-        Self {
-            addr,
-            upstream: Upstream::new(addr),
-        }
-    }
-}
-
-impl InterceptTarget for LocalTarget {
+impl InterceptTarget for Upstream {
     fn send(
         &self,
         request: Request<Incoming>,
     ) -> BoxFuture<'_, Result<Response<ProxyBody>, BoxError>> {
-        Box::pin(async move { Ok(self.upstream.forward(request).await?) })
+        Box::pin(async move { Ok(self.forward(request).await?) })
     }
 
     fn connect(&self) -> BoxFuture<'_, Result<Box<dyn Duplex>, BoxError>> {
-        let addr = self.addr;
-        Box::pin(async move {
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-                .await
-                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-            stream.set_nodelay(true)?;
-            Ok(Box::new(stream) as Box<dyn Duplex>)
-        })
+        Box::pin(async move { Ok(Upstream::connect(self).await?) })
     }
 }

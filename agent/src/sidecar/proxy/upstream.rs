@@ -80,6 +80,7 @@ pub struct Upstream {
     name: Arc<str>,
     addr: Option<SocketAddr>,
     authority: Authority,
+    connector: FixedConnector,
     http1: Client<FixedConnector, Incoming>,
     http2: Client<FixedConnector, Incoming>,
 }
@@ -116,11 +117,12 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
         let http1 = builder.build(connector.clone());
-        let http2 = builder.http2_only(true).build(connector);
+        let http2 = builder.http2_only(true).build(connector.clone());
         Self {
             name,
             addr,
             authority,
+            connector,
             http1,
             http2,
         }
@@ -129,6 +131,14 @@ impl Upstream {
     /// The address requests go to, if the upstream is a plain address.
     pub fn addr(&self) -> Option<SocketAddr> {
         self.addr
+    }
+
+    /// A fresh byte stream to the upstream, outside the pools (for a connection that is not
+    /// HTTP), connected the same way as pooled connections.
+    pub async fn connect(&self) -> std::io::Result<Box<dyn Duplex>> {
+        use tower_service::Service;
+        let io = self.connector.clone().call(Uri::from_static("/")).await?;
+        Ok(Box::new(io.into_inner()))
     }
 
     /// Forwards one request and returns the upstream's response.
