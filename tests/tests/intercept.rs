@@ -9,6 +9,7 @@
 //! The workloads are in `deploy/sample/intercept.yaml`.
 
 use std::{
+    collections::BTreeMap,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -99,8 +100,10 @@ fn spec(kind: &str, name: &str) -> Value {
     object["spec"].take()
 }
 
-/// Every workload and Service spec in `default`, to show a refused command changed nothing.
-fn cluster_specs() -> Value {
+/// Every workload and Service spec in `default`, keyed by kind and name, to show a refused
+/// command changed nothing. ReplicaSets a Deployment owns are left out: the Deployment controller
+/// rewrites them on its own (scaling old ones down, deleting those beyond the revision history).
+fn cluster_specs() -> BTreeMap<String, Value> {
     let out = kubectl(&[
         "get",
         "deployments,statefulsets,replicasets,services",
@@ -113,15 +116,44 @@ fn cluster_specs() -> Value {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|o| o["metadata"]["ownerReferences"].is_null())
         .map(|o| {
-            serde_json::json!({
-                "kind": o["kind"],
-                "name": o["metadata"]["name"],
+            let key = format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or_default(),
+                o["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            let value = serde_json::json!({
                 "spec": o["spec"],
                 "annotations": o["metadata"]["annotations"],
-            })
+            });
+            (key, value)
         })
         .collect()
+}
+
+/// Fails naming each object whose spec or annotations differ from `before`.
+fn assert_cluster_unchanged(before: &BTreeMap<String, Value>, what: &str) {
+    let after = cluster_specs();
+    let changed: Vec<String> = before
+        .keys()
+        .chain(after.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|key| before.get(*key) != after.get(*key))
+        .map(|key| {
+            format!(
+                "{key}:\n  before: {:?}\n  after:  {:?}",
+                before.get(key),
+                after.get(key)
+            )
+        })
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "{what} changed the cluster:\n{}",
+        changed.join("\n")
+    );
 }
 
 fn uninstall_all() {
@@ -516,7 +548,7 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
         let out = tether(WS2, args);
         assert!(!out.ok, "{what}: succeeded: {out:?}");
         assert!(out.stderr.contains(expected), "{what}: {}", out.stderr);
-        assert_eq!(cluster_specs(), before, "{what} changed the cluster");
+        assert_cluster_unchanged(&before, what);
     }
     // The holder is named.
     let out = tether(WS2, &["intercept", "orders", "--port", "18086:http"]);
@@ -707,11 +739,7 @@ fn rbac_decides_who_may_intercept() {
         "{}",
         refused.stderr
     );
-    assert_eq!(
-        cluster_specs(),
-        before,
-        "a refused intercept changed the cluster"
-    );
+    assert_cluster_unchanged(&before, "a refused intercept");
 
     bindings.bind(&[
         "rolebinding",
