@@ -23,7 +23,8 @@ use std::{
 };
 
 use tether_proto::{
-    DnsAnswer, ErrorCode, InterceptReply, InterceptState, Message, Pong, Welcome, PROTOCOL_VERSION,
+    AgentCredential, AgentCredentialReply, AgentCredentialRequest, DnsAnswer, ErrorCode,
+    InterceptReply, InterceptState, Message, Pong, Welcome, PROTOCOL_VERSION,
 };
 use tether_tunnel::{framed, quinn, Identity, Role};
 use tokio::sync::mpsc;
@@ -32,13 +33,18 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::manager::ManagerState;
 use crate::registry::{Holder, Registry};
 
-pub use secret::{publish_credential, AGENT_CERT_KEY, AGENT_KEY_KEY, SECRET_NAME};
+pub use secret::{
+    check_agent_request, AgentRequestError, AGENT_REQUEST_KEY, AGENT_SECRET_NAME, CA_SECRET_NAME,
+    SECRET_NAME,
+};
 
 /// What every session shares: the cluster state, the intercept registry and the connected
 /// clients (to pass intercepted connections to).
 #[derive(Debug)]
 struct Shared {
     state: ManagerState,
+    /// Signs agent credentials.
+    identity: Identity,
     registry: Mutex<Registry>,
     clients: Mutex<HashMap<String, quinn::Connection>>,
 }
@@ -105,12 +111,10 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
         SocketAddr::from(([127, 0, 0, 1], state.config.quic_port)),
     ));
     let credential = identity.issue_client(Role::Client, "tether-client")?;
-    let agent_credential = identity.issue_client(Role::Agent, "tether-agent")?;
-    publish_credential(
+    secret::publish(
         &state.client,
         &state.config.namespace,
         &credential,
-        &agent_credential,
         identity.ca_key_pem(),
     )
     .await?;
@@ -118,6 +122,7 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
 
     let shared = Arc::new(Shared {
         state,
+        identity,
         registry: Mutex::new(Registry::new()),
         clients: Mutex::default(),
     });
@@ -154,7 +159,7 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
             };
             if peer.role == Role::Agent {
                 let span = info_span!("agent", %remote);
-                if let Err(error) = agents::session(conn, shared, agent_id)
+                if let Err(error) = agents::session(conn, shared, agent_id, &peer.name)
                     .instrument(span.clone())
                     .await
                 {
@@ -188,6 +193,8 @@ enum SessionError {
     Bye,
     #[error("agent sent {0} instead of AgentHello")]
     NoAgentHello(&'static str),
+    #[error("agent claims namespace {claimed} with a credential for {credential}")]
+    WrongNamespace { claimed: String, credential: String },
 }
 
 /// Accepts a peer's control stream and reads its `Hello`; a version this manager does not speak
@@ -314,6 +321,20 @@ async fn session(conn: quinn::Connection, shared: Arc<Shared>) -> Result<(), Ses
                     let list = shared.registry().list(&l.namespace);
                     reply(&ctl_tx, l.req, Ok(list)).await;
                 }
+                Some(Message::AgentCredentialRequest(r)) => {
+                    let (shared, ctl_tx) = (shared.clone(), ctl_tx.clone());
+                    tokio::spawn(async move {
+                        let req = r.req;
+                        let result = issue_agent_credential(&shared, r).await.map_err(|message| {
+                            tether_proto::Error {
+                                code: ErrorCode::NotPermitted,
+                                message,
+                            }
+                        });
+                        let reply = AgentCredentialReply { req, result };
+                        let _ = ctl_tx.send(Message::AgentCredentialReply(reply)).await;
+                    });
+                }
                 Some(other) => debug!(kind = other.kind(), "Ignored a control message"),
             }
         }
@@ -332,6 +353,41 @@ async fn session(conn: quinn::Connection, shared: Arc<Shared>) -> Result<(), Ses
         info!(name = %gone.name, id = gone.id, "Intercept ended with its session");
     }
     result
+}
+
+/// An agent credential for `r.namespace`, once the namespace's agent Secret holds the request's
+/// nonce (which only someone who may write Secrets there can have put there).
+async fn issue_agent_credential(
+    shared: &Shared,
+    r: AgentCredentialRequest,
+) -> Result<AgentCredential, String> {
+    let found = secret::agent_secret(&shared.state.client, &r.namespace)
+        .await
+        .map_err(|e| match &e {
+            kube::Error::Api(s) if s.code == 403 => format!(
+                "the traffic manager may not read Secret {AGENT_SECRET_NAME} in namespace {} \
+                 (its ClusterRole tether-manager lacks it; reinstall with `tether install`)",
+                r.namespace
+            ),
+            _ => format!(
+                "reading Secret {AGENT_SECRET_NAME} in namespace {}: {e}",
+                r.namespace
+            ),
+        })?;
+    if let Err(error) = check_agent_request(&r.namespace, found.as_ref(), &r.nonce) {
+        info!(namespace = %r.namespace, %error, "Agent credential refused");
+        return Err(error.to_string());
+    }
+    let credential = shared
+        .identity
+        .issue_client(Role::Agent, &r.namespace)
+        .map_err(|e| format!("issuing the agent credential: {e}"))?;
+    info!(namespace = %r.namespace, "Agent credential issued");
+    Ok(AgentCredential {
+        ca_pem: credential.ca_pem,
+        cert_pem: credential.cert_pem,
+        key_pem: credential.key_pem,
+    })
 }
 
 async fn reply(ctl_tx: &mpsc::Sender<Message>, req: u32, result: Result<InterceptState, String>) {

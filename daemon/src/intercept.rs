@@ -239,7 +239,7 @@ impl Intercepts {
         active.id = info.id;
         self.dials().insert(info.id, active.local);
 
-        let installed = match self.install(&workload).await {
+        let installed = match self.install(&session, &workload).await {
             Ok(installed) => installed,
             Err(error) => {
                 self.dials().remove(&info.id);
@@ -283,7 +283,7 @@ impl Intercepts {
     }
 
     /// Installs the agent if needed; true if it did.
-    async fn install(&self, workload: &Workload) -> Result<bool, String> {
+    async fn install(&self, session: &Session, workload: &Workload) -> Result<bool, String> {
         let client = &self.cluster.client;
         let (image, manager) = self
             .cluster
@@ -292,7 +292,9 @@ impl Intercepts {
             .map_err(|e| e.to_string())?;
         let settings = AgentSettings { image, manager };
         let before = inject::record_of(workload).map_err(|e| e.to_string())?;
-        // `install_agent` also refreshes the namespace's copy of the agent credential.
+        self.ensure_agent_credential(session)
+            .await
+            .map_err(|e| format!("cannot give the traffic agents a credential: {e}"))?;
         let record = wk::install_agent(client, workload, &settings)
             .await
             .map_err(|e| crate::error_chain(&e))?;
@@ -311,6 +313,39 @@ impl Intercepts {
             .await
             .map_err(|e| crate::error_chain(&e))?;
         Ok(true)
+    }
+
+    /// Makes sure the agents' Secret in the namespace holds a credential the manager accepts:
+    /// if not, proves to the manager that this user may write Secrets here (a nonce written into
+    /// the agents' Secret) and stores the credential it issues.
+    async fn ensure_agent_credential(&self, session: &Session) -> Result<(), String> {
+        let client = &self.cluster.client;
+        let ns = self.namespace.as_str();
+        let ca = self
+            .cluster
+            .credential()
+            .await
+            .map_err(|e| e.to_string())?
+            .ca_pem;
+        let err = |e: wk::WorkloadError| crate::error_chain(&e);
+        if wk::agent_credential_is_current(client, ns, &ca)
+            .await
+            .map_err(err)?
+        {
+            return Ok(());
+        }
+        let nonce = wk::request_agent_credential(client, ns)
+            .await
+            .map_err(err)?;
+        let credential = session
+            .agent_credential(ns, nonce)
+            .await
+            .map_err(|e| e.to_string())?;
+        wk::store_agent_credential(client, ns, &credential)
+            .await
+            .map_err(err)?;
+        info!(namespace = ns, "Issued the traffic agents' credential");
+        Ok(())
     }
 
     /// Waits until every ready pod of the workload has an agent linked to the manager; returns
@@ -487,11 +522,10 @@ impl Intercepts {
         let _busy = self.busy.lock().await;
         let all = self.list_active();
         if !all.is_empty() {
-            // A restarted manager has a new CA: give the agents its new credential (they pick
+            // A reinstalled manager has a new CA: give the agents a new credential (they pick
             // it up when the kubelet refreshes their Secret volume, and retry until then).
-            if let Err(error) = wk::ensure_agent_secret(&self.cluster.client, &self.namespace).await
-            {
-                warn!(error = %crate::error_chain(&error), "Could not refresh the agents' credential");
+            if let Err(error) = self.ensure_agent_credential(session).await {
+                warn!(%error, "Could not refresh the agents' credential");
             }
         }
         for mut active in all {

@@ -12,6 +12,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
+use tether_proto::{AgentCredential, AgentCredentialRequest};
 use tether_proto::{
     CreateIntercept, DialResult, DnsQuery, ErrorCode, Hello, InterceptState, ListIntercepts,
     Message, Open, OpenError, Ping, Protocol, RemoveIntercept, Subnets, UdpPacket, Welcome,
@@ -50,7 +51,7 @@ pub enum SessionError {
     /// No answer in time.
     #[error("timed out")]
     TimedOut,
-    /// The manager refused an intercept request.
+    /// The manager refused a request (an intercept, an agent credential).
     #[error("{0}")]
     Intercept(String),
 }
@@ -72,6 +73,7 @@ pub struct Session {
     ctl_tx: mpsc::Sender<Message>,
     dns_pending: Pending<Vec<u8>>,
     intercept_pending: Pending<Result<InterceptState, tether_proto::Error>>,
+    credential_pending: Pending<Result<AgentCredential, tether_proto::Error>>,
     udp_flows: UdpFlows,
     next_flow: Arc<AtomicU64>,
     /// Ids of control-stream requests (DNS queries, intercept requests).
@@ -117,6 +119,7 @@ impl Session {
             ctl_tx,
             dns_pending: Arc::default(),
             intercept_pending: Arc::default(),
+            credential_pending: Arc::default(),
             udp_flows: Arc::default(),
             next_flow: Arc::new(AtomicU64::new(1)),
             next_request: Arc::new(AtomicU32::new(1)),
@@ -134,6 +137,7 @@ impl Session {
         // Reader: DNS answers, intercept replies and subnet updates.
         let pending = session.dns_pending.clone();
         let intercept_pending = session.intercept_pending.clone();
+        let credential_pending = session.credential_pending.clone();
         let reader_conn = conn.clone();
         tokio::spawn(async move {
             loop {
@@ -148,6 +152,11 @@ impl Session {
                     }
                     Ok(Some(Message::InterceptReply(r))) => {
                         if let Some(tx) = lock(&intercept_pending).remove(&r.req) {
+                            let _ = tx.send(r.result);
+                        }
+                    }
+                    Ok(Some(Message::AgentCredentialReply(r))) => {
+                        if let Some(tx) = lock(&credential_pending).remove(&r.req) {
                             let _ = tx.send(r.result);
                         }
                     }
@@ -240,25 +249,51 @@ impl Session {
         result
     }
 
-    /// Sends an intercept request and waits for the manager's reply.
-    async fn intercept_request(
+    /// Sends a control-stream request and waits for the manager's reply, which the reader task
+    /// delivers through `pending`.
+    async fn request<T>(
         &self,
+        pending: &Pending<Result<T, tether_proto::Error>>,
         make: impl FnOnce(u32) -> Message,
-    ) -> Result<InterceptState, SessionError> {
+    ) -> Result<T, SessionError> {
         let req = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.intercept_pending).insert(req, tx);
+        lock(pending).insert(req, tx);
         let result = match self.ctl_tx.send(make(req)).await {
             Err(_) => Err(SessionError::NoAnswer),
             Ok(()) => match tokio::time::timeout(INTERCEPT_TIMEOUT, rx).await {
-                Ok(Ok(Ok(state))) => Ok(state),
+                Ok(Ok(Ok(answer))) => Ok(answer),
                 Ok(Ok(Err(e))) => Err(SessionError::Intercept(e.message)),
                 Ok(Err(_)) => Err(SessionError::NoAnswer),
                 Err(_) => Err(SessionError::TimedOut),
             },
         };
-        lock(&self.intercept_pending).remove(&req);
+        lock(pending).remove(&req);
         result
+    }
+
+    async fn intercept_request(
+        &self,
+        make: impl FnOnce(u32) -> Message,
+    ) -> Result<InterceptState, SessionError> {
+        self.request(&self.intercept_pending, make).await
+    }
+
+    /// Asks the manager for a credential for the agents of `namespace`; `nonce` must already be
+    /// in that namespace's agent Secret (see `workload::request_agent_credential`).
+    pub async fn agent_credential(
+        &self,
+        namespace: &str,
+        nonce: String,
+    ) -> Result<AgentCredential, SessionError> {
+        self.request(&self.credential_pending, |req| {
+            Message::AgentCredentialRequest(AgentCredentialRequest {
+                req,
+                namespace: namespace.to_owned(),
+                nonce,
+            })
+        })
+        .await
     }
 
     /// Asks the manager to start an intercept (`req` is filled in).

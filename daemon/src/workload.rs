@@ -28,8 +28,9 @@ pub mod kube;
 pub mod rollout;
 
 pub use self::kube::{
-    ensure_agent_secret, find_workload, install_agent, list_workloads, services, uninstall_agent,
-    uninstall_all, wait_rollout, WorkloadError, WorkloadSummary,
+    agent_credential_is_current, find_workload, install_agent, list_workloads,
+    request_agent_credential, services, store_agent_credential, uninstall_agent, uninstall_all,
+    wait_rollout, WorkloadError, WorkloadSummary,
 };
 pub use inject::{
     choose_port, inject, record_of, restore, services_selecting, AgentRecord, AgentSettings,

@@ -33,6 +33,8 @@
 //! | 18 | [`AgentIntercepts`] | manager → agent, the workload's intercepts |
 //! | 19 | [`Dial`] | agent → manager → client, first frame of an intercepted connection's stream |
 //! | 20 | [`DialResult`] | answers `Dial` |
+//! | 21 | [`AgentCredentialRequest`] | client → manager, a credential for one namespace's agents |
+//! | 22 | [`AgentCredentialReply`] | manager → client, answers 21 |
 //!
 //! # Datagrams
 //! A UDP flow's datagrams ride QUIC datagrams as `[varint flow id][payload]` (QUIC varint, RFC
@@ -86,10 +88,11 @@ pub use frame::{
     decode, encode, DecodeError, Decoded, EncodeError, FrameDecoder, HEADER_LEN, MAX_FRAME_LEN,
 };
 pub use message::{
-    AgentHello, AgentInfo, AgentIntercepts, Bye, CreateIntercept, Dial, DialResult, DnsAnswer,
-    DnsQuery, Error, ErrorCode, Hello, InterceptFilter, InterceptInfo, InterceptReply,
-    InterceptState, ListIntercepts, Message, Open, OpenError, OpenResult, PayloadError, Ping, Pong,
-    Protocol, RemoveIntercept, Role, Subnets, UdpPacket, Welcome,
+    AgentCredential, AgentCredentialReply, AgentCredentialRequest, AgentHello, AgentInfo,
+    AgentIntercepts, Bye, CreateIntercept, Dial, DialResult, DnsAnswer, DnsQuery, Error, ErrorCode,
+    Hello, InterceptFilter, InterceptInfo, InterceptReply, InterceptState, ListIntercepts, Message,
+    Open, OpenError, OpenResult, PayloadError, Ping, Pong, Protocol, RemoveIntercept, Role,
+    Subnets, UdpPacket, Welcome,
 };
 pub use relay::{decode_relay, encode_relay, RelayDecoder, RelayError, MAX_RELAY_PACKET};
 

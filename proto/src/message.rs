@@ -316,6 +316,52 @@ pub struct DialResult {
     pub result: Result<(), OpenError>,
 }
 
+/// Client to manager: a credential for the traffic agents of one namespace (answered with an
+/// [`AgentCredentialReply`]).
+///
+/// The client proves that it may write Secrets in that namespace: it first stores `nonce` under
+/// the key `request` of the Secret `tether-agent-tls` there, and the manager reads it back. So a
+/// user who may only connect gets no agent credential, and one who may intercept in a namespace
+/// gets one that is good for that namespace only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCredentialRequest {
+    /// Matches the reply.
+    pub req: u32,
+    /// The namespace the agents run in.
+    pub namespace: String,
+    /// What the client stored in the namespace's agent Secret.
+    pub nonce: String,
+}
+
+/// An agent credential: the CA to trust and the agent's certificate and key, PEM-encoded.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCredential {
+    /// The manager's CA certificate.
+    pub ca_pem: String,
+    /// The agent certificate (its name is the namespace).
+    pub cert_pem: String,
+    /// The certificate's private key.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for AgentCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is a secret: never in logs.
+        f.debug_struct("AgentCredential")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Manager to client: the answer to an [`AgentCredentialRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCredentialReply {
+    /// The request's `req`.
+    pub req: u32,
+    /// The credential, or why not.
+    pub result: Result<AgentCredential, Error>,
+}
+
 /// Declares [`Message`] from a table of `kind => Variant`, each variant wrapping the struct of the
 /// same name, and derives everything the codec needs from that one table. A kind used twice makes
 /// an unreachable match arm, which `clippy -D warnings` rejects.
@@ -409,6 +455,10 @@ messages! {
     19 => Dial,
     /// Outcome of a dial.
     20 => DialResult,
+    /// Ask for an agent credential.
+    21 => AgentCredentialRequest,
+    /// Answer to an agent credential request.
+    22 => AgentCredentialReply,
 }
 
 /// Why a payload did not decode.

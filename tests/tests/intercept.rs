@@ -731,6 +731,31 @@ fn rbac_decides_who_may_intercept() {
     let _laptop = Laptop::start(WS, 18091, "laptop-alice");
     let intercept = ["intercept", "orders", "--port", "18091:http"];
 
+    // What she can read of the manager's Secrets: the client credential, not the CA's key (which
+    // would let her pose as the manager) nor any agent credential.
+    let as_alice = |args: &[&str]| {
+        run(Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args(args))
+    };
+    let secret = as_alice(&[
+        "get",
+        "secret",
+        "tether-manager-tls",
+        "-n",
+        "tether",
+        "-o",
+        "json",
+    ]);
+    let secret: Value =
+        serde_json::from_str(&secret.expect_ok("alice reads the client credential"))
+            .expect("Secret JSON");
+    let keys: Vec<&String> = secret["data"].as_object().expect("data").keys().collect();
+    assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"]);
+    let ca = as_alice(&["get", "secret", "tether-manager-ca", "-n", "tether"]);
+    assert!(!ca.ok && ca.stderr.contains("forbidden"), "{ca:?}");
+
     let before = cluster_specs();
     let refused = tether(WS, &intercept);
     assert!(!refused.ok, "{refused:?}");
@@ -751,6 +776,11 @@ fn rbac_decides_who_may_intercept() {
     ]);
     tether(WS, &intercept).expect_ok("intercept with tether-intercept bound");
     until_laptop_answers(&service_url("orders", 80), &[], "laptop-alice");
+    // Her proof of write access is gone from the agents' Secret once it served.
+    let agents = kubectl(&["get", "secret", "tether-agent-tls", "-o", "json"]);
+    let agents: Value = serde_json::from_str(&agents.expect_ok("agent Secret")).expect("JSON");
+    let keys: Vec<&String> = agents["data"].as_object().expect("data").keys().collect();
+    assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"]);
     tether(WS, &["leave", "orders"]).expect_ok("tether leave");
     // She may remove the agent too.
     tether(

@@ -97,6 +97,13 @@ impl Peer {
         let name = only(subject.iter_common_name())?;
         Some(Peer { role, name })
     }
+
+    /// [`Peer::from_certificate`] for a PEM-encoded certificate, such as one stored in a Secret.
+    pub fn from_pem(pem: &str) -> Option<Peer> {
+        use rustls_pki_types::pem::PemObject;
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
+        Peer::from_certificate(&der)
+    }
 }
 
 /// The text of the one attribute an iterator yields; `None` if it yields none, several, or a

@@ -27,8 +27,20 @@ pub(super) async fn session(
     conn: quinn::Connection,
     shared: Arc<Shared>,
     agent_id: u64,
+    credential_namespace: &str,
 ) -> Result<(), SessionError> {
     let (mut ctl_send, mut ctl_recv, hello) = super::accept_hello(&conn).await?;
+    // An agent credential is issued for one namespace: its agents serve no other.
+    if hello.namespace != credential_namespace {
+        conn.close(
+            u32::from(u16::from(ErrorCode::NotPermitted)).into(),
+            b"the agent credential is for another namespace",
+        );
+        return Err(SessionError::WrongNamespace {
+            claimed: hello.namespace,
+            credential: credential_namespace.to_owned(),
+        });
+    }
     let agent: AgentHello = match framed::read_message(&mut ctl_recv).await? {
         Some(Message::AgentHello(a)) => a,
         Some(_) => return Err(SessionError::NoAgentHello("another message")),

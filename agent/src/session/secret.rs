@@ -1,9 +1,14 @@
-//! Publishes the client credential in a Secret, so that exactly the users whom Kubernetes RBAC
-//! lets read it can open a tunnel.
+//! The manager's Secrets, and the check behind an agent credential.
 //!
-//! The same Secret holds the agents' credential ([`AGENT_CERT_KEY`], [`AGENT_KEY_KEY`]): a user
-//! who installs an agent copies it into the workload's namespace, so agents authenticate as
-//! agents (a client certificate cannot pose as an agent, nor the other way round).
+//! - [`SECRET_NAME`] holds the client credential, so that exactly the users whom Kubernetes RBAC
+//!   lets read it can open a tunnel (ClusterRole `tether-client`).
+//! - [`CA_SECRET_NAME`] holds the CA's key, so that a restarted manager keeps its CA and every
+//!   credential already handed out (agents' mounted copies included) stays valid. Only the
+//!   manager's ServiceAccount may read it: with the key anyone could pose as the manager.
+//! - Agents get a credential per namespace, on request over the tunnel, once the client has
+//!   shown it may write Secrets in that namespace ([`check_agent_request`]).
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::{api::core::v1::Secret, ByteString};
 use kube::{
@@ -12,32 +17,49 @@ use kube::{
 };
 use tether_tunnel::ClientCredential;
 
-/// The Secret, in the manager's namespace.
+/// The client credential's Secret, in the manager's namespace.
 pub const SECRET_NAME: &str = "tether-manager-tls";
-/// The Secret's key holding the CA's private key, so that a restarted manager keeps the CA and
-/// every credential already handed out (agents' mounted copies included) stays valid. Whoever may
-/// read the Secret may already read the client and agent credentials, so it grants no more.
+/// The CA's Secret, in the manager's namespace.
+pub const CA_SECRET_NAME: &str = "tether-manager-ca";
+/// The key of [`CA_SECRET_NAME`] holding the CA's private key (next to `ca.crt`).
 pub const CA_KEY_KEY: &str = "ca.key";
-/// The Secret's key holding the agents' certificate.
-pub const AGENT_CERT_KEY: &str = "agent.crt";
-/// The Secret's key holding the agents' private key.
-pub const AGENT_KEY_KEY: &str = "agent.key";
+/// The agents' Secret in a workload's namespace: the credential they mount, and the client's
+/// proof of write access while it asks for one.
+pub const AGENT_SECRET_NAME: &str = "tether-agent-tls";
+/// The key of [`AGENT_SECRET_NAME`] holding a client's request nonce.
+pub const AGENT_REQUEST_KEY: &str = "request";
 
-pub async fn publish_credential(
+/// Publishes the client credential and keeps the CA for the next manager.
+pub async fn publish(
     client: &Client,
     namespace: &str,
     credential: &ClientCredential,
-    agent: &ClientCredential,
     ca_key_pem: &str,
 ) -> Result<(), kube::Error> {
-    let mut data = credential.to_secret_data();
-    data.insert(CA_KEY_KEY.to_owned(), ca_key_pem.to_owned());
-    data.insert(AGENT_CERT_KEY.to_owned(), agent.cert_pem.clone());
-    data.insert(AGENT_KEY_KEY.to_owned(), agent.key_pem.clone());
+    let ca = BTreeMap::from([
+        (
+            ClientCredential::CA_KEY.to_owned(),
+            credential.ca_pem.clone(),
+        ),
+        (CA_KEY_KEY.to_owned(), ca_key_pem.to_owned()),
+    ]);
+    // The CA first: a manager that dies in between then still finds the CA its clients trust.
+    apply(client, namespace, CA_SECRET_NAME, ca).await?;
+    apply(client, namespace, SECRET_NAME, credential.to_secret_data()).await
+}
+
+/// Server-side applies an Opaque Secret with exactly `data` (keys this field manager set before
+/// and `data` lacks are removed, e.g. the keys older managers kept here).
+async fn apply(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    data: BTreeMap<String, String>,
+) -> Result<(), kube::Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
-            name: Some(SECRET_NAME.to_owned()),
+            name: Some(name.to_owned()),
             namespace: Some(namespace.to_owned()),
             labels: Some(
                 [
@@ -60,7 +82,7 @@ pub async fn publish_credential(
     };
     secrets
         .patch(
-            SECRET_NAME,
+            name,
             &PatchParams::apply("tether").force(),
             &Patch::Apply(&secret),
         )
@@ -68,15 +90,121 @@ pub async fn publish_credential(
     Ok(())
 }
 
-/// The CA a previous manager published, as (certificate, key) PEM; `None` if there is none or it
-/// cannot be read (the manager then makes a new one).
+/// The CA a previous manager kept, as (certificate, key) PEM; `None` if there is none or it
+/// cannot be read (the manager then makes a new one). Older managers kept it in [`SECRET_NAME`].
 pub async fn previous_ca(client: &Client, namespace: &str) -> Option<(String, String)> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets.get_opt(SECRET_NAME).await.ok()??;
-    let data = secret.data?;
-    let text = |key: &str| {
-        data.get(key)
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-    };
-    Some((text(ClientCredential::CA_KEY)?, text(CA_KEY_KEY)?))
+    for name in [CA_SECRET_NAME, SECRET_NAME] {
+        let Ok(Some(secret)) = secrets.get_opt(name).await else {
+            continue;
+        };
+        let text = |key: &str| {
+            secret
+                .data
+                .as_ref()?
+                .get(key)
+                .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        };
+        if let (Some(ca), Some(key)) = (text(ClientCredential::CA_KEY), text(CA_KEY_KEY)) {
+            return Some((ca, key));
+        }
+    }
+    None
+}
+
+/// Why an agent credential is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AgentRequestError {
+    /// The namespace's agent Secret does not exist.
+    #[error("there is no Secret {AGENT_SECRET_NAME} in namespace {0}")]
+    NoSecret(String),
+    /// It exists but does not hold the client's nonce.
+    #[error("Secret {AGENT_SECRET_NAME} in namespace {0} does not hold this request")]
+    Mismatch(String),
+    /// The nonce is too short to prove anything.
+    #[error("the request's nonce is too short")]
+    WeakNonce,
+}
+
+/// Shortest nonce accepted, in bytes of text (128 bits as hex).
+const MIN_NONCE_LEN: usize = 32;
+
+/// Whether `secret` (the namespace's [`AGENT_SECRET_NAME`], if any) proves that the client
+/// asking with `nonce` may write Secrets in `namespace`.
+pub fn check_agent_request(
+    namespace: &str,
+    secret: Option<&Secret>,
+    nonce: &str,
+) -> Result<(), AgentRequestError> {
+    if nonce.len() < MIN_NONCE_LEN {
+        return Err(AgentRequestError::WeakNonce);
+    }
+    let secret = secret.ok_or_else(|| AgentRequestError::NoSecret(namespace.to_owned()))?;
+    let stored = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(AGENT_REQUEST_KEY))
+        .map(|v| v.0.as_slice());
+    if stored == Some(nonce.as_bytes()) {
+        Ok(())
+    } else {
+        Err(AgentRequestError::Mismatch(namespace.to_owned()))
+    }
+}
+
+/// Reads the namespace's agent Secret (`None` if there is none).
+pub async fn agent_secret(client: &Client, namespace: &str) -> Result<Option<Secret>, kube::Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    secrets.get_opt(AGENT_SECRET_NAME).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NONCE: &str = "0123456789abcdef0123456789abcdef";
+
+    fn secret(request: Option<&str>) -> Secret {
+        let mut data = BTreeMap::from([("ca.crt".to_owned(), ByteString(b"ca".to_vec()))]);
+        if let Some(r) = request {
+            data.insert(
+                AGENT_REQUEST_KEY.to_owned(),
+                ByteString(r.as_bytes().to_vec()),
+            );
+        }
+        Secret {
+            data: Some(data),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_stored_nonce_is_the_proof() {
+        assert_eq!(
+            check_agent_request("shop", Some(&secret(Some(NONCE))), NONCE),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        let other = "ffffffffffffffffffffffffffffffff";
+        assert_eq!(
+            check_agent_request("shop", Some(&secret(Some(other))), NONCE),
+            Err(AgentRequestError::Mismatch("shop".into()))
+        );
+        assert_eq!(
+            check_agent_request("shop", Some(&secret(None)), NONCE),
+            Err(AgentRequestError::Mismatch("shop".into()))
+        );
+        assert_eq!(
+            check_agent_request("shop", None, NONCE),
+            Err(AgentRequestError::NoSecret("shop".into()))
+        );
+        // An empty or short nonce would match a Secret someone else left with an empty request.
+        assert_eq!(
+            check_agent_request("shop", Some(&secret(Some(""))), ""),
+            Err(AgentRequestError::WeakNonce)
+        );
+    }
 }

@@ -18,8 +18,8 @@
 //! user set it.
 //!
 //! [`choose_port`] resolves `--port LOCAL:NAME` to the app port it means, before or after the
-//! agent is there. The agent's Secret ([`agent_secret`]) is here for the same reason: it is a
-//! decision. The rollout checks are in [`rollout`](super::rollout).
+//! agent is there. Whether the agent's Secret holds a usable credential
+//! ([`agent_credential_is_current`]) is here for the same reason: it is a decision. The rollout checks are in [`rollout`](super::rollout).
 //!
 //! This file is longer than most: the record, its writer and its undo must stay side by side
 //! (a change to one without the others breaks the exact restore).
@@ -37,6 +37,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::ByteString;
 use serde::{Deserialize, Serialize};
 
 /// The agent container's name.
@@ -45,6 +46,8 @@ pub const AGENT_CONTAINER: &str = "tether-agent";
 pub const AGENT_ANNOTATION: &str = "tether.dev/agent";
 /// The agent's credential Secret, one per namespace.
 pub const AGENT_SECRET: &str = "tether-agent-tls";
+/// The key of [`AGENT_SECRET`] holding a credential request's nonce while the manager checks it.
+pub const AGENT_REQUEST_KEY: &str = "request";
 /// The pod volume that mounts [`AGENT_SECRET`].
 pub const AGENT_VOLUME: &str = "tether-agent-tls";
 /// Where the agent finds its credential.
@@ -347,9 +350,6 @@ pub enum PlanError {
     /// Not a workload reference at all.
     #[error("`{0}` is not a workload: write NAME or KIND/NAME (e.g. deploy/orders)")]
     BadWorkloadRef(String),
-    /// The manager's Secret has no agent credential.
-    #[error("the traffic manager's Secret has no agent credential: the traffic manager is too old or not running; run `tether install`")]
-    NoAgentCredential,
 }
 
 fn unknown_port(services: &[String], asked: &str, available: &[String]) -> String {
@@ -1046,23 +1046,25 @@ fn agent_volume() -> Volume {
     }
 }
 
-/// The agent's Secret in `namespace`, from the manager's: `ca.crt`, and `agent.crt`/`agent.key`
-/// as `tls.crt`/`tls.key`.
-pub fn agent_secret(namespace: &str, manager: &Secret) -> Result<Secret, PlanError> {
-    let get = |key: &str| {
-        manager
+/// Whether `secret` (the namespace's [`AGENT_SECRET`], if any) holds an agent credential the
+/// manager accepts: signed by its CA (`ca_pem`) and issued for `namespace`.
+pub fn agent_credential_is_current(namespace: &str, secret: Option<&Secret>, ca_pem: &str) -> bool {
+    let text = |key: &str| {
+        secret?
             .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .cloned()
-            .ok_or(PlanError::NoAgentCredential)
+            .as_ref()?
+            .get(key)
+            .and_then(|v| std::str::from_utf8(&v.0).ok())
     };
-    let data = BTreeMap::from([
-        ("ca.crt".to_owned(), get("ca.crt")?),
-        ("tls.crt".to_owned(), get("agent.crt")?),
-        ("tls.key".to_owned(), get("agent.key")?),
-    ]);
-    Ok(Secret {
+    let issued_here = text("tls.crt")
+        .and_then(tether_tunnel::Peer::from_pem)
+        .is_some_and(|peer| peer.role == tether_tunnel::Role::Agent && peer.name == namespace);
+    text("ca.crt") == Some(ca_pem) && text("tls.key").is_some() && issued_here
+}
+
+/// The agent Secret holding only a credential request (`nonce`), for a namespace that has none.
+pub fn agent_request_secret(namespace: &str, nonce: &str) -> Secret {
+    Secret {
         metadata: ObjectMeta {
             name: Some(AGENT_SECRET.to_owned()),
             namespace: Some(namespace.to_owned()),
@@ -1072,10 +1074,35 @@ pub fn agent_secret(namespace: &str, manager: &Secret) -> Result<Secret, PlanErr
             )])),
             ..Default::default()
         },
-        type_: Some("kubernetes.io/tls".to_owned()),
-        data: Some(data),
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([(
+            AGENT_REQUEST_KEY.to_owned(),
+            ByteString(nonce.as_bytes().to_vec()),
+        )])),
         ..Default::default()
-    })
+    }
+}
+
+/// A merge patch that puts a credential request (`nonce`) into an existing agent Secret.
+pub fn agent_request_patch(nonce: &str) -> serde_json::Value {
+    serde_json::json!({ "data": { AGENT_REQUEST_KEY: base64(nonce.as_bytes()) } })
+}
+
+/// A merge patch that stores the manager's answer as the agents mount it (`ca.crt`, `tls.crt`,
+/// `tls.key`) and removes the request.
+pub fn agent_credential_patch(credential: &tether_proto::AgentCredential) -> serde_json::Value {
+    serde_json::json!({ "data": {
+        "ca.crt": base64(credential.ca_pem.as_bytes()),
+        "tls.crt": base64(credential.cert_pem.as_bytes()),
+        "tls.key": base64(credential.key_pem.as_bytes()),
+        AGENT_REQUEST_KEY: null,
+    } })
+}
+
+/// Secret data as JSON (base64, as the API server expects it). ByteString does the encoding,
+/// which cannot fail.
+fn base64(bytes: &[u8]) -> serde_json::Value {
+    serde_json::to_value(ByteString(bytes.to_vec())).unwrap_or_default()
 }
 
 /// Whether the template has the agent container and its volume (the annotation alone does not

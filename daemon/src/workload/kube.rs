@@ -40,7 +40,6 @@ use super::inject::{
     AGENT_SECRET,
 };
 use super::rollout::{self, Progress};
-use crate::cluster::{MANAGER_NAMESPACE, MANAGER_SECRET};
 
 /// The field manager of tether's writes.
 pub const FIELD_MANAGER: &str = "tether";
@@ -93,6 +92,9 @@ pub enum WorkloadError {
         #[source]
         source: kube::Error,
     },
+    /// No randomness for a credential request.
+    #[error("reading /dev/urandom")]
+    Nonce(#[source] std::io::Error),
 }
 
 fn unknown_workload(kind: Option<WorkloadKind>, name: &str, namespace: &str) -> String {
@@ -168,7 +170,6 @@ pub async fn install_agent(
     workload: &Workload,
     settings: &AgentSettings,
 ) -> Result<AgentRecord, WorkloadError> {
-    ensure_agent_secret(client, &workload.namespace).await?;
     match workload.kind {
         WorkloadKind::Deployment => install::<Deployment>(client, workload, settings).await,
         WorkloadKind::StatefulSet => install::<StatefulSet>(client, workload, settings).await,
@@ -379,26 +380,81 @@ async fn wait_rollout_of<K: Object>(
     }
 }
 
-/// Copies the agent credential from the manager's Secret into [`AGENT_SECRET`] in `namespace`
-/// (server-side apply, so it is refreshed when the manager's changes).
-pub async fn ensure_agent_secret(client: &Client, namespace: &str) -> Result<(), WorkloadError> {
-    let managers: Api<Secret> = Api::namespaced(client.clone(), MANAGER_NAMESPACE);
-    let manager = managers
-        .get_opt(MANAGER_SECRET)
+/// Whether the agents' Secret in `namespace` holds a credential the manager (whose CA is
+/// `ca_pem`) accepts for that namespace.
+pub async fn agent_credential_is_current(
+    client: &Client,
+    namespace: &str,
+    ca_pem: &str,
+) -> Result<bool, WorkloadError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = api
+        .get_opt(AGENT_SECRET)
         .await
-        .map_err(|e| api_error::<Secret>(e, "get", Some(MANAGER_SECRET), MANAGER_NAMESPACE))?
-        .ok_or(PlanError::NoAgentCredential)?;
-    let secret = inject::agent_secret(namespace, &manager)?;
+        .map_err(|e| api_error::<Secret>(e, "get", Some(AGENT_SECRET), namespace))?;
+    Ok(inject::agent_credential_is_current(
+        namespace,
+        secret.as_ref(),
+        ca_pem,
+    ))
+}
+
+/// Writes a fresh request nonce into the agents' Secret of `namespace` (creating it if needed)
+/// and returns it: the manager issues an agent credential to whoever can show it.
+pub async fn request_agent_credential(
+    client: &Client,
+    namespace: &str,
+) -> Result<String, WorkloadError> {
+    let nonce = nonce().map_err(WorkloadError::Nonce)?;
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let exists = api
+        .get_opt(AGENT_SECRET)
+        .await
+        .map_err(|e| api_error::<Secret>(e, "get", Some(AGENT_SECRET), namespace))?
+        .is_some();
+    if exists {
+        api.patch(
+            AGENT_SECRET,
+            &PatchParams::default(),
+            &Patch::Merge(inject::agent_request_patch(&nonce)),
+        )
+        .await
+        .map_err(|e| api_error::<Secret>(e, "patch", Some(AGENT_SECRET), namespace))?;
+    } else {
+        api.create(
+            &PostParams::default(),
+            &inject::agent_request_secret(namespace, &nonce),
+        )
+        .await
+        .map_err(|e| api_error::<Secret>(e, "create", Some(AGENT_SECRET), namespace))?;
+    }
+    Ok(nonce)
+}
+
+/// Stores the manager's agent credential in the agents' Secret of `namespace`.
+pub async fn store_agent_credential(
+    client: &Client,
+    namespace: &str,
+    credential: &tether_proto::AgentCredential,
+) -> Result<(), WorkloadError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     api.patch(
         AGENT_SECRET,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&secret),
+        &PatchParams::default(),
+        &Patch::Merge(inject::agent_credential_patch(credential)),
     )
     .await
     .map_err(|e| api_error::<Secret>(e, "patch", Some(AGENT_SECRET), namespace))?;
-    debug!(namespace, "Agent credential applied");
+    debug!(namespace, "Agent credential stored");
     Ok(())
+}
+
+/// 128 random bits from the OS, as hex.
+fn nonce() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The workloads of `namespace` tether can inject: Deployments, StatefulSets, and ReplicaSets

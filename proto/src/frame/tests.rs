@@ -142,6 +142,21 @@ fn every_message() -> Vec<Message> {
             }),
         }
         .into(),
+        AgentCredentialRequest {
+            req: 5,
+            namespace: "shop".into(),
+            nonce: "5f0c".into(),
+        }
+        .into(),
+        AgentCredentialReply {
+            req: 5,
+            result: Ok(AgentCredential {
+                ca_pem: "ca".into(),
+                cert_pem: "cert".into(),
+                key_pem: "key".into(),
+            }),
+        }
+        .into(),
     ]
 }
 

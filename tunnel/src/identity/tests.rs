@@ -26,7 +26,9 @@ fn issued_certificates_name_role_and_holder() {
                 name: name.to_owned()
             }
         );
+        assert_eq!(Peer::from_pem(&credential.cert_pem), Some(peer));
     }
+    assert_eq!(Peer::from_pem("not PEM"), None);
 }
 
 #[test]

@@ -978,19 +978,72 @@ fn workload_kinds_and_references() {
     );
 }
 
+/// A Secret with the given string data.
+fn secret_with(data: &[(&str, &str)]) -> Secret {
+    Secret {
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
 #[test]
-fn agent_secret_renames_the_agent_credential() {
-    let manager: Secret = serde_json::from_value(json!({
-        "metadata": { "name": "tether-manager-tls", "namespace": "tether" },
-        "data": {
-            "ca.crt": "Y2E=", "tls.crt": "Y2xpZW50", "tls.key": "a2V5",
-            "agent.crt": "YWdlbnQ=", "agent.key": "YWdlbnRrZXk=",
-        },
-    }))
-    .unwrap();
-    let secret = agent_secret("shop", &manager).unwrap();
+fn only_a_credential_for_this_namespace_from_this_ca_is_current() {
+    let identity = tether_tunnel::Identity::generate().unwrap();
+    let ca = identity.ca_pem();
+    let issued = |role, name| identity.issue_client(role, name).unwrap();
+    let stored = |c: &tether_tunnel::ClientCredential| {
+        secret_with(&[
+            ("ca.crt", &c.ca_pem),
+            ("tls.crt", &c.cert_pem),
+            ("tls.key", &c.key_pem),
+        ])
+    };
+    let shop = issued(tether_tunnel::Role::Agent, "shop");
+    assert!(agent_credential_is_current(
+        "shop",
+        Some(&stored(&shop)),
+        ca
+    ));
+    // Another namespace's, a client's, the shared one older managers issued, another CA's.
+    assert!(!agent_credential_is_current(
+        "web",
+        Some(&stored(&shop)),
+        ca
+    ));
+    let client = issued(tether_tunnel::Role::Client, "shop");
+    assert!(!agent_credential_is_current(
+        "shop",
+        Some(&stored(&client)),
+        ca
+    ));
+    let shared = issued(tether_tunnel::Role::Agent, "tether-agent");
+    assert!(!agent_credential_is_current(
+        "shop",
+        Some(&stored(&shared)),
+        ca
+    ));
+    let other = tether_tunnel::Identity::generate().unwrap();
+    assert!(!agent_credential_is_current(
+        "shop",
+        Some(&stored(&shop)),
+        other.ca_pem()
+    ));
+    // Half a credential, a pending request, none at all.
+    let no_key = secret_with(&[("ca.crt", &shop.ca_pem), ("tls.crt", &shop.cert_pem)]);
+    assert!(!agent_credential_is_current("shop", Some(&no_key), ca));
+    let request = agent_request_secret("shop", "00ff");
+    assert!(!agent_credential_is_current("shop", Some(&request), ca));
+    assert!(!agent_credential_is_current("shop", None, ca));
+}
+
+#[test]
+fn a_request_then_the_credential_replacing_it() {
     assert_eq!(
-        as_json(&secret),
+        as_json(&agent_request_secret("shop", "00ff")),
         json!({
             "apiVersion": "v1",
             "kind": "Secret",
@@ -999,20 +1052,25 @@ fn agent_secret_renames_the_agent_credential() {
                 "namespace": "shop",
                 "labels": { "app.kubernetes.io/managed-by": "tether" },
             },
-            "type": "kubernetes.io/tls",
-            "data": { "ca.crt": "Y2E=", "tls.crt": "YWdlbnQ=", "tls.key": "YWdlbnRrZXk=" },
+            "type": "Opaque",
+            "data": { "request": "MDBmZg==" },
         })
     );
-
-    let old: Secret = serde_json::from_value(json!({
-        "metadata": { "name": "tether-manager-tls" },
-        "data": { "ca.crt": "Y2E=", "tls.crt": "Y2xpZW50", "tls.key": "a2V5" },
-    }))
-    .unwrap();
-    let err = agent_secret("shop", &old).unwrap_err();
-    assert!(err
-        .to_string()
-        .contains("too old or not running; run `tether install`"));
+    assert_eq!(
+        agent_request_patch("00ff"),
+        json!({ "data": { "request": "MDBmZg==" } })
+    );
+    let credential = tether_proto::AgentCredential {
+        ca_pem: "ca".into(),
+        cert_pem: "cert".into(),
+        key_pem: "key".into(),
+    };
+    assert_eq!(
+        agent_credential_patch(&credential),
+        json!({ "data": {
+            "ca.crt": "Y2E=", "tls.crt": "Y2VydA==", "tls.key": "a2V5", "request": null,
+        } })
+    );
 }
 
 #[test]
