@@ -790,3 +790,103 @@ fn rbac_decides_who_may_intercept() {
     .expect_ok("uninstall as the developer");
     let _ = std::fs::remove_dir_all(kc.parent().unwrap());
 }
+
+/// A namespace the test creates; deleted on drop.
+struct TempNamespace(String);
+
+impl Drop for TempNamespace {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "namespace", &self.0, "--wait=false"]);
+    }
+}
+
+/// An agent credential is good for the agents of one namespace: copied elsewhere (with the
+/// Secret, or by anyone who may read it there), the manager refuses it and the agent says why.
+#[test]
+fn an_agent_credential_serves_only_its_own_namespace() {
+    let _ws = Connected::new(WS, &[]);
+    // The agent's container and the namespace's credential, as an intercept installs them.
+    tether(WS, &["intercept", "orders", "--port", "18093:http"]).expect_ok("intercept");
+    tether(WS, &["leave", "orders"]).expect_ok("leave");
+    let deployment = kubectl(&["get", "deployment", "orders", "-o", "json"]);
+    let deployment: Value = serde_json::from_str(&deployment.expect_ok("orders")).expect("JSON");
+    let secret = kubectl(&["get", "secret", "tether-agent-tls", "-o", "json"]);
+    let secret: Value = serde_json::from_str(&secret.expect_ok("agent Secret")).expect("JSON");
+
+    let other = TempNamespace(format!("tether-e2e-other-{}", std::process::id()));
+    kubectl(&["create", "namespace", &other.0]).expect_ok("create namespace");
+    let mut pod = deployment["spec"]["template"]["spec"].clone();
+    // Only the agent: the app's configuration refers to objects of its own namespace.
+    let agent: Vec<Value> = pod["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .filter(|c| c["name"] == "tether-agent")
+        .cloned()
+        .collect();
+    assert_eq!(agent.len(), 1, "the agent container: {pod}");
+    let volume = agent[0]["volumeMounts"][0]["name"].clone();
+    let volumes: Vec<Value> = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter(|v| v["name"] == volume)
+        .cloned()
+        .collect();
+    pod["containers"] = Value::Array(agent);
+    pod["volumes"] = Value::Array(volumes);
+    let objects = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": { "name": "tether-agent-tls", "namespace": other.0 },
+                "type": secret["type"],
+                "data": secret["data"],
+            },
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": { "name": "copied-agent", "namespace": other.0 },
+                "spec": {
+                    "replicas": 1,
+                    "selector": { "matchLabels": { "app": "copied-agent" } },
+                    "template": {
+                        "metadata": { "labels": { "app": "copied-agent" } },
+                        "spec": pod,
+                    },
+                },
+            },
+        ],
+    });
+    let manifest = std::env::temp_dir().join(format!("{}.json", other.0));
+    std::fs::write(&manifest, objects.to_string()).expect("manifest");
+    kubectl(&["apply", "-f", manifest.to_str().unwrap()]).expect_ok("apply the copy");
+    let _ = std::fs::remove_file(&manifest);
+
+    let refusal = format!("is for namespace default, not {}", other.0);
+    eventually(
+        Duration::from_secs(90),
+        "the copied agent is refused",
+        || {
+            let logs = kubectl(&[
+                "logs",
+                "-n",
+                &other.0,
+                "deployment/copied-agent",
+                "-c",
+                "tether-agent",
+            ]);
+            logs.stdout.contains(&refusal).then_some(())
+        },
+    );
+    // And it never linked.
+    let logs = kubectl(&["logs", "-n", &other.0, "deployment/copied-agent"]);
+    assert!(
+        !logs.stdout.contains("Linked to the traffic manager"),
+        "{}",
+        logs.stdout
+    );
+}

@@ -32,10 +32,19 @@ pub(super) async fn session(
     let (mut ctl_send, mut ctl_recv, hello) = super::accept_hello(&conn).await?;
     // An agent credential is issued for one namespace: its agents serve no other.
     if hello.namespace != credential_namespace {
-        conn.close(
-            u32::from(u16::from(ErrorCode::NotPermitted)).into(),
-            b"the agent credential is for another namespace",
-        );
+        let error = Message::Error(tether_proto::Error {
+            code: ErrorCode::NotPermitted,
+            message: format!(
+                "this agent credential is for namespace {credential_namespace}, not {}: \
+                 the Secret tether-agent-tls was copied from another namespace; delete it and \
+                 intercept again",
+                hello.namespace
+            ),
+        });
+        let _ = framed::write_message(&mut ctl_send, &error).await;
+        let _ = ctl_send.finish();
+        // Let the answer arrive before the connection goes.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ctl_send.stopped()).await;
         return Err(SessionError::WrongNamespace {
             claimed: hello.namespace,
             credential: credential_namespace.to_owned(),

@@ -62,12 +62,15 @@ pub async fn run(config: LinkConfig, ports: Vec<PortRoutes>) {
     let (conn_tx, conn_rx) = watch::channel(None);
     let current = Current(conn_rx);
     let mut backoff = Duration::from_millis(200);
+    // Each new reason the link cannot come up is a warning; the same one again is not.
+    let mut last_error = String::new();
     loop {
         let app_ports: Vec<u16> = ports.iter().map(|p| p.app_port).collect();
         match connect(&config, &app_ports).await {
             Ok((conn, send, recv)) => {
                 info!(manager = %config.manager, "Linked to the traffic manager");
                 backoff = Duration::from_millis(200);
+                last_error.clear();
                 let _ = conn_tx.send(Some(conn.clone()));
                 let reason = serve(send, recv, &ports, &current).await;
                 let _ = conn_tx.send(None);
@@ -76,7 +79,13 @@ pub async fn run(config: LinkConfig, ports: Vec<PortRoutes>) {
                 warn!(reason = %reason, "Lost the traffic manager; all traffic goes to the app");
             }
             Err(error) => {
-                debug!(error = %Chain(&*error), "Cannot reach the traffic manager");
+                let error = Chain(&*error).to_string();
+                if error == last_error {
+                    debug!(%error, "Cannot link to the traffic manager");
+                } else {
+                    warn!(%error, "Cannot link to the traffic manager; all traffic goes to the app");
+                    last_error = error;
+                }
             }
         }
         tokio::time::sleep(backoff).await;
