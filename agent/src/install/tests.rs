@@ -107,7 +107,16 @@ fn the_manager_only_reads_cluster_wide() {
     let manifests = manifests(IMAGE).unwrap();
     let cluster_role = find(&manifests, "ClusterRole", "tether-manager");
     for rule in cluster_role["rules"].as_array().unwrap() {
-        assert_eq!(rule["verbs"], json!(["get", "list", "watch"]), "{rule}");
+        if rule["resources"] == json!(["secrets"]) {
+            // Only the agents' Secret of a namespace, to check a credential request.
+            assert_eq!(
+                (rule["resourceNames"].clone(), rule["verbs"].clone()),
+                (json!(["tether-agent-tls"]), json!(["get"])),
+                "{rule}"
+            );
+        } else {
+            assert_eq!(rule["verbs"], json!(["get", "list", "watch"]), "{rule}");
+        }
     }
     let role = find(&manifests, "Role", "tether-manager");
     let secrets = role["rules"]
@@ -118,8 +127,8 @@ fn the_manager_only_reads_cluster_wide() {
         .unwrap();
     assert_eq!(
         secrets["resourceNames"],
-        json!(["tether-manager-tls"]),
-        "only its own Secret"
+        json!(["tether-manager-tls", "tether-manager-ca"]),
+        "only its own Secrets"
     );
     let client = find(&manifests, "ClusterRole", "tether-client");
     let secret_rule = client["rules"]
