@@ -180,17 +180,19 @@ async fn tcp_flow(req: TcpRequest, session_rx: SessionRx, known: Arc<KnownOpen>)
 /// first bytes travel with the flow's `Open`; if the dial fails after all, the client gets a RST.
 async fn early_tcp_flow(req: TcpRequest, session: Session, known: Arc<KnownOpen>) {
     let dst = req.dst();
+    // The SYN-ACK first: the stack's task runs before the tunnel's, so the client's handshake
+    // and the manager's dial (started by the Open below) overlap instead of queueing.
+    let Ok(stream) = req.accept() else { return };
+    let aborter = stream.aborter();
     let (mut send, mut recv) = match session.start_tcp(dst).await {
         Ok(s) => s,
         Err(error) => {
-            debug!(%error, "Open failed; refusing");
+            debug!(%error, "Open failed after an early accept; resetting");
             known.forget(dst);
-            req.refuse();
+            aborter.abort();
             return;
         }
     };
-    let Ok(stream) = req.accept() else { return };
-    let aborter = stream.aborter();
     let (mut client_rx, mut client_tx) = tokio::io::split(stream);
     let up = async {
         let mut from_client = tokio::io::BufReader::with_capacity(COPY_BUF, &mut client_rx);
