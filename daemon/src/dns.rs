@@ -1,5 +1,5 @@
 //! The workstation's DNS decisions, sans-IO: which names go to the cluster, and a short-lived
-//! cache of cluster answers.
+//! cache of answers (the cluster's and the original resolver's alike, for at most their TTL).
 //!
 //! Names under the cluster domain go to the manager. So do single-label names (`hello`), which the
 //! manager answers in the connected namespace. Everything else goes unchanged to the resolver the
@@ -103,11 +103,15 @@ impl Cache {
     }
 
     /// Remembers `answer` for as long as its smallest TTL allows, capped at [`MAX_TTL`].
-    /// Failures other than NXDOMAIN are not cached.
+    /// Failures other than NXDOMAIN are not cached, nor truncated answers (the client asks again
+    /// over TCP).
     pub fn insert(&mut self, now: Instant, question: Question, answer: &[u8]) {
         let Ok(msg) = Message::from_vec(answer) else {
             return;
         };
+        if msg.metadata.truncation {
+            return;
+        }
         let ttl = match msg.metadata.response_code {
             ResponseCode::NoError if !msg.answers.is_empty() => {
                 let min = msg.answers.iter().map(|r| r.ttl).min().unwrap_or(0);
@@ -210,5 +214,19 @@ mod tests {
         );
         cache.insert(t0, q.clone(), &answer(1, "a.default.svc.cluster.local.", 0));
         assert!(cache.get(t0, 3, &q).is_none(), "TTL 0 is not cached");
+    }
+
+    #[test]
+    fn truncated_answers_are_not_cached() {
+        let mut cache = Cache::default();
+        let t0 = Instant::now();
+        let (_, q) = parse_query(&query(1, "big.outside.test.")).unwrap();
+        let mut truncated = Message::from_vec(&answer(1, "big.outside.test.", 30)).unwrap();
+        truncated.metadata.truncation = true;
+        cache.insert(t0, q.clone(), &truncated.to_vec().unwrap());
+        assert!(
+            cache.get(t0, 2, &q).is_none(),
+            "the client must retry over TCP"
+        );
     }
 }

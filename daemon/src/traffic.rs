@@ -289,8 +289,8 @@ async fn dns_over_tcp(req: TcpRequest, dns: Arc<Dns>) {
     }
 }
 
-/// The DNS server's logic: cluster names to the manager (cached briefly), others unchanged to
-/// the original resolvers.
+/// The DNS server's logic: cluster names to the manager, others unchanged to the original
+/// resolvers; answers cached briefly (see [`Cache`]).
 #[derive(Debug)]
 pub struct Dns {
     classifier: Classifier,
@@ -315,28 +315,23 @@ impl Dns {
             debug!(len = query.len(), "Ignored a malformed DNS packet");
             return None;
         };
-        match self.classifier.classify(&question.name) {
-            Destination::Upstream => self.upstream(query).await,
-            Destination::Cluster => {
-                let now = Instant::now();
-                if let Some(hit) = self
-                    .cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(now, id, &question)
-                {
-                    return Some(hit);
-                }
-                let session = current(&self.session_rx).await?;
-                let answer = session.dns(query.to_vec()).await.ok()?;
-                self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                    Instant::now(),
-                    question,
-                    &answer,
-                );
-                Some(answer)
-            }
+        let now = Instant::now();
+        if let Some(hit) = self.cache().get(now, id, &question) {
+            return Some(hit);
         }
+        let answer = match self.classifier.classify(&question.name) {
+            Destination::Upstream => self.upstream(query).await?,
+            Destination::Cluster => {
+                let session = current(&self.session_rx).await?;
+                session.dns(query.to_vec()).await.ok()?
+            }
+        };
+        self.cache().insert(Instant::now(), question, &answer);
+        Some(answer)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn upstream(&self, query: &[u8]) -> Option<Vec<u8>> {

@@ -227,8 +227,9 @@ start_dnsmasq() {
     addrs+=("--listen-address=$net.1")
   done
   # The workstation's "original" resolver: knows a few names outside the cluster and nothing else.
+  # Its answers carry a TTL, as real ones do (dnsmasq's default for its own names is 0).
   start dnsmasq dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
-    --except-interface=lo "${addrs[@]}" --pid-file="$RUN/dnsmasq.real.pid" \
+    --except-interface=lo "${addrs[@]}" --pid-file="$RUN/dnsmasq.real.pid" --local-ttl=30 \
     --address=/outside.tether.test/198.51.100.7 --address=/www.example.test/198.51.100.8 \
     --log-facility=- --log-queries
 }

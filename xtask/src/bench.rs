@@ -130,9 +130,9 @@ fn connect(args: &Args) -> anyhow::Result<()> {
 
     step(&format!("DNS on {ns} without tether"));
     let original = process::nameserver(ns)?;
-    report
-        .dns
-        .push(dns(args, None, Lookup::NonCluster, original));
+    for lookup in [Lookup::NonCluster, Lookup::NonClusterUncached] {
+        report.dns.push(dns(args, None, lookup, original));
+    }
 
     step("direct: host → pod IP");
     report
@@ -156,7 +156,12 @@ fn connect(args: &Args) -> anyhow::Result<()> {
         step(&format!("tether over {transport}: {ns} → pod IP"));
         report.paths.push(measure(args, path, Some(ns), &pod_addr));
         let server = process::nameserver(ns)?;
-        for lookup in [Lookup::NonCluster, Lookup::Cluster, Lookup::ClusterUncached] {
+        for lookup in [
+            Lookup::NonCluster,
+            Lookup::NonClusterUncached,
+            Lookup::Cluster,
+            Lookup::ClusterUncached,
+        ] {
             report.dns.push(dns(args, Some(path), lookup, server));
         }
         drop(session);
