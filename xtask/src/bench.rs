@@ -128,6 +128,18 @@ fn connect(args: &Args) -> anyhow::Result<()> {
     let ns = args.ns.as_str();
     let pod_addr = format!("{}:{POD_PORT}", pod.ip);
 
+    step("QUIC alone: one stream on loopback, both ends in this process (tether-tunnel's test)");
+    report.quic_ceiling_mb_s = match quic_ceiling() {
+        Ok(mb_s) => {
+            eprintln!("    {mb_s:.0} MB/s");
+            Some(mb_s)
+        }
+        Err(e) => {
+            eprintln!("    not measured: {e:#}");
+            None
+        }
+    };
+
     step(&format!("DNS on {ns} without tether"));
     let original = process::nameserver(ns)?;
     for lookup in [Lookup::NonCluster, Lookup::NonClusterUncached] {
@@ -311,6 +323,38 @@ fn machine_meta() -> Vec<(String, String)> {
     ]
 }
 
+/// The median of tether-tunnel's loopback throughput test (UDP carrier, CUBIC), in MB/s.
+fn quic_ceiling() -> anyhow::Result<f64> {
+    let out = cluster::cargo()
+        .current_dir(cluster::repo())
+        .args([
+            "test",
+            "--release",
+            "-q",
+            "-p",
+            "tether-tunnel",
+            "--test",
+            "tunnel",
+            "throughput",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ])
+        .output()
+        .context("running cargo test")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(out.status.success(), "the throughput test failed: {text}");
+    parse_quic_ceiling(&text).with_context(|| format!("no `Udp Cubic` median in: {text}"))
+}
+
+/// Reads `=> Udp Cubic: median 559 MB/s` from the test's output.
+fn parse_quic_ceiling(text: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("=> Udp Cubic: median "))
+        .and_then(|rest| rest.strip_suffix(" MB/s"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 /// Runs `tether-testapp bench ARGS` (on the host for `ns` = None) and reads its JSON.
 fn testapp(ns: Option<&str>, args: &[&str], limit: Duration) -> anyhow::Result<serde_json::Value> {
     let mut cmd = in_ns(ns, testapp_bin());
@@ -429,4 +473,17 @@ fn dns(args: &Args, with: Option<Path>, lookup: Lookup, server: IpAddr) -> DnsRe
 
 fn step(msg: &str) {
     eprintln!("\x1b[1m==> {msg}\x1b[0m");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_quic_ceiling;
+
+    #[test]
+    fn reads_the_udp_cubic_median() {
+        let out = "Udp Cubic: 560 MB/s (1s; mtu 1452, lost 0 of 1 packets)\n\
+                   => Udp Cubic: median 559 MB/s\n=> Udp Bbr: median 408 MB/s\n";
+        assert_eq!(parse_quic_ceiling(out), Some(559.0));
+        assert_eq!(parse_quic_ceiling("=> Udp Bbr: median 408 MB/s"), None);
+    }
 }

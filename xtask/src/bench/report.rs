@@ -157,6 +157,9 @@ pub struct Report {
     pub paths: Vec<PathResult>,
     pub connects: Vec<ConnectResult>,
     pub dns: Vec<DnsResult>,
+    /// One QUIC stream on loopback with both ends in one process (no TUN, no pods), MB/s: what
+    /// any tether path can reach at most on this machine.
+    pub quic_ceiling_mb_s: Option<f64>,
 }
 
 /// One target of the issue.
@@ -207,6 +210,17 @@ impl Report {
                 target: format!("≥ {target}×"),
                 measured: ratio.map_or("n/a".into(), |r| format!("{r:.2}×")),
                 pass: ratio.map(|r| r >= target),
+            });
+        }
+        if let Some(ceiling) = self.quic_ceiling_mb_s {
+            let ratio = kubectl.map(|k| ceiling / k);
+            checks.push(Check {
+                what: "throughput: QUIC alone, one stream on loopback (the ceiling of any tether \
+                       path here) / kubectl port-forward"
+                    .into(),
+                target: "(reference)".into(),
+                measured: ratio.map_or("n/a".into(), |r| format!("{r:.2}×")),
+                pass: None,
             });
         }
         let modes: [(&str, Pick); 2] = [

@@ -63,6 +63,7 @@ fn sample() -> Report {
             dns(Some(Path::TetherUdp), Lookup::NonClusterUncached, 70.0),
             dns(Some(Path::TetherUdp), Lookup::Cluster, 50.0),
         ],
+        quic_ceiling_mb_s: Some(480.0),
     }
 }
 
@@ -78,6 +79,8 @@ fn throughput_ratios_use_the_best_run_against_kubectl() {
     let checks = sample().checks();
     let udp = check(&checks, "throughput: tether, udp");
     assert_eq!(udp.measured, "3.12×");
+    let ceiling = check(&checks, "throughput: QUIC alone");
+    assert_eq!((ceiling.measured.as_str(), ceiling.pass), ("2.00×", None));
     assert_eq!(udp.pass, Some(true));
     let pf = check(&checks, "throughput: tether, port-forward");
     assert_eq!(pf.measured, "0.62×");
