@@ -34,8 +34,7 @@ use crate::manager::ManagerState;
 use crate::registry::{Holder, Registry};
 
 pub use secret::{
-    check_agent_request, AgentRequestError, AGENT_REQUEST_KEY, AGENT_SECRET_NAME, CA_SECRET_NAME,
-    SECRET_NAME,
+    check_agent_request, AgentRequestError, AGENT_SECRET_NAME, CA_SECRET_NAME, SECRET_NAME,
 };
 
 /// What every session shares: the cluster state, the intercept registry and the connected

@@ -338,10 +338,10 @@ impl Intercepts {
             .await
             .map_err(err)?;
         let credential = session
-            .agent_credential(ns, nonce)
+            .agent_credential(ns, nonce.clone())
             .await
             .map_err(|e| e.to_string())?;
-        wk::store_agent_credential(client, ns, &credential)
+        wk::store_agent_credential(client, ns, &nonce, &credential)
             .await
             .map_err(err)?;
         info!(namespace = ns, "Issued the traffic agents' credential");

@@ -319,10 +319,11 @@ pub struct DialResult {
 /// Client to manager: a credential for the traffic agents of one namespace (answered with an
 /// [`AgentCredentialReply`]).
 ///
-/// The client proves that it may write Secrets in that namespace: it first stores `nonce` under
-/// the key `request` of the Secret `tether-agent-tls` there, and the manager reads it back. So a
-/// user who may only connect gets no agent credential, and one who may intercept in a namespace
-/// gets one that is good for that namespace only.
+/// The client proves that it may write Secrets in that namespace: it first stores `nonce` in the
+/// Secret `tether-agent-tls` there, under [`AgentCredentialRequest::secret_key`], and the manager
+/// reads it back. So a user who may only connect gets no agent credential, and one who may
+/// intercept in a namespace gets one that is good for that namespace only. Each request has its
+/// own key, so that clients asking at the same time do not overwrite each other's proof.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentCredentialRequest {
     /// Matches the reply.
@@ -331,6 +332,18 @@ pub struct AgentCredentialRequest {
     pub namespace: String,
     /// What the client stored in the namespace's agent Secret.
     pub nonce: String,
+}
+
+impl AgentCredentialRequest {
+    /// The key of the namespace's agent Secret that holds `nonce` while the request is checked.
+    pub fn secret_key(nonce: &str) -> String {
+        let id: String = nonce
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(16)
+            .collect();
+        format!("request-{id}")
+    }
 }
 
 /// An agent credential: the CA to trust and the agent's certificate and key, PEM-encoded.
@@ -478,5 +491,19 @@ fn read_exact<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, PayloadErr
         Ok(value)
     } else {
         Err(PayloadError::Trailing(rest.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AgentCredentialRequest;
+
+    #[test]
+    fn each_request_has_its_own_secret_key() {
+        let key = AgentCredentialRequest::secret_key;
+        assert_eq!(key("0123456789abcdef0123"), "request-0123456789abcdef");
+        assert_ne!(key("0123456789abcdef"), key("fedcba9876543210"));
+        // Whatever a client sends, the key stays a valid Secret data key.
+        assert_eq!(key("../x y\n"), "request-xy");
     }
 }

@@ -26,8 +26,6 @@ pub const CA_KEY_KEY: &str = "ca.key";
 /// The agents' Secret in a workload's namespace: the credential they mount, and the client's
 /// proof of write access while it asks for one.
 pub const AGENT_SECRET_NAME: &str = "tether-agent-tls";
-/// The key of [`AGENT_SECRET_NAME`] holding a client's request nonce.
-pub const AGENT_REQUEST_KEY: &str = "request";
 
 /// Publishes the client credential and keeps the CA for the next manager.
 pub async fn publish(
@@ -140,10 +138,11 @@ pub fn check_agent_request(
         return Err(AgentRequestError::WeakNonce);
     }
     let secret = secret.ok_or_else(|| AgentRequestError::NoSecret(namespace.to_owned()))?;
+    let key = tether_proto::AgentCredentialRequest::secret_key(nonce);
     let stored = secret
         .data
         .as_ref()
-        .and_then(|d| d.get(AGENT_REQUEST_KEY))
+        .and_then(|d| d.get(&key))
         .map(|v| v.0.as_slice());
     if stored == Some(nonce.as_bytes()) {
         Ok(())
@@ -168,7 +167,7 @@ mod tests {
         let mut data = BTreeMap::from([("ca.crt".to_owned(), ByteString(b"ca".to_vec()))]);
         if let Some(r) = request {
             data.insert(
-                AGENT_REQUEST_KEY.to_owned(),
+                tether_proto::AgentCredentialRequest::secret_key(r),
                 ByteString(r.as_bytes().to_vec()),
             );
         }
@@ -197,6 +196,17 @@ mod tests {
             check_agent_request("shop", Some(&secret(None)), NONCE),
             Err(AgentRequestError::Mismatch("shop".into()))
         );
+        // Another client's proof, under its own key, proves nothing for this one.
+        let mut both = secret(Some(other));
+        assert_eq!(
+            check_agent_request("shop", Some(&both), NONCE),
+            Err(AgentRequestError::Mismatch("shop".into()))
+        );
+        both.data.as_mut().unwrap().insert(
+            tether_proto::AgentCredentialRequest::secret_key(NONCE),
+            ByteString(NONCE.as_bytes().to_vec()),
+        );
+        assert_eq!(check_agent_request("shop", Some(&both), NONCE), Ok(()));
         assert_eq!(
             check_agent_request("shop", None, NONCE),
             Err(AgentRequestError::NoSecret("shop".into()))

@@ -39,6 +39,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use serde::{Deserialize, Serialize};
+use tether_proto::AgentCredentialRequest;
 
 /// The agent container's name.
 pub const AGENT_CONTAINER: &str = "tether-agent";
@@ -46,8 +47,6 @@ pub const AGENT_CONTAINER: &str = "tether-agent";
 pub const AGENT_ANNOTATION: &str = "tether.dev/agent";
 /// The agent's credential Secret, one per namespace.
 pub const AGENT_SECRET: &str = "tether-agent-tls";
-/// The key of [`AGENT_SECRET`] holding a credential request's nonce while the manager checks it.
-pub const AGENT_REQUEST_KEY: &str = "request";
 /// The pod volume that mounts [`AGENT_SECRET`].
 pub const AGENT_VOLUME: &str = "tether-agent-tls";
 /// Where the agent finds its credential.
@@ -1076,7 +1075,7 @@ pub fn agent_request_secret(namespace: &str, nonce: &str) -> Secret {
         },
         type_: Some("Opaque".to_owned()),
         data: Some(BTreeMap::from([(
-            AGENT_REQUEST_KEY.to_owned(),
+            AgentCredentialRequest::secret_key(nonce),
             ByteString(nonce.as_bytes().to_vec()),
         )])),
         ..Default::default()
@@ -1085,17 +1084,22 @@ pub fn agent_request_secret(namespace: &str, nonce: &str) -> Secret {
 
 /// A merge patch that puts a credential request (`nonce`) into an existing agent Secret.
 pub fn agent_request_patch(nonce: &str) -> serde_json::Value {
-    serde_json::json!({ "data": { AGENT_REQUEST_KEY: base64(nonce.as_bytes()) } })
+    let key = AgentCredentialRequest::secret_key(nonce);
+    serde_json::json!({ "data": { key: base64(nonce.as_bytes()) } })
 }
 
-/// A merge patch that stores the manager's answer as the agents mount it (`ca.crt`, `tls.crt`,
-/// `tls.key`) and removes the request.
-pub fn agent_credential_patch(credential: &tether_proto::AgentCredential) -> serde_json::Value {
+/// A merge patch that stores the manager's answer to the request `nonce` as the agents mount it
+/// (`ca.crt`, `tls.crt`, `tls.key`) and removes that request.
+pub fn agent_credential_patch(
+    nonce: &str,
+    credential: &tether_proto::AgentCredential,
+) -> serde_json::Value {
+    let key = AgentCredentialRequest::secret_key(nonce);
     serde_json::json!({ "data": {
         "ca.crt": base64(credential.ca_pem.as_bytes()),
         "tls.crt": base64(credential.cert_pem.as_bytes()),
         "tls.key": base64(credential.key_pem.as_bytes()),
-        AGENT_REQUEST_KEY: null,
+        key: null,
     } })
 }
 

@@ -431,17 +431,18 @@ pub async fn request_agent_credential(
     Ok(nonce)
 }
 
-/// Stores the manager's agent credential in the agents' Secret of `namespace`.
+/// Stores the manager's answer to the request `nonce` in the agents' Secret of `namespace`.
 pub async fn store_agent_credential(
     client: &Client,
     namespace: &str,
+    nonce: &str,
     credential: &tether_proto::AgentCredential,
 ) -> Result<(), WorkloadError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     api.patch(
         AGENT_SECRET,
         &PatchParams::default(),
-        &Patch::Merge(inject::agent_credential_patch(credential)),
+        &Patch::Merge(inject::agent_credential_patch(nonce, credential)),
     )
     .await
     .map_err(|e| api_error::<Secret>(e, "patch", Some(AGENT_SECRET), namespace))?;

@@ -1053,12 +1053,12 @@ fn a_request_then_the_credential_replacing_it() {
                 "labels": { "app.kubernetes.io/managed-by": "tether" },
             },
             "type": "Opaque",
-            "data": { "request": "MDBmZg==" },
+            "data": { "request-00ff": "MDBmZg==" },
         })
     );
     assert_eq!(
         agent_request_patch("00ff"),
-        json!({ "data": { "request": "MDBmZg==" } })
+        json!({ "data": { "request-00ff": "MDBmZg==" } })
     );
     let credential = tether_proto::AgentCredential {
         ca_pem: "ca".into(),
@@ -1066,9 +1066,9 @@ fn a_request_then_the_credential_replacing_it() {
         key_pem: "key".into(),
     };
     assert_eq!(
-        agent_credential_patch(&credential),
+        agent_credential_patch("00ff", &credential),
         json!({ "data": {
-            "ca.crt": "Y2E=", "tls.crt": "Y2VydA==", "tls.key": "a2V5", "request": null,
+            "ca.crt": "Y2E=", "tls.crt": "Y2VydA==", "tls.key": "a2V5", "request-00ff": null,
         } })
     );
 }
