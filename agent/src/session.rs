@@ -194,6 +194,8 @@ enum SessionError {
     NoAgentHello(&'static str),
     #[error("agent claims namespace {claimed} with a credential for {credential}")]
     WrongNamespace { claimed: String, credential: String },
+    #[error("agent refused: {0}")]
+    NotThePod(String),
 }
 
 /// Accepts a peer's control stream and reads its `Hello`; a version this manager does not speak

@@ -92,9 +92,9 @@ pub use message::{
     AgentIntercepts, Bye, CreateIntercept, Dial, DialResult, DnsAnswer, DnsQuery, Error, ErrorCode,
     Hello, InterceptFilter, InterceptInfo, InterceptReply, InterceptState, ListIntercepts, Message,
     Open, OpenError, OpenResult, PayloadError, Ping, Pong, Protocol, RemoveIntercept, Role,
-    Subnets, UdpPacket, Welcome,
+    Subnets, UdpPacket, Welcome, AGENT_TOKEN_AUDIENCE,
 };
 pub use relay::{decode_relay, encode_relay, RelayDecoder, RelayError, MAX_RELAY_PACKET};
 
 /// The protocol version this build speaks, sent in [`Hello`] and [`Welcome`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;

@@ -284,7 +284,7 @@ pub struct InterceptReply {
 }
 
 /// Agent to manager, after [`Hello`]: who it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentHello {
     /// The workload, as `Kind/name`.
     pub workload: String,
@@ -292,6 +292,24 @@ pub struct AgentHello {
     pub pod: String,
     /// The app ports it forwards.
     pub ports: Vec<u16>,
+    /// A service-account token the kubelet issued for the agent's pod (audience
+    /// [`AGENT_TOKEN_AUDIENCE`]): the manager has the API server confirm that it belongs to
+    /// `pod` in the namespace of the agent's credential.
+    pub token: String,
+}
+
+/// The audience of the token in [`AgentHello`].
+pub const AGENT_TOKEN_AUDIENCE: &str = "tether";
+
+impl std::fmt::Debug for AgentHello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a credential: never in logs.
+        f.debug_struct("AgentHello")
+            .field("workload", &self.workload)
+            .field("pod", &self.pod)
+            .field("ports", &self.ports)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Manager to agent: every intercept of its workload, sent on connect and on every change.

@@ -802,6 +802,7 @@ impl Drop for TempNamespace {
 
 /// An agent credential is good for the agents of one namespace: copied elsewhere (with the
 /// Secret, or by anyone who may read it there), the manager refuses it and the agent says why.
+/// Nor can an agent claim to be another pod than its own.
 #[test]
 fn an_agent_credential_serves_only_its_own_namespace() {
     let _ws = Connected::new(WS, &[]);
@@ -861,29 +862,69 @@ fn an_agent_credential_serves_only_its_own_namespace() {
             },
         ],
     });
-    let manifest = std::env::temp_dir().join(format!("{}.json", other.0));
-    std::fs::write(&manifest, objects.to_string()).expect("manifest");
-    kubectl(&["apply", "-f", manifest.to_str().unwrap()]).expect_ok("apply the copy");
-    let _ = std::fs::remove_file(&manifest);
-
+    apply(&objects);
     let refusal = format!("is for namespace default, not {}", other.0);
-    eventually(
-        Duration::from_secs(90),
-        "the copied agent is refused",
-        || {
-            let logs = kubectl(&[
-                "logs",
-                "-n",
-                &other.0,
-                "deployment/copied-agent",
-                "-c",
-                "tether-agent",
-            ]);
-            logs.stdout.contains(&refusal).then_some(())
+    agent_is_refused(&other.0, "copied-agent", &refusal);
+
+    // In its own namespace, with its own credential, an agent still cannot claim to be another
+    // pod: the manager has the API server check its pod's token.
+    let mut impostor = pod.clone();
+    for env in impostor["containers"][0]["env"]
+        .as_array_mut()
+        .expect("env")
+    {
+        if env["name"] == "POD_NAME" {
+            *env = serde_json::json!({ "name": "POD_NAME", "value": "orders-impostor" });
+        }
+    }
+    let _impostor = Deleted(vec!["deployment".into(), "tether-e2e-impostor".into()]);
+    apply(&serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": "tether-e2e-impostor", "namespace": "default" },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": { "app": "tether-e2e-impostor" } },
+            "template": {
+                "metadata": { "labels": { "app": "tether-e2e-impostor" } },
+                "spec": impostor,
+            },
         },
+    }));
+    agent_is_refused(
+        "default",
+        "tether-e2e-impostor",
+        "the agent is not pod default/orders-impostor: its token is bound to pod tether-e2e-impostor-",
     );
-    // And it never linked.
-    let logs = kubectl(&["logs", "-n", &other.0, "deployment/copied-agent"]);
+}
+
+/// An object the test created; deleted (without waiting) on drop.
+struct Deleted(Vec<String>);
+
+impl Drop for Deleted {
+    fn drop(&mut self) {
+        let mut args = vec!["delete", "--wait=false"];
+        args.extend(self.0.iter().map(String::as_str));
+        let _ = kubectl(&args);
+    }
+}
+
+/// `kubectl apply` of a JSON manifest.
+fn apply(objects: &Value) {
+    let manifest = std::env::temp_dir().join(format!("tether-e2e-{}.json", std::process::id()));
+    std::fs::write(&manifest, objects.to_string()).expect("manifest");
+    kubectl(&["apply", "-f", manifest.to_str().unwrap()]).expect_ok("kubectl apply");
+    let _ = std::fs::remove_file(&manifest);
+}
+
+/// Waits until the agent of `deployment` logs `refusal`, and checks it never linked.
+fn agent_is_refused(namespace: &str, deployment: &str, refusal: &str) {
+    let target = format!("deployment/{deployment}");
+    let logs = || kubectl(&["logs", "-n", namespace, &target, "-c", "tether-agent"]);
+    eventually(Duration::from_secs(90), "the agent is refused", || {
+        logs().stdout.contains(refusal).then_some(())
+    });
+    let logs = logs();
     assert!(
         !logs.stdout.contains("Linked to the traffic manager"),
         "{}",

@@ -114,6 +114,9 @@ fn the_manager_only_reads_cluster_wide() {
                 (json!(["tether-agent-tls"]), json!(["get"])),
                 "{rule}"
             );
+        } else if rule["resources"] == json!(["tokenreviews"]) {
+            // Asking whose token an agent presents writes nothing.
+            assert_eq!(rule["verbs"], json!(["create"]), "{rule}");
         } else {
             assert_eq!(rule["verbs"], json!(["get", "list", "watch"]), "{rule}");
         }

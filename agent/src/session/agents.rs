@@ -12,9 +12,10 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use tether_proto::{
     AgentHello, AgentInfo, Dial, DialResult, ErrorCode, Message, OpenError, Pong, Welcome,
-    PROTOCOL_VERSION,
+    AGENT_TOKEN_AUDIENCE, PROTOCOL_VERSION,
 };
 use tether_tunnel::{framed, quinn};
 use tokio::sync::mpsc;
@@ -32,19 +33,12 @@ pub(super) async fn session(
     let (mut ctl_send, mut ctl_recv, hello) = super::accept_hello(&conn).await?;
     // An agent credential is issued for one namespace: its agents serve no other.
     if hello.namespace != credential_namespace {
-        let error = Message::Error(tether_proto::Error {
-            code: ErrorCode::NotPermitted,
-            message: format!(
-                "this agent credential is for namespace {credential_namespace}, not {}: \
-                 the Secret tether-agent-tls was copied from another namespace; delete it and \
-                 intercept again",
-                hello.namespace
-            ),
-        });
-        let _ = framed::write_message(&mut ctl_send, &error).await;
-        let _ = ctl_send.finish();
-        // Let the answer arrive before the connection goes.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ctl_send.stopped()).await;
+        let message = format!(
+            "this agent credential is for namespace {credential_namespace}, not {}: the Secret \
+             tether-agent-tls was copied from another namespace; delete it and intercept again",
+            hello.namespace
+        );
+        refuse(&mut ctl_send, message).await;
         return Err(SessionError::WrongNamespace {
             claimed: hello.namespace,
             credential: credential_namespace.to_owned(),
@@ -55,6 +49,21 @@ pub(super) async fn session(
         Some(_) => return Err(SessionError::NoAgentHello("another message")),
         None => return Err(SessionError::NoAgentHello("nothing")),
     };
+    // And the agent is the pod it says it is: the API server vouches for its pod's token.
+    let review = review_token(&shared.state.client, &agent.token).await;
+    if let Err(why) =
+        review.and_then(|status| check_pod_token(&status, &hello.namespace, &agent.pod))
+    {
+        refuse(
+            &mut ctl_send,
+            format!(
+                "the agent is not pod {}/{}: {why}",
+                hello.namespace, agent.pod
+            ),
+        )
+        .await;
+        return Err(SessionError::NotThePod(why));
+    }
     let welcome = Welcome {
         version: PROTOCOL_VERSION,
         session_id: format!("agent-{agent_id}"),
@@ -214,4 +223,138 @@ pub(super) async fn splice(
         }
     };
     tokio::join!(forward, backward);
+}
+
+/// Tells a refused agent why (it logs it), and lets the answer arrive before the connection goes.
+async fn refuse(ctl_send: &mut quinn::SendStream, message: String) {
+    let error = Message::Error(tether_proto::Error {
+        code: ErrorCode::NotPermitted,
+        message,
+    });
+    let _ = framed::write_message(ctl_send, &error).await;
+    let _ = ctl_send.finish();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ctl_send.stopped()).await;
+}
+
+/// Asks the API server whose `token` is (audience [`AGENT_TOKEN_AUDIENCE`]).
+async fn review_token(client: &kube::Client, token: &str) -> Result<TokenReviewStatus, String> {
+    if token.is_empty() {
+        return Err("it sent no pod token".into());
+    }
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: Some(token.to_owned()),
+            audiences: Some(vec![AGENT_TOKEN_AUDIENCE.to_owned()]),
+        },
+        ..Default::default()
+    };
+    let reviews: kube::Api<TokenReview> = kube::Api::all(client.clone());
+    let reviewed = reviews
+        .create(&kube::api::PostParams::default(), &review)
+        .await
+        .map_err(|e| match &e {
+            kube::Error::Api(s) if s.code == 403 => "the traffic manager may not review tokens \
+                 (its ClusterRole tether-manager lacks tokenreviews; reinstall with `tether install`)"
+                .to_owned(),
+            _ => format!("the token review failed: {e}"),
+        })?;
+    reviewed
+        .status
+        .ok_or_else(|| "the token review came back without a status".to_owned())
+}
+
+/// The key of a reviewed user's extra that names the pod a service-account token is bound to.
+const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
+
+/// Whether a token review says the token is a service-account token of `namespace`, for
+/// [`AGENT_TOKEN_AUDIENCE`], bound to the pod `pod`.
+fn check_pod_token(status: &TokenReviewStatus, namespace: &str, pod: &str) -> Result<(), String> {
+    if status.authenticated != Some(true) {
+        return Err(match status.error.as_deref() {
+            Some(error) if !error.is_empty() => format!("its token was not accepted: {error}"),
+            _ => "its token was not accepted".to_owned(),
+        });
+    }
+    if let Some(audiences) = &status.audiences {
+        if !audiences.iter().any(|a| a == AGENT_TOKEN_AUDIENCE) {
+            return Err(format!(
+                "its token is not for audience {AGENT_TOKEN_AUDIENCE}"
+            ));
+        }
+    }
+    let user = status.user.as_ref().ok_or("the review names no user")?;
+    let username = user.username.as_deref().unwrap_or_default();
+    let account_namespace = username
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(ns, _)| ns);
+    if account_namespace != Some(namespace) {
+        return Err(format!(
+            "its token belongs to {username}, not to a service account of namespace {namespace}"
+        ));
+    }
+    let bound = user
+        .extra
+        .as_ref()
+        .and_then(|extra| extra.get(POD_NAME_EXTRA))
+        .map(Vec::as_slice);
+    match bound {
+        Some([name]) if name == pod => Ok(()),
+        Some([name]) => Err(format!("its token is bound to pod {name}")),
+        _ => Err("its token is not bound to a pod".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::authentication::v1::UserInfo;
+
+    use super::*;
+
+    fn status(username: &str, pod: Option<&str>, audiences: &[&str]) -> TokenReviewStatus {
+        TokenReviewStatus {
+            authenticated: Some(true),
+            audiences: Some(audiences.iter().map(|a| a.to_string()).collect()),
+            user: Some(UserInfo {
+                username: Some(username.to_owned()),
+                extra: pod
+                    .map(|p| BTreeMap::from([(POD_NAME_EXTRA.to_owned(), vec![p.to_owned()])])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    const SA: &str = "system:serviceaccount:shop:default";
+
+    #[test]
+    fn a_token_bound_to_the_pod_in_the_namespace_passes() {
+        assert_eq!(
+            check_pod_token(
+                &status(SA, Some("orders-1"), &["tether"]),
+                "shop",
+                "orders-1"
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn every_other_token_is_refused() {
+        let refused = |s: TokenReviewStatus| check_pod_token(&s, "shop", "orders-1").unwrap_err();
+        assert!(
+            refused(status(SA, Some("orders-2"), &["tether"])).contains("bound to pod orders-2")
+        );
+        assert!(refused(status(SA, None, &["tether"])).contains("not bound to a pod"));
+        let other = "system:serviceaccount:web:default";
+        assert!(refused(status(other, Some("orders-1"), &["tether"])).contains(other));
+        assert!(refused(status("alice", Some("orders-1"), &["tether"])).contains("alice"));
+        assert!(refused(status(SA, Some("orders-1"), &["kubernetes"])).contains("audience"));
+        let mut rejected = status(SA, Some("orders-1"), &["tether"]);
+        rejected.authenticated = Some(false);
+        rejected.error = Some("token has expired".into());
+        assert!(refused(rejected).contains("token has expired"));
+    }
 }

@@ -54,6 +54,8 @@ struct Current(watch::Receiver<Option<quinn::Connection>>);
 
 /// How long to wait between connection attempts, at most.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The file, next to the credential, with the pod's service-account token for the manager.
+const TOKEN_FILE: &str = "token";
 /// How often the agent pings the manager.
 const PING_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -108,6 +110,8 @@ async fn connect(
         cert_pem: read(ClientCredential::CERT_KEY)?,
         key_pem: read(ClientCredential::KEY_KEY)?,
     };
+    // The pod's token, which ties this agent to its pod (the kubelet renews the file).
+    let token = read(TOKEN_FILE)?;
     let bind = SocketAddr::from(([0, 0, 0, 0], 0));
     let endpoint = tether_tunnel::client_endpoint(bind, &credential)?;
     let conn = endpoint
@@ -125,6 +129,7 @@ async fn connect(
         workload: config.workload.clone(),
         pod: config.pod.clone(),
         ports: ports.to_vec(),
+        token: token.trim().to_owned(),
     };
     framed::write_message(&mut send, &Message::AgentHello(agent)).await?;
     match framed::read_message(&mut recv).await? {

@@ -31,15 +31,16 @@ use std::str::FromStr;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector,
-    PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, Volume, VolumeMount,
+    PodTemplateSpec, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, Secret,
+    SecretProjection, SecurityContext, Service, ServiceAccountTokenProjection, ServicePort, Volume,
+    VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use serde::{Deserialize, Serialize};
-use tether_proto::AgentCredentialRequest;
+use tether_proto::{AgentCredentialRequest, AGENT_TOKEN_AUDIENCE};
 
 /// The agent container's name.
 pub const AGENT_CONTAINER: &str = "tether-agent";
@@ -47,10 +48,12 @@ pub const AGENT_CONTAINER: &str = "tether-agent";
 pub const AGENT_ANNOTATION: &str = "tether.dev/agent";
 /// The agent's credential Secret, one per namespace.
 pub const AGENT_SECRET: &str = "tether-agent-tls";
-/// The pod volume that mounts [`AGENT_SECRET`].
+/// The pod volume that mounts [`AGENT_SECRET`] and the pod's token for the manager.
 pub const AGENT_VOLUME: &str = "tether-agent-tls";
-/// Where the agent finds its credential.
+/// Where the agent finds its credential (and `token`).
 pub const CREDENTIALS_PATH: &str = "/var/run/tether";
+/// Lifetime asked for the agent's pod token; the kubelet renews it well before.
+const TOKEN_SECONDS: i64 = 3600;
 /// The first agent port tried.
 pub const FIRST_AGENT_PORT: u16 = 9900;
 /// The [`AgentRecord`] format this tether writes and reads.
@@ -1034,11 +1037,29 @@ fn agent_container(workload: &Workload, settings: &AgentSettings, ports: &[PortM
     }
 }
 
+/// The credential from [`AGENT_SECRET`], and a token the kubelet issues for this pod (audience
+/// [`AGENT_TOKEN_AUDIENCE`]) with which the manager ties the agent to its pod.
 fn agent_volume() -> Volume {
     Volume {
         name: AGENT_VOLUME.to_owned(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(AGENT_SECRET.to_owned()),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![
+                VolumeProjection {
+                    secret: Some(SecretProjection {
+                        name: AGENT_SECRET.to_owned(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: Some(AGENT_TOKEN_AUDIENCE.to_owned()),
+                        expiration_seconds: Some(TOKEN_SECONDS),
+                        path: "token".to_owned(),
+                    }),
+                    ..Default::default()
+                },
+            ]),
             ..Default::default()
         }),
         ..Default::default()
@@ -1144,6 +1165,29 @@ pub fn has_agent(template: &PodTemplateSpec, record: &AgentRecord) -> bool {
     has_container(template, &record.container)
         && has_volume(template, &record.volume)
         && renames_hold
+}
+
+/// Whether the template's agent is the one this tether installs: its image, and a volume that
+/// carries the pod's token. An agent from an older tether is replaced (the manager would refuse
+/// it), which rolls the pods.
+pub fn agent_is_current(template: &PodTemplateSpec, settings: &AgentSettings) -> bool {
+    let Some(spec) = template.spec.as_ref() else {
+        return false;
+    };
+    let image = spec
+        .containers
+        .iter()
+        .find(|c| c.name == AGENT_CONTAINER)
+        .and_then(|c| c.image.as_deref());
+    let token = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == AGENT_VOLUME)
+        .and_then(|v| v.projected.as_ref())
+        .and_then(|p| p.sources.as_ref())
+        .is_some_and(|sources| sources.iter().any(|s| s.service_account_token.is_some()));
+    image == Some(settings.image.as_str()) && token
 }
 
 fn has_container(template: &PodTemplateSpec, name: &str) -> bool {

@@ -194,6 +194,7 @@ async fn install<K: Object>(
         let recorded = inject::record_of(&current)?;
         if recorded.as_ref() != Some(&plan.record)
             || !inject::has_agent(&current.template, &plan.record)
+            || !inject::agent_is_current(&current.template, settings)
         {
             *obj.template_mut() = plan.template;
             inject::annotate(&mut obj.meta_mut().annotations, Some(&plan.record));

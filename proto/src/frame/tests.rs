@@ -128,6 +128,7 @@ fn every_message() -> Vec<Message> {
             workload: "StatefulSet/db".into(),
             pod: "db-0".into(),
             ports: vec![5432],
+            token: "eyJhbGciOi".into(),
         }
         .into(),
         AgentIntercepts {

@@ -347,7 +347,10 @@ fn agent_container_is_restricted_and_mounts_its_credential() {
     );
     assert_eq!(
         as_json(spec.volumes.as_ref().unwrap().last().unwrap()),
-        json!({ "name": "tether-agent-tls", "secret": { "secretName": "tether-agent-tls" } })
+        json!({ "name": "tether-agent-tls", "projected": { "sources": [
+            { "secret": { "name": "tether-agent-tls" } },
+            { "serviceAccountToken": { "audience": "tether", "expirationSeconds": 3600, "path": "token" } },
+        ] } })
     );
 }
 
@@ -1311,4 +1314,34 @@ fn a_reapplied_manifest_is_detected_and_reinstalled_cleanly() {
     let again = inject(&reapplied, &installed_services, &settings()).unwrap();
     assert_eq!(as_json(&again.template), as_json(&installed.template));
     assert_eq!(again.record, first.record);
+}
+
+#[test]
+fn an_agent_from_another_tether_is_not_current() {
+    let w = workload(orders());
+    let injected = inject(&w, &named_http(), &settings()).unwrap();
+    assert!(agent_is_current(&injected.template, &settings()));
+    assert!(
+        !agent_is_current(&w.template, &settings()),
+        "no agent at all"
+    );
+
+    let newer = AgentSettings {
+        image: "ghcr.io/tether/agent:2".into(),
+        ..settings()
+    };
+    assert!(!agent_is_current(&injected.template, &newer));
+
+    // An older tether mounted the credential alone, without the pod's token.
+    let mut old = injected.template.clone();
+    for v in old.spec.as_mut().unwrap().volumes.iter_mut().flatten() {
+        if v.name == AGENT_VOLUME {
+            v.projected = None;
+            v.secret = Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+                secret_name: Some(AGENT_SECRET.to_owned()),
+                ..Default::default()
+            });
+        }
+    }
+    assert!(!agent_is_current(&old, &settings()));
 }
