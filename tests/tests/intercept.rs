@@ -847,19 +847,7 @@ fn an_agent_credential_serves_only_its_own_namespace() {
                 "type": secret["type"],
                 "data": secret["data"],
             },
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": { "name": "copied-agent", "namespace": other.0 },
-                "spec": {
-                    "replicas": 1,
-                    "selector": { "matchLabels": { "app": "copied-agent" } },
-                    "template": {
-                        "metadata": { "labels": { "app": "copied-agent" } },
-                        "spec": pod,
-                    },
-                },
-            },
+            deployment_of(&other.0, "copied-agent", &pod),
         ],
     });
     apply(&objects);
@@ -878,19 +866,7 @@ fn an_agent_credential_serves_only_its_own_namespace() {
         }
     }
     let _impostor = Deleted(vec!["deployment".into(), "tether-e2e-impostor".into()]);
-    apply(&serde_json::json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": { "name": "tether-e2e-impostor", "namespace": "default" },
-        "spec": {
-            "replicas": 1,
-            "selector": { "matchLabels": { "app": "tether-e2e-impostor" } },
-            "template": {
-                "metadata": { "labels": { "app": "tether-e2e-impostor" } },
-                "spec": impostor,
-            },
-        },
-    }));
+    apply(&deployment_of("default", "tether-e2e-impostor", &impostor));
     agent_is_refused(
         "default",
         "tether-e2e-impostor",
@@ -907,6 +883,20 @@ impl Drop for Deleted {
         args.extend(self.0.iter().map(String::as_str));
         let _ = kubectl(&args);
     }
+}
+
+/// A one-replica Deployment of `pod` (a pod spec), labelled `app: NAME`.
+fn deployment_of(namespace: &str, name: &str, pod: &Value) -> Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": { "app": name } },
+            "template": { "metadata": { "labels": { "app": name } }, "spec": pod },
+        },
+    })
 }
 
 /// `kubectl apply` of a JSON manifest.

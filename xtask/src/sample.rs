@@ -1,6 +1,10 @@
 //! The sample app (`deploy/sample`), deployed with the locally built image.
 
-use std::{io::Write, process::Stdio};
+use std::{
+    io::Write,
+    process::Stdio,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 
@@ -21,16 +25,33 @@ pub fn deploy() -> anyhow::Result<()> {
     ] {
         cluster::run(cluster::kubectl().args(["rollout", "status", workload, "--timeout=120s"]))?;
     }
-    // A ReplicaSet has no rollout status.
-    cluster::run(cluster::kubectl().args([
-        "wait",
-        "--for=condition=Ready",
-        "pod",
-        "-l",
-        "app=legacy",
-        "--timeout=120s",
-    ]))?;
-    Ok(())
+    replica_set_ready("legacy", Duration::from_secs(120))
+}
+
+/// Waits until every replica of a bare ReplicaSet is ready (it has no rollout status, and
+/// waiting on its pods by label would also wait on pods still terminating from an earlier run).
+fn replica_set_ready(name: &str, timeout: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let out = cluster::run(cluster::kubectl().args([
+            "get",
+            "replicaset",
+            name,
+            "-o",
+            "jsonpath={.spec.replicas} {.status.readyReplicas}",
+        ]))?;
+        let mut counts = out.split_whitespace();
+        if let (Some(want), Some(ready)) = (counts.next(), counts.next()) {
+            if want == ready {
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(
+            start.elapsed() < timeout,
+            "ReplicaSet {name} not ready within {timeout:?} (replicas, ready: {out:?})"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// A kept cluster may still have traffic agents from an earlier run. Re-applying the manifests
@@ -52,7 +73,13 @@ fn remove_leftover_agents() -> anyhow::Result<()> {
         };
         // ReplicaSets of a Deployment carry a copy of its annotation; the Deployment is enough.
         if owner.is_empty() && !agent.trim().is_empty() {
-            cluster::run(cluster::kubectl().args(["delete", object, "--wait=true"]))?;
+            // Foreground: the pods go before the object, so none of them outlives it.
+            cluster::run(cluster::kubectl().args([
+                "delete",
+                object,
+                "--cascade=foreground",
+                "--wait=true",
+            ]))?;
         }
     }
     Ok(())
