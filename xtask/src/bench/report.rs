@@ -172,6 +172,27 @@ pub struct Check {
     pub pass: Option<bool>,
 }
 
+impl Check {
+    /// Added p50 latency, in µs, judged against `target_us` or shown as a reference (`None`).
+    pub fn added_latency(what: String, added_us: Option<f64>, target_us: Option<f64>) -> Check {
+        Check {
+            what,
+            target: target_us.map_or("(reference)".into(), |t| format!("≤ {t} µs")),
+            measured: added_us.map_or("n/a".into(), |a| format!("{a:.0} µs")),
+            pass: added_us.zip(target_us).map(|(a, t)| a <= t),
+        }
+    }
+
+    /// The check whose description starts with `what`, for tests.
+    #[cfg(test)]
+    pub fn find<'a>(checks: &'a [Check], what: &str) -> &'a Check {
+        checks
+            .iter()
+            .find(|c| c.what.starts_with(what))
+            .unwrap_or_else(|| panic!("no check {what:?} in {checks:#?}"))
+    }
+}
+
 impl Report {
     fn path(&self, p: Path) -> Option<&PathResult> {
         self.paths.iter().find(|r| r.path == p)
@@ -233,20 +254,13 @@ impl Report {
                 Path::TetherUdp,
                 Path::TetherPortForward,
             ] {
-                let added = self.added_p50(path, latency);
-                let tether = path.transport().is_some();
-                checks.push(Check {
-                    what: format!("added p50 over direct, {mode}: {}", path.label()),
-                    target: if tether {
-                        format!("≤ {ADDED_LATENCY_TARGET_US} µs")
-                    } else {
-                        "(reference)".into()
-                    },
-                    measured: added.map_or("n/a".into(), |a| format!("{a:.0} µs")),
-                    pass: added
-                        .filter(|_| tether)
-                        .map(|a| a <= ADDED_LATENCY_TARGET_US),
-                });
+                // kubectl port-forward is the reference; tether's paths have the target.
+                let target = path.transport().map(|_| ADDED_LATENCY_TARGET_US);
+                checks.push(Check::added_latency(
+                    format!("added p50 over direct, {mode}: {}", path.label()),
+                    self.added_p50(path, latency),
+                    target,
+                ));
             }
         }
         for c in &self.connects {

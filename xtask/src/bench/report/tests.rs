@@ -68,10 +68,7 @@ fn sample() -> Report {
 }
 
 fn check<'a>(checks: &'a [Check], what: &str) -> &'a Check {
-    checks
-        .iter()
-        .find(|c| c.what.starts_with(what))
-        .unwrap_or_else(|| panic!("no check {what:?} in {checks:#?}"))
+    Check::find(checks, what)
 }
 
 #[test]
