@@ -158,6 +158,7 @@ async fn run_sidecar(args: SidecarArgs) -> Result<(), Box<dyn std::error::Error>
     if forwards.is_empty() {
         return Err("nothing to proxy: give --forward AGENT_PORT=APP_PORT".into());
     }
+    let identity = args.pod.clone();
     let link = args.manager.map(|manager| LinkConfig {
         manager,
         credentials: args.credentials,
@@ -169,6 +170,7 @@ async fn run_sidecar(args: SidecarArgs) -> Result<(), Box<dyn std::error::Error>
         forwards,
         link,
         sniff_timeout: Duration::from_millis(args.sniff_timeout_ms),
+        identity,
     };
     // On SIGTERM (the pod is going away) stop accepting and let accepted connections finish.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

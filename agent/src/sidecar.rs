@@ -50,6 +50,8 @@ pub struct SidecarConfig {
     pub link: Option<LinkConfig>,
     /// See [`proxy::DEFAULT_SNIFF_TIMEOUT`].
     pub sniff_timeout: Duration,
+    /// The pod's name, which the proxies answer probes with.
+    pub identity: String,
 }
 
 impl Forward {
@@ -109,6 +111,7 @@ pub async fn run(
         let proxy = Proxy::new(ProxyConfig {
             app: forward.app,
             sniff_timeout: config.sniff_timeout,
+            identity: config.identity.clone(),
         });
         ports.push(PortRoutes {
             app_port: forward.app.port(),

@@ -66,6 +66,16 @@ pub(crate) async fn ask(req: Request) -> Option<Response> {
     tether_daemon::server::roundtrip(&mut stream, &req).await
 }
 
+/// Like [`ask`], printing the daemon's progress on stderr while it works.
+pub(crate) async fn ask_showing_progress(req: Request) -> Option<Response> {
+    let path = control::socket_path(&control::runtime_dir());
+    let mut stream = UnixStream::connect(path).await.ok()?;
+    tether_daemon::server::roundtrip_with_progress(&mut stream, &req, &|stage| {
+        eprintln!("  {stage}…")
+    })
+    .await
+}
+
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -18,7 +18,7 @@ use tether_daemon::{
 };
 
 use crate::args::{InterceptArgs, Output, UninstallArgs};
-use crate::commands::{ask, print_output};
+use crate::commands::{ask, ask_showing_progress, print_output};
 
 /// One line describing an intercept.
 pub fn describe(i: &ActiveIntercept) -> String {
@@ -68,7 +68,7 @@ pub async fn intercept(args: InterceptArgs) -> anyhow::Result<ExitCode> {
         path_prefix: args.http_path_prefix.clone(),
         env: args.env_file.is_some() || !args.command.is_empty(),
     };
-    let report = match ask(Request::Intercept(Box::new(request))).await {
+    let report = match ask_showing_progress(Request::Intercept(Box::new(request))).await {
         None => return Err(not_connected()),
         Some(Response::Intercepted(r)) => *r,
         Some(Response::Error { error }) => bail!("{error}"),
@@ -116,7 +116,7 @@ pub async fn intercept(args: InterceptArgs) -> anyhow::Result<ExitCode> {
         cmd.env(k, v);
     }
     let status = cmd.status();
-    match ask(Request::Leave { name: name.clone() }).await {
+    match ask_showing_progress(Request::Leave { name: name.clone() }).await {
         Some(Response::Left(_)) => eprintln!("Intercept {name} ended."),
         Some(Response::Error { error }) => eprintln!("warning: leaving {name}: {error}"),
         _ => eprintln!("warning: the daemon is gone; the intercept ends with its session"),
@@ -128,7 +128,7 @@ pub async fn intercept(args: InterceptArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn leave(name: &str, output: Output) -> anyhow::Result<ExitCode> {
-    match ask(Request::Leave {
+    match ask_showing_progress(Request::Leave {
         name: name.to_owned(),
     })
     .await
@@ -187,6 +187,37 @@ pub async fn list(output: Output) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// After an uninstall: returns once callers reach the restored workloads' apps. Connected, the
+/// daemon checks that from inside the cluster; otherwise only the rollouts can be awaited.
+async fn settle(cluster: &Cluster, namespace: &str, restored: &[String]) -> anyhow::Result<()> {
+    let connected = matches!(ask(Request::Status).await, Some(Response::Status(_)));
+    for workload in restored {
+        if connected {
+            let request = Request::AwaitApp {
+                namespace: namespace.to_owned(),
+                workload: workload.clone(),
+            };
+            match ask_showing_progress(request).await {
+                Some(Response::Ok) => continue,
+                Some(Response::Error { error }) => bail!("{error}"),
+                other => bail!("unexpected answer from the daemon: {other:?}"),
+            }
+        }
+        eprintln!("  waiting for the rollout of {workload}…");
+        let found = wk::find_workload(&cluster.client, namespace, workload)
+            .await
+            .map_err(|e| anyhow::anyhow!(tether_daemon::error_chain(&e)))?;
+        wk::wait_rollout(
+            &cluster.client,
+            &found,
+            tether_daemon::intercept::ROLLOUT_TIMEOUT,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(tether_daemon::error_chain(&e)))?;
+    }
+    Ok(())
+}
+
 pub async fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = Cluster::load(args.kube.kubeconfig.clone(), args.kube.context.clone()).await?;
@@ -220,6 +251,7 @@ pub async fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
             Vec::new()
         }
     };
+    settle(&cluster, &namespace, &restored).await?;
     match args.output {
         Output::Text if restored.is_empty() => {
             println!("No traffic agent to remove in namespace {namespace}.")

@@ -23,6 +23,9 @@ pub enum Request {
     Leave { name: String },
     /// The namespace's workloads, agents and intercepts.
     List,
+    /// Wait until callers of the workload's Services reach the app, not an agent (after
+    /// `tether uninstall`, which the CLI does itself).
+    AwaitApp { namespace: String, workload: String },
 }
 
 /// What the daemon answers.
@@ -30,11 +33,18 @@ pub enum Request {
 #[serde(tag = "response", rename_all = "kebab-case")]
 pub enum Response {
     Status(Box<StatusReport>),
-    Progress { stage: String },
+    /// A step of a long request (connect, intercept, leave): any number come before the answer.
+    Progress {
+        stage: String,
+    },
     Ready(Box<StatusReport>),
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
     Ok,
-    Error { error: String },
+    Error {
+        error: String,
+    },
     Intercepted(Box<InterceptReport>),
     Left(Box<ActiveIntercept>),
     List(Box<ListReport>),

@@ -10,8 +10,14 @@
 //!    when they connect;
 //! 3. only then is the agent installed, if it is not yet, and the rollout awaited. If that
 //!    fails the intercept is removed again (the agent stays: `tether uninstall` removes it);
-//! 4. the call returns once every ready pod of the workload has an agent linked to the
-//!    manager, so the next request is intercepted.
+//! 4. every ready pod of the workload must have an agent linked to the manager, and the Service's
+//!    Endpoints list only agent pods;
+//! 5. the call returns once connections to the Service, made from inside the cluster, land on
+//!    agents that route by the intercept ([`effect`]): the next request a caller sends is
+//!    intercepted. `leave` likewise returns once they no longer route by it, and
+//!    [`Intercepts::await_app`] (after `tether uninstall`) once they reach the app.
+//!
+//! Each step is reported to the CLI as it starts ([`Progress`]).
 //!
 //! Intercepted connections arrive on the session (see [`crate::session`]); the daemon dials
 //! `127.0.0.1:LOCAL` for them, through the [`DialTable`] this module keeps.
@@ -29,6 +35,10 @@ use serde::{Deserialize, Serialize};
 use tether_proto::{CreateIntercept, InterceptFilter, InterceptInfo};
 use tokio::sync::watch;
 use tracing::{info, warn};
+
+use effect::{await_effect, Expect, Judge, EFFECT_TIMEOUT};
+
+pub mod effect;
 
 use crate::{
     cluster::Cluster,
@@ -77,6 +87,31 @@ pub struct InterceptReport {
     pub env: Option<Vec<(String, String)>>,
 }
 
+/// Tells the CLI which step a long request is at (and logs it).
+#[derive(Debug, Clone)]
+pub struct Progress(Option<tokio::sync::mpsc::UnboundedSender<String>>);
+
+impl Progress {
+    /// Reports to `tx`.
+    pub fn new(tx: tokio::sync::mpsc::UnboundedSender<String>) -> Self {
+        Self(Some(tx))
+    }
+
+    /// Reports nowhere (re-creating intercepts after a reconnect).
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// Reports one step.
+    pub fn say(&self, stage: impl Into<String>) {
+        let stage = stage.into();
+        info!(%stage, "Progress");
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(stage);
+        }
+    }
+}
+
 /// One intercept this daemon holds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ActiveIntercept {
@@ -96,6 +131,12 @@ pub struct ActiveIntercept {
     /// Header filters; empty with no path prefix: all traffic.
     pub headers: Vec<String>,
     pub path_prefix: Option<String>,
+    /// The Service's ClusterIP and port, where `leave` checks its effect (none: headless).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_addr: Option<SocketAddr>,
+    /// How many pods the Service sent to when the intercept started.
+    #[serde(default)]
+    pub endpoints: usize,
 }
 
 impl ActiveIntercept {
@@ -192,7 +233,11 @@ impl Intercepts {
     }
 
     /// Starts an intercept (see the module docs for the order of steps).
-    pub async fn create(&self, req: InterceptRequest) -> Result<InterceptReport, String> {
+    pub async fn create(
+        &self,
+        req: InterceptRequest,
+        progress: &Progress,
+    ) -> Result<InterceptReport, String> {
         let _busy = self.busy.lock().await;
         let client = &self.cluster.client;
         let ns = &self.namespace;
@@ -228,10 +273,13 @@ impl Intercepts {
             local: SocketAddr::from((Ipv4Addr::LOCALHOST, req.local_port)),
             headers: req.headers.clone(),
             path_prefix: req.path_prefix.clone(),
+            service_addr: cluster_addr(&services, &choice.service, choice.service_port),
+            endpoints: 0,
         };
 
         // The manager decides conflicts before the cluster is touched.
         let session = self.session()?;
+        progress.say("registering the intercept with the traffic manager");
         let info = session
             .create_intercept(active.create_message())
             .await
@@ -239,38 +287,18 @@ impl Intercepts {
         active.id = info.id;
         self.dials().insert(info.id, active.local);
 
-        let installed = match self.install(&session, &workload).await {
-            Ok(installed) => installed,
+        let started = self
+            .start(&session, &workload, &choice, &mut active, req.env, progress)
+            .await;
+        let (installed, pods, env) = match started {
+            Ok(started) => started,
             Err(error) => {
                 self.dials().remove(&info.id);
                 if let Err(e) = session.remove_intercept(&name).await {
-                    warn!(error = %e, "Could not end the intercept after a failed install");
+                    warn!(error = %e, "Could not end the intercept after a failed start");
                 }
                 return Err(error);
             }
-        };
-        let pods = match self
-            .await_agents(&session, &workload, &choice.service)
-            .await
-        {
-            Ok(pods) => pods,
-            Err(error) => {
-                self.dials().remove(&info.id);
-                let _ = session.remove_intercept(&name).await;
-                return Err(error);
-            }
-        };
-        let env = if req.env {
-            match self.environment(&pods, &choice.container).await {
-                Ok(env) => Some(env),
-                Err(error) => {
-                    self.dials().remove(&info.id);
-                    let _ = session.remove_intercept(&name).await;
-                    return Err(error);
-                }
-            }
-        } else {
-            None
         };
         info!(name = %active.name, id = active.id, workload = %active.workload, local = %active.local, "Intercept started");
         self.active().insert(name, active.clone());
@@ -282,8 +310,60 @@ impl Intercepts {
         })
     }
 
+    /// Everything after the manager registered the intercept: the agent, its rollout, the
+    /// agents linking, the Service following, the environment. Returns whether the agent was
+    /// installed, the pods and the environment if asked.
+    async fn start(
+        &self,
+        session: &Session,
+        workload: &Workload,
+        choice: &inject::PortChoice,
+        active: &mut ActiveIntercept,
+        with_env: bool,
+        progress: &Progress,
+    ) -> Result<(bool, Vec<String>, Option<Vec<(String, String)>>), String> {
+        let installed = self.install(session, workload, progress).await?;
+        progress.say(format!(
+            "waiting for the agents of {} to link to the traffic manager",
+            active.workload
+        ));
+        let pods = self
+            .await_agents(session, workload, &choice.service)
+            .await?;
+        active.endpoints = pods.len();
+        if let Some(addr) = active.service_addr {
+            progress.say(format!(
+                "checking that callers of {} reach the intercept",
+                active.service_port
+            ));
+            let judge = Judge::new(Expect::Intercept(active.id), pods.len());
+            let say = |stage: String| progress.say(stage);
+            await_effect(
+                session,
+                &active.service_port,
+                addr,
+                judge,
+                EFFECT_TIMEOUT,
+                &say,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+        let env = if with_env {
+            Some(self.environment(&pods, &choice.container).await?)
+        } else {
+            None
+        };
+        Ok((installed, pods, env))
+    }
+
     /// Installs the agent if needed; true if it did.
-    async fn install(&self, session: &Session, workload: &Workload) -> Result<bool, String> {
+    async fn install(
+        &self,
+        session: &Session,
+        workload: &Workload,
+        progress: &Progress,
+    ) -> Result<bool, String> {
         let client = &self.cluster.client;
         let (image, manager) = self
             .cluster
@@ -301,7 +381,10 @@ impl Intercepts {
         if before.as_ref() == Some(&record) {
             return Ok(false);
         }
-        info!(workload = %workload.name, "Installed the agent; waiting for the rollout");
+        progress.say(format!(
+            "installed the traffic agent in {}/{}; waiting for the rollout",
+            workload.kind, workload.name
+        ));
         let fresh = wk::find_workload(
             client,
             &self.namespace,
@@ -362,7 +445,7 @@ impl Intercepts {
             let (ready, mut without_agent, all) = self.ready_pods(workload).await?;
             // The Service may still send traffic to this workload's pods that are going away
             // (the endpoints controller lags a rollout): they count as pods without the agent.
-            for pod in self.endpoint_pods(service).await {
+            for pod in self.endpoint_pods(&self.namespace, service).await {
                 if all.contains(&pod) && !ready.contains(&pod) && !without_agent.contains(&pod) {
                     without_agent.push(pod);
                 }
@@ -411,9 +494,9 @@ impl Intercepts {
 
     /// The pods the Service's Endpoints send traffic to. An Endpoints object the user may not
     /// read gives none (the check is then skipped).
-    async fn endpoint_pods(&self, service: &str) -> Vec<String> {
+    async fn endpoint_pods(&self, namespace: &str, service: &str) -> Vec<String> {
         use k8s_openapi::api::core::v1::Endpoints;
-        let api: Api<Endpoints> = Api::namespaced(self.cluster.client.clone(), &self.namespace);
+        let api: Api<Endpoints> = Api::namespaced(self.cluster.client.clone(), namespace);
         let Ok(Some(endpoints)) = api.get_opt(service).await else {
             return Vec::new();
         };
@@ -500,20 +583,101 @@ impl Intercepts {
     }
 
     /// Ends one of this daemon's intercepts.
-    pub async fn leave(&self, name: &str) -> Result<ActiveIntercept, String> {
+    ///
+    /// Returns once callers of the Service no longer reach the intercept (connections already
+    /// intercepted finish where they are).
+    pub async fn leave(&self, name: &str, progress: &Progress) -> Result<ActiveIntercept, String> {
         let _busy = self.busy.lock().await;
         let active = self.active().remove(name).ok_or_else(|| {
             format!("you have no intercept named `{name}`; `tether list` shows them")
         })?;
         self.dials().remove(&active.id);
+        // Without a session the manager has already forgotten the intercept, and agents with no
+        // link route everything to the app.
         if let Ok(session) = self.session() {
-            if let Err(error) = session.remove_intercept(name).await {
+            match session.remove_intercept(name).await {
+                Ok(()) => {
+                    if let Some(addr) = active.service_addr {
+                        progress.say(format!(
+                            "checking that callers of {} reach the app again",
+                            active.service_port
+                        ));
+                        let judge = Judge::new(Expect::Ended(active.id), active.endpoints);
+                        let say = |stage: String| progress.say(stage);
+                        await_effect(
+                            &session,
+                            &active.service_port,
+                            addr,
+                            judge,
+                            EFFECT_TIMEOUT,
+                            &say,
+                        )
+                        .await
+                        .map_err(|e| format!("the intercept {name} has ended, but {e}"))?;
+                    }
+                }
                 // The manager forgets a lost session's intercepts by itself.
-                warn!(%error, name, "The manager did not confirm the end of the intercept");
+                Err(error) => {
+                    warn!(%error, name, "The manager did not confirm the end of the intercept")
+                }
             }
         }
         info!(name, "Intercept ended");
         Ok(active)
+    }
+
+    /// After `tether uninstall WORKLOAD` (which the CLI does with the user's own rights): waits
+    /// for the workload's rollout, then until connections to each of its Services' ports land
+    /// on the app rather than on an agent.
+    pub async fn await_app(
+        &self,
+        namespace: &str,
+        workload: &str,
+        progress: &Progress,
+    ) -> Result<(), String> {
+        let client = &self.cluster.client;
+        let workload = wk::find_workload(client, namespace, workload)
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        progress.say(format!(
+            "waiting for the rollout of {}/{}",
+            workload.kind, workload.name
+        ));
+        wk::wait_rollout(client, &workload, ROLLOUT_TIMEOUT)
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        let session = self.session()?;
+        let services = wk::services(client, namespace)
+            .await
+            .map_err(|e| crate::error_chain(&e))?;
+        for service in inject::services_selecting(&workload.template, &services) {
+            let name = service.metadata.name.clone().unwrap_or_default();
+            for port in service.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
+                if port.protocol.as_deref().unwrap_or("TCP") != "TCP" {
+                    continue;
+                }
+                let Some(addr) = cluster_addr(&services, &name, port.port as u16) else {
+                    continue;
+                };
+                let label = format!("{name}:{}", port.port);
+                progress.say(format!("checking that callers of {label} reach the app"));
+                let say = |stage: String| progress.say(stage);
+                await_effect(
+                    &session,
+                    &label,
+                    addr,
+                    Judge::new(
+                        Expect::App,
+                        self.endpoint_pods(namespace, &name).await.len(),
+                    ),
+                    EFFECT_TIMEOUT,
+                    &say,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
     }
 
     /// Re-creates every intercept on a new session (after a reconnect: the manager may have
@@ -591,6 +755,20 @@ impl Intercepts {
             workloads: rows,
         })
     }
+}
+
+/// The ClusterIP and `port` of the Service `name` among `services`; `None` for a headless
+/// Service (callers reach its pods directly, without kube-proxy) or an unknown one.
+fn cluster_addr(
+    services: &[k8s_openapi::api::core::v1::Service],
+    name: &str,
+    port: u16,
+) -> Option<SocketAddr> {
+    let service = services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(name))?;
+    let ip: Ipv4Addr = service.spec.as_ref()?.cluster_ip.as_deref()?.parse().ok()?;
+    Some(SocketAddr::from((ip, port)))
 }
 
 /// The intercepts a daemon shares with its control socket.

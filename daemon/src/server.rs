@@ -13,6 +13,7 @@ use tracing::debug;
 use crate::{
     control::{self, Request, Response},
     daemon::{DaemonError, Shared},
+    intercept::Progress,
 };
 
 /// Binds the socket, refusing if a live daemon already owns it.
@@ -60,55 +61,115 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, quit_tx: watch::
             let (read, mut write) = stream.into_split();
             let mut lines = BufReader::new(read).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                let response = match serde_json::from_str::<Request>(&line) {
-                    Ok(Request::Status) | Ok(Request::Watch) => {
-                        let mut s = shared
-                            .status
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .clone();
-                        if let Some(intercepts) = shared.intercepts.get() {
-                            s.intercepts = intercepts.list_active();
-                        }
-                        Response::Status(Box::new(s))
-                    }
-                    Ok(Request::Intercept(req)) => match shared.intercepts.get() {
-                        None => not_ready(),
-                        Some(i) => match i.create(*req).await {
-                            Ok(report) => Response::Intercepted(Box::new(report)),
-                            Err(error) => Response::Error { error },
-                        },
-                    },
-                    Ok(Request::Leave { name }) => match shared.intercepts.get() {
-                        None => not_ready(),
-                        Some(i) => match i.leave(&name).await {
-                            Ok(left) => Response::Left(Box::new(left)),
-                            Err(error) => Response::Error { error },
-                        },
-                    },
-                    Ok(Request::List) => match shared.intercepts.get() {
-                        None => not_ready(),
-                        Some(i) => match i.list().await {
-                            Ok(list) => Response::List(Box::new(list)),
-                            Err(error) => Response::Error { error },
-                        },
-                    },
-                    Ok(Request::Quit) => {
-                        let _ = quit_tx.send(true);
-                        Response::Ok
-                    }
-                    Err(e) => Response::Error {
-                        error: format!("bad request: {e}"),
-                    },
-                };
-                let mut out = serde_json::to_string(&response).unwrap_or_default();
-                out.push('\n');
-                if write.write_all(out.as_bytes()).await.is_err() {
+                let request = serde_json::from_str::<Request>(&line);
+                let shared = &shared;
+                let quit_tx = &quit_tx;
+                let answer = with_progress(&mut write, |progress| {
+                    answer(shared, quit_tx, request, progress)
+                })
+                .await;
+                let Some(response) = answer else { break };
+                if send(&mut write, &response).await.is_err() {
                     break;
                 }
             }
             debug!("Control client left");
         });
+    }
+}
+
+/// Runs `f`, writing each stage it reports as a [`Response::Progress`] line meanwhile. `None`
+/// if the client went away.
+async fn with_progress<F>(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    f: impl FnOnce(Progress) -> F,
+) -> Option<Response>
+where
+    F: std::future::Future<Output = Response>,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let work = f(Progress::new(tx));
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            response = &mut work => {
+                while let Ok(stage) = rx.try_recv() {
+                    send(write, &Response::Progress { stage }).await.ok()?;
+                }
+                return Some(response);
+            }
+            Some(stage) = rx.recv() => {
+                send(write, &Response::Progress { stage }).await.ok()?;
+            }
+        }
+    }
+}
+
+async fn send(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    response: &Response,
+) -> std::io::Result<()> {
+    let mut out = serde_json::to_string(response).unwrap_or_default();
+    out.push('\n');
+    write.write_all(out.as_bytes()).await
+}
+
+async fn answer(
+    shared: &Shared,
+    quit_tx: &watch::Sender<bool>,
+    request: Result<Request, serde_json::Error>,
+    progress: Progress,
+) -> Response {
+    match request {
+        Ok(Request::Status) | Ok(Request::Watch) => {
+            let mut s = shared
+                .status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(intercepts) = shared.intercepts.get() {
+                s.intercepts = intercepts.list_active();
+            }
+            Response::Status(Box::new(s))
+        }
+        Ok(Request::Intercept(req)) => match shared.intercepts.get() {
+            None => not_ready(),
+            Some(i) => match i.create(*req, &progress).await {
+                Ok(report) => Response::Intercepted(Box::new(report)),
+                Err(error) => Response::Error { error },
+            },
+        },
+        Ok(Request::Leave { name }) => match shared.intercepts.get() {
+            None => not_ready(),
+            Some(i) => match i.leave(&name, &progress).await {
+                Ok(left) => Response::Left(Box::new(left)),
+                Err(error) => Response::Error { error },
+            },
+        },
+        Ok(Request::AwaitApp {
+            namespace,
+            workload,
+        }) => match shared.intercepts.get() {
+            None => not_ready(),
+            Some(i) => match i.await_app(&namespace, &workload, &progress).await {
+                Ok(()) => Response::Ok,
+                Err(error) => Response::Error { error },
+            },
+        },
+        Ok(Request::List) => match shared.intercepts.get() {
+            None => not_ready(),
+            Some(i) => match i.list().await {
+                Ok(list) => Response::List(Box::new(list)),
+                Err(error) => Response::Error { error },
+            },
+        },
+        Ok(Request::Quit) => {
+            let _ = quit_tx.send(true);
+            Response::Ok
+        }
+        Err(e) => Response::Error {
+            error: format!("bad request: {e}"),
+        },
     }
 }
 
@@ -120,11 +181,28 @@ fn not_ready() -> Response {
 
 /// Sends one request and reads one response.
 pub async fn roundtrip(stream: &mut UnixStream, req: &Request) -> Option<Response> {
+    roundtrip_with_progress(stream, req, &|_| {}).await
+}
+
+/// Sends one request and reads its response, passing the progress lines before it to
+/// `progress`.
+pub async fn roundtrip_with_progress(
+    stream: &mut UnixStream,
+    req: &Request,
+    progress: &dyn Fn(&str),
+) -> Option<Response> {
     let mut line = serde_json::to_string(req).ok()?;
     line.push('\n');
     stream.write_all(line.as_bytes()).await.ok()?;
     let mut reader = BufReader::new(stream);
-    let mut answer = String::new();
-    reader.read_line(&mut answer).await.ok()?;
-    serde_json::from_str(&answer).ok()
+    loop {
+        let mut answer = String::new();
+        if reader.read_line(&mut answer).await.ok()? == 0 {
+            return None;
+        }
+        match serde_json::from_str(&answer).ok()? {
+            Response::Progress { stage } => progress(&stage),
+            response => return Some(response),
+        }
+    }
 }

@@ -44,6 +44,10 @@
 //! The port-forward carrier relays QUIC packets over a byte stream as `[u16 BE length][packet]`.
 //! See [`relay`].
 //!
+//! # Probe
+//! A connection to a Service that starts with [`probe::PROBE`] is answered by a traffic agent
+//! with who it is and what it routes by, so the daemon can tell when an intercept is in effect.
+//!
 //! # Version
 //! [`Hello`] and [`Welcome`] each carry [`PROTOCOL_VERSION`]. Adding a kind does not change it;
 //! changing the meaning or encoding of an existing kind does.
@@ -78,6 +82,7 @@
 pub mod datagram;
 pub mod frame;
 pub mod message;
+pub mod probe;
 pub mod relay;
 
 pub use datagram::{

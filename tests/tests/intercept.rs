@@ -79,14 +79,16 @@ fn answered_by(out: &str) -> Vec<String> {
         .collect()
 }
 
-/// Waits until requests (with `args`, e.g. a header) reach the laptop called `laptop`. Right after
-/// an agent was installed, kube-proxy may for a moment still send connections to the pods the
-/// rollout removed; `tether intercept` has already waited for the Service's Endpoints.
-fn until_laptop_answers(url: &str, args: &[&str], laptop: &str) {
-    eventually(Duration::from_secs(15), "the laptop answers", || {
-        let out = from_cluster(url, args);
-        (out.ok && answered_by(&out.stdout) == [laptop]).then_some(())
-    });
+/// One request (with `args`, e.g. a header) from the client pod, right after the command that
+/// should have made it reach the laptop called `laptop`: `tether intercept` returns only once
+/// callers of the Service reach the intercept.
+#[track_caller]
+fn laptop_answers(url: &str, args: &[&str], laptop: &str) {
+    let out = from_cluster(url, args);
+    assert!(
+        out.ok && answered_by(&out.stdout) == [laptop],
+        "expected {laptop} to answer: {out:?}"
+    );
 }
 
 fn service_url(service: &str, port: u16) -> String {
@@ -160,13 +162,16 @@ fn uninstall_all() {
     tether(WS, &["uninstall", "--all", "-n", "default"]).expect_ok("tether uninstall --all");
 }
 
-/// The app's pods answer again (their names start with the workload's).
+/// The app's pods answer (their names start with the workload's): right after `leave` or
+/// `uninstall`, which return only once callers reach the app.
+#[track_caller]
 fn app_answers(url: &str, workload: &str) {
-    eventually(Duration::from_secs(30), "the app answers", || {
-        let out = from_cluster(url, &[]);
-        let who = answered_by(&out.stdout);
-        (out.ok && who.len() == 1 && who[0].starts_with(workload)).then_some(())
-    });
+    let out = from_cluster(url, &[]);
+    let who = answered_by(&out.stdout);
+    assert!(
+        out.ok && who.len() == 1 && who[0].starts_with(workload),
+        "expected {workload}… to answer: {out:?}"
+    );
 }
 
 #[test]
@@ -179,7 +184,7 @@ fn global_intercept_takes_all_traffic_until_leave() {
     let out =
         tether(WS, &["intercept", "orders", "--port", "18080:http"]).expect_ok("tether intercept");
     assert!(out.contains("orders"), "{out}");
-    until_laptop_answers(&url, &[], "laptop-ann");
+    laptop_answers(&url, &[], "laptop-ann");
     let got = from_cluster(&url, &["--repeat", "3"]).expect_ok("requests");
     assert_eq!(answered_by(&got), ["laptop-ann"; 3], "{got}");
 
@@ -233,7 +238,7 @@ fn personal_intercept_splits_one_connection_per_request() {
     )
     .expect_ok("tether intercept");
     let url = service_url("orders", 80);
-    until_laptop_answers(&url, &["--header", "x-session:ann"], "laptop-ann");
+    laptop_answers(&url, &["--header", "x-session:ann"], "laptop-ann");
     for h2 in [false, true] {
         let mut args = vec![
             "--each-header",
@@ -289,7 +294,7 @@ fn two_developers_hold_personal_intercepts_at_once() {
     tether(WS2, &bob).expect_ok("bob's intercept");
 
     let url = service_url("orders", 80);
-    until_laptop_answers(&url, &["--header", "x-session:bob"], "laptop-bob");
+    laptop_answers(&url, &["--header", "x-session:bob"], "laptop-bob");
     let got = from_cluster(
         &url,
         &[
@@ -446,7 +451,7 @@ fn intercept_ends_when_the_client_vanishes() {
     let _laptop = Laptop::start(WS, 18084, "laptop-ann");
     let url = service_url("orders", 80);
     tether(WS, &["intercept", "orders", "--port", "18084:http"]).expect_ok("tether intercept");
-    until_laptop_answers(&url, &[], "laptop-ann");
+    laptop_answers(&url, &[], "laptop-ann");
 
     let pid = ws.status()["daemon_pid"].as_u64().unwrap().to_string();
     run(Command::new("kill").args(["-9", &pid])).expect_ok("kill -9 the daemon");
@@ -664,7 +669,7 @@ fn an_intercept_survives_a_manager_restart() {
     let _laptop = Laptop::start(WS, 18089, "laptop-ann");
     let url = service_url("orders", 80);
     tether(WS, &["intercept", "orders", "--port", "18089:http"]).expect_ok("tether intercept");
-    until_laptop_answers(&url, &[], "laptop-ann");
+    laptop_answers(&url, &[], "laptop-ann");
 
     let session = ws.status()["session_id"].clone();
     delete_manager_pod();
@@ -775,7 +780,7 @@ fn rbac_decides_who_may_intercept() {
         "default",
     ]);
     tether(WS, &intercept).expect_ok("intercept with tether-intercept bound");
-    until_laptop_answers(&service_url("orders", 80), &[], "laptop-alice");
+    laptop_answers(&service_url("orders", 80), &[], "laptop-alice");
     // Her proof of write access is gone from the agents' Secret once it served.
     let agents = kubectl(&["get", "secret", "tether-agent-tls", "-o", "json"]);
     let agents: Value = serde_json::from_str(&agents.expect_ok("agent Secret")).expect("JSON");
@@ -920,4 +925,99 @@ fn agent_is_refused(namespace: &str, deployment: &str, refusal: &str) {
         "{}",
         logs.stdout
     );
+}
+
+/// Python's `http.server` on the laptop answers as HTTP/1.0 and closes its connection after each
+/// answer. Versions and persistence are per hop: callers keep their HTTP/1.1 keep-alive
+/// connection across requests the laptop answers.
+#[test]
+fn an_http10_laptop_server_keeps_callers_connections_open() {
+    let _ws = Connected::new(WS, &[]);
+    let dir = std::env::temp_dir().join("tether-e2e-http10");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "hello from laptop-py\n").unwrap();
+    let child = in_ns(WS, "/usr/bin/python3")
+        .args([
+            "-m",
+            "http.server",
+            "18090",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting python3 -m http.server");
+    let _laptop = Laptop { child };
+    eventually(Duration::from_secs(10), "http.server listens", || {
+        tether_e2e::curl(Some(WS), &["http://127.0.0.1:18090/"])
+            .ok
+            .then_some(())
+    });
+    tether(
+        WS,
+        &[
+            "intercept",
+            "orders",
+            "--port",
+            "18090:http",
+            "--http-header",
+            "x-session=py",
+        ],
+    )
+    .expect_ok("tether intercept");
+
+    // From a pod: laptop, app, laptop, app on one connection.
+    let url = service_url("orders", 80);
+    let args = [
+        "--each-header",
+        "x-session:py",
+        "--each-header",
+        "",
+        "--repeat",
+        "4",
+    ];
+    let got = from_cluster(&url, &args);
+    assert!(got.ok, "{got:?}");
+    assert!(got.stderr.contains("all on one"), "{}", got.stderr);
+    let who = answered_by(&got.stdout);
+    assert_eq!(who.len(), 4, "{got:?}");
+    for (i, w) in who.iter().enumerate() {
+        if i % 2 == 0 {
+            assert_eq!(w, "laptop-py", "request {i}: {got:?}");
+        } else {
+            assert!(w.starts_with("orders-"), "request {i}: {got:?}");
+        }
+    }
+
+    // From the workstation through tether, as the curl: one connection for all three.
+    let out = tether_e2e::curl(
+        Some(WS),
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}:%{num_connects} ",
+            "http://orders/",
+            "--next",
+            "-H",
+            "x-session: py",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}:%{num_connects} ",
+            "http://orders/",
+            "--next",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}:%{num_connects} ",
+            "http://orders/",
+        ],
+    );
+    assert!(out.ok, "{out:?}");
+    assert_eq!(out.stdout.trim(), "1.1:1 1.1:0 1.1:0", "{out:?}");
+    tether(WS, &["leave", "orders"]).expect_ok("tether leave");
 }

@@ -15,7 +15,7 @@ require_root() { [ "$(id -u)" -eq 0 ] || die "the local cluster needs root (it r
 install_deps() {
   mkdir -p "$CACHE_ROOT/logs"
   apt_install etcd-server containerd runc containernetworking-plugins iptables conntrack socat \
-    curl openssl iproute2 dnsmasq-base busybox-static gcc libc6-dev procps psmisc kmod
+    curl openssl iproute2 dnsmasq-base busybox-static gcc libc6-dev procps psmisc kmod python3
   command -v kubectl >/dev/null || apt_install kubernetes-client
   # kubectl must exist either way (Debian's kubernetes-client ships it).
   command -v kubectl >/dev/null || die "kubectl not found and Debian's kubernetes-client did not provide it"

@@ -1,14 +1,45 @@
 //! `cargo xtask demo`: what a newcomer runs to see tether work.
+//!
+//! It can run any number of times in a row: it first ends whatever an earlier demo or test run
+//! left (a connected daemon, the demo's laptop process, intercepts and agents in `default`), and
+//! a [`Cleanup`] guard ends its own session, laptop process and agents on every way out,
+//! a failure included. A demo killed outright is cleaned up by the next one.
 
-use std::process::Command;
+use std::{
+    path::PathBuf,
+    process::{Command, ExitStatus},
+};
 
 use anyhow::Context;
 
 use crate::{cluster, manager, sample};
 
+/// Where the demo keeps the pid of its laptop process, for the next demo to end it if this one
+/// is killed.
+fn laptop_pid_file() -> PathBuf {
+    cluster::state_dir().join("demo-laptop.pid")
+}
+
+/// The name the demo's laptop process answers with (and is recognised by).
+const LAPTOP_NAME: &str = "the-developers-laptop";
+
+/// `tether ARGS` on the workstation namespace.
+fn ws(args: &[&str]) -> std::io::Result<ExitStatus> {
+    Command::new("ip")
+        .args(["netns", "exec", "tether-ws"])
+        .arg(manager::tether_bin())
+        .args(args)
+        .env("KUBECONFIG", cluster::kubeconfig())
+        .status()
+}
+
 pub fn run() -> anyhow::Result<()> {
     step("Bringing up the local cluster");
     cluster::script("cluster.sh", &["up"])?;
+    manager::build_cli()?;
+    step("Ending whatever an earlier demo or test run left on the workstation and in `default`");
+    clean_up()?;
+    let mut cleanup = Cleanup { armed: true };
     step("Deploying the sample app `hello`");
     sample::deploy()?;
     cluster::kubectl()
@@ -35,16 +66,6 @@ pub fn run() -> anyhow::Result<()> {
 
     step("On the workstation: tether connect");
     let tether = manager::tether_bin();
-    let ws = |args: &[&str]| {
-        Command::new("ip")
-            .args(["netns", "exec", "tether-ws"])
-            .arg(&tether)
-            .args(args)
-            .env("KUBECONFIG", cluster::kubeconfig())
-            .status()
-    };
-    // A previous demo may have left a session running.
-    let _ = ws(&["quit"])?;
     anyhow::ensure!(ws(&["connect"])?.success(), "tether connect failed");
     ws(&["status"])?;
     for url in [
@@ -56,10 +77,11 @@ pub fn run() -> anyhow::Result<()> {
         let ok = ws_curl(url, 5)?.success();
         anyhow::ensure!(ok, "curl {url} through tether failed");
     }
-    intercept(&ws)?;
+    intercept()?;
 
     step("tether quit: the workstation is back as it was");
     anyhow::ensure!(ws(&["quit"])?.success(), "tether quit failed");
+    cleanup.armed = false;
     println!("\nTry it yourself:\n  {}", cluster_env()?);
     println!(
         "  ip netns exec tether-ws bash   # then: {} connect; curl hello",
@@ -70,9 +92,7 @@ pub fn run() -> anyhow::Result<()> {
 
 /// A personal intercept of `orders`: requests with the developer's header reach a process on the
 /// workstation, the others still reach the app; then `leave` and `uninstall` put it back.
-fn intercept(
-    ws: &dyn Fn(&[&str]) -> std::io::Result<std::process::ExitStatus>,
-) -> anyhow::Result<()> {
+fn intercept() -> anyhow::Result<()> {
     step("On the workstation: the developer's own `orders`, listening on 127.0.0.1:18080");
     let laptop = Command::new("ip")
         .args(["netns", "exec", "tether-ws"])
@@ -85,15 +105,18 @@ fn intercept(
             "--bind",
             "127.0.0.1",
         ])
-        .args(["--name", "the-developers-laptop"])
+        .args(["--name", LAPTOP_NAME])
         .stdout(std::process::Stdio::null())
         .spawn()
         .context("starting the workstation's app")?;
+    // `ip netns exec` execs the program, so this is the app's own pid.
+    let _ = std::fs::write(laptop_pid_file(), laptop.id().to_string());
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
             let _ = self.0.kill();
             let _ = self.0.wait();
+            let _ = std::fs::remove_file(laptop_pid_file());
         }
     }
     let _laptop = Kill(laptop);
@@ -144,6 +167,51 @@ fn intercept(
         "tether uninstall failed"
     );
     Ok(())
+}
+
+/// Ends the session on `tether-ws`, the demo's laptop process and every agent in `default`.
+/// Each part is done even if another fails; the first failure is returned.
+fn clean_up() -> anyhow::Result<()> {
+    let quit = ws(&["quit"]).context("running tether quit")?;
+    kill_leftover_laptop();
+    let uninstall =
+        ws(&["uninstall", "--all", "-n", "default"]).context("running tether uninstall --all")?;
+    anyhow::ensure!(quit.success(), "tether quit failed");
+    anyhow::ensure!(uninstall.success(), "tether uninstall --all failed");
+    Ok(())
+}
+
+/// Ends the laptop process an earlier demo started, if it still runs (by its recorded pid,
+/// checked against its command line so an unrelated process that got the pid is left alone).
+fn kill_leftover_laptop() {
+    let Some(pid) = std::fs::read_to_string(laptop_pid_file())
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if String::from_utf8_lossy(&cmdline).contains(LAPTOP_NAME) {
+        println!("Ending the laptop process (pid {pid}) an earlier demo left running");
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    }
+    let _ = std::fs::remove_file(laptop_pid_file());
+}
+
+/// Cleans up after a demo that did not reach its end.
+struct Cleanup {
+    armed: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if self.armed {
+            step("The demo failed: ending its session, intercepts and agents");
+            if let Err(error) = clean_up() {
+                eprintln!("warning: cleaning up after the demo: {error:#}");
+            }
+        }
+    }
 }
 
 fn cluster_env() -> anyhow::Result<String> {

@@ -5,10 +5,12 @@
 //! - `cluster`: wraps `scripts/cluster.sh` (bring-up, teardown, recovery) and `scripts/images.sh`.
 //! - `sample`: deploys the sample app from `deploy/sample`.
 //! - `demo` / `test`: the two commands the README gives a newcomer.
+//! - `busy`: the CPU burner of `--busy`.
 //! - `bench`: `tether connect` measured against the direct path and `kubectl port-forward`.
 #![forbid(unsafe_code)]
 
 mod bench;
+mod busy;
 mod cluster;
 mod demo;
 mod manager;
@@ -34,12 +36,19 @@ enum Cmd {
     /// Rebuild the project's images and load them into the cluster.
     Images,
     /// Bring the cluster up, deploy the sample app and show tether at work.
-    Demo,
+    Demo {
+        /// Run a CPU burner on every core meanwhile, as on a fresh machine busy with builds.
+        #[arg(long)]
+        busy: bool,
+    },
     /// Run every test: unit, integration and end-to-end on the local cluster.
     Test {
         /// Leave the cluster running at the end (skips the teardown checks).
         #[arg(long)]
         keep_cluster: bool,
+        /// Run a CPU burner on every core meanwhile, as on a fresh machine busy with builds.
+        #[arg(long)]
+        busy: bool,
     },
     /// Measure tether against the direct path and `kubectl port-forward` (cluster must be up).
     Bench(bench::Args),
@@ -73,8 +82,14 @@ fn main() -> anyhow::Result<()> {
             cluster::script("cluster.sh", &[verb])
         }
         Cmd::Images => cluster::script("images.sh", &["all"]),
-        Cmd::Demo => demo::run(),
-        Cmd::Test { keep_cluster } => test::run(keep_cluster),
+        Cmd::Demo { busy } => {
+            let _burner = busy.then(busy::Burner::start);
+            demo::run()
+        }
+        Cmd::Test { keep_cluster, busy } => {
+            let _burner = busy.then(busy::Burner::start);
+            test::run(keep_cluster)
+        }
         Cmd::Bench(args) => bench::run(args),
     }
 }

@@ -54,6 +54,8 @@ pub struct ProxyConfig {
     pub app: SocketAddr,
     /// See [`DEFAULT_SNIFF_TIMEOUT`].
     pub sniff_timeout: Duration,
+    /// Who answers probes: the pod's name.
+    pub identity: String,
 }
 
 impl ProxyConfig {
@@ -62,6 +64,7 @@ impl ProxyConfig {
         Self {
             app,
             sniff_timeout: DEFAULT_SNIFF_TIMEOUT,
+            identity: String::new(),
         }
     }
 }
@@ -126,6 +129,7 @@ struct Shared {
     app: Upstream,
     routes: Routes,
     sniff_timeout: Duration,
+    identity: String,
 }
 
 impl Proxy {
@@ -137,6 +141,7 @@ impl Proxy {
                 app: Upstream::new(config.app),
                 routes: Routes::default(),
                 sniff_timeout: config.sniff_timeout,
+                identity: config.identity,
             }),
         }
     }
@@ -233,6 +238,7 @@ impl Shared {
                 .await
                 .map_err(BoxError::from),
             Protocol::Other => self.relay(io).await,
+            Protocol::Probe => self.answer_probe(io).await,
         };
         if let Err(error) = result {
             debug!(error = %Chain(&*error), "Connection ended with an error");
@@ -240,7 +246,18 @@ impl Shared {
     }
 
     /// Routes and forwards one request.
+    ///
+    /// The response goes back in the caller's HTTP version, whatever the upstream spoke: versions
+    /// and connection persistence are per hop, so an HTTP/1.0 server on the laptop (which closes
+    /// its own connection after each answer) never closes the caller's keep-alive connection.
     async fn request(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let version = request.version();
+        let mut response = self.route(request).await;
+        *response.version_mut() = version;
+        response
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> Response<ProxyBody> {
         let (parts, body) = request.into_parts();
         let picked = self.routes.pick(&parts);
         let request = Request::from_parts(parts, body);
@@ -262,6 +279,19 @@ impl Shared {
                 .await
             }
         }
+    }
+
+    /// Answers the daemon's probe: this pod, and the intercepts the port routes by now.
+    async fn answer_probe(&self, mut io: Prefixed<TcpStream>) -> Result<(), BoxError> {
+        use tokio::io::AsyncWriteExt;
+        let reply = tether_proto::probe::ProbeReply {
+            pod: self.identity.clone(),
+            intercepts: self.routes.read().iter().map(|i| i.id.0).collect(),
+        };
+        debug!(intercepts = ?reply.intercepts, "Probed");
+        io.write_all(reply.encode().as_bytes()).await?;
+        io.shutdown().await?;
+        Ok(())
     }
 
     /// Relays a non-HTTP connection as bytes.

@@ -5,6 +5,7 @@
 //! - **HTTP/1.x**: a request line's start: a method (1 to [`MAX_METHOD`] upper-case letters,
 //!   `-` or `_`), one space, then the start of a request target (`/`, `*`, or a letter for the
 //!   absolute and authority forms).
+//! - **A tether probe**: [`tether_proto::probe::PROBE`], which the agent answers itself.
 //! - Anything else (TLS, a database protocol, …) is [`Protocol::Other`].
 //!
 //! The decision needs at most [`DECISIVE_LEN`] bytes. A client that sends nothing (a protocol
@@ -29,6 +30,8 @@ pub enum Protocol {
     Http2,
     /// Not HTTP: pass the bytes through.
     Other,
+    /// The daemon asking which agent this is (see [`tether_proto::probe`]).
+    Probe,
 }
 
 /// The answer for the bytes seen so far.
@@ -42,6 +45,11 @@ pub enum Sniff {
 
 /// Classifies a connection by its first bytes.
 pub fn sniff(first: &[u8]) -> Sniff {
+    match tether_proto::probe::is_probe(first) {
+        Some(true) => return Sniff::Known(Protocol::Probe),
+        None => return Sniff::NeedMore,
+        Some(false) => {}
+    }
     let preface_len = first.len().min(H2_PREFACE.len());
     if first[..preface_len] == H2_PREFACE[..preface_len] {
         return if preface_len == H2_PREFACE.len() {
@@ -95,6 +103,13 @@ mod tests {
         ] {
             assert_eq!(known(line), Protocol::Http1, "{line:?}");
         }
+    }
+
+    #[test]
+    fn probes() {
+        assert_eq!(known(tether_proto::probe::PROBE), Protocol::Probe);
+        assert_eq!(sniff(b"\0tether-pro"), Sniff::NeedMore);
+        assert_eq!(known(b"\0tether-probe/9\n"), Protocol::Other);
     }
 
     #[test]

@@ -255,3 +255,127 @@ async fn server_first_protocols_pass_after_the_sniff_timeout() {
         .unwrap();
     assert_eq!(&greeting, b"hello\n");
 }
+
+/// The daemon's probe is answered by the proxy itself, with the intercepts the port routes by
+/// at that moment; the app never sees it.
+#[tokio::test]
+async fn probes_are_answered_with_the_current_intercepts() {
+    use tether_proto::probe::{ProbeReply, PROBE};
+    let app = HttpServer::start("app").await;
+    let laptop = HttpServer::start("laptop").await;
+    let proxy = start_proxy(app.addr, SNIFF).await;
+    let probe = || async {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        stream.write_all(PROBE).await.unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.unwrap();
+        ProbeReply::parse(&reply).expect("a probe reply")
+    };
+    assert_eq!(
+        probe().await,
+        ProbeReply {
+            pod: "test-pod".into(),
+            intercepts: vec![]
+        }
+    );
+    add(&proxy, 7, "ann", &["x-dev=ann"], laptop_target(&laptop)).unwrap();
+    add(&proxy, 9, "bob", &[], laptop_target(&laptop)).unwrap();
+    let mut ids = probe().await.intercepts;
+    ids.sort();
+    assert_eq!(ids, [7, 9]);
+    proxy.proxy.routes().remove(InterceptId(7));
+    assert_eq!(probe().await.intercepts, [9]);
+    assert_eq!(app.connections(), 0, "the app saw a probe");
+}
+
+/// An HTTP/1.0 server on the laptop (Python's `http.server`) closes its connection after every
+/// answer; the caller's HTTP/1.1 keep-alive connection stays open all the same, and its answers
+/// come as HTTP/1.1.
+#[tokio::test]
+async fn an_http10_laptop_does_not_close_the_callers_connection() {
+    let app = HttpServer::start("app").await;
+    let laptop = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let laptop_addr = laptop.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = laptop.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.0 200 OK\r\nx-served-by: laptop10\r\n\r\nfrom the laptop")
+                    .await;
+            });
+        }
+    });
+    let proxy = start_proxy(app.addr, SNIFF).await;
+    let target: SharedTarget = Arc::new(LocalTarget::new(laptop_addr));
+    add(&proxy, 1, "ann", &["x-session=dev-1"], target).unwrap();
+
+    // Raw HTTP/1.1 on one connection, as curl sends it: laptop, app, laptop, app.
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut pending = Vec::new();
+    for session in ["dev-1", "-", "dev-1", "-"] {
+        let request = format!("GET / HTTP/1.1\r\nhost: orders\r\nx-session: {session}\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let (status, served_by) = read_response(&mut conn, &mut pending).await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "for {session}");
+        let expected = if session == "-" { "app" } else { "laptop10" };
+        assert_eq!(served_by, expected);
+    }
+}
+
+/// Reads one response (with `content-length`, or chunked) off `conn`; returns its status line
+/// and `x-served-by`. Bytes of the next response stay in `pending`.
+async fn read_response(conn: &mut TcpStream, pending: &mut Vec<u8>) -> (String, String) {
+    let mut buf = [0; 4096];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).to_string();
+            let header = |name: &str| {
+                head.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                })
+            };
+            let body_start = end + 4;
+            let body_len = if let Some(len) = header("content-length") {
+                len.parse::<usize>().unwrap()
+            } else {
+                assert_eq!(
+                    header("transfer-encoding").as_deref(),
+                    Some("chunked"),
+                    "{head}"
+                );
+                // Wait for the last chunk, then take everything up to it.
+                loop {
+                    if let Some(p) = pending[body_start..]
+                        .windows(5)
+                        .position(|w| w == b"0\r\n\r\n")
+                    {
+                        break p + 5;
+                    }
+                    let n = conn.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the connection closed mid-response");
+                    pending.extend_from_slice(&buf[..n]);
+                }
+            };
+            while pending.len() < body_start + body_len {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the connection closed mid-body");
+                pending.extend_from_slice(&buf[..n]);
+            }
+            pending.drain(..body_start + body_len);
+            let status = head.lines().next().unwrap_or_default().to_owned();
+            return (status, header("x-served-by").unwrap_or_default());
+        }
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the proxy closed the caller's connection");
+        pending.extend_from_slice(&buf[..n]);
+    }
+}

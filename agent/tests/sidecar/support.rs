@@ -170,7 +170,11 @@ pub struct TestProxy {
 pub async fn start_proxy(app: SocketAddr, sniff_timeout: Duration) -> TestProxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let proxy = Proxy::new(ProxyConfig { app, sniff_timeout });
+    let proxy = Proxy::new(ProxyConfig {
+        app,
+        sniff_timeout,
+        identity: "test-pod".to_owned(),
+    });
     let serving = proxy.clone();
     tokio::spawn(async move { serving.serve(listener).await });
     TestProxy { addr, proxy }
