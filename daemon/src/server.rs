@@ -1,5 +1,7 @@
-//! The control socket: a unix socket in the runtime directory that only root and the user who
-//! connected (`SUDO_UID`) may open. One JSON request per line, one JSON response per line.
+//! The control socket: a unix socket in the daemon's own directory (`<runtime>/user`, mode 0700,
+//! the daemon's user's), so that no one else can reach it from the moment it is bound; the
+//! daemon also checks each client's credentials (`SO_PEERCRED`): root and its own user only.
+//! One JSON request per line, one JSON response per line.
 
 use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
 
@@ -8,7 +10,7 @@ use tokio::{
     net::{UnixListener, UnixStream},
     sync::watch,
 };
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::{
     control::{self, Request, Response},
@@ -32,15 +34,6 @@ pub async fn bind(dir: &Path) -> Result<UnixListener, DaemonError> {
     let listener = UnixListener::bind(&path).map_err(DaemonError::Socket)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(DaemonError::Socket)?;
-    if let Some(uid) = std::env::var("SUDO_UID")
-        .ok()
-        .and_then(|u| u.parse::<u32>().ok())
-    {
-        let gid = std::env::var("SUDO_GID")
-            .ok()
-            .and_then(|g| g.parse::<u32>().ok());
-        std::os::unix::fs::chown(&path, Some(uid), gid).map_err(DaemonError::Socket)?;
-    }
     Ok(listener)
 }
 
@@ -54,6 +47,11 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, quit_tx: watch::
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        let peer = stream.peer_cred().map(|c| c.uid()).ok();
+        if !peer_allowed(peer, nix::unistd::Uid::effective().as_raw()) {
+            warn!(uid = ?peer, "Refused a control client of another user");
+            continue;
+        }
         let shared = shared.clone();
         let quit_tx = quit_tx.clone();
         tokio::spawn(async move {
@@ -112,6 +110,11 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, quit_tx: watch::
     }
 }
 
+/// Whether a client with uid `peer` (`None`: unknown) may use the daemon running as `own`.
+fn peer_allowed(peer: Option<u32>, own: u32) -> bool {
+    peer.is_some_and(|uid| uid == 0 || uid == own)
+}
+
 fn not_ready() -> Response {
     Response::Error {
         error: "the daemon is still connecting; try again in a moment".to_owned(),
@@ -127,4 +130,31 @@ pub async fn roundtrip(stream: &mut UnixStream, req: &Request) -> Option<Respons
     let mut answer = String::new();
     reader.read_line(&mut answer).await.ok()?;
     serde_json::from_str(&answer).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_root_and_the_daemons_user_are_served() {
+        assert!(peer_allowed(Some(0), 1000));
+        assert!(peer_allowed(Some(1000), 1000));
+        assert!(!peer_allowed(Some(1001), 1000));
+        assert!(!peer_allowed(Some(65534), 1000));
+        assert!(!peer_allowed(None, 1000));
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_bound_in_the_daemons_directory() {
+        let dir = std::env::temp_dir().join(format!("tether-server-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(crate::privileged::runtime_dir::user_dir(&dir)).unwrap();
+        let _listener = bind(&dir).await.unwrap();
+        let path = control::socket_path(&dir);
+        assert_eq!(path, dir.join("user/daemon.sock"));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
