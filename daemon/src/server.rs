@@ -145,6 +145,83 @@ mod tests {
         assert!(!peer_allowed(None, 1000));
     }
 
+    /// The client half of `a_client_of_another_user_is_not_served`, run by it in a child
+    /// process as `nobody`.
+    #[test]
+    #[ignore = "run as another user by a_client_of_another_user_is_not_served"]
+    fn control_client_as_another_user() {
+        let Some(path) = std::env::var_os("TETHER_TEST_SOCKET") else {
+            return;
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut stream = UnixStream::connect(path)
+                .await
+                .expect("the socket is reachable");
+            match roundtrip(&mut stream, &Request::Status).await {
+                Some(_) => println!("answered"),
+                None => println!("refused"),
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn a_client_of_another_user_is_not_served() {
+        use crate::privileged::identity::daemon_identity;
+        if !nix::unistd::Uid::effective().is_root() {
+            return; // Needs root to run a client as another user.
+        }
+        let dir = std::env::temp_dir().join(format!("tether-peer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let user = crate::privileged::runtime_dir::user_dir(&dir);
+        std::fs::create_dir_all(&user).unwrap();
+        let listener = bind(&dir).await.unwrap();
+        let path = control::socket_path(&dir);
+        // Open the way on purpose: what is tested here is the credential check alone.
+        for (p, mode) in [(&dir, 0o755), (&user, 0o777), (&path, 0o666)] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let (quit_tx, _quit_rx) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, Arc::new(Shared::default()), quit_tx));
+
+        let mut root = UnixStream::connect(&path).await.unwrap();
+        let answer = roundtrip(&mut root, &Request::Status).await;
+        assert!(matches!(answer, Some(Response::Status(_))), "{answer:?}");
+
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args([
+                "--exact",
+                "server::tests::control_client_as_another_user",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("TETHER_TEST_SOCKET", &path);
+        daemon_identity(None).apply(&mut child);
+        let output = tokio::task::spawn_blocking(move || child.output())
+            .await
+            .unwrap();
+        match output {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                eprintln!("skipped: nobody cannot run this test binary ({e})");
+            }
+            Err(e) => panic!("running the client as nobody: {e}"),
+            Ok(output) => {
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                assert!(
+                    stdout.contains("refused") && !stdout.contains("answered"),
+                    "{stdout}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+        server.abort();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test]
     async fn the_socket_is_bound_in_the_daemons_directory() {
         let dir = std::env::temp_dir().join(format!("tether-server-{}", std::process::id()));
