@@ -137,7 +137,9 @@ fn progress(stage: &str) {
 
 /// Runs the daemon until `tether quit`, a signal, or a fatal error. It runs without privilege:
 /// the TUN device, routes and resolver configuration come from its privileged `helper`
-/// (see [`crate::privileged::helper`]), which also put the kubeconfig in `start`.
+/// (see [`crate::privileged::helper`]). It reads the kubeconfig itself, as the user who ran
+/// `sudo`, unless the helper put root's in `start` (root's daemon runs as `nobody`). It dies with
+/// the helper.
 pub async fn run(opts: Options, helper: Helper, start: Start) -> Result<(), DaemonError> {
     die_with(start.helper_pid)?;
     let helper = Arc::new(helper);
