@@ -14,7 +14,12 @@ use tether_daemon::{
     cluster::Cluster,
     control::{self, Request, Response, StatusReport},
     daemon::{self, Options},
-    privileged::{channel::Helper, helper, resolv_conf::ResolvConfFile},
+    privileged::{
+        channel::Helper,
+        helper, identity,
+        resolv_conf::ResolvConfFile,
+        runtime_dir::{self, RuntimeDir, StateDir},
+    },
 };
 use tokio::net::UnixStream;
 
@@ -61,19 +66,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Sends one request to the running daemon; `None` if there is none.
 pub(crate) async fn ask(req: Request) -> Option<Response> {
-    let path = control::socket_path(&control::runtime_dir());
-    let mut stream = UnixStream::connect(path).await.ok()?;
-    tether_daemon::server::roundtrip(&mut stream, &req).await
+    ask_with(req, &|_| {}).await
 }
 
 /// Like [`ask`], printing the daemon's progress on stderr while it works.
 pub(crate) async fn ask_showing_progress(req: Request) -> Option<Response> {
-    let path = control::socket_path(&control::runtime_dir());
-    let mut stream = UnixStream::connect(path).await.ok()?;
-    tether_daemon::server::roundtrip_with_progress(&mut stream, &req, &|stage| {
-        eprintln!("  {stage}…")
-    })
-    .await
+    ask_with(req, &|stage| eprintln!("  {stage}…")).await
+}
+
+async fn ask_with(req: Request, progress: &dyn Fn(&str)) -> Option<Response> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = control::runtime_dir();
+    let mut stream = UnixStream::connect(control::socket_path(&dir)).await.ok()?;
+    // The socket is in the daemon's user's directory, so its name could be a link to another
+    // service's socket: nothing is sent unless the listener is that directory's owner (the
+    // daemon's user; never root).
+    let owner = std::fs::symlink_metadata(runtime_dir::user_dir(&dir))
+        .ok()?
+        .uid();
+    if stream.peer_cred().ok()?.uid() != owner {
+        return None;
+    }
+    tether_daemon::server::roundtrip_with_progress(&mut stream, &req, progress).await
 }
 
 fn is_root() -> bool {
@@ -100,13 +114,17 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         bail!("cannot create the TUN device: tether connect needs root; run `sudo tether connect`");
     }
     let dir = control::runtime_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let log_path = control::log_path(&dir);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
+    // The helper's log is root's, in root's own directory; the daemon writes its own.
+    let log = RuntimeDir::open(&dir)
+        .and_then(|runtime| runtime.state()?.open_log(runtime_dir::HELPER_LOG))
+        .map_err(|e| anyhow::anyhow!(tether_daemon::error_chain(&e)))?;
+    let logs = format!(
+        "{} and {}",
+        control::log_path(&dir).display(),
+        runtime_dir::helper_log_path(&dir).display()
+    );
+    // `-- CMD` runs as the user who ran sudo, not as root.
+    let invoking = identity::from_system()?;
     let exe = std::env::current_exe().context("finding the tether binary")?;
     let mut cmd = Process::new(exe);
     cmd.arg("daemon").args(daemon_args(&args));
@@ -137,7 +155,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         Ok(()) => {}
         Err(e) if e.is_empty() => {
             let _ = child.wait();
-            bail!("the daemon exited unexpectedly; see {}", log_path.display());
+            bail!("the daemon exited unexpectedly; see {logs}");
         }
         Err(e) => {
             let _ = child.wait();
@@ -155,9 +173,12 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     if args.command.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    let status = Process::new(&args.command[0])
-        .args(&args.command[1..])
-        .status();
+    let mut command = Process::new(&args.command[0]);
+    command.args(&args.command[1..]);
+    if let Some(user) = &invoking {
+        user.apply(&mut command);
+    }
+    let status = command.status();
     let _ = quit().await;
     let status = status.with_context(|| format!("running {}", args.command[0]))?;
     Ok(ExitCode::from(
@@ -230,7 +251,16 @@ async fn run_helper(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         std::process::Command::new(std::env::current_exe().context("finding the tether binary")?);
     worker.arg("daemon-worker").args(daemon_args(&args));
     let config = daemon_options(args).helper_config();
-    match helper::run(config, worker, helper::daemon_user()).await {
+    let invoking = match identity::from_system() {
+        Ok(invoking) => invoking,
+        Err(error) => {
+            let text = tether_daemon::error_chain(&error);
+            tracing::error!(error = %text, "Privileged helper failed");
+            println!("error: {text}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    match helper::run(config, worker, invoking).await {
         Ok(status) => Ok(ExitCode::from(
             status.code().unwrap_or(1).clamp(0, 255) as u8
         )),
@@ -245,6 +275,11 @@ async fn run_helper(args: ConnectArgs) -> anyhow::Result<ExitCode> {
 
 /// The daemon (unprivileged): its helper is on the other end of stdin.
 async fn run_daemon(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    // Its own log, in its own directory; errors before this point reach `connect` on stdout.
+    if let Err(e) = runtime_dir::redirect_stderr_to_daemon_log(&control::runtime_dir()) {
+        println!("error: opening the daemon log: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
     init_daemon_logs();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let stdin = std::io::stdin()
@@ -271,6 +306,19 @@ async fn run_daemon(args: ConnectArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Creates (or truncates) `path` readable by its owner only: 0600, also when it existed.
+pub(crate) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }
 
 pub(crate) fn print_output<T: serde::Serialize>(output: Output, value: &T) -> anyhow::Result<()> {
@@ -359,7 +407,8 @@ async fn quit() -> anyhow::Result<ExitCode> {
         None => {
             // No daemon; still put back what a crashed one may have left.
             if is_root()
-                && ResolvConfFile::new(Path::new("/etc/resolv.conf"), &dir).repair_stale()?
+                && ResolvConfFile::new(Path::new("/etc/resolv.conf"), StateDir::open(&dir)?)
+                    .repair_stale()?
             {
                 println!(
                     "Not connected; restored the resolver configuration a crashed daemon left."

@@ -83,7 +83,7 @@ pub async fn intercept(args: InterceptArgs) -> anyhow::Result<ExitCode> {
                 args.env_syntax
             );
         }
-        let written = std::fs::File::create(path)
+        let written = crate::commands::create_private(path)
             .and_then(|mut f| f.write_all(rendered.text.as_bytes()))
             .with_context(|| format!("writing {}", path.display()));
         if let Err(e) = written {

@@ -83,12 +83,14 @@ pub fn runtime_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/run/tether"))
 }
 
+/// The socket, in the daemon's own directory (see [`crate::privileged::runtime_dir`]).
 pub fn socket_path(dir: &Path) -> PathBuf {
-    dir.join("daemon.sock")
+    crate::privileged::runtime_dir::socket_path(dir)
 }
 
+/// The daemon's log, next to its socket.
 pub fn log_path(dir: &Path) -> PathBuf {
-    dir.join("daemon.log")
+    crate::privileged::runtime_dir::daemon_log_path(dir)
 }
 
 #[cfg(test)]

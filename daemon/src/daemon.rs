@@ -70,8 +70,12 @@ impl Options {
         crate::privileged::helper::HelperConfig {
             tun: self.tun_config(),
             dns: self.dns_ip(),
-            never_proxy: self.never_proxy.clone(),
-            allow_conflicting_subnets: self.allow_conflicting_subnets,
+            routes: crate::privileged::route_policy::RoutePolicy {
+                never: self.never_proxy.clone(),
+                also: self.also_proxy.clone(),
+                allow_conflicting: self.allow_conflicting_subnets,
+                own_dev: self.tun_name.clone(),
+            },
             resolv_conf: self.resolv_conf.clone(),
             runtime_dir: self.runtime_dir.clone(),
             kubeconfig: self.kubeconfig.clone(),
@@ -96,6 +100,20 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Helper(ChannelError),
+    /// The helper is not this process's parent (any more): it would not clean up after us.
+    #[error("the privileged helper (pid {0}) is gone")]
+    HelperGone(u32),
+    #[error("asking to die with the privileged helper")]
+    DeathSignal(#[source] nix::Error),
+    #[error(transparent)]
+    Kubeconfig(#[from] crate::privileged::helper::KubeconfigError),
+    /// The manager named a cluster domain no resolver should be pointed at.
+    #[error("the traffic manager announced the cluster domain {domain:?}")]
+    ClusterDomain {
+        domain: String,
+        #[source]
+        source: crate::privileged::domain::DomainError,
+    },
     #[error("reading the resolver configuration")]
     ReadResolvConf(#[source] std::io::Error),
     #[error("already connected (daemon pid {0}); run `tether quit` first")]
@@ -119,13 +137,21 @@ fn progress(stage: &str) {
 
 /// Runs the daemon until `tether quit`, a signal, or a fatal error. It runs without privilege:
 /// the TUN device, routes and resolver configuration come from its privileged `helper`
-/// (see [`crate::privileged::helper`]), which also put the kubeconfig in `start`.
+/// (see [`crate::privileged::helper`]). It reads the kubeconfig itself, as the user who ran
+/// `sudo`, unless the helper put root's in `start` (root's daemon runs as `nobody`). It dies with
+/// the helper.
 pub async fn run(opts: Options, helper: Helper, start: Start) -> Result<(), DaemonError> {
+    die_with(start.helper_pid)?;
     let helper = Arc::new(helper);
     let listener = crate::server::bind(&opts.runtime_dir).await?;
 
     progress("connecting to the cluster");
-    let cluster = Cluster::from_kubeconfig_json(&start.kubeconfig, opts.context.clone()).await?;
+    // Ours (we run as the user who ran sudo), unless the helper read root's for us.
+    let kubeconfig = match start.kubeconfig {
+        Some(text) => text,
+        None => crate::privileged::helper::read_kubeconfig(opts.kubeconfig.as_deref())?,
+    };
+    let cluster = Cluster::from_kubeconfig_json(&kubeconfig, opts.context.clone()).await?;
     cluster.check_namespace(&opts.namespace).await?;
     progress("dialing the traffic manager");
     let client = client_name();
@@ -139,6 +165,12 @@ pub async fn run(opts: Options, helper: Helper, start: Start) -> Result<(), Daem
     )
     .await?;
     let welcome = dialed.session.welcome.clone();
+    crate::privileged::domain::validate(&welcome.cluster_domain).map_err(|source| {
+        DaemonError::ClusterDomain {
+            domain: welcome.cluster_domain.clone(),
+            source,
+        }
+    })?;
 
     // The routes: the cluster's IPv4 ranges, plus --also-proxy, minus --never-proxy and minus the
     // tunnel's own peer (routing it into the tunnel would loop).
@@ -283,6 +315,19 @@ pub async fn run(opts: Options, helper: Helper, start: Start) -> Result<(), Daem
     server.abort();
     crate::server::remove(&opts.runtime_dir);
     info!("Disconnected; the machine is as it was");
+    Ok(())
+}
+
+/// Makes this process die with its helper (its parent): the helper restores the machine when
+/// the daemon goes, and a daemon without its helper would keep the machine changed with no one
+/// to put it back. Fails if the helper is gone already.
+fn die_with(helper_pid: u32) -> Result<(), DaemonError> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+        .map_err(DaemonError::DeathSignal)?;
+    // Checked after setting it: a helper that died just before would otherwise go unnoticed.
+    if nix::unistd::getppid().as_raw() as u32 != helper_pid {
+        return Err(DaemonError::HelperGone(helper_pid));
+    }
     Ok(())
 }
 

@@ -1,9 +1,14 @@
 //! The privileged part: the helper process that runs as root while the daemon does not
-//! ([`helper`]), the channel between them ([`channel`]), and what the helper does besides the TUN
-//! device (`tun`), each function one validated thing.
+//! ([`helper`]), the channel between them ([`channel`]), who runs what ([`identity`]), root's
+//! files ([`runtime_dir`]), and what the helper does besides the TUN device (`tun`), each
+//! function one validated thing ([`route_policy`], [`domain`], [`resolv_conf`], [`resolved`]).
 
 pub mod channel;
+pub mod domain;
 pub mod helper;
+pub mod identity;
 pub mod resolv_conf;
 pub mod resolved;
 pub mod route_check;
+pub mod route_policy;
+pub mod runtime_dir;

@@ -1,5 +1,7 @@
-//! The control socket: a unix socket in the runtime directory that only root and the user who
-//! connected (`SUDO_UID`) may open. One JSON request per line, one JSON response per line.
+//! The control socket: a unix socket in the daemon's own directory (`<runtime>/user`, mode 0700,
+//! the daemon's user's), so that no one else can reach it from the moment it is bound; the
+//! daemon also checks each client's credentials (`SO_PEERCRED`): root and its own user only.
+//! One JSON request per line, one JSON response per line.
 
 use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
 
@@ -8,7 +10,7 @@ use tokio::{
     net::{UnixListener, UnixStream},
     sync::watch,
 };
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::{
     control::{self, Request, Response},
@@ -33,15 +35,6 @@ pub async fn bind(dir: &Path) -> Result<UnixListener, DaemonError> {
     let listener = UnixListener::bind(&path).map_err(DaemonError::Socket)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(DaemonError::Socket)?;
-    if let Some(uid) = std::env::var("SUDO_UID")
-        .ok()
-        .and_then(|u| u.parse::<u32>().ok())
-    {
-        let gid = std::env::var("SUDO_GID")
-            .ok()
-            .and_then(|g| g.parse::<u32>().ok());
-        std::os::unix::fs::chown(&path, Some(uid), gid).map_err(DaemonError::Socket)?;
-    }
     Ok(listener)
 }
 
@@ -55,6 +48,11 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, quit_tx: watch::
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        let peer = stream.peer_cred().map(|c| c.uid()).ok();
+        if !peer_allowed(peer, nix::unistd::Uid::effective().as_raw()) {
+            warn!(uid = ?peer, "Refused a control client of another user");
+            continue;
+        }
         let shared = shared.clone();
         let quit_tx = quit_tx.clone();
         tokio::spawn(async move {
@@ -173,6 +171,11 @@ async fn answer(
     }
 }
 
+/// Whether a client with uid `peer` (`None`: unknown) may use the daemon running as `own`.
+fn peer_allowed(peer: Option<u32>, own: u32) -> bool {
+    peer.is_some_and(|uid| uid == 0 || uid == own)
+}
+
 fn not_ready() -> Response {
     Response::Error {
         error: "the daemon is still connecting; try again in a moment".to_owned(),
@@ -204,5 +207,109 @@ pub async fn roundtrip_with_progress(
             Response::Progress { stage } => progress(&stage),
             response => return Some(response),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_root_and_the_daemons_user_are_served() {
+        assert!(peer_allowed(Some(0), 1000));
+        assert!(peer_allowed(Some(1000), 1000));
+        assert!(!peer_allowed(Some(1001), 1000));
+        assert!(!peer_allowed(Some(65534), 1000));
+        assert!(!peer_allowed(None, 1000));
+    }
+
+    /// The client half of `a_client_of_another_user_is_not_served`, run by it in a child
+    /// process as `nobody`.
+    #[test]
+    #[ignore = "run as another user by a_client_of_another_user_is_not_served"]
+    fn control_client_as_another_user() {
+        let Some(path) = std::env::var_os("TETHER_TEST_SOCKET") else {
+            return;
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut stream = UnixStream::connect(path)
+                .await
+                .expect("the socket is reachable");
+            match roundtrip(&mut stream, &Request::Status).await {
+                Some(_) => println!("answered"),
+                None => println!("refused"),
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn a_client_of_another_user_is_not_served() {
+        use crate::privileged::identity::daemon_identity;
+        if !nix::unistd::Uid::effective().is_root() {
+            return; // Needs root to run a client as another user.
+        }
+        let dir = std::env::temp_dir().join(format!("tether-peer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let user = crate::privileged::runtime_dir::user_dir(&dir);
+        std::fs::create_dir_all(&user).unwrap();
+        let listener = bind(&dir).await.unwrap();
+        let path = control::socket_path(&dir);
+        // Open the way on purpose: what is tested here is the credential check alone.
+        for (p, mode) in [(&dir, 0o755), (&user, 0o777), (&path, 0o666)] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let (quit_tx, _quit_rx) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, Arc::new(Shared::default()), quit_tx));
+
+        let mut root = UnixStream::connect(&path).await.unwrap();
+        let answer = roundtrip(&mut root, &Request::Status).await;
+        assert!(matches!(answer, Some(Response::Status(_))), "{answer:?}");
+
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args([
+                "--exact",
+                "server::tests::control_client_as_another_user",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("TETHER_TEST_SOCKET", &path);
+        daemon_identity(None).apply(&mut child);
+        let output = tokio::task::spawn_blocking(move || child.output())
+            .await
+            .unwrap();
+        match output {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                eprintln!("skipped: nobody cannot run this test binary ({e})");
+            }
+            Err(e) => panic!("running the client as nobody: {e}"),
+            Ok(output) => {
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                assert!(
+                    stdout.contains("refused") && !stdout.contains("answered"),
+                    "{stdout}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+        server.abort();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_bound_in_the_daemons_directory() {
+        let dir = std::env::temp_dir().join(format!("tether-server-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(crate::privileged::runtime_dir::user_dir(&dir)).unwrap();
+        let _listener = bind(&dir).await.unwrap();
+        let path = control::socket_path(&dir);
+        assert_eq!(path, dir.join("user/daemon.sock"));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

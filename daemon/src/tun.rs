@@ -68,6 +68,9 @@ pub enum TunError {
         #[source]
         source: std::io::Error,
     },
+    /// A route for the range exists already (tether never replaces one).
+    #[error("a route for {0} exists already; tether adds routes and never replaces one")]
+    RouteExists(IpNet),
     /// The `ip` command could not be started.
     #[error("cannot run `ip` (is iproute2 installed?)")]
     Spawn(#[source] std::io::Error),
@@ -151,10 +154,9 @@ impl Tun {
         self.mtu
     }
 
-    /// Routes `cidr` into this device (idempotent: an existing route is replaced).
+    /// Routes `cidr` into this device; see [`Routes::add`].
     pub async fn add_route(&self, cidr: IpNet) -> Result<(), TunError> {
-        validate_route(cidr)?;
-        ip(&["route", "replace", &cidr.to_string(), "dev", &self.name]).await
+        self.routes().add(cidr).await
     }
 
     /// Removes the route for `cidr` through this device.
@@ -196,11 +198,27 @@ impl Routes {
         }
     }
 
-    /// Routes `cidr` into the device (idempotent).
+    /// Routes `cidr` into the device. The route is added, never replaced: `ip route replace`
+    /// would silently take over an identical route the machine had (and delete it with the
+    /// device), so an existing one is an error.
     pub async fn add(&self, cidr: IpNet) -> Result<(), TunError> {
         validate_route(cidr)?;
-        ip(&["route", "replace", &cidr.to_string(), "dev", &self.name]).await
+        let args = add_route_args(cidr, &self.name);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        match ip(&args).await {
+            Err(TunError::Command { stderr, .. }) if stderr.contains("File exists") => {
+                Err(TunError::RouteExists(cidr))
+            }
+            other => other,
+        }
     }
+}
+
+/// The `ip` arguments that add a route for `cidr` into `dev`.
+fn add_route_args(cidr: IpNet, dev: &str) -> Vec<String> {
+    ["route", "add", &cidr.to_string(), "dev", dev]
+        .map(String::from)
+        .to_vec()
 }
 
 /// Checks an interface name the way the kernel would, minus the characters that are legal there
@@ -317,6 +335,11 @@ mod tests {
             );
         }
         let err = validate_route(net("10.96.0.1/12")).expect_err("host bits set");
+        assert_eq!(
+            add_route_args(net("10.96.0.0/12"), "tether0"),
+            ["route", "add", "10.96.0.0/12", "dev", "tether0"],
+            "routes are added, never replaced"
+        );
         assert_eq!(
             err.to_string(),
             "10.96.0.1/12 is not a network address; did you mean 10.96.0.0/12?"

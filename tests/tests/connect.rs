@@ -111,11 +111,13 @@ fn next_connect_repairs_what_a_killed_daemon_left() {
     let conn = Connected::new(WS, &[]);
     let status = conn.status();
     std::mem::forget(conn);
-    // Both processes die at once (a power cut, the OOM killer): nothing could clean up.
+    // The helper dies (the OOM killer): nothing could clean up, and the daemon dies with it
+    // (its parent-death signal) rather than keep the machine changed with no one to restore it.
+    let helper = status["privileged_pid"].as_u64().expect("pid");
+    run(Command::new("kill").args(["-9", &helper.to_string()])).expect_ok("kill -9");
     for key in ["privileged_pid", "daemon_pid"] {
         let pid = status[key].as_u64().expect("pid");
-        run(Command::new("kill").args(["-9", &pid.to_string()])).expect_ok("kill -9");
-        eventually(Duration::from_secs(5), "process gone", || {
+        eventually(Duration::from_secs(10), "process gone", || {
             (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
         });
     }

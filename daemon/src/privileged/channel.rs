@@ -21,8 +21,9 @@ use tokio::sync::Mutex;
 /// The first line the helper sends: what the daemon needs and may not read itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Start {
-    /// The kubeconfig's text (the daemon may run as a user that cannot read root's file).
-    pub kubeconfig: String,
+    /// The kubeconfig's text, for a daemon of root's (it runs as `nobody`, which cannot read
+    /// root's file). `None`: the daemon runs as the user who ran `sudo` and reads the user's own.
+    pub kubeconfig: Option<String>,
     /// The helper's pid, for `status`.
     pub helper_pid: u32,
 }

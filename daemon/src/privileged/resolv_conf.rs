@@ -1,7 +1,8 @@
 //! `/etc/resolv.conf` management for machines without systemd-resolved.
 //!
-//! The original file is copied to a backup before anything is written, together with the pid of
-//! the daemon that owns the change. `restore` writes the backup back byte for byte. A daemon that
+//! The original file is copied to a backup in root's state directory (see
+//! [`runtime_dir`](super::runtime_dir)) before anything is written, together with the pid of
+//! the helper that owns the change. `restore` writes the backup back byte for byte. A helper that
 //! finds a backup whose owner is dead (a crash, `kill -9`) restores it before doing anything else.
 //!
 //! Files are rewritten in place (truncate + write), never renamed over: `/etc/resolv.conf` is often
@@ -13,6 +14,8 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
 };
+
+use super::runtime_dir::{RuntimeDirError, StateDir};
 
 /// Errors of resolver configuration.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,12 @@ pub enum ResolvError {
     /// A search domain that would corrupt the file.
     #[error("invalid search domain {0:?}")]
     InvalidDomain(String),
+    /// Root's state directory or a file in it was refused or failed.
+    #[error(transparent)]
+    State(#[from] RuntimeDirError),
+    /// tether's configuration is installed already (one per session).
+    #[error("the resolver configuration is tether's already (backup {0})")]
+    AlreadyInstalled(PathBuf),
 }
 
 /// The parts of a resolv.conf tether reads.
@@ -91,21 +100,25 @@ pub fn render(
     Ok(out)
 }
 
-/// A resolv.conf under tether's management.
-#[derive(Debug, Clone)]
+/// The backup of the original file, in root's state directory.
+pub const BACKUP: &str = "resolv.conf.orig";
+/// The pid of the helper that owns the change, next to the backup.
+pub const OWNER: &str = "resolv.conf.owner";
+
+/// A resolv.conf under tether's management. The backup and owner files live in root's
+/// [`StateDir`], opened without following links; the live file is root's own choice.
+#[derive(Debug)]
 pub struct ResolvConfFile {
     path: PathBuf,
-    backup: PathBuf,
-    owner: PathBuf,
+    state: StateDir,
 }
 
 impl ResolvConfFile {
-    /// `path` is the live file (normally `/etc/resolv.conf`), `state_dir` where the backup lives.
-    pub fn new(path: impl Into<PathBuf>, state_dir: &Path) -> Self {
+    /// `path` is the live file (normally `/etc/resolv.conf`), `state` where the backup lives.
+    pub fn new(path: impl Into<PathBuf>, state: StateDir) -> Self {
         ResolvConfFile {
             path: path.into(),
-            backup: state_dir.join("resolv.conf.orig"),
-            owner: state_dir.join("resolv.conf.owner"),
+            state,
         }
     }
 
@@ -113,14 +126,15 @@ impl ResolvConfFile {
         fs::read_to_string(&self.path).map_err(|source| io("reading", &self.path, source))
     }
 
-    /// Restores a backup left by a daemon that is no longer running. Returns whether it did.
+    /// Restores a backup left by a helper that is no longer running. Returns whether it did.
     pub fn repair_stale(&self) -> Result<bool, ResolvError> {
-        if !self.backup.exists() {
+        if self.state.read(BACKUP)?.is_none() {
             return Ok(false);
         }
-        let owner = fs::read_to_string(&self.owner)
-            .ok()
-            .and_then(|p| p.trim().parse::<u32>().ok());
+        let owner = self
+            .state
+            .read(OWNER)?
+            .and_then(|p| String::from_utf8_lossy(&p).trim().parse::<u32>().ok());
         if let Some(pid) = owner {
             if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
                 return Ok(false);
@@ -130,27 +144,30 @@ impl ResolvConfFile {
         Ok(true)
     }
 
-    /// Saves the original and writes `content` in its place.
+    /// Saves the original and writes `content` in its place. Refused while a backup exists: a
+    /// second install would back up tether's own file, and restoring that would leave tether's
+    /// resolver behind.
     pub fn install(&self, content: &str) -> Result<(), ResolvError> {
-        let original = fs::read(&self.path).map_err(|source| io("reading", &self.path, source))?;
-        if let Some(dir) = self.backup.parent() {
-            fs::create_dir_all(dir).map_err(|source| io("creating", dir, source))?;
+        if self.state.read(BACKUP)?.is_some() {
+            return Err(ResolvError::AlreadyInstalled(
+                self.state.path().join(BACKUP),
+            ));
         }
-        write_synced(&self.backup, &original)?;
-        write_synced(&self.owner, std::process::id().to_string().as_bytes())?;
+        let original = fs::read(&self.path).map_err(|source| io("reading", &self.path, source))?;
+        self.state.write(BACKUP, &original)?;
+        self.state
+            .write(OWNER, std::process::id().to_string().as_bytes())?;
         write_in_place(&self.path, content.as_bytes())
     }
 
     /// Puts the original back byte for byte and forgets the backup.
     pub fn restore(&self) -> Result<(), ResolvError> {
-        let original = match fs::read(&self.backup) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(io("reading", &self.backup, source)),
+        let Some(original) = self.state.read(BACKUP)? else {
+            return Ok(());
         };
         write_in_place(&self.path, &original)?;
-        let _ = fs::remove_file(&self.owner);
-        fs::remove_file(&self.backup).map_err(|source| io("removing", &self.backup, source))
+        let _ = self.state.remove(OWNER);
+        Ok(self.state.remove(BACKUP)?)
     }
 }
 
@@ -160,13 +177,6 @@ fn io(action: &'static str, path: &Path, source: std::io::Error) -> ResolvError 
         path: path.to_owned(),
         source,
     }
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ResolvError> {
-    let mut f = fs::File::create(path).map_err(|source| io("creating", path, source))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|source| io("writing", path, source))
 }
 
 fn write_in_place(path: &Path, bytes: &[u8]) -> Result<(), ResolvError> {
@@ -216,14 +226,21 @@ mod tests {
         assert!(matches!(err, Err(ResolvError::InvalidDomain(_))));
     }
 
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tether-resolv-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     #[test]
     fn install_restore_is_byte_exact_and_stale_backups_are_repaired() {
-        let dir = std::env::temp_dir().join(format!("tether-resolv-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("exact");
         let live = dir.join("resolv.conf");
         let original = b"nameserver 10.1.1.1\n\n# odd spacing   kept\nsearch x\n";
         fs::write(&live, original).unwrap();
-        let f = ResolvConfFile::new(&live, &dir.join("state"));
+        let state = || StateDir::open(&dir.join("run")).unwrap();
+        let f = ResolvConfFile::new(&live, state());
         f.install("nameserver 198.18.0.2\n").unwrap();
         assert_eq!(
             fs::read_to_string(&live).unwrap(),
@@ -232,10 +249,24 @@ mod tests {
         // Our own backup is not stale.
         assert!(!f.repair_stale().unwrap());
         // Pretend the owner died: a pid that cannot exist.
-        fs::write(dir.join("state/resolv.conf.owner"), "4194304999").unwrap();
+        state().write(OWNER, b"4194304999").unwrap();
         assert!(f.repair_stale().unwrap());
         assert_eq!(fs::read(&live).unwrap(), original);
         assert!(!f.repair_stale().unwrap(), "nothing left to repair");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_second_install_is_refused_and_restore_brings_back_the_first_original() {
+        let dir = scratch("twice");
+        let live = dir.join("resolv.conf");
+        fs::write(&live, "nameserver 10.1.1.1\n").unwrap();
+        let f = ResolvConfFile::new(&live, StateDir::open(&dir.join("run")).unwrap());
+        f.install("nameserver 198.18.0.2\n").unwrap();
+        let err = f.install("nameserver 198.18.0.2\n").unwrap_err();
+        assert!(matches!(err, ResolvError::AlreadyInstalled(_)), "{err}");
+        f.restore().unwrap();
+        assert_eq!(fs::read_to_string(&live).unwrap(), "nameserver 10.1.1.1\n");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

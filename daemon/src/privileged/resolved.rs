@@ -42,19 +42,8 @@ pub fn in_charge(resolv_conf: &ResolvConf, runtime_dir: &Path) -> bool {
 /// The `resolvectl` invocations that give `link` the DNS server `dns` for `domains`.
 pub fn commands(link: &str, dns: IpAddr, domains: &[String]) -> Result<Vec<Vec<String>>, String> {
     crate::tun::validate_name(link).map_err(|e| e.to_string())?;
-    for d in domains {
-        let ok = !d.is_empty()
-            && d.len() <= 253
-            && !d.starts_with('-')
-            && d.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            });
-        if !ok {
-            return Err(format!("`{d}` is not a valid DNS domain"));
-        }
-    }
+    // These become routing domains: every name under them goes to tether.
+    super::domain::validate_search(domains).map_err(|e| e.to_string())?;
     let mut domain = vec!["domain".to_owned(), link.to_owned()];
     domain.extend(domains.iter().cloned());
     Ok(vec![
@@ -144,11 +133,11 @@ mod tests {
         let bad = ["cluster.local --set-dns=1.1.1.1".to_owned()];
         assert!(commands("tether0", "198.18.0.2".parse().unwrap(), &bad).is_err());
         assert!(commands("-tether0", "198.18.0.2".parse().unwrap(), &domains).is_err());
-        assert!(commands(
-            "tether0",
-            "198.18.0.2".parse().unwrap(),
-            &["a..b".to_owned()]
-        )
-        .is_err());
+        for bad in ["a..b", "com", "-a.b"] {
+            assert!(
+                commands("tether0", "198.18.0.2".parse().unwrap(), &[bad.to_owned()]).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

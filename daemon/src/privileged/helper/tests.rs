@@ -1,0 +1,107 @@
+use super::*;
+use crate::privileged::runtime_dir::StateDir;
+
+/// A helper's configuration over a scratch resolv.conf holding `resolv`.
+fn fixture(name: &str, resolv: &str) -> (PathBuf, HelperConfig) {
+    let dir = std::env::temp_dir().join(format!("tether-helper-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("resolv.conf"), resolv).unwrap();
+    let config = HelperConfig {
+        tun: TunConfig {
+            name: "tether0".into(),
+            address: "198.18.0.1/30".parse().unwrap(),
+            mtu: 1500,
+        },
+        dns: "198.18.0.2".parse().unwrap(),
+        routes: RoutePolicy::default(),
+        resolv_conf: dir.join("resolv.conf"),
+        runtime_dir: dir.join("run"),
+        kubeconfig: None,
+    };
+    (dir, config)
+}
+
+fn dns_request(search: &[&str]) -> String {
+    let search = search.iter().map(|s| s.to_string()).collect();
+    serde_json::to_string(&Request::Dns { search }).unwrap()
+}
+
+#[tokio::test]
+async fn dns_is_set_once_per_session() {
+    let original = "nameserver 10.0.0.53\nsearch corp.example\n";
+    let (dir, config) = fixture("once", original);
+    let live = &config.resolv_conf;
+    let resolv = ResolvConfFile::new(live, StateDir::open(&config.runtime_dir).unwrap());
+    let mut state = State::new(&config, &resolv);
+    let request = dns_request(&[
+        "default.svc.cluster.local",
+        "svc.cluster.local",
+        "cluster.local",
+    ]);
+    assert_eq!(state.handle(&request).await.0, Reply::Ok);
+    let installed = std::fs::read_to_string(live).unwrap();
+    assert!(installed.contains("nameserver 198.18.0.2"), "{installed}");
+    // A second request would back up tether's own file; it is refused and changes nothing.
+    let (reply, _) = state.handle(&request).await;
+    assert!(
+        matches!(&reply, Reply::Error { message } if message.contains("once per session")),
+        "{reply:?}"
+    );
+    assert_eq!(std::fs::read_to_string(live).unwrap(), installed);
+    // What quit does: the machine's own file comes back, not tether's.
+    assert!(state.dns_installed);
+    resolv.restore().unwrap();
+    assert_eq!(std::fs::read_to_string(live).unwrap(), original);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn tld_like_search_domains_are_refused() {
+    let (dir, config) = fixture("tld", "nameserver 10.0.0.53\n");
+    let live = &config.resolv_conf;
+    let resolv = ResolvConfFile::new(live, StateDir::open(&config.runtime_dir).unwrap());
+    let mut state = State::new(&config, &resolv);
+    let (reply, _) = state
+        .handle(&dns_request(&["default.svc.com", "svc.com", "com"]))
+        .await;
+    assert!(
+        matches!(&reply, Reply::Error { message } if message.contains("single label")),
+        "{reply:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(live).unwrap(),
+        "nameserver 10.0.0.53\n"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn routes_wait_for_the_device_and_go_through_the_policy() {
+    let (dir, config) = fixture("routes", "nameserver 10.0.0.53\n");
+    let resolv = ResolvConfFile::new(
+        &config.resolv_conf,
+        StateDir::open(&config.runtime_dir).unwrap(),
+    );
+    let mut state = State::new(&config, &resolv);
+    let routes = |add: &[&str]| {
+        serde_json::to_string(&Request::Routes {
+            add: add.iter().map(|a| a.parse().unwrap()).collect(),
+        })
+        .unwrap()
+    };
+    let (reply, _) = state.handle(&routes(&["10.96.0.0/16"])).await;
+    assert!(
+        matches!(&reply, Reply::Error { message } if message.contains("no TUN")),
+        "{reply:?}"
+    );
+    // Checked before anything runs: no `ip` command for a refused batch.
+    state.tun_created = true;
+    let (reply, _) = state.handle(&routes(&["10.96.0.0/16", "0.0.0.0/1"])).await;
+    assert!(
+        matches!(&reply, Reply::Error { message } if message.contains("broader than /8")),
+        "{reply:?}"
+    );
+    assert!(state.routed.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
