@@ -276,8 +276,13 @@ async fn run_helper(args: ConnectArgs) -> anyhow::Result<ExitCode> {
 /// The daemon (unprivileged): its helper is on the other end of stdin.
 async fn run_daemon(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     // Its own log, in its own directory; errors before this point reach `connect` on stdout.
-    if let Err(e) = runtime_dir::redirect_stderr_to_daemon_log(&control::runtime_dir()) {
-        println!("error: opening the daemon log: {e}");
+    let dir = control::runtime_dir();
+    if let Err(e) = runtime_dir::redirect_stderr_to_daemon_log(&dir) {
+        // The daemon runs as the user and never follows a link here, even one of the user's own.
+        println!(
+            "error: opening the daemon log {}: {e}; if it is not a plain file, remove it",
+            control::log_path(&dir).display()
+        );
         return Ok(ExitCode::FAILURE);
     }
     init_daemon_logs();

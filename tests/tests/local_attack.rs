@@ -145,10 +145,17 @@ fn links_planted_by_the_daemons_user_change_no_root_file() {
     ))
     .expect_ok("replace the daemon's log with a link");
 
-    // quit, connect again (the helper reads its state, the daemon opens its log), kill -9 of the
-    // daemon, then the repair that `quit` does.
+    // quit, connect again (the helper reads its state; the daemon, as the user, replaces a log
+    // that is a link with a file of its own), kill -9 of the daemon, then the repair that `quit`
+    // does.
     sudo_tether(&kc.path(), &["quit"]).expect_ok("quit");
-    sudo_tether(&kc.path(), &["connect"]).expect_ok("connect again over the links");
+    sudo_tether(&kc.path(), &["connect"]).expect_ok("connect again among the links");
+    let log = std::fs::symlink_metadata(runtime.join("user/daemon.log")).expect("the log");
+    assert!(
+        log.file_type().is_file(),
+        "the daemon's log is a link again"
+    );
+    assert_eq!((log.uid(), log.mode() & 0o777), (NOBODY, 0o600));
     let status: serde_json::Value = serde_json::from_str(
         &sudo_tether(&kc.path(), &["status", "-o", "json"]).expect_ok("status"),
     )
@@ -175,7 +182,12 @@ fn connect_runs_the_command_as_the_invoking_user() {
     let kc = UserKubeconfig::new();
     let _session = Session(&kc.path());
     let out = sudo_tether(&kc.path(), &["connect", "--", "id", "-u"]).expect_ok("connect -- id");
-    assert_eq!(out.trim().lines().last(), Some("65534"), "{out}");
+    // Between connect's own lines, CMD printed its uid.
+    let uids: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.trim().is_empty() && l.trim().chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(uids, ["65534"], "{out}");
     // The kubeconfig was read as the user: one that only root can read is refused.
     let root_only = std::env::temp_dir().join(format!("tether-e2e-rootkc-{}", std::process::id()));
     std::fs::copy(tether_e2e::kubeconfig(), &root_only).unwrap();

@@ -381,14 +381,19 @@ pub fn redirect_stderr_to_daemon_log(runtime: &Path) -> std::io::Result<()> {
 }
 
 /// Opens the daemon's own log, `<runtime>/user/daemon.log`, as the daemon's user: created 0600,
-/// appended to, never through a symbolic link.
+/// appended to, never through a symbolic link. Anything else in its place (a link, a fifo) is
+/// removed first: the directory is the user's own, and removing a name never follows it.
 pub fn open_daemon_log(runtime: &Path) -> std::io::Result<File> {
+    let path = daemon_log_path(runtime);
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.file_type().is_file()) {
+        std::fs::remove_file(&path)?;
+    }
     let file = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
         .custom_flags(OFlag::O_NOFOLLOW.bits())
-        .open(daemon_log_path(runtime))?;
+        .open(&path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other(
