@@ -259,8 +259,15 @@ fn links_the_daemons_user_plants_are_never_followed_by_root() {
     victim.assert_unchanged();
     // The socket name was removed, not what it pointed at.
     assert!(fs::symlink_metadata(user.join(SOCKET)).is_err());
-    // The daemon (the user) opening its log through a link fails rather than writing elsewhere.
-    assert!(open_daemon_log(&runtime).is_err());
+    // The daemon (the user) replaces a log that is a link with a file of its own, rather than
+    // writing through it.
+    let log = open_daemon_log(&runtime).unwrap();
+    assert!(log.metadata().unwrap().is_file());
+    assert!(fs::symlink_metadata(user.join(DAEMON_LOG))
+        .unwrap()
+        .file_type()
+        .is_file());
+    assert_eq!(mode(&user.join(DAEMON_LOG)), 0o600);
     victim.assert_unchanged();
     fs::remove_dir_all(&base).unwrap();
 }
