@@ -15,6 +15,7 @@
 //!   [`ManagerState`](manager::ManagerState) to the code serving the tunnel.
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod discovery;
 pub mod dns;
 pub mod install;
@@ -23,4 +24,5 @@ pub mod registry;
 pub mod resolv_conf;
 pub mod session;
 pub mod sidecar;
+pub mod signer;
 pub mod view;
