@@ -11,6 +11,9 @@
 //! - [`install`]: `tether install` / `uninstall`: the manifests of `deploy/manager`, applied
 //!   server-side.
 //! - [`sidecar`]: the traffic agent's request router and proxy (intercepts; not yet injected).
+//! - [`authz`]: what a session's user may do, decided by RBAC (SubjectAccessReviews behind a
+//!   trait, refusal wording, a short answer cache).
+//! - [`signer`]: signs people's session certificates from CertificateSigningRequests.
 //! - [`manager`]: `tether-agent manager`: discovery + watches, then hands a
 //!   [`ManagerState`](manager::ManagerState) to the code serving the tunnel.
 #![forbid(unsafe_code)]
