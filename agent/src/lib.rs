@@ -11,10 +11,14 @@
 //! - [`install`]: `tether install` / `uninstall`: the manifests of `deploy/manager`, applied
 //!   server-side.
 //! - [`sidecar`]: the traffic agent's request router and proxy (intercepts; not yet injected).
+//! - [`authz`]: what a session's user may do, decided by RBAC (SubjectAccessReviews behind a
+//!   trait, refusal wording, a short answer cache).
+//! - [`signer`]: signs people's session certificates from CertificateSigningRequests.
 //! - [`manager`]: `tether-agent manager`: discovery + watches, then hands a
 //!   [`ManagerState`](manager::ManagerState) to the code serving the tunnel.
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod discovery;
 pub mod dns;
 pub mod install;
@@ -23,4 +27,5 @@ pub mod registry;
 pub mod resolv_conf;
 pub mod session;
 pub mod sidecar;
+pub mod signer;
 pub mod view;

@@ -91,6 +91,9 @@ struct ManagerArgs {
     /// The resolver configuration to forward non-cluster names with.
     #[arg(long, default_value = RESOLV_CONF_PATH)]
     resolv_conf: PathBuf,
+    /// How long a person's session certificate is valid, in seconds (daemons renew at 2/3).
+    #[arg(long, env = "TETHER_SESSION_CERT_LIFETIME", default_value_t = tether_agent::signer::DEFAULT_LIFETIME.as_secs(), value_parser = clap::value_parser!(u64).range(60..))]
+    session_cert_lifetime: u64,
 }
 
 #[tokio::main]
@@ -135,6 +138,7 @@ async fn run_manager(args: ManagerArgs) -> Result<(), Box<dyn std::error::Error>
         service_cidrs: args.service_cidr,
         resolv_conf: args.resolv_conf,
         sync_timeout: manager::SYNC_TIMEOUT,
+        session_cert_lifetime: std::time::Duration::from_secs(args.session_cert_lifetime),
     };
     // Stopped with SIGTERM (rollout, pod deletion): the tunnel server closes every session with a
     // reason, so clients and agents reconnect to the next manager at once.

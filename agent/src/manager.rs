@@ -43,6 +43,8 @@ pub struct ManagerConfig {
     pub resolv_conf: PathBuf,
     /// How long to wait for the watches' first lists.
     pub sync_timeout: Duration,
+    /// How long a person's session certificate is valid.
+    pub session_cert_lifetime: Duration,
 }
 
 /// What the code serving clients gets: everything a session needs from the cluster side.

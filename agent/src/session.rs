@@ -5,7 +5,12 @@
 //! bidirectional stream is a flow (see [`flows`]).
 //!
 //! Only clients that present a certificate from the manager's own CA get here (mutual TLS in
-//! `tether-tunnel`); the credential lives in a Secret that only RBAC-authorised users can read.
+//! `tether-tunnel`): a person's short-lived session certificate, which the [`signer`](crate::signer)
+//! issued to the Kubernetes user the API server authenticated. The session acts as that user:
+//! it starts only if RBAC lets the user `create sessions.tether.dev`, is re-checked every
+//! [`RECHECK_INTERVAL`] and closed once the right is gone, and every intercept request is checked
+//! against RBAC for that user ([`crate::authz`]). `Hello.client` is only a hint shown next to the
+//! user's name.
 //!
 //! Sidecar agents connect to the same endpoint with an agent certificate (see [`agents`]). A
 //! client's control stream also carries its intercept requests, which the [`Registry`] decides;
@@ -20,6 +25,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
 };
 
 use tether_proto::{
@@ -30,6 +36,7 @@ use tether_tunnel::{framed, quinn, Identity, Role};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::authz::{self, review::ApiReviewer, Access, Subject};
 use crate::manager::ManagerState;
 use crate::registry::{Holder, Registry};
 
@@ -37,13 +44,19 @@ pub use secret::{
     check_agent_request, AgentRequestError, AGENT_SECRET_NAME, CA_SECRET_NAME, SECRET_NAME,
 };
 
+/// How often a live session's right to exist is asked again: a removed binding ends access
+/// within this (plus the answer cache), not only when the certificate expires.
+pub const RECHECK_INTERVAL: Duration = Duration::from_secs(60);
+
 /// What every session shares: the cluster state, the intercept registry and the connected
 /// clients (to pass intercepted connections to).
 #[derive(Debug)]
 struct Shared {
     state: ManagerState,
-    /// Signs agent credentials.
-    identity: Identity,
+    /// Signs agent credentials and session certificates.
+    identity: Arc<Identity>,
+    /// Asks the API server whether a session's user may do something.
+    reviewer: ApiReviewer,
     registry: Mutex<Registry>,
     clients: Mutex<HashMap<String, quinn::Connection>>,
 }
@@ -75,8 +88,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    /// Publishing the client credential failed.
-    #[error("publishing the client credential")]
+    /// Publishing the CA certificate failed.
+    #[error("publishing the CA certificate")]
     Secret(#[from] kube::Error),
 }
 
@@ -109,17 +122,23 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
         relay,
         SocketAddr::from(([127, 0, 0, 1], state.config.quic_port)),
     ));
-    let credential = identity.issue_client(Role::Client, "tether-client")?;
     secret::publish(
         &state.client,
         &state.config.namespace,
-        &credential,
+        identity.ca_pem(),
         identity.ca_key_pem(),
     )
     .await?;
+    let identity = Arc::new(identity);
+    tokio::spawn(crate::signer::run(
+        state.client.clone(),
+        identity.clone(),
+        state.config.session_cert_lifetime,
+    ));
     info!(quic = %quic_addr, relay = relay_port, "Tunnel server ready");
 
     let shared = Arc::new(Shared {
+        reviewer: ApiReviewer::new(state.client.clone()),
         state,
         identity,
         registry: Mutex::new(Registry::new()),
@@ -166,8 +185,15 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
                 }
                 return;
             }
-            let span = info_span!("session", %remote);
-            if let Err(error) = session(conn, shared).instrument(span.clone()).await {
+            let subject = Subject {
+                user: peer.name,
+                groups: peer.groups,
+            };
+            let span = info_span!("session", %remote, user = %subject.user);
+            if let Err(error) = session(conn, shared, subject)
+                .instrument(span.clone())
+                .await
+            {
                 span.in_scope(|| info!(%error, "Session ended"));
             }
         });
@@ -196,6 +222,8 @@ enum SessionError {
     WrongNamespace { claimed: String, credential: String },
     #[error("agent refused: {0}")]
     NotThePod(String),
+    #[error("refused: {0}")]
+    Forbidden(String),
 }
 
 /// Accepts a peer's control stream and reads its `Hello`; a version this manager does not speak
@@ -224,9 +252,46 @@ async fn accept_hello(
     Ok((ctl_send, ctl_recv, hello))
 }
 
-async fn session(conn: quinn::Connection, shared: Arc<Shared>) -> Result<(), SessionError> {
+/// Sends `message` as the control stream's `Error` and closes the connection with it.
+async fn refuse(
+    conn: &quinn::Connection,
+    ctl_send: &mut quinn::SendStream,
+    message: String,
+) -> SessionError {
+    let error = Message::Error(tether_proto::Error {
+        code: ErrorCode::NotPermitted,
+        message: message.clone(),
+    });
+    let _ = framed::write_message(ctl_send, &error).await;
+    let _ = ctl_send.finish();
+    // Give the Error a moment to arrive before the close overtakes it.
+    let _ = tokio::time::timeout(Duration::from_secs(1), ctl_send.stopped()).await;
+    conn.close(2u32.into(), message.as_bytes());
+    SessionError::Forbidden(message)
+}
+
+async fn session(
+    conn: quinn::Connection,
+    shared: Arc<Shared>,
+    subject: Subject,
+) -> Result<(), SessionError> {
     let state = &shared.state;
     let (mut ctl_send, mut ctl_recv, hello) = accept_hello(&conn).await?;
+    // The certificate may be older than a removed binding (or be a credential of an older
+    // manager of this CA): the right to a session is asked now, not only at signing.
+    let session_access = Access::create_session();
+    let allowed = shared.reviewer.review_now(&subject, &session_access).await;
+    if !matches!(allowed, Ok(true)) {
+        let message = match allowed {
+            Ok(_) => authz::refusal(&subject, &session_access),
+            Err(error) => format!(
+                "could not check whether user {:?} may {session_access}: {error}",
+                subject.user
+            ),
+        };
+        return Err(refuse(&conn, &mut ctl_send, message).await);
+    }
+    let owner = authz::owner(&subject, &hello.client);
     let session_id = format!("{:016x}", rand_u64());
     let mut subnets_rx = state.subnets_rx.clone();
     let welcome = Welcome {
@@ -236,7 +301,7 @@ async fn session(conn: quinn::Connection, shared: Arc<Shared>) -> Result<(), Ses
         subnets: subnets_rx.borrow_and_update().clone(),
     };
     framed::write_message(&mut ctl_send, &Message::Welcome(welcome)).await?;
-    info!(client = %hello.client, namespace = %hello.namespace, session = %session_id, "Session started");
+    info!(%owner, groups = ?subject.groups, namespace = %hello.namespace, session = %session_id, "Session started");
     shared.clients().insert(session_id.clone(), conn.clone());
 
     // One writer owns the control stream's send half; everything else queues messages.
@@ -262,6 +327,18 @@ async fn session(conn: quinn::Connection, shared: Arc<Shared>) -> Result<(), Ses
                 }
             }
             std::future::pending::<()>().await
+        }
+    };
+    // A removed binding ends the session within RECHECK_INTERVAL. A failed question keeps it
+    // (the API server may be restarting); the next one decides.
+    let recheck = async {
+        loop {
+            tokio::time::sleep(RECHECK_INTERVAL).await;
+            match shared.reviewer.review_now(&subject, &session_access).await {
+                Ok(true) => {}
+                Ok(false) => return authz::refusal(&subject, &session_access),
+                Err(error) => warn!(%error, "Cannot re-check the session's right to exist"),
+            }
         }
     };
     let control = async {
@@ -292,9 +369,14 @@ async fn session(conn: quinn::Connection, shared: Arc<Shared>) -> Result<(), Ses
                 Some(Message::CreateIntercept(c)) => {
                     let holder = Holder {
                         session_id: &session_id,
-                        owner: &hello.client,
+                        owner: &owner,
                     };
-                    let result = shared.registry().create(holder, &c);
+                    // Nothing is registered (nor any agent told) before RBAC agrees.
+                    let access = Access::create_intercept(&c.namespace);
+                    let result = match authz::check(&shared.reviewer, &subject, &access).await {
+                        Ok(()) => shared.registry().create(holder, &c),
+                        Err(refusal) => Err(refusal),
+                    };
                     match &result {
                         Ok(i) => {
                             info!(name = %i.name, id = i.id, workload = %i.workload, port = i.port, filter = ?i.filter, "Intercept started")
@@ -319,19 +401,24 @@ async fn session(conn: quinn::Connection, shared: Arc<Shared>) -> Result<(), Ses
                     reply(&ctl_tx, r.req, result).await;
                 }
                 Some(Message::ListIntercepts(l)) => {
-                    let list = shared.registry().list(&l.namespace);
-                    reply(&ctl_tx, l.req, Ok(list)).await;
+                    let access = Access::list_intercepts(&l.namespace);
+                    let result = authz::check(&shared.reviewer, &subject, &access)
+                        .await
+                        .map(|()| shared.registry().list(&l.namespace));
+                    reply(&ctl_tx, l.req, result).await;
                 }
                 Some(Message::AgentCredentialRequest(r)) => {
-                    let (shared, ctl_tx) = (shared.clone(), ctl_tx.clone());
+                    let (shared, ctl_tx, subject) =
+                        (shared.clone(), ctl_tx.clone(), subject.clone());
                     tokio::spawn(async move {
                         let req = r.req;
-                        let result = issue_agent_credential(&shared, r).await.map_err(|message| {
-                            tether_proto::Error {
-                                code: ErrorCode::NotPermitted,
-                                message,
-                            }
-                        });
+                        let result =
+                            issue_agent_credential(&shared, &subject, r)
+                                .await
+                                .map_err(|message| tether_proto::Error {
+                                    code: ErrorCode::NotPermitted,
+                                    message,
+                                });
                         let reply = AgentCredentialReply { req, result };
                         let _ = ctl_tx.send(Message::AgentCredentialReply(reply)).await;
                     });
@@ -342,6 +429,15 @@ async fn session(conn: quinn::Connection, shared: Arc<Shared>) -> Result<(), Ses
     };
     let result = tokio::select! {
         r = control => r,
+        refusal = recheck => {
+            info!(%refusal, "Session closed: its user lost the right to it");
+            let error = tether_proto::Error { code: ErrorCode::NotPermitted, message: refusal.clone() };
+            let _ = ctl_tx.send(Message::Error(error)).await;
+            // Let the writer send it before the close overtakes it.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            conn.close(2u32.into(), refusal.as_bytes());
+            Err(SessionError::Forbidden(refusal))
+        }
         e = flow_acceptor => Err(SessionError::Connection(e)),
         e = datagrams => Err(SessionError::Connection(e)),
         _ = subnet_updates => Ok(()),
@@ -356,12 +452,20 @@ async fn session(conn: quinn::Connection, shared: Arc<Shared>) -> Result<(), Ses
     result
 }
 
-/// An agent credential for `r.namespace`, once the namespace's agent Secret holds the request's
-/// nonce (which only someone who may write Secrets there can have put there).
+/// An agent credential for `r.namespace`, once RBAC lets the session's user create intercepts
+/// there and the namespace's agent Secret holds the request's nonce (which only someone who may
+/// write Secrets there can have put there).
 async fn issue_agent_credential(
     shared: &Shared,
+    subject: &Subject,
     r: AgentCredentialRequest,
 ) -> Result<AgentCredential, String> {
+    authz::check(
+        &shared.reviewer,
+        subject,
+        &Access::create_intercept(&r.namespace),
+    )
+    .await?;
     let found = secret::agent_secret(&shared.state.client, &r.namespace)
         .await
         .map_err(|e| match &e {

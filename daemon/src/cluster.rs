@@ -1,5 +1,6 @@
 //! What the daemon asks the Kubernetes API before it can dial the manager: whose cluster it is,
-//! whether the namespace exists, the manager's credential (RBAC-gated), and where the manager is.
+//! whether the namespace exists, the manager's CA certificate, and where the manager is. (The
+//! session certificate is in [`crate::credential`].)
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
@@ -38,11 +39,17 @@ pub enum ClusterError {
     #[error("the traffic manager in namespace {MANAGER_NAMESPACE} has no ready pod: check `kubectl -n {MANAGER_NAMESPACE} get pods`")]
     ManagerNotReady,
     /// RBAC says no.
-    #[error("forbidden by RBAC: your kubeconfig user may not {0}. Ask a cluster admin to bind the ClusterRole tether-client to you")]
+    #[error("forbidden by RBAC: your kubeconfig user may not {0}. Ask a cluster admin to bind the ClusterRole tether-client to you (a ClusterRoleBinding) and the Role tether-client in namespace {MANAGER_NAMESPACE} (a RoleBinding)")]
     Forbidden(String),
     /// The credential in the Secret is unusable.
     #[error("the traffic manager's credential is invalid: {0}")]
     BadCredential(String),
+    /// The manager denied the session certificate.
+    #[error("the traffic manager refused a session certificate: {0}")]
+    SessionRefused(String),
+    /// Nobody answered the certificate request.
+    #[error("no answer to the session certificate request within {}s: is the traffic manager running? (`kubectl -n {MANAGER_NAMESPACE} get pods`)", crate::credential::ANSWER_TIMEOUT.as_secs())]
+    NoSigner,
     /// Any other API failure.
     #[error("Kubernetes API: {0}")]
     Api(String),
@@ -113,7 +120,7 @@ impl Cluster {
         })
     }
 
-    fn map(&self, what: &str, e: kube::Error) -> ClusterError {
+    pub(crate) fn map(&self, what: &str, e: kube::Error) -> ClusterError {
         match &e {
             kube::Error::Api(s) if s.code == 403 => ClusterError::Forbidden(what.to_owned()),
             kube::Error::HyperError(_) | kube::Error::Service(_) => ClusterError::Unreachable {
@@ -136,8 +143,8 @@ impl Cluster {
         }
     }
 
-    /// The manager's client credential, from its Secret.
-    pub async fn credential(&self) -> Result<ClientCredential, ClusterError> {
+    /// The manager's CA certificate (PEM), from its Secret.
+    pub async fn manager_ca(&self) -> Result<String, ClusterError> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), MANAGER_NAMESPACE);
         let secret = match api.get_opt(MANAGER_SECRET).await {
             Ok(Some(s)) => s,
@@ -156,8 +163,12 @@ impl Cluster {
             .into_iter()
             .filter_map(|(k, v)| String::from_utf8(v.0).ok().map(|v| (k, v)))
             .collect();
-        ClientCredential::from_secret_data(&data)
-            .map_err(|e| ClusterError::BadCredential(e.to_string()))
+        data.get(ClientCredential::CA_KEY).cloned().ok_or_else(|| {
+            ClusterError::BadCredential(format!(
+                "Secret {MANAGER_SECRET} has no {}",
+                ClientCredential::CA_KEY
+            ))
+        })
     }
 
     /// What an agent needs to know about the manager: the image (the manager's own: one image

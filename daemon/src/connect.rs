@@ -1,7 +1,10 @@
 //! Finding and dialing the traffic manager: the carrier choice (direct UDP or QUIC over a
 //! Kubernetes port-forward) and (re)establishing the session.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    time::{Duration, SystemTime},
+};
 
 use tether_tunnel::{quinn, StreamCarrier};
 use tracing::{debug, info};
@@ -65,11 +68,14 @@ pub struct Dialed {
     pub manager: String,
     /// The UDP address the tunnel uses, which must never be routed into the TUN.
     pub direct_peer: Option<SocketAddr>,
+    /// When to get a new session certificate (two thirds into this one's life); the session is
+    /// then re-established with it.
+    pub renew_after: Duration,
     // Keeps the port-forward carrier's endpoint alive.
     _endpoint: quinn::Endpoint,
 }
 
-/// Fetches the credential and dials the manager with `transport`.
+/// Gets a session certificate and dials the manager with `transport`.
 pub async fn dial(
     cluster: &Cluster,
     transport: Transport,
@@ -77,8 +83,11 @@ pub async fn dial(
     namespace: &str,
     dials: crate::session::DialTable,
 ) -> Result<Dialed, DialError> {
-    let credential = cluster.credential().await?;
     let (pod, _) = cluster.manager_pod().await?;
+    let credential = crate::credential::session_credential(cluster).await?;
+    let renew_after = tether_tunnel::certificate_expiry(&credential.cert_pem)
+        .map(|expiry| crate::credential::renew_after(SystemTime::now(), expiry))
+        .unwrap_or(Duration::from_secs(3600));
     let bind: SocketAddr = ([0, 0, 0, 0], 0).into();
     let endpoint = tether_tunnel::client_endpoint(bind, &credential)
         .map_err(|e| DialError::Endpoint(e.to_string()))?;
@@ -102,6 +111,7 @@ pub async fn dial(
                         transport: Transport::Udp,
                         manager: addr.to_string(),
                         direct_peer: Some(*addr),
+                        renew_after,
                         _endpoint: endpoint,
                     });
                 }
@@ -145,6 +155,7 @@ pub async fn dial(
         transport: Transport::PortForward,
         manager: format!("pod/{pod} (port-forward)"),
         direct_peer: None,
+        renew_after,
         _endpoint: endpoint,
     })
 }

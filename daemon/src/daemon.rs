@@ -343,8 +343,15 @@ async fn supervise(
 ) {
     let dials = intercepts.dial_table();
     loop {
-        let reason = dialed.session.closed().await;
-        warn!(%reason, "Lost the tunnel; reconnecting");
+        // The session certificate is short-lived: before it expires, the session is ended and
+        // dialed again with a new one (intercepts are recreated like after any reconnect).
+        tokio::select! {
+            reason = dialed.session.closed() => warn!(%reason, "Lost the tunnel; reconnecting"),
+            _ = tokio::time::sleep(dialed.renew_after) => {
+                info!("Renewing the session certificate; reconnecting");
+                dialed.session.close();
+            }
+        }
         let _ = session_tx.send(None);
         {
             let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
@@ -364,7 +371,21 @@ async fn supervise(
                 Ok(d) => break d,
                 Err(e) => {
                     warn!(error = %e, "Reconnect failed");
-                    tokio::time::sleep(backoff).await;
+                    // A refused certificate stays refused until an admin acts: do not file a
+                    // request every two seconds.
+                    let refused = matches!(
+                        &e,
+                        connect::DialError::Cluster(
+                            crate::cluster::ClusterError::SessionRefused(_)
+                                | crate::cluster::ClusterError::Forbidden(_)
+                        )
+                    );
+                    let pause = if refused {
+                        Duration::from_secs(30)
+                    } else {
+                        backoff
+                    };
+                    tokio::time::sleep(pause).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }

@@ -404,12 +404,7 @@ impl Intercepts {
     async fn ensure_agent_credential(&self, session: &Session) -> Result<(), String> {
         let client = &self.cluster.client;
         let ns = self.namespace.as_str();
-        let ca = self
-            .cluster
-            .credential()
-            .await
-            .map_err(|e| e.to_string())?
-            .ca_pem;
+        let ca = self.cluster.manager_ca().await.map_err(|e| e.to_string())?;
         let err = |e: wk::WorkloadError| crate::error_chain(&e);
         if wk::agent_credential_is_current(client, ns, &ca)
             .await

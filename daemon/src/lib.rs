@@ -5,7 +5,8 @@
 //! - `netstack`: the userspace TCP/IP stack that terminates the connections routed into the TUN.
 //! - `privileged`: the few validated things that need root besides the TUN device: the resolver
 //!   configuration and the route conflict check.
-//! - `cluster`: Kubernetes API calls (namespace, the manager's credential and pod, port-forward).
+//! - `cluster`: Kubernetes API calls (namespace, the manager's CA and pod, port-forward).
+//! - `credential`: the per-user session certificate, asked for with a CertificateSigningRequest.
 //! - `connect`: the carrier choice and dialing the manager.
 //! - `session`: one QUIC session with the manager (control stream, TCP and UDP flows).
 //! - `traffic`: the glue between the stack and the session, and the DNS server.
@@ -16,6 +17,7 @@
 pub mod cluster;
 pub mod connect;
 pub mod control;
+pub mod credential;
 pub mod daemon;
 pub mod dns;
 pub mod intercept;

@@ -270,3 +270,73 @@ pub fn user_kubeconfig(user: &str) -> PathBuf {
     run(Command::new("sh").args(["-c", &sh])).expect_ok("make a user's kubeconfig");
     dir.join("kc")
 }
+
+/// RBAC bindings a test made; deleted on drop.
+#[derive(Debug, Default)]
+pub struct Bindings(Vec<Vec<String>>);
+
+impl Bindings {
+    /// `kubectl create ARGS` (a `rolebinding` or `clusterrolebinding`), deleted on drop.
+    #[track_caller]
+    pub fn bind(&mut self, args: &[&str]) {
+        let mut create = vec!["create"];
+        create.extend_from_slice(args);
+        kubectl(&create).expect_ok("kubectl create binding");
+        self.0.push(Self::delete_args(args));
+    }
+
+    /// Deletes a binding made with `bind` now (the same `args`).
+    #[track_caller]
+    pub fn unbind(&mut self, args: &[&str]) {
+        let delete = Self::delete_args(args);
+        let strs: Vec<&str> = delete.iter().map(String::as_str).collect();
+        kubectl(&strs).expect_ok("kubectl delete binding");
+        self.0.retain(|d| *d != delete);
+    }
+
+    /// `create rolebinding NAME ... -n NS` is deleted as `delete rolebinding NAME -n NS`.
+    fn delete_args(args: &[&str]) -> Vec<String> {
+        let mut delete: Vec<String> = vec!["delete".into(), args[0].into(), args[1].into()];
+        if let Some(i) = args.iter().position(|a| *a == "-n") {
+            delete.extend(["-n".to_owned(), args[i + 1].to_owned()]);
+        }
+        delete
+    }
+
+    /// What `user` needs to connect, as deploy/manager/30-client-role.yaml says: the ClusterRole
+    /// `tether-client` (binding `tether-e2e-USER`), the Role `tether-client` in namespace tether
+    /// (`tether-e2e-USER`) and `tether-client-nodes` (`tether-e2e-USER-nodes`).
+    pub fn client(&mut self, user: &str) {
+        let name = format!("tether-e2e-{user}");
+        let as_user = format!("--user={user}");
+        self.bind(&[
+            "clusterrolebinding",
+            &name,
+            "--clusterrole=tether-client",
+            &as_user,
+        ]);
+        self.bind(&[
+            "rolebinding",
+            &name,
+            "--role=tether-client",
+            &as_user,
+            "-n",
+            "tether",
+        ]);
+        self.bind(&[
+            "clusterrolebinding",
+            &format!("{name}-nodes"),
+            "--clusterrole=tether-client-nodes",
+            &as_user,
+        ]);
+    }
+}
+
+impl Drop for Bindings {
+    fn drop(&mut self) {
+        for delete in &self.0 {
+            let args: Vec<&str> = delete.iter().map(String::as_str).collect();
+            let _ = kubectl(&args);
+        }
+    }
+}

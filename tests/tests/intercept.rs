@@ -17,7 +17,7 @@ use std::{
 use serde_json::Value;
 use tether_e2e::{
     cluster_ip, delete_manager_pod, eventually, in_ns, kubectl, repo, run, running_pods, tether,
-    user_kubeconfig, Connected, Run, WS, WS2,
+    user_kubeconfig, Bindings, Connected, Run, WS, WS2,
 };
 
 /// The test app on a workstation: the developer's process.
@@ -684,32 +684,6 @@ fn an_intercept_survives_a_manager_restart() {
     tether(WS, &["leave", "orders"]).expect_ok("tether leave");
 }
 
-/// RBAC bindings a test made; deleted on drop.
-struct Bindings(Vec<Vec<String>>);
-
-impl Bindings {
-    fn bind(&mut self, args: &[&str]) {
-        let mut create = vec!["create"];
-        create.extend_from_slice(args);
-        kubectl(&create).expect_ok("kubectl create binding");
-        // `create rolebinding NAME ... -n NS` is deleted as `delete rolebinding NAME -n NS`.
-        let mut delete: Vec<String> = vec!["delete".into(), args[0].into(), args[1].into()];
-        if let Some(i) = args.iter().position(|a| *a == "-n") {
-            delete.extend(["-n".to_owned(), args[i + 1].to_owned()]);
-        }
-        self.0.push(delete);
-    }
-}
-
-impl Drop for Bindings {
-    fn drop(&mut self) {
-        for delete in &self.0 {
-            let args: Vec<&str> = delete.iter().map(String::as_str).collect();
-            let _ = kubectl(&args);
-        }
-    }
-}
-
 /// A developer with only the documented roles: `tether-client` lets her connect; intercepting
 /// in a namespace needs `tether-intercept` there. Without it she is told so and nothing changes.
 #[test]
@@ -717,27 +691,14 @@ fn rbac_decides_who_may_intercept() {
     // The agent is not installed, so intercepting has to write the workload.
     tether(WS, &["uninstall", "orders"]).expect_ok("tether uninstall");
     let kc = user_kubeconfig("dev-alice");
-    let mut bindings = Bindings(Vec::new());
-    bindings.bind(&[
-        "rolebinding",
-        "tether-e2e-alice",
-        "--clusterrole=tether-client",
-        "--user=dev-alice",
-        "-n",
-        "tether",
-    ]);
-    bindings.bind(&[
-        "clusterrolebinding",
-        "tether-e2e-alice-nodes",
-        "--clusterrole=tether-client-nodes",
-        "--user=dev-alice",
-    ]);
+    let mut bindings = Bindings::default();
+    bindings.client("dev-alice");
     let _alice = Connected::new(WS, &["--kubeconfig", kc.to_str().unwrap()]);
     let _laptop = Laptop::start(WS, 18091, "laptop-alice");
     let intercept = ["intercept", "orders", "--port", "18091:http"];
 
-    // What she can read of the manager's Secrets: the client credential, not the CA's key (which
-    // would let her pose as the manager) nor any agent credential.
+    // What she can read of the manager's Secrets: the CA certificate, no key (the CA's would let
+    // her pose as the manager; her session certificate's key never left her daemon).
     let as_alice = |args: &[&str]| {
         run(Command::new("kubectl")
             .arg("--kubeconfig")
@@ -753,11 +714,10 @@ fn rbac_decides_who_may_intercept() {
         "-o",
         "json",
     ]);
-    let secret: Value =
-        serde_json::from_str(&secret.expect_ok("alice reads the client credential"))
-            .expect("Secret JSON");
+    let secret: Value = serde_json::from_str(&secret.expect_ok("alice reads the CA certificate"))
+        .expect("Secret JSON");
     let keys: Vec<&String> = secret["data"].as_object().expect("data").keys().collect();
-    assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"]);
+    assert_eq!(keys, ["ca.crt"]);
     let ca = as_alice(&["get", "secret", "tether-manager-ca", "-n", "tether"]);
     assert!(!ca.ok && ca.stderr.contains("forbidden"), "{ca:?}");
 

@@ -1,23 +1,36 @@
 //! The manager's certificate authority and the credentials it hands out.
 //!
-//! The CA lives only in the manager's memory: a restarted manager makes a new one and publishes
-//! fresh client credentials, which invalidates every credential issued before.
+//! The CA's key is kept in a Secret only the manager reads (see the agent crate), so a restarted
+//! manager keeps its CA and the credentials issued before stay valid until they expire.
 //!
-//! A client certificate names its holder in the subject: the common name is a free-form name
-//! (for logs), the organizational unit is the [`Role`]. Only the CA can sign one, so the role is
-//! as trustworthy as the CA key.
+//! A certificate names its holder in the subject: the common name is the holder's name, the
+//! organizational unit is the [`Role`]. Only the CA can sign one, so both are as trustworthy as
+//! the CA key.
+//!
+//! - Agents get a long-lived credential per namespace ([`Identity::issue_client`]).
+//! - People get a short-lived *session certificate* ([`Identity::sign_session`]) for a key pair
+//!   they generated ([`SessionRequest`]): the manager signs it once the Kubernetes API server has
+//!   told it who asked (a CertificateSigningRequest carries the requester's user name and groups,
+//!   filled in by the API server). The common name is the Kubernetes user name; the groups go in
+//!   a private, non-critical extension ([`GROUPS_OID`]), because a subject can hold only one
+//!   organization in rcgen and group names may be any UTF-8. The requested subject, SANs and
+//!   extensions are ignored: the manager writes the whole certificate itself.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, CustomExtension,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+mod groups;
 #[cfg(test)]
 mod tests;
+
+pub use groups::GROUPS_OID;
 
 /// The DNS name in the manager's server certificate; clients check it whatever address they dial.
 pub const SERVER_NAME: &str = "tether-manager";
@@ -44,6 +57,12 @@ pub enum IdentityError {
     /// A Secret's data misses one of the credential's keys.
     #[error("credential has no {0:?} entry")]
     MissingKey(&'static str),
+    /// A certificate signing request does not parse, or its signature does not match its key.
+    #[error("the certificate signing request is invalid")]
+    BadRequest(#[source] rcgen::Error),
+    /// A session certificate's lifetime is zero or too long to represent.
+    #[error("invalid certificate lifetime {0:?}")]
+    BadLifetime(Duration),
 }
 
 /// What a certificate's holder is allowed to be.
@@ -82,20 +101,33 @@ impl fmt::Display for Role {
 pub struct Peer {
     /// What the peer may do.
     pub role: Role,
-    /// The name the credential was issued for (for logs; not unique).
+    /// The name the credential was issued for: a client's Kubernetes user name, an agent's
+    /// namespace.
     pub name: String,
+    /// A client's Kubernetes groups, as the API server reported them when the certificate was
+    /// requested (empty for agents).
+    pub groups: Vec<String>,
 }
 
 impl Peer {
-    /// Reads role and name from a DER certificate issued by [`Identity::issue_client`].
+    /// Reads role, name and groups from a DER certificate issued by this module's [`Identity`].
     ///
-    /// Does not verify anything: call it only on a certificate that TLS has verified.
+    /// Does not verify anything: call it only on a certificate that TLS has verified. A client
+    /// certificate whose groups extension is malformed names no peer.
     pub fn from_certificate(der: &[u8]) -> Option<Peer> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
         let subject = cert.subject();
         let role = Role::from_unit(&only(subject.iter_organizational_unit())?)?;
         let name = only(subject.iter_common_name())?;
-        Some(Peer { role, name })
+        let groups = match cert.extensions().iter().find(|e| {
+            e.oid
+                .iter()
+                .is_some_and(|arcs| arcs.eq(GROUPS_OID.iter().copied()))
+        }) {
+            Some(extension) => groups::decode(extension.value)?,
+            None => Vec::new(),
+        };
+        Some(Peer { role, name, groups })
     }
 
     /// [`Peer::from_certificate`] for a PEM-encoded certificate, such as one stored in a Secret.
@@ -178,7 +210,9 @@ impl Identity {
         })
     }
 
-    /// Issues a credential for a client or an agent, signed by this CA.
+    /// Issues a credential (key and certificate, valid for years) for a client or an agent,
+    /// signed by this CA. The manager uses it for agents only: people get
+    /// [`Identity::sign_session`] certificates.
     pub fn issue_client(&self, role: Role, name: &str) -> Result<ClientCredential, IdentityError> {
         let mut params = params(name, Some(role))?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -188,6 +222,39 @@ impl Identity {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
+    }
+
+    /// Signs a session certificate for the key of `csr_pem` (a PEM certificate signing request,
+    /// whose signature must match its key), naming `user` and `groups`, valid from now for
+    /// `lifetime`. Nothing of the request but its public key is used. Returns the certificate
+    /// as PEM.
+    pub fn sign_session(
+        &self,
+        csr_pem: &str,
+        user: &str,
+        groups: &[String],
+        lifetime: Duration,
+    ) -> Result<String, IdentityError> {
+        let request = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(IdentityError::BadRequest)?;
+        let lifetime_t = time::Duration::try_from(lifetime)
+            .ok()
+            .filter(|l| l.is_positive())
+            .ok_or(IdentityError::BadLifetime(lifetime))?;
+        let mut params = params(user, Some(Role::Client))?;
+        params.not_after = time::OffsetDateTime::now_utc() + lifetime_t;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.custom_extensions = vec![CustomExtension::from_oid_content(
+            GROUPS_OID,
+            groups::encode(groups),
+        )];
+        let signed = CertificateSigningRequestParams {
+            params,
+            public_key: request.public_key,
+        }
+        .signed_by(&self.ca)
+        .map_err(IdentityError::Generate)?;
+        Ok(signed.pem())
     }
 
     /// The CA's private key (PKCS#8 PEM), for [`Identity::from_ca`] after a restart.
@@ -320,4 +387,61 @@ impl fmt::Debug for ClientCredential {
             .field("key_pem", &"[redacted]")
             .finish()
     }
+}
+
+/// A key pair and a certificate signing request for it: what the daemon sends (through the
+/// Kubernetes API) to get a session certificate. The key never leaves the process.
+pub struct SessionRequest {
+    /// The request, PEM-encoded (`CERTIFICATE REQUEST`).
+    pub csr_pem: String,
+    key_pem: String,
+}
+
+impl SessionRequest {
+    /// Generates a fresh key (ECDSA P-256) and a request for it. The request's subject is a
+    /// placeholder: the manager names the certificate after the Kubernetes user who asked.
+    pub fn generate() -> Result<SessionRequest, IdentityError> {
+        let key = KeyPair::generate().map_err(IdentityError::Generate)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "tether session");
+        let csr = params
+            .serialize_request(&key)
+            .map_err(IdentityError::Generate)?;
+        Ok(SessionRequest {
+            csr_pem: csr.pem().map_err(IdentityError::Generate)?,
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// The credential once the manager has signed the request: its CA (`ca_pem`, from the
+    /// manager's Secret) and the certificate (`cert_pem`, from the request's status).
+    pub fn into_credential(self, ca_pem: String, cert_pem: String) -> ClientCredential {
+        ClientCredential {
+            ca_pem,
+            cert_pem,
+            key_pem: self.key_pem,
+        }
+    }
+}
+
+impl fmt::Debug for SessionRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key is a secret: never in logs.
+        f.debug_struct("SessionRequest")
+            .field("csr_pem", &self.csr_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+/// When the first certificate in `pem` expires; `None` if it does not parse.
+pub fn certificate_expiry(pem: &str) -> Option<SystemTime> {
+    use rustls_pki_types::pem::PemObject;
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let seconds = cert.validity().not_after.timestamp();
+    let seconds = u64::try_from(seconds).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
 }

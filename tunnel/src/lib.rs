@@ -3,9 +3,11 @@
 //! One QUIC connection per session runs from the daemon (client) to the traffic manager
 //! (server). This crate owns everything below the tether protocol on that connection:
 //!
-//! * who may connect: the manager's in-memory CA, its server certificate and the client
-//!   credentials it issues ([`Identity`], [`ClientCredential`]), checked both ways with mutual
-//!   TLS. The server learns the peer's [`Role`] from its verified certificate ([`peer_identity`]);
+//! * who may connect: the manager's CA, its server certificate, the agents' credentials and the
+//!   people's short-lived session certificates it signs ([`Identity`], [`ClientCredential`],
+//!   [`SessionRequest`]), checked both ways with mutual TLS (chain to the CA, not expired). The
+//!   server learns the peer's [`Role`], name and groups from its verified certificate
+//!   ([`peer_identity`]);
 //! * how the connection is tuned ([`transport_config`]): a LAN tunnel that carries bulk
 //!   transfers, thousands of flows and QUIC datagrams, and notices a dead peer within seconds;
 //! * how its packets travel: straight over UDP, or through a *carrier* that relays them as
@@ -31,7 +33,10 @@ pub use endpoint::{
     client_config, client_endpoint, peer_identity, server, server_config, transport_config,
     Congestion, EndpointError, ALPN,
 };
-pub use identity::{ClientCredential, Identity, IdentityError, Peer, Role, SERVER_NAME};
+pub use identity::{
+    certificate_expiry, ClientCredential, Identity, IdentityError, Peer, Role, SessionRequest,
+    GROUPS_OID, SERVER_NAME,
+};
 
 // Re-exported so that users name the same quinn as this crate without a dependency of their own.
 pub use quinn;

@@ -102,25 +102,106 @@ fn manifests_parse_in_apply_order_with_the_image_filled_in() {
     );
 }
 
+/// Whether `role`'s rules allow `verb` on `resource` (`group/resource`, core group without a
+/// slash) for an object called `name` (`None`: a request without a name, such as a list or a
+/// create), as RBAC evaluates it.
+fn allows(role: &Value, resource: &str, verb: &str, name: Option<&str>) -> bool {
+    // A group has a dot; `pods/portforward` is a subresource of the core group.
+    let (group, resource) = match resource.split_once('/') {
+        Some((group, rest)) if group.contains('.') => (group, rest),
+        _ => ("", resource),
+    };
+    let has = |rule: &Value, key: &str, value: &str| {
+        rule[key]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|x| x == value || x == "*"))
+    };
+    role["rules"].as_array().unwrap().iter().any(|rule| {
+        has(rule, "apiGroups", group)
+            && has(rule, "resources", resource)
+            && has(rule, "verbs", verb)
+            && match rule["resourceNames"].as_array() {
+                None => true,
+                Some(names) => name.is_some_and(|n| names.iter().any(|x| x == n)),
+            }
+    })
+}
+
+/// A role's rules that mention `resource`, as (resourceNames, verbs).
+fn rules_for(role: &Value, resource: &str) -> Vec<(Value, Value)> {
+    role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == resource)
+        })
+        .map(|r| (r["resourceNames"].clone(), r["verbs"].clone()))
+        .collect()
+}
+
 #[test]
-fn the_manager_only_reads_cluster_wide() {
+fn the_manager_reads_cluster_wide_and_signs_only_its_own_signer() {
     let manifests = manifests(IMAGE).unwrap();
     let cluster_role = find(&manifests, "ClusterRole", "tether-manager");
     for rule in cluster_role["rules"].as_array().unwrap() {
-        if rule["resources"] == json!(["secrets"]) {
+        let resources = rule["resources"].clone();
+        let expected = if resources == json!(["secrets"]) {
             // Only the agents' Secret of a namespace, to check a credential request.
-            assert_eq!(
-                (rule["resourceNames"].clone(), rule["verbs"].clone()),
-                (json!(["tether-agent-tls"]), json!(["get"])),
-                "{rule}"
-            );
-        } else if rule["resources"] == json!(["tokenreviews"]) {
-            // Asking whose token an agent presents writes nothing.
-            assert_eq!(rule["verbs"], json!(["create"]), "{rule}");
+            (json!(["tether-agent-tls"]), json!(["get"]))
+        } else if resources == json!(["tokenreviews"])
+            || resources == json!(["subjectaccessreviews"])
+        {
+            // Asking the API server writes nothing.
+            (Value::Null, json!(["create"]))
+        } else if resources == json!(["certificatesigningrequests"]) {
+            (Value::Null, json!(["get", "list", "watch", "delete"]))
+        } else if resources
+            == json!([
+                "certificatesigningrequests/approval",
+                "certificatesigningrequests/status"
+            ])
+        {
+            (Value::Null, json!(["update"]))
+        } else if resources == json!(["signers"]) {
+            (json!(["tether.dev/session"]), json!(["approve", "sign"]))
         } else {
-            assert_eq!(rule["verbs"], json!(["get", "list", "watch"]), "{rule}");
-        }
+            (Value::Null, json!(["get", "list", "watch"]))
+        };
+        assert_eq!(
+            (rule["resourceNames"].clone(), rule["verbs"].clone()),
+            expected,
+            "{rule}"
+        );
     }
+    // It may approve and sign for its signer, not for the cluster's own.
+    let signers = "certificates.k8s.io/signers";
+    for verb in ["approve", "sign"] {
+        assert!(allows(
+            cluster_role,
+            signers,
+            verb,
+            Some("tether.dev/session")
+        ));
+        assert!(!allows(
+            cluster_role,
+            signers,
+            verb,
+            Some("kubernetes.io/kube-apiserver-client")
+        ));
+        assert!(!allows(cluster_role, signers, verb, Some("tether.dev/*")));
+    }
+    assert!(allows(
+        cluster_role,
+        "authorization.k8s.io/subjectaccessreviews",
+        "create",
+        None
+    ));
+
     let role = find(&manifests, "Role", "tether-manager");
     let secrets = role["rules"]
         .as_array()
@@ -133,20 +214,106 @@ fn the_manager_only_reads_cluster_wide() {
         json!(["tether-manager-tls", "tether-manager-ca"]),
         "only its own Secrets"
     );
+    // The service-range probe on clusters without the ServiceCIDR API (Kubernetes 1.20) creates
+    // a Service; it may delete only the probe.
+    assert!(allows(role, "services", "create", None));
+    assert!(allows(
+        role,
+        "services",
+        "delete",
+        Some("tether-cidr-probe")
+    ));
+    assert!(!allows(role, "services", "delete", Some("tether-manager")));
+}
+
+#[test]
+fn a_client_may_ask_for_a_session_and_read_no_key() {
+    let manifests = manifests(IMAGE).unwrap();
     let client = find(&manifests, "ClusterRole", "tether-client");
-    let secret_rule = client["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["resources"] == json!(["secrets"]))
-        .unwrap();
-    assert_eq!(
+    assert!(allows(client, "tether.dev/sessions", "create", None));
+    let csrs = "certificates.k8s.io/certificatesigningrequests";
+    for verb in ["create", "get", "delete"] {
+        assert!(allows(client, csrs, verb, None), "{verb}");
+    }
+    // Not approving its own request, nor listing everyone's.
+    for (resource, verb) in [
+        (csrs, "list"),
+        (csrs, "watch"),
+        (csrs, "update"),
         (
-            secret_rule["resourceNames"].clone(),
-            secret_rule["verbs"].clone()
+            "certificates.k8s.io/certificatesigningrequests/approval",
+            "update",
         ),
-        (json!(["tether-manager-tls"]), json!(["get"]))
+        (
+            "certificates.k8s.io/certificatesigningrequests/status",
+            "update",
+        ),
+        ("certificates.k8s.io/signers", "approve"),
+        ("certificates.k8s.io/signers", "sign"),
+    ] {
+        assert!(
+            !allows(client, resource, verb, Some("tether-session-x")),
+            "{resource} {verb}"
+        );
+    }
+    // The CA certificate's Secret and nothing else: not the CA's key, not agent credentials.
+    assert_eq!(
+        rules_for(client, "secrets"),
+        [(json!(["tether-manager-tls"]), json!(["get"]))]
     );
+    for name in ["tether-manager-ca", "tether-agent-tls"] {
+        assert!(!allows(client, "secrets", "get", Some(name)));
+    }
+    // Bound cluster-wide, so everything namespaced in it is limited to the manager's objects.
+    for rule in client["rules"].as_array().unwrap() {
+        let cluster_scoped = rule["apiGroups"] == json!(["tether.dev"])
+            || rule["apiGroups"] == json!(["certificates.k8s.io"]);
+        assert!(cluster_scoped || rule["resourceNames"].is_array(), "{rule}");
+    }
+    // The manager's pod and the port-forward only in namespace tether (a Role).
+    let role = find(&manifests, "Role", "tether-client");
+    assert!(allows(role, "pods", "list", None));
+    assert!(allows(
+        role,
+        "pods/portforward",
+        "create",
+        Some("tether-manager-x")
+    ));
+    assert!(!allows(role, "secrets", "get", Some("tether-manager-tls")));
+}
+
+#[test]
+fn intercepting_needs_the_intercept_role_and_writes_only_the_agents_secret() {
+    let manifests = manifests(IMAGE).unwrap();
+    let intercept = find(&manifests, "ClusterRole", "tether-intercept");
+    for verb in ["create", "list", "delete"] {
+        assert!(
+            allows(intercept, "tether.dev/intercepts", verb, None),
+            "{verb}"
+        );
+    }
+    assert!(!allows(intercept, "tether.dev/sessions", "create", None));
+    // Reading any Secret (`--env-file`), creating one (a create has no name to limit), but
+    // changing or deleting only the agents'.
+    assert!(allows(intercept, "secrets", "get", Some("app-db-password")));
+    assert!(allows(intercept, "secrets", "create", None));
+    for verb in ["update", "patch", "delete"] {
+        assert!(
+            allows(intercept, "secrets", verb, Some("tether-agent-tls")),
+            "{verb}"
+        );
+        assert!(
+            !allows(intercept, "secrets", verb, Some("app-db-password")),
+            "{verb}"
+        );
+    }
+    let client = find(&manifests, "ClusterRole", "tether-client");
+    for verb in ["create", "list", "delete"] {
+        assert!(
+            !allows(client, "tether.dev/intercepts", verb, None),
+            "{verb}"
+        );
+    }
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! The manager's Secrets, and the check behind an agent credential.
 //!
-//! - [`SECRET_NAME`] holds the client credential, so that exactly the users whom Kubernetes RBAC
-//!   lets read it can open a tunnel (ClusterRole `tether-client`).
+//! - [`SECRET_NAME`] holds only the CA certificate (`ca.crt`): clients need it to check the
+//!   manager's server certificate. No private key is in anything a client can read; people get
+//!   their own short-lived certificate through a CertificateSigningRequest (see
+//!   [`signer`](crate::signer)).
 //! - [`CA_SECRET_NAME`] holds the CA's key, so that a restarted manager keeps its CA and every
 //!   credential already handed out (agents' mounted copies included) stays valid. Only the
 //!   manager's ServiceAccount may read it: with the key anyone could pose as the manager.
@@ -17,7 +19,7 @@ use kube::{
 };
 use tether_tunnel::ClientCredential;
 
-/// The client credential's Secret, in the manager's namespace.
+/// The CA certificate's Secret (readable by clients), in the manager's namespace.
 pub const SECRET_NAME: &str = "tether-manager-tls";
 /// The CA's Secret, in the manager's namespace.
 pub const CA_SECRET_NAME: &str = "tether-manager-ca";
@@ -27,23 +29,27 @@ pub const CA_KEY_KEY: &str = "ca.key";
 /// proof of write access while it asks for one.
 pub const AGENT_SECRET_NAME: &str = "tether-agent-tls";
 
-/// Publishes the client credential and keeps the CA for the next manager.
+/// Publishes the CA certificate for clients and keeps the CA's key for the next manager.
 pub async fn publish(
     client: &Client,
     namespace: &str,
-    credential: &ClientCredential,
+    ca_pem: &str,
     ca_key_pem: &str,
 ) -> Result<(), kube::Error> {
     let ca = BTreeMap::from([
-        (
-            ClientCredential::CA_KEY.to_owned(),
-            credential.ca_pem.clone(),
-        ),
+        (ClientCredential::CA_KEY.to_owned(), ca_pem.to_owned()),
         (CA_KEY_KEY.to_owned(), ca_key_pem.to_owned()),
     ]);
     // The CA first: a manager that dies in between then still finds the CA its clients trust.
     apply(client, namespace, CA_SECRET_NAME, ca).await?;
-    apply(client, namespace, SECRET_NAME, credential.to_secret_data()).await
+    // Server-side apply with exactly `ca.crt`: the shared client certificate and key that
+    // earlier managers kept here are removed.
+    apply(client, namespace, SECRET_NAME, public_data(ca_pem)).await
+}
+
+/// What clients may read: the CA certificate, nothing else.
+pub fn public_data(ca_pem: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(ClientCredential::CA_KEY.to_owned(), ca_pem.to_owned())])
 }
 
 /// Server-side applies an Opaque Secret with exactly `data` (keys this field manager set before
@@ -175,6 +181,13 @@ mod tests {
             data: Some(data),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn clients_can_read_no_private_key() {
+        let data = public_data("-----BEGIN CERTIFICATE-----");
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["ca.crt"]);
+        assert!(data.values().all(|v| !v.contains("PRIVATE KEY")));
     }
 
     #[test]

@@ -19,7 +19,8 @@ async fn streams_echo(via: Via) {
         peer,
         Some(Peer {
             role: Role::Client,
-            name: "test-client".to_owned()
+            name: "test-client".to_owned(),
+            groups: Vec::new(),
         })
     );
 

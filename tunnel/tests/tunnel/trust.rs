@@ -6,7 +6,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use tether_tunnel::quinn::{self, ConnectionError};
-use tether_tunnel::{client_config, Identity, Peer, Role, ALPN};
+use tether_tunnel::{client_config, Identity, Peer, Role, SessionRequest, ALPN};
 
 use crate::support::{echo, patiently, Manager, Via};
 
@@ -117,7 +117,8 @@ async fn agent_certificate_is_reported_as_agent() {
         peer,
         Some(Peer {
             role: Role::Agent,
-            name: "sidecar-web".to_owned()
+            name: "sidecar-web".to_owned(),
+            groups: Vec::new(),
         })
     );
     echo(&connection, b"agents may talk").await.unwrap();
@@ -139,4 +140,66 @@ async fn a_restarted_manager_keeps_its_ca_and_old_credentials_work() {
     echo(&connection, b"still here").await.unwrap();
     // A garbled key is an error, not another CA.
     assert!(Identity::from_ca(manager.identity.ca_pem(), "not a key").is_err());
+}
+
+/// A person's session certificate: signed for the key the daemon generated, naming the user and
+/// groups the API server reported; the server reads them back from the verified certificate.
+#[tokio::test]
+async fn a_session_certificate_names_its_user_and_groups() {
+    let mut manager = Manager::start();
+    let request = SessionRequest::generate().unwrap();
+    let groups = vec!["dev".to_owned(), "system:authenticated".to_owned()];
+    let cert = manager
+        .identity
+        .sign_session(
+            &request.csr_pem,
+            "dev-alice",
+            &groups,
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+    let credential = request.into_credential(manager.identity.ca_pem().to_owned(), cert);
+    let connection = manager
+        .connect_with(Via::Udp, client_config(&credential).unwrap())
+        .await
+        .unwrap();
+    let peer = patiently(manager.peers.recv()).await.unwrap();
+    assert_eq!(
+        peer,
+        Some(Peer {
+            role: Role::Client,
+            name: "dev-alice".to_owned(),
+            groups,
+        })
+    );
+    echo(&connection, b"hello alice").await.unwrap();
+}
+
+/// An expired session certificate is refused at the handshake: that is what ends access for
+/// someone who can no longer get a new one.
+#[tokio::test]
+async fn an_expired_session_certificate_is_refused() {
+    let mut manager = Manager::start();
+    let request = SessionRequest::generate().unwrap();
+    let cert = manager
+        .identity
+        .sign_session(
+            &request.csr_pem,
+            "dev-bob",
+            &[],
+            std::time::Duration::from_secs(1),
+        )
+        .unwrap();
+    let expiry = tether_tunnel::certificate_expiry(&cert).unwrap();
+    let credential = request.into_credential(manager.identity.ca_pem().to_owned(), cert);
+    // Certificates have whole-second times: wait until the second after `not_after`.
+    while std::time::SystemTime::now() <= expiry + std::time::Duration::from_secs(1) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let error = refused(&mut manager, client_config(&credential).unwrap()).await;
+    assert_eq!(
+        alert(&error),
+        Some(rustls::AlertDescription::CertificateExpired),
+        "{error}"
+    );
 }

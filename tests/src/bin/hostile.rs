@@ -1,0 +1,111 @@
+//! A hostile tether client for the trust tests: it holds a real session certificate (asked for
+//! with the given kubeconfig, like the daemon does) and speaks the protocol to the manager
+//! directly, skipping every check the CLI makes on its side.
+//!
+//! ```text
+//! hostile --kubeconfig KC --claim NAME [STEP...]
+//!   create NAMESPACE WORKLOAD PORT   CreateIntercept (global: no filter)
+//!   list NAMESPACE                   ListIntercepts
+//!   agent NAMESPACE                  AgentCredentialRequest (with a made-up nonce)
+//!   hold                             print "holding" and keep the session until stdin closes
+//! ```
+//! Each step prints one JSON line: `{"step": ..., "ok": bool, "message"|"owner": ...}`. The
+//! exit code is 0 if the session could be opened (the steps' answers are the output).
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use tether_daemon::cluster::Cluster;
+use tether_daemon::session::Session;
+use tether_proto::{CreateIntercept, InterceptFilter};
+use tether_tunnel::StreamCarrier;
+use tokio::io::AsyncReadExt;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut kubeconfig = None;
+    let mut claim = "admin".to_owned();
+    let mut steps = Vec::new();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--kubeconfig" => kubeconfig = args.next().map(PathBuf::from),
+            "--claim" => claim = args.next().context("--claim NAME")?,
+            _ => steps.push(arg),
+        }
+    }
+    let cluster = Cluster::load(kubeconfig, None).await?;
+    let credential = tether_daemon::credential::session_credential(&cluster).await?;
+    let (pod, _) = cluster.manager_pod().await?;
+    let stream = cluster.port_forward(&pod).await?;
+    let (relay, _carrier) = StreamCarrier::spawn(stream)?;
+    let endpoint =
+        tether_tunnel::client_endpoint(SocketAddr::from(([127, 0, 0, 1], 0)), &credential)?;
+    let session = Session::establish(
+        &endpoint,
+        relay,
+        claim,
+        "default".to_owned(),
+        Default::default(),
+    )
+    .await
+    .context("opening the session")?;
+
+    let mut steps = steps.into_iter();
+    let mut n = 0;
+    while let Some(step) = steps.next() {
+        let mut arg = || steps.next().context("missing argument");
+        let line = match step.as_str() {
+            "create" => {
+                let (namespace, workload, port) = (arg()?, arg()?, arg()?.parse::<u16>()?);
+                n += 1;
+                let create = CreateIntercept {
+                    req: 0,
+                    name: format!("hostile-{n}"),
+                    namespace,
+                    workload,
+                    port,
+                    service_port: port.to_string(),
+                    filter: InterceptFilter::default(),
+                };
+                match session.create_intercept(create).await {
+                    Ok(info) => serde_json::json!({"step": step, "ok": true, "owner": info.owner}),
+                    Err(e) => {
+                        serde_json::json!({"step": step, "ok": false, "message": e.to_string()})
+                    }
+                }
+            }
+            "list" => match session.list_intercepts(&arg()?).await {
+                Ok(state) => serde_json::json!({"step": step, "ok": true,
+                    "intercepts": state.intercepts.len(), "agents": state.agents.len()}),
+                Err(e) => serde_json::json!({"step": step, "ok": false, "message": e.to_string()}),
+            },
+            "agent" => {
+                let nonce = "0123456789abcdef0123456789abcdef".to_owned();
+                match session.agent_credential(&arg()?, nonce).await {
+                    Ok(_) => serde_json::json!({"step": step, "ok": true}),
+                    Err(e) => {
+                        serde_json::json!({"step": step, "ok": false, "message": e.to_string()})
+                    }
+                }
+            }
+            "hold" => {
+                println!("{}", serde_json::json!({"step": "hold", "ok": true}));
+                let (mut sink, mut stdin) = (Vec::new(), tokio::io::stdin());
+                tokio::select! {
+                    _ = stdin.read_to_end(&mut sink) => {}
+                    reason = session.closed() => {
+                        println!("{}", serde_json::json!({"step": "closed", "ok": false, "message": reason.to_string()}));
+                    }
+                }
+                continue;
+            }
+            other => bail!("unknown step {other}"),
+        };
+        println!("{line}");
+    }
+    session.close();
+    Ok(())
+}

@@ -1,0 +1,421 @@
+//! Who may do what: a session is a Kubernetes user's, with a short-lived certificate the manager
+//! signs only for users RBAC lets `create sessions.tether.dev`; the manager checks every
+//! intercept request against RBAC (`intercepts.tether.dev`) for that user, whatever the client
+//! claims; a removed binding ends access within a minute; nothing a client can read holds a key.
+//!
+//! The hostile client (`src/bin/hostile.rs`) holds a real session certificate and talks to the
+//! manager directly, skipping the CLI's own checks.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdout, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use serde_json::Value;
+use tether_e2e::{
+    eventually, kubectl, run, tether, user_kubeconfig, Bindings, Connected, Run, WS, WS2,
+};
+
+/// A user's kubeconfig; its directory is removed on drop.
+struct User {
+    name: &'static str,
+    kubeconfig: PathBuf,
+}
+
+impl User {
+    fn new(name: &'static str) -> User {
+        User {
+            name,
+            kubeconfig: user_kubeconfig(name),
+        }
+    }
+
+    fn kc(&self) -> &str {
+        self.kubeconfig.to_str().expect("UTF-8 path")
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Run {
+        run(Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args))
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        if let Some(dir) = self.kubeconfig.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn hostile_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tether-e2e-hostile")
+}
+
+fn hostile_cmd(kubeconfig: &Path, claim: &str, steps: &[&str]) -> Command {
+    let mut cmd = Command::new(hostile_bin());
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--claim", claim])
+        .args(steps);
+    cmd
+}
+
+/// Runs the hostile client to the end; its answers, one JSON value per step.
+fn hostile(user: &User, claim: &str, steps: &[&str]) -> Vec<Value> {
+    let out = run(&mut hostile_cmd(&user.kubeconfig, claim, steps)).expect_ok("hostile client");
+    out.lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// The hostile client until its `hold` step; killed on drop.
+struct Holding {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+}
+
+impl Holding {
+    /// Starts `steps` (ending in `hold`) and returns the answers before `hold`.
+    fn start(user: &User, claim: &str, steps: &[&str]) -> (Holding, Vec<Value>) {
+        let mut child = hostile_cmd(&user.kubeconfig, claim, steps)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the hostile client");
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let (lines_tx, lines) = mpsc::channel();
+        std::thread::spawn(move || read_lines(stdout, lines_tx));
+        let holding = Holding { child, lines };
+        let mut answers = Vec::new();
+        loop {
+            let line = holding
+                .line(Duration::from_secs(60))
+                .expect("the hostile client's answers");
+            if line["step"] == "hold" {
+                return (holding, answers);
+            }
+            answers.push(line);
+        }
+    }
+
+    /// The next answer, if it comes within `timeout`.
+    fn line(&self, timeout: Duration) -> Option<Value> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+}
+
+fn read_lines(stdout: BufReader<ChildStdout>, lines_tx: mpsc::Sender<Value>) {
+    for line in stdout.lines() {
+        let Ok(line) = line else { return };
+        let value = serde_json::from_str(&line).expect("a JSON line");
+        if lines_tx.send(value).is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asserts that an answer is the manager's RBAC refusal for `user` and `what`.
+#[track_caller]
+fn assert_refused(answer: &Value, user: &str, what: &str) {
+    let message = answer["message"].as_str().unwrap_or_default();
+    assert!(
+        answer["ok"] == false
+            && message.contains(&format!(
+                "forbidden by RBAC: user \"{user}\" may not {what}"
+            )),
+        "{answer}"
+    );
+}
+
+/// The owner of intercept `name` on `workload` in `tether list`, as the admin sees it.
+fn owner_in_list(ns: &str, workload: &str, name: &str) -> Option<String> {
+    let list = tether(ns, &["list", "-o", "json"]).expect_ok("tether list");
+    let list: Value = serde_json::from_str(&list).expect("JSON");
+    list["workloads"]
+        .as_array()?
+        .iter()
+        .find(|w| w["name"] == workload)?["intercepts"]
+        .as_array()?
+        .iter()
+        .find(|i| i["name"] == name)
+        .and_then(|i| i["owner"].as_str().map(str::to_owned))
+}
+
+/// A user who may only connect cannot intercept: not with the CLI, and not by sending the
+/// requests herself to a workload whose agent an admin installed, in any namespace, nor list the
+/// intercepts or get an agent credential. What she claims to be changes nothing but a hint.
+#[test]
+fn a_connect_only_user_may_not_intercept() {
+    // The admin installs the agent in orders (intercept, then leave) and stays connected.
+    let admin = Connected::new(WS, &[]);
+    tether(WS, &["intercept", "orders", "--port", "18095:http"]).expect_ok("admin intercept");
+    tether(WS, &["leave", "orders"]).expect_ok("admin leave");
+
+    let alice = User::new("dev-alice-trust");
+    let mut bindings = Bindings::default();
+    bindings.client(alice.name);
+    let _alice = Connected::new(WS2, &["--kubeconfig", alice.kc()]);
+    let refused = tether(WS2, &["intercept", "orders", "--port", "18096:http"]);
+    assert!(
+        !refused.ok && refused.stderr.contains("RBAC"),
+        "{refused:?}"
+    );
+
+    let answers = hostile(
+        &alice,
+        "admin",
+        &[
+            "create",
+            "default",
+            "Deployment/orders",
+            "8080", // agent installed
+            "create",
+            "kube-system",
+            "Deployment/coredns",
+            "53", // another namespace
+            "create",
+            "default",
+            "Deployment/hello",
+            "8080", // global, no agent yet
+            "list",
+            "default",
+            "agent",
+            "default",
+        ],
+    );
+    assert_eq!(answers.len(), 5, "{answers:?}");
+    let user = alice.name;
+    assert_refused(
+        &answers[0],
+        user,
+        "create intercepts.tether.dev in namespace \"default\"",
+    );
+    assert_refused(
+        &answers[1],
+        user,
+        "create intercepts.tether.dev in namespace \"kube-system\"",
+    );
+    assert_refused(
+        &answers[2],
+        user,
+        "create intercepts.tether.dev in namespace \"default\"",
+    );
+    assert_refused(
+        &answers[3],
+        user,
+        "list intercepts.tether.dev in namespace \"default\"",
+    );
+    assert_refused(
+        &answers[4],
+        user,
+        "create intercepts.tether.dev in namespace \"default\"",
+    );
+    assert!(
+        answers[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bind the ClusterRole tether-intercept there"),
+        "{}",
+        answers[0]
+    );
+
+    // Nothing was registered, the manager is up and the admin's session still works.
+    assert_eq!(admin.status()["connected"], true);
+    assert_eq!(owner_in_list(WS, "orders", "hostile-1"), None);
+    tether(WS, &["intercept", "orders", "--port", "18095:http"]).expect_ok("admin intercept");
+    tether(WS, &["leave", "orders"]).expect_ok("admin leave");
+
+    // Allowed to intercept in default, she still cannot pass for the admin: the owner is her
+    // verified name, her claim only the hint next to it.
+    bindings.bind(&[
+        "rolebinding",
+        "tether-e2e-alice-trust-intercept",
+        "--clusterrole=tether-intercept",
+        &format!("--user={user}"),
+        "-n",
+        "default",
+    ]);
+    let (_held, answers) = Holding::start(
+        &alice,
+        "admin",
+        &["create", "default", "Deployment/orders", "8080", "hold"],
+    );
+    assert_eq!(answers[0]["ok"], true, "{answers:?}");
+    assert_eq!(answers[0]["owner"], format!("{user} (admin)"));
+    let owner = owner_in_list(WS, "orders", "hostile-1");
+    assert_eq!(owner.as_deref(), Some(format!("{user} (admin)").as_str()));
+}
+
+/// Removing a user's bindings takes effect without waiting for her certificate to expire: her
+/// open session is closed within the manager's re-check interval and she cannot connect again;
+/// a removed intercept binding is refused at the next request.
+#[test]
+fn removed_bindings_end_access() {
+    let bob = User::new("dev-bob-trust");
+    let mut bindings = Bindings::default();
+    bindings.client(bob.name);
+    let intercept_binding = [
+        "rolebinding",
+        "tether-e2e-bob-trust-intercept",
+        "--clusterrole=tether-intercept",
+        "--user=dev-bob-trust",
+        "-n",
+        "default",
+    ];
+    bindings.bind(&intercept_binding);
+
+    // Intercept rights: granted, then removed: refused within the answer cache's few seconds.
+    let first = hostile(
+        &bob,
+        "bob",
+        &["create", "default", "Deployment/hello", "8080"],
+    );
+    assert_eq!(first[0]["ok"], true, "{first:?}");
+    bindings.unbind(&intercept_binding);
+    eventually(Duration::from_secs(10), "the intercept is refused", || {
+        let answer = hostile(
+            &bob,
+            "bob",
+            &["create", "default", "Deployment/hello", "8080"],
+        );
+        (answer[0]["ok"] == false).then_some(())
+    });
+    let answer = hostile(
+        &bob,
+        "bob",
+        &["create", "default", "Deployment/hello", "8080"],
+    );
+    assert_refused(&answer[0], bob.name, "create intercepts.tether.dev");
+
+    // The right to a session: her open session ends within ~90 s of the binding's removal.
+    let (held, _) = Holding::start(&bob, "bob", &["hold"]);
+    let session = Connected::new(WS2, &["--kubeconfig", bob.kc()]);
+    bindings.unbind(&[
+        "clusterrolebinding",
+        "tether-e2e-dev-bob-trust",
+        "--clusterrole=tether-client",
+        "--user=dev-bob-trust",
+    ]);
+    // The manager re-checks every 60 s; SubjectAccessReview answers are cached for 5 s.
+    let closed = held
+        .line(Duration::from_secs(90))
+        .expect("the session is closed within 90 s");
+    assert_eq!(closed["step"], "closed", "{closed}");
+    assert!(
+        closed["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("may not create sessions.tether.dev"),
+        "{closed}"
+    );
+    eventually(Duration::from_secs(90), "the daemon's session ends", || {
+        (session.status()["connected"] == false).then_some(())
+    });
+    drop(session);
+    // And she cannot connect again.
+    let refused = tether(WS2, &["connect", "--kubeconfig", bob.kc()]);
+    assert!(!refused.ok, "{refused:?}");
+    assert!(
+        refused.stderr.contains("RBAC") && refused.stderr.contains("tether-client"),
+        "{}",
+        refused.stderr
+    );
+}
+
+/// A user who may ask for certificates but not open sessions gets her request denied by the
+/// manager, with the reason.
+#[test]
+fn a_session_certificate_needs_the_right_to_a_session() {
+    let carol = User::new("dev-carol-trust");
+    let role = "tether-e2e-csr-only";
+    kubectl(&[
+        "create",
+        "clusterrole",
+        role,
+        "--verb=create,get,delete",
+        "--resource=certificatesigningrequests.certificates.k8s.io",
+    ])
+    .expect_ok("create a ClusterRole");
+    struct Role(&'static str);
+    impl Drop for Role {
+        fn drop(&mut self) {
+            let _ = kubectl(&["delete", "clusterrole", self.0]);
+        }
+    }
+    let _role = Role(role);
+    let mut bindings = Bindings::default();
+    bindings.bind(&[
+        "clusterrolebinding",
+        "tether-e2e-carol-csr",
+        &format!("--clusterrole={role}"),
+        "--user=dev-carol-trust",
+    ]);
+    // Finding the manager (the Role) and reading the CA: the ClusterRole tether-client bound
+    // in namespace tether only, as the documentation said before sessions were checked. A
+    // RoleBinding cannot grant the cluster-scoped `create sessions.tether.dev`.
+    bindings.bind(&[
+        "rolebinding",
+        "tether-e2e-carol",
+        "--role=tether-client",
+        "--user=dev-carol-trust",
+        "-n",
+        "tether",
+    ]);
+    bindings.bind(&[
+        "rolebinding",
+        "tether-e2e-carol-ca",
+        "--clusterrole=tether-client",
+        "--user=dev-carol-trust",
+        "-n",
+        "tether",
+    ]);
+    let out = run(&mut hostile_cmd(
+        &carol.kubeconfig,
+        "carol",
+        &["list", "default"],
+    ));
+    assert!(!out.ok, "{out:?}");
+    assert!(
+        out.stderr.contains("refused a session certificate: forbidden by RBAC: user \"dev-carol-trust\" may not create sessions.tether.dev"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Nothing a connect-only user can read holds a private key.
+#[test]
+fn a_client_reads_no_private_key() {
+    let dana = User::new("dev-dana-trust");
+    let mut bindings = Bindings::default();
+    bindings.client(dana.name);
+    let secret = dana.kubectl(&[
+        "get",
+        "secret",
+        "tether-manager-tls",
+        "-n",
+        "tether",
+        "-o",
+        "json",
+    ]);
+    let secret: Value =
+        serde_json::from_str(&secret.expect_ok("read tether-manager-tls")).expect("Secret JSON");
+    let keys: Vec<&String> = secret["data"].as_object().expect("data").keys().collect();
+    assert_eq!(keys, ["ca.crt"]);
+    let ca = dana.kubectl(&["get", "secret", "tether-manager-ca", "-n", "tether"]);
+    assert!(!ca.ok && ca.stderr.contains("forbidden"), "{ca:?}");
+    let all = dana.kubectl(&["get", "secrets", "-n", "tether"]);
+    assert!(!all.ok && all.stderr.contains("forbidden"), "{all:?}");
+}
