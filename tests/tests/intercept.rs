@@ -657,7 +657,7 @@ fn new_pods_of_a_scaled_workload_follow_the_intercept() {
     kubectl(&["scale", "deployment/orders", "--replicas=1"]).expect_ok("kubectl scale back");
     tether(WS, &["leave", "orders"]).expect_ok("tether leave");
     // The next tests want one pod, not two more on their way out.
-    eventually(Duration::from_secs(60), "scaled back to one pod", || {
+    eventually(Duration::from_secs(120), "scaled back to one pod", || {
         let names = kubectl(&["get", "pods", "-l", "app=orders", "-o", "name"]).stdout;
         (names.lines().count() == 1).then_some(())
     });

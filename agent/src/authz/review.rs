@@ -1,5 +1,6 @@
-//! The one piece of I/O of authorization: a SubjectAccessReview per question, answers cached
-//! for [`CACHE_TTL`](super::CACHE_TTL).
+//! The one piece of I/O of authorization: a SubjectAccessReview per question. Only answers to
+//! read-only questions (`list`) are cached, for [`CACHE_TTL`](super::CACHE_TTL): a request that
+//! changes something is always asked afresh, so a removed binding refuses it at once.
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -59,8 +60,10 @@ impl Reviewer for ApiReviewer {
         access: &'a Access,
     ) -> BoxFuture<'a, Result<bool, ReviewError>> {
         Box::pin(async move {
-            if let Some(allowed) = self.cache().get(Instant::now(), subject, access) {
-                return Ok(allowed);
+            if access.verb == "list" {
+                if let Some(allowed) = self.cache().get(Instant::now(), subject, access) {
+                    return Ok(allowed);
+                }
             }
             self.review_now(subject, access).await
         })

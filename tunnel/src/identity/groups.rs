@@ -3,8 +3,10 @@
 //! so it is non-critical (other TLS stacks skip it).
 
 /// The extension's OID: an arc under `2.25` (OIDs derived from a UUID, which need no
-/// registration).
-pub const GROUPS_OID: &[u64] = &[2, 25, 1_406_739_591_282_176_113];
+/// registration). Every arc fits in 31 bits: the API server (Go's `encoding/asn1` before 1.22)
+/// refuses a certificate with a longer arc as a "malformed extension", and it parses every
+/// certificate a signer writes into a CSR's status.
+pub const GROUPS_OID: &[u64] = &[2, 25, 1_406_739_591];
 
 const SEQUENCE: u8 = 0x30;
 const UTF8_STRING: u8 = 0x0c;
@@ -78,6 +80,11 @@ fn read_tlv(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_arc_fits_in_31_bits() {
+        assert!(GROUPS_OID.iter().all(|arc| *arc <= i32::MAX as u64));
+    }
 
     #[test]
     fn groups_round_trip() {
