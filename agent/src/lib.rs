@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authz;
+pub mod dial_policy;
 pub mod discovery;
 pub mod dns;
 pub mod install;

@@ -73,6 +73,16 @@ struct SidecarArgs {
 
 #[derive(Debug, Args)]
 struct ManagerArgs {
+    /// The manager pod's addresses (the downward API's status.podIPs), never dialed for a session.
+    #[arg(long, env = "POD_IPS", value_delimiter = ',')]
+    pod_ip: Vec<std::net::IpAddr>,
+    /// Ranges dialed for sessions even where the default dial policy refuses (loopback,
+    /// link-local, the manager itself, the control plane).
+    #[arg(long, env = "TETHER_DIAL_ALLOW", value_delimiter = ',')]
+    dial_allow: Vec<ipnet::IpNet>,
+    /// Ranges never dialed for sessions.
+    #[arg(long, env = "TETHER_DIAL_DENY", value_delimiter = ',')]
+    dial_deny: Vec<ipnet::IpNet>,
     /// The manager's own namespace.
     #[arg(long, env = "POD_NAMESPACE", default_value = "tether")]
     namespace: String,
@@ -139,6 +149,9 @@ async fn run_manager(args: ManagerArgs) -> Result<(), Box<dyn std::error::Error>
         resolv_conf: args.resolv_conf,
         sync_timeout: manager::SYNC_TIMEOUT,
         session_cert_lifetime: std::time::Duration::from_secs(args.session_cert_lifetime),
+        pod_ips: args.pod_ip,
+        dial_allow: args.dial_allow,
+        dial_deny: args.dial_deny,
     };
     // Stopped with SIGTERM (rollout, pod deletion): the tunnel server closes every session with a
     // reason, so clients and agents reconnect to the next manager at once.

@@ -45,6 +45,12 @@ pub struct ManagerConfig {
     pub sync_timeout: Duration,
     /// How long a person's session certificate is valid.
     pub session_cert_lifetime: Duration,
+    /// The manager pod's own addresses (never dialed for a session).
+    pub pod_ips: Vec<std::net::IpAddr>,
+    /// Ranges dialed even where the default policy refuses (see [`crate::dial_policy`]).
+    pub dial_allow: Vec<IpNet>,
+    /// Ranges never dialed.
+    pub dial_deny: Vec<IpNet>,
 }
 
 /// What the code serving clients gets: everything a session needs from the cluster side.
@@ -63,6 +69,8 @@ pub struct ManagerState {
     pub subnets_rx: watch::Receiver<Subnets>,
     /// Answers a session's DNS queries: `resolver.resolve(packet, session_namespace).await`.
     pub resolver: Resolver,
+    /// What the manager dials for sessions.
+    pub dial_policy: std::sync::Arc<crate::dial_policy::DialPolicy>,
 }
 
 impl std::fmt::Debug for ManagerState {
@@ -153,6 +161,14 @@ where
         warn!("No upstream resolver in resolv.conf; non-cluster names will get SERVFAIL");
     }
     let resolver = Resolver::new(view.clone(), forwarder);
+    let api_server = api_server_addrs(&client).await;
+    let dial_policy = std::sync::Arc::new(crate::dial_policy::DialPolicy::new(
+        &config.pod_ips,
+        &api_server,
+        config.dial_allow.clone(),
+        config.dial_deny.clone(),
+    ));
+    info!(api_server = ?api_server, own = ?config.pod_ips, allow = ?config.dial_allow, deny = ?config.dial_deny, "Dial policy");
     let state = ManagerState {
         client,
         config,
@@ -160,10 +176,39 @@ where
         view,
         subnets_rx,
         resolver,
+        dial_policy,
     };
     let served = serve(state).await;
     drop(watches);
     served.map_err(|e| ManagerError::Serve(e.into()))
+}
+
+/// Where the API server is: the `kubernetes` Service's ClusterIP and ports, and its endpoints.
+/// Empty if they cannot be read (the control-plane ports are refused on every address anyway).
+async fn api_server_addrs(client: &Client) -> Vec<std::net::SocketAddr> {
+    use k8s_openapi::api::core::v1::{Endpoints, Service};
+    let mut addrs = Vec::new();
+    let services: kube::Api<Service> = kube::Api::namespaced(client.clone(), "default");
+    if let Ok(service) = services.get("kubernetes").await {
+        let spec = service.spec.unwrap_or_default();
+        if let Some(ip) = spec.cluster_ip.and_then(|ip| ip.parse().ok()) {
+            for port in spec.ports.into_iter().flatten() {
+                addrs.push(std::net::SocketAddr::new(ip, port.port as u16));
+            }
+        }
+    }
+    let endpoints: kube::Api<Endpoints> = kube::Api::namespaced(client.clone(), "default");
+    if let Ok(endpoints) = endpoints.get("kubernetes").await {
+        for subset in endpoints.subsets.into_iter().flatten() {
+            for address in subset.addresses.iter().flatten() {
+                let Ok(ip) = address.ip.parse() else { continue };
+                for port in subset.ports.iter().flatten() {
+                    addrs.push(std::net::SocketAddr::new(ip, port.port as u16));
+                }
+            }
+        }
+    }
+    addrs
 }
 
 /// Stand-in for the tunnel: listens on the relay port so the readiness probe passes once

@@ -313,7 +313,7 @@ async fn session(
             }
         }
     });
-    let flows = flows::Flows::new(conn.clone());
+    let flows = flows::Flows::new(conn.clone(), shared.state.dial_policy.clone());
     let flow_acceptor = flows.clone().accept_loop();
     let datagrams = flows.clone().datagram_loop();
     let subnet_updates = {

@@ -159,7 +159,7 @@ async fn tcp_flow(req: TcpRequest, session_rx: SessionRx, known: Arc<KnownOpen>)
     let (send, recv) = match session.open_tcp(dst).await {
         Ok(s) => s,
         Err(error) => {
-            debug!(%error, "Open failed; refusing");
+            log_open_failure(&error, dst, "Open failed; refusing");
             req.refuse();
             return;
         }
@@ -245,7 +245,7 @@ async fn udp_flow(
     let flow = match session.open_udp(dst).await {
         Ok(f) => f,
         Err(error) => {
-            debug!(%error, "UDP open failed");
+            log_open_failure(&error, dst, "UDP open failed");
             return;
         }
     };
@@ -354,5 +354,18 @@ impl Dns {
             }
         }
         None
+    }
+}
+
+/// A refusal by the manager's dial policy is the user's to see (`warn`, with its reason); other
+/// failures (refused, unreachable) are ordinary and debug only.
+fn log_open_failure(error: &crate::session::SessionError, dst: std::net::SocketAddr, what: &str) {
+    match error {
+        crate::session::SessionError::Open(e)
+            if e.code == tether_proto::ErrorCode::NotPermitted =>
+        {
+            tracing::warn!(%dst, reason = %e.message, "Refused by the traffic manager")
+        }
+        _ => debug!(%error, %dst, "{what}"),
     }
 }

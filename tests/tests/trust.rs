@@ -16,7 +16,8 @@ use std::{
 
 use serde_json::Value;
 use tether_e2e::{
-    eventually, kubectl, run, tether, user_kubeconfig, Bindings, Connected, Run, WS, WS2,
+    cluster_ip, eventually, kubectl, run, running_pods, tether, user_kubeconfig, Bindings,
+    Connected, Run, WS, WS2,
 };
 
 /// A user's kubeconfig; its directory is removed on drop.
@@ -415,4 +416,75 @@ fn a_client_reads_no_private_key() {
     assert!(!ca.ok && ca.stderr.contains("forbidden"), "{ca:?}");
     let all = dana.kubectl(&["get", "secrets", "-n", "tether"]);
     assert!(!all.ok && all.stderr.contains("forbidden"), "{all:?}");
+}
+
+/// The manager dials for a session what a pod could reach, not itself, the control plane or the
+/// cloud's metadata service; each refusal says why, and the manager stays up.
+#[test]
+fn the_manager_refuses_dials_outside_the_workloads() {
+    let carol = User::new("dev-carol-trust");
+    let mut bindings = Bindings::default();
+    bindings.client(carol.name);
+    let pods = kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        "tether",
+        "-l",
+        "app.kubernetes.io/name=tether-manager",
+        "-o",
+        "json",
+    ])
+    .expect_ok("the manager's pods");
+    let pods: Value = serde_json::from_str(&pods).expect("pods JSON");
+    let manager_ip = pods["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .and_then(|p| p["status"]["podIP"].as_str())
+        .expect("a running manager pod")
+        .to_owned();
+    let kubernetes = format!("{}:443", cluster_ip("kubernetes"));
+    let hello_pod = &running_pods("app=hello")[0].1;
+    let (manager_relay, hello_kubelet, hello_app) = (
+        format!("{manager_ip}:7444"),
+        format!("{hello_pod}:10250"),
+        format!("{hello_pod}:8080"),
+    );
+    let answers = hostile(
+        &carol,
+        "carol",
+        &[
+            "dial",
+            "127.0.0.1:7444",
+            "dial",
+            "169.254.169.254:80",
+            "dial",
+            &manager_relay,
+            "dial",
+            &kubernetes,
+            "dial",
+            &hello_kubelet,
+            "dial",
+            &hello_app,
+        ],
+    );
+    assert_eq!(answers.len(), 6, "{answers:?}");
+    for (answer, why) in answers[..5].iter().zip([
+        "loopback",
+        "cloud metadata",
+        "own pod",
+        "the API server",
+        "kubelet",
+    ]) {
+        assert_eq!(answer["ok"], false, "{answer}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("does not dial") && message.contains(why),
+            "{answer}"
+        );
+    }
+    // A workload's own port is dialed as before.
+    assert_eq!(answers[5]["ok"], true, "{:?}", answers[5]);
 }

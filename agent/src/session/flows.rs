@@ -18,7 +18,7 @@ use bytes::BytesMut;
 use tether_proto::{ErrorCode, Message, Open, OpenError, OpenResult, Protocol, UdpPacket};
 use tether_tunnel::{framed, quinn};
 use tokio::net::{TcpStream, UdpSocket};
-use tracing::{debug, debug_span, Instrument};
+use tracing::{debug, debug_span, info, Instrument};
 
 /// How long a TCP dial may take.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,13 +29,15 @@ pub const UDP_IDLE: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub struct Flows {
     conn: quinn::Connection,
+    policy: Arc<crate::dial_policy::DialPolicy>,
     udp: Arc<Mutex<HashMap<u64, Arc<UdpSocket>>>>,
 }
 
 impl Flows {
-    pub fn new(conn: quinn::Connection) -> Self {
+    pub fn new(conn: quinn::Connection, policy: Arc<crate::dial_policy::DialPolicy>) -> Self {
         Flows {
             conn,
+            policy,
             udp: Arc::default(),
         }
     }
@@ -98,6 +100,16 @@ impl Flows {
             }
         };
         let span = debug_span!("flow", id = open.flow, proto = ?open.protocol, dst = %open.dst);
+        if let Err(message) = self.policy.check(open.dst) {
+            info!(flow = open.flow, dst = %open.dst, %message, "Dial refused");
+            let err = OpenError {
+                code: ErrorCode::NotPermitted,
+                message,
+            };
+            let _ = reply(&mut send, open.flow, Err(err)).await;
+            let _ = send.finish();
+            return;
+        }
         match open.protocol {
             Protocol::Tcp => tcp(open, send, recv).instrument(span).await,
             Protocol::Udp => self.udp(open, send, recv).instrument(span).await,

@@ -91,6 +91,15 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
             }
+            "dial" => {
+                let dst: std::net::SocketAddr = arg()?.parse().context("dial ADDR:PORT")?;
+                match session.open_tcp(dst).await {
+                    Ok(_) => serde_json::json!({"step": step, "ok": true}),
+                    Err(e) => {
+                        serde_json::json!({"step": step, "ok": false, "message": e.to_string()})
+                    }
+                }
+            }
             "hold" => {
                 println!("{}", serde_json::json!({"step": "hold", "ok": true}));
                 let (mut sink, mut stdin) = (Vec::new(), tokio::io::stdin());
