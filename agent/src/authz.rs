@@ -168,7 +168,8 @@ pub async fn check(
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// `error: cause: cause`, for messages that go back to a client.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

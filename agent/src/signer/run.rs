@@ -170,7 +170,10 @@ async fn sign(
         Ok(cert) => cert,
         Err(error) => {
             // The request cannot become a certificate: fail it so the daemon hears why.
-            let message = format!("tether cannot sign this request: {}", error_chain(&error));
+            let message = format!(
+                "tether cannot sign this request: {}",
+                crate::authz::error_chain(&error)
+            );
             info!(request = %name, %user, %message, "Session request failed");
             let status = csr.status.get_or_insert_with(Default::default);
             status.conditions.get_or_insert_with(Vec::new).push(
@@ -212,15 +215,4 @@ async fn delete(api: &Api<CertificateSigningRequest>, csr: &CertificateSigningRe
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(error) => warn!(request = %name, %error, "Cannot delete an old session request"),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
