@@ -312,11 +312,13 @@ fn removed_bindings_end_access() {
         .line(Duration::from_secs(90))
         .expect("the session is closed within 90 s");
     assert_eq!(closed["step"], "closed", "{closed}");
+    // The manager sends its reason and ends the session. The client's session closes itself
+    // when the manager ends its control stream, so the reason it reports is either the
+    // manager's or its own "closed" (the two race); the message itself is asserted below, on
+    // the next connect.
+    let message = closed["message"].as_str().unwrap_or_default();
     assert!(
-        closed["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("may not create sessions.tether.dev"),
+        message.contains("may not create sessions.tether.dev") || message == "closed",
         "{closed}"
     );
     eventually(Duration::from_secs(90), "the daemon's session ends", || {
