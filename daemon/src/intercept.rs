@@ -337,17 +337,9 @@ impl Intercepts {
                 active.service_port
             ));
             let judge = Judge::new(Expect::Intercept(active.id), pods.len());
-            let say = |stage: String| progress.say(stage);
-            await_effect(
-                session,
-                &active.service_port,
-                addr,
-                judge,
-                EFFECT_TIMEOUT,
-                &say,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            effect(session, &active.service_port, addr, judge, progress)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         let env = if with_env {
             Some(self.environment(&pods, &choice.container).await?)
@@ -598,17 +590,9 @@ impl Intercepts {
                             active.service_port
                         ));
                         let judge = Judge::new(Expect::Ended(active.id), active.endpoints);
-                        let say = |stage: String| progress.say(stage);
-                        await_effect(
-                            &session,
-                            &active.service_port,
-                            addr,
-                            judge,
-                            EFFECT_TIMEOUT,
-                            &say,
-                        )
-                        .await
-                        .map_err(|e| format!("the intercept {name} has ended, but {e}"))?;
+                        effect(&session, &active.service_port, addr, judge, progress)
+                            .await
+                            .map_err(|e| format!("the intercept {name} has ended, but {e}"))?;
                     }
                 }
                 // The manager forgets a lost session's intercepts by itself.
@@ -656,20 +640,11 @@ impl Intercepts {
                 };
                 let label = format!("{name}:{}", port.port);
                 progress.say(format!("checking that callers of {label} reach the app"));
-                let say = |stage: String| progress.say(stage);
-                await_effect(
-                    &session,
-                    &label,
-                    addr,
-                    Judge::new(
-                        Expect::App,
-                        self.endpoint_pods(namespace, &name).await.len(),
-                    ),
-                    EFFECT_TIMEOUT,
-                    &say,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
+                let endpoints = self.endpoint_pods(namespace, &name).await.len();
+                let judge = Judge::new(Expect::App, endpoints);
+                effect(&session, &label, addr, judge, progress)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
         }
         Ok(())
@@ -750,6 +725,18 @@ impl Intercepts {
             workloads: rows,
         })
     }
+}
+
+/// [`await_effect`] within [`EFFECT_TIMEOUT`], reporting to `progress`.
+async fn effect(
+    session: &Session,
+    service: &str,
+    addr: SocketAddr,
+    judge: Judge,
+    progress: &Progress,
+) -> Result<(), effect::NotInEffect> {
+    let say = |stage: String| progress.say(stage);
+    await_effect(session, service, addr, judge, EFFECT_TIMEOUT, &say).await
 }
 
 /// The ClusterIP and `port` of the Service `name` among `services`; `None` for a headless
