@@ -89,9 +89,13 @@ struct ManagerArgs {
     /// UDP port of the QUIC endpoint.
     #[arg(long, default_value_t = 7443)]
     quic_port: u16,
-    /// TCP port of the port-forward relay.
+    /// TCP port of the port-forward relay, on loopback only: `kubectl port-forward` reaches it,
+    /// the pod network does not.
     #[arg(long, default_value_t = 7444)]
     relay_port: u16,
+    /// TCP port the readiness probe connects to, once the tunnel serves.
+    #[arg(long, default_value_t = 7445)]
+    health_port: u16,
     /// The cluster DNS domain [default: from /etc/resolv.conf's search list, else cluster.local].
     #[arg(long, env = "TETHER_CLUSTER_DOMAIN")]
     cluster_domain: Option<String>,
@@ -144,6 +148,7 @@ async fn run_manager(args: ManagerArgs) -> Result<(), Box<dyn std::error::Error>
         namespace: args.namespace,
         quic_port: args.quic_port,
         relay_port: args.relay_port,
+        health_port: args.health_port,
         cluster_domain: args.cluster_domain,
         service_cidrs: args.service_cidr,
         resolv_conf: args.resolv_conf,

@@ -2,11 +2,10 @@
 //! [`ManagerState`] to whatever serves clients.
 //!
 //! The QUIC tunnel is not part of this module: [`run_manager`] takes the serving code as an
-//! argument. Until the tunnel is plugged in, [`serve_readiness`] stands in for it.
+//! argument, which starts [`serve_health`] once it serves.
 
 use std::error::Error;
 use std::future::Future;
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +32,10 @@ pub struct ManagerConfig {
     pub namespace: String,
     /// UDP port of the QUIC endpoint.
     pub quic_port: u16,
-    /// TCP port of the port-forward relay (and, until then, of the readiness stand-in).
+    /// TCP port of the port-forward relay, bound to loopback.
     pub relay_port: u16,
+    /// TCP port of the readiness probe.
+    pub health_port: u16,
     /// The cluster DNS domain if the operator set it; else discovered.
     pub cluster_domain: Option<String>,
     /// The service ranges if the operator set them; empty: discovered.
@@ -211,12 +212,9 @@ async fn api_server_addrs(client: &Client) -> Vec<std::net::SocketAddr> {
     addrs
 }
 
-/// Stand-in for the tunnel: listens on the relay port so the readiness probe passes once
-/// discovery is done, and closes every connection.
-pub async fn serve_readiness(state: ManagerState) -> std::io::Result<()> {
-    let port = state.config.relay_port;
-    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).await?;
-    info!(port, "Ready (readiness only: no tunnel yet)");
+/// The readiness probe's port: accepts and closes every connection. Listening at all is the
+/// answer, so it is started once the tunnel serves.
+pub async fn serve_health(listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((_stream, peer)) => debug!(%peer, "Readiness connection"),

@@ -1,6 +1,7 @@
 //! The manager's intercept registry: which intercepts exist, who holds them, and which agents
-//! follow them. Sans-IO: agents are reached through a channel each, so the registry is plain data
-//! behind one lock and is tested without a network.
+//! follow them. Sans-IO: agents are reached through a `watch` channel each (holding only the
+//! latest table, so a slow agent's queue never grows), and the registry is plain data behind one
+//! lock, tested without a network.
 //!
 //! The registry is the only place that decides whether an intercept may start. It keeps one
 //! [`Router`] per intercepted port, the same table the agents route with, so a conflict is found
@@ -15,10 +16,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tether_proto::{
-    AgentInfo, AgentIntercepts, CreateIntercept, InterceptInfo, InterceptState, Message,
-};
-use tokio::sync::mpsc;
+use tether_proto::{AgentInfo, AgentIntercepts, CreateIntercept, InterceptInfo, InterceptState};
+use tokio::sync::watch;
 
 use crate::sidecar::filter::{Filter, FilterSpec};
 use crate::sidecar::router::{Intercept, InterceptId, Router};
@@ -30,8 +29,12 @@ type PortKey = (String, String, u16);
 #[derive(Debug)]
 struct Agent {
     info: AgentInfo,
-    tx: mpsc::UnboundedSender<Message>,
+    tx: watch::Sender<AgentIntercepts>,
 }
+
+/// The most intercepts one session may hold at once: more than a developer uses, few enough
+/// that one session cannot grow every agent's routing table without bound.
+pub const MAX_INTERCEPTS_PER_SESSION: usize = 32;
 
 /// Every intercept and agent the manager knows.
 #[derive(Debug, Default)]
@@ -66,6 +69,17 @@ impl Registry {
     ) -> Result<InterceptInfo, String> {
         if req.name.is_empty() {
             return Err("the intercept needs a name".to_owned());
+        }
+        let held = self
+            .intercepts
+            .values()
+            .filter(|i| i.session_id == holder.session_id)
+            .count();
+        if held >= MAX_INTERCEPTS_PER_SESSION {
+            return Err(format!(
+                "this session already holds {held} intercepts, the most one session may; \
+                 leave one first"
+            ));
         }
         if self
             .intercepts
@@ -181,10 +195,10 @@ impl Registry {
         &mut self,
         conn_id: u64,
         info: AgentInfo,
-        tx: mpsc::UnboundedSender<Message>,
+        tx: watch::Sender<AgentIntercepts>,
     ) {
         let table = self.table(&info.namespace, &info.workload);
-        let _ = tx.send(table);
+        tx.send_replace(table);
         self.agents.insert(conn_id, Agent { info, tx });
     }
 
@@ -193,15 +207,15 @@ impl Registry {
         self.agents.remove(&conn_id);
     }
 
-    fn table(&self, namespace: &str, workload: &str) -> Message {
-        Message::AgentIntercepts(AgentIntercepts {
+    fn table(&self, namespace: &str, workload: &str) -> AgentIntercepts {
+        AgentIntercepts {
             intercepts: self
                 .intercepts
                 .values()
                 .filter(|i| i.namespace == namespace && i.workload == workload)
                 .cloned()
                 .collect(),
-        })
+        }
     }
 
     /// Sends a workload's agents its table.
@@ -209,8 +223,8 @@ impl Registry {
         let table = self.table(namespace, workload);
         for agent in self.agents.values() {
             if agent.info.namespace == namespace && agent.info.workload == workload {
-                // A closed channel is an agent on its way out; `agent_left` follows.
-                let _ = agent.tx.send(table.clone());
+                // The agent's writer sends the latest table; an unsent older one is replaced.
+                agent.tx.send_replace(table.clone());
             }
         }
     }

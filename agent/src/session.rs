@@ -44,6 +44,14 @@ pub use secret::{
     check_agent_request, AgentRequestError, AGENT_SECRET_NAME, CA_SECRET_NAME, SECRET_NAME,
 };
 
+/// DNS queries one session may have in flight; a query beyond it is dropped (the client's
+/// resolver retries), so a flood costs its own session answers and no one else's.
+pub const MAX_DNS_IN_FLIGHT: usize = 64;
+
+/// Agent credential requests (each a few API calls) one session may have in flight; more are
+/// refused with a reason.
+pub const MAX_CREDENTIALS_IN_FLIGHT: usize = 4;
+
 /// How often a live session's right to exist is asked again: a removed binding ends access
 /// within this (plus the answer cache), not only when the certificate expires.
 pub const RECHECK_INTERVAL: Duration = Duration::from_secs(60);
@@ -81,9 +89,9 @@ pub enum ServeError {
     /// The QUIC endpoint could not be bound.
     #[error("binding the QUIC endpoint")]
     Endpoint(#[from] tether_tunnel::EndpointError),
-    /// The relay port could not be bound.
-    #[error("binding the relay port {port}")]
-    Relay {
+    /// The relay or health port could not be bound.
+    #[error("binding TCP port {port}")]
+    Listen {
         port: u16,
         #[source]
         source: std::io::Error,
@@ -110,11 +118,21 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
     };
     let quic_addr = SocketAddr::from(([0, 0, 0, 0], state.config.quic_port));
     let endpoint = tether_tunnel::server(quic_addr, &identity)?;
+    // The relay listens on loopback only: port-forwards arrive there (the container runtime
+    // dials localhost in the pod's network namespace), so reaching it takes the
+    // `pods/portforward` right in the manager's namespace; the pod network cannot.
     let relay_port = state.config.relay_port;
-    let relay = tokio::net::TcpListener::bind(("0.0.0.0", relay_port))
+    let relay = tokio::net::TcpListener::bind(("127.0.0.1", relay_port))
         .await
-        .map_err(|source| ServeError::Relay {
+        .map_err(|source| ServeError::Listen {
             port: relay_port,
+            source,
+        })?;
+    let health_port = state.config.health_port;
+    let health = tokio::net::TcpListener::bind(("0.0.0.0", health_port))
+        .await
+        .map_err(|source| ServeError::Listen {
+            port: health_port,
             source,
         })?;
     // The relay hands packets to the QUIC socket over loopback.
@@ -135,7 +153,8 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
         identity.clone(),
         state.config.session_cert_lifetime,
     ));
-    info!(quic = %quic_addr, relay = relay_port, "Tunnel server ready");
+    tokio::spawn(crate::manager::serve_health(health));
+    info!(quic = %quic_addr, relay = relay_port, health = health_port, "Tunnel server ready");
 
     let shared = Arc::new(Shared {
         reviewer: ApiReviewer::new(state.client.clone()),
@@ -341,6 +360,8 @@ async fn session(
             }
         }
     };
+    let dns_in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_DNS_IN_FLIGHT));
+    let credential_in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_CREDENTIALS_IN_FLIGHT));
     let control = async {
         loop {
             let msg = framed::read_message(&mut ctl_recv).await?;
@@ -350,6 +371,13 @@ async fn session(
                     let _ = ctl_tx.send(Message::Pong(Pong { seq: p.seq })).await;
                 }
                 Some(Message::DnsQuery(q)) => {
+                    let Ok(permit) = dns_in_flight.clone().try_acquire_owned() else {
+                        debug!(
+                            id = q.id,
+                            "DNS query dropped: {MAX_DNS_IN_FLIGHT} in flight"
+                        );
+                        continue;
+                    };
                     let shared = shared.clone();
                     let ctl_tx = ctl_tx.clone();
                     let namespace = hello.namespace.clone();
@@ -362,6 +390,7 @@ async fn session(
                                     .send(Message::DnsAnswer(DnsAnswer { id: q.id, packet }))
                                     .await;
                             }
+                            drop(permit);
                         }
                         .instrument(tracing::debug_span!("dns", id = q.id)),
                     );
@@ -408,6 +437,19 @@ async fn session(
                     reply(&ctl_tx, l.req, result).await;
                 }
                 Some(Message::AgentCredentialRequest(r)) => {
+                    // Each request costs API calls: a few at a time per session.
+                    let Ok(permit) = credential_in_flight.clone().try_acquire_owned() else {
+                        let result = Err(tether_proto::Error {
+                            code: ErrorCode::Other,
+                            message: format!(
+                                "{MAX_CREDENTIALS_IN_FLIGHT} agent credential requests of this \
+                                 session are still being answered; ask again"
+                            ),
+                        });
+                        let reply = AgentCredentialReply { req: r.req, result };
+                        let _ = ctl_tx.send(Message::AgentCredentialReply(reply)).await;
+                        continue;
+                    };
                     let (shared, ctl_tx, subject) =
                         (shared.clone(), ctl_tx.clone(), subject.clone());
                     tokio::spawn(async move {
@@ -419,6 +461,7 @@ async fn session(
                                     code: ErrorCode::NotPermitted,
                                     message,
                                 });
+                        drop(permit);
                         let reply = AgentCredentialReply { req, result };
                         let _ = ctl_tx.send(Message::AgentCredentialReply(reply)).await;
                     });

@@ -224,6 +224,12 @@ impl Session {
         self.conn.close(0u32.into(), b"quit");
     }
 
+    /// The QUIC connection itself, for tools that speak the protocol below this API (the
+    /// trust tests' hostile client).
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
     pub fn remote(&self) -> SocketAddr {
         self.conn.remote_address()
     }

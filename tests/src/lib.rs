@@ -123,6 +123,34 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
     }
 }
 
+/// Sends requests from the client pod: `tether-testapp get URL ARGS`. Returns one
+/// `STATUS first-body-line` per request.
+pub fn from_cluster(url: &str, args: &[&str]) -> Run {
+    let mut full = vec![
+        "exec",
+        "deploy/client",
+        "-c",
+        "app",
+        "--",
+        "tether-testapp",
+        "get",
+        url,
+    ];
+    full.extend_from_slice(args);
+    kubectl(&full)
+}
+
+/// Who answered each request, e.g. `["laptop-ann", "orders-7c…"]`.
+pub fn answered_by(out: &str) -> Vec<String> {
+    out.lines()
+        .map(|l| {
+            l.split_once("hello from ")
+                .map(|(_, who)| who.trim().to_owned())
+                .unwrap_or_else(|| format!("<{l}>"))
+        })
+        .collect()
+}
+
 /// Pods of the sample app that are running and not being deleted: (name, pod IP).
 pub fn hello_pods() -> Vec<(String, String)> {
     running_pods("app=hello")

@@ -16,8 +16,8 @@ use std::{
 
 use serde_json::Value;
 use tether_e2e::{
-    cluster_ip, delete_manager_pod, eventually, in_ns, kubectl, repo, run, running_pods, tether,
-    user_kubeconfig, Bindings, Connected, Run, WS, WS2,
+    answered_by, cluster_ip, delete_manager_pod, eventually, from_cluster, in_ns, kubectl, repo,
+    run, running_pods, tether, user_kubeconfig, Bindings, Connected, Run, WS, WS2,
 };
 
 /// The test app on a workstation: the developer's process.
@@ -49,34 +49,6 @@ impl Drop for Laptop {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Sends requests from the client pod: `tether-testapp get URL ARGS`. Returns one
-/// `STATUS first-body-line` per request.
-fn from_cluster(url: &str, args: &[&str]) -> Run {
-    let mut full = vec![
-        "exec",
-        "deploy/client",
-        "-c",
-        "app",
-        "--",
-        "tether-testapp",
-        "get",
-        url,
-    ];
-    full.extend_from_slice(args);
-    kubectl(&full)
-}
-
-/// Who answered each request, e.g. `["laptop-ann", "orders-7c…"]`.
-fn answered_by(out: &str) -> Vec<String> {
-    out.lines()
-        .map(|l| {
-            l.split_once("hello from ")
-                .map(|(_, who)| who.trim().to_owned())
-                .unwrap_or_else(|| format!("<{l}>"))
-        })
-        .collect()
 }
 
 /// One request (with `args`, e.g. a header) from the client pod, right after the command that

@@ -16,8 +16,8 @@ use std::{
 
 use serde_json::Value;
 use tether_e2e::{
-    cluster_ip, eventually, kubectl, run, running_pods, tether, user_kubeconfig, Bindings,
-    Connected, Run, WS, WS2,
+    answered_by, cluster_ip, curl, eventually, from_cluster, in_ns, kubectl, run, running_pods,
+    tether, user_kubeconfig, Bindings, Connected, Run, WS, WS2,
 };
 
 /// A user's kubeconfig; its directory is removed on drop.
@@ -128,6 +128,109 @@ impl Drop for Holding {
     }
 }
 
+/// An HTTP server on a workstation that answers every request and logs it (python3's
+/// `http.server`, its access log in a file); killed on drop.
+struct LoggingServer {
+    child: Child,
+    log: PathBuf,
+}
+
+impl LoggingServer {
+    fn start(ns: &str, port: u16) -> LoggingServer {
+        let log = std::env::temp_dir().join(format!("tether-e2e-{ns}-{port}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = in_ns(ns, "/usr/bin/python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starting python3 -m http.server");
+        let server = LoggingServer { child, log };
+        let url = format!("http://127.0.0.1:{port}/");
+        eventually(Duration::from_secs(10), "http.server listens", || {
+            curl(Some(ns), &[&url]).ok.then_some(())
+        });
+        // That request is not one a test asks about.
+        std::fs::write(&server.log, "").expect("truncate the log");
+        server
+    }
+
+    /// The access log's request lines so far.
+    fn requests(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("\"GET ") || l.contains("\"POST "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for LoggingServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Requests from the cluster's client pod to `url`, in batches, until stopped: who answered
+/// each.
+struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    batches: mpsc::Receiver<Vec<String>>,
+    answered: Vec<String>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(url: &str) -> Traffic {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, batches) = mpsc::channel();
+        let (url, flag) = (url.to_owned(), stop.clone());
+        let worker = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = from_cluster(&url, &["--repeat", "20"]);
+                if tx.send(answered_by(&out.stdout)).is_err() {
+                    return;
+                }
+            }
+        });
+        Traffic {
+            stop,
+            batches,
+            answered: Vec::new(),
+            worker: Some(worker),
+        }
+    }
+
+    /// Waits for the next whole batch of answers (so traffic flowed since the last call).
+    fn wait_for_answers(&mut self) {
+        let batch = self
+            .batches
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a batch of requests from the cluster");
+        assert!(!batch.is_empty(), "no answers from the cluster");
+        self.answered.extend(batch);
+    }
+
+    /// Stops and returns who answered every request.
+    fn stop(mut self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+        self.answered.extend(self.batches.try_iter().flatten());
+        self.answered
+    }
+}
+
 /// Asserts that an answer is the manager's RBAC refusal for `user` and `what`.
 #[track_caller]
 fn assert_refused(answer: &Value, user: &str, what: &str) {
@@ -169,10 +272,26 @@ fn a_connect_only_user_may_not_intercept() {
     let mut bindings = Bindings::default();
     bindings.client(alice.name);
     let _alice = Connected::new(WS2, &["--kubeconfig", alice.kc()]);
+    // Her laptop app logs every request it gets; the cluster's callers keep calling orders.
+    let laptop = LoggingServer::start(WS2, 18096);
+    let mut traffic = Traffic::start(&format!("http://{}/", cluster_ip("orders")));
+    traffic.wait_for_answers();
     let refused = tether(WS2, &["intercept", "orders", "--port", "18096:http"]);
     assert!(
         !refused.ok && refused.stderr.contains("RBAC"),
         "{refused:?}"
+    );
+    // Every request during and after the attempt went to the app, none to her laptop.
+    traffic.wait_for_answers();
+    let answered = traffic.stop();
+    assert!(
+        !answered.is_empty() && answered.iter().all(|w| w.starts_with("orders-")),
+        "{answered:?}"
+    );
+    assert_eq!(
+        laptop.requests(),
+        "",
+        "requests reached the refused user's laptop"
     );
 
     let answers = hostile(
@@ -489,4 +608,85 @@ fn the_manager_refuses_dials_outside_the_workloads() {
     }
     // A workload's own port is dialed as before.
     assert_eq!(answers[5]["ok"], true, "{:?}", answers[5]);
+}
+
+/// The manager pod's name and its container's restart count.
+fn manager_pod() -> (String, String) {
+    let out = kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        "tether",
+        "-l",
+        "app.kubernetes.io/name=tether-manager",
+        "-o",
+        "jsonpath={.items[0].metadata.name} {.items[0].status.containerStatuses[0].restartCount}",
+    ])
+    .expect_ok("the manager pod");
+    let (name, restarts) = out.trim().split_once(' ').expect("name and restarts");
+    (name.to_owned(), restarts.to_owned())
+}
+
+/// A session that floods the manager costs only itself: thousands of flow streams that never
+/// send their `Open` (each announcing a 1 MiB frame) are reset, a burst of DNS queries is
+/// answered or dropped within the session's share, another user's session keeps working
+/// meanwhile, the flooder's own session still dials afterwards, and the manager neither
+/// restarts nor is replaced.
+#[test]
+fn floods_cost_the_offender_only() {
+    let erin = User::new("dev-erin-trust");
+    let mut bindings = Bindings::default();
+    bindings.client(erin.name);
+    let before = manager_pod();
+    let _admin = Connected::new(WS, &[]);
+    let hello_url = format!("http://{}/", cluster_ip("hello"));
+    curl(Some(WS), &[&hello_url]).expect_ok("the admin reaches hello");
+
+    let hello_app = format!("{}:8080", running_pods("app=hello")[0].1);
+    let flood = hostile_cmd(
+        &erin.kubeconfig,
+        "erin",
+        &["streams", "5000", "dns", "2000", "dial", &hello_app],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start the hostile client");
+    // While the streams wait for their reset (at least the manager's Open timeout), the
+    // admin's requests are answered.
+    for _ in 0..5 {
+        curl(Some(WS), &[&hello_url]).expect_ok("the admin reaches hello during the flood");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = flood.wait_with_output().expect("the hostile client ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert_eq!(
+        (&answers[0]["sent"], &answers[0]["reset"]),
+        (&Value::from(5000), &Value::from(5000)),
+        "every stream without Open is reset: {}",
+        answers[0]
+    );
+    assert_eq!(answers[1]["sent"], 2000, "{}", answers[1]);
+    assert_eq!(
+        answers[2]["ok"], true,
+        "her own session still dials: {}",
+        answers[2]
+    );
+
+    curl(Some(WS), &[&hello_url]).expect_ok("the admin reaches hello after the flood");
+    assert_eq!(
+        manager_pod(),
+        before,
+        "the manager restarted or was replaced"
+    );
 }

@@ -9,6 +9,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -19,6 +20,28 @@ use tracing::{debug, info_span, warn, Instrument};
 
 mod frame;
 mod pump;
+
+/// Limits of the manager's end of the relay. The relay port carries QUIC, which authenticates
+/// only once packets flow, so whoever reaches the port can open relays: these bound what that
+/// costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// Relays served at once; a connection beyond it is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// How long a relay may carry no frame from its stream. A live tunnel sends a keep-alive
+    /// every second, so a relay this quiet is dead or was never a tunnel. Until its first
+    /// frame a connection holds no buffers and no UDP socket.
+    pub idle: Duration,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            max_connections: 256,
+            idle: Duration::from_secs(15),
+        }
+    }
+}
 
 /// Why a relay ended other than by its stream closing cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +75,7 @@ impl StreamCarrier {
         let udp = UdpSocket::from_std(crate::udp_socket((Ipv4Addr::LOCALHOST, 0).into())?)?;
         let addr = udp.local_addr()?;
         let task = tokio::spawn(
-            relay(io, udp, None).instrument(info_span!("stream_carrier", udp = %addr)),
+            relay(io, udp, None, None).instrument(info_span!("stream_carrier", udp = %addr)),
         );
         Ok((addr, task))
     }
@@ -63,8 +86,13 @@ impl StreamCarrier {
 /// sees each carrier as its own peer).
 ///
 /// Runs until dropped; dropping it closes every relay it started. A broken or malformed
-/// connection ends only that connection's relay.
+/// connection ends only that connection's relay. [`RelayLimits::default`] applies.
 pub async fn serve_relay(listener: TcpListener, quic_addr: SocketAddr) {
+    serve_relay_with(listener, quic_addr, RelayLimits::default()).await
+}
+
+/// [`serve_relay`] with the given limits.
+pub async fn serve_relay_with(listener: TcpListener, quic_addr: SocketAddr, limits: RelayLimits) {
     let quic_addr = local_target(quic_addr);
     let mut relays = JoinSet::new();
     loop {
@@ -82,11 +110,25 @@ pub async fn serve_relay(listener: TcpListener, quic_addr: SocketAddr) {
             // Reap finished relays so the set does not grow with every connection.
             Some(_) = relays.join_next() => continue,
         };
-        relays.spawn(relay_connection(stream, quic_addr).instrument(info_span!("relay", %client)));
+        while relays.try_join_next().is_some() {}
+        if relays.len() >= limits.max_connections {
+            warn!(%client, limit = limits.max_connections, "Relay refused: too many relays");
+            drop(stream);
+            continue;
+        }
+        relays.spawn(
+            relay_connection(stream, quic_addr, limits.idle)
+                .instrument(info_span!("relay", %client)),
+        );
     }
 }
 
-async fn relay_connection(stream: TcpStream, quic_addr: SocketAddr) {
+async fn relay_connection(stream: TcpStream, quic_addr: SocketAddr, idle: Duration) {
+    // Nothing is allocated for a connection that never sends.
+    if tokio::time::timeout(idle, stream.readable()).await.is_err() {
+        debug!("Relay closed: nothing received");
+        return;
+    }
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "Could not disable Nagle");
     }
@@ -108,7 +150,7 @@ async fn relay_connection(stream: TcpStream, quic_addr: SocketAddr) {
         }
     };
     debug!("Relay opened");
-    match relay(stream, udp, Some(quic_addr)).await {
+    match relay(stream, udp, Some(quic_addr), Some(idle)).await {
         Ok(()) => debug!("Relay closed"),
         Err(e) => debug!(error = %e, "Relay failed"),
     }
@@ -128,7 +170,13 @@ fn local_target(addr: SocketAddr) -> SocketAddr {
 }
 
 /// Runs both pumps between `io` and `udp` until either ends; `peer` is the UDP peer if known.
-async fn relay<S>(io: S, udp: UdpSocket, peer: Option<SocketAddr>) -> Result<(), CarrierError>
+/// With `idle`, the relay also ends once no frame has come from `io` for that long.
+async fn relay<S>(
+    io: S,
+    udp: UdpSocket,
+    peer: Option<SocketAddr>,
+    idle: Option<Duration>,
+) -> Result<(), CarrierError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -138,13 +186,18 @@ where
     // Two tasks rather than one select!, so both directions can run on different cores.
     // Dropping the set (on return, or when this task is aborted) aborts whichever is left.
     let mut pumps = JoinSet::new();
+    let frames = std::sync::Arc::new(AtomicU64::new(0));
+    if let Some(idle) = idle {
+        let frames = frames.clone();
+        pumps.spawn(async move { watchdog(&frames, idle).await });
+    }
     let up_udp = udp.clone();
     pumps.spawn(
         async move { pump::udp_to_stream(&up_udp, &peer_tx, writer).await }
             .instrument(tracing::Span::current()),
     );
     pumps.spawn(
-        async move { pump::stream_to_udp(reader, &udp, peer_rx).await }
+        async move { pump::stream_to_udp(reader, &udp, peer_rx, &frames).await }
             .instrument(tracing::Span::current()),
     );
     match pumps.join_next().await {
@@ -152,5 +205,20 @@ where
         Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         // Cancelled: only by this function's JoinSet, which is not dropped yet.
         Some(Err(_)) | None => Ok(()),
+    }
+}
+
+/// Ends (with [`io::ErrorKind::TimedOut`]) once `frames` has not moved for `idle`. One counter
+/// bump per batch on the hot path instead of a timer per frame.
+async fn watchdog(frames: &AtomicU64, idle: Duration) -> Result<(), CarrierError> {
+    let mut seen = frames.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(idle).await;
+        let now = frames.load(Ordering::Relaxed);
+        if now == seen {
+            debug!(?idle, "Relay idle");
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "relay idle").into());
+        }
+        seen = now;
     }
 }

@@ -24,6 +24,9 @@ pub enum FrameIoError {
     Truncated,
 }
 
+/// The most a frame read allocates ahead of the bytes received.
+const READ_STEP: usize = 16 * 1024;
+
 /// Reads one frame. `Ok(None)` at a clean end of stream before any byte of a frame.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Decoded>, FrameIoError> {
     let mut header = [0u8; HEADER_LEN];
@@ -46,16 +49,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Decode
     } else {
         0
     };
-    let mut buf = BytesMut::with_capacity(HEADER_LEN + payload_len);
+    // The payload is read as it arrives, in steps of at most READ_STEP: a header claiming a
+    // megabyte costs only what the peer really sends (which QUIC's flow control bounds).
+    let mut buf = BytesMut::with_capacity(HEADER_LEN + payload_len.min(READ_STEP));
     buf.extend_from_slice(&header);
-    if payload_len > 0 {
-        buf.resize(HEADER_LEN + payload_len, 0);
-        r.read_exact(&mut buf[HEADER_LEN..])
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => FrameIoError::Truncated,
-                _ => FrameIoError::Io(e),
-            })?;
+    let mut rest = r.take(payload_len as u64);
+    while buf.len() < HEADER_LEN + payload_len {
+        buf.reserve((HEADER_LEN + payload_len - buf.len()).min(READ_STEP));
+        if rest.read_buf(&mut buf).await? == 0 {
+            return Err(FrameIoError::Truncated);
+        }
     }
     match tether_proto::decode(&mut buf) {
         Some(Ok(d)) => Ok(Some(d)),
@@ -109,6 +112,21 @@ mod tests {
         let mut r = &bytes[..];
         assert_eq!(read_message(&mut r).await.unwrap(), Some(open));
         assert_eq!(r, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test]
+    async fn reads_a_frame_longer_than_one_read_step() {
+        let packet = Message::UdpPacket(tether_proto::UdpPacket {
+            flow: 7,
+            payload: (0..3 * READ_STEP + 5).map(|i| i as u8).collect(),
+        });
+        let mut bytes = BytesMut::new();
+        tether_proto::encode(&packet, &mut bytes).unwrap();
+        // Delivered at most 1000 bytes at a time, as a slow peer would.
+        let (mut w, mut r) = tokio::io::duplex(1000);
+        let writer = tokio::spawn(async move { w.write_all(&bytes).await });
+        assert_eq!(read_message(&mut r).await.unwrap(), Some(packet));
+        writer.await.unwrap().unwrap();
     }
 
     #[tokio::test]

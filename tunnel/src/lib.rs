@@ -28,7 +28,7 @@ mod endpoint;
 pub mod framed;
 mod identity;
 
-pub use carrier::{serve_relay, CarrierError, StreamCarrier};
+pub use carrier::{serve_relay, serve_relay_with, CarrierError, RelayLimits, StreamCarrier};
 pub use endpoint::{
     client_config, client_endpoint, peer_identity, server, server_config, transport_config,
     Congestion, EndpointError, ALPN,

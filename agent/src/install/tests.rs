@@ -75,10 +75,10 @@ fn manifests_parse_in_apply_order_with_the_image_filled_in() {
         container["ports"],
         json!([
             {"name": "quic", "containerPort": 7443, "protocol": "UDP"},
-            {"name": "relay", "containerPort": 7444, "protocol": "TCP"},
+            {"name": "health", "containerPort": 7445, "protocol": "TCP"},
         ])
     );
-    assert_eq!(container["readinessProbe"]["tcpSocket"]["port"], "relay");
+    assert_eq!(container["readinessProbe"]["tcpSocket"]["port"], "health");
     assert_eq!(deployment["spec"]["replicas"], 1);
     assert_eq!(
         deployment["spec"]["template"]["spec"]["serviceAccountName"],
@@ -93,13 +93,8 @@ fn manifests_parse_in_apply_order_with_the_image_filled_in() {
         .iter()
         .map(|p| (p["name"].clone(), p["port"].clone(), p["protocol"].clone()))
         .collect();
-    assert_eq!(
-        ports,
-        [
-            (json!("quic"), json!(7443), json!("UDP")),
-            (json!("relay"), json!(7444), json!("TCP"))
-        ]
-    );
+    // The relay is reached by port-forward only, never through the Service.
+    assert_eq!(ports, [(json!("quic"), json!(7443), json!("UDP"))]);
 }
 
 /// Whether `role`'s rules allow `verb` on `resource` (`group/resource`, core group without a
@@ -167,6 +162,9 @@ fn the_manager_reads_cluster_wide_and_signs_only_its_own_signer() {
             ])
         {
             (Value::Null, json!(["update"]))
+        } else if resources == json!(["replicasets"]) {
+            // An agent's pod's owner, read one at a time.
+            (Value::Null, json!(["get"]))
         } else if resources == json!(["signers"]) {
             (json!(["tether.dev/session"]), json!(["approve", "sign"]))
         } else {

@@ -1,7 +1,7 @@
-use tether_proto::{AgentInfo, CreateIntercept, InterceptFilter, Message};
-use tokio::sync::mpsc;
+use tether_proto::{AgentInfo, AgentIntercepts, CreateIntercept, InterceptFilter};
+use tokio::sync::watch;
 
-use super::{Holder, Registry};
+use super::{Holder, Registry, MAX_INTERCEPTS_PER_SESSION};
 
 const ANN: Holder<'static> = Holder {
     session_id: "s-ann",
@@ -37,21 +37,27 @@ fn agent(pod: &str) -> AgentInfo {
 }
 
 /// The ids in the last table an agent was sent.
-fn last_table(rx: &mut mpsc::UnboundedReceiver<Message>) -> Vec<u64> {
-    let mut last = None;
-    while let Ok(msg) = rx.try_recv() {
-        last = Some(msg);
-    }
-    match last {
-        Some(Message::AgentIntercepts(t)) => t.intercepts.iter().map(|i| i.id).collect(),
-        other => panic!("expected a table, got {other:?}"),
-    }
+fn last_table(rx: &mut watch::Receiver<AgentIntercepts>) -> Vec<u64> {
+    rx.borrow_and_update()
+        .intercepts
+        .iter()
+        .map(|i| i.id)
+        .collect()
+}
+
+fn channel() -> (
+    watch::Sender<AgentIntercepts>,
+    watch::Receiver<AgentIntercepts>,
+) {
+    watch::channel(AgentIntercepts {
+        intercepts: Vec::new(),
+    })
 }
 
 #[test]
 fn two_personal_intercepts_coexist_and_agents_follow() {
     let mut reg = Registry::new();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = channel();
     reg.agent_joined(1, agent("orders-1"), tx);
     assert!(last_table(&mut rx).is_empty());
 
@@ -65,7 +71,7 @@ fn two_personal_intercepts_coexist_and_agents_follow() {
     assert_eq!(last_table(&mut rx), [a.id, b.id]);
 
     // An agent of a new pod gets the table on arrival.
-    let (tx2, mut rx2) = mpsc::unbounded_channel();
+    let (tx2, mut rx2) = channel();
     reg.agent_joined(2, agent("orders-2"), tx2);
     assert_eq!(last_table(&mut rx2), [a.id, b.id]);
 
@@ -108,7 +114,7 @@ fn bad_filter_and_duplicate_name_are_refused() {
 #[test]
 fn ending_a_session_frees_its_ports() {
     let mut reg = Registry::new();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = channel();
     reg.agent_joined(1, agent("orders-1"), tx);
     reg.create(ANN, &create("all", &[])).unwrap();
     let gone = reg.end_session("s-ann");
@@ -122,11 +128,29 @@ fn ending_a_session_frees_its_ports() {
 #[test]
 fn list_shows_agents_of_the_namespace() {
     let mut reg = Registry::new();
-    let (tx, _rx) = mpsc::unbounded_channel();
+    let (tx, _rx) = channel();
     reg.agent_joined(1, agent("orders-1"), tx.clone());
     reg.agent_joined(2, agent("orders-0"), tx);
     let pods: Vec<_> = reg.list("shop").agents.into_iter().map(|a| a.pod).collect();
     assert_eq!(pods, ["orders-0", "orders-1"]);
     reg.agent_left(1);
     assert_eq!(reg.list("shop").agents.len(), 1);
+}
+
+#[test]
+fn a_session_holds_a_bounded_number_of_intercepts() {
+    let mut reg = Registry::new();
+    for n in 0..MAX_INTERCEPTS_PER_SESSION {
+        let name = format!("i{n}");
+        let header = format!("x-n={n}");
+        reg.create(ANN, &create(&name, &[header.as_str()])).unwrap();
+    }
+    let err = reg
+        .create(ANN, &create("one-more", &["x-n=more"]))
+        .unwrap_err();
+    assert!(err.contains("leave one first"), "{err}");
+    // Only that session is limited.
+    reg.create(BOB, &create("bob", &["x-n=bob"])).unwrap();
+    reg.remove("s-ann", "i0").unwrap();
+    reg.create(ANN, &create("one-more", &["x-n=more"])).unwrap();
 }

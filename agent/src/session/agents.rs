@@ -14,14 +14,20 @@ use std::sync::Arc;
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use tether_proto::{
-    AgentHello, AgentInfo, Dial, DialResult, ErrorCode, Message, OpenError, Pong, Welcome,
-    AGENT_TOKEN_AUDIENCE, PROTOCOL_VERSION,
+    AgentHello, AgentInfo, AgentIntercepts, Dial, DialResult, ErrorCode, Message, OpenError, Pong,
+    Welcome, AGENT_TOKEN_AUDIENCE, PROTOCOL_VERSION,
 };
 use tether_tunnel::{framed, quinn};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, debug_span, info, Instrument};
 
 use super::{SessionError, Shared};
+
+/// Pongs queued for an agent before further pings go unanswered.
+const PONG_QUEUE: usize = 8;
+
+/// How long an agent's new stream may take to send its `Dial`.
+const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves one agent until its connection ends.
 pub(super) async fn session(
@@ -64,6 +70,19 @@ pub(super) async fn session(
         .await;
         return Err(SessionError::NotThePod(why));
     }
+    // And the pod belongs to the workload the agent says it serves: intercepts of another
+    // workload (and their holders' laptops) are none of its business.
+    if let Err(why) = check_owner(&shared.state.client, &hello.namespace, &agent).await {
+        refuse(
+            &mut ctl_send,
+            format!(
+                "the agent's pod {}/{} is not part of {}: {why}",
+                hello.namespace, agent.pod, agent.workload
+            ),
+        )
+        .await;
+        return Err(SessionError::NotThePod(why));
+    }
     let welcome = Welcome {
         version: PROTOCOL_VERSION,
         session_id: format!("agent-{agent_id}"),
@@ -79,11 +98,24 @@ pub(super) async fn session(
     };
     info!(namespace = %info.namespace, workload = %info.workload, pod = %info.pod, ports = ?info.ports, "Agent connected");
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    // Both queues to the agent are bounded: the table is only ever the latest one, and pongs
+    // beyond a few unsent ones are dropped (an agent that pings faster than it reads loses
+    // pongs, nobody else anything).
+    let (table_tx, mut table_rx) = watch::channel(AgentIntercepts {
+        intercepts: Vec::new(),
+    });
+    let (pong_tx, mut pong_rx) = mpsc::channel::<Pong>(PONG_QUEUE);
     let workload = (info.namespace.clone(), info.workload.clone());
-    shared.registry().agent_joined(agent_id, info, tx.clone());
+    shared.registry().agent_joined(agent_id, info, table_tx);
     let writer = async move {
-        while let Some(msg) = rx.recv().await {
+        loop {
+            let msg = tokio::select! {
+                changed = table_rx.changed() => match changed {
+                    Ok(()) => Message::AgentIntercepts(table_rx.borrow_and_update().clone()),
+                    Err(_) => break,
+                },
+                Some(pong) = pong_rx.recv() => Message::Pong(pong),
+            };
             if framed::write_message(&mut ctl_send, &msg).await.is_err() {
                 break;
             }
@@ -94,7 +126,7 @@ pub(super) async fn session(
             match framed::read_message(&mut ctl_recv).await? {
                 None | Some(Message::Bye(_)) => return Err::<(), _>(SessionError::Bye),
                 Some(Message::Ping(p)) => {
-                    let _ = tx.send(Message::Pong(Pong { seq: p.seq }));
+                    let _ = pong_tx.try_send(Pong { seq: p.seq });
                 }
                 Some(other) => debug!(kind = other.kind(), "Ignored an agent message"),
             }
@@ -141,9 +173,14 @@ async fn relay_dial(
     mut agent_send: quinn::SendStream,
     mut agent_recv: quinn::RecvStream,
 ) -> Result<(), DialError> {
-    let dial: Dial = match framed::read_message(&mut agent_recv).await? {
-        Some(Message::Dial(d)) => d,
-        _ => return Err(DialError::NoDial),
+    let first = tokio::time::timeout(DIAL_TIMEOUT, framed::read_message(&mut agent_recv)).await;
+    let dial: Dial = match first {
+        Ok(Ok(Some(Message::Dial(d)))) => d,
+        Ok(Err(error)) => return Err(error.into()),
+        Ok(Ok(_)) | Err(_) => {
+            let _ = agent_send.reset(1u32.into());
+            return Err(DialError::NoDial);
+        }
     };
     let client = {
         let session = shared
@@ -263,6 +300,70 @@ async fn review_token(client: &kube::Client, token: &str) -> Result<TokenReviewS
         .ok_or_else(|| "the token review came back without a status".to_owned())
 }
 
+/// Whether `agent.pod` is a pod of `agent.workload` (`Kind/name`), by its controller owner (and,
+/// for a Deployment, its ReplicaSet's).
+async fn check_owner(
+    client: &kube::Client,
+    namespace: &str,
+    agent: &AgentHello,
+) -> Result<(), String> {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), namespace);
+    let pod = pods
+        .get(&agent.pod)
+        .await
+        .map_err(|e| format!("reading the pod: {e}"))?;
+    let pod_owner = controller(&pod.metadata);
+    let replica_set_owner = match (&pod_owner, agent.workload.split_once('/')) {
+        (Some(("ReplicaSet", rs)), Some(("Deployment", _))) => {
+            let sets: kube::Api<ReplicaSet> = kube::Api::namespaced(client.clone(), namespace);
+            let set = sets
+                .get(rs)
+                .await
+                .map_err(|e| format!("reading its ReplicaSet {rs}: {e}"))?;
+            controller(&set.metadata).map(|(k, n)| (k.to_owned(), n.to_owned()))
+        }
+        _ => None,
+    };
+    let replica_set_owner = replica_set_owner
+        .as_ref()
+        .map(|(k, n)| (k.as_str(), n.as_str()));
+    owned_by(&agent.workload, pod_owner, replica_set_owner)
+}
+
+/// The kind and name of the controller among an object's owners.
+fn controller(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<(&str, &str)> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| (o.kind.as_str(), o.name.as_str()))
+}
+
+/// Whether a pod controlled by `pod_owner` (whose own controller, if it is a ReplicaSet, is
+/// `replica_set_owner`) belongs to `workload`, `Kind/name`.
+fn owned_by(
+    workload: &str,
+    pod_owner: Option<(&str, &str)>,
+    replica_set_owner: Option<(&str, &str)>,
+) -> Result<(), String> {
+    let Some((kind, name)) = workload.split_once('/') else {
+        return Err(format!("{workload:?} is not Kind/name"));
+    };
+    let found = match (kind, pod_owner) {
+        ("Deployment", Some(("ReplicaSet", _))) => replica_set_owner,
+        (_, owner) => owner,
+    };
+    match found {
+        Some(owner) if owner == (kind, name) => Ok(()),
+        Some((k, n)) => Err(format!("it belongs to {k}/{n}")),
+        None => Err("it has no controller".to_owned()),
+    }
+}
+
 /// The key of a reviewed user's extra that names the pod a service-account token is bound to.
 const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
 
@@ -275,12 +376,13 @@ fn check_pod_token(status: &TokenReviewStatus, namespace: &str, pod: &str) -> Re
             _ => "its token was not accepted".to_owned(),
         });
     }
-    if let Some(audiences) = &status.audiences {
-        if !audiences.iter().any(|a| a == AGENT_TOKEN_AUDIENCE) {
-            return Err(format!(
-                "its token is not for audience {AGENT_TOKEN_AUDIENCE}"
-            ));
-        }
+    // The review asked for our audience; an answer that names none (an API server or webhook
+    // authenticator that ignored the question) proves nothing about it.
+    let audiences = status.audiences.as_deref().unwrap_or_default();
+    if !audiences.iter().any(|a| a == AGENT_TOKEN_AUDIENCE) {
+        return Err(format!(
+            "its token is not for audience {AGENT_TOKEN_AUDIENCE}"
+        ));
     }
     let user = status.user.as_ref().ok_or("the review names no user")?;
     let username = user.username.as_deref().unwrap_or_default();
@@ -330,6 +432,28 @@ mod tests {
     const SA: &str = "system:serviceaccount:shop:default";
 
     #[test]
+    fn an_agent_serves_only_its_own_pods_workload() {
+        let rs = Some(("ReplicaSet", "orders-7c9"));
+        let deploy = Some(("Deployment", "orders"));
+        assert_eq!(owned_by("Deployment/orders", rs, deploy), Ok(()));
+        assert_eq!(
+            owned_by("StatefulSet/db", Some(("StatefulSet", "db")), None),
+            Ok(())
+        );
+        assert_eq!(owned_by("ReplicaSet/orders-7c9", rs, None), Ok(()));
+        let refused = |w, p, r| owned_by(w, p, r).unwrap_err();
+        assert!(
+            refused("Deployment/payments", rs, deploy).contains("Deployment/orders"),
+            "another Deployment's pod"
+        );
+        assert!(refused("StatefulSet/orders", rs, None).contains("ReplicaSet/orders-7c9"));
+        assert!(refused("Deployment/orders", None, None).contains("no controller"));
+        // A bare ReplicaSet (no Deployment above it) is not a Deployment's.
+        assert!(refused("Deployment/orders", rs, None).contains("no controller"));
+        assert!(refused("orders", rs, deploy).contains("Kind/name"));
+    }
+
+    #[test]
     fn a_token_bound_to_the_pod_in_the_namespace_passes() {
         assert_eq!(
             check_pod_token(
@@ -352,6 +476,9 @@ mod tests {
         assert!(refused(status(other, Some("orders-1"), &["tether"])).contains(other));
         assert!(refused(status("alice", Some("orders-1"), &["tether"])).contains("alice"));
         assert!(refused(status(SA, Some("orders-1"), &["kubernetes"])).contains("audience"));
+        let mut no_audiences = status(SA, Some("orders-1"), &["tether"]);
+        no_audiences.audiences = None;
+        assert!(refused(no_audiences).contains("audience"));
         let mut rejected = status(SA, Some("orders-1"), &["tether"]);
         rejected.authenticated = Some(false);
         rejected.error = Some("token has expired".into());

@@ -24,6 +24,10 @@ use tracing::{debug, debug_span, info, Instrument};
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a UDP flow lives without traffic.
 pub const UDP_IDLE: Duration = Duration::from_secs(60);
+/// How long a new flow stream may take to send its `Open`. The client sends it with the
+/// stream's first bytes, so only a stuck or hostile client waits this long; its stream is then
+/// reset and its slot (of the connection's concurrent streams) freed.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The UDP flows of one session, by flow id.
 #[derive(Debug, Clone)]
@@ -86,16 +90,24 @@ impl Flows {
     }
 
     async fn flow(self, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-        let open = match framed::read_message(&mut recv).await {
-            Ok(Some(Message::Open(open))) => open,
-            Ok(other) => {
+        let open = match tokio::time::timeout(OPEN_TIMEOUT, framed::read_message(&mut recv)).await {
+            Ok(Ok(Some(Message::Open(open)))) => open,
+            Ok(Ok(other)) => {
                 debug!(?other, "A flow stream did not start with Open");
                 let _ = send.reset(1u32.into());
+                let _ = recv.stop(1u32.into());
                 return;
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 debug!(%error, "Bad flow stream");
                 let _ = send.reset(1u32.into());
+                let _ = recv.stop(1u32.into());
+                return;
+            }
+            Err(_) => {
+                debug!("A flow stream sent no Open within {OPEN_TIMEOUT:?}");
+                let _ = send.reset(1u32.into());
+                let _ = recv.stop(1u32.into());
                 return;
             }
         };

@@ -175,26 +175,11 @@ async fn sign(
                 crate::authz::error_chain(&error)
             );
             info!(request = %name, %user, %message, "Session request failed");
-            let status = csr.status.get_or_insert_with(Default::default);
-            status.conditions.get_or_insert_with(Vec::new).push(
-                CertificateSigningRequestCondition {
-                    type_: "Failed".to_owned(),
-                    status: "True".to_owned(),
-                    reason: Some("TetherInvalidRequest".to_owned()),
-                    message: Some(message),
-                    last_update_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
-                    last_transition_time: None,
-                },
-            );
-            if let Err(error) = api
-                .replace_status(&name, &PostParams::default(), &csr)
-                .await
-            {
-                warn!(request = %name, %error, "Cannot fail a session request");
-            }
+            fail(api, csr, "TetherInvalidRequest", message).await;
             return;
         }
     };
+    let unsigned = csr.clone();
     let status = csr
         .status
         .get_or_insert_with(CertificateSigningRequestStatus::default);
@@ -204,7 +189,45 @@ async fn sign(
         .await
     {
         Ok(_) => info!(request = %name, %user, ?groups, "Session certificate issued"),
-        Err(error) => warn!(request = %name, %error, "Cannot write a session certificate"),
+        // Someone else changed the request meanwhile: the watch brings it back.
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            info!(request = %name, "Session request changed while signing; retrying")
+        }
+        Err(error) => {
+            // The API server refused the certificate itself (or the write): fail the request
+            // so the daemon shows why instead of waiting for a certificate that never comes.
+            warn!(request = %name, %error, "Cannot write a session certificate");
+            let message = format!("the traffic manager could not write the certificate: {error}");
+            fail(api, unsigned, "TetherCannotWrite", message).await;
+        }
+    }
+}
+
+/// Marks a request `Failed` with `reason` and `message`, which the daemon shows its user.
+async fn fail(
+    api: &Api<CertificateSigningRequest>,
+    mut csr: CertificateSigningRequest,
+    reason: &str,
+    message: String,
+) {
+    let name = csr.metadata.name.clone().unwrap_or_default();
+    let status = csr.status.get_or_insert_with(Default::default);
+    status
+        .conditions
+        .get_or_insert_with(Vec::new)
+        .push(CertificateSigningRequestCondition {
+            type_: "Failed".to_owned(),
+            status: "True".to_owned(),
+            reason: Some(reason.to_owned()),
+            message: Some(message),
+            last_update_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+            last_transition_time: None,
+        });
+    if let Err(error) = api
+        .replace_status(&name, &PostParams::default(), &csr)
+        .await
+    {
+        warn!(request = %name, %error, "Cannot fail a session request");
     }
 }
 

@@ -7,6 +7,10 @@
 //!   create NAMESPACE WORKLOAD PORT   CreateIntercept (global: no filter)
 //!   list NAMESPACE                   ListIntercepts
 //!   agent NAMESPACE                  AgentCredentialRequest (with a made-up nonce)
+//!   dial ADDR:PORT                   open a TCP flow through the manager
+//!   streams N                        open N flow streams, each sending only a frame header that
+//!                                    claims 1 MiB, and wait until the manager has reset them all
+//!   dns N                            send N DNS queries at once (names forwarded upstream)
 //!   hold                             print "holding" and keep the session until stdin closes
 //! ```
 //! Each step prints one JSON line: `{"step": ..., "ok": bool, "message"|"owner": ...}`. The
@@ -100,6 +104,26 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
             }
+            "streams" => {
+                let n = arg()?.parse::<usize>()?;
+                let (sent, reset, other) = streams_without_open(&session, n).await?;
+                serde_json::json!({"step": step, "ok": true, "sent": sent, "reset": reset, "other": other})
+            }
+            "dns" => {
+                let n = arg()?.parse::<u16>()?;
+                let mut queries = tokio::task::JoinSet::new();
+                for id in 0..n {
+                    let session = session.clone();
+                    queries.spawn(async move { session.dns(dns_query(id)).await.is_ok() });
+                }
+                let answered = queries
+                    .join_all()
+                    .await
+                    .into_iter()
+                    .filter(|ok| *ok)
+                    .count();
+                serde_json::json!({"step": step, "ok": true, "sent": n, "answered": answered})
+            }
             "hold" => {
                 println!("{}", serde_json::json!({"step": "hold", "ok": true}));
                 let (mut sink, mut stdin) = (Vec::new(), tokio::io::stdin());
@@ -117,4 +141,58 @@ async fn main() -> anyhow::Result<()> {
     }
     session.close();
     Ok(())
+}
+
+/// Opens `n` flow streams that each send a frame header announcing a 1 MiB frame and nothing
+/// more (a manager that allocated what headers claim, or waited for ever, would run out of
+/// memory or stream slots), then waits for every stream to end. Returns (sent, reset by the
+/// manager, ended otherwise).
+async fn streams_without_open(
+    session: &Session,
+    n: usize,
+) -> anyhow::Result<(usize, usize, usize)> {
+    let conn = session.connection().clone();
+    // Length 1 MiB (the largest frame), kind 1; no payload follows.
+    let header = [0x00, 0x10, 0x00, 0x00, 0x00, 0x01];
+    let mut ends = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        // Blocks while the connection's concurrent streams are all in use, until the manager
+        // frees some.
+        let (mut send, mut recv) = conn.open_bi().await.context("opening a stream")?;
+        send.write_all(&header).await.context("writing a header")?;
+        ends.spawn(async move {
+            let mut buf = [0u8; 64];
+            let end = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+                loop {
+                    match recv.read(&mut buf).await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => return false,
+                        Err(tether_tunnel::quinn::ReadError::Reset(_)) => return true,
+                        Err(_) => return false,
+                    }
+                }
+            })
+            .await;
+            drop(send);
+            matches!(end, Ok(true))
+        });
+    }
+    let ended = ends.join_all().await;
+    let reset = ended.iter().filter(|r| **r).count();
+    Ok((n, reset, n - reset))
+}
+
+/// A DNS query (no EDNS) for an A record of a name outside the cluster, `id` its id.
+fn dns_query(id: u16) -> Vec<u8> {
+    let mut packet = Vec::with_capacity(64);
+    packet.extend_from_slice(&id.to_be_bytes());
+    // RD; one question.
+    packet.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    let name = format!("flood-{id}.example.invalid");
+    for label in name.split('.') {
+        packet.push(label.len() as u8);
+        packet.extend_from_slice(label.as_bytes());
+    }
+    packet.extend_from_slice(&[0, 0, 1, 0, 1]);
+    packet
 }

@@ -12,6 +12,7 @@
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::{
@@ -147,6 +148,7 @@ pub(super) async fn stream_to_udp<R>(
     stream: R,
     udp: &UdpSocket,
     mut peer: watch::Receiver<Option<SocketAddr>>,
+    frames: &AtomicU64,
 ) -> Result<(), CarrierError>
 where
     R: AsyncRead + Unpin,
@@ -167,6 +169,7 @@ where
         batch.resize(segment, 0);
         stream.read_exact(&mut batch).await?;
         let segments = take_buffered(&mut stream, &mut batch, segment, state.max_gso_segments())?;
+        frames.fetch_add(1, Ordering::Relaxed);
 
         let to = match to {
             Some(to) => to,

@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use tether_tunnel::{serve_relay, CarrierError, StreamCarrier};
+use tether_tunnel::{serve_relay, serve_relay_with, CarrierError, RelayLimits, StreamCarrier};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -71,6 +71,83 @@ async fn zero_length_frame_closes_only_its_connection() {
         .unwrap();
     let (len, _) = patiently(target.recv_from(&mut packet)).await.unwrap();
     assert_eq!(&packet[..len], b"later");
+    relay.abort();
+}
+
+/// Whether the relay closed `stream` (an end of stream or a reset, with nothing relayed back).
+async fn closed_by_relay(stream: &mut TcpStream) -> bool {
+    let mut rest = Vec::new();
+    let read = patiently(stream.read_to_end(&mut rest)).await;
+    read.is_err() || rest.is_empty()
+}
+
+#[tokio::test]
+async fn relays_beyond_the_limit_are_closed_and_the_others_served() {
+    let target = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let relay_addr = listener.local_addr().unwrap();
+    let limits = RelayLimits {
+        max_connections: 2,
+        idle: Duration::from_secs(30),
+    };
+    let relay = tokio::spawn(serve_relay_with(
+        listener,
+        target.local_addr().unwrap(),
+        limits,
+    ));
+    let mut first = TcpStream::connect(relay_addr).await.unwrap();
+    let _second = TcpStream::connect(relay_addr).await.unwrap();
+    first.write_all(&[0, 3, b'o', b'n', b'e']).await.unwrap();
+    let mut packet = [0; 16];
+    let (len, _) = patiently(target.recv_from(&mut packet)).await.unwrap();
+    assert_eq!(&packet[..len], b"one");
+
+    let mut third = TcpStream::connect(relay_addr).await.unwrap();
+    assert!(
+        closed_by_relay(&mut third).await,
+        "a third relay was served"
+    );
+
+    // The first one is still relayed.
+    first
+        .write_all(&[0, 5, b'a', b'g', b'a', b'i', b'n'])
+        .await
+        .unwrap();
+    let (len, _) = patiently(target.recv_from(&mut packet)).await.unwrap();
+    assert_eq!(&packet[..len], b"again");
+    relay.abort();
+}
+
+#[tokio::test]
+async fn idle_relays_are_closed() {
+    let target = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let relay_addr = listener.local_addr().unwrap();
+    let limits = RelayLimits {
+        max_connections: 2,
+        idle: Duration::from_millis(300),
+    };
+    let relay = tokio::spawn(serve_relay_with(
+        listener,
+        target.local_addr().unwrap(),
+        limits,
+    ));
+    // Silent from the start, and silent after one frame: both closed, and their places free.
+    let mut silent = TcpStream::connect(relay_addr).await.unwrap();
+    let mut quiet = TcpStream::connect(relay_addr).await.unwrap();
+    quiet.write_all(&[0, 2, b'h', b'i']).await.unwrap();
+    assert!(closed_by_relay(&mut silent).await);
+    assert!(closed_by_relay(&mut quiet).await);
+    let mut packet = [0; 16];
+    let (len, _) = patiently(target.recv_from(&mut packet)).await.unwrap();
+    assert_eq!(&packet[..len], b"hi");
+
+    let mut next = TcpStream::connect(relay_addr).await.unwrap();
+    next.write_all(&[0, 4, b'n', b'e', b'x', b't'])
+        .await
+        .unwrap();
+    let (len, _) = patiently(target.recv_from(&mut packet)).await.unwrap();
+    assert_eq!(&packet[..len], b"next");
     relay.abort();
 }
 
