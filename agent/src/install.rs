@@ -35,8 +35,9 @@ pub const POD_SELECTOR: &str = "app.kubernetes.io/name=tether-manager";
 pub const INSTALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long [`uninstall`] waits for everything to be gone.
 pub const UNINSTALL_TIMEOUT: Duration = Duration::from_secs(120);
-/// What the manifests say where the image goes.
-const IMAGE_PLACEHOLDER: &str = "${AGENT_IMAGE}";
+/// The image the manifests in `deploy/manager` name: this version's, under a registry name that
+/// exists nowhere. `tether install --image`, or a kustomize overlay's `images:`, replaces it.
+pub const BASE_IMAGE: &str = concat!("tether.local/tether-agent:", env!("CARGO_PKG_VERSION"));
 const POLL: Duration = Duration::from_secs(1);
 
 /// `deploy/manager`, in apply order (the namespace first; uninstall goes backwards).
@@ -175,9 +176,15 @@ pub fn manifests(image: &str) -> Result<Vec<Manifest>, InstallError> {
         return Err(InstallError::InvalidImage(image.to_owned()));
     }
     let mut out = Vec::new();
+    let base = format!("image: {BASE_IMAGE}\n");
     for (file, text) in MANIFEST_FILES {
         let bad = |problem: String| InstallError::Manifest { file, problem };
-        let text = text.replace(IMAGE_PLACEHOLDER, image);
+        if text.contains("kind: Deployment") && !text.contains(&base) {
+            return Err(bad(format!(
+                "the Deployment does not name image {BASE_IMAGE}"
+            )));
+        }
+        let text = text.replace(&base, &format!("image: {image}\n"));
         for document in serde_yaml::Deserializer::from_str(&text) {
             let value = serde_json::Value::deserialize(document).map_err(|e| bad(e.to_string()))?;
             if value.is_null() {
@@ -212,6 +219,17 @@ pub fn manifests(image: &str) -> Result<Vec<Manifest>, InstallError> {
     Ok(out)
 }
 
+/// Has the manager's pods pull their image with the Secret `secret` (of the manager's
+/// namespace).
+pub fn with_image_pull_secret(manifests: &mut [Manifest], secret: &str) {
+    for manifest in manifests {
+        if manifest.resource.kind == "Deployment" {
+            manifest.object.data["spec"]["template"]["spec"]["imagePullSecrets"] =
+                serde_json::json!([{ "name": secret }]);
+        }
+    }
+}
+
 /// Plural and scope of the kinds the manifests use.
 fn resource_of(api_version: &str, kind: &str) -> Option<(&'static str, bool)> {
     Some(match (api_version, kind) {
@@ -240,8 +258,19 @@ pub async fn install_with_timeout(
     image: &str,
     timeout: Duration,
 ) -> Result<(), InstallError> {
-    for manifest in manifests(image)? {
-        apply(client, &manifest, false).await?;
+    install_manifests(client, &manifests(image)?, image, timeout).await
+}
+
+/// Applies `manifests` (from [`manifests`], perhaps changed) and waits up to `timeout` for the
+/// manager, whose image is `image`, to be available.
+pub async fn install_manifests(
+    client: &Client,
+    manifests: &[Manifest],
+    image: &str,
+    timeout: Duration,
+) -> Result<(), InstallError> {
+    for manifest in manifests {
+        apply(client, manifest, false).await?;
         info!(object = %manifest.describe(), "Applied");
     }
     wait_available(client, image, timeout).await
@@ -327,7 +356,7 @@ pub async fn uninstall_with_timeout(
     timeout: Duration,
 ) -> Result<(), InstallError> {
     // The image does not matter for deleting.
-    let manifests = manifests("tether-agent")?;
+    let manifests = manifests(BASE_IMAGE)?;
     for manifest in manifests.iter().rev() {
         match manifest
             .api(client)

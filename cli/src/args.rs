@@ -35,6 +35,15 @@ pub enum Command {
         /// The tether-agent image to run.
         #[arg(long, env = "TETHER_AGENT_IMAGE", default_value = DEFAULT_IMAGE)]
         image: String,
+        /// A Secret in namespace tether the manager's pod pulls its image with.
+        #[arg(long, value_name = "SECRET")]
+        image_pull_secret: Option<String>,
+        /// Print the manifests instead of applying them (with -o yaml or json).
+        #[arg(long)]
+        dry_run: bool,
+        /// Format of --dry-run's manifests.
+        #[arg(short, long, value_enum, default_value_t = ManifestFormat::Yaml, requires = "dry_run")]
+        output: ManifestFormat,
     },
     /// Remove tether from workloads (restoring them exactly), or the traffic manager.
     Uninstall(UninstallArgs),
@@ -131,8 +140,17 @@ fn parse_port(text: &str) -> Result<(u16, Option<String>), String> {
     Ok((local, service))
 }
 
-/// The image `install` uses unless told otherwise.
-pub const DEFAULT_IMAGE: &str = concat!("tether.local/tether-agent:", env!("CARGO_PKG_VERSION"));
+/// The image `install` uses unless told otherwise: the one `deploy/manager` names.
+pub const DEFAULT_IMAGE: &str = tether_agent::install::BASE_IMAGE;
+
+/// How `install --dry-run` prints manifests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ManifestFormat {
+    /// A YAML stream, one document per object (what `kubectl apply -f -` reads).
+    Yaml,
+    /// A `v1` `List` of the objects.
+    Json,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {

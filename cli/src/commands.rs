@@ -32,14 +32,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::DaemonWorker(args) => run_daemon(args).await,
         Command::Status { output } => status(output).await,
         Command::Quit => quit().await,
-        Command::Install { kube, image } => {
+        Command::Install {
+            kube,
+            image,
+            image_pull_secret,
+            dry_run,
+            output,
+        } => {
+            use tether_agent::install;
+            let mut manifests = install::manifests(&image)?;
+            if let Some(secret) = &image_pull_secret {
+                install::with_image_pull_secret(&mut manifests, secret);
+            }
+            if dry_run {
+                print!("{}", render_manifests(&manifests, output)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             let _ = rustls::crypto::ring::default_provider().install_default();
             let cluster = Cluster::load(kube.kubeconfig, kube.context).await?;
             println!(
                 "Installing the traffic manager ({image}) in {}…",
                 cluster.server
             );
-            tether_agent::install::install(&cluster.client, &image).await?;
+            install::install_manifests(
+                &cluster.client,
+                &manifests,
+                &image,
+                install::INSTALL_TIMEOUT,
+            )
+            .await?;
             println!(
                 "Traffic manager installed in namespace {}.",
                 tether_agent::install::NAMESPACE
@@ -424,4 +445,26 @@ async fn quit() -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The manifests as `kubectl apply -f -` reads them.
+fn render_manifests(
+    manifests: &[tether_agent::install::Manifest],
+    format: crate::args::ManifestFormat,
+) -> anyhow::Result<String> {
+    let objects: Vec<_> = manifests.iter().map(|m| &m.object).collect();
+    Ok(match format {
+        crate::args::ManifestFormat::Json => {
+            let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
+            serde_json::to_string_pretty(&list)? + "\n"
+        }
+        crate::args::ManifestFormat::Yaml => {
+            let mut out = String::new();
+            for object in objects {
+                out.push_str("---\n");
+                out.push_str(&serde_yaml::to_string(object)?);
+            }
+            out
+        }
+    })
 }

@@ -470,3 +470,37 @@ fn rollout_names_why_the_pod_waits() {
         "{detail}"
     );
 }
+
+/// `kubectl apply -k deploy/manager` must apply the same files `tether install` does.
+#[test]
+fn the_kustomize_base_lists_the_files_install_applies() {
+    let kustomization: Value =
+        serde_yaml::from_str(include_str!("../../../deploy/manager/kustomization.yaml")).unwrap();
+    let listed: Vec<_> = kustomization["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect();
+    let applied: Vec<_> = MANIFEST_FILES.iter().map(|(f, _)| f.to_string()).collect();
+    assert_eq!(listed, applied);
+}
+
+#[test]
+fn the_manifests_name_this_versions_image_and_take_a_pull_secret() {
+    let base = manifests(BASE_IMAGE).unwrap();
+    let deployment = find(&base, "Deployment", DEPLOYMENT);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["image"],
+        format!("tether.local/tether-agent:{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(pod["imagePullSecrets"].is_null());
+    let mut pulled = manifests(IMAGE).unwrap();
+    with_image_pull_secret(&mut pulled, "regcred");
+    let deployment = find(&pulled, "Deployment", DEPLOYMENT);
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["imagePullSecrets"],
+        json!([{"name": "regcred"}])
+    );
+}

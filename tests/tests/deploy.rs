@@ -1,0 +1,146 @@
+//! Installing the traffic manager the way platform teams do: `kubectl apply -k` of the kustomize
+//! base in `deploy/manager` is exactly `tether install`, and `tether install --dry-run` prints
+//! manifests the API server accepts.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use tether_e2e::{cluster_ip, curl, kubectl, repo, run, tether_bin, Connected, WS};
+
+/// Objects by `kind/namespace/name`.
+fn by_identity(objects: impl IntoIterator<Item = Value>) -> BTreeMap<String, Value> {
+    objects
+        .into_iter()
+        .map(|o| {
+            let key = format!(
+                "{}/{}/{}",
+                o["kind"].as_str().unwrap_or_default(),
+                o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                o["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            (key, o)
+        })
+        .collect()
+}
+
+/// A YAML stream's documents.
+fn yaml_documents(text: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).expect("a YAML document"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The image the installed manager runs (the one the local cluster has).
+fn installed_image() -> String {
+    kubectl(&[
+        "-n",
+        "tether",
+        "get",
+        "deployment",
+        "tether-manager",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ])
+    .expect_ok("the manager's image")
+}
+
+/// `tether install --dry-run ARGS` on the host (no cluster needed).
+fn dry_run(args: &[&str]) -> String {
+    run(Command::new(tether_bin())
+        .args(["install", "--dry-run"])
+        .args(args))
+    .expect_ok("tether install --dry-run")
+}
+
+#[test]
+fn kubectl_apply_k_installs_what_tether_install_installs() {
+    let image = installed_image();
+    let (name, tag) = image.rsplit_once(':').expect("an image with a tag");
+    // An overlay that sets the image, as a platform team's would; inside the repository, since
+    // kustomize reads bases by relative path.
+    let overlay = repo().join("target/e2e-kustomize");
+    std::fs::create_dir_all(&overlay).unwrap();
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        format!(
+            "resources:\n  - ../../deploy/manager\nimages:\n  - name: tether.local/tether-agent\n    \
+             newName: {name}\n    newTag: {tag}\n"
+        ),
+    )
+    .unwrap();
+    let overlay_dir = overlay.to_str().unwrap();
+
+    let kustomized = kubectl(&["kustomize", overlay_dir]).expect_ok("kubectl kustomize");
+    let kustomized = by_identity(yaml_documents(&kustomized));
+    let installed: Value =
+        serde_json::from_str(&dry_run(&["-o", "json", "--image", &image])).expect("a JSON List");
+    let installed = by_identity(installed["items"].as_array().expect("items").clone());
+    assert_eq!(
+        kustomized.keys().collect::<Vec<_>>(),
+        installed.keys().collect::<Vec<_>>(),
+        "the same objects"
+    );
+    for (key, object) in &installed {
+        assert_eq!(&kustomized[key], object, "{key}");
+    }
+
+    // Applied over the installed manager it changes nothing a session needs.
+    kubectl(&["apply", "-k", overlay_dir]).expect_ok("kubectl apply -k");
+    kubectl(&[
+        "-n",
+        "tether",
+        "rollout",
+        "status",
+        "deployment/tether-manager",
+        "--timeout=120s",
+    ])
+    .expect_ok("the manager is available");
+    let _ws = Connected::new(WS, &[]);
+    let url = format!("http://{}/", cluster_ip("hello"));
+    curl(Some(WS), &[&url]).expect_ok("hello through tether after apply -k");
+
+    // The example overlay renders with its registry and pull secret.
+    let example = repo().join("deploy/overlays/private-registry");
+    let rendered = kubectl(&["kustomize", example.to_str().unwrap()]).expect_ok("example overlay");
+    let rendered = by_identity(yaml_documents(&rendered));
+    let pod = &rendered["Deployment/tether/tether-manager"]["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["image"],
+        "registry.example.com/platform/tether-agent:0.1.0"
+    );
+    assert_eq!(pod["imagePullSecrets"][0]["name"], "regcred");
+}
+
+#[test]
+fn install_dry_run_passes_the_api_servers_dry_run() {
+    let manifests = dry_run(&["-o", "yaml", "--image-pull-secret", "regcred"]);
+    let mut apply = Command::new("kubectl")
+        .args(["apply", "--dry-run=server", "-f", "-"])
+        .env("KUBECONFIG", tether_e2e::kubeconfig())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    use std::io::Write;
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifests.as_bytes())
+        .unwrap();
+    let out = apply.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("deployment.apps/tether-manager") && stdout.contains("(server dry run)"),
+        "{stdout}"
+    );
+}
