@@ -232,7 +232,7 @@ mod tests {
         let request = Request::parse(&example_query(false)).unwrap();
         let ours = Message::from_vec(&request.to_stream_query(7)).unwrap();
         assert_eq!(ours.metadata.id, 7);
-        assert_eq!(ours.queries, [request.query.clone()]);
+        assert_eq!(ours.queries, std::slice::from_ref(&request.query));
         assert_eq!(ours.edns.map(|e| e.max_payload()), Some(u16::MAX));
     }
 }

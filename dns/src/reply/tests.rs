@@ -87,7 +87,7 @@ fn decode(bytes: &[u8], request: &Request) -> Message {
         "the reply carries the query's id"
     );
     assert_eq!(message.metadata.message_type, MessageType::Response);
-    assert_eq!(message.queries, [request.query.clone()]);
+    assert_eq!(message.queries, std::slice::from_ref(&request.query));
     assert_eq!(
         message.edns.is_some(),
         request.edns.is_some(),
