@@ -174,8 +174,7 @@ pub fn parse_dig(text: &str) -> Dig {
         .unwrap_or_default();
     let header = text
         .lines()
-        .filter(|l| l.starts_with(";; flags:"))
-        .next_back()
+        .rfind(|l| l.starts_with(";; flags:"))
         .unwrap_or("");
     let flags = header
         .trim_start_matches(";; flags:")
