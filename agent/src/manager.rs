@@ -68,6 +68,9 @@ pub struct ManagerState {
     /// The cluster's subnets; changes whenever the pod ranges do. Send the current value in
     /// `Welcome` and each change as a `Subnets` frame.
     pub subnets_rx: watch::Receiver<Subnets>,
+    /// The cluster's namespaces, sorted. Send the current value after `Welcome` and each change
+    /// as a `Namespaces` frame: the workstation routes `svc.ns` names by it.
+    pub namespaces_rx: watch::Receiver<Vec<String>>,
     /// Answers a session's DNS queries: `resolver.resolve(packet, session_namespace).await`.
     pub resolver: Resolver,
     /// What the manager dials for sessions.
@@ -134,6 +137,7 @@ where
 
     let view = SharedView::new(ClusterView {
         cluster_domain: cluster_domain.clone(),
+        service_cidrs: service.clone(),
         ..ClusterView::default()
     });
     let topology_changed = Arc::new(Notify::new());
@@ -176,6 +180,7 @@ where
         cluster_domain,
         view,
         subnets_rx,
+        namespaces_rx: watches.namespaces(),
         resolver,
         dial_policy,
     };

@@ -30,7 +30,7 @@ use std::{
 
 use tether_proto::{
     AgentCredential, AgentCredentialReply, AgentCredentialRequest, DnsAnswer, ErrorCode,
-    InterceptReply, InterceptState, Message, Pong, Welcome, PROTOCOL_VERSION,
+    InterceptReply, InterceptState, Message, Namespaces, Pong, Welcome, PROTOCOL_VERSION,
 };
 use tether_tunnel::{framed, quinn, Identity, Role};
 use tokio::sync::mpsc;
@@ -320,6 +320,10 @@ async fn session(
         subnets: subnets_rx.borrow_and_update().clone(),
     };
     framed::write_message(&mut ctl_send, &Message::Welcome(welcome)).await?;
+    // Right behind the Welcome, so the client knows them before it configures DNS.
+    let mut namespaces_rx = state.namespaces_rx.clone();
+    let names = namespaces_rx.borrow_and_update().clone();
+    framed::write_message(&mut ctl_send, &Message::Namespaces(Namespaces { names })).await?;
     info!(%owner, groups = ?subject.groups, namespace = %hello.namespace, session = %session_id, "Session started");
     shared.clients().insert(session_id.clone(), conn.clone());
 
@@ -342,6 +346,23 @@ async fn session(
                 let subnets = subnets_rx.borrow_and_update().clone();
                 info!(?subnets, "Subnets changed");
                 if ctl_tx.send(Message::Subnets(subnets)).await.is_err() {
+                    break;
+                }
+            }
+            std::future::pending::<()>().await
+        }
+    };
+    let namespace_updates = {
+        let ctl_tx = ctl_tx.clone();
+        async move {
+            while namespaces_rx.changed().await.is_ok() {
+                let names = namespaces_rx.borrow_and_update().clone();
+                debug!(count = names.len(), "Namespaces changed");
+                if ctl_tx
+                    .send(Message::Namespaces(Namespaces { names }))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -484,6 +505,7 @@ async fn session(
         e = flow_acceptor => Err(SessionError::Connection(e)),
         e = datagrams => Err(SessionError::Connection(e)),
         _ = subnet_updates => Ok(()),
+        _ = namespace_updates => Ok(()),
     };
     writer.abort();
     flows.close_all();

@@ -20,6 +20,8 @@ pub type Key = (String, String);
 pub struct ClusterView {
     /// The cluster DNS domain, without a trailing dot (`cluster.local`).
     pub cluster_domain: String,
+    /// The Service (ClusterIP) ranges, as discovered at start: where reverse names are ours.
+    pub service_cidrs: Vec<IpNet>,
     /// Names of existing namespaces.
     pub namespaces: BTreeSet<String>,
     /// Services by `(namespace, name)`.
@@ -36,6 +38,7 @@ impl Default for ClusterView {
     fn default() -> Self {
         ClusterView {
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_owned(),
+            service_cidrs: Vec::new(),
             namespaces: BTreeSet::new(),
             services: BTreeMap::new(),
             endpoints: BTreeMap::new(),

@@ -19,6 +19,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use tether_agent::discovery::{self, Probe, Watches};
 use tether_agent::dns::{answer, Outcome};
 use tether_agent::view::SharedView;
+use tether_dns::Transport;
 use tokio::sync::Notify;
 
 async fn client() -> kube::Client {
@@ -32,7 +33,9 @@ async fn client() -> kube::Client {
 fn ask(view: &SharedView, name: &str) -> (ResponseCode, Vec<IpAddr>) {
     let mut query = Message::new(7, MessageType::Query, OpCode::Query);
     query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    let Outcome::Answer(bytes) = answer(&query.to_vec().unwrap(), &view.read(), "default") else {
+    let packet = query.to_vec().unwrap();
+    let outcome = answer(&packet, Transport::Stream, &view.read(), "default");
+    let Outcome::Answer(bytes) = outcome else {
         panic!("{name} was not answered from the view");
     };
     let response = Message::from_vec(&bytes).unwrap();

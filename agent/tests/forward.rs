@@ -8,6 +8,7 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tether_agent::dns::{Forwarder, Resolver};
 use tether_agent::view::{key, ClusterView, ServiceAddress, ServiceInfo, SharedView};
+use tether_dns::{Request, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -17,6 +18,12 @@ fn query(name: &str) -> Vec<u8> {
     let mut message = Message::new(0x4242, MessageType::Query, OpCode::Query);
     message.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
     message.to_vec().unwrap()
+}
+
+/// `forwarder`'s reply to `packet`, as the manager sends it over the control stream.
+async fn forward(forwarder: &Forwarder, packet: &[u8]) -> Vec<u8> {
+    let request = Request::parse(packet).unwrap();
+    forwarder.forward(&request, packet, Transport::Stream).await
 }
 
 /// The upstream's answer: `ip` for whatever was asked, TC set if `truncated`.
@@ -71,7 +78,7 @@ async fn returns_the_upstream_answer_skipping_strays() {
     let (addr, socket) = udp_upstream().await;
     let server = tokio::spawn(serve_udp_once(socket, ip, false));
     let forwarder = Forwarder::new(vec![addr], TIMEOUT);
-    let answer = forwarder.forward(&query("example.com.")).await.unwrap();
+    let answer = forward(&forwarder, &query("example.com.")).await;
     assert_eq!(
         answer_ips(&answer),
         (ResponseCode::NoError, vec![IpAddr::V4(ip)])
@@ -83,10 +90,11 @@ async fn returns_the_upstream_answer_skipping_strays() {
 async fn servfail_when_no_upstream_answers_and_the_next_one_is_tried() {
     let (silent, _keep) = udp_upstream().await;
     let started = Instant::now();
-    let answer = Forwarder::new(vec![silent], TIMEOUT)
-        .forward(&query("example.com."))
-        .await
-        .unwrap();
+    let answer = forward(
+        &Forwarder::new(vec![silent], TIMEOUT),
+        &query("example.com."),
+    )
+    .await;
     assert_eq!(answer_ips(&answer), (ResponseCode::ServFail, vec![]));
     assert!(started.elapsed() >= TIMEOUT && started.elapsed() < TIMEOUT * 5);
     assert_eq!(
@@ -98,10 +106,11 @@ async fn servfail_when_no_upstream_answers_and_the_next_one_is_tried() {
     let ip = Ipv4Addr::new(192, 0, 2, 2);
     let (good, socket) = udp_upstream().await;
     let server = tokio::spawn(serve_udp_once(socket, ip, false));
-    let answer = Forwarder::new(vec![silent, good], TIMEOUT)
-        .forward(&query("example.com."))
-        .await
-        .unwrap();
+    let answer = forward(
+        &Forwarder::new(vec![silent, good], TIMEOUT),
+        &query("example.com."),
+    )
+    .await;
     assert_eq!(answer_ips(&answer).1, vec![IpAddr::V4(ip)]);
     server.await.unwrap();
 }
@@ -126,16 +135,40 @@ async fn truncated_answers_are_retried_over_tcp() {
         stream.write_u16(answer.len() as u16).await.unwrap();
         stream.write_all(&answer).await.unwrap();
     });
-    let answer = Forwarder::new(vec![addr], TIMEOUT)
-        .forward(&query("big.example.com."))
-        .await
-        .unwrap();
+    let answer = forward(
+        &Forwarder::new(vec![addr], TIMEOUT),
+        &query("big.example.com."),
+    )
+    .await;
     assert_eq!(
         answer_ips(&answer),
         (ResponseCode::NoError, vec![IpAddr::V4(ip)])
     );
     udp.await.unwrap();
     tcp.await.unwrap();
+}
+
+#[tokio::test]
+async fn forwarded_answers_are_rebuilt_for_the_query() {
+    // An upstream that adds an OPT record to its answer to a query without one, and a TTL.
+    let (addr, socket) = udp_upstream().await;
+    let server = tokio::spawn(async move {
+        let mut buf = vec![0; 1500];
+        let (len, peer) = socket.recv_from(&mut buf).await.unwrap();
+        let mut answer =
+            Message::from_vec(&reply(&buf[..len], Ipv4Addr::new(192, 0, 2, 5), false)).unwrap();
+        answer.set_edns(hickory_proto::op::Edns::new());
+        socket
+            .send_to(&answer.to_vec().unwrap(), peer)
+            .await
+            .unwrap();
+    });
+    let answer = forward(&Forwarder::new(vec![addr], TIMEOUT), &query("example.com.")).await;
+    let message = Message::from_vec(&answer).unwrap();
+    assert!(message.edns.is_none(), "no OPT for a query without one");
+    assert_eq!(message.metadata.id, 0x4242);
+    assert_eq!(message.answers.len(), 1);
+    server.await.unwrap();
 }
 
 #[tokio::test]

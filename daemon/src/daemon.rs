@@ -231,7 +231,7 @@ pub async fn run(opts: Options, helper: Helper, start: Start) -> Result<(), Daem
         domain.clone(),
     ];
     let (session_tx, session_rx) = watch::channel(Some(dialed.session.clone()));
-    let dns = traffic::Dns::new(&domain, upstream, session_rx.clone());
+    let dns = crate::dns::Dns::new(&domain, upstream, Box::new(session_rx.clone()));
     let stack_task = traffic::spawn(
         tun,
         SocketAddr::new(IpAddr::V4(opts.dns_ip()), 53),

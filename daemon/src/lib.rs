@@ -9,8 +9,9 @@
 //! - `credential`: the per-user session certificate, asked for with a CertificateSigningRequest.
 //! - `connect`: the carrier choice and dialing the manager.
 //! - `session`: one QUIC session with the manager (control stream, TCP and UDP flows).
-//! - `traffic`: the glue between the stack and the session, and the DNS server.
-//! - `dns`: sans-IO DNS decisions and the answer cache.
+//! - `traffic`: the glue between the stack and the session.
+//! - `dns`: the DNS server: where names go (sans-IO), the answer cache, and replies built per
+//!   query with `tether-dns`.
 //! - `daemon`: the whole lifecycle: connect, configure, reconnect, restore.
 //! - `control` / `server`: the CLI's protocol and the unix socket that serves it.
 

@@ -1,8 +1,8 @@
 //! The daemon's side of one QUIC session with the traffic manager: the control stream (version
-//! handshake, DNS, keep-alives, subnet updates) and opening TCP and UDP flows.
+//! handshake, DNS, keep-alives, subnet and namespace updates) and opening TCP and UDP flows.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     net::SocketAddr,
     sync::{
         atomic::{AtomicU32, AtomicU64, Ordering},
@@ -21,6 +21,26 @@ use tether_proto::{
 use tether_tunnel::{framed, quinn};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
+
+/// How long a new flow (or a DNS query for the cluster) waits for a session while the daemon
+/// reconnects.
+const SESSION_WAIT: Duration = Duration::from_secs(8);
+
+/// The daemon's current session: `None` while it reconnects.
+pub type SessionRx = watch::Receiver<Option<Session>>;
+
+/// The session to use now, waiting a little while there is none (a reconnect is under way).
+pub async fn current(session_rx: &SessionRx) -> Option<Session> {
+    let mut rx = session_rx.clone();
+    let result = tokio::time::timeout(SESSION_WAIT, async {
+        rx.wait_for(|s| s.as_ref().is_some_and(|s| !s.is_closed()))
+            .await
+            .ok()
+            .and_then(|s| s.clone())
+    })
+    .await;
+    result.ok().flatten()
+}
 
 /// How long a DNS query may wait for the manager.
 pub const DNS_TIMEOUT: Duration = Duration::from_secs(4);
@@ -82,6 +102,8 @@ pub struct Session {
     pub welcome: Arc<Welcome>,
     /// Current subnets (updated by the manager).
     pub subnets_rx: watch::Receiver<Subnets>,
+    /// The cluster's namespaces (empty until the manager says; an older one never does).
+    pub namespaces_rx: watch::Receiver<Arc<BTreeSet<String>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -113,6 +135,7 @@ impl Session {
             _ => return Err(SessionError::NoAnswer),
         };
         let (subnets_tx, subnets_rx) = watch::channel(welcome.subnets.clone());
+        let (namespaces_tx, namespaces_rx) = watch::channel(Arc::default());
         let (ctl_tx, mut ctl_rx) = mpsc::channel::<Message>(256);
         let session = Session {
             conn: conn.clone(),
@@ -125,6 +148,7 @@ impl Session {
             next_request: Arc::new(AtomicU32::new(1)),
             welcome: Arc::new(welcome),
             subnets_rx,
+            namespaces_rx,
         };
         // Writer: the only user of the control stream's send half.
         tokio::spawn(async move {
@@ -134,7 +158,7 @@ impl Session {
                 }
             }
         });
-        // Reader: DNS answers, intercept replies and subnet updates.
+        // Reader: DNS answers, intercept replies, subnet and namespace updates.
         let pending = session.dns_pending.clone();
         let intercept_pending = session.intercept_pending.clone();
         let credential_pending = session.credential_pending.clone();
@@ -149,6 +173,9 @@ impl Session {
                     }
                     Ok(Some(Message::Subnets(s))) => {
                         let _ = subnets_tx.send(s);
+                    }
+                    Ok(Some(Message::Namespaces(n))) => {
+                        let _ = namespaces_tx.send(Arc::new(n.names.into_iter().collect()));
                     }
                     Ok(Some(Message::InterceptReply(r))) => {
                         if let Some(tx) = lock(&intercept_pending).remove(&r.req) {

@@ -1,5 +1,5 @@
 //! The traffic glue: connections and datagrams that the userspace stack terminates become
-//! flows through the current tunnel session; queries to the DNS address are answered here.
+//! flows through the current tunnel session; queries to the DNS address go to [`Dns`].
 
 use std::{
     collections::HashMap,
@@ -9,44 +9,25 @@ use std::{
 };
 
 use bytes::Bytes;
+use tether_dns::Transport;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::UdpSocket,
-    sync::{mpsc, watch},
+    sync::mpsc,
     task::JoinHandle,
 };
 use tracing::{debug, debug_span, Instrument};
 
 use crate::{
-    dns::{self, Cache, Classifier, Destination},
+    dns::Dns,
     netstack::{NetStack, NetStackConfig, TcpRequest, UdpSender},
-    session::Session,
+    session::{current, Session, SessionRx},
     tun::Tun,
 };
 
-/// How long a new flow waits for a session while the daemon reconnects.
-const SESSION_WAIT: Duration = Duration::from_secs(8);
 /// Copy buffer per direction of a TCP flow.
 const COPY_BUF: usize = 64 << 10;
 /// How long a UDP flow lives without traffic.
 const UDP_IDLE: Duration = Duration::from_secs(60);
-/// How long an upstream resolver gets per query.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
-
-type SessionRx = watch::Receiver<Option<Session>>;
-
-/// The session to use now, waiting a little while there is none (a reconnect is under way).
-async fn current(session_rx: &SessionRx) -> Option<Session> {
-    let mut rx = session_rx.clone();
-    let result = tokio::time::timeout(SESSION_WAIT, async {
-        rx.wait_for(|s| s.as_ref().is_some_and(|s| !s.is_closed()))
-            .await
-            .ok()
-            .and_then(|s| s.clone())
-    })
-    .await;
-    result.ok().flatten()
-}
 
 /// Starts the stack on the TUN device and serves it. Aborting the task drops the device, which
 /// takes its routes with it.
@@ -78,7 +59,7 @@ pub fn spawn(tun: Tun, dns_addr: SocketAddr, dns: Dns, session_rx: SessionRx) ->
                 if d.dst == dns_addr {
                     let (dns, sender) = (dns.clone(), sender.clone());
                     tokio::spawn(async move {
-                        if let Some(answer) = dns.handle(&d.payload).await {
+                        if let Some(answer) = dns.handle(&d.payload, Transport::Udp).await {
                             let _ = sender.send(d.dst, d.src, &answer).await;
                         }
                     });
@@ -275,7 +256,7 @@ async fn dns_over_tcp(req: TcpRequest, dns: Arc<Dns>) {
         if stream.read_exact(&mut query).await.is_err() {
             return;
         }
-        let Some(answer) = dns.handle(&query).await else {
+        let Some(answer) = dns.handle(&query, Transport::Stream).await else {
             return;
         };
         let Ok(n) = u16::try_from(answer.len()) else {
@@ -286,74 +267,6 @@ async fn dns_over_tcp(req: TcpRequest, dns: Arc<Dns>) {
         {
             return;
         }
-    }
-}
-
-/// The DNS server's logic: cluster names to the manager, others unchanged to the original
-/// resolvers; answers cached briefly (see [`Cache`]).
-#[derive(Debug)]
-pub struct Dns {
-    classifier: Classifier,
-    cache: Mutex<Cache>,
-    upstream: Vec<SocketAddr>,
-    session_rx: SessionRx,
-}
-
-impl Dns {
-    pub fn new(cluster_domain: &str, upstream: Vec<SocketAddr>, session_rx: SessionRx) -> Self {
-        Dns {
-            classifier: Classifier::new(cluster_domain),
-            cache: Mutex::default(),
-            upstream,
-            session_rx,
-        }
-    }
-
-    /// The answer to one query; `None` to stay silent (garbage, or nobody answered).
-    pub async fn handle(&self, query: &[u8]) -> Option<Vec<u8>> {
-        let Some((id, question)) = dns::parse_query(query) else {
-            debug!(len = query.len(), "Ignored a malformed DNS packet");
-            return None;
-        };
-        let now = Instant::now();
-        if let Some(hit) = self.cache().get(now, id, &question) {
-            return Some(hit);
-        }
-        let answer = match self.classifier.classify(&question.name) {
-            Destination::Upstream => self.upstream(query).await?,
-            Destination::Cluster => {
-                let session = current(&self.session_rx).await?;
-                session.dns(query.to_vec()).await.ok()?
-            }
-        };
-        self.cache().insert(Instant::now(), question, &answer);
-        Some(answer)
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn upstream(&self, query: &[u8]) -> Option<Vec<u8>> {
-        for server in &self.upstream {
-            let bind: SocketAddr = if server.is_ipv4() {
-                ([0, 0, 0, 0], 0).into()
-            } else {
-                ([0u16; 8], 0).into()
-            };
-            let Ok(socket) = UdpSocket::bind(bind).await else {
-                continue;
-            };
-            if socket.connect(server).await.is_err() || socket.send(query).await.is_err() {
-                continue;
-            }
-            let mut buf = vec![0u8; 65535];
-            if let Ok(Ok(n)) = tokio::time::timeout(UPSTREAM_TIMEOUT, socket.recv(&mut buf)).await {
-                buf.truncate(n);
-                return Some(buf);
-            }
-        }
-        None
     }
 }
 

@@ -35,6 +35,7 @@
 //! | 20 | [`DialResult`] | answers `Dial` |
 //! | 21 | [`AgentCredentialRequest`] | client → manager, a credential for one namespace's agents |
 //! | 22 | [`AgentCredentialReply`] | manager → client, answers 21 |
+//! | 23 | [`Namespaces`] | manager → client, after `Welcome` and when namespaces come or go |
 //!
 //! # Datagrams
 //! A UDP flow's datagrams ride QUIC datagrams as `[varint flow id][payload]` (QUIC varint, RFC
@@ -96,8 +97,8 @@ pub use message::{
     AgentCredential, AgentCredentialReply, AgentCredentialRequest, AgentHello, AgentInfo,
     AgentIntercepts, Bye, CreateIntercept, Dial, DialResult, DnsAnswer, DnsQuery, Error, ErrorCode,
     Hello, InterceptFilter, InterceptInfo, InterceptReply, InterceptState, ListIntercepts, Message,
-    Open, OpenError, OpenResult, PayloadError, Ping, Pong, Protocol, RemoveIntercept, Role,
-    Subnets, UdpPacket, Welcome, AGENT_TOKEN_AUDIENCE,
+    Namespaces, Open, OpenError, OpenResult, PayloadError, Ping, Pong, Protocol, RemoveIntercept,
+    Role, Subnets, UdpPacket, Welcome, AGENT_TOKEN_AUDIENCE,
 };
 pub use relay::{decode_relay, encode_relay, RelayDecoder, RelayError, MAX_RELAY_PACKET};
 

@@ -97,6 +97,15 @@ pub struct Subnets {
     pub pod: Vec<IpNet>,
 }
 
+/// The cluster's namespaces; sent after [`Welcome`] and again whenever one comes or goes. The
+/// workstation routes names whose last label is one of them (`svc.ns`) to the cluster. A client
+/// that never gets one (an older manager) routes only the cluster domain and single labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespaces {
+    /// The namespace names, sorted.
+    pub names: Vec<String>,
+}
+
 /// A DNS query to resolve in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsQuery {
@@ -490,6 +499,8 @@ messages! {
     21 => AgentCredentialRequest,
     /// Answer to an agent credential request.
     22 => AgentCredentialReply,
+    /// The cluster's namespaces changed.
+    23 => Namespaces,
 }
 
 /// Why a payload did not decode.

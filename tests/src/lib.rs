@@ -4,7 +4,12 @@
 //! given `KUBECONFIG` and a workstation namespace). Clients run in the workstation network
 //! namespace `tether-ws`, which reaches only the API server and node address, so anything that
 //! reaches a pod or a Service from there went through tether.
+//!
+//! [`resolvers`] has the real resolvers (glibc, musl, Go, `dig`) and the original resolver's
+//! query log for the DNS tests.
 #![forbid(unsafe_code)]
+
+pub mod resolvers;
 
 use std::{
     path::PathBuf,

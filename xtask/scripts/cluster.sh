@@ -16,6 +16,9 @@ install_deps() {
   mkdir -p "$CACHE_ROOT/logs"
   apt_install etcd-server containerd runc containernetworking-plugins iptables conntrack socat \
     curl openssl iproute2 dnsmasq-base busybox-static gcc libc6-dev procps psmisc kmod python3
+  # The DNS end-to-end tests resolve with musl (a static program built with musl-gcc), Go's pure
+  # resolver (built with the cluster build's Go) and dig.
+  apt_install musl-tools dnsutils golang-1.19-go
   command -v kubectl >/dev/null || apt_install kubernetes-client
   # kubectl must exist either way (Debian's kubernetes-client ships it).
   command -v kubectl >/dev/null || die "kubectl not found and Debian's kubernetes-client did not provide it"

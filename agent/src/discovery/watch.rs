@@ -1,5 +1,6 @@
 //! Watches that mirror Nodes, Services, Endpoints, Pods and Namespaces into the
-//! [`SharedView`], and the task that publishes pod-range changes.
+//! [`SharedView`], the namespace list they publish, and the task that publishes pod-range
+//! changes.
 
 use std::fmt::Debug;
 use std::net::IpAddr;
@@ -35,6 +36,7 @@ pub struct Watches {
     tasks: JoinSet<()>,
     synced_rx: mpsc::Receiver<&'static str>,
     pending: Vec<&'static str>,
+    namespaces_rx: watch::Receiver<Vec<String>>,
 }
 
 impl Watches {
@@ -42,8 +44,14 @@ impl Watches {
     /// Node or Pod changes (the pod ranges may have).
     pub fn spawn(client: &Client, view: &SharedView, topology_changed: &Arc<Notify>) -> Watches {
         let (synced_tx, synced_rx) = mpsc::channel(8);
+        let (namespaces_tx, namespaces_rx) = watch::channel(Vec::new());
         let mut tasks = JoinSet::new();
-        let ctx = || (view.clone(), topology_changed.clone(), synced_tx.clone());
+        let ctx = || Context {
+            view: view.clone(),
+            topology_changed: topology_changed.clone(),
+            namespaces_tx: namespaces_tx.clone(),
+            synced_tx: synced_tx.clone(),
+        };
         tasks.spawn(mirror::<Namespace>(Api::all(client.clone()), ctx()));
         tasks.spawn(mirror::<Node>(Api::all(client.clone()), ctx()));
         tasks.spawn(mirror::<Service>(Api::all(client.clone()), ctx()));
@@ -60,7 +68,13 @@ impl Watches {
             tasks,
             synced_rx,
             pending,
+            namespaces_rx,
         }
+    }
+
+    /// The names of the cluster's namespaces, sorted; updated whenever one comes or goes.
+    pub fn namespaces(&self) -> watch::Receiver<Vec<String>> {
+        self.namespaces_rx.clone()
     }
 
     /// Waits until every watch has listed its kind once, or `timeout` passes. On timeout returns
@@ -101,17 +115,30 @@ trait Mirror:
 {
     /// Whether a change can move the pod ranges.
     const TOPOLOGY: bool = false;
+    /// Whether a change can change the namespace list.
+    const NAMESPACES: bool = false;
     fn upsert(view: &mut ClusterView, object: &Self);
     fn remove(view: &mut ClusterView, object: &Self);
     fn clear(view: &mut ClusterView);
 }
 
+/// What each mirror writes to and tells.
+struct Context {
+    view: SharedView,
+    topology_changed: Arc<Notify>,
+    namespaces_tx: watch::Sender<Vec<String>>,
+    synced_tx: mpsc::Sender<&'static str>,
+}
+
 /// Mirrors one kind: lists (atomically replacing what the view held), then applies changes;
 /// errors are retried with backoff forever.
-async fn mirror<K: Mirror>(
-    api: Api<K>,
-    (view, changed, synced_tx): (SharedView, Arc<Notify>, mpsc::Sender<&'static str>),
-) {
+async fn mirror<K: Mirror>(api: Api<K>, context: Context) {
+    let Context {
+        view,
+        topology_changed: changed,
+        namespaces_tx,
+        synced_tx,
+    } = context;
     let mut events = pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
     let mut listed = Vec::new();
     let mut synced_tx = Some(synced_tx);
@@ -143,6 +170,16 @@ async fn mirror<K: Mirror>(
         if K::TOPOLOGY {
             changed.notify_one();
         }
+        if K::NAMESPACES {
+            let names: Vec<String> = view.read().namespaces.iter().cloned().collect();
+            namespaces_tx.send_if_modified(|current| {
+                let changed = *current != names;
+                if changed {
+                    *current = names;
+                }
+                changed
+            });
+        }
     }
 }
 
@@ -154,6 +191,7 @@ fn object_key<K: Resource>(object: &K) -> (String, String) {
 }
 
 impl Mirror for Namespace {
+    const NAMESPACES: bool = true;
     fn upsert(view: &mut ClusterView, object: &Self) {
         view.namespaces.insert(object.name_any());
     }

@@ -2,8 +2,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use ipnet::IpNet;
+use tether_dns::reverse;
 
 use super::TTL;
 use crate::view::{ClusterView, EndpointAddress, ServiceAddress, ServiceInfo};
@@ -45,6 +47,9 @@ pub(super) fn lookup(
     view: &ClusterView,
     connected: &str,
 ) -> Lookup {
+    if let Some(ip) = reverse::parse(&qname.to_ascii()) {
+        return reverse_lookup(ip, qtype, view);
+    }
     let labels: Vec<String> = qname
         .iter()
         .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
@@ -74,17 +79,71 @@ pub(super) fn lookup(
 }
 
 /// The SOA record of the cluster domain, with owner `name` (the apex, as the client spelled it
-/// when it asked for the SOA; [`domain_name`] in the authority section of a negative answer).
-pub(super) fn soa_record(name: Name, domain: &str) -> Record {
+/// when it asked for the SOA; the zone's apex in the authority section of a negative answer).
+fn soa_record(name: Name, domain: &str) -> Record {
     let mname = fqdn(&format!("ns.dns.{domain}")).unwrap_or_else(Name::root);
     let rname = fqdn(&format!("hostmaster.{domain}")).unwrap_or_else(Name::root);
     let soa = SOA::new(mname, rname, 1, 7200, 1800, 86400, TTL);
     Record::from_rdata(name, TTL, RData::SOA(soa))
 }
 
-/// The cluster domain as a fully qualified [`Name`].
-pub(super) fn domain_name(domain: &str) -> Name {
-    fqdn(domain).unwrap_or_else(Name::root)
+/// The SOA for a negative answer about `qname`: the cluster domain's, or for a reverse name
+/// that of the reverse zone of the cluster range it falls in.
+pub(super) fn negative_soa(qname: &Name, view: &ClusterView) -> Record {
+    let domain = view.cluster_domain.trim_matches('.');
+    let zone = reverse::parse(&qname.to_ascii())
+        .and_then(|ip| {
+            cluster_ranges(view)
+                .into_iter()
+                .find(|net| net.contains(&ip))
+        })
+        .map_or_else(|| domain.to_owned(), reverse::zone);
+    soa_record(fqdn(&zone).unwrap_or_else(Name::root), domain)
+}
+
+/// The service ranges and the pod ranges: where every address has a reverse name here.
+fn cluster_ranges(view: &ClusterView) -> Vec<IpNet> {
+    let mut ranges = view.service_cidrs.clone();
+    ranges.extend(crate::discovery::pod_subnets(view));
+    ranges
+}
+
+/// `d.c.b.a.in-addr.arpa` / `….ip6.arpa` of `ip`: the Service whose ClusterIP it is, else the
+/// pod that has it (`a-b-c-d.ns.pod.D`, as a pod's own name), else NXDOMAIN if the cluster's
+/// ranges hold it; addresses outside them are not ours.
+fn reverse_lookup(ip: IpAddr, qtype: RecordType, view: &ClusterView) -> Lookup {
+    let domain = view.cluster_domain.trim_matches('.');
+    let service = view.services.iter().find(|(_, service)| {
+        matches!(&service.address, ServiceAddress::ClusterIp(ips) if ips.contains(&ip))
+    });
+    let target = match service {
+        Some(((ns, name), _)) => format!("{name}.{ns}.svc.{domain}"),
+        None => {
+            let pod = view
+                .pods
+                .iter()
+                .find(|(_, pod)| !pod.host_network && pod.ips.contains(&ip));
+            match pod {
+                Some(((ns, _), _)) => format!("{}.{ns}.pod.{domain}", dashed_ip(ip)),
+                None if cluster_ranges(view).iter().any(|net| net.contains(&ip)) => {
+                    return Lookup::NxDomain
+                }
+                None => return Lookup::NotCluster,
+            }
+        }
+    };
+    let Some(target) = fqdn(&target) else {
+        return Lookup::NxDomain;
+    };
+    if !matches!(qtype, RecordType::PTR | RecordType::ANY) {
+        return Lookup::no_data();
+    }
+    let owner = reverse::name(ip);
+    Lookup::answers(vec![Record::from_rdata(
+        owner,
+        TTL,
+        RData::PTR(PTR(target)),
+    )])
 }
 
 /// The labels of the name below the cluster domain, if it is a cluster name: either it ends in

@@ -92,6 +92,11 @@ fn view() -> ClusterView {
     view
 }
 
+/// The manager's answer to a query over UDP (so that truncation shows).
+fn answer(query: &[u8], view: &ClusterView, ns: &str) -> Outcome {
+    super::answer(query, Transport::Udp, view, ns)
+}
+
 fn query_with(name: &str, rtype: RecordType, edit: impl FnOnce(&mut Message)) -> Vec<u8> {
     let mut message = Message::new(0xbeef, MessageType::Query, OpCode::Query);
     message.metadata.recursion_desired = true;
@@ -369,12 +374,15 @@ fn other_names_are_forwarded() {
             "default"
         };
         let outcome = answer(&query(name, RecordType::A), &view, ns);
-        assert_eq!(outcome, Outcome::Forward, "{name}");
+        assert!(matches!(outcome, Outcome::Forward(_)), "{name}");
     }
     let chaos = query_with("hello.default.svc.cluster.local.", RecordType::TXT, |m| {
         m.queries[0].set_query_class(DNSClass::CH);
     });
-    assert_eq!(answer(&chaos, &view, "default"), Outcome::Forward);
+    assert!(matches!(
+        answer(&chaos, &view, "default"),
+        Outcome::Forward(_)
+    ));
 }
 
 #[test]
@@ -419,7 +427,10 @@ fn custom_cluster_domain() {
         &["10.96.0.10"],
     );
     let old = query("hello.default.svc.cluster.local.", RecordType::A);
-    assert_eq!(answer(&old, &view, "default"), Outcome::Forward);
+    assert!(matches!(
+        answer(&old, &view, "default"),
+        Outcome::Forward(_)
+    ));
 }
 
 #[test]
@@ -429,5 +440,83 @@ fn external_name_is_a_cname() {
     match &message.answers[0].data {
         RData::CNAME(target) => assert_eq!(target.0.to_ascii(), "example.org."),
         other => panic!("expected a CNAME, got {other:?}"),
+    }
+}
+
+fn ptr(message: &Message) -> Vec<String> {
+    message
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::PTR(ptr) => Some(ptr.0.to_ascii()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The view with its service ranges known (the pod ranges come from the pods' IPs).
+fn ranged_view() -> ClusterView {
+    let mut view = view();
+    view.service_cidrs = vec![
+        "10.96.0.0/16".parse().unwrap(),
+        "fd00:96::/108".parse().unwrap(),
+    ];
+    view
+}
+
+#[test]
+fn reverse_names_of_cluster_ips_and_pod_ips() {
+    let view = ranged_view();
+    let ask = |name: &str| ask_in(&view, "default", name, RecordType::PTR);
+    let cases = [
+        (
+            "10.0.96.10.in-addr.arpa.",
+            "hello.default.svc.cluster.local.",
+        ),
+        ("20.0.96.10.in-addr.arpa.", "hello.other.svc.cluster.local."),
+        (
+            "5.0.244.10.in-addr.arpa.",
+            "10-244-0-5.default.pod.cluster.local.",
+        ),
+    ];
+    for (name, target) in cases {
+        let message = ask(name);
+        assert_eq!(message.metadata.response_code, ResponseCode::NoError);
+        assert!(message.metadata.authoritative);
+        assert_eq!(ptr(&message), [target], "{name}");
+        assert_eq!(message.answers[0].name.to_ascii(), name);
+    }
+    // IPv6: a dual-stack Service's v6 ClusterIP and a pod's v6 IP.
+    let v6 = |ip: &str| tether_dns::reverse::name(ip.parse().unwrap()).to_ascii();
+    assert_eq!(
+        ptr(&ask(&v6("fd00:96::11"))),
+        ["dual.default.svc.cluster.local."]
+    );
+    assert_eq!(
+        ptr(&ask(&v6("fd00:244::9"))),
+        ["fd00-244--9.default.pod.cluster.local."]
+    );
+}
+
+#[test]
+fn reverse_names_in_the_cluster_ranges_are_ours_and_others_are_not() {
+    let view = ranged_view();
+    // Unknown addresses in the ranges: NXDOMAIN, with the reverse zone's SOA.
+    for (name, zone) in [
+        ("99.0.96.10.in-addr.arpa.", "96.10.in-addr.arpa."),
+        ("7.7.244.10.in-addr.arpa.", "244.10.in-addr.arpa."),
+    ] {
+        let message = ask_in(&view, "default", name, RecordType::PTR);
+        assert_eq!(message.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(message.authorities[0].name.to_ascii(), zone);
+    }
+    // A known address asked for another type: NODATA.
+    let message = ask_in(&view, "default", "10.0.96.10.in-addr.arpa.", RecordType::A);
+    assert_eq!(message.metadata.response_code, ResponseCode::NoError);
+    assert!(message.answers.is_empty());
+    // Outside the cluster's ranges, or a partial zone name: forwarded.
+    for name in ["1.2.0.192.in-addr.arpa.", "96.10.in-addr.arpa."] {
+        let outcome = answer(&query(name, RecordType::PTR), &view, "default");
+        assert!(matches!(outcome, Outcome::Forward(_)), "{name}");
     }
 }

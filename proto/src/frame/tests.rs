@@ -158,6 +158,10 @@ fn every_message() -> Vec<Message> {
             }),
         }
         .into(),
+        Namespaces {
+            names: vec!["default".into(), "ext".into()],
+        }
+        .into(),
     ]
 }
 
@@ -218,6 +222,14 @@ fn exact_encodings() {
     assert_eq!(
         frame_bytes(subnets),
         [0, 0, 0, 10, 0, 3, 1, 0, 10, 96, 0, 0, 12, 0]
+    );
+    let namespaces = Namespaces {
+        names: vec!["ns".into()],
+    };
+    // one name of 2 bytes.
+    assert_eq!(
+        frame_bytes(namespaces),
+        [0, 0, 0, 6, 0, 23, 1, 2, b'n', b's']
     );
 }
 

@@ -116,6 +116,11 @@ pub struct ConnectResult {
 }
 
 /// Which names a DNS run asked.
+///
+/// Not measured yet (issue 16): `svc.ns` names (`hello.default`) through glibc's `getaddrinfo`,
+/// before and after the namespace routing. Every lookup here is a raw UDP query from the
+/// testapp; that row needs a `getaddrinfo` mode in `tether-testapp bench` (Rust's
+/// `ToSocketAddrs` is glibc's on the host build) and a `Lookup` variant that selects it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
     /// A name the workstation's original resolver answers, asked over and over (tether's cache
