@@ -63,6 +63,19 @@ pub enum Command {
     },
     /// Show versions.
     Version,
+    /// Print a shell completion script: `source <(tether completion bash)`, or for zsh and fish
+    /// the same with their own name.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (tether.1 and one per subcommand) into DIR (`cargo xtask man`).
+    #[command(hide = true)]
+    Man {
+        /// Where to write them.
+        dir: PathBuf,
+    },
     /// Run the daemon's privileged helper in the foreground (started by `connect`, as root); it
     /// starts the daemon itself without privilege.
     #[command(hide = true)]

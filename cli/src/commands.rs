@@ -71,6 +71,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Intercept(args) => crate::intercept::intercept(args).await,
         Command::Leave { name, output } => crate::intercept::leave(&name, output).await,
         Command::List { output } => crate::intercept::list(output).await,
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "tether", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => {
+            use clap::CommandFactory;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+            println!("Man pages written to {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Version => {
             println!("tether {}", env!("CARGO_PKG_VERSION"));
             println!("protocol {}", tether_daemon::PROTOCOL_VERSION);

@@ -144,3 +144,25 @@ fn install_dry_run_passes_the_api_servers_dry_run() {
         "{stdout}"
     );
 }
+
+/// The README's "try it yourself" by hand: `eval $(cargo xtask cluster env)` sets everything a
+/// plain `tether install` needs on the local cluster (`cluster.sh env` is what that runs).
+#[test]
+fn cluster_env_is_enough_for_a_plain_tether_install() {
+    let script = format!(
+        "eval \"$(bash {}/xtask/scripts/cluster.sh env)\" && {} install",
+        repo().display(),
+        tether_bin().display()
+    );
+    let out = run(Command::new("bash")
+        .args(["-c", &script])
+        .env_remove("KUBECONFIG")
+        .env_remove("TETHER_AGENT_IMAGE"))
+    .expect_ok("tether install after cluster env");
+    assert!(out.contains("Traffic manager installed"), "{out}");
+    let recorded = std::fs::read_to_string(tether_e2e::state_dir().join("images.env")).unwrap();
+    assert!(
+        recorded.contains(&format!("TETHER_AGENT_IMAGE={}\n", installed_image())),
+        "{recorded}"
+    );
+}

@@ -464,7 +464,14 @@ cmd_status() {
   fi
 }
 
-cmd_env() { echo "export KUBECONFIG=$ADMIN_KUBECONFIG"; }
+# Everything `tether` needs by hand: the kubeconfig, and the agent image the cluster has (so a
+# plain `tether install` works).
+cmd_env() {
+  echo "export KUBECONFIG=$ADMIN_KUBECONFIG"
+  if [ -f "$STATE/images.env" ]; then
+    sed -n 's/^TETHER_AGENT_IMAGE=\(.*\)$/export TETHER_AGENT_IMAGE=\1/p' "$STATE/images.env"
+  fi
+}
 
 case "${1:-}" in
   up) cmd_up ;;

@@ -52,6 +52,8 @@ enum Cmd {
     },
     /// Measure tether against the direct path and `kubectl port-forward` (cluster must be up).
     Bench(bench::Args),
+    /// Write tether's man pages into target/man (read one with `man -l target/man/tether.1`).
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,7 +64,7 @@ enum ClusterCmd {
     Down,
     /// Show the components and the node.
     Status,
-    /// Print the KUBECONFIG line for the admin kubeconfig.
+    /// Print what `tether` needs by hand: KUBECONFIG and TETHER_AGENT_IMAGE (`eval` it).
     Env,
     /// Fail if anything the cluster made is still there.
     CheckClean,
@@ -91,5 +93,13 @@ fn main() -> anyhow::Result<()> {
             test::run(keep_cluster)
         }
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Man => {
+            let status = cluster::cargo()
+                .args(["run", "--quiet", "-p", "tether-cli", "--", "man"])
+                .arg(cluster::repo().join("target/man"))
+                .status()?;
+            anyhow::ensure!(status.success(), "writing the man pages failed");
+            Ok(())
+        }
     }
 }

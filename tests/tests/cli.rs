@@ -1,0 +1,99 @@
+//! The CLI as a shell user meets it: completions in a real bash, man pages through `man`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use tether_e2e::{eventually, run, tether_bin};
+
+/// A tmux session running `bash`; killed on drop.
+struct Tmux(String);
+
+impl Tmux {
+    fn start(path: &str) -> Tmux {
+        let name = format!("tether-e2e-cli-{}", std::process::id());
+        run(Command::new("tmux")
+            .args(["new-session", "-d", "-s", &name, "-x", "200", "-y", "50"])
+            .args([
+                "env",
+                &format!("PATH={path}"),
+                "bash",
+                "--norc",
+                "--noprofile",
+            ]))
+        .expect_ok("tmux new-session");
+        Tmux(name)
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        run(Command::new("tmux")
+            .args(["send-keys", "-t", &self.0])
+            .args(keys))
+        .expect_ok("tmux send-keys");
+    }
+
+    fn screen(&self) -> String {
+        run(Command::new("tmux").args(["capture-pane", "-p", "-t", &self.0]))
+            .expect_ok("tmux capture-pane")
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn bash_completes_tether_commands_and_flags() {
+    // `tether` on the PATH, as `cargo install` puts it.
+    let bin_dir = std::env::temp_dir().join(format!("tether-e2e-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let link = bin_dir.join("tether");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(tether_bin(), &link).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let shell = Tmux::start(&path);
+    shell.keys(&["source <(tether completion bash)", "Enter"]);
+    shell.keys(&["tether inter", "Tab"]);
+    eventually(
+        Duration::from_secs(10),
+        "`tether inter<TAB>` completes",
+        || shell.screen().contains("tether intercept ").then_some(()),
+    );
+    shell.keys(&["--http-h", "Tab"]);
+    eventually(Duration::from_secs(10), "`--http-h<TAB>` completes", || {
+        shell
+            .screen()
+            .contains("tether intercept --http-header")
+            .then_some(())
+    });
+    let _ = std::fs::remove_dir_all(&bin_dir);
+}
+
+#[test]
+fn man_renders_the_generated_pages() {
+    let dir = std::env::temp_dir().join(format!("tether-e2e-man-{}", std::process::id()));
+    run(Command::new(tether_bin()).arg("man").arg(&dir)).expect_ok("tether man");
+    let page = run(Command::new("man")
+        .arg("-l")
+        .arg(dir.join("tether-intercept.1"))
+        .env("MANPAGER", "cat")
+        .env("COLUMNS", "100"))
+    .expect_ok("man -l");
+    assert!(page.contains("tether-intercept"), "{page}");
+    assert!(page.contains("--http-header"), "{page}");
+    let main = run(Command::new("man")
+        .arg("-l")
+        .arg(dir.join("tether.1"))
+        .env("MANPAGER", "cat"))
+    .expect_ok("man -l tether.1");
+    assert!(main.contains("intercept"), "{main}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
