@@ -102,7 +102,7 @@ pub enum InstallError {
         problem: String,
     },
     /// The manager's pod cannot start with this image, and will not by waiting.
-    #[error("the traffic manager's image {image} cannot be run: {reason} ({message}); make the image available on the cluster's nodes (for the local cluster, `cargo xtask` imports it) or install with another image")]
+    #[error("the traffic manager's image {image} cannot be run: {reason} ({message}); push the image to a registry the cluster's nodes pull from (for the local cluster, `cargo xtask images` pushes it), give a pull secret with --image-pull-secret, or install with another image")]
     ImageUnusable {
         /// The image.
         image: String,

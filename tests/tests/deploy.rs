@@ -166,3 +166,84 @@ fn cluster_env_is_enough_for_a_plain_tether_install() {
         "{recorded}"
     );
 }
+
+/// The local cluster gets its images as any cluster does: from a registry (Debian's
+/// docker-registry), which holds this build's images with their OCI labels.
+#[test]
+fn the_cluster_pulls_its_images_from_a_registry() {
+    let image = installed_image();
+    let (name, tag) = image.rsplit_once(':').expect("a tagged image");
+    let repo_name = name
+        .strip_prefix("tether.local/")
+        .expect("a tether.local image");
+    let tags = run(Command::new("curl").args([
+        "-fsS",
+        &format!("http://127.0.0.1:5000/v2/{repo_name}/tags/list"),
+    ]))
+    .expect_ok("the registry's tags");
+    assert!(tags.contains(&format!("\"{tag}\"")), "{tags}");
+    let config = run(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--config",
+        &format!("docker://127.0.0.1:5000/{repo_name}:{tag}"),
+    ]))
+    .expect_ok("the image's config");
+    let config: Value = serde_json::from_str(&config).expect("config JSON");
+    let labels = &config["config"]["Labels"];
+    assert_eq!(
+        labels["org.opencontainers.image.version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(
+        labels["org.opencontainers.image.revision"]
+            .as_str()
+            .map(str::len),
+        Some(40),
+        "{labels}"
+    );
+    // The manager's pod runs what the registry served (containerd records the repo digest).
+    let image_id = kubectl(&[
+        "-n",
+        "tether",
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=tether-manager",
+        "-o",
+        "jsonpath={.items[0].status.containerStatuses[0].imageID}",
+    ])
+    .expect_ok("the manager's imageID");
+    assert!(
+        image_id.starts_with(&format!("{name}@sha256:")),
+        "{image_id}"
+    );
+}
+
+/// Reinstalls the manager with the image it had; on drop, so a failing test restores it too.
+struct RestoreManager(String);
+
+impl Drop for RestoreManager {
+    fn drop(&mut self) {
+        let _ = run(Command::new(tether_bin())
+            .args(["install", "--image", &self.0, "--kubeconfig"])
+            .arg(tether_e2e::kubeconfig()));
+    }
+}
+
+/// An image the cluster cannot pull fails the install at once, naming the image and the pull's
+/// error, instead of waiting for a pod that never starts.
+#[test]
+fn an_image_the_cluster_cannot_pull_fails_the_install_with_the_pull_error() {
+    let _restore = RestoreManager(installed_image());
+    let missing = "tether.local/tether-agent:no-such-tag";
+    let out = run(Command::new(tether_bin())
+        .args(["install", "--image", missing, "--kubeconfig"])
+        .arg(tether_e2e::kubeconfig()));
+    assert!(!out.ok, "{out:?}");
+    assert!(
+        out.stderr.contains(missing)
+            && (out.stderr.contains("ErrImagePull") || out.stderr.contains("ImagePullBackOff")),
+        "{out:?}"
+    );
+}

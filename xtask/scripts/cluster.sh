@@ -19,6 +19,8 @@ install_deps() {
   # The DNS end-to-end tests resolve with musl (a static program built with musl-gcc), Go's pure
   # resolver (built with the cluster build's Go) and dig.
   apt_install musl-tools dnsutils golang-1.19-go
+  # The image registry the cluster pulls from, and the client that pushes to it.
+  apt_install docker-registry skopeo
   command -v kubectl >/dev/null || apt_install kubernetes-client
   # kubectl must exist either way (Debian's kubernetes-client ships it).
   command -v kubectl >/dev/null || die "kubectl not found and Debian's kubernetes-client did not provide it"
@@ -40,7 +42,7 @@ check_k8s_cache() {
 }
 
 # Ports the cluster binds. A port in use by something that is not ours is reported by name.
-PORTS=("2379:etcd" "2380:etcd (peer)" "$API_PORT:kube-apiserver" "10250:kubelet" "10257:kube-controller-manager" "10259:kube-scheduler" "10249:kube-proxy (metrics)" "10256:kube-proxy (healthz)")
+PORTS=("$REGISTRY_PORT:docker-registry" "2379:etcd" "2380:etcd (peer)" "$API_PORT:kube-apiserver" "10250:kubelet" "10257:kube-controller-manager" "10259:kube-scheduler" "10249:kube-proxy (metrics)" "10256:kube-proxy (healthz)")
 check_ports() {
   local entry port what holder
   for entry in "${PORTS[@]}"; do
@@ -159,6 +161,17 @@ state = "$STATE/containerd/state"
     conf_dir = "$CNI_CONF_DIR"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."tether.local"]
+    endpoint = ["http://$REGISTRY"]
+C
+  cat >"$STATE/config/registry.yml" <<C
+version: 0.1
+log: {level: warn}
+storage:
+  filesystem: {rootdirectory: $STATE/registry}
+  delete: {enabled: true}
+http:
+  addr: $REGISTRY
 C
   cat >"$CNI_CONF_DIR/10-tether.conflist" <<C
 {
@@ -259,6 +272,8 @@ cmd_up() {
     write_configs "$ip"
     ws_up "$ip"
     start_dnsmasq
+    start docker-registry docker-registry serve "$STATE/config/registry.yml"
+    wait_for "image registry" 30 docker-registry curl -fsS "http://$REGISTRY/v2/"
     start etcd etcd --name tether --data-dir "$STATE/etcd" \
       --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
       --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \

@@ -60,11 +60,15 @@ SERVICE_CIDR=10.96.0.0/16
 CLUSTER_CIDR=10.244.0.0/16
 POD_CIDR=10.244.0.0/24
 API_PORT=6443
+# The cluster's image registry (Debian's docker-registry, on loopback): containerd pulls
+# `tether.local/NAME:TAG` from it, as a real cluster pulls from its registry.
+REGISTRY_PORT=5000
+REGISTRY=127.0.0.1:$REGISTRY_PORT
 ADMIN_KUBECONFIG=$STATE/admin.kubeconfig
 # Workstation namespaces: name, host-side veth, /30 subnet prefix (host .1, namespace .2).
 WS_NAMESPACES=("tether-ws:tws0:10.250.0" "tether-ws2:tws1:10.250.1")
 # The components, in start order. Each one's pid is in $RUN/<name>.pid.
-COMPONENTS=(dnsmasq etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)
+COMPONENTS=(dnsmasq docker-registry etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)
 
 # This machine's own address: the source address of the default route, else the first global one.
 node_ip() {

@@ -33,8 +33,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ClusterCmd,
     },
-    /// Rebuild the project's images and load them into the cluster.
+    /// Rebuild the project's images and push them to the cluster's registry.
     Images,
+    /// The tether-agent image for your own cluster.
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    },
     /// Bring the cluster up, deploy the sample app and show tether at work.
     Demo {
         /// Run a CPU burner on every core meanwhile, as on a fresh machine busy with builds.
@@ -54,6 +59,16 @@ enum Cmd {
     Bench(bench::Args),
     /// Write tether's man pages into target/man (read one with `man -l target/man/tether.1`).
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCmd {
+    /// Build the tether-agent image and push it to REGISTRY/REPO[:TAG] (tag: the version), with
+    /// the credentials of docker's config.json or containers' auth.json.
+    Push {
+        /// Where to, e.g. registry.example.com/platform/tether-agent:0.1.0.
+        dest: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,6 +99,9 @@ fn main() -> anyhow::Result<()> {
             cluster::script("cluster.sh", &[verb])
         }
         Cmd::Images => cluster::script("images.sh", &["all"]),
+        Cmd::Image {
+            cmd: ImageCmd::Push { dest },
+        } => cluster::script("images.sh", &["push", &dest]),
         Cmd::Demo { busy } => {
             let _burner = busy.then(busy::Burner::start);
             demo::run()

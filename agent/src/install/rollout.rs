@@ -4,8 +4,15 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-/// Waiting reasons that waiting will not fix: the image must change or be made available.
-const UNUSABLE: [&str; 2] = ["ErrImageNeverPull", "InvalidImageName"];
+/// Waiting reasons that waiting will not fix: the image must change or be made available. A
+/// failed pull counts: the kubelet retries it, but a missing tag or a refused pull secret does
+/// not heal on its own, and the user is better told at once (with the pull's error).
+const UNUSABLE: [&str; 4] = [
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "ErrImagePull",
+    "ImagePullBackOff",
+];
 
 /// Where a rollout stands.
 #[derive(Debug, Clone, PartialEq, Eq)]

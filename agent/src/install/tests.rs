@@ -431,13 +431,22 @@ fn rollout_names_why_the_pod_waits() {
             "Back-off pulling image \"tether-agent:dev\"",
         ),
     );
-    let Rollout::Waiting(detail) = rollout(Some(&pending), &[backoff], IMAGE) else {
-        panic!()
-    };
-    assert!(
-        detail.contains("ImagePullBackOff: Back-off pulling image"),
-        "{detail}"
+    // A failed pull does not heal by waiting (a missing tag, a refused pull secret).
+    assert!(matches!(
+        rollout(Some(&pending), &[backoff], IMAGE),
+        Rollout::Unusable { reason, .. } if reason == "ImagePullBackOff"
+    ));
+    let failed = pod(
+        IMAGE,
+        waiting(
+            "ErrImagePull",
+            "rpc error: code = NotFound desc = failed to pull and unpack image \"tether-agent:dev\": not found",
+        ),
     );
+    assert!(matches!(
+        rollout(Some(&pending), &[failed], IMAGE),
+        Rollout::Unusable { reason, message } if reason == "ErrImagePull" && message.contains("not found")
+    ));
 
     let unschedulable = pod(
         IMAGE,
