@@ -126,8 +126,10 @@ push() {
   case "$dest" in localhost:* | localhost/* | 127.*) tls=(--dest-tls-verify=false) ;; esac
   step "push tether-agent to $dest" "$LOGS/images.log" skopeo copy "${tls[@]}" \
     "docker-archive:$work/tether-agent.tar" "docker://$dest"
+  local size
+  size=$(du -h "$work/tether-agent.tar" | cut -f1)
   rm -f "$work/tether-agent.tar"
-  log "pushed tether-agent ($(du -h "$repo/target/release/tether-agent" | cut -f1) binary) to $dest"
+  log "pushed tether-agent ($size uncompressed) to $dest"
 }
 
 mkdir -p "$work" "$LOGS"
