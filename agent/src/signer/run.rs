@@ -124,7 +124,19 @@ async fn handle(
 /// updated request.
 async fn decide(
     api: &Api<CertificateSigningRequest>,
+    csr: CertificateSigningRequest,
+    kind: &str,
+    reason: &str,
+    message: &str,
+) -> Option<CertificateSigningRequest> {
+    add_condition(api, csr, "approval", kind, reason, message).await
+}
+
+/// Adds a `kind` condition through `subresource`; returns the updated request.
+async fn add_condition(
+    api: &Api<CertificateSigningRequest>,
     mut csr: CertificateSigningRequest,
+    subresource: &str,
     kind: &str,
     reason: &str,
     message: &str,
@@ -143,7 +155,7 @@ async fn decide(
             last_transition_time: None,
         });
     match api
-        .replace_subresource("approval", &name, &PostParams::default(), &csr)
+        .replace_subresource(subresource, &name, &PostParams::default(), &csr)
         .await
     {
         Ok(updated) => Some(updated),
@@ -203,32 +215,15 @@ async fn sign(
     }
 }
 
-/// Marks a request `Failed` with `reason` and `message`, which the daemon shows its user.
+/// Marks a request `Failed` with `reason` and `message` (through `/status`), which the daemon
+/// shows its user.
 async fn fail(
     api: &Api<CertificateSigningRequest>,
-    mut csr: CertificateSigningRequest,
+    csr: CertificateSigningRequest,
     reason: &str,
     message: String,
 ) {
-    let name = csr.metadata.name.clone().unwrap_or_default();
-    let status = csr.status.get_or_insert_with(Default::default);
-    status
-        .conditions
-        .get_or_insert_with(Vec::new)
-        .push(CertificateSigningRequestCondition {
-            type_: "Failed".to_owned(),
-            status: "True".to_owned(),
-            reason: Some(reason.to_owned()),
-            message: Some(message),
-            last_update_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
-            last_transition_time: None,
-        });
-    if let Err(error) = api
-        .replace_status(&name, &PostParams::default(), &csr)
-        .await
-    {
-        warn!(request = %name, %error, "Cannot fail a session request");
-    }
+    add_condition(api, csr, "status", "Failed", reason, &message).await;
 }
 
 async fn delete(api: &Api<CertificateSigningRequest>, csr: &CertificateSigningRequest) {
