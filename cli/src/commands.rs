@@ -50,6 +50,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Intercept(args) => crate::intercept::intercept(args).await,
         Command::Leave { name, output } => crate::intercept::leave(&name, output).await,
         Command::List { output } => crate::intercept::list(output).await,
+        Command::Doctor(args) => crate::doctor::doctor(args).await,
+        Command::GatherLogs(args) => crate::doctor::gather_logs(args).await,
         Command::Version => {
             println!("tether {}", env!("CARGO_PKG_VERSION"));
             println!("protocol {}", tether_daemon::PROTOCOL_VERSION);

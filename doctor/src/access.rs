@@ -193,6 +193,8 @@ mod tests {
             .found
             .starts_with("you may not create intercepts.tether.dev in namespace shop"));
         let carrier = access_check(&needs[1], &[Answer::Allowed, Answer::Denied(None)], None);
-        assert!(carrier.found.contains("get pods/portforward in namespace tether"));
+        assert!(carrier
+            .found
+            .contains("get pods/portforward in namespace tether"));
     }
 }

@@ -68,12 +68,24 @@ pub fn agent_workloads(
     let mut out: Vec<AgentWorkload> = Vec::new();
     for d in deployments {
         if let Some(s) = &d.spec {
-            out.extend(workload("deployment", &d.metadata, s.replicas, &s.selector, &s.template));
+            out.extend(workload(
+                "deployment",
+                &d.metadata,
+                s.replicas,
+                &s.selector,
+                &s.template,
+            ));
         }
     }
     for d in statefulsets {
         if let Some(s) = &d.spec {
-            out.extend(workload("statefulset", &d.metadata, s.replicas, &s.selector, &s.template));
+            out.extend(workload(
+                "statefulset",
+                &d.metadata,
+                s.replicas,
+                &s.selector,
+                &s.template,
+            ));
         }
     }
     for rs in replicasets {
@@ -83,8 +95,18 @@ pub fn agent_workloads(
             .iter()
             .flatten()
             .any(|o| o.kind == "Deployment");
-        if let (false, Some(s), Some(t)) = (owned, &rs.spec, rs.spec.as_ref().and_then(|s| s.template.as_ref())) {
-            out.extend(workload("replicaset", &rs.metadata, s.replicas, &s.selector, t));
+        if let (false, Some(s), Some(t)) = (
+            owned,
+            &rs.spec,
+            rs.spec.as_ref().and_then(|s| s.template.as_ref()),
+        ) {
+            out.extend(workload(
+                "replicaset",
+                &rs.metadata,
+                s.replicas,
+                &s.selector,
+                t,
+            ));
         }
     }
     out
@@ -110,7 +132,10 @@ pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
     });
     // An empty selector selects nothing for a workload (the API server refuses one anyway).
     let empty = selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && selector.match_expressions.as_ref().is_none_or(|m| m.is_empty());
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|m| m.is_empty());
     labels_ok && exprs_ok && !empty
 }
 
@@ -163,7 +188,10 @@ fn workload_check(
             Check::warn(
                 w.id(),
                 format!("{label} has the agent in its template but no pod runs it yet"),
-                format!("`kubectl -n {namespace} rollout status {}/{}`", w.kind, w.name),
+                format!(
+                    "`kubectl -n {namespace} rollout status {}/{}`",
+                    w.kind, w.name
+                ),
             )
         };
     }
@@ -207,7 +235,10 @@ fn workload_check(
     if status == Status::Ok {
         if let Some(m) = manager_image.filter(|m| *m != w.image) {
             status = Status::Warn;
-            found.push_str(&format!("; its agent image {} is not the manager's {m}", w.image));
+            found.push_str(&format!(
+                "; its agent image {} is not the manager's {m}",
+                w.image
+            ));
             next = Some(format!(
                 "re-install the agent so it matches the manager: `tether uninstall {}/{} -n \
                  {namespace}`, then intercept again",

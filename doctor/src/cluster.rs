@@ -67,7 +67,10 @@ pub fn api_check(server: &str, host: &str, outcome: &ApiOutcome) -> Check {
         ),
         ApiOutcome::Dns(e) => Check::fail(
             ID,
-            format!("DNS: the API server's name {host:?} does not resolve ({e})"),
+            format!(
+                "DNS: the API server's name {:?} does not resolve ({e})",
+                host.rsplit_once(':').map_or(host, |(name, _)| name)
+            ),
             format!("check your network, VPN and DNS settings; {show}"),
         ),
         ApiOutcome::Tcp(e) => Check::fail(
@@ -218,8 +221,15 @@ pub fn metrics_check(metrics: &Metrics) -> Check {
 pub fn clock_check(ahead_secs: f64) -> Check {
     const ID: &str = "cluster.clock";
     let skew = Duration::from_secs_f64(ahead_secs.abs());
-    let dir = if ahead_secs >= 0.0 { "ahead of" } else { "behind" };
-    let found = format!("this machine's clock is {:.0} s {dir} the API server's", skew.as_secs_f64());
+    let dir = if ahead_secs >= 0.0 {
+        "ahead of"
+    } else {
+        "behind"
+    };
+    let found = format!(
+        "this machine's clock is {:.0} s {dir} the API server's",
+        skew.as_secs_f64()
+    );
     let next = "sync the clock (`sudo timedatectl set-ntp true`, or `sudo chronyc makestep`); \
                 certificates and tokens fail when clocks disagree";
     if skew >= CLOCK_FAIL {
@@ -227,7 +237,13 @@ pub fn clock_check(ahead_secs: f64) -> Check {
     } else if skew >= CLOCK_WARN {
         Check::warn(ID, found, next)
     } else {
-        Check::ok(ID, format!("in sync with the API server (within {} s)", CLOCK_WARN.as_secs()))
+        Check::ok(
+            ID,
+            format!(
+                "in sync with the API server (within {} s)",
+                CLOCK_WARN.as_secs()
+            ),
+        )
     }
 }
 

@@ -52,10 +52,17 @@ mod tests {
         assert_eq!(m.queries.len(), 1);
         m.metadata.message_type = MessageType::Response;
         let name = m.queries[0].name().clone();
-        m.add_answer(Record::from_rdata(name, 5, RData::A(A(Ipv4Addr::new(10, 96, 0, 1)))));
+        m.add_answer(Record::from_rdata(
+            name,
+            5,
+            RData::A(A(Ipv4Addr::new(10, 96, 0, 1))),
+        ));
         let bytes = m.to_vec().unwrap();
         assert_eq!(answer(7, &bytes), Ok(vec![Ipv4Addr::new(10, 96, 0, 1)]));
-        assert_eq!(answer(8, &bytes), Err("an answer to another question".into()));
+        assert_eq!(
+            answer(8, &bytes),
+            Err("an answer to another question".into())
+        );
         m.metadata.response_code = ResponseCode::NXDomain;
         m.answers.clear();
         let nx = m.to_vec().unwrap();

@@ -35,7 +35,7 @@ use tether_daemon::{
 use crate::{
     archive::{Archive, ArchiveError},
     manager,
-    redact::Redactor,
+    redact::{self, Redactor},
     run::{self, kube::within},
 };
 
@@ -43,6 +43,15 @@ use crate::{
 pub const TOP: &str = "tether-logs";
 /// The most of one log that goes in.
 pub const MAX_LOG_BYTES: usize = 8 << 20;
+
+/// `tether-logs-20250101T100000Z.tar.gz`, in the current directory.
+pub fn default_archive_name() -> PathBuf {
+    format!(
+        "tether-logs-{}.tar.gz",
+        Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
+    )
+    .into()
+}
 
 /// What to gather.
 #[derive(Debug, Clone)]
@@ -121,7 +130,9 @@ pub async fn gather(
         Ok(Err(e)) => c
             .notes
             .push(format!("cluster: {}", tether_daemon::error_chain(&e))),
-        Err(_) => c.notes.push("cluster: loading the kubeconfig timed out".into()),
+        Err(_) => c
+            .notes
+            .push("cluster: loading the kubeconfig timed out".into()),
     }
 
     progress("redacting and writing the archive");
@@ -260,15 +271,27 @@ async fn cluster_logs(
     progress("reading Warning events");
     for ns in &namespaces {
         let events: Api<Event> = Api::namespaced(client.clone(), ns);
-        match within(limit, events.list(&ListParams::default().fields("type=Warning"))).await {
+        match within(
+            limit,
+            events.list(&ListParams::default().fields("type=Warning")),
+        )
+        .await
+        {
             Ok(list) => c.add(format!("events/{ns}.txt"), events_text(&list.items)),
-            Err(e) => c.notes.push(e.reason(&format!("list events in namespace {ns}"))),
+            Err(e) => c
+                .notes
+                .push(e.reason(&format!("list events in namespace {ns}"))),
         }
     }
 
     progress("reading the traffic manager's logs");
     let pods: Api<Pod> = Api::namespaced(client.clone(), MANAGER_NAMESPACE);
-    match within(limit, pods.list(&ListParams::default().labels(MANAGER_SELECTOR))).await {
+    match within(
+        limit,
+        pods.list(&ListParams::default().labels(MANAGER_SELECTOR)),
+    )
+    .await
+    {
         Ok(list) => {
             for pod in &list.items {
                 pod_logs(c, client, opts, pod, manager::CONTAINER, "manager").await;
@@ -288,10 +311,20 @@ async fn cluster_logs(
                         .is_some_and(|s| s.containers.iter().any(|c| c.name == AGENT_CONTAINER))
                 });
                 for pod in with_agent {
-                    pod_logs(c, client, opts, pod, AGENT_CONTAINER, &format!("agents/{ns}")).await;
+                    pod_logs(
+                        c,
+                        client,
+                        opts,
+                        pod,
+                        AGENT_CONTAINER,
+                        &format!("agents/{ns}"),
+                    )
+                    .await;
                 }
             }
-            Err(e) => c.notes.push(e.reason(&format!("list pods in namespace {ns}"))),
+            Err(e) => c
+                .notes
+                .push(e.reason(&format!("list pods in namespace {ns}"))),
         }
     }
 
@@ -300,11 +333,15 @@ async fn cluster_logs(
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
         match within(limit, secrets.list(&ListParams::default())).await {
             Ok(list) => {
-                for s in list.items {
+                for s in &list.items {
+                    let data = s.data.iter().flatten().map(|(k, v)| (k, v.0.as_slice()));
+                    let strings = s
+                        .string_data
+                        .iter()
+                        .flatten()
+                        .map(|(k, v)| (k, v.as_bytes()));
                     c.secret_values
-                        .extend(s.data.into_iter().flatten().map(|(_, v)| v.0));
-                    c.secret_values
-                        .extend(s.string_data.into_iter().flatten().map(|(_, v)| v.into_bytes()));
+                        .extend(redact::secret_values(data.chain(strings)));
                 }
             }
             Err(e) => c.notes.push(format!(
@@ -327,9 +364,14 @@ async fn pod_logs(
     let Some(name) = pod.metadata.name.as_deref() else {
         return;
     };
-    let ns = pod.metadata.namespace.as_deref().unwrap_or(MANAGER_NAMESPACE);
+    let ns = pod
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or(MANAGER_NAMESPACE);
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let restarted = crate::containers::status_of(pod, container).is_some_and(|s| s.restart_count > 0);
+    let restarted =
+        crate::containers::status_of(pod, container).is_some_and(|s| s.restart_count > 0);
     for previous in [false, true] {
         if previous && !restarted {
             continue;

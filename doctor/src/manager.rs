@@ -41,15 +41,17 @@ pub fn manager_checks(view: &ManagerView, cli_version: &str, now: Timestamp) -> 
         )];
     };
     let image = image_of(deployment).unwrap_or_default();
+    let pod = pod_check(deployment, &view.pods, &image);
+    let healthy = pod.status == Status::Ok;
     vec![
         Check::ok(
             "manager.installed",
             format!("deployment {MANAGER_SERVICE} in namespace {NS}"),
         ),
         version_check(&image, cli_version),
-        pod_check(deployment, &view.pods, &image),
+        pod,
         service_check(view.service.as_ref()),
-        events_check(&view.events, &view.pods, now),
+        events_check(&view.events, &view.pods, healthy, now),
     ]
 }
 
@@ -73,9 +75,11 @@ fn tag_version(image: &str) -> Option<&str> {
     let tag = image.rsplit_once(':')?.1;
     let tag = tag.strip_prefix('v').unwrap_or(tag);
     let numeric = tag.split('.').count() == 3
-        && tag
-            .split('.')
-            .all(|p| p.split('-').next().is_some_and(|n| n.parse::<u32>().is_ok()));
+        && tag.split('.').all(|p| {
+            p.split('-')
+                .next()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        });
     (numeric && !tag.contains('/')).then_some(tag)
 }
 
@@ -181,12 +185,10 @@ fn service_check(service: Option<&Service>) -> Check {
         );
     };
     let spec = service.spec.as_ref();
-    let quic = spec
-        .and_then(|s| s.ports.as_ref())
-        .and_then(|ps| {
-            ps.iter()
-                .find(|p| p.protocol.as_deref() == Some("UDP") && p.port == i32::from(QUIC_PORT))
-        });
+    let quic = spec.and_then(|s| s.ports.as_ref()).and_then(|ps| {
+        ps.iter()
+            .find(|p| p.protocol.as_deref() == Some("UDP") && p.port == i32::from(QUIC_PORT))
+    });
     match quic {
         Some(p) => Check::ok(
             ID,
@@ -217,9 +219,11 @@ pub fn event_time(e: &Event) -> Option<Timestamp> {
         .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
-/// Recent Warning events about the manager's pods, ReplicaSets and Deployment. Failed readiness
-/// probes from before a pod became Ready are its start-up, not news.
-fn events_check(events: &[Event], pods: &[Pod], now: Timestamp) -> Check {
+/// Recent Warning events about the manager's pods, ReplicaSets and Deployment: the context of a
+/// manager that is not healthy (why it cannot be scheduled, mount, pull). While its pod is
+/// healthy they are history, counted but no warning. Failed readiness probes from before a pod
+/// became Ready are its start-up, not news.
+fn events_check(events: &[Event], pods: &[Pod], healthy: bool, now: Timestamp) -> Check {
     const ID: &str = "manager.events";
     let ready_since = |pod: &str| {
         pods.iter()
@@ -250,6 +254,19 @@ fn events_check(events: &[Event], pods: &[Pod], now: Timestamp) -> Check {
             format!("no Warning events in the last {} min", RECENT.as_mins()),
         );
     }
+    let list = format!(
+        "`kubectl -n {NS} get events --field-selector type=Warning --sort-by=.lastTimestamp`"
+    );
+    if healthy {
+        return Check::ok(
+            ID,
+            format!(
+                "{} Warning events in the last {} min, none about a current problem ({list})",
+                news.len(),
+                RECENT.as_mins()
+            ),
+        );
+    }
     news.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
     let shown: Vec<String> = news
         .iter()
@@ -259,7 +276,7 @@ fn events_check(events: &[Event], pods: &[Pod], now: Timestamp) -> Check {
                 "{} {}: {}{}",
                 e.involved_object.name.as_deref().unwrap_or_default(),
                 e.reason.as_deref().unwrap_or_default(),
-                e.message.as_deref().unwrap_or_default().trim(),
+                shorten(e.message.as_deref().unwrap_or_default().trim(), 160),
                 e.count
                     .filter(|c| *c > 1)
                     .map(|c| format!(" (×{c})"))
@@ -276,9 +293,15 @@ fn events_check(events: &[Event], pods: &[Pod], now: Timestamp) -> Check {
             RECENT.as_mins(),
             shown.join("; ")
         ),
-        next: Some(format!(
-            "`kubectl -n {NS} get events --field-selector type=Warning --sort-by=.lastTimestamp`"
-        )),
+        next: Some(list),
+    }
+}
+
+/// `text` cut to at most `max` characters, with `…` when cut.
+pub fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
     }
 }
 

@@ -15,7 +15,10 @@ pub const CROWDED: f64 = 0.9;
 /// The conditions whose healthy value is `False`, and what each means.
 const PRESSURE: [(&str, &str); 4] = [
     ("MemoryPressure", "memory is short; the kubelet evicts pods"),
-    ("DiskPressure", "disk space or inodes are short; the kubelet evicts pods and removes images"),
+    (
+        "DiskPressure",
+        "disk space or inodes are short; the kubelet evicts pods and removes images",
+    ),
     ("PIDPressure", "process ids are short"),
     ("NetworkUnavailable", "the node's network is not configured"),
 ];
@@ -81,7 +84,10 @@ pub fn node_checks(node: &Node) -> Vec<Check> {
             .filter(|c| c.type_ != "Ready")
             .map(|c| c.type_.as_str())
             .collect();
-        Check::ok(id, format!("no problem condition ({} are False)", types.join(", ")))
+        Check::ok(
+            id,
+            format!("no problem condition ({} are False)", types.join(", ")),
+        )
     } else {
         Check::fail(
             id,
@@ -120,16 +126,24 @@ pub fn pod_requests(pod: &Pod) -> (f64, f64) {
         };
         (get("cpu"), get("memory"))
     };
-    let (mut cpu, mut mem) = spec.containers.iter().map(of).fold((0.0, 0.0), |a, b| {
-        (a.0 + b.0, a.1 + b.1)
-    });
+    let (mut cpu, mut mem) = spec
+        .containers
+        .iter()
+        .map(of)
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
     for init in spec.init_containers.iter().flatten().map(of) {
         cpu = f64::max(cpu, init.0);
         mem = f64::max(mem, init.1);
     }
     if let Some(overhead) = &spec.overhead {
-        cpu += overhead.get("cpu").and_then(|q| quantity::parse(&q.0)).unwrap_or(0.0);
-        mem += overhead.get("memory").and_then(|q| quantity::parse(&q.0)).unwrap_or(0.0);
+        cpu += overhead
+            .get("cpu")
+            .and_then(|q| quantity::parse(&q.0))
+            .unwrap_or(0.0);
+        mem += overhead
+            .get("memory")
+            .and_then(|q| quantity::parse(&q.0))
+            .unwrap_or(0.0);
     }
     (cpu, mem)
 }
@@ -161,7 +175,11 @@ pub fn allocated_checks(nodes: &[Node], pods: &[Pod]) -> Vec<Check> {
             let name = node.metadata.name.clone().unwrap_or_default();
             let id = format!("node.{name}.allocated");
             let alloc = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
-            let get = |k: &str| alloc.and_then(|a| a.get(k)).and_then(|q| quantity::parse(&q.0));
+            let get = |k: &str| {
+                alloc
+                    .and_then(|a| a.get(k))
+                    .and_then(|q| quantity::parse(&q.0))
+            };
             let (Some(cpu_alloc), Some(mem_alloc)) = (get("cpu"), get("memory")) else {
                 return Check::skipped(id, format!("{name} reports no allocatable cpu/memory"));
             };

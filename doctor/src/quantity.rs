@@ -42,7 +42,7 @@ pub fn parse(text: &str) -> Option<f64> {
 /// CPU cores as `850m` or `2`.
 pub fn cpu(cores: f64) -> String {
     let milli = (cores * 1000.0).round() as u64;
-    if milli % 1000 == 0 {
+    if milli.is_multiple_of(1000) {
         format!("{}", milli / 1000)
     } else {
         format!("{milli}m")

@@ -6,7 +6,20 @@ use regex::Regex;
 
 /// Known secret values shorter than this are not searched for: `true` or `8080` would redact
 /// half a log and protect nothing.
-pub const MIN_SECRET_LEN: usize = 6;
+pub const MIN_SECRET_LEN: usize = 8;
+
+/// Keys of Secret data that hold nothing secret (a service account token Secret's namespace and
+/// CA certificate, a TLS Secret's certificate): searching for them would redact every mention of
+/// the namespace.
+pub const PUBLIC_KEYS: [&str; 4] = ["namespace", "ca.crt", "tls.crt", "service-ca.crt"];
+
+/// The values of a Secret's data worth searching for.
+pub fn secret_values<'a>(data: impl IntoIterator<Item = (&'a String, &'a [u8])>) -> Vec<Vec<u8>> {
+    data.into_iter()
+        .filter(|(k, _)| !PUBLIC_KEYS.contains(&k.as_str()))
+        .map(|(_, v)| v.to_vec())
+        .collect()
+}
 
 /// What replaces a redacted value. (It must not look like what it replaces: the archive is
 /// scanned for `PRIVATE KEY`.)
@@ -34,11 +47,19 @@ impl Redactor {
         Redactor {
             patterns: vec![
                 (
-                    re(r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)"),
+                    re(
+                        r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)",
+                    ),
                     "<redacted key>",
                 ),
-                (re(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), "<redacted jwt>"),
-                (re(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/]+=*"), "$1$2<redacted>"),
+                (
+                    re(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
+                    "<redacted jwt>",
+                ),
+                (
+                    re(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/]{8,}=*"),
+                    "$1$2<redacted>",
+                ),
                 (
                     re(concat!(
                         r#"(?i)\b([a-z0-9_.-]*(?:token|password|passwd|pwd|secret|api[_-]?key|apikey|"#,
@@ -60,6 +81,9 @@ impl Redactor {
     {
         for value in values {
             let value = value.as_ref();
+            if value.len() < MIN_SECRET_LEN {
+                continue;
+            }
             self.add(&base64(value));
             let Ok(text) = std::str::from_utf8(value) else {
                 continue;
@@ -109,7 +133,11 @@ pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

@@ -84,9 +84,15 @@ async fn cluster_checks(opts: &Options) -> Vec<Check> {
     };
     let mut checks = vec![cluster::context_check(&cluster.context, &cluster.server)];
     let probed = probe::probe(&cluster, limit).await;
-    checks.push(cluster::api_check(&cluster.server, &probed.host, &probed.outcome));
+    checks.push(cluster::api_check(
+        &cluster.server,
+        &probed.host,
+        &probed.outcome,
+    ));
     let ApiOutcome::Reached { version, minor, .. } = &probed.outcome else {
-        checks.extend(unreachable("the API server is unreachable (see cluster.api)"));
+        checks.extend(unreachable(
+            "the API server cannot be used (see cluster.api)",
+        ));
         return checks;
     };
     if let Some(ahead) = probed.clock_ahead {
@@ -122,7 +128,12 @@ async fn cluster_checks(opts: &Options) -> Vec<Check> {
             )
         })
         .collect();
-    checks.push(cluster::version_check(version, *minor, &opts.cli_version, &kubelets));
+    checks.push(cluster::version_check(
+        version,
+        *minor,
+        &opts.cli_version,
+        &kubelets,
+    ));
     checks.push(match &metrics {
         Ok(m) => cluster::metrics_check(m),
         Err(e) => Check::skipped("cluster.metrics", e.reason("read metrics.k8s.io")),
@@ -141,15 +152,20 @@ async fn cluster_checks(opts: &Options) -> Vec<Check> {
                 )),
             }
         }
-        Err(e) => checks.push(
-            Check::skipped("nodes", e.reason("list nodes"))
-                .with_next("ask a cluster admin to bind the ClusterRole tether-client-nodes to you"),
-        ),
+        Err(e) => {
+            checks.push(Check::skipped("nodes", e.reason("list nodes")).with_next(
+                "ask a cluster admin to bind the ClusterRole tether-client-nodes to you",
+            ))
+        }
     }
 
     let manager_image = match &manager_view {
         Ok(view) => {
-            checks.extend(manager::manager_checks(view, &opts.cli_version, Timestamp::now()));
+            checks.extend(manager::manager_checks(
+                view,
+                &opts.cli_version,
+                Timestamp::now(),
+            ));
             view.deployment.as_ref().and_then(manager::image_of)
         }
         Err(e) => {

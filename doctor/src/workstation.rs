@@ -67,7 +67,10 @@ pub fn connected_checks(v: &ConnectedView) -> Vec<Check> {
         s.cluster_server, s.context, s.namespace, s.transport, s.manager, s.reconnects
     );
     checks.push(if s.connected {
-        Check::ok("workstation.daemon", format!("daemon pid {}: {found}", s.daemon_pid))
+        Check::ok(
+            "workstation.daemon",
+            format!("daemon pid {}: {found}", s.daemon_pid),
+        )
     } else {
         Check::warn(
             "workstation.daemon",
@@ -130,13 +133,16 @@ pub fn routes_check(subnets: &[String], tun: &str, routes: &[Route]) -> Check {
     let mut unrouted = Vec::new();
     let mut shadows = Vec::new();
     for subnet in &subnets {
-        let routed = routes.iter().any(|r| {
-            r.dev == tun && r.dst.contains(subnet)
-        });
+        let routed = routes
+            .iter()
+            .any(|r| r.dev == tun && r.dst.contains(subnet));
         if !routed {
             unrouted.push(subnet.to_string());
         }
-        for r in routes.iter().filter(|r| r.dev != tun && r.dst.prefix_len() > 0) {
+        for r in routes
+            .iter()
+            .filter(|r| r.dev != tun && r.dst.prefix_len() > 0)
+        {
             let overlaps = subnet.contains(&r.dst) || r.dst.contains(subnet);
             if overlaps && r.dst.prefix_len() >= subnet.prefix_len() {
                 shadows.push((subnet, r));
@@ -170,7 +176,10 @@ pub fn routes_check(subnets: &[String], tun: &str, routes: &[Route]) -> Check {
         );
     }
     let all: Vec<String> = subnets.iter().map(Ipv4Net::to_string).collect();
-    Check::ok(ID, format!("{} routed into {tun}, none shadowed", all.join(", ")))
+    Check::ok(
+        ID,
+        format!("{} routed into {tun}, none shadowed", all.join(", ")),
+    )
 }
 
 /// The nameservers of a resolv.conf text.
@@ -207,7 +216,11 @@ fn resolver_check(v: &ConnectedView) -> Check {
             format!(
                 "/etc/resolv.conf no longer points to tether's DNS {dns} (nameservers: {}): \
                  something rewrote it, and cluster names do not resolve",
-                if shown.is_empty() { "none".into() } else { shown.join(", ") }
+                if shown.is_empty() {
+                    "none".into()
+                } else {
+                    shown.join(", ")
+                }
             ),
             "`sudo tether quit && sudo tether connect` puts it right (quit restores the \
              original, connect points it to tether again); if a network manager or VPN client \
@@ -217,11 +230,16 @@ fn resolver_check(v: &ConnectedView) -> Check {
     if v.backup == Backup::Missing {
         return Check::warn(
             ID,
-            format!("/etc/resolv.conf points to tether's DNS {dns}, but the saved original is missing"),
+            format!(
+                "/etc/resolv.conf points to tether's DNS {dns}, but the saved original is missing"
+            ),
             "after `tether quit`, check /etc/resolv.conf by hand",
         );
     }
-    Check::ok(ID, format!("/etc/resolv.conf points to tether's DNS {dns}{backup}"))
+    Check::ok(
+        ID,
+        format!("/etc/resolv.conf points to tether's DNS {dns}{backup}"),
+    )
 }
 
 fn dns_check(v: &ConnectedView) -> Check {
@@ -230,7 +248,10 @@ fn dns_check(v: &ConnectedView) -> Check {
     match (&v.system_dns, &v.direct_dns) {
         (Ok(ips), _) if !ips.is_empty() => {
             let shown: Vec<String> = ips.iter().map(ToString::to_string).collect();
-            Check::ok(ID, format!("kubernetes.default resolves to {}", shown.join(", ")))
+            Check::ok(
+                ID,
+                format!("kubernetes.default resolves to {}", shown.join(", ")),
+            )
         }
         (system, Ok(direct)) if !direct.is_empty() => Check::fail(
             ID,
@@ -314,7 +335,9 @@ pub fn leftover_checks(l: &Leftovers) -> Vec<Check> {
     } else if let Some(tun) = &l.tun {
         checks.push(Check::warn(
             ID,
-            format!("the TUN device {tun} still exists without a daemon: a tether process holds it"),
+            format!(
+                "the TUN device {tun} still exists without a daemon: a tether process holds it"
+            ),
             "find it with `pgrep -a tether` and stop it (`sudo kill PID`): the device and its \
              routes go with it",
         ));
@@ -330,7 +353,10 @@ pub fn leftover_checks(l: &Leftovers) -> Vec<Check> {
         } else {
             ""
         };
-        checks.push(Check::ok(ID, format!("nothing left by a crashed session{note}")));
+        checks.push(Check::ok(
+            ID,
+            format!("nothing left by a crashed session{note}"),
+        ));
     }
     checks
 }

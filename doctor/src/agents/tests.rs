@@ -69,8 +69,12 @@ fn healthy_agents_and_linking() {
     let w = agent_workloads(&[deployment("hello", true)], &[], &[]);
     let pods = [
         pod("hello-a", "hello", ready()),
-        pod("other-a", "other", json!({"name": "tether-agent", "image": "", "imageID": "",
-            "ready": false, "restartCount": 9, "state": {"waiting": {"reason": "CrashLoopBackOff"}}})),
+        pod(
+            "other-a",
+            "other",
+            json!({"name": "tether-agent", "image": "", "imageID": "",
+            "ready": false, "restartCount": 9, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}),
+        ),
     ];
     let checks = agent_checks("default", &w, &pods, Some("agent:1"), None);
     assert_eq!(checks[0].status, Status::Ok, "{checks:?}");
@@ -81,7 +85,9 @@ fn healthy_agents_and_linking() {
     let linked = vec!["someone-else".to_owned()];
     let checks = agent_checks("default", &w, &pods, Some("agent:1"), Some(&linked));
     assert_eq!(checks[0].status, Status::Warn);
-    assert!(checks[0].found.contains("not linked to the manager: hello-a"));
+    assert!(checks[0]
+        .found
+        .contains("not linked to the manager: hello-a"));
     let checks = agent_checks("default", &w, &pods, Some("agent:2"), None);
     assert_eq!(checks[0].status, Status::Warn);
     assert!(checks[0].found.contains("is not the manager's agent:2"));
@@ -94,7 +100,10 @@ fn a_crash_looping_agent_is_named_with_its_workload_and_reason() {
         "ready": false, "restartCount": 3,
         "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
         "lastState": {"terminated": {"reason": "Error", "exitCode": 2}}});
-    let pods = [pod("hello-a", "hello", ready()), pod("hello-b", "hello", crashing)];
+    let pods = [
+        pod("hello-a", "hello", ready()),
+        pod("hello-b", "hello", crashing),
+    ];
     let checks = agent_checks("default", &w, &pods, Some("agent:1"), None);
     let c = &checks[0];
     assert_eq!(c.id, "agent.deployment.hello");
@@ -113,11 +122,20 @@ fn a_crash_looping_agent_is_named_with_its_workload_and_reason() {
 
 #[test]
 fn selectors_with_expressions() {
-    let labels: BTreeMap<String, String> =
-        [("app".to_owned(), "hello".to_owned()), ("tier".to_owned(), "web".to_owned())].into();
+    let labels: BTreeMap<String, String> = [
+        ("app".to_owned(), "hello".to_owned()),
+        ("tier".to_owned(), "web".to_owned()),
+    ]
+    .into();
     let sel = |v: serde_json::Value| -> LabelSelector { serde_json::from_value(v).unwrap() };
-    assert!(selects(&sel(json!({"matchLabels": {"app": "hello"}})), &labels));
-    assert!(!selects(&sel(json!({"matchLabels": {"app": "other"}})), &labels));
+    assert!(selects(
+        &sel(json!({"matchLabels": {"app": "hello"}})),
+        &labels
+    ));
+    assert!(!selects(
+        &sel(json!({"matchLabels": {"app": "other"}})),
+        &labels
+    ));
     assert!(selects(
         &sel(json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web"]}]})),
         &labels

@@ -41,8 +41,13 @@ fn gzip_splits_into_stored_blocks() {
 #[test]
 fn tar_entries_have_valid_headers() {
     let mut a = Archive::new();
-    a.add("tether-logs/doctor.json", b"{}\n", 1_700_000_000).unwrap();
-    let long = format!("tether-logs/agents/{}/{}.log", "n".repeat(60), "p".repeat(80));
+    a.add("tether-logs/doctor.json", b"{}\n", 1_700_000_000)
+        .unwrap();
+    let long = format!(
+        "tether-logs/agents/{}/{}.log",
+        "n".repeat(60),
+        "p".repeat(80)
+    );
     a.add(&long, b"hello", 1_700_000_000).unwrap();
     let tar = gunzip(&a.finish(0));
     assert_eq!(tar.len(), 512 * 2 + 512 * 2 + 1024);
@@ -53,14 +58,23 @@ fn tar_entries_have_valid_headers() {
     let sum: u32 = h
         .iter()
         .enumerate()
-        .map(|(i, b)| if (148..156).contains(&i) { 32 } else { u32::from(*b) })
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
         .sum();
     let field = std::str::from_utf8(&h[148..154]).unwrap();
     assert_eq!(u32::from_str_radix(field, 8).unwrap(), sum);
     assert_eq!(&tar[512..515], b"{}\n");
     // The long path went into the prefix field.
     let h2 = &tar[1024..1536];
-    assert_eq!(&h2[..(80 + 4)], format!("{}.log", "p".repeat(80)).as_bytes());
+    assert_eq!(
+        &h2[..(80 + 4)],
+        format!("{}.log", "p".repeat(80)).as_bytes()
+    );
     assert!(h2[345..].starts_with(format!("tether-logs/agents/{}", "n".repeat(60)).as_bytes()));
     assert!(matches!(
         Archive::new().add(&"x".repeat(300), b"", 0),
@@ -78,10 +92,20 @@ fn system_tar_lists_it() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("a.tar.gz");
     std::fs::write(&file, a.finish(0)).unwrap();
-    let listed = std::process::Command::new("tar").arg("tzvf").arg(&file).output();
+    let listed = std::process::Command::new("tar")
+        .arg("tzvf")
+        .arg(&file)
+        .output();
     let _ = std::fs::remove_dir_all(&dir);
     let Ok(listed) = listed else { return };
     let text = String::from_utf8_lossy(&listed.stdout);
-    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
-    assert!(text.contains("d/one.txt") && text.contains("70000"), "{text}");
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(
+        text.contains("d/one.txt") && text.contains("70000"),
+        "{text}"
+    );
 }

@@ -44,7 +44,12 @@ fn version_skew_of_kubelets() {
         ok.found,
         "server v1.20.2, tether 0.1.0; kubelets v1.20.2 (1 nodes)"
     );
-    let newer = version_check("v1.28.1", Some(28), "0.1.0", &kubelets(&["v1.28.1", "v1.29.0"]));
+    let newer = version_check(
+        "v1.28.1",
+        Some(28),
+        "0.1.0",
+        &kubelets(&["v1.28.1", "v1.29.0"]),
+    );
     assert_eq!(newer.status, Status::Warn);
     assert!(newer.found.contains("n1 (v1.29.0)"), "{}", newer.found);
     let old = version_check("v1.28.1", Some(28), "0.1.0", &kubelets(&["v1.25.3"]));

@@ -27,7 +27,12 @@ fn image_never_pull_says_to_load_the_image() {
         AT,
     );
     assert_eq!(d.status, Status::Fail);
-    assert!(d.found.starts_with("manager is ErrImageNeverPull: Container image"), "{}", d.found);
+    assert!(
+        d.found
+            .starts_with("manager is ErrImageNeverPull: Container image"),
+        "{}",
+        d.found
+    );
     assert!(d.next.unwrap().contains("x:1 is not on the node"));
 }
 

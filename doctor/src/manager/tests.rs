@@ -62,7 +62,11 @@ fn a_healthy_manager() {
         pods: vec![pod("tether-manager-a", "2025-01-01T10:00:10Z", ready())],
         service: Some(service()),
         // Start-up noise: before the pod was Ready.
-        events: vec![event("tether-manager-a", "Unhealthy", "2025-01-01T10:00:05Z")],
+        events: vec![event(
+            "tether-manager-a",
+            "Unhealthy",
+            "2025-01-01T10:00:05Z",
+        )],
     };
     let checks = manager_checks(&view, "0.1.0", now());
     let ids: Vec<&str> = checks.iter().map(|c| c.id.as_str()).collect();
@@ -81,7 +85,10 @@ fn a_healthy_manager() {
         checks[2].found,
         "pod tether-manager-a: manager is Ready, no restarts"
     );
-    assert_eq!(checks[3].found, "NodePort tether-manager: 7443/UDP, NodePort 31234");
+    assert_eq!(
+        checks[3].found,
+        "NodePort tether-manager: 7443/UDP, NodePort 31234"
+    );
 }
 
 #[test]
@@ -124,13 +131,37 @@ fn version_skew_and_recent_warnings() {
     };
     let checks = manager_checks(&view, "0.1.0", now());
     assert_eq!(checks[1].status, Status::Warn);
-    assert!(checks[1].found.contains("runs 0.0.9"), "{}", checks[1].found);
+    assert!(
+        checks[1].found.contains("runs 0.0.9"),
+        "{}",
+        checks[1].found
+    );
+    // While the pod is healthy, events are history.
+    assert_eq!(checks[4].status, Status::Ok);
+    assert!(checks[4]
+        .found
+        .starts_with("1 Warning events in the last 15 min, none about"));
+    let mut sick = view.clone();
+    sick.pods[0]
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap()[0]
+        .ready = false;
+    let checks = manager_checks(&sick, "0.1.0", now());
     let events = &checks[4];
     assert_eq!(events.status, Status::Warn);
     assert_eq!(
         events.found,
         "1 Warning events in the last 15 min: tether-manager-a Unhealthy: Readiness probe failed"
     );
+    assert_eq!(shorten("abcdef", 3), "abc…");
+    assert_eq!(shorten("abc", 3), "abc");
     // A tag that is no version is not compared.
-    assert_eq!(version_check("tether.local/tether-agent:5f3a9c", "0.1.0").status, Status::Ok);
+    assert_eq!(
+        version_check("tether.local/tether-agent:5f3a9c", "0.1.0").status,
+        Status::Ok
+    );
 }

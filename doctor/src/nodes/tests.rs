@@ -55,7 +55,10 @@ fn disk_pressure_and_a_node_problem_detector_condition_are_named() {
     );
     let next = c.next.as_deref().unwrap();
     assert!(next.contains("DiskPressure: disk space"), "{next}");
-    assert!(next.contains("KernelDeadlock: reported by a node problem detector"), "{next}");
+    assert!(
+        next.contains("KernelDeadlock: reported by a node problem detector"),
+        "{next}"
+    );
     assert!(next.contains("kubectl describe node n1"), "{next}");
 }
 
@@ -66,13 +69,19 @@ fn not_ready_and_cordoned() {
     conditions[3]["reason"] = json!("NodeStatusUnknown");
     let checks = node_checks(&node(conditions));
     assert_eq!(checks[0].status, Status::Fail);
-    assert!(checks[0].found.contains("Ready=Unknown (NodeStatusUnknown)"));
+    assert!(checks[0]
+        .found
+        .contains("Ready=Unknown (NodeStatusUnknown)"));
 
     let mut cordoned = node(healthy());
     cordoned.spec = Some(serde_json::from_value(json!({"unschedulable": true})).unwrap());
     let checks = node_checks(&cordoned);
     assert_eq!(checks[0].status, Status::Warn);
-    assert!(checks[0].next.as_deref().unwrap().contains("kubectl uncordon n1"));
+    assert!(checks[0]
+        .next
+        .as_deref()
+        .unwrap()
+        .contains("kubectl uncordon n1"));
 }
 
 fn pod(node: &str, phase: &str, cpu: &str, memory: &str) -> Pod {

@@ -25,6 +25,20 @@ fn bearer_tokens_and_jwts() {
         out,
         "GET /api Authorization: Bearer <redacted> ok\ntoken <redacted jwt> used\nbasic <redacted>"
     );
+    // Prose stays.
+    let prose = "Redacted: bearer tokens and basic auth";
+    assert_eq!(Redactor::new().redact(prose), prose);
+}
+
+#[test]
+fn public_parts_of_secrets_are_not_searched_for() {
+    let data: Vec<(String, Vec<u8>)> = vec![
+        ("namespace".into(), b"default-namespace".to_vec()),
+        ("ca.crt".into(), b"-----BEGIN CERTIFICATE-----".to_vec()),
+        ("token".into(), b"the-token-value".to_vec()),
+    ];
+    let values = secret_values(data.iter().map(|(k, v)| (k, v.as_slice())));
+    assert_eq!(values, [b"the-token-value".to_vec()]);
 }
 
 #[test]
@@ -42,7 +56,7 @@ fn settings_that_look_secret() {
 
 #[test]
 fn known_secret_values_verbatim_and_in_base64() {
-    let r = Redactor::new().with_values([b"s3cr3t-value".to_vec(), b"no".to_vec()]);
+    let r = Redactor::new().with_values([b"s3cr3t-value".to_vec(), b"short".to_vec()]);
     assert_eq!(r.known_values(), 2);
     let out = r.redact(&format!(
         "env FOO=s3cr3t-value; encoded {}; no change",

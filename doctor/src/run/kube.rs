@@ -7,7 +7,9 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, ReplicaSet, StatefulSet},
         authentication::v1::SelfSubjectReview,
-        authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec},
+        authorization::v1::{
+            ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+        },
         core::v1::{Event, Node, Pod, Service},
     },
     NamespaceResourceScope,
@@ -73,8 +75,7 @@ pub async fn nodes(client: &Client, limit: Duration) -> Result<Vec<Node>, Failur
 /// Every pod of the cluster that is not finished (for requested resources).
 pub async fn all_pods(client: &Client, limit: Duration) -> Result<Vec<Pod>, Failure> {
     let api: Api<Pod> = Api::all(client.clone());
-    let params =
-        ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed");
+    let params = ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed");
     within(limit, api.list(&params)).await.map(|l| l.items)
 }
 
@@ -105,7 +106,10 @@ pub async fn metrics(client: &Client, limit: Duration) -> Result<Metrics, Failur
                     .unwrap_or(0.0)
             };
             (
-                item["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+                item["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
                 q("cpu"),
                 q("memory"),
             )

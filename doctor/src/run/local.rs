@@ -58,7 +58,11 @@ fn backup(runtime: &Path) -> Backup {
 }
 
 /// Asks tether's DNS server for `name` directly.
-async fn ask_dns(server: IpAddr, name: &str, limit: Duration) -> Result<Vec<std::net::Ipv4Addr>, String> {
+async fn ask_dns(
+    server: IpAddr,
+    name: &str,
+    limit: Duration,
+) -> Result<Vec<std::net::Ipv4Addr>, String> {
     let id = (std::process::id() & 0xffff) as u16;
     let query = dnsprobe::query(id, name)?;
     let exchange = async {
@@ -117,7 +121,12 @@ pub async fn connected(status: StatusReport, runtime: &Path, limit: Duration) ->
         .as_ref()
         .ok()
         .and_then(|ips| ips.first().map(|ip| IpAddr::V4(*ip)))
-        .or_else(|| system_dns.as_ref().ok().and_then(|ips| ips.first().copied()));
+        .or_else(|| {
+            system_dns
+                .as_ref()
+                .ok()
+                .and_then(|ips| ips.first().copied())
+        });
     let service = match target {
         Some(ip) => Some((ip, connect(ip, limit).await)),
         None => None,

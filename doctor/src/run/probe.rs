@@ -23,7 +23,11 @@ pub struct Probe {
 /// Probes the API server within `limit` per step.
 pub async fn probe(cluster: &Cluster, limit: Duration) -> Probe {
     let uri: http::Uri = cluster.server.parse().unwrap_or_default();
-    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']).to_owned();
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_owned();
     let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
         Some("http") => 80,
         _ => 443,
@@ -39,11 +43,18 @@ pub async fn probe(cluster: &Cluster, limit: Duration) -> Probe {
         .iter()
         .any(|v| std::env::var_os(v).is_some());
     if !proxied {
-        let addrs = match tokio::time::timeout(limit, tokio::net::lookup_host((host.as_str(), port))).await {
-            Err(_) => return outcome(ApiOutcome::Dns(format!("no answer within {} s", limit.as_secs()))),
-            Ok(Err(e)) => return outcome(ApiOutcome::Dns(e.to_string())),
-            Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
-        };
+        let addrs =
+            match tokio::time::timeout(limit, tokio::net::lookup_host((host.as_str(), port))).await
+            {
+                Err(_) => {
+                    return outcome(ApiOutcome::Dns(format!(
+                        "no answer within {} s",
+                        limit.as_secs()
+                    )))
+                }
+                Ok(Err(e)) => return outcome(ApiOutcome::Dns(e.to_string())),
+                Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
+            };
         let Some(addr) = addrs.first() else {
             return outcome(ApiOutcome::Dns("no address".into()));
         };
@@ -53,6 +64,9 @@ pub async fn probe(cluster: &Cluster, limit: Duration) -> Probe {
                     "{addr}: no answer within {} s",
                     limit.as_secs()
                 )))
+            }
+            Ok(Err(e)) if addr.to_string() == hostport => {
+                return outcome(ApiOutcome::Tcp(e.to_string()))
             }
             Ok(Err(e)) => return outcome(ApiOutcome::Tcp(format!("{addr}: {e}"))),
             Ok(Ok(_)) => {}
@@ -136,7 +150,10 @@ pub fn classify(e: &kube::Error) -> ApiOutcome {
         source = err.source();
     }
     let lower = text.to_lowercase();
-    if ["certificate", "handshake", "tls"].iter().any(|w| lower.contains(w)) {
+    if ["certificate", "handshake", "tls"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
         ApiOutcome::Tls(text)
     } else {
         ApiOutcome::Other(text)

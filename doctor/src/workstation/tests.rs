@@ -27,7 +27,10 @@ fn view() -> ConnectedView {
         },
         daemon_log: "/run/tether/user/daemon.log".into(),
         helper_alive: true,
-        tun: Some(TunState { up: true, mtu: 65000 }),
+        tun: Some(TunState {
+            up: true,
+            mtu: 65000,
+        }),
         routes: vec![
             route("0.0.0.0/0", "eth0"),
             route("10.0.0.0/24", "eth0"),
@@ -87,7 +90,11 @@ fn a_tampered_resolver_is_named_with_its_repair() {
     let checks = connected_checks(&v);
     let resolver = by_id(&checks, "workstation.resolver");
     assert_eq!(resolver.status, Status::Fail);
-    assert!(resolver.found.contains("nameservers: 192.0.2.53"), "{}", resolver.found);
+    assert!(
+        resolver.found.contains("nameservers: 192.0.2.53"),
+        "{}",
+        resolver.found
+    );
     assert!(resolver
         .next
         .as_deref()
@@ -95,7 +102,9 @@ fn a_tampered_resolver_is_named_with_its_repair() {
         .starts_with("`sudo tether quit && sudo tether connect`"));
     let dns = by_id(&checks, "workstation.dns");
     assert_eq!(dns.status, Status::Fail);
-    assert!(dns.found.contains("though tether's DNS 198.18.0.2 answers it"));
+    assert!(dns
+        .found
+        .contains("though tether's DNS 198.18.0.2 answers it"));
 }
 
 #[test]
@@ -121,11 +130,19 @@ fn dead_helper_missing_tun_and_broken_tunnel() {
     v.tun = None;
     v.direct_dns = Err("timed out".into());
     v.system_dns = Err("timed out".into());
-    v.service = Some((IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1)), Err("timed out".into())));
+    v.service = Some((
+        IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1)),
+        Err("timed out".into()),
+    ));
     v.status.connected = false;
     let checks = connected_checks(&v);
     assert_eq!(by_id(&checks, "workstation.daemon").status, Status::Warn);
-    for id in ["workstation.helper", "workstation.tun", "workstation.dns", "workstation.service"] {
+    for id in [
+        "workstation.helper",
+        "workstation.tun",
+        "workstation.dns",
+        "workstation.service",
+    ] {
         assert_eq!(by_id(&checks, id).status, Status::Fail, "{id}");
     }
     assert!(by_id(&checks, "workstation.dns")
@@ -144,7 +161,9 @@ fn leftovers_of_a_crashed_session() {
     let checks = leftover_checks(&clean);
     assert!(checks.iter().all(|c| c.status == Status::Ok));
     let stale = Leftovers {
-        resolv_conf: Some(format!("{TETHER_RESOLV_MARK} while connected\nnameserver 198.18.0.2\n")),
+        resolv_conf: Some(format!(
+            "{TETHER_RESOLV_MARK} while connected\nnameserver 198.18.0.2\n"
+        )),
         ..clean.clone()
     };
     let c = &leftover_checks(&stale)[1];
