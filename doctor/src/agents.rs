@@ -172,7 +172,7 @@ fn workload_check(
     let empty = BTreeMap::new();
     let mine: Vec<&Pod> = pods
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| !containers::is_over(p))
         .filter(|p| selects(&w.selector, p.metadata.labels.as_ref().unwrap_or(&empty)))
         .filter(|p| {
             p.spec

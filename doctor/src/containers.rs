@@ -38,6 +38,17 @@ impl Target<'_> {
     }
 }
 
+/// Whether a pod is gone or on its way out: being deleted, or finished (`Succeeded`, or
+/// `Failed` as an evicted pod is) and never to run again.
+pub fn is_over(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+        || pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == "Succeeded" || p == "Failed")
+}
+
 /// The container's status in `pod`, if the kubelet reported one.
 pub fn status_of<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus> {
     pod.status

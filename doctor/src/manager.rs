@@ -114,10 +114,7 @@ fn pod_check(deployment: &Deployment, pods: &[Pod], image: &str) -> Check {
             format!("`kubectl -n {NS} scale deployment/{MANAGER_SERVICE} --replicas=1`"),
         );
     }
-    let live: Vec<&Pod> = pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect();
+    let live: Vec<&Pod> = pods.iter().filter(|p| !containers::is_over(p)).collect();
     let Some(pod) = newest(&live) else {
         let why = deployment
             .status
