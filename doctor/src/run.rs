@@ -48,7 +48,19 @@ async fn workstation_checks(opts: &Options) -> Vec<Check> {
     let runtime = runtime_dir();
     match opts.daemon.clone() {
         Some(status) => {
-            workstation::connected_checks(&local::connected(status, &runtime, opts.timeout).await)
+            let loaded = tokio::time::timeout(
+                opts.timeout,
+                Cluster::load(opts.kubeconfig.clone(), opts.context.clone()),
+            )
+            .await;
+            let target = match loaded {
+                Ok(Ok(cluster)) => {
+                    kube::reachable_service(&cluster.client, &status.namespace, opts.timeout).await
+                }
+                _ => None,
+            };
+            let view = local::connected(status, &runtime, target, opts.timeout).await;
+            workstation::connected_checks(&view)
         }
         None => workstation::leftover_checks(&local::leftovers(&runtime)),
     }

@@ -1,6 +1,6 @@
 //! Workstation checks. Connected: the daemon and its privileged helper, the TUN device, the
 //! cluster subnets' routes (and any route shadowing them, as a VPN's would), the resolver, DNS
-//! through tether, a TCP connection to the `kubernetes` Service through the tunnel. Not
+//! through tether, a TCP connection to a Service through the tunnel. Not
 //! connected: what a crashed session may have left (resolver, TUN device, socket).
 
 use std::{
@@ -32,6 +32,14 @@ pub enum Backup {
     Unreadable,
 }
 
+/// A Service to connect to through the tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceTarget {
+    /// `namespace/name`.
+    pub name: String,
+    pub addr: std::net::SocketAddr,
+}
+
 /// What doctor saw of a connected workstation.
 #[derive(Debug, Clone)]
 pub struct ConnectedView {
@@ -52,8 +60,9 @@ pub struct ConnectedView {
     pub direct_dns: Result<Vec<Ipv4Addr>, String>,
     /// `kubernetes.default` through the system resolver.
     pub system_dns: Result<Vec<IpAddr>, String>,
-    /// A TCP connection to the `kubernetes` Service's address, port 443. `None`: no address.
-    pub service: Option<(IpAddr, Result<Duration, String>)>,
+    /// A TCP connection through the tunnel to a Service with ready endpoints (not `kubernetes`:
+    /// the manager's dial policy keeps the API server out of reach). `None`: no such Service.
+    pub service: Option<(ServiceTarget, Result<Duration, String>)>,
 }
 
 /// All connected checks.
@@ -279,17 +288,28 @@ fn dns_check(v: &ConnectedView) -> Check {
 fn service_check(v: &ConnectedView) -> Check {
     const ID: &str = "workstation.service";
     match &v.service {
-        None => Check::skipped(ID, "no address for kubernetes.default to connect to"),
-        Some((ip, Ok(rtt))) => Check::ok(
+        None => Check::skipped(
             ID,
             format!(
-                "TCP to the kubernetes Service {ip}:443 through the tunnel: {} ms",
+                "no Service with ready endpoints in namespace {} to connect to",
+                v.status.namespace
+            ),
+        ),
+        Some((t, Ok(rtt))) => Check::ok(
+            ID,
+            format!(
+                "TCP to Service {} ({}) through the tunnel: {} ms",
+                t.name,
+                t.addr,
                 rtt.as_millis()
             ),
         ),
-        Some((ip, Err(e))) => Check::fail(
+        Some((t, Err(e))) => Check::fail(
             ID,
-            format!("no TCP connection to the kubernetes Service {ip}:443 through the tunnel: {e}"),
+            format!(
+                "no TCP connection to Service {} ({}) through the tunnel: {e}",
+                t.name, t.addr
+            ),
             format!(
                 "see the Traffic manager checks and `tether status`; the daemon log {} says what \
                  the tunnel does",

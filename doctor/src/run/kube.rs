@@ -10,7 +10,7 @@ use k8s_openapi::{
         authorization::v1::{
             ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
         },
-        core::v1::{Event, Node, Pod, Service},
+        core::v1::{Endpoints, Event, Node, Pod, Service},
     },
     NamespaceResourceScope,
 };
@@ -24,6 +24,7 @@ use crate::{
     access::{Access, Answer},
     cluster::Metrics,
     manager::ManagerView,
+    workstation::ServiceTarget,
 };
 
 /// Why a read gave nothing.
@@ -222,4 +223,45 @@ pub async fn whoami(client: &Client, limit: Duration) -> Option<String> {
     .await
     .ok()?;
     review.status?.user_info?.username
+}
+
+/// A Service of `namespace` with a ready endpoint on a TCP port (not `kubernetes`, which the
+/// manager refuses to dial), to connect to through the tunnel: the first by name.
+pub async fn reachable_service(
+    client: &Client,
+    namespace: &str,
+    limit: Duration,
+) -> Option<ServiceTarget> {
+    let (services, endpoints) = tokio::join!(
+        list_in::<Service>(client, namespace, limit),
+        list_in::<Endpoints>(client, namespace, limit),
+    );
+    let (mut services, endpoints) = (services.ok()?, endpoints.ok()?);
+    services.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    services.iter().find_map(|svc| {
+        let name = svc.metadata.name.as_deref()?;
+        let spec = svc.spec.as_ref()?;
+        let ip: std::net::IpAddr = spec.cluster_ip.as_deref()?.parse().ok()?;
+        if name == "kubernetes" {
+            return None;
+        }
+        let ep = endpoints
+            .iter()
+            .find(|e| e.metadata.name.as_deref() == Some(name))?;
+        spec.ports.iter().flatten().find_map(|port| {
+            if port.protocol.as_deref().unwrap_or("TCP") != "TCP" {
+                return None;
+            }
+            let ready = ep.subsets.iter().flatten().any(|subset| {
+                !subset.addresses.as_deref().unwrap_or_default().is_empty()
+                    && subset.ports.iter().flatten().any(|p| {
+                        p.name == port.name && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
+                    })
+            });
+            ready.then(|| ServiceTarget {
+                name: format!("{namespace}/{name}"),
+                addr: std::net::SocketAddr::new(ip, port.port as u16),
+            })
+        })
+    })
 }

@@ -18,7 +18,7 @@ use tether_daemon::{
 
 use crate::{
     dnsprobe,
-    workstation::{Backup, ConnectedView, Leftovers, TunState},
+    workstation::{Backup, ConnectedView, Leftovers, ServiceTarget, TunState},
 };
 
 const RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -95,17 +95,23 @@ async fn system_lookup(name: &str, limit: Duration) -> Result<Vec<IpAddr>, Strin
     }
 }
 
-async fn connect(ip: IpAddr, limit: Duration) -> Result<Duration, String> {
+async fn connect(addr: SocketAddr, limit: Duration) -> Result<Duration, String> {
     let start = Instant::now();
-    match tokio::time::timeout(limit, tokio::net::TcpStream::connect((ip, 443))).await {
+    match tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await {
         Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
         Ok(Err(e)) => Err(e.to_string()),
         Ok(Ok(_)) => Ok(start.elapsed()),
     }
 }
 
-/// What doctor needs to judge a connected workstation.
-pub async fn connected(status: StatusReport, runtime: &Path, limit: Duration) -> ConnectedView {
+/// What doctor needs to judge a connected workstation; `target` is a Service to connect to
+/// through the tunnel.
+pub async fn connected(
+    status: StatusReport,
+    runtime: &Path,
+    target: Option<ServiceTarget>,
+    limit: Duration,
+) -> ConnectedView {
     let resolv_conf = std::fs::read_to_string(RESOLV_CONF).ok();
     let parsed = ResolvConf::parse(resolv_conf.as_deref().unwrap_or_default());
     let domain = status.cluster_domain.trim_end_matches('.');
@@ -117,18 +123,11 @@ pub async fn connected(status: StatusReport, runtime: &Path, limit: Duration) ->
         }
     };
     let (direct_dns, system_dns) = tokio::join!(direct, system_lookup("kubernetes.default", limit));
-    let target = direct_dns
-        .as_ref()
-        .ok()
-        .and_then(|ips| ips.first().map(|ip| IpAddr::V4(*ip)))
-        .or_else(|| {
-            system_dns
-                .as_ref()
-                .ok()
-                .and_then(|ips| ips.first().copied())
-        });
     let service = match target {
-        Some(ip) => Some((ip, connect(ip, limit).await)),
+        Some(t) => {
+            let result = connect(t.addr, limit).await;
+            Some((t, result))
+        }
         None => None,
     };
     ConnectedView {

@@ -9,6 +9,13 @@ fn route(dst: &str, dev: &str) -> Route {
     }
 }
 
+fn target() -> ServiceTarget {
+    ServiceTarget {
+        name: "default/hello".into(),
+        addr: "10.96.0.20:80".parse().unwrap(),
+    }
+}
+
 fn view() -> ConnectedView {
     ConnectedView {
         status: StatusReport {
@@ -48,10 +55,7 @@ fn view() -> ConnectedView {
         backup: Backup::Present,
         direct_dns: Ok(vec![Ipv4Addr::new(10, 96, 0, 1)]),
         system_dns: Ok(vec![IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1))]),
-        service: Some((
-            IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1)),
-            Ok(Duration::from_millis(4)),
-        )),
+        service: Some((target(), Ok(Duration::from_millis(4)))),
     }
 }
 
@@ -79,6 +83,16 @@ fn a_healthy_connection() {
     assert_eq!(
         by_id(&checks, "workstation.routes").found,
         "10.96.0.0/16, 10.244.0.0/16 routed into tether0, none shadowed"
+    );
+    assert_eq!(
+        by_id(&checks, "workstation.service").found,
+        "TCP to Service default/hello (10.96.0.20:80) through the tunnel: 4 ms"
+    );
+    let mut none = view();
+    none.service = None;
+    assert_eq!(
+        by_id(&connected_checks(&none), "workstation.service").status,
+        Status::Skipped
     );
 }
 
@@ -130,10 +144,7 @@ fn dead_helper_missing_tun_and_broken_tunnel() {
     v.tun = None;
     v.direct_dns = Err("timed out".into());
     v.system_dns = Err("timed out".into());
-    v.service = Some((
-        IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1)),
-        Err("timed out".into()),
-    ));
+    v.service = Some((target(), Err("timed out".into())));
     v.status.connected = false;
     let checks = connected_checks(&v);
     assert_eq!(by_id(&checks, "workstation.daemon").status, Status::Warn);
