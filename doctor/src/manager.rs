@@ -217,7 +217,8 @@ pub fn event_time(e: &Event) -> Option<Timestamp> {
 }
 
 /// Recent Warning events about the manager's pods, ReplicaSets and Deployment: the context of a
-/// manager that is not healthy (why it cannot be scheduled, mount, pull). While its pod is
+/// manager that is not healthy (why it cannot be scheduled, mount, pull), about its current
+/// pods, its ReplicaSets and Deployment. While its pod is
 /// healthy they are history, counted but no warning. Failed readiness probes from before a pod
 /// became Ready are its start-up, not news.
 fn events_check(events: &[Event], pods: &[Pod], healthy: bool, now: Timestamp) -> Check {
@@ -233,10 +234,14 @@ fn events_check(events: &[Event], pods: &[Pod], healthy: bool, now: Timestamp) -
         .iter()
         .filter(|e| e.type_.as_deref() == Some("Warning"))
         .filter(|e| {
-            e.involved_object
-                .name
-                .as_deref()
-                .is_some_and(|n| n.starts_with(MANAGER_SERVICE))
+            let o = &e.involved_object;
+            let name = o.name.as_deref().unwrap_or_default();
+            // A pod's events count while it is there; those of replaced pods are history.
+            name.starts_with(MANAGER_SERVICE)
+                && (o.kind.as_deref() != Some("Pod")
+                    || pods.iter().any(|p| {
+                        p.metadata.name.as_deref() == Some(name) && !containers::is_over(p)
+                    }))
         })
         .filter_map(|e| Some((e, event_time(e)?)))
         .filter(|(_, t)| now.duration_since(*t) <= RECENT)

@@ -127,6 +127,8 @@ fn version_skew_and_recent_warnings() {
             // Old news, and another object's.
             event("tether-manager-a", "BackOff", "2025-01-01T09:00:00Z"),
             event("hello-1", "BackOff", "2025-01-01T10:04:00Z"),
+            // A replaced pod's.
+            event("tether-manager-old", "BackOff", "2025-01-01T10:04:00Z"),
         ],
     };
     let checks = manager_checks(&view, "0.1.0", now());
