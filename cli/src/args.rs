@@ -76,6 +76,12 @@ pub enum Command {
         /// Where to write them.
         dir: PathBuf,
     },
+    /// Check every layer between this machine and the cluster, and say what to do about
+    /// problems. Exit code 1 when a check failed.
+    Doctor(DoctorArgs),
+    /// Pack logs, events, versions and doctor's report into one archive for a bug report
+    /// (private keys, tokens and Secret values redacted).
+    GatherLogs(GatherLogsArgs),
     /// Run the daemon's privileged helper in the foreground (started by `connect`, as root); it
     /// starts the daemon itself without privilege.
     #[command(hide = true)]
@@ -103,6 +109,40 @@ pub struct UninstallArgs {
     pub kube: KubeArgs,
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// The namespace whose agents and intercept rights are checked [default: the connected
+    /// namespace, else `default`].
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// The longest one check may wait for an answer, in seconds.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GatherLogsArgs {
+    /// The namespace of the workloads whose agents' logs and events to include [default: the
+    /// connected namespace, else `default`]; tether's own namespace is always included.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// How far back logs and events go: `30s`, `10m`, `2h`, `1d`.
+    #[arg(long, default_value = "1h", value_parser = tether_doctor::logs::window::parse_since)]
+    pub since: std::time::Duration,
+    /// The archive to write [default: tether-logs-<time>.tar.gz here].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The longest one read may wait for an answer, in seconds.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Clone, Args)]

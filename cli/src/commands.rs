@@ -85,6 +85,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("Man pages written to {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Doctor(args) => crate::doctor::doctor(args).await,
+        Command::GatherLogs(args) => crate::doctor::gather_logs(args).await,
         Command::Version => {
             println!("tether {}", env!("CARGO_PKG_VERSION"));
             println!("protocol {}", tether_daemon::PROTOCOL_VERSION);

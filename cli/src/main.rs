@@ -3,15 +3,18 @@
 //! # Layout
 //! - `args`: the command line (clap).
 //! - `commands`: what each command does; most talk to the daemon over its unix socket.
+//! - `intercept`: `intercept`, `leave`, `list`, `uninstall`.
+//! - `doctor`: `doctor` and `gather-logs` (the checks themselves are in `tether-doctor`).
 //!
 //! # Exit codes
 //! - 0: success (for `connect -- CMD`: CMD's own exit code).
-//! - 1: the command failed; the message says what to do.
+//! - 1: the command failed; the message says what to do. For `doctor`: a check failed.
 //! - 2: bad usage (unknown flag, bad value).
 #![forbid(unsafe_code)]
 
 mod args;
 mod commands;
+mod doctor;
 mod intercept;
 
 use std::process::ExitCode;
