@@ -70,7 +70,6 @@ fn await_manager() {
 }
 
 #[test]
-#[ignore = "doctor e2e: run with --ignored while issue 11 is finished"]
 fn healthy_cluster_every_check_passes() {
     // Not connected first: no leftovers.
     let started = Instant::now();
@@ -179,7 +178,6 @@ impl Drop for ManagerScaledDown {
 }
 
 #[test]
-#[ignore = "doctor e2e: run with --ignored while issue 11 is finished"]
 fn manager_scaled_to_zero_is_named_and_its_command_repairs_it() {
     let guard = ManagerScaledDown::new();
     let report = eventually(Duration::from_secs(60), "the manager pod gone", || {
@@ -286,7 +284,6 @@ impl Drop for NodeConditions {
 }
 
 #[test]
-#[ignore = "doctor e2e: run with --ignored while issue 11 is finished"]
 fn node_conditions_are_named_with_the_node() {
     let node = node_name();
     let id = format!("node.{node}.conditions");
@@ -347,7 +344,6 @@ impl Drop for CrashingWorkload {
 }
 
 #[test]
-#[ignore = "doctor e2e: run with --ignored while issue 11 is finished"]
 fn a_crash_looping_agent_is_named_with_its_workload_and_reason() {
     let name = "doctor-e2e-crash";
     let manifest = serde_json::json!({
@@ -420,7 +416,6 @@ impl Drop for ResolverBackup {
 }
 
 #[test]
-#[ignore = "doctor e2e: run with --ignored while issue 11 is finished"]
 fn a_tampered_resolver_is_named_and_the_suggested_commands_repair_it() {
     let _restore = ResolverBackup {
         before: machine_state(WS).0,
@@ -476,7 +471,6 @@ impl Drop for TempFile {
 }
 
 #[test]
-#[ignore = "doctor e2e: run with --ignored while issue 11 is finished"]
 fn a_kubeconfig_pointing_to_a_closed_port_is_named_quickly() {
     let text_kc = std::fs::read_to_string(kubeconfig()).expect("kubeconfig");
     let closed: String = text_kc
@@ -526,7 +520,6 @@ impl Drop for UserDir {
 }
 
 #[test]
-#[ignore = "doctor e2e: run with --ignored while issue 11 is finished"]
 fn a_user_who_may_not_list_nodes_is_told_and_the_rest_runs() {
     let user = "doctor-e2e-nonodes";
     let kc = UserDir(user_kubeconfig(user));
@@ -611,7 +604,6 @@ fn untar(archive: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
-#[ignore = "doctor e2e: run with --ignored while issue 11 is finished"]
 fn gather_logs_holds_the_expected_files_and_no_secret() {
     let mut created = Created(Vec::new());
     kubectl(&[
