@@ -151,9 +151,14 @@ mod tests {
         udp_reply: fn(&[u8]) -> Vec<Vec<u8>>,
         tcp_reply: fn(&[u8]) -> Vec<u8>,
     ) -> SocketAddr {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+        // The same port for both; a TCP port taken by someone else means another try.
+        let (udp, tcp, addr) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            if let Ok(tcp) = tokio::net::TcpListener::bind(addr).await {
+                break (udp, tcp, addr);
+            }
+        };
         tokio::spawn(async move {
             let mut buf = [0; 512];
             while let Ok((len, from)) = udp.recv_from(&mut buf).await {
