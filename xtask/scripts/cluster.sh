@@ -21,6 +21,8 @@ install_deps() {
   apt_install musl-tools dnsutils golang-1.19-go
   # The image registry the cluster pulls from, and the client that pushes to it.
   apt_install docker-registry skopeo
+  # The CLI tests: completions in a real bash under tmux, man pages through man.
+  apt_install tmux man-db
   command -v kubectl >/dev/null || apt_install kubernetes-client
   # kubectl must exist either way (Debian's kubernetes-client ships it).
   command -v kubectl >/dev/null || die "kubectl not found and Debian's kubernetes-client did not provide it"
