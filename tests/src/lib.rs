@@ -197,6 +197,20 @@ pub fn delete_manager_pod() {
     .expect_ok("delete the manager pod");
 }
 
+/// The image the installed traffic manager runs (the one the local cluster has).
+pub fn manager_image() -> String {
+    kubectl(&[
+        "-n",
+        "tether",
+        "get",
+        "deployment",
+        "tether-manager",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ])
+    .expect_ok("the manager's image")
+}
+
 /// The ClusterIP of a Service.
 pub fn cluster_ip(svc: &str) -> String {
     kubectl(&["get", "svc", svc, "-o", "jsonpath={.spec.clusterIP}"]).expect_ok("reading ClusterIP")

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use tether_e2e::{cluster_ip, curl, kubectl, repo, run, tether_bin, Connected, WS};
+use tether_e2e::{cluster_ip, curl, kubectl, manager_image, repo, run, tether_bin, Connected, WS};
 
 /// Objects by `kind/namespace/name`.
 fn by_identity(objects: impl IntoIterator<Item = Value>) -> BTreeMap<String, Value> {
@@ -33,20 +33,6 @@ fn yaml_documents(text: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The image the installed manager runs (the one the local cluster has).
-fn installed_image() -> String {
-    kubectl(&[
-        "-n",
-        "tether",
-        "get",
-        "deployment",
-        "tether-manager",
-        "-o",
-        "jsonpath={.spec.template.spec.containers[0].image}",
-    ])
-    .expect_ok("the manager's image")
-}
-
 /// `tether install --dry-run ARGS` on the host (no cluster needed).
 fn dry_run(args: &[&str]) -> String {
     run(Command::new(tether_bin())
@@ -57,7 +43,7 @@ fn dry_run(args: &[&str]) -> String {
 
 #[test]
 fn kubectl_apply_k_installs_what_tether_install_installs() {
-    let image = installed_image();
+    let image = manager_image();
     let (name, tag) = image.rsplit_once(':').expect("an image with a tag");
     // An overlay that sets the image, as a platform team's would; inside the repository, since
     // kustomize reads bases by relative path.
@@ -162,7 +148,7 @@ fn cluster_env_is_enough_for_a_plain_tether_install() {
     assert!(out.contains("Traffic manager installed"), "{out}");
     let recorded = std::fs::read_to_string(tether_e2e::state_dir().join("images.env")).unwrap();
     assert!(
-        recorded.contains(&format!("TETHER_AGENT_IMAGE={}\n", installed_image())),
+        recorded.contains(&format!("TETHER_AGENT_IMAGE={}\n", manager_image())),
         "{recorded}"
     );
 }
@@ -171,7 +157,7 @@ fn cluster_env_is_enough_for_a_plain_tether_install() {
 /// docker-registry), which holds this build's images with their OCI labels.
 #[test]
 fn the_cluster_pulls_its_images_from_a_registry() {
-    let image = installed_image();
+    let image = manager_image();
     let (name, tag) = image.rsplit_once(':').expect("a tagged image");
     let repo_name = name
         .strip_prefix("tether.local/")
@@ -235,7 +221,7 @@ impl Drop for RestoreManager {
 /// error, instead of waiting for a pod that never starts.
 #[test]
 fn an_image_the_cluster_cannot_pull_fails_the_install_with_the_pull_error() {
-    let _restore = RestoreManager(installed_image());
+    let _restore = RestoreManager(manager_image());
     let missing = "tether.local/tether-agent:no-such-tag";
     let out = run(Command::new(tether_bin())
         .args(["install", "--image", missing, "--kubeconfig"])

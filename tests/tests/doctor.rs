@@ -43,19 +43,6 @@ fn node_name() -> String {
     kubectl(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]).expect_ok("node name")
 }
 
-fn manager_image() -> String {
-    kubectl(&[
-        "-n",
-        "tether",
-        "get",
-        "deployment",
-        "tether-manager",
-        "-o",
-        "jsonpath={.spec.template.spec.containers[0].image}",
-    ])
-    .expect_ok("the manager's image")
-}
-
 /// Waits until the manager has one Ready pod.
 fn await_manager() {
     kubectl(&[
