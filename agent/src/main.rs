@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! This file only parses arguments; the work is in the library: `manager` runs
-//! [`tether_agent::manager::run_manager`], `sidecar` runs [`tether_agent::sidecar::run`].
+//! [`tether_manager::manager::run_manager`], `sidecar` runs [`tether_sidecar::run`].
 //!
 //! # Exit codes
 //! - 0: stopped normally.
@@ -18,10 +18,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
-use tether_agent::manager::{self, ManagerConfig};
-use tether_agent::resolv_conf::RESOLV_CONF_PATH;
-use tether_agent::sidecar::link::LinkConfig;
-use tether_agent::sidecar::{self, SidecarConfig};
+use tether_kube::names;
+use tether_manager::manager::{self, ManagerConfig};
+use tether_manager::resolv_conf::RESOLV_CONF_PATH;
+use tether_sidecar::link::LinkConfig;
+use tether_sidecar::{self as sidecar, SidecarConfig};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -84,17 +85,17 @@ struct ManagerArgs {
     #[arg(long, env = "TETHER_DIAL_DENY", value_delimiter = ',')]
     dial_deny: Vec<ipnet::IpNet>,
     /// The manager's own namespace.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "tether")]
+    #[arg(long, env = "POD_NAMESPACE", default_value = names::NAMESPACE)]
     namespace: String,
     /// UDP port of the QUIC endpoint.
-    #[arg(long, default_value_t = 7443)]
+    #[arg(long, default_value_t = names::QUIC_PORT)]
     quic_port: u16,
     /// TCP port of the port-forward relay, on loopback only: `kubectl port-forward` reaches it,
     /// the pod network does not.
-    #[arg(long, default_value_t = 7444)]
+    #[arg(long, default_value_t = names::RELAY_PORT)]
     relay_port: u16,
     /// TCP port the readiness probe connects to, once the tunnel serves.
-    #[arg(long, default_value_t = 7445)]
+    #[arg(long, default_value_t = names::HEALTH_PORT)]
     health_port: u16,
     /// The cluster DNS domain [default: from /etc/resolv.conf's search list, else cluster.local].
     #[arg(long, env = "TETHER_CLUSTER_DOMAIN")]
@@ -106,7 +107,7 @@ struct ManagerArgs {
     #[arg(long, default_value = RESOLV_CONF_PATH)]
     resolv_conf: PathBuf,
     /// How long a person's session certificate is valid, in seconds (daemons renew at 2/3).
-    #[arg(long, env = "TETHER_SESSION_CERT_LIFETIME", default_value_t = tether_agent::signer::DEFAULT_LIFETIME.as_secs(), value_parser = clap::value_parser!(u64).range(60..))]
+    #[arg(long, env = "TETHER_SESSION_CERT_LIFETIME", default_value_t = tether_manager::signer::DEFAULT_LIFETIME.as_secs(), value_parser = clap::value_parser!(u64).range(60..))]
     session_cert_lifetime: u64,
 }
 
@@ -131,12 +132,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
-            let mut source = error.source();
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
-            }
+            eprintln!("error: {:#}", tether_proto::ErrorChain(&*error));
             ExitCode::FAILURE
         }
     }
@@ -162,7 +158,7 @@ async fn run_manager(args: ManagerArgs) -> Result<(), Box<dyn std::error::Error>
     // reason, so clients and agents reconnect to the next manager at once.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        result = manager::run_manager(client, config, tether_agent::session::serve) => result?,
+        result = manager::run_manager(client, config, tether_manager::session::serve) => result?,
         // The tunnel server closes its sessions on SIGTERM and returns; this is the backstop.
         _ = async {
             term.recv().await;

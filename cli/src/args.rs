@@ -163,8 +163,8 @@ pub struct InterceptArgs {
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
     /// The env file's syntax.
-    #[arg(long, value_enum, default_value_t = tether_daemon::workload::env::EnvSyntax::Sh)]
-    pub env_syntax: tether_daemon::workload::env::EnvSyntax,
+    #[arg(long, value_enum, default_value_t = tether_kube::workload::env::EnvSyntax::Sh)]
+    pub env_syntax: tether_kube::workload::env::EnvSyntax,
     /// The intercept's name [default: the workload's name].
     #[arg(long)]
     pub name: Option<String>,
@@ -194,7 +194,7 @@ fn parse_port(text: &str) -> Result<(u16, Option<String>), String> {
 }
 
 /// The image `install` uses unless told otherwise: the one `deploy/manager` names.
-pub const DEFAULT_IMAGE: &str = tether_agent::install::BASE_IMAGE;
+pub const DEFAULT_IMAGE: &str = tether_kube::install::BASE_IMAGE;
 
 /// How `install --dry-run` prints manifests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

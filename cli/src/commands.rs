@@ -39,7 +39,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             output,
         } => {
-            use tether_agent::install;
+            use tether_kube::install;
             let mut manifests = install::manifests(&image)?;
             if let Some(secret) = &image_pull_secret {
                 install::with_image_pull_secret(&mut manifests, secret);
@@ -63,7 +63,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await?;
             println!(
                 "Traffic manager installed in namespace {}.",
-                tether_agent::install::NAMESPACE
+                tether_kube::install::NAMESPACE
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -154,7 +154,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     // The helper's log is root's, in root's own directory; the daemon writes its own.
     let log = RuntimeDir::open(&dir)
         .and_then(|runtime| runtime.state()?.open_log(runtime_dir::HELPER_LOG))
-        .map_err(|e| anyhow::anyhow!(tether_daemon::error_chain(&e)))?;
+        .map_err(|e| anyhow::anyhow!(tether_proto::error_chain(&e)))?;
     let logs = format!(
         "{} and {}",
         control::log_path(&dir).display(),
@@ -291,7 +291,7 @@ async fn run_helper(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let invoking = match identity::from_system() {
         Ok(invoking) => invoking,
         Err(error) => {
-            let text = tether_daemon::error_chain(&error);
+            let text = tether_proto::error_chain(&error);
             tracing::error!(error = %text, "Privileged helper failed");
             println!("error: {text}");
             return Ok(ExitCode::FAILURE);
@@ -302,7 +302,7 @@ async fn run_helper(args: ConnectArgs) -> anyhow::Result<ExitCode> {
             status.code().unwrap_or(1).clamp(0, 255) as u8
         )),
         Err(error) => {
-            let text = tether_daemon::error_chain(&error);
+            let text = tether_proto::error_chain(&error);
             tracing::error!(error = %text, "Privileged helper failed");
             println!("error: {text}");
             Ok(ExitCode::FAILURE)
@@ -337,8 +337,8 @@ async fn run_daemon(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let result = match Helper::connect(channel).await {
         Ok((helper, start)) => daemon::run(opts, helper, start)
             .await
-            .map_err(|e| tether_daemon::error_chain(&e)),
-        Err(e) => Err(tether_daemon::error_chain(&e)),
+            .map_err(|e| tether_proto::error_chain(&e)),
+        Err(e) => Err(tether_proto::error_chain(&e)),
     };
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
@@ -465,7 +465,7 @@ async fn quit() -> anyhow::Result<ExitCode> {
 
 /// The manifests as `kubectl apply -f -` reads them.
 fn render_manifests(
-    manifests: &[tether_agent::install::Manifest],
+    manifests: &[tether_kube::install::Manifest],
     format: crate::args::ManifestFormat,
 ) -> anyhow::Result<String> {
     let objects: Vec<_> = manifests.iter().map(|m| &m.object).collect();

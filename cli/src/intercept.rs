@@ -9,13 +9,13 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use tether_agent::sidecar::filter::{Filter, FilterSpec};
 use tether_daemon::{
     cluster::Cluster,
     control::{Request, Response},
     intercept::{ActiveIntercept, InterceptRequest},
-    workload::{env, kube as wk},
 };
+use tether_kube::workload::{env, kube as wk};
+use tether_route::filter::{Filter, FilterSpec};
 
 use crate::args::{InterceptArgs, Output, UninstallArgs};
 use crate::commands::{ask, ask_showing_progress, print_output};
@@ -206,14 +206,14 @@ async fn settle(cluster: &Cluster, namespace: &str, restored: &[String]) -> anyh
         eprintln!("  waiting for the rollout of {workload}…");
         let found = wk::find_workload(&cluster.client, namespace, workload)
             .await
-            .map_err(|e| anyhow::anyhow!(tether_daemon::error_chain(&e)))?;
+            .map_err(|e| anyhow::anyhow!(tether_proto::error_chain(&e)))?;
         wk::wait_rollout(
             &cluster.client,
             &found,
             tether_daemon::intercept::ROLLOUT_TIMEOUT,
         )
         .await
-        .map_err(|e| anyhow::anyhow!(tether_daemon::error_chain(&e)))?;
+        .map_err(|e| anyhow::anyhow!(tether_proto::error_chain(&e)))?;
     }
     Ok(())
 }
@@ -222,7 +222,7 @@ pub async fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = Cluster::load(args.kube.kubeconfig.clone(), args.kube.context.clone()).await?;
     if args.manager {
-        tether_agent::install::uninstall(&cluster.client).await?;
+        tether_kube::install::uninstall(&cluster.client).await?;
         println!("Traffic manager removed.");
         return Ok(ExitCode::SUCCESS);
     }
@@ -236,15 +236,15 @@ pub async fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
     let restored: Vec<String> = if args.all {
         wk::uninstall_all(&cluster.client, &namespace)
             .await
-            .map_err(|e| anyhow::anyhow!(tether_daemon::error_chain(&e)))?
+            .map_err(|e| anyhow::anyhow!(tether_proto::error_chain(&e)))?
     } else {
         let workload = args.workload.clone().unwrap_or_default();
         let found = wk::find_workload(&cluster.client, &namespace, &workload)
             .await
-            .map_err(|e| anyhow::anyhow!(tether_daemon::error_chain(&e)))?;
+            .map_err(|e| anyhow::anyhow!(tether_proto::error_chain(&e)))?;
         let removed = wk::uninstall_agent(&cluster.client, &namespace, &workload)
             .await
-            .map_err(|e| anyhow::anyhow!(tether_daemon::error_chain(&e)))?;
+            .map_err(|e| anyhow::anyhow!(tether_proto::error_chain(&e)))?;
         if removed {
             vec![format!("{}/{}", found.kind, found.name)]
         } else {

@@ -45,12 +45,7 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("tether: {error}");
-            let mut source = error.source();
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
-            }
+            eprintln!("tether: {:#}", tether_proto::ErrorChain(error.as_ref()));
             ExitCode::FAILURE
         }
     }

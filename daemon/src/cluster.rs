@@ -12,13 +12,10 @@ use kube::{
 };
 use tether_tunnel::ClientCredential;
 
-/// The manager's namespace and objects (see `deploy/manager`).
-pub const MANAGER_NAMESPACE: &str = "tether";
-pub const MANAGER_SECRET: &str = "tether-manager-tls";
-pub const MANAGER_SERVICE: &str = "tether-manager";
-pub const MANAGER_SELECTOR: &str = "app.kubernetes.io/name=tether-manager";
-pub const QUIC_PORT: u16 = 7443;
-pub const RELAY_PORT: u16 = 7444;
+pub use tether_kube::names::{
+    MANAGER as MANAGER_SERVICE, MANAGER_SECRET, MANAGER_SELECTOR, NAMESPACE as MANAGER_NAMESPACE,
+    QUIC_PORT, RELAY_PORT,
+};
 
 /// Errors a user can act on.
 #[derive(Debug, thiserror::Error)]
@@ -125,9 +122,9 @@ impl Cluster {
             kube::Error::Api(s) if s.code == 403 => ClusterError::Forbidden(what.to_owned()),
             kube::Error::HyperError(_) | kube::Error::Service(_) => ClusterError::Unreachable {
                 server: self.server.clone(),
-                message: crate::error_chain(&e),
+                message: tether_proto::error_chain(&e),
             },
-            _ => ClusterError::Api(format!("{what}: {}", crate::error_chain(&e))),
+            _ => ClusterError::Api(format!("{what}: {}", tether_proto::error_chain(&e))),
         }
     }
 

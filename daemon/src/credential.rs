@@ -22,10 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::cluster::{Cluster, ClusterError};
 
-/// The manager's signer for session certificates.
-pub const SIGNER_NAME: &str = "tether.dev/session";
-/// Prefix of the requests' generated names.
-pub const NAME_PREFIX: &str = "tether-session-";
+pub use tether_kube::names::{SESSION_REQUEST_PREFIX as NAME_PREFIX, SIGNER_NAME};
 /// How long the daemon waits for the manager to answer a request.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often the request is read while waiting.
@@ -73,7 +70,7 @@ pub fn request_object(csr_pem: &str) -> CertificateSigningRequest {
         metadata: ObjectMeta {
             generate_name: Some(NAME_PREFIX.to_owned()),
             labels: Some(
-                [("app.kubernetes.io/managed-by", "tether")]
+                [tether_kube::names::MANAGED_BY]
                     .into_iter()
                     .map(|(k, v)| (k.to_owned(), v.to_owned()))
                     .collect(),

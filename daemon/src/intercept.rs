@@ -40,14 +40,15 @@ use effect::{await_effect, Expect, Judge, EFFECT_TIMEOUT};
 
 pub mod effect;
 
+use tether_kube::workload::{
+    env,
+    inject::{self, AgentSettings, Workload},
+    kube as wk,
+};
+
 use crate::{
     cluster::Cluster,
     session::{DialTable, Session},
-    workload::{
-        env,
-        inject::{self, AgentSettings, Workload},
-        kube as wk,
-    },
 };
 
 /// How long the agent's rollout may take.
@@ -246,10 +247,10 @@ impl Intercepts {
         }
         let workload = wk::find_workload(client, ns, &req.workload)
             .await
-            .map_err(|e| crate::error_chain(&e))?;
+            .map_err(|e| tether_proto::error_chain(&e))?;
         let services = wk::services(client, ns)
             .await
-            .map_err(|e| crate::error_chain(&e))?;
+            .map_err(|e| tether_proto::error_chain(&e))?;
         let choice = inject::choose_port(&workload, &services, req.service_port.as_deref())
             .map_err(|e| e.to_string())?;
         let name = req.name.clone().unwrap_or_else(|| workload.name.clone());
@@ -369,7 +370,7 @@ impl Intercepts {
             .map_err(|e| format!("cannot give the traffic agents a credential: {e}"))?;
         let record = wk::install_agent(client, workload, &settings)
             .await
-            .map_err(|e| crate::error_chain(&e))?;
+            .map_err(|e| tether_proto::error_chain(&e))?;
         if before.as_ref() == Some(&record) {
             return Ok(false);
         }
@@ -383,10 +384,10 @@ impl Intercepts {
             &format!("{}/{}", workload.kind, workload.name),
         )
         .await
-        .map_err(|e| crate::error_chain(&e))?;
+        .map_err(|e| tether_proto::error_chain(&e))?;
         wk::wait_rollout(client, &fresh, ROLLOUT_TIMEOUT)
             .await
-            .map_err(|e| crate::error_chain(&e))?;
+            .map_err(|e| tether_proto::error_chain(&e))?;
         Ok(true)
     }
 
@@ -397,7 +398,7 @@ impl Intercepts {
         let client = &self.cluster.client;
         let ns = self.namespace.as_str();
         let ca = self.cluster.manager_ca().await.map_err(|e| e.to_string())?;
-        let err = |e: wk::WorkloadError| crate::error_chain(&e);
+        let err = |e: wk::WorkloadError| tether_proto::error_chain(&e);
         if wk::agent_credential_is_current(client, ns, &ca)
             .await
             .map_err(err)?
@@ -524,7 +525,7 @@ impl Intercepts {
                 format!(
                     "listing the pods of {}: {}",
                     workload.name,
-                    crate::error_chain(&e)
+                    tether_proto::error_chain(&e)
                 )
             })?;
         let (mut with, mut without, mut all) = (Vec::new(), Vec::new(), Vec::new());
@@ -563,10 +564,10 @@ impl Intercepts {
         let pod = api
             .get(pod_name)
             .await
-            .map_err(|e| format!("reading pod {pod_name}: {}", crate::error_chain(&e)))?;
+            .map_err(|e| format!("reading pod {pod_name}: {}", tether_proto::error_chain(&e)))?;
         env::container_env(&self.cluster.client, &pod, container)
             .await
-            .map_err(|e| crate::error_chain(&e))
+            .map_err(|e| tether_proto::error_chain(&e))
     }
 
     /// Ends one of this daemon's intercepts.
@@ -617,18 +618,18 @@ impl Intercepts {
         let client = &self.cluster.client;
         let workload = wk::find_workload(client, namespace, workload)
             .await
-            .map_err(|e| crate::error_chain(&e))?;
+            .map_err(|e| tether_proto::error_chain(&e))?;
         progress.say(format!(
             "waiting for the rollout of {}/{}",
             workload.kind, workload.name
         ));
         wk::wait_rollout(client, &workload, ROLLOUT_TIMEOUT)
             .await
-            .map_err(|e| crate::error_chain(&e))?;
+            .map_err(|e| tether_proto::error_chain(&e))?;
         let session = self.session()?;
         let services = wk::services(client, namespace)
             .await
-            .map_err(|e| crate::error_chain(&e))?;
+            .map_err(|e| tether_proto::error_chain(&e))?;
         for service in inject::services_selecting(&workload.template, &services) {
             let name = service.metadata.name.clone().unwrap_or_default();
             for port in service.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
@@ -687,7 +688,7 @@ impl Intercepts {
     pub async fn list(&self) -> Result<ListReport, String> {
         let workloads = wk::list_workloads(&self.cluster.client, &self.namespace)
             .await
-            .map_err(|e| crate::error_chain(&e))?;
+            .map_err(|e| tether_proto::error_chain(&e))?;
         let state = match self.session() {
             Ok(session) => session
                 .list_intercepts(&self.namespace)

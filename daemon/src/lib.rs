@@ -29,22 +29,9 @@ pub mod session;
 pub mod traffic;
 #[cfg(target_os = "linux")]
 pub mod tun;
-pub mod workload;
 
 pub use tether_proto::PROTOCOL_VERSION;
 
 /// The TUN device's MTU. The stack terminates TCP locally, so a large MTU only means fewer,
 /// larger packets between the kernel and us.
 pub const TUN_MTU: u16 = 65000;
-
-/// An error and its causes on one line, `outer: inner: root`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}

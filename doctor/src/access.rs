@@ -2,8 +2,8 @@
 //! to ask ([`wanted`]) and how each answer reads ([`access_check`]). See
 //! `deploy/manager/30-client-role.yaml` for the roles that grant them.
 
-use tether_agent::authz;
 use tether_daemon::cluster::MANAGER_NAMESPACE;
+use tether_kube::names;
 
 use crate::check::Check;
 
@@ -70,7 +70,12 @@ pub fn wanted(namespace: &str) -> Vec<Need> {
         Need {
             id: "rbac.session",
             purpose: "open a session (tether connect)",
-            accesses: vec![access("create", authz::GROUP, authz::SESSIONS, None)],
+            accesses: vec![access(
+                "create",
+                names::RBAC_GROUP,
+                names::RBAC_SESSIONS,
+                None,
+            )],
             required: true,
             grant: "kubectl create clusterrolebinding tether-USER --clusterrole=tether-client \
                     --user=USER"
@@ -103,7 +108,12 @@ pub fn wanted(namespace: &str) -> Vec<Need> {
             id: "rbac.intercept",
             purpose: "intercept workloads here (tether intercept)",
             accesses: vec![
-                access("create", authz::GROUP, authz::INTERCEPTS, Some(namespace)),
+                access(
+                    "create",
+                    names::RBAC_GROUP,
+                    names::RBAC_INTERCEPTS,
+                    Some(namespace),
+                ),
                 access("patch", "apps", "deployments", Some(namespace)),
             ],
             required: false,

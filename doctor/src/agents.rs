@@ -1,5 +1,5 @@
 //! Agent checks: every workload of the namespace whose pod template has the tether agent
-//! container (see `tether_daemon::workload::inject`): the agent containers' state, restarts and
+//! container (see `tether_kube::workload::inject`): the agent containers' state, restarts and
 //! last termination, its image against the manager's, and whether the manager has it linked.
 
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use k8s_openapi::{
     },
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
 };
-use tether_daemon::workload::AGENT_CONTAINER;
+use tether_kube::names::AGENT_CONTAINER;
 
 use crate::{
     check::{Check, Status},

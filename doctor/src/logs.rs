@@ -29,8 +29,8 @@ use tether_daemon::{
     cluster::{Cluster, MANAGER_NAMESPACE, MANAGER_SELECTOR, MANAGER_SERVICE},
     control,
     privileged::runtime_dir,
-    workload::AGENT_CONTAINER,
 };
+use tether_kube::names::AGENT_CONTAINER;
 
 use crate::{
     archive::{Archive, ArchiveError},
@@ -129,7 +129,7 @@ pub async fn gather(
         Ok(Ok(cluster)) => cluster_logs(&mut c, &cluster.client, opts, progress).await,
         Ok(Err(e)) => c
             .notes
-            .push(format!("cluster: {}", tether_daemon::error_chain(&e))),
+            .push(format!("cluster: {}", tether_proto::error_chain(&e))),
         Err(_) => c
             .notes
             .push("cluster: loading the kubeconfig timed out".into()),

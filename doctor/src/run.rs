@@ -84,7 +84,7 @@ async fn cluster_checks(opts: &Options) -> Vec<Check> {
     let cluster = match loaded {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
-            let mut checks = vec![cluster::no_kubeconfig(&tether_daemon::error_chain(&e))];
+            let mut checks = vec![cluster::no_kubeconfig(&tether_proto::error_chain(&e))];
             checks.extend(unreachable("no usable kubeconfig"));
             return checks;
         }

@@ -80,12 +80,14 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod datagram;
 pub mod frame;
 pub mod message;
 pub mod probe;
 pub mod relay;
 
+pub use chain::{error_chain, ErrorChain};
 pub use datagram::{
     datagram_overhead, decode_datagram, encode_datagram, DatagramError, MAX_DATAGRAM_OVERHEAD,
     MAX_FLOW_ID,

@@ -165,7 +165,7 @@ pub async fn run(
     };
     if state.dns_installed {
         if let Err(error) = resolv.restore() {
-            warn!(error = %crate::error_chain(&error), "Could not restore the resolver configuration");
+            warn!(error = %tether_proto::error_chain(&error), "Could not restore the resolver configuration");
         }
     }
     if state.resolved {
@@ -269,7 +269,7 @@ impl<'a> State<'a> {
             format!(
                 "cannot create TUN device {}: {}",
                 self.config.tun.name,
-                crate::error_chain(&e)
+                tether_proto::error_chain(&e)
             )
         })?;
         self.tun_created = true;
@@ -294,7 +294,7 @@ impl<'a> State<'a> {
             self.config
                 .routes
                 .check(*cidr, &existing, &planned)
-                .map_err(|e| crate::error_chain(&e))?;
+                .map_err(|e| tether_proto::error_chain(&e))?;
             planned.push(*cidr);
             new.push(*cidr);
         }
@@ -303,7 +303,7 @@ impl<'a> State<'a> {
             routes
                 .add(IpNet::V4(cidr))
                 .await
-                .map_err(|e| format!("routing {cidr}: {}", crate::error_chain(&e)))?;
+                .map_err(|e| format!("routing {cidr}: {}", tether_proto::error_chain(&e)))?;
             self.routed.push(cidr);
         }
         info!(routes = ?add, "Routes added");
@@ -326,7 +326,7 @@ impl<'a> State<'a> {
             .map_err(|e| e.to_string())?;
         self.resolv
             .install(&text)
-            .map_err(|e| crate::error_chain(&e))?;
+            .map_err(|e| tether_proto::error_chain(&e))?;
         self.dns_installed = true;
         info!(dns = %self.config.dns, ?search, "Resolver configuration installed");
         Ok(())

@@ -62,7 +62,7 @@ pub async fn within<T>(
         Ok(Ok(v)) => Ok(v),
         Ok(Err(kube::Error::Api(s))) if s.code == 403 => Err(Failure::Forbidden),
         Ok(Err(kube::Error::Api(s))) if s.code == 404 => Err(Failure::NotFound),
-        Ok(Err(e)) => Err(Failure::Other(tether_daemon::error_chain(&e))),
+        Ok(Err(e)) => Err(Failure::Other(tether_proto::error_chain(&e))),
     }
 }
 

@@ -128,7 +128,7 @@ pub async fn probe(cluster: &Cluster, limit: Duration) -> Probe {
 /// Which layer a failed request failed at: TLS (rustls said so somewhere in the chain), the
 /// credentials, or something else.
 pub fn classify(e: &kube::Error) -> ApiOutcome {
-    let text = tether_daemon::error_chain(e);
+    let text = tether_proto::error_chain(e);
     if let kube::Error::Auth(_) = e {
         return ApiOutcome::Auth(text);
     }

@@ -1,0 +1,31 @@
+//! The traffic manager: the one pod in the cluster that workstations and traffic agents connect
+//! to (`tether-agent manager`).
+//!
+//! # Layout
+//! - [`manager`]: start-up: discovery and watches, then hands a
+//!   [`ManagerState`](manager::ManagerState) to the code serving the tunnel; the health port.
+//! - [`view`]: [`ClusterView`](view::ClusterView), the manager's plain-data picture of the
+//!   cluster, shared as a [`SharedView`](view::SharedView).
+//! - [`discovery`]: service/pod subnets and the cluster domain, and the watches that keep the
+//!   view current and publish subnet changes.
+//! - [`dns`]: the sans-IO cluster DNS resolver and its forwarding driver.
+//! - [`resolv_conf`]: the pod's `/etc/resolv.conf` (upstream resolvers, cluster domain hint).
+//! - [`session`]: the tunnel server: one session per workstation (control stream, flows) and
+//!   per traffic agent.
+//! - [`authz`]: what a session's user may do, decided by RBAC (SubjectAccessReviews behind a
+//!   trait, refusal wording, a short answer cache).
+//! - [`registry`]: every session's intercepts, refusing conflicts with `tether-route`'s model.
+//! - [`dial_policy`]: which addresses the manager dials for sessions.
+//! - [`signer`]: signs people's session certificates from CertificateSigningRequests.
+#![forbid(unsafe_code)]
+
+pub mod authz;
+pub mod dial_policy;
+pub mod discovery;
+pub mod dns;
+pub mod manager;
+pub mod registry;
+pub mod resolv_conf;
+pub mod session;
+pub mod signer;
+pub mod view;

@@ -1,0 +1,238 @@
+//! The manager's intercept registry: which intercepts exist, who holds them, and which agents
+//! follow them. Sans-IO: agents are reached through a `watch` channel each (holding only the
+//! latest table, so a slow agent's queue never grows), and the registry is plain data behind one
+//! lock, tested without a network.
+//!
+//! The registry is the only place that decides whether an intercept may start. It keeps one
+//! [`Router`] per intercepted port, the same table the agents route with, so a conflict is found
+//! here, named to the user, and never reaches an agent. Every change of a workload's intercepts
+//! sends that workload's agents its whole table ([`AgentIntercepts`]); an agent that connects
+//! later gets it on arrival. So agents need no history and a rollout's new pods follow the active
+//! intercepts at once.
+//!
+//! Intercepts live as long as the session that created them: [`Registry::end_session`] removes
+//! them all, which is what gives the app its traffic back when a developer's machine vanishes
+//! (the QUIC idle timeout notices within seconds).
+
+use std::collections::{BTreeMap, HashMap};
+
+use tether_proto::{AgentInfo, AgentIntercepts, CreateIntercept, InterceptInfo, InterceptState};
+use tokio::sync::watch;
+
+use tether_route::filter::{Filter, FilterSpec};
+use tether_route::router::{Intercept, InterceptId, Router};
+
+/// Where an intercept's port is: namespace, workload (`Kind/name`), app port.
+type PortKey = (String, String, u16);
+
+/// A connected agent.
+#[derive(Debug)]
+struct Agent {
+    info: AgentInfo,
+    tx: watch::Sender<AgentIntercepts>,
+}
+
+/// The most intercepts one session may hold at once: more than a developer uses, few enough
+/// that one session cannot grow every agent's routing table without bound.
+pub const MAX_INTERCEPTS_PER_SESSION: usize = 32;
+
+/// Every intercept and agent the manager knows.
+#[derive(Debug, Default)]
+pub struct Registry {
+    next_id: u64,
+    intercepts: BTreeMap<u64, InterceptInfo>,
+    ports: HashMap<PortKey, Router<()>>,
+    agents: HashMap<u64, Agent>,
+}
+
+/// The session asking, as the registry records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Holder<'a> {
+    /// The session's id.
+    pub session_id: &'a str,
+    /// Who the session belongs to (`user@host`).
+    pub owner: &'a str,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts an intercept, unless its filter is invalid, its name is taken in the session, or it
+    /// conflicts with another intercept on the port. The error is meant for the user.
+    pub fn create(
+        &mut self,
+        holder: Holder<'_>,
+        req: &CreateIntercept,
+    ) -> Result<InterceptInfo, String> {
+        if req.name.is_empty() {
+            return Err("the intercept needs a name".to_owned());
+        }
+        let held = self
+            .intercepts
+            .values()
+            .filter(|i| i.session_id == holder.session_id)
+            .count();
+        if held >= MAX_INTERCEPTS_PER_SESSION {
+            return Err(format!(
+                "this session already holds {held} intercepts, the most one session may; \
+                 leave one first"
+            ));
+        }
+        if self
+            .intercepts
+            .values()
+            .any(|i| i.session_id == holder.session_id && i.name == req.name)
+        {
+            return Err(format!(
+                "you already have an intercept named `{}`; choose another with --name",
+                req.name
+            ));
+        }
+        let filter = Filter::try_from(FilterSpec {
+            headers: req.filter.headers.clone(),
+            path_prefix: req.filter.path_prefix.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+        self.next_id += 1;
+        let id = self.next_id;
+        let info = InterceptInfo {
+            id,
+            name: req.name.clone(),
+            namespace: req.namespace.clone(),
+            workload: req.workload.clone(),
+            port: req.port,
+            service_port: req.service_port.clone(),
+            owner: holder.owner.to_owned(),
+            session_id: holder.session_id.to_owned(),
+            filter: req.filter.clone(),
+        };
+        let key = port_key(&info);
+        self.ports
+            .entry(key.clone())
+            .or_default()
+            .add(Intercept {
+                id: InterceptId(id),
+                owner: format!("{} (intercept `{}`)", info.owner, info.name),
+                filter,
+                target: (),
+            })
+            .map_err(|e| {
+                format!(
+                    "cannot intercept {} port {}: {e}",
+                    info.workload, info.service_port
+                )
+            })?;
+        self.intercepts.insert(id, info.clone());
+        self.push(&key.0, &key.1);
+        Ok(info)
+    }
+
+    /// Ends the session's intercept called `name`.
+    pub fn remove(&mut self, session_id: &str, name: &str) -> Result<InterceptInfo, String> {
+        let id = self
+            .intercepts
+            .values()
+            .find(|i| i.session_id == session_id && i.name == name)
+            .map(|i| i.id)
+            .ok_or_else(|| format!("you have no intercept named `{name}`"))?;
+        Ok(self.remove_id(id))
+    }
+
+    /// Ends every intercept of a session (it closed or was lost).
+    pub fn end_session(&mut self, session_id: &str) -> Vec<InterceptInfo> {
+        let ids: Vec<u64> = self
+            .intercepts
+            .values()
+            .filter(|i| i.session_id == session_id)
+            .map(|i| i.id)
+            .collect();
+        ids.into_iter().map(|id| self.remove_id(id)).collect()
+    }
+
+    fn remove_id(&mut self, id: u64) -> InterceptInfo {
+        let info = self.intercepts.remove(&id).expect("id from the map");
+        let key = port_key(&info);
+        if let Some(router) = self.ports.get_mut(&key) {
+            router.remove(InterceptId(id));
+            if router.is_empty() {
+                self.ports.remove(&key);
+            }
+        }
+        self.push(&key.0, &key.1);
+        info
+    }
+
+    /// The intercept with this id.
+    pub fn get(&self, id: u64) -> Option<&InterceptInfo> {
+        self.intercepts.get(&id)
+    }
+
+    /// Every intercept and agent in a namespace.
+    pub fn list(&self, namespace: &str) -> InterceptState {
+        let mut agents: Vec<AgentInfo> = self
+            .agents
+            .values()
+            .filter(|a| a.info.namespace == namespace)
+            .map(|a| a.info.clone())
+            .collect();
+        agents.sort_by(|a, b| (&a.workload, &a.pod).cmp(&(&b.workload, &b.pod)));
+        InterceptState {
+            intercepts: self
+                .intercepts
+                .values()
+                .filter(|i| i.namespace == namespace)
+                .cloned()
+                .collect(),
+            agents,
+        }
+    }
+
+    /// Registers a connected agent under `conn_id` and sends it its workload's intercepts.
+    pub fn agent_joined(
+        &mut self,
+        conn_id: u64,
+        info: AgentInfo,
+        tx: watch::Sender<AgentIntercepts>,
+    ) {
+        let table = self.table(&info.namespace, &info.workload);
+        tx.send_replace(table);
+        self.agents.insert(conn_id, Agent { info, tx });
+    }
+
+    /// Forgets an agent.
+    pub fn agent_left(&mut self, conn_id: u64) {
+        self.agents.remove(&conn_id);
+    }
+
+    fn table(&self, namespace: &str, workload: &str) -> AgentIntercepts {
+        AgentIntercepts {
+            intercepts: self
+                .intercepts
+                .values()
+                .filter(|i| i.namespace == namespace && i.workload == workload)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Sends a workload's agents its table.
+    fn push(&mut self, namespace: &str, workload: &str) {
+        let table = self.table(namespace, workload);
+        for agent in self.agents.values() {
+            if agent.info.namespace == namespace && agent.info.workload == workload {
+                // The agent's writer sends the latest table; an unsent older one is replaced.
+                agent.tx.send_replace(table.clone());
+            }
+        }
+    }
+}
+
+fn port_key(info: &InterceptInfo) -> PortKey {
+    (info.namespace.clone(), info.workload.clone(), info.port)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,265 @@
+//! The agent's link to the traffic manager: one QUIC connection, kept up for the agent's life.
+//!
+//! Over its control stream the agent says who it is ([`AgentHello`]) and receives its workload's
+//! intercepts ([`AgentIntercepts`]) whenever they change; [`apply`] turns each table into the
+//! routing tables of the proxied ports. An intercepted connection is a new stream to the manager
+//! that starts with [`Dial`] (see `remote_target`); the manager passes it to the developer's
+//! machine.
+//!
+//! While the link is down the agent has no intercepts: every request goes to the app. That is
+//! what makes a lost manager, or a lost developer, harmless to everyone else.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether_proto::{AgentHello, Dial, Hello, InterceptInfo, Message, Ping, Role, PROTOCOL_VERSION};
+use tether_tunnel::{framed, quinn, ClientCredential};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::proxy::{BoxError, DialFn, Duplex, Routes, Upstream};
+use tether_route::filter::{Filter, FilterSpec};
+use tether_route::router::{Intercept, InterceptId};
+
+/// Where the agent's link goes and who it says it is.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// The manager's QUIC address.
+    pub manager: SocketAddr,
+    /// Directory holding `ca.crt`, `tls.crt` and `tls.key` (the mounted agent Secret).
+    pub credentials: PathBuf,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The workload, as `Kind/name`.
+    pub workload: String,
+    /// The pod's name.
+    pub pod: String,
+}
+
+/// The routing table of one proxied port, with the app port that names it on the wire.
+#[derive(Debug, Clone)]
+pub struct PortRoutes {
+    /// The app's container port.
+    pub app_port: u16,
+    /// The proxy's routing table.
+    pub routes: Routes,
+}
+
+/// The link's current connection, shared with the intercept targets.
+#[derive(Debug, Clone)]
+struct Current(watch::Receiver<Option<quinn::Connection>>);
+
+/// How long to wait between connection attempts, at most.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The file, next to the credential, with the pod's service-account token for the manager.
+const TOKEN_FILE: &str = "token";
+/// How often the agent pings the manager.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Keeps the link up until the process ends.
+pub async fn run(config: LinkConfig, ports: Vec<PortRoutes>) {
+    let (conn_tx, conn_rx) = watch::channel(None);
+    let current = Current(conn_rx);
+    let mut backoff = Duration::from_millis(200);
+    // Each new reason the link cannot come up is a warning; the same one again is not.
+    let mut last_error = String::new();
+    loop {
+        let app_ports: Vec<u16> = ports.iter().map(|p| p.app_port).collect();
+        match connect(&config, &app_ports).await {
+            Ok((conn, send, recv)) => {
+                info!(manager = %config.manager, "Linked to the traffic manager");
+                backoff = Duration::from_millis(200);
+                last_error.clear();
+                let _ = conn_tx.send(Some(conn.clone()));
+                let reason = serve(send, recv, &ports, &current).await;
+                let _ = conn_tx.send(None);
+                conn.close(0u32.into(), b"bye");
+                clear(&ports);
+                warn!(reason = %reason, "Lost the traffic manager; all traffic goes to the app");
+            }
+            Err(error) => {
+                let error = tether_proto::error_chain(&*error);
+                if error == last_error {
+                    debug!(%error, "Cannot link to the traffic manager");
+                } else {
+                    warn!(%error, "Cannot link to the traffic manager; all traffic goes to the app");
+                    last_error = error;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Connects and says hello. The credential is read anew each time: the Secret is refreshed when
+/// the manager restarts with a new CA.
+async fn connect(
+    config: &LinkConfig,
+    ports: &[u16],
+) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), BoxError> {
+    let read = |name: &str| {
+        let path = config.credentials.join(name);
+        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))
+    };
+    let credential = ClientCredential {
+        ca_pem: read(ClientCredential::CA_KEY)?,
+        cert_pem: read(ClientCredential::CERT_KEY)?,
+        key_pem: read(ClientCredential::KEY_KEY)?,
+    };
+    // The pod's token, which ties this agent to its pod (the kubelet renews the file).
+    let token = read(TOKEN_FILE)?;
+    let bind = SocketAddr::from(([0, 0, 0, 0], 0));
+    let endpoint = tether_tunnel::client_endpoint(bind, &credential)?;
+    let conn = endpoint
+        .connect(config.manager, tether_tunnel::SERVER_NAME)?
+        .await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        client: config.pod.clone(),
+        namespace: config.namespace.clone(),
+        role: Role::Agent,
+    };
+    framed::write_message(&mut send, &Message::Hello(hello)).await?;
+    let agent = AgentHello {
+        workload: config.workload.clone(),
+        pod: config.pod.clone(),
+        ports: ports.to_vec(),
+        token: token.trim().to_owned(),
+    };
+    framed::write_message(&mut send, &Message::AgentHello(agent)).await?;
+    match framed::read_message(&mut recv).await? {
+        Some(Message::Welcome(_)) => Ok((conn, send, recv)),
+        Some(Message::Error(e)) => Err(e.message.into()),
+        _ => Err("the manager closed the link before answering".into()),
+    }
+}
+
+/// Follows the manager's tables until the link fails; returns why.
+async fn serve(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    ports: &[PortRoutes],
+    current: &Current,
+) -> String {
+    let ping = async {
+        let mut seq = 0;
+        loop {
+            tokio::time::sleep(PING_INTERVAL).await;
+            seq += 1;
+            if let Err(e) = framed::write_message(&mut send, &Message::Ping(Ping { seq })).await {
+                return e.to_string();
+            }
+        }
+    };
+    let read = async {
+        loop {
+            match framed::read_message(&mut recv).await {
+                Ok(Some(Message::AgentIntercepts(table))) => {
+                    apply(&table.intercepts, ports, current)
+                }
+                Ok(Some(Message::Pong(_))) => {}
+                Ok(Some(other)) => debug!(kind = other.kind(), "Ignored a manager message"),
+                Ok(None) => return "the manager closed the link".to_owned(),
+                Err(e) => return e.to_string(),
+            }
+        }
+    };
+    tokio::select! {
+        r = ping => r,
+        r = read => r,
+    }
+}
+
+/// Makes the ports' routing tables hold exactly the intercepts of `table`.
+fn apply(table: &[InterceptInfo], ports: &[PortRoutes], current: &Current) {
+    for port in ports {
+        let wanted: Vec<&InterceptInfo> =
+            table.iter().filter(|i| i.port == port.app_port).collect();
+        let wanted_ids: BTreeSet<u64> = wanted.iter().map(|i| i.id).collect();
+        let have: BTreeSet<u64> = port.routes.snapshot().iter().map(|i| i.id.0).collect();
+        for gone in have.difference(&wanted_ids) {
+            if let Some(i) = port.routes.remove(InterceptId(*gone)) {
+                info!(port = port.app_port, intercept = %i.id, owner = %i.owner, "Intercept ended");
+            }
+        }
+        for info in wanted.into_iter().filter(|i| !have.contains(&i.id)) {
+            let filter = match Filter::try_from(FilterSpec {
+                headers: info.filter.headers.clone(),
+                path_prefix: info.filter.path_prefix.clone(),
+            }) {
+                Ok(f) => f,
+                Err(error) => {
+                    warn!(intercept = info.id, %error, "Ignored an intercept with a bad filter");
+                    continue;
+                }
+            };
+            let target = remote_target(info.id, current.clone());
+            let added = port.routes.add(Intercept {
+                id: InterceptId(info.id),
+                owner: info.owner.clone(),
+                filter,
+                target: Arc::new(target),
+            });
+            match added {
+                Ok(()) => {
+                    info!(port = port.app_port, intercept = info.id, owner = %info.owner, filter = ?info.filter, "Intercept started")
+                }
+                Err(error) => warn!(intercept = info.id, %error, "Ignored a conflicting intercept"),
+            }
+        }
+    }
+}
+
+/// Removes every intercept (the link is down).
+fn clear(ports: &[PortRoutes]) {
+    for port in ports {
+        for i in port.routes.snapshot().iter() {
+            port.routes.remove(i.id);
+        }
+    }
+}
+
+/// An intercept's target: the developer's machine, reached over streams through the manager.
+fn remote_target(intercept: u64, current: Current) -> Upstream {
+    let dial: DialFn = Arc::new(move || {
+        let conn = current.0.borrow().clone();
+        Box::pin(dial(conn, intercept))
+    });
+    Upstream::with_dial(&format!("intercept-{intercept}"), dial)
+}
+
+/// Opens a stream for one intercepted connection and waits until the developer's process has
+/// accepted it.
+async fn dial(conn: Option<quinn::Connection>, intercept: u64) -> std::io::Result<Box<dyn Duplex>> {
+    let conn = conn.ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            "no link to the traffic manager",
+        )
+    })?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    framed::write_message(&mut send, &Message::Dial(Dial { intercept }))
+        .await
+        .map_err(std::io::Error::other)?;
+    match framed::read_message(&mut recv)
+        .await
+        .map_err(std::io::Error::other)?
+    {
+        Some(Message::DialResult(r)) => match r.result {
+            Ok(()) => Ok(Box::new(tokio::io::join(recv, send))),
+            Err(e) => Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                e.message,
+            )),
+        },
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "the manager closed the stream",
+        )),
+    }
+}
