@@ -1,7 +1,8 @@
 //! Frame codec: `[u32 BE length][u16 BE kind][payload]`, `length` counting kind + payload.
 //!
 //! [`encode`] appends one frame to a buffer. [`decode`] takes one frame off the front of a buffer,
-//! and [`FrameDecoder`] wraps it for callers that receive bytes in arbitrary pieces.
+//! and [`FrameDecoder`] wraps it for callers that receive bytes in arbitrary pieces. [`needed`]
+//! tells a reader that must not read past a frame how much more to read.
 
 use bytes::{Buf, BufMut, BytesMut};
 
@@ -128,16 +129,10 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), EncodeError> {
 /// Never allocates: `src` grows only as the caller appends received bytes, and a header that
 /// announces more than [`MAX_FRAME_LEN`] is rejected as soon as its 4 bytes are in.
 pub fn decode(src: &mut BytesMut) -> Option<Result<Decoded, DecodeError>> {
-    let header: [u8; LEN_LEN] = src.get(..LEN_LEN)?.try_into().ok()?;
-    let len = u32::from_be_bytes(header);
-    // u32 -> usize is lossless on the 32- and 64-bit targets tether runs on; saturate otherwise.
-    let frame_len = usize::try_from(len).unwrap_or(usize::MAX);
-    if frame_len < KIND_LEN {
-        return Some(Err(DecodeError::TooShort { len }));
-    }
-    if frame_len > MAX_FRAME_LEN {
-        return Some(Err(DecodeError::TooLong { len }));
-    }
+    let frame_len = match frame_len(src)? {
+        Ok(len) => len,
+        Err(err) => return Some(Err(err)),
+    };
     if src.len() < LEN_LEN + frame_len {
         return None;
     }
@@ -151,6 +146,36 @@ pub fn decode(src: &mut BytesMut) -> Option<Result<Decoded, DecodeError>> {
         }),
         Some(Ok(msg)) => Ok(Decoded::Message(msg)),
         Some(Err(source)) => Err(DecodeError::Malformed { kind, source }),
+    })
+}
+
+/// How many more bytes `src` needs before [`decode`] returns `Some` (a frame or a fatal error);
+/// 0 when it already does.
+///
+/// It never counts a byte past the first frame (every frame is at least [`HEADER_LEN`] bytes
+/// long), so a reader that reads at most this many bytes before each `decode` never takes a byte
+/// of what follows the frame on its stream: a flow's raw bytes after its `Open`, say.
+pub fn needed(src: &[u8]) -> usize {
+    match frame_len(src) {
+        None => HEADER_LEN - src.len(),
+        Some(Err(_)) => 0,
+        Some(Ok(len)) => (LEN_LEN + len).saturating_sub(src.len()),
+    }
+}
+
+/// The `length` of the frame at the front of `src` (kind + payload), checked against the limits;
+/// `None` while its 4 bytes are not all in. The only place that reads a frame header.
+fn frame_len(src: &[u8]) -> Option<Result<usize, DecodeError>> {
+    let header: [u8; LEN_LEN] = src.get(..LEN_LEN)?.try_into().ok()?;
+    let len = u32::from_be_bytes(header);
+    // u32 -> usize is lossless on the 32- and 64-bit targets tether runs on; saturate otherwise.
+    let frame_len = usize::try_from(len).unwrap_or(usize::MAX);
+    Some(if frame_len < KIND_LEN {
+        Err(DecodeError::TooShort { len })
+    } else if frame_len > MAX_FRAME_LEN {
+        Err(DecodeError::TooLong { len })
+    } else {
+        Ok(frame_len)
     })
 }
 
@@ -190,6 +215,16 @@ impl FrameDecoder {
             }
         }
         Some(item)
+    }
+
+    /// How many more bytes [`poll`](Self::poll) needs to return something (see [`needed`]); 0
+    /// when it already does.
+    pub fn needed(&self) -> usize {
+        if self.fatal.is_some() {
+            0
+        } else {
+            needed(&self.buf)
+        }
     }
 
     /// Bytes received but not yet decoded.

@@ -1,6 +1,7 @@
-//! tether's wire protocol, sans-IO: message types and the codecs that put them on QUIC streams,
-//! QUIC datagrams and the port-forward relay. No sockets, no async, no clocks: callers feed
-//! bytes in and take messages out, so every rule here is tested with byte literals.
+//! tether's wire protocol, sans-IO: message types, the codecs that put them on QUIC streams,
+//! QUIC datagrams and the port-forward relay, and the control stream's session state machine. No
+//! sockets, no async, no clocks: callers feed bytes in and take messages out, so every rule here
+//! is tested with byte literals.
 //!
 //! # Frames
 //! Streams carry frames: `[u32 BE length][u16 BE kind][payload]`, where `length` counts the kind
@@ -36,6 +37,12 @@
 //! | 21 | [`AgentCredentialRequest`] | client → manager, a credential for one namespace's agents |
 //! | 22 | [`AgentCredentialReply`] | manager → client, answers 21 |
 //! | 23 | [`Namespaces`] | manager → client, after `Welcome` and when namespaces come or go |
+//!
+//! # Sessions
+//! [`session::Session`] is the control stream's state machine, for both ends: the `Hello` /
+//! `Welcome` handshake and its version check, request ids matched to their answers, `Ping` /
+//! `Pong` keep-alive with idle and handshake timeouts, and dispatch of everything else as events.
+//! A malformed frame is skipped there, not the end of the session. See [`session`].
 //!
 //! # Datagrams
 //! A UDP flow's datagrams ride QUIC datagrams as `[varint flow id][payload]` (QUIC varint, RFC
@@ -86,6 +93,7 @@ pub mod frame;
 pub mod message;
 pub mod probe;
 pub mod relay;
+pub mod session;
 
 pub use chain::{error_chain, ErrorChain};
 pub use datagram::{

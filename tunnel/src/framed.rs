@@ -1,10 +1,13 @@
 //! Reading and writing tether protocol frames on QUIC streams (any `AsyncRead`/`AsyncWrite`).
 //!
 //! A flow stream carries one `Open`/`OpenResult` frame and then raw bytes, so frames are read
-//! exactly — header, then payload — and never a byte past the frame.
+//! exactly, never a byte past the frame: each read asks for at most what
+//! [`tether_proto::frame::needed`] says the frame still lacks, and [`tether_proto::decode`] (the
+//! one frame parser) takes it apart.
 
 use bytes::BytesMut;
-use tether_proto::{DecodeError, Decoded, EncodeError, Message, HEADER_LEN, MAX_FRAME_LEN};
+use tether_proto::frame::needed;
+use tether_proto::{DecodeError, Decoded, EncodeError, Message};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Errors of frame I/O on a stream.
@@ -24,40 +27,48 @@ pub enum FrameIoError {
     Truncated,
 }
 
+impl FrameIoError {
+    /// Whether the stream is unusable after this error. A malformed payload is not fatal: the
+    /// frame was read whole, so the next read starts at the next frame (on a stream that
+    /// carries frames only).
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Self::Decode(error) => error.is_fatal(),
+            // Nothing was written.
+            Self::Encode(_) => false,
+            Self::Io(_) | Self::Truncated => true,
+        }
+    }
+}
+
 /// The most a frame read allocates ahead of the bytes received.
 const READ_STEP: usize = 16 * 1024;
 
 /// Reads one frame. `Ok(None)` at a clean end of stream before any byte of a frame.
+///
+/// A frame whose payload does not decode is returned as [`FrameIoError::Decode`] with a
+/// [`DecodeError::Malformed`], not skipped: most callers read one frame and then raw bytes (a
+/// flow's `Open`, a `Dial`), and skipping would make them take those bytes for the next frame.
+/// The error is not [fatal](FrameIoError::is_fatal), though: the frame has been read whole, so a
+/// caller on a stream of frames only may read on.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Decoded>, FrameIoError> {
-    let mut header = [0u8; HEADER_LEN];
-    let mut got = 0;
-    while got < HEADER_LEN {
-        let n = r.read(&mut header[got..]).await?;
-        if n == 0 {
-            return if got == 0 {
+    let mut buf = BytesMut::new();
+    loop {
+        // The header is read first (a frame is never shorter), then the payload as it arrives,
+        // in steps of at most READ_STEP: a header claiming a megabyte costs only what the peer
+        // really sends (which QUIC's flow control bounds). A length out of bounds needs nothing
+        // more and is reported below, before anything is allocated for it.
+        let want = needed(&buf).min(READ_STEP);
+        if want == 0 {
+            break;
+        }
+        buf.reserve(want);
+        if (&mut *r).take(want as u64).read_buf(&mut buf).await? == 0 {
+            return if buf.is_empty() {
                 Ok(None)
             } else {
                 Err(FrameIoError::Truncated)
             };
-        }
-        got += n;
-    }
-    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    // Checked here, before allocating; the decoder checks again and names the error.
-    let payload_len = if (2..=MAX_FRAME_LEN).contains(&len) {
-        len - 2
-    } else {
-        0
-    };
-    // The payload is read as it arrives, in steps of at most READ_STEP: a header claiming a
-    // megabyte costs only what the peer really sends (which QUIC's flow control bounds).
-    let mut buf = BytesMut::with_capacity(HEADER_LEN + payload_len.min(READ_STEP));
-    buf.extend_from_slice(&header);
-    let mut rest = r.take(payload_len as u64);
-    while buf.len() < HEADER_LEN + payload_len {
-        buf.reserve((HEADER_LEN + payload_len - buf.len()).min(READ_STEP));
-        if rest.read_buf(&mut buf).await? == 0 {
-            return Err(FrameIoError::Truncated);
         }
     }
     match tether_proto::decode(&mut buf) {
@@ -95,7 +106,7 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
 
 #[cfg(test)]
 mod tests {
-    use tether_proto::{Open, Ping, Protocol};
+    use tether_proto::{Open, Ping, Pong, Protocol};
 
     use super::*;
 
@@ -153,5 +164,28 @@ mod tests {
             read_frame(&mut r).await,
             Err(FrameIoError::Truncated)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_malformed_frame_is_an_error_the_stream_survives() {
+        let mut bytes = BytesMut::new();
+        bytes.extend_from_slice(&[0, 0, 0, 2, 0, 6]); // a Ping without its seq
+        tether_proto::encode(&Message::Pong(Pong { seq: 5 }), &mut bytes).unwrap();
+        let mut r = &bytes[..];
+        let error = read_message(&mut r).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                FrameIoError::Decode(DecodeError::Malformed { kind: 6, .. })
+            ),
+            "{error:?}"
+        );
+        assert!(!error.is_fatal());
+        assert_eq!(
+            read_message(&mut r).await.unwrap(),
+            Some(Message::Pong(Pong { seq: 5 }))
+        );
+        let mut r = &[0u8, 0, 0, 1][..];
+        assert!(read_frame(&mut r).await.unwrap_err().is_fatal());
     }
 }

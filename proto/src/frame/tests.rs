@@ -479,3 +479,40 @@ fn random_payloads_keep_the_stream_in_sync() {
     assert_eq!(items, frames);
     assert_eq!(dec.finish(), Ok(()));
 }
+
+#[test]
+fn needed_never_counts_past_the_first_frame() {
+    let ping = frame_bytes(Ping { seq: 300 }); // 8 bytes
+    let mut stream = ping.clone();
+    stream.extend(b"raw bytes after the frame");
+    // Reading what `needed` asks for, in steps of at most 3 bytes, stops at the frame's end.
+    let mut src = BytesMut::new();
+    let mut at = 0;
+    while needed(&src) > 0 {
+        let step = needed(&src).min(3);
+        src.extend_from_slice(&stream[at..at + step]);
+        at += step;
+    }
+    assert_eq!(at, ping.len());
+    assert_eq!(
+        decode(&mut src),
+        Some(Ok(Decoded::Message(Ping { seq: 300 }.into())))
+    );
+    assert_eq!(needed(&[]), HEADER_LEN);
+    assert_eq!(needed(&[0, 0, 0, 2, 0]), 1);
+    // A bad length needs nothing more: `decode` reports it now.
+    assert_eq!(needed(&[0, 0, 0, 1]), 0);
+    assert_eq!(needed(&[0xff, 0xff, 0xff, 0xff]), 0);
+
+    let mut dec = FrameDecoder::new();
+    dec.push(&ping[..5]);
+    assert_eq!(dec.needed(), 3);
+    dec.push(&ping[5..]);
+    assert_eq!(dec.needed(), 0);
+    assert!(matches!(dec.poll(), Some(Ok(_))));
+    assert_eq!(dec.needed(), HEADER_LEN);
+    dec.push(&[0, 0, 0, 1]);
+    assert_eq!(dec.needed(), 0, "a fatal error is ready to poll");
+    assert!(matches!(dec.poll(), Some(Err(_))));
+    assert_eq!(dec.needed(), 0, "and stays so");
+}
