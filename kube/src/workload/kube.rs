@@ -20,28 +20,34 @@
 //!
 //! ReplicaSets (and `OnDelete` StatefulSets) do not replace their pods when their template
 //! changes; the pods that do not match it are deleted, which interrupts that workload briefly.
+//!
+//! # Layout
+//! This file: finding, installing, uninstalling and listing workloads, and waiting for their
+//! rollouts. `object`: the generic reads and writes over the three workload kinds.
+//! `credential`: the agents' credential Secret.
 
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Secret, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::core::Selector;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ListParams};
 use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use super::inject::{
     self, AgentRecord, AgentSettings, PlanError, Workload, WorkloadKind, AGENT_ANNOTATION,
-    AGENT_SECRET,
 };
 use crate::rollout::{self, Progress};
 
+mod credential;
+mod object;
+
 pub use crate::names::FIELD_MANAGER;
+pub use credential::*;
+use object::*;
+
 /// How often a write is retried after a conflict.
 pub const WRITE_ATTEMPTS: usize = 5;
 /// How long [`install_agent`] waits for the pods before pointing numeric Service ports at the
@@ -380,84 +386,6 @@ async fn wait_rollout_of<K: Object>(
     }
 }
 
-/// Whether the agents' Secret in `namespace` holds a credential the manager (whose CA is
-/// `ca_pem`) accepts for that namespace.
-pub async fn agent_credential_is_current(
-    client: &Client,
-    namespace: &str,
-    ca_pem: &str,
-) -> Result<bool, WorkloadError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = api
-        .get_opt(AGENT_SECRET)
-        .await
-        .map_err(|e| api_error::<Secret>(e, "get", Some(AGENT_SECRET), namespace))?;
-    Ok(inject::agent_credential_is_current(
-        namespace,
-        secret.as_ref(),
-        ca_pem,
-    ))
-}
-
-/// Writes a fresh request nonce into the agents' Secret of `namespace` (creating it if needed)
-/// and returns it: the manager issues an agent credential to whoever can show it.
-pub async fn request_agent_credential(
-    client: &Client,
-    namespace: &str,
-) -> Result<String, WorkloadError> {
-    let nonce = nonce().map_err(WorkloadError::Nonce)?;
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let exists = api
-        .get_opt(AGENT_SECRET)
-        .await
-        .map_err(|e| api_error::<Secret>(e, "get", Some(AGENT_SECRET), namespace))?
-        .is_some();
-    if exists {
-        api.patch(
-            AGENT_SECRET,
-            &PatchParams::default(),
-            &Patch::Merge(inject::agent_request_patch(&nonce)),
-        )
-        .await
-        .map_err(|e| api_error::<Secret>(e, "patch", Some(AGENT_SECRET), namespace))?;
-    } else {
-        api.create(
-            &PostParams::default(),
-            &inject::agent_request_secret(namespace, &nonce),
-        )
-        .await
-        .map_err(|e| api_error::<Secret>(e, "create", Some(AGENT_SECRET), namespace))?;
-    }
-    Ok(nonce)
-}
-
-/// Stores the manager's answer to the request `nonce` in the agents' Secret of `namespace`.
-pub async fn store_agent_credential(
-    client: &Client,
-    namespace: &str,
-    nonce: &str,
-    credential: &tether_proto::AgentCredential,
-) -> Result<(), WorkloadError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    api.patch(
-        AGENT_SECRET,
-        &PatchParams::default(),
-        &Patch::Merge(inject::agent_credential_patch(nonce, credential)),
-    )
-    .await
-    .map_err(|e| api_error::<Secret>(e, "patch", Some(AGENT_SECRET), namespace))?;
-    debug!(namespace, "Agent credential stored");
-    Ok(())
-}
-
-/// 128 random bits from the OS, as hex.
-fn nonce() -> std::io::Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// The workloads of `namespace` tether can inject: Deployments, StatefulSets, and ReplicaSets
 /// no controller owns.
 pub async fn list_workloads(
@@ -514,335 +442,4 @@ async fn all_workloads(
             .map(entry),
     );
     Ok(out)
-}
-
-/// Deletes the agent Secret of `namespace` unless a workload there still has an agent.
-/// Best effort: the uninstall itself has succeeded.
-async fn remove_secret_if_unused(client: &Client, namespace: &str) {
-    match all_workloads(client, namespace).await {
-        Ok(all)
-            if all
-                .iter()
-                .any(|(w, ..)| w.annotations.contains_key(AGENT_ANNOTATION)) =>
-        {
-            return
-        }
-        Ok(_) => {}
-        Err(e) => {
-            warn!(namespace, error = %tether_proto::error_chain(&e), "Agent credential kept: cannot tell whether it is in use");
-            return;
-        }
-    }
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    match api.delete(AGENT_SECRET, &DeleteParams::default()).await {
-        Ok(_) => info!(namespace, "Agent credential removed"),
-        Err(kube::Error::Api(s)) if s.is_not_found() => {}
-        Err(e) => {
-            warn!(namespace, error = %tether_proto::error_chain(&e), "Agent credential not removed")
-        }
-    }
-}
-
-/// Services, workloads and the rest, as far as the generic reads and writes need.
-trait Namespaced:
-    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-    + Clone
-    + Debug
-    + DeserializeOwned
-    + Serialize
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<T> Namespaced for T where
-    T: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Serialize
-        + Send
-        + Sync
-        + 'static
-{
-}
-
-/// A workload object: Deployment, StatefulSet or ReplicaSet.
-trait Object: Namespaced {
-    const KIND: WorkloadKind;
-    fn template(&self) -> &PodTemplateSpec;
-    fn template_mut(&mut self) -> &mut PodTemplateSpec;
-    fn selector(&self) -> Option<&LabelSelector>;
-    /// Desired and ready replicas.
-    fn replicas(&self) -> (i32, i32);
-    /// The rollout judged from the object's status; `None`: judge by the pods.
-    fn progress(&self) -> Option<Progress>;
-    /// Whether a template change leaves the running pods as they are.
-    fn keeps_pods(&self) -> bool;
-}
-
-/// An absent template, for objects read without a spec (never from a real API server).
-static NO_TEMPLATE: PodTemplateSpec = PodTemplateSpec {
-    metadata: None,
-    spec: None,
-};
-
-impl Object for Deployment {
-    const KIND: WorkloadKind = WorkloadKind::Deployment;
-    fn template(&self) -> &PodTemplateSpec {
-        self.spec.as_ref().map_or(&NO_TEMPLATE, |s| &s.template)
-    }
-    fn template_mut(&mut self) -> &mut PodTemplateSpec {
-        &mut self.spec.get_or_insert_with(Default::default).template
-    }
-    fn selector(&self) -> Option<&LabelSelector> {
-        self.spec.as_ref().map(|s| &s.selector)
-    }
-    fn replicas(&self) -> (i32, i32) {
-        let want = self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        (
-            want,
-            self.status
-                .as_ref()
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0),
-        )
-    }
-    fn progress(&self) -> Option<Progress> {
-        Some(rollout::deployment_progress(self))
-    }
-    fn keeps_pods(&self) -> bool {
-        false
-    }
-}
-
-impl Object for StatefulSet {
-    const KIND: WorkloadKind = WorkloadKind::StatefulSet;
-    fn template(&self) -> &PodTemplateSpec {
-        self.spec.as_ref().map_or(&NO_TEMPLATE, |s| &s.template)
-    }
-    fn template_mut(&mut self) -> &mut PodTemplateSpec {
-        &mut self.spec.get_or_insert_with(Default::default).template
-    }
-    fn selector(&self) -> Option<&LabelSelector> {
-        self.spec.as_ref().map(|s| &s.selector)
-    }
-    fn replicas(&self) -> (i32, i32) {
-        let want = self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        (
-            want,
-            self.status
-                .as_ref()
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0),
-        )
-    }
-    fn progress(&self) -> Option<Progress> {
-        Some(rollout::statefulset_progress(self))
-    }
-    fn keeps_pods(&self) -> bool {
-        rollout::is_on_delete(self)
-    }
-}
-
-impl Object for ReplicaSet {
-    const KIND: WorkloadKind = WorkloadKind::ReplicaSet;
-    fn template(&self) -> &PodTemplateSpec {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.template.as_ref())
-            .unwrap_or(&NO_TEMPLATE)
-    }
-    fn template_mut(&mut self) -> &mut PodTemplateSpec {
-        self.spec
-            .get_or_insert_with(Default::default)
-            .template
-            .get_or_insert_with(Default::default)
-    }
-    fn selector(&self) -> Option<&LabelSelector> {
-        self.spec.as_ref().map(|s| &s.selector)
-    }
-    fn replicas(&self) -> (i32, i32) {
-        let want = self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        (
-            want,
-            self.status
-                .as_ref()
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0),
-        )
-    }
-    fn progress(&self) -> Option<Progress> {
-        None
-    }
-    fn keeps_pods(&self) -> bool {
-        true
-    }
-}
-
-fn workload_of<K: Object>(obj: &K) -> Workload {
-    Workload {
-        kind: K::KIND,
-        name: obj.name_any(),
-        namespace: obj.namespace().unwrap_or_default(),
-        annotations: obj.annotations().clone(),
-        template: obj.template().clone(),
-    }
-}
-
-/// Reads a workload; `None` if there is none. Refuses one that a controller manages.
-async fn get<K: Object>(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<Workload>, WorkloadError> {
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let Some(obj) = api
-        .get_opt(name)
-        .await
-        .map_err(|e| api_error::<K>(e, "get", Some(name), namespace))?
-    else {
-        return Ok(None);
-    };
-    let workload = workload_of(&obj);
-    // A Deployment or StatefulSet may be owned by an operator that tolerates the change; a
-    // ReplicaSet's owner (a Deployment) certainly replaces it.
-    if K::KIND == WorkloadKind::ReplicaSet {
-        if let Some(owner) = rollout::controller_of(obj.meta()) {
-            return Err(WorkloadError::Managed {
-                workload: workload.to_string(),
-                owner,
-            });
-        }
-    }
-    Ok(Some(workload))
-}
-
-/// Reads a workload that must exist.
-async fn get_object<K: Object>(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-) -> Result<K, WorkloadError> {
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    api.get_opt(name)
-        .await
-        .map_err(|e| api_error::<K>(e, "get", Some(name), namespace))?
-        .ok_or_else(|| WorkloadError::UnknownWorkload {
-            kind: Some(K::KIND),
-            name: name.to_owned(),
-            namespace: namespace.to_owned(),
-        })
-}
-
-async fn list<K: Namespaced>(client: &Client, namespace: &str) -> Result<Vec<K>, WorkloadError> {
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| api_error::<K>(e, "list", None, namespace))?;
-    Ok(list.items)
-}
-
-/// Replaces `obj`; `None` on a conflict (someone wrote it since it was read).
-async fn replace<K: Namespaced>(
-    api: &Api<K>,
-    namespace: &str,
-    obj: &K,
-) -> Result<Option<K>, WorkloadError> {
-    let name = obj.name_any();
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..Default::default()
-    };
-    match api.replace(&name, &params, obj).await {
-        Ok(written) => Ok(Some(written)),
-        Err(kube::Error::Api(s)) if s.is_conflict() => Ok(None),
-        Err(e) => Err(api_error::<K>(e, "update", Some(&name), namespace)),
-    }
-}
-
-/// Replaces each Service; `false` on the first conflict.
-async fn write_services(
-    client: &Client,
-    namespace: &str,
-    services: &[Service],
-) -> Result<bool, WorkloadError> {
-    let api: Api<Service> = Api::namespaced(client.clone(), namespace);
-    for service in services {
-        if replace(&api, namespace, service).await?.is_none() {
-            return Ok(false);
-        }
-        debug!(service = %service.name_any(), namespace, "Service updated");
-    }
-    Ok(true)
-}
-
-/// The pods of a workload's selector (owned by it or not: callers filter).
-async fn pods_of<K: Object>(client: &Client, obj: &K) -> Result<Vec<Pod>, WorkloadError> {
-    let namespace = obj.namespace().unwrap_or_default();
-    // An unparsable selector lists the namespace's pods; ownership still tells them apart.
-    let params = obj
-        .selector()
-        .and_then(|s| Selector::try_from(s.clone()).ok())
-        .map_or_else(ListParams::default, |s| {
-            ListParams::default().labels_from(&s)
-        });
-    let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let list = api
-        .list(&params)
-        .await
-        .map_err(|e| api_error::<Pod>(e, "list", None, &namespace))?;
-    Ok(list.items)
-}
-
-/// For controllers that leave their pods alone: deletes the pods that do not match the new
-/// template, so they come back from it.
-async fn replace_stale_pods<K: Object>(client: &Client, obj: &K) -> Result<(), WorkloadError> {
-    if !obj.keeps_pods() {
-        return Ok(());
-    }
-    let namespace = obj.namespace().unwrap_or_default();
-    let uid = obj.uid().unwrap_or_default();
-    let pods = pods_of(client, obj).await?;
-    let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    for pod in rollout::pods_to_replace(&uid, obj.template(), &pods) {
-        match api.delete(&pod, &DeleteParams::default()).await {
-            Ok(_) => info!(
-                pod,
-                namespace, "Pod deleted, to be recreated with the new spec"
-            ),
-            Err(kube::Error::Api(s)) if s.is_not_found() => {}
-            Err(e) => return Err(api_error::<Pod>(e, "delete", Some(&pod), &namespace)),
-        }
-    }
-    Ok(())
-}
-
-/// Names the object and the action; a 403 becomes [`WorkloadError::Forbidden`].
-fn api_error<K: Resource<DynamicType = ()>>(
-    e: kube::Error,
-    verb: &'static str,
-    name: Option<&str>,
-    namespace: &str,
-) -> WorkloadError {
-    let resource = K::plural(&()).into_owned();
-    if let kube::Error::Api(s) = &e {
-        if s.is_forbidden() {
-            return WorkloadError::Forbidden {
-                verb,
-                resource,
-                namespace: namespace.to_owned(),
-            };
-        }
-    }
-    let target = match name {
-        Some(name) => format!("{} {name}", K::kind(&())),
-        None => resource,
-    };
-    WorkloadError::Api {
-        action: format!("{verb} {target} in namespace {namespace}"),
-        source: e,
-    }
 }

@@ -1,0 +1,211 @@
+//! The traffic agent's container and volume, and whether a template has the current one.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector,
+    PodTemplateSpec, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretProjection,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use tether_proto::AGENT_TOKEN_AUDIENCE;
+
+use super::*;
+
+/// The pod volume that mounts [`AGENT_SECRET`] and the pod's token for the manager.
+pub const AGENT_VOLUME: &str = "tether-agent-tls";
+/// Where the agent finds its credential (and `token`).
+pub const CREDENTIALS_PATH: &str = "/var/run/tether";
+/// Lifetime asked for the agent's pod token; the kubelet renews it well before.
+pub(super) const TOKEN_SECONDS: i64 = 3600;
+
+/// The agent container for `ports`.
+pub(super) fn agent_container(
+    workload: &Workload,
+    settings: &AgentSettings,
+    ports: &[PortMap],
+) -> Container {
+    let mut args = vec![
+        "sidecar".to_owned(),
+        "--manager".to_owned(),
+        settings.manager.to_string(),
+        "--credentials".to_owned(),
+        CREDENTIALS_PATH.to_owned(),
+        "--workload".to_owned(),
+        workload.id(),
+    ];
+    for p in ports {
+        args.push("--forward".to_owned());
+        args.push(format!("{}={}", p.agent_port, p.app_port));
+    }
+    let field_env = |name: &str, path: &str| EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let quantities = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
+            .collect::<BTreeMap<_, _>>()
+    };
+    Container {
+        name: AGENT_CONTAINER.to_owned(),
+        image: Some(settings.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        args: Some(args),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+        ]),
+        ports: Some(
+            ports
+                .iter()
+                .map(|p| ContainerPort {
+                    name: Some(p.name.clone()),
+                    container_port: p.agent_port.into(),
+                    protocol: Some("TCP".to_owned()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        volume_mounts: Some(vec![VolumeMount {
+            name: AGENT_VOLUME.to_owned(),
+            mount_path: CREDENTIALS_PATH.to_owned(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        // The restricted Pod Security Standard, so the agent fits any namespace.
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Default::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                ..Default::default()
+            }),
+            read_only_root_filesystem: Some(true),
+            ..Default::default()
+        }),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities(&[("cpu", "10m"), ("memory", "16Mi")])),
+            limits: Some(quantities(&[("memory", "64Mi")])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The credential from [`AGENT_SECRET`], and a token the kubelet issues for this pod (audience
+/// [`AGENT_TOKEN_AUDIENCE`]) with which the manager ties the agent to its pod.
+pub(super) fn agent_volume() -> Volume {
+    Volume {
+        name: AGENT_VOLUME.to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![
+                VolumeProjection {
+                    secret: Some(SecretProjection {
+                        name: AGENT_SECRET.to_owned(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: Some(AGENT_TOKEN_AUDIENCE.to_owned()),
+                        expiration_seconds: Some(TOKEN_SECONDS),
+                        path: "token".to_owned(),
+                    }),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Whether the template has the agent container and its volume (the annotation alone does not
+/// prove it: they may have been removed by hand).
+///
+/// Nor does the container: a re-applied manifest (GitOps, `kubectl apply`) can put the app's
+/// port names back while leaving the agent in place, and then a named Service port reaches the
+/// app directly. So every port the record renamed must still carry its new name, and its old
+/// name must belong to the agent alone.
+pub fn has_agent(template: &PodTemplateSpec, record: &AgentRecord) -> bool {
+    let containers = template
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let renames_hold = record.renamed_ports.iter().all(|r| {
+        let renamed = containers.iter().any(|c| {
+            c.name == r.container
+                && c.ports
+                    .iter()
+                    .flatten()
+                    .any(|p| p.name.as_deref() == Some(r.to.as_str()))
+        });
+        let old_name_is_the_agents = containers
+            .iter()
+            .filter(|c| c.name != record.container)
+            .all(|c| {
+                c.ports
+                    .iter()
+                    .flatten()
+                    .all(|p| p.name.as_deref() != Some(r.from.as_str()))
+            });
+        renamed && old_name_is_the_agents
+    });
+    has_container(template, &record.container)
+        && has_volume(template, &record.volume)
+        && renames_hold
+}
+
+/// Whether the template's agent is the one this tether installs: its image, and a volume that
+/// carries the pod's token. An agent from an older tether is replaced (the manager would refuse
+/// it), which rolls the pods.
+pub fn agent_is_current(template: &PodTemplateSpec, settings: &AgentSettings) -> bool {
+    let Some(spec) = template.spec.as_ref() else {
+        return false;
+    };
+    let image = spec
+        .containers
+        .iter()
+        .find(|c| c.name == AGENT_CONTAINER)
+        .and_then(|c| c.image.as_deref());
+    let token = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == AGENT_VOLUME)
+        .and_then(|v| v.projected.as_ref())
+        .and_then(|p| p.sources.as_ref())
+        .is_some_and(|sources| sources.iter().any(|s| s.service_account_token.is_some()));
+    image == Some(settings.image.as_str()) && token
+}
+
+pub(super) fn has_container(template: &PodTemplateSpec, name: &str) -> bool {
+    template
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.containers.iter().any(|c| c.name == name))
+}
+
+pub(super) fn has_volume(template: &PodTemplateSpec, name: &str) -> bool {
+    template
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .is_some_and(|v| v.iter().any(|v| v.name == name))
+}
