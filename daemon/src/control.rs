@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::intercept::{ActiveIntercept, InterceptReport, InterceptRequest, ListReport};
+use std::net::SocketAddr;
+
+use tether_proto::InterceptInfo;
 
 /// What the CLI asks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +93,87 @@ pub fn socket_path(dir: &Path) -> PathBuf {
 /// The daemon's log, next to its socket.
 pub fn log_path(dir: &Path) -> PathBuf {
     crate::privileged::runtime_dir::daemon_log_path(dir)
+}
+
+/// `tether intercept`, as the CLI sends it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InterceptRequest {
+    /// The workload: a name, or `kind/name`.
+    pub workload: String,
+    /// The intercept's name [default: the workload's name].
+    pub name: Option<String>,
+    /// The workstation port the traffic goes to.
+    pub local_port: u16,
+    /// The Service port, by name or number [default: the only one].
+    pub service_port: Option<String>,
+    /// Header filters `NAME=VALUE`.
+    pub headers: Vec<String>,
+    /// Path prefix filter.
+    pub path_prefix: Option<String>,
+    /// Return the intercepted container's environment.
+    pub env: bool,
+}
+
+/// What `tether intercept` reports.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InterceptReport {
+    /// The intercept.
+    pub intercept: ActiveIntercept,
+    /// True if this call installed the agent.
+    pub installed_agent: bool,
+    /// The pods whose agents follow the intercept.
+    pub pods: Vec<String>,
+    /// The intercepted container's environment, if asked for.
+    pub env: Option<Vec<(String, String)>>,
+}
+
+/// One intercept this daemon holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ActiveIntercept {
+    pub name: String,
+    /// The manager's id (changes when the intercept is re-created after a reconnect).
+    pub id: u64,
+    pub namespace: String,
+    /// `Kind/name`.
+    pub workload: String,
+    /// The Service and its port, e.g. `orders:http`.
+    pub service_port: String,
+    /// The app's container and port.
+    pub container: String,
+    pub app_port: u16,
+    /// Where intercepted traffic goes on this machine.
+    pub local: SocketAddr,
+    /// Header filters; empty with no path prefix: all traffic.
+    pub headers: Vec<String>,
+    pub path_prefix: Option<String>,
+    /// The Service's ClusterIP and port, where `leave` checks its effect (none: headless).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_addr: Option<SocketAddr>,
+    /// How many pods the Service sent to when the intercept started.
+    #[serde(default)]
+    pub endpoints: usize,
+}
+
+/// `tether list`: the namespace's workloads, their agents and intercepts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListReport {
+    pub namespace: String,
+    pub workloads: Vec<WorkloadRow>,
+}
+
+/// One workload in [`ListReport`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkloadRow {
+    pub kind: String,
+    pub name: String,
+    pub replicas: i32,
+    pub ready: i32,
+    /// The agent is in the pod template.
+    pub agent_installed: bool,
+    /// Pods whose agents are linked to the manager.
+    pub agent_pods: Vec<String>,
+    /// Active intercepts, whoever holds them.
+    pub intercepts: Vec<InterceptInfo>,
 }
 
 #[cfg(test)]

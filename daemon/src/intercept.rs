@@ -26,19 +26,25 @@ use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, SocketAddr},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::{api::ListParams, Api};
-use serde::{Deserialize, Serialize};
-use tether_proto::{CreateIntercept, InterceptFilter, InterceptInfo};
+use kube::Api;
+use tether_proto::{CreateIntercept, InterceptFilter};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use effect::{await_effect, Expect, Judge, EFFECT_TIMEOUT};
 
+mod agents;
 pub mod effect;
+mod error;
+
+pub use crate::control::{
+    ActiveIntercept, InterceptReport, InterceptRequest, ListReport, WorkloadRow,
+};
+pub use error::InterceptError;
 
 use tether_kube::workload::{
     env,
@@ -55,38 +61,6 @@ use crate::{
 pub const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long to wait for the agents of ready pods to link to the manager.
 pub const AGENTS_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// `tether intercept`, as the CLI sends it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct InterceptRequest {
-    /// The workload: a name, or `kind/name`.
-    pub workload: String,
-    /// The intercept's name [default: the workload's name].
-    pub name: Option<String>,
-    /// The workstation port the traffic goes to.
-    pub local_port: u16,
-    /// The Service port, by name or number [default: the only one].
-    pub service_port: Option<String>,
-    /// Header filters `NAME=VALUE`.
-    pub headers: Vec<String>,
-    /// Path prefix filter.
-    pub path_prefix: Option<String>,
-    /// Return the intercepted container's environment.
-    pub env: bool,
-}
-
-/// What `tether intercept` reports.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct InterceptReport {
-    /// The intercept.
-    pub intercept: ActiveIntercept,
-    /// True if this call installed the agent.
-    pub installed_agent: bool,
-    /// The pods whose agents follow the intercept.
-    pub pods: Vec<String>,
-    /// The intercepted container's environment, if asked for.
-    pub env: Option<Vec<(String, String)>>,
-}
 
 /// Tells the CLI which step a long request is at (and logs it).
 #[derive(Debug, Clone)]
@@ -113,33 +87,6 @@ impl Progress {
     }
 }
 
-/// One intercept this daemon holds.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ActiveIntercept {
-    pub name: String,
-    /// The manager's id (changes when the intercept is re-created after a reconnect).
-    pub id: u64,
-    pub namespace: String,
-    /// `Kind/name`.
-    pub workload: String,
-    /// The Service and its port, e.g. `orders:http`.
-    pub service_port: String,
-    /// The app's container and port.
-    pub container: String,
-    pub app_port: u16,
-    /// Where intercepted traffic goes on this machine.
-    pub local: SocketAddr,
-    /// Header filters; empty with no path prefix: all traffic.
-    pub headers: Vec<String>,
-    pub path_prefix: Option<String>,
-    /// The Service's ClusterIP and port, where `leave` checks its effect (none: headless).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_addr: Option<SocketAddr>,
-    /// How many pods the Service sent to when the intercept started.
-    #[serde(default)]
-    pub endpoints: usize,
-}
-
 impl ActiveIntercept {
     fn create_message(&self) -> CreateIntercept {
         CreateIntercept {
@@ -155,28 +102,6 @@ impl ActiveIntercept {
             },
         }
     }
-}
-
-/// `tether list`: the namespace's workloads, their agents and intercepts.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ListReport {
-    pub namespace: String,
-    pub workloads: Vec<WorkloadRow>,
-}
-
-/// One workload in [`ListReport`].
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct WorkloadRow {
-    pub kind: String,
-    pub name: String,
-    pub replicas: i32,
-    pub ready: i32,
-    /// The agent is in the pod template.
-    pub agent_installed: bool,
-    /// Pods whose agents are linked to the manager.
-    pub agent_pods: Vec<String>,
-    /// Active intercepts, whoever holds them.
-    pub intercepts: Vec<InterceptInfo>,
 }
 
 /// The daemon's intercepts.
@@ -208,11 +133,11 @@ impl Intercepts {
         }
     }
 
-    fn session(&self) -> Result<Session, String> {
-        self.session_rx.borrow().clone().ok_or_else(|| {
-            "the tunnel to the traffic manager is down (reconnecting); try again in a moment"
-                .to_owned()
-        })
+    fn session(&self) -> Result<Session, InterceptError> {
+        self.session_rx
+            .borrow()
+            .clone()
+            .ok_or(InterceptError::NoSession)
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ActiveIntercept>> {
@@ -238,26 +163,19 @@ impl Intercepts {
         &self,
         req: InterceptRequest,
         progress: &Progress,
-    ) -> Result<InterceptReport, String> {
+    ) -> Result<InterceptReport, InterceptError> {
         let _busy = self.busy.lock().await;
         let client = &self.cluster.client;
         let ns = &self.namespace;
         if req.local_port == 0 {
-            return Err("--port needs a local port number between 1 and 65535".to_owned());
+            return Err(InterceptError::NoLocalPort);
         }
-        let workload = wk::find_workload(client, ns, &req.workload)
-            .await
-            .map_err(|e| tether_proto::error_chain(&e))?;
-        let services = wk::services(client, ns)
-            .await
-            .map_err(|e| tether_proto::error_chain(&e))?;
-        let choice = inject::choose_port(&workload, &services, req.service_port.as_deref())
-            .map_err(|e| e.to_string())?;
+        let workload = wk::find_workload(client, ns, &req.workload).await?;
+        let services = wk::services(client, ns).await?;
+        let choice = inject::choose_port(&workload, &services, req.service_port.as_deref())?;
         let name = req.name.clone().unwrap_or_else(|| workload.name.clone());
         if self.active().contains_key(&name) {
-            return Err(format!(
-                "you already have an intercept named `{name}`; end it with `tether leave {name}` or choose another with --name"
-            ));
+            return Err(InterceptError::NameTaken(name));
         }
         let service_port = match &choice.service_port_name {
             Some(port) => format!("{}:{port}", choice.service),
@@ -281,10 +199,7 @@ impl Intercepts {
         // The manager decides conflicts before the cluster is touched.
         let session = self.session()?;
         progress.say("registering the intercept with the traffic manager");
-        let info = session
-            .create_intercept(active.create_message())
-            .await
-            .map_err(|e| e.to_string())?;
+        let info = session.create_intercept(active.create_message()).await?;
         active.id = info.id;
         self.dials().insert(info.id, active.local);
 
@@ -322,7 +237,7 @@ impl Intercepts {
         active: &mut ActiveIntercept,
         with_env: bool,
         progress: &Progress,
-    ) -> Result<(bool, Vec<String>, Option<Vec<(String, String)>>), String> {
+    ) -> Result<(bool, Vec<String>, Option<Vec<(String, String)>>), InterceptError> {
         let installed = self.install(session, workload, progress).await?;
         progress.say(format!(
             "waiting for the agents of {} to link to the traffic manager",
@@ -338,9 +253,7 @@ impl Intercepts {
                 active.service_port
             ));
             let judge = Judge::new(Expect::Intercept(active.id), pods.len());
-            effect(session, &active.service_port, addr, judge, progress)
-                .await
-                .map_err(|e| e.to_string())?;
+            effect(session, &active.service_port, addr, judge, progress).await?;
         }
         let env = if with_env {
             Some(self.environment(&pods, &choice.container).await?)
@@ -356,21 +269,15 @@ impl Intercepts {
         session: &Session,
         workload: &Workload,
         progress: &Progress,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, InterceptError> {
         let client = &self.cluster.client;
-        let (image, manager) = self
-            .cluster
-            .agent_manager()
-            .await
-            .map_err(|e| e.to_string())?;
+        let (image, manager) = self.cluster.agent_manager().await?;
         let settings = AgentSettings { image, manager };
-        let before = inject::record_of(workload).map_err(|e| e.to_string())?;
+        let before = inject::record_of(workload)?;
         self.ensure_agent_credential(session)
             .await
-            .map_err(|e| format!("cannot give the traffic agents a credential: {e}"))?;
-        let record = wk::install_agent(client, workload, &settings)
-            .await
-            .map_err(|e| tether_proto::error_chain(&e))?;
+            .map_err(|e| InterceptError::Credential(Box::new(e)))?;
+        let record = wk::install_agent(client, workload, &settings).await?;
         if before.as_ref() == Some(&record) {
             return Ok(false);
         }
@@ -383,174 +290,26 @@ impl Intercepts {
             &self.namespace,
             &format!("{}/{}", workload.kind, workload.name),
         )
-        .await
-        .map_err(|e| tether_proto::error_chain(&e))?;
-        wk::wait_rollout(client, &fresh, ROLLOUT_TIMEOUT)
-            .await
-            .map_err(|e| tether_proto::error_chain(&e))?;
+        .await?;
+        wk::wait_rollout(client, &fresh, ROLLOUT_TIMEOUT).await?;
         Ok(true)
     }
 
     /// Makes sure the agents' Secret in the namespace holds a credential the manager accepts:
     /// if not, proves to the manager that this user may write Secrets here (a nonce written into
     /// the agents' Secret) and stores the credential it issues.
-    async fn ensure_agent_credential(&self, session: &Session) -> Result<(), String> {
+    async fn ensure_agent_credential(&self, session: &Session) -> Result<(), InterceptError> {
         let client = &self.cluster.client;
         let ns = self.namespace.as_str();
-        let ca = self.cluster.manager_ca().await.map_err(|e| e.to_string())?;
-        let err = |e: wk::WorkloadError| tether_proto::error_chain(&e);
-        if wk::agent_credential_is_current(client, ns, &ca)
-            .await
-            .map_err(err)?
-        {
+        let ca = self.cluster.manager_ca().await?;
+        if wk::agent_credential_is_current(client, ns, &ca).await? {
             return Ok(());
         }
-        let nonce = wk::request_agent_credential(client, ns)
-            .await
-            .map_err(err)?;
-        let credential = session
-            .agent_credential(ns, nonce.clone())
-            .await
-            .map_err(|e| e.to_string())?;
-        wk::store_agent_credential(client, ns, &nonce, &credential)
-            .await
-            .map_err(err)?;
+        let nonce = wk::request_agent_credential(client, ns).await?;
+        let credential = session.agent_credential(ns, nonce.clone()).await?;
+        wk::store_agent_credential(client, ns, &nonce, &credential).await?;
         info!(namespace = ns, "Issued the traffic agents' credential");
         Ok(())
-    }
-
-    /// Waits until every ready pod of the workload has an agent linked to the manager; returns
-    /// those pods.
-    async fn await_agents(
-        &self,
-        session: &Session,
-        workload: &Workload,
-        service: &str,
-    ) -> Result<Vec<String>, String> {
-        let key = format!("{}/{}", workload.kind, workload.name);
-        let deadline = Instant::now() + AGENTS_TIMEOUT;
-        loop {
-            let (ready, mut without_agent, all) = self.ready_pods(workload).await?;
-            // The Service may still send traffic to this workload's pods that are going away
-            // (the endpoints controller lags a rollout): they count as pods without the agent.
-            for pod in self.endpoint_pods(&self.namespace, service).await {
-                if all.contains(&pod) && !ready.contains(&pod) && !without_agent.contains(&pod) {
-                    without_agent.push(pod);
-                }
-            }
-            let state = session
-                .list_intercepts(&self.namespace)
-                .await
-                .map_err(|e| e.to_string())?;
-            let linked: Vec<String> = state
-                .agents
-                .iter()
-                .filter(|a| a.workload == key)
-                .map(|a| a.pod.clone())
-                .collect();
-            // Pods without the agent still get the Service's traffic: wait until they are gone.
-            if !ready.is_empty()
-                && without_agent.is_empty()
-                && ready.iter().all(|p| linked.contains(p))
-            {
-                return Ok(ready);
-            }
-            if Instant::now() > deadline {
-                let missing: Vec<&String> = ready.iter().filter(|p| !linked.contains(p)).collect();
-                return Err(if !without_agent.is_empty() {
-                    format!(
-                        "pods of {key} without the traffic agent still serve ({}): is a rollout stuck? `kubectl rollout status {}` tells",
-                        without_agent.join(", "),
-                        key.to_lowercase()
-                    )
-                } else if ready.is_empty() {
-                    format!("{key} has no ready pod")
-                } else {
-                    format!(
-                        "the agents of {} did not reach the traffic manager in {} s; see `kubectl logs -n {} {} -c {}`",
-                        missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
-                        AGENTS_TIMEOUT.as_secs(),
-                        self.namespace,
-                        missing.first().map(|s| s.as_str()).unwrap_or_default(),
-                        inject::AGENT_CONTAINER,
-                    )
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The pods the Service's Endpoints send traffic to. An Endpoints object the user may not
-    /// read gives none (the check is then skipped).
-    async fn endpoint_pods(&self, namespace: &str, service: &str) -> Vec<String> {
-        use k8s_openapi::api::core::v1::Endpoints;
-        let api: Api<Endpoints> = Api::namespaced(self.cluster.client.clone(), namespace);
-        let Ok(Some(endpoints)) = api.get_opt(service).await else {
-            return Vec::new();
-        };
-        endpoints
-            .subsets
-            .into_iter()
-            .flatten()
-            .flat_map(|s| s.addresses.into_iter().flatten())
-            .filter_map(|a| a.target_ref.and_then(|r| r.name))
-            .collect()
-    }
-
-    /// The workload's ready, non-terminating pods: those that run the agent, and those that do
-    /// not (yet).
-    /// Also returns every pod of the workload, terminating ones included.
-    async fn ready_pods(
-        &self,
-        workload: &Workload,
-    ) -> Result<(Vec<String>, Vec<String>, Vec<String>), String> {
-        let selector = workload
-            .template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.labels.as_ref())
-            .map(|labels| {
-                labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default();
-        let pods: Api<Pod> = Api::namespaced(self.cluster.client.clone(), &self.namespace);
-        let list = pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| {
-                format!(
-                    "listing the pods of {}: {}",
-                    workload.name,
-                    tether_proto::error_chain(&e)
-                )
-            })?;
-        let (mut with, mut without, mut all) = (Vec::new(), Vec::new(), Vec::new());
-        for pod in list.items {
-            all.extend(pod.metadata.name.clone());
-            let ready = pod.metadata.deletion_timestamp.is_none()
-                && pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            let has_agent = pod.spec.as_ref().is_some_and(|s| {
-                s.containers
-                    .iter()
-                    .any(|c| c.name == inject::AGENT_CONTAINER)
-            });
-            match (ready, pod.metadata.name) {
-                (true, Some(name)) if has_agent => with.push(name),
-                (true, Some(name)) => without.push(name),
-                _ => {}
-            }
-        }
-        with.sort();
-        without.sort();
-        Ok((with, without, all))
     }
 
     /// The environment of `container` in the first of `pods`.
@@ -558,27 +317,33 @@ impl Intercepts {
         &self,
         pods: &[String],
         container: &str,
-    ) -> Result<Vec<(String, String)>, String> {
-        let pod_name = pods.first().ok_or("no pod to read the environment from")?;
+    ) -> Result<Vec<(String, String)>, InterceptError> {
+        let pod_name = pods.first().ok_or(InterceptError::NoPod)?;
         let api: Api<Pod> = Api::namespaced(self.cluster.client.clone(), &self.namespace);
         let pod = api
             .get(pod_name)
             .await
-            .map_err(|e| format!("reading pod {pod_name}: {}", tether_proto::error_chain(&e)))?;
-        env::container_env(&self.cluster.client, &pod, container)
-            .await
-            .map_err(|e| tether_proto::error_chain(&e))
+            .map_err(|source| InterceptError::ReadPod {
+                pod: pod_name.clone(),
+                source,
+            })?;
+        Ok(env::container_env(&self.cluster.client, &pod, container).await?)
     }
 
     /// Ends one of this daemon's intercepts.
     ///
     /// Returns once callers of the Service no longer reach the intercept (connections already
     /// intercepted finish where they are).
-    pub async fn leave(&self, name: &str, progress: &Progress) -> Result<ActiveIntercept, String> {
+    pub async fn leave(
+        &self,
+        name: &str,
+        progress: &Progress,
+    ) -> Result<ActiveIntercept, InterceptError> {
         let _busy = self.busy.lock().await;
-        let active = self.active().remove(name).ok_or_else(|| {
-            format!("you have no intercept named `{name}`; `tether list` shows them")
-        })?;
+        let active = self
+            .active()
+            .remove(name)
+            .ok_or_else(|| InterceptError::NoSuchIntercept(name.to_owned()))?;
         self.dials().remove(&active.id);
         // Without a session the manager has already forgotten the intercept, and agents with no
         // link route everything to the app.
@@ -593,7 +358,10 @@ impl Intercepts {
                         let judge = Judge::new(Expect::Ended(active.id), active.endpoints);
                         effect(&session, &active.service_port, addr, judge, progress)
                             .await
-                            .map_err(|e| format!("the intercept {name} has ended, but {e}"))?;
+                            .map_err(|source| InterceptError::StillInEffect {
+                                name: name.to_owned(),
+                                source,
+                            })?;
                     }
                 }
                 // The manager forgets a lost session's intercepts by itself.
@@ -614,22 +382,16 @@ impl Intercepts {
         namespace: &str,
         workload: &str,
         progress: &Progress,
-    ) -> Result<(), String> {
+    ) -> Result<(), InterceptError> {
         let client = &self.cluster.client;
-        let workload = wk::find_workload(client, namespace, workload)
-            .await
-            .map_err(|e| tether_proto::error_chain(&e))?;
+        let workload = wk::find_workload(client, namespace, workload).await?;
         progress.say(format!(
             "waiting for the rollout of {}/{}",
             workload.kind, workload.name
         ));
-        wk::wait_rollout(client, &workload, ROLLOUT_TIMEOUT)
-            .await
-            .map_err(|e| tether_proto::error_chain(&e))?;
+        wk::wait_rollout(client, &workload, ROLLOUT_TIMEOUT).await?;
         let session = self.session()?;
-        let services = wk::services(client, namespace)
-            .await
-            .map_err(|e| tether_proto::error_chain(&e))?;
+        let services = wk::services(client, namespace).await?;
         for service in inject::services_selecting(&workload.template, &services) {
             let name = service.metadata.name.clone().unwrap_or_default();
             for port in service.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
@@ -643,9 +405,7 @@ impl Intercepts {
                 progress.say(format!("checking that callers of {label} reach the app"));
                 let endpoints = self.endpoint_pods(namespace, &name).await.len();
                 let judge = Judge::new(Expect::App, endpoints);
-                effect(&session, &label, addr, judge, progress)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                effect(&session, &label, addr, judge, progress).await?;
             }
         }
         Ok(())
@@ -685,15 +445,10 @@ impl Intercepts {
     }
 
     /// `tether list`.
-    pub async fn list(&self) -> Result<ListReport, String> {
-        let workloads = wk::list_workloads(&self.cluster.client, &self.namespace)
-            .await
-            .map_err(|e| tether_proto::error_chain(&e))?;
+    pub async fn list(&self) -> Result<ListReport, InterceptError> {
+        let workloads = wk::list_workloads(&self.cluster.client, &self.namespace).await?;
         let state = match self.session() {
-            Ok(session) => session
-                .list_intercepts(&self.namespace)
-                .await
-                .map_err(|e| e.to_string())?,
+            Ok(session) => session.list_intercepts(&self.namespace).await?,
             Err(_) => Default::default(),
         };
         let rows = workloads

@@ -134,14 +134,18 @@ async fn answer(
             None => not_ready(),
             Some(i) => match i.create(*req, &progress).await {
                 Ok(report) => Response::Intercepted(Box::new(report)),
-                Err(error) => Response::Error { error },
+                Err(error) => Response::Error {
+                    error: tether_proto::error_chain(&error),
+                },
             },
         },
         Ok(Request::Leave { name }) => match shared.intercepts.get() {
             None => not_ready(),
             Some(i) => match i.leave(&name, &progress).await {
                 Ok(left) => Response::Left(Box::new(left)),
-                Err(error) => Response::Error { error },
+                Err(error) => Response::Error {
+                    error: tether_proto::error_chain(&error),
+                },
             },
         },
         Ok(Request::AwaitApp {
@@ -151,14 +155,18 @@ async fn answer(
             None => not_ready(),
             Some(i) => match i.await_app(&namespace, &workload, &progress).await {
                 Ok(()) => Response::Ok,
-                Err(error) => Response::Error { error },
+                Err(error) => Response::Error {
+                    error: tether_proto::error_chain(&error),
+                },
             },
         },
         Ok(Request::List) => match shared.intercepts.get() {
             None => not_ready(),
             Some(i) => match i.list().await {
                 Ok(list) => Response::List(Box::new(list)),
-                Err(error) => Response::Error { error },
+                Err(error) => Response::Error {
+                    error: tether_proto::error_chain(&error),
+                },
             },
         },
         Ok(Request::Quit) => {
