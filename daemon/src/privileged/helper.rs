@@ -243,43 +243,40 @@ impl<'a> State<'a> {
     async fn handle(&mut self, line: &str) -> (Reply, Option<Tun>) {
         let request: Request = match serde_json::from_str(line) {
             Ok(r) => r,
-            Err(e) => return (refuse(format!("not a request: {e}")), None),
+            Err(e) => return (refuse(RequestError::NotARequest(e)), None),
         };
         match request {
             Request::Tun => match self.create_tun() {
                 Ok(fd) => (Reply::Ok, Some(fd)),
-                Err(message) => (refuse(message), None),
+                Err(error) => (refuse(error), None),
             },
             Request::Routes { add } => match self.add_routes(&add).await {
                 Ok(()) => (Reply::Ok, None),
-                Err(message) => (refuse(message), None),
+                Err(error) => (refuse(error), None),
             },
             Request::Dns { search } => match self.set_dns(&search).await {
                 Ok(()) => (Reply::Ok, None),
-                Err(message) => (refuse(message), None),
+                Err(error) => (refuse(error), None),
             },
         }
     }
 
-    fn create_tun(&mut self) -> Result<Tun, String> {
+    fn create_tun(&mut self) -> Result<Tun, RequestError> {
         if self.tun_created {
-            return Err("the TUN device was already created".to_owned());
+            return Err(RequestError::TunExists);
         }
-        let tun = Tun::create(&self.config.tun).map_err(|e| {
-            format!(
-                "cannot create TUN device {}: {}",
-                self.config.tun.name,
-                tether_proto::error_chain(&e)
-            )
+        let tun = Tun::create(&self.config.tun).map_err(|source| RequestError::Tun {
+            name: self.config.tun.name.clone(),
+            source,
         })?;
         self.tun_created = true;
         info!(name = %self.config.tun.name, "TUN device created; passing it to the daemon");
         Ok(tun)
     }
 
-    async fn add_routes(&mut self, add: &[Ipv4Net]) -> Result<(), String> {
+    async fn add_routes(&mut self, add: &[Ipv4Net]) -> Result<(), RequestError> {
         if !self.tun_created {
-            return Err("no TUN device yet".to_owned());
+            return Err(RequestError::NoTun);
         }
         let existing = route_check::parse_proc_net_route(
             &std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
@@ -291,10 +288,7 @@ impl<'a> State<'a> {
             if planned.contains(cidr) {
                 continue;
             }
-            self.config
-                .routes
-                .check(*cidr, &existing, &planned)
-                .map_err(|e| tether_proto::error_chain(&e))?;
+            self.config.routes.check(*cidr, &existing, &planned)?;
             planned.push(*cidr);
             new.push(*cidr);
         }
@@ -303,37 +297,69 @@ impl<'a> State<'a> {
             routes
                 .add(IpNet::V4(cidr))
                 .await
-                .map_err(|e| format!("routing {cidr}: {}", tether_proto::error_chain(&e)))?;
+                .map_err(|source| RequestError::Route { cidr, source })?;
             self.routed.push(cidr);
         }
         info!(routes = ?add, "Routes added");
         Ok(())
     }
 
-    async fn set_dns(&mut self, search: &[String]) -> Result<(), String> {
+    async fn set_dns(&mut self, search: &[String]) -> Result<(), RequestError> {
         if std::mem::replace(&mut self.dns_requested, true) {
-            return Err("DNS is set once per session; it was set already".to_owned());
+            return Err(RequestError::DnsSet);
         }
-        domain::validate_search(search).map_err(|e| e.to_string())?;
-        let original = ResolvConf::parse(&self.resolv.read().map_err(|e| e.to_string())?);
+        domain::validate_search(search)?;
+        let original = ResolvConf::parse(&self.resolv.read()?);
         if resolved::in_charge(&original, Path::new(resolved::RUNTIME_DIR)) {
             resolved::apply(&self.config.tun.name, IpAddr::V4(self.config.dns), search).await?;
             self.resolved = true;
             info!(dns = %self.config.dns, ?search, "Split DNS set on the link (systemd-resolved)");
             return Ok(());
         }
-        let text = resolv_conf::render(&original, IpAddr::V4(self.config.dns), search)
-            .map_err(|e| e.to_string())?;
-        self.resolv
-            .install(&text)
-            .map_err(|e| tether_proto::error_chain(&e))?;
+        let text = resolv_conf::render(&original, IpAddr::V4(self.config.dns), search)?;
+        self.resolv.install(&text)?;
         self.dns_installed = true;
         info!(dns = %self.config.dns, ?search, "Resolver configuration installed");
         Ok(())
     }
 }
 
-fn refuse(message: String) -> Reply {
+/// Why the helper refused or failed a request of the daemon. The daemon gets it as one line
+/// ([`tether_proto::error_chain`]).
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    #[error("not a request")]
+    NotARequest(#[source] serde_json::Error),
+    #[error("the TUN device was already created")]
+    TunExists,
+    #[error("cannot create TUN device {name}")]
+    Tun {
+        name: String,
+        #[source]
+        source: tun::TunError,
+    },
+    #[error("no TUN device yet")]
+    NoTun,
+    #[error(transparent)]
+    RouteRefused(#[from] super::route_policy::RouteRefused),
+    #[error("routing {cidr}")]
+    Route {
+        cidr: Ipv4Net,
+        #[source]
+        source: tun::TunError,
+    },
+    #[error("DNS is set once per session; it was set already")]
+    DnsSet,
+    #[error(transparent)]
+    Domains(#[from] domain::DomainError),
+    #[error(transparent)]
+    ResolvConf(#[from] resolv_conf::ResolvError),
+    #[error(transparent)]
+    Resolved(#[from] resolved::ResolvedError),
+}
+
+fn refuse(error: RequestError) -> Reply {
+    let message = tether_proto::error_chain(&error);
     warn!(%message, "Refused a request of the daemon");
     Reply::Error { message }
 }

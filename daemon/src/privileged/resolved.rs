@@ -39,11 +39,32 @@ pub fn in_charge(resolv_conf: &ResolvConf, runtime_dir: &Path) -> bool {
             .all(|ns| ns.to_string() == STUB)
 }
 
+/// Why systemd-resolved could not be told.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolvedError {
+    /// Not a device name tether uses.
+    #[error(transparent)]
+    Link(#[from] crate::tun::TunError),
+    /// Not domains tether may route.
+    #[error(transparent)]
+    Domains(#[from] super::domain::DomainError),
+    /// `resolvectl` could not be run.
+    #[error("running resolvectl")]
+    Run(#[source] std::io::Error),
+    /// `resolvectl` failed; `stderr` says why.
+    #[error("resolvectl {args}: {stderr}")]
+    Failed { args: String, stderr: String },
+}
+
 /// The `resolvectl` invocations that give `link` the DNS server `dns` for `domains`.
-pub fn commands(link: &str, dns: IpAddr, domains: &[String]) -> Result<Vec<Vec<String>>, String> {
-    crate::tun::validate_name(link).map_err(|e| e.to_string())?;
+pub fn commands(
+    link: &str,
+    dns: IpAddr,
+    domains: &[String],
+) -> Result<Vec<Vec<String>>, ResolvedError> {
+    crate::tun::validate_name(link)?;
     // These become routing domains: every name under them goes to tether.
-    super::domain::validate_search(domains).map_err(|e| e.to_string())?;
+    super::domain::validate_search(domains)?;
     let mut domain = vec!["domain".to_owned(), link.to_owned()];
     domain.extend(domains.iter().cloned());
     Ok(vec![
@@ -58,7 +79,7 @@ pub fn commands(link: &str, dns: IpAddr, domains: &[String]) -> Result<Vec<Vec<S
 }
 
 /// Applies the settings with `resolvectl`.
-pub async fn apply(link: &str, dns: IpAddr, domains: &[String]) -> Result<(), String> {
+pub async fn apply(link: &str, dns: IpAddr, domains: &[String]) -> Result<(), ResolvedError> {
     for args in commands(link, dns, domains)? {
         resolvectl(&args).await?;
     }
@@ -66,26 +87,25 @@ pub async fn apply(link: &str, dns: IpAddr, domains: &[String]) -> Result<(), St
 }
 
 /// Drops the link's settings (the device's removal does the same).
-pub async fn revert(link: &str) -> Result<(), String> {
-    crate::tun::validate_name(link).map_err(|e| e.to_string())?;
+pub async fn revert(link: &str) -> Result<(), ResolvedError> {
+    crate::tun::validate_name(link)?;
     resolvectl(&["revert".to_owned(), link.to_owned()]).await
 }
 
-async fn resolvectl(args: &[String]) -> Result<(), String> {
+async fn resolvectl(args: &[String]) -> Result<(), ResolvedError> {
     let output = tokio::process::Command::new("resolvectl")
         .args(args)
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| format!("running resolvectl: {e}"))?;
+        .map_err(ResolvedError::Run)?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "resolvectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
+        Err(ResolvedError::Failed {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
     }
 }
 
