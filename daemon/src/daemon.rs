@@ -7,7 +7,7 @@
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
@@ -116,19 +116,14 @@ pub enum DaemonError {
     },
     #[error("reading the resolver configuration")]
     ReadResolvConf(#[source] std::io::Error),
-    #[error("already connected (daemon pid {0}); run `tether quit` first")]
-    AlreadyRunning(u32),
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
     #[error("the control socket")]
     Socket(#[source] std::io::Error),
 }
 
 /// Shared state the control socket reports.
-#[derive(Debug, Default)]
-pub struct Shared {
-    pub status: Mutex<StatusReport>,
-    /// Set once connected.
-    pub intercepts: std::sync::OnceLock<crate::intercept::SharedIntercepts>,
-}
+pub use crate::server::Shared;
 
 fn progress(stage: &str) {
     info!("{stage}");

@@ -3,7 +3,11 @@
 //! daemon also checks each client's credentials (`SO_PEERCRED`): root and its own user only.
 //! One JSON request per line, one JSON response per line.
 
-use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    sync::{Arc, Mutex},
+};
 
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
@@ -13,13 +17,30 @@ use tokio::{
 use tracing::{debug, warn};
 
 use crate::{
+    control::StatusReport,
     control::{self, Request, Response},
-    daemon::{DaemonError, Shared},
-    intercept::Progress,
+    intercept::{Progress, SharedIntercepts},
 };
 
+/// What the daemon shares with the control socket's clients.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub status: Mutex<StatusReport>,
+    /// Set once connected.
+    pub intercepts: std::sync::OnceLock<SharedIntercepts>,
+}
+
+/// Why the control socket could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("already connected (daemon pid {0}); run `tether quit` first")]
+    AlreadyRunning(u32),
+    #[error("the control socket")]
+    Socket(#[source] std::io::Error),
+}
+
 /// Binds the socket, refusing if a live daemon already owns it.
-pub async fn bind(dir: &Path) -> Result<UnixListener, DaemonError> {
+pub async fn bind(dir: &Path) -> Result<UnixListener, ServerError> {
     let path = control::socket_path(dir);
     if path.exists() {
         if let Ok(mut stream) = UnixStream::connect(&path).await {
@@ -27,14 +48,14 @@ pub async fn bind(dir: &Path) -> Result<UnixListener, DaemonError> {
                 Some(Response::Status(s)) => s.daemon_pid,
                 _ => 0,
             };
-            return Err(DaemonError::AlreadyRunning(pid));
+            return Err(ServerError::AlreadyRunning(pid));
         }
         // Left by a daemon that died: nobody listens.
         let _ = std::fs::remove_file(&path);
     }
-    let listener = UnixListener::bind(&path).map_err(DaemonError::Socket)?;
+    let listener = UnixListener::bind(&path).map_err(ServerError::Socket)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .map_err(DaemonError::Socket)?;
+        .map_err(ServerError::Socket)?;
     Ok(listener)
 }
 

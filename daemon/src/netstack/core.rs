@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
@@ -96,23 +95,6 @@ impl std::fmt::Debug for Core {
             .field("counters", &self.counters)
             .finish()
     }
-}
-
-/// Checksums smoltcp verifies on input: none, [`classify`] already did.
-fn checksum_caps() -> ChecksumCapabilities {
-    let mut caps = ChecksumCapabilities::default();
-    caps.ipv4 = Checksum::Tx;
-    caps.tcp = Checksum::Tx;
-    caps.udp = Checksum::Tx;
-    caps
-}
-
-pub(crate) fn device_caps(mtu: usize) -> DeviceCapabilities {
-    let mut caps = DeviceCapabilities::default();
-    caps.medium = Medium::Ip;
-    caps.max_transmission_unit = mtu;
-    caps.checksum = checksum_caps();
-    caps
 }
 
 impl Core {

@@ -1,10 +1,10 @@
 //! The smoltcp [`Device`] the core hands to the interface: at most one received packet (borrowed
 //! from the driver's buffer, no copy), and a queue of packets to write out.
 
-use smoltcp::phy::{Device, DeviceCapabilities, RxToken, TxToken};
+use smoltcp::phy::{
+    Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium, RxToken, TxToken,
+};
 use smoltcp::time::Instant;
-
-use super::core::device_caps;
 
 /// Buffers kept for reuse; beyond this, written buffers are freed.
 const POOL_MAX: usize = 256;
@@ -88,4 +88,21 @@ impl Device for Phy<'_> {
     fn capabilities(&self) -> DeviceCapabilities {
         device_caps(self.mtu)
     }
+}
+
+/// Checksums smoltcp verifies on input: none, [`classify`] already did.
+fn checksum_caps() -> ChecksumCapabilities {
+    let mut caps = ChecksumCapabilities::default();
+    caps.ipv4 = Checksum::Tx;
+    caps.tcp = Checksum::Tx;
+    caps.udp = Checksum::Tx;
+    caps
+}
+
+pub(crate) fn device_caps(mtu: usize) -> DeviceCapabilities {
+    let mut caps = DeviceCapabilities::default();
+    caps.medium = Medium::Ip;
+    caps.max_transmission_unit = mtu;
+    caps.checksum = checksum_caps();
+    caps
 }

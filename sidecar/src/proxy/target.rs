@@ -7,14 +7,9 @@ use std::fmt;
 use futures::future::BoxFuture;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use super::upstream::Duplex;
 use super::upstream::{BoxError, ProxyBody, Upstream};
-
-/// A byte stream both ways (what a non-HTTP connection is relayed over).
-pub trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
-
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
 
 /// Where an intercept sends what it takes. The real one carries requests over QUIC to the
 /// developer's machine.

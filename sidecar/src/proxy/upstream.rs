@@ -34,7 +34,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::target::Duplex;
+/// A byte stream both ways (what a non-HTTP connection is relayed over).
+pub trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
 
 /// Opens a connection to an upstream that is not a plain address (an intercept's laptop, through
 /// the manager).

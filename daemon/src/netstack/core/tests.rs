@@ -1,3 +1,5 @@
+use smoltcp::phy::ChecksumCapabilities;
+
 use super::*;
 use crate::netstack::packet::tests::{SYN, UDP};
 use smoltcp::wire::{
