@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
+use tether_dns::resolv_conf::RESOLV_CONF_PATH;
 use tether_kube::names;
 use tether_manager::manager::{self, ManagerConfig};
-use tether_manager::resolv_conf::RESOLV_CONF_PATH;
 use tether_sidecar::link::LinkConfig;
 use tether_sidecar::{self as sidecar, SidecarConfig};
 use tracing_subscriber::EnvFilter;

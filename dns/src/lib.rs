@@ -23,6 +23,7 @@
 //! - [`answer`]: [`Answer`], the cacheable part of a response, and its TTL.
 //! - [`reply`]: building the reply to a request (sans-IO, byte-literal tests).
 //! - [`reverse`]: `in-addr.arpa` / `ip6.arpa` names and zones.
+//! - [`resolv_conf`]: the one `resolv.conf` parser (the workstation's and the manager pod's).
 //! - [`upstream`]: the one upstream exchange (UDP, checked id, TCP when truncated), the only
 //!   module here that does I/O.
 #![forbid(unsafe_code)]
@@ -30,11 +31,13 @@
 pub mod answer;
 pub mod reply;
 pub mod request;
+pub mod resolv_conf;
 pub mod reverse;
 pub mod upstream;
 
 pub use answer::Answer;
 pub use request::{Rejection, Request, Transport};
+pub use resolv_conf::ResolvConf;
 pub use upstream::{UpstreamError, Upstreams};
 
 /// Length of a DNS header.

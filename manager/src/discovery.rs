@@ -27,8 +27,8 @@ use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tracing::{debug, info, warn};
 
-use crate::resolv_conf::ResolvConf;
 use crate::view::{ClusterView, DEFAULT_CLUSTER_DOMAIN};
+use tether_dns::ResolvConf;
 
 pub use watch::{
     endpoint_addresses, node_info, pod_info, publish_subnets, service_info, Watches, SUBNET_SETTLE,
@@ -260,7 +260,7 @@ pub fn cluster_domain(flag: Option<&str>, resolv_conf: Option<&ResolvConf>) -> S
         .or_else(|| {
             resolv_conf
                 .and_then(ResolvConf::cluster_domain)
-                .map(normalize)
+                .map(|d| normalize(&d))
         })
         .unwrap_or_else(|| DEFAULT_CLUSTER_DOMAIN.to_owned())
 }

@@ -9,7 +9,6 @@
 //! - [`discovery`]: service/pod subnets and the cluster domain, and the watches that keep the
 //!   view current and publish subnet changes.
 //! - [`dns`]: the sans-IO cluster DNS resolver and its forwarding driver.
-//! - [`resolv_conf`]: the pod's `/etc/resolv.conf` (upstream resolvers, cluster domain hint).
 //! - [`session`]: the tunnel server: one session per workstation (control stream, flows) and
 //!   per traffic agent.
 //! - [`authz`]: what a session's user may do, decided by RBAC (SubjectAccessReviews behind a
@@ -25,7 +24,6 @@ pub mod discovery;
 pub mod dns;
 pub mod manager;
 pub mod registry;
-pub mod resolv_conf;
 pub mod session;
 pub mod signer;
 pub mod view;

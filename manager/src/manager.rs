@@ -19,8 +19,8 @@ use tracing::{debug, info, warn};
 
 use crate::discovery::{self, publish_subnets, DiscoveryError, Watches};
 use crate::dns::{Forwarder, Resolver};
-use crate::resolv_conf::ResolvConf;
 use crate::view::{ClusterView, SharedView};
+use tether_dns::ResolvConf;
 
 /// How long start-up waits for the watches' first lists before serving anyway.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);

@@ -39,35 +39,7 @@ pub enum ResolvError {
     AlreadyInstalled(PathBuf),
 }
 
-/// The parts of a resolv.conf tether reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResolvConf {
-    pub nameservers: Vec<IpAddr>,
-    pub search: Vec<String>,
-    pub options: Vec<String>,
-}
-
-impl ResolvConf {
-    pub fn parse(text: &str) -> Self {
-        let mut conf = ResolvConf::default();
-        for line in text.lines() {
-            let line = line.split(['#', ';']).next().unwrap_or("").trim();
-            let mut words = line.split_whitespace();
-            match words.next() {
-                Some("nameserver") => {
-                    if let Some(ip) = words.next().and_then(|w| w.parse().ok()) {
-                        conf.nameservers.push(ip);
-                    }
-                }
-                // The last search/domain line wins, as in glibc.
-                Some("search") | Some("domain") => conf.search = words.map(str::to_owned).collect(),
-                Some("options") => conf.options.extend(words.map(str::to_owned)),
-                _ => {}
-            }
-        }
-        conf
-    }
-}
+pub use tether_dns::ResolvConf;
 
 /// The resolv.conf tether writes: its own DNS server first and only, the cluster's search domains
 /// before the original ones, the original options kept.

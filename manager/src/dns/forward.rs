@@ -9,8 +9,8 @@ use tether_dns::{reply, Answer, Request, Transport, Upstreams};
 use tracing::{debug, Instrument};
 
 use super::{answer, Outcome};
-use crate::resolv_conf::ResolvConf;
 use crate::view::SharedView;
+use tether_dns::ResolvConf;
 
 /// How long one upstream resolver gets to answer a forwarded query.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);

@@ -1,18 +1,23 @@
-//! The pod's `/etc/resolv.conf`: where non-cluster DNS queries go, and a hint at the cluster
-//! domain.
+//! The one `resolv.conf` parser, for both sides: the workstation's file (which the daemon
+//! rewrites while connected) and the manager pod's (its upstream resolvers, and a hint at the
+//! cluster domain).
 
 use std::net::IpAddr;
 
-/// Where the kubelet writes the pod's resolver configuration.
+/// Where the C library reads its resolver configuration.
 pub const RESOLV_CONF_PATH: &str = "/etc/resolv.conf";
 
-/// The parts of a resolv.conf the manager uses.
+/// The parts of a resolv.conf tether reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResolvConf {
-    /// `nameserver` lines, in order.
+    /// `nameserver` lines, in order. A scoped IPv6 address (`fe80::1%eth0`) keeps its address
+    /// part.
     pub nameservers: Vec<IpAddr>,
-    /// The `search` list (the last `search` line wins, as in glibc).
+    /// The search list, as written (a trailing dot and case kept). `search` and `domain` are
+    /// mutually exclusive and the last one wins, as in glibc; `domain` gives one name.
     pub search: Vec<String>,
+    /// `options` words, all lines together, in order.
+    pub options: Vec<String>,
 }
 
 impl ResolvConf {
@@ -24,35 +29,27 @@ impl ResolvConf {
             let mut words = line.split_whitespace();
             match words.next() {
                 Some("nameserver") => {
-                    // A scoped IPv6 address (`fe80::1%eth0`) keeps its address part.
                     let addr = words.next().and_then(|w| w.split('%').next());
                     if let Some(ip) = addr.and_then(|a| a.parse().ok()) {
                         conf.nameservers.push(ip);
                     }
                 }
-                Some("search") => {
-                    conf.search = words
-                        .map(|w| w.trim_end_matches('.').to_ascii_lowercase())
-                        .collect();
-                }
-                Some("domain") if conf.search.is_empty() => {
-                    conf.search = words
-                        .take(1)
-                        .map(|w| w.trim_end_matches('.').to_ascii_lowercase())
-                        .collect();
-                }
+                Some("search") => conf.search = words.map(str::to_owned).collect(),
+                Some("domain") => conf.search = words.take(1).map(str::to_owned).collect(),
+                Some("options") => conf.options.extend(words.map(str::to_owned)),
                 _ => {}
             }
         }
         conf
     }
 
-    /// The cluster domain the kubelet's search list reveals: a pod's list holds
-    /// `svc.<domain>` (after `<namespace>.svc.<domain>`).
-    pub fn cluster_domain(&self) -> Option<&str> {
+    /// The cluster domain a pod's search list reveals: the kubelet writes `svc.<domain>` (after
+    /// `<namespace>.svc.<domain>`). Lower case, without a trailing dot.
+    pub fn cluster_domain(&self) -> Option<String> {
         self.search
             .iter()
-            .filter_map(|entry| entry.strip_prefix("svc."))
+            .map(|entry| entry.trim_end_matches('.').to_ascii_lowercase())
+            .filter_map(|entry| entry.strip_prefix("svc.").map(str::to_owned))
             .find(|domain| !domain.is_empty())
     }
 }
@@ -70,10 +67,7 @@ mod tests {
     #[test]
     fn parses_a_kubelet_resolv_conf() {
         let conf = ResolvConf::parse(POD_RESOLV_CONF);
-        assert_eq!(
-            conf.nameservers,
-            vec!["10.96.0.10".parse::<IpAddr>().unwrap()]
-        );
+        assert_eq!(conf.nameservers, ["10.96.0.10".parse::<IpAddr>().unwrap()]);
         assert_eq!(
             conf.search,
             [
@@ -82,13 +76,15 @@ mod tests {
                 "cluster.local"
             ]
         );
-        assert_eq!(conf.cluster_domain(), Some("cluster.local"));
+        assert_eq!(conf.options, ["ndots:5"]);
+        assert_eq!(conf.cluster_domain().as_deref(), Some("cluster.local"));
     }
 
     #[test]
-    fn finds_a_custom_domain() {
-        let conf = ResolvConf::parse("search ns.svc.corp.example svc.corp.example corp.example\n");
-        assert_eq!(conf.cluster_domain(), Some("corp.example"));
+    fn finds_a_custom_domain_in_any_spelling() {
+        let conf =
+            ResolvConf::parse("search ns.svc.Corp.Example. svc.Corp.Example. corp.example\n");
+        assert_eq!(conf.cluster_domain().as_deref(), Some("corp.example"));
     }
 
     #[test]
@@ -105,5 +101,17 @@ mod tests {
         );
         assert_eq!(conf.search, ["example.org"]);
         assert_eq!(conf.cluster_domain(), None);
+    }
+
+    #[test]
+    fn the_last_search_or_domain_line_wins_and_options_add_up() {
+        let conf = ResolvConf::parse(
+            "search a.example b.example\noptions ndots:2\ndomain c.example d.example\n\
+             options edns0 ; comment\n",
+        );
+        assert_eq!(conf.search, ["c.example"]);
+        assert_eq!(conf.options, ["ndots:2", "edns0"]);
+        let conf = ResolvConf::parse("domain c.example\nsearch a.example\n");
+        assert_eq!(conf.search, ["a.example"]);
     }
 }
