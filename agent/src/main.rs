@@ -122,8 +122,7 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     // rustls 0.23 panics at the first TLS connection unless exactly one provider is installed.
-    // An error here means one already is, which is all that is needed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    tether_tunnel::install_crypto_provider();
 
     let result = match cli.command {
         Command::Sidecar(args) => run_sidecar(args).await,

@@ -12,6 +12,7 @@ use std::{
 };
 
 use ipnet::{IpNet, Ipv4Net};
+use tether_tunnel::backoff::Backoff;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -28,6 +29,9 @@ use crate::{
     traffic,
 };
 
+/// Pauses between reconnect attempts: from the first to the longest.
+const RECONNECT_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(200), Duration::from_secs(2));
 /// Everything `tether connect` passes to the daemon.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -352,7 +356,7 @@ async fn supervise(
             let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
             s.connected = false;
         }
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(RECONNECT_BACKOFF.0, RECONNECT_BACKOFF.1);
         dialed = loop {
             match connect::dial(
                 &cluster,
@@ -378,10 +382,9 @@ async fn supervise(
                     let pause = if refused {
                         Duration::from_secs(30)
                     } else {
-                        backoff
+                        backoff.next_pause()
                     };
                     tokio::time::sleep(pause).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
         };

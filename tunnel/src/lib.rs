@@ -21,8 +21,11 @@
 //! * `framed`: reading and writing tether frames on QUIC streams.
 //! * `carrier`: the stream carrier and the manager's relay; `carrier/frame.rs` is the
 //!   length-prefixed packet framing, `carrier/pump.rs` the two copy loops both sides share.
+//! * `backoff`: the one exponential backoff of the reconnecting loops.
+//! * [`install_crypto_provider`]: the one place the process's rustls provider is chosen.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 mod carrier;
 mod endpoint;
 pub mod framed;
@@ -58,6 +61,12 @@ pub(crate) fn crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider
             std::sync::Arc::new(provider)
         })
         .clone()
+}
+
+/// Pins ring as the process's rustls provider: the one place tether does (the Kubernetes
+/// client's TLS and QUIC's both use it). Call it first thing in `main`; calling it again is free.
+pub fn install_crypto_provider() {
+    crypto_provider();
 }
 
 /// Socket buffer size asked for in each direction. Bulk QUIC traffic comes in bursts of
