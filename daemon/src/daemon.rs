@@ -57,8 +57,8 @@ impl Options {
     }
 
     /// The TUN device: named `tun_name`, with the TUN network's first host.
-    pub fn tun_config(&self) -> crate::tun::TunConfig {
-        crate::tun::TunConfig {
+    pub fn tun_config(&self) -> crate::privileged::tun::TunConfig {
+        crate::privileged::tun::TunConfig {
             name: self.tun_name.clone(),
             address: Ipv4Net::new(
                 Ipv4Addr::from(u32::from(self.tun_network.network()) + 1),
@@ -100,7 +100,7 @@ pub enum DaemonError {
     Tun {
         name: String,
         #[source]
-        source: crate::tun::TunError,
+        source: crate::privileged::tun::TunError,
     },
     #[error(transparent)]
     Helper(ChannelError),
@@ -198,12 +198,12 @@ pub async fn run(opts: Options, helper: Helper, start: Start) -> Result<(), Daem
 
     progress("creating the TUN device and routes");
     let fd = helper.tun().await.map_err(DaemonError::Helper)?;
-    let tun = crate::tun::Tun::from_fd(fd, &opts.tun_name, crate::TUN_MTU).map_err(|source| {
-        DaemonError::Tun {
+    let tun = crate::privileged::tun::Tun::from_fd(fd, &opts.tun_name, crate::TUN_MTU).map_err(
+        |source| DaemonError::Tun {
             name: opts.tun_name.clone(),
             source,
-        }
-    })?;
+        },
+    )?;
     helper
         .add_routes(routes.clone())
         .await

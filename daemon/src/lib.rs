@@ -1,10 +1,10 @@
 //! The workstation side of tether.
 //!
 //! # Layout
-//! - `tun` (Linux): the TUN device and the routes into it; the privileged part.
+//! - `privileged`: the root helper and the few validated things it does: the TUN device and its
+//!   routes (`privileged::tun`, Linux), the resolver configuration, the route conflict check,
+//!   root's files; and the channel to it.
 //! - `netstack`: the userspace TCP/IP stack that terminates the connections routed into the TUN.
-//! - `privileged`: the few validated things that need root besides the TUN device: the resolver
-//!   configuration and the route conflict check.
 //! - `cluster`: Kubernetes API calls (namespace, the manager's CA and pod, port-forward).
 //! - `credential`: the per-user session certificate, asked for with a CertificateSigningRequest.
 //! - `connect`: the carrier choice and dialing the manager.
@@ -12,8 +12,10 @@
 //! - `traffic`: the glue between the stack and the session.
 //! - `dns`: the DNS server: where names go (sans-IO), the answer cache, and replies built per
 //!   query with `tether-dns`.
+//! - `intercept`: starting, ending, listing and re-creating intercepts (workload changes are
+//!   `tether-kube`'s).
 //! - `daemon`: the whole lifecycle: connect, configure, reconnect, restore.
-//! - `control` / `server`: the CLI's protocol and the unix socket that serves it.
+//! - `control` / `server`: the CLI's protocol (its types) and the unix socket that serves it.
 
 pub mod cluster;
 pub mod connect;
@@ -27,8 +29,6 @@ pub mod privileged;
 pub mod server;
 pub mod session;
 pub mod traffic;
-#[cfg(target_os = "linux")]
-pub mod tun;
 
 pub use tether_proto::PROTOCOL_VERSION;
 

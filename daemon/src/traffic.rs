@@ -20,8 +20,8 @@ use tracing::{debug, debug_span, Instrument};
 use crate::{
     dns::Dns,
     netstack::{NetStack, NetStackConfig, TcpRequest, UdpSender},
+    privileged::tun::Tun,
     session::{current, Session, SessionRx},
-    tun::Tun,
 };
 
 /// Copy buffer per direction of a TCP flow.

@@ -147,7 +147,8 @@ fn only<'a>(
     values.next().is_none().then_some(text)
 }
 
-/// The manager's CA (kept in memory) and its server certificate.
+/// The manager's CA and its server certificate. The CA key also lives in a Secret only the
+/// manager reads (see `tether-manager`'s `session::secret`), so the next manager keeps the CA.
 pub struct Identity {
     ca: Issuer<'static, KeyPair>,
     ca_der: CertificateDer<'static>,

@@ -43,7 +43,7 @@ use super::resolved;
 use super::route_check;
 use super::route_policy::RoutePolicy;
 use super::runtime_dir::{RuntimeDir, RuntimeDirError};
-use crate::tun::{self, Tun, TunConfig};
+use super::tun::{self, Tun, TunConfig};
 
 /// How long the daemon gets to exit after the helper is told to stop.
 const STOP_GRACE: Duration = Duration::from_secs(5);

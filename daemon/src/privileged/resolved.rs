@@ -44,7 +44,7 @@ pub fn in_charge(resolv_conf: &ResolvConf, runtime_dir: &Path) -> bool {
 pub enum ResolvedError {
     /// Not a device name tether uses.
     #[error(transparent)]
-    Link(#[from] crate::tun::TunError),
+    Link(#[from] super::tun::TunError),
     /// Not domains tether may route.
     #[error(transparent)]
     Domains(#[from] super::domain::DomainError),
@@ -62,7 +62,7 @@ pub fn commands(
     dns: IpAddr,
     domains: &[String],
 ) -> Result<Vec<Vec<String>>, ResolvedError> {
-    crate::tun::validate_name(link)?;
+    super::tun::validate_name(link)?;
     // These become routing domains: every name under them goes to tether.
     super::domain::validate_search(domains)?;
     let mut domain = vec!["domain".to_owned(), link.to_owned()];
@@ -88,7 +88,7 @@ pub async fn apply(link: &str, dns: IpAddr, domains: &[String]) -> Result<(), Re
 
 /// Drops the link's settings (the device's removal does the same).
 pub async fn revert(link: &str) -> Result<(), ResolvedError> {
-    crate::tun::validate_name(link)?;
+    super::tun::validate_name(link)?;
     resolvectl(&["revert".to_owned(), link.to_owned()]).await
 }
 

@@ -22,7 +22,7 @@
 use ipnet::{IpNet, Ipv4Net};
 
 use super::route_check::{self, Conflict, Route};
-use crate::tun::{validate_route, TunError};
+use super::tun::{validate_route, TunError};
 
 /// The broadest route the helper adds: a /8.
 pub const MIN_PREFIX_LEN: u8 = 8;

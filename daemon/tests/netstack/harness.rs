@@ -10,7 +10,7 @@ use std::thread;
 
 use nix::sched::{setns, CloneFlags};
 use tether_daemon::netstack::{NetStack, NetStackConfig, TcpListener, TcpStream as StackStream};
-use tether_daemon::tun::{Tun, TunConfig};
+use tether_daemon::privileged::tun::{Tun, TunConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A network namespace, deleted on drop.

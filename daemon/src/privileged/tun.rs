@@ -1,8 +1,9 @@
 //! The TUN device and the routes that send cluster CIDRs into it (Linux).
 //!
 //! This is the privileged part of the daemon: creating the device needs `CAP_NET_ADMIN`, and so
-//! does changing routes. It is kept small and contains no `unsafe`: the device comes from
-//! [`tun_rs`], routes are changed with the `ip` command.
+//! does changing routes. It is kept small; its one `unsafe` adopts the descriptor the helper
+//! passes to the daemon (tun-rs has no safe way to). The device comes from [`tun_rs`], routes
+//! are changed with the `ip` command.
 //!
 //! Why the `ip` command rather than netlink (the `rtnetlink` crate): a session changes a handful
 //! of routes, rarely, so the cost of a process per change does not matter; iproute2 is on every
