@@ -1,5 +1,12 @@
 //! The local control protocol between the `tether` CLI and the daemon: one JSON object per line
-//! over a unix socket that only the connecting user and root may open.
+//! over a unix socket that only the connecting user and root may open. Its types are all here.
+//!
+//! # Version
+//! Each request carries [`CONTROL_VERSION`] (`{"version":1,"request":"status"}`, see
+//! [`Envelope`]). A daemon answers a request of another version, or of none (a tether from before
+//! versions), with an error telling the user to restart it, instead of misreading it: a daemon
+//! keeps running across an upgrade of the `tether` binary. Bump the version when a request or
+//! response changes meaning; adding an optional field does not.
 
 use std::path::{Path, PathBuf};
 
@@ -9,14 +16,45 @@ use std::net::SocketAddr;
 
 use tether_proto::InterceptInfo;
 
+/// The control protocol version this build speaks.
+pub const CONTROL_VERSION: u32 = 1;
+
+/// A request line: the body and the sender's [`CONTROL_VERSION`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// The sender's version; 0 when absent (a tether from before versions).
+    #[serde(default)]
+    pub version: u32,
+    /// The request.
+    #[serde(flatten)]
+    pub body: T,
+}
+
+impl<T> Envelope<T> {
+    /// `body` with this build's version.
+    pub fn new(body: T) -> Envelope<T> {
+        Envelope {
+            version: CONTROL_VERSION,
+            body,
+        }
+    }
+}
+
+/// The error a daemon answers a request of another version with.
+pub fn version_mismatch(theirs: u32) -> String {
+    format!(
+        "the running tether daemon speaks control protocol {CONTROL_VERSION} and this tether {theirs}: \
+         it was started by another tether version; run `tether quit` with that version (or kill \
+         the daemon), then connect again"
+    )
+}
+
 /// What the CLI asks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "kebab-case")]
 pub enum Request {
     /// The session's state.
     Status,
-    /// Progress events until the connection is up (`Ready`) or has failed (`Failed`).
-    Watch,
     /// Disconnect, restore the machine and exit.
     Quit,
     /// Start an intercept.
@@ -38,10 +76,6 @@ pub enum Response {
     /// A step of a long request (connect, intercept, leave): any number come before the answer.
     Progress {
         stage: String,
-    },
-    Ready(Box<StatusReport>),
-    Failed {
-        error: String,
     },
     Ok,
     Error {
@@ -188,5 +222,16 @@ mod tests {
             serde_json::from_str(r#"{"response":"progress","stage":"dialing"}"#).unwrap();
         assert!(matches!(r, Response::Progress { stage } if stage == "dialing"));
         assert!(serde_json::from_str::<Request>(r#"{"request":"format-disk"}"#).is_err());
+    }
+
+    #[test]
+    fn requests_carry_the_version() {
+        let line = serde_json::to_string(&Envelope::new(Request::Status)).unwrap();
+        assert_eq!(line, r#"{"version":1,"request":"status"}"#);
+        let leave: Envelope<Request> =
+            serde_json::from_str(r#"{"version":1,"request":"leave","name":"orders"}"#).unwrap();
+        assert!(matches!(leave.body, Request::Leave { name } if name == "orders"));
+        let old: Envelope<Request> = serde_json::from_str(r#"{"request":"status"}"#).unwrap();
+        assert_eq!(old.version, 0);
     }
 }

@@ -17,8 +17,7 @@ use tokio::{
 use tracing::{debug, warn};
 
 use crate::{
-    control::StatusReport,
-    control::{self, Request, Response},
+    control::{self, Envelope, Request, Response, StatusReport},
     intercept::{Progress, SharedIntercepts},
 };
 
@@ -80,7 +79,7 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, quit_tx: watch::
             let (read, mut write) = stream.into_split();
             let mut lines = BufReader::new(read).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                let request = serde_json::from_str::<Request>(&line);
+                let request = serde_json::from_str::<Envelope<Request>>(&line);
                 let shared = &shared;
                 let quit_tx = &quit_tx;
                 let answer = with_progress(&mut write, |progress| {
@@ -136,11 +135,20 @@ async fn send(
 async fn answer(
     shared: &Shared,
     quit_tx: &watch::Sender<bool>,
-    request: Result<Request, serde_json::Error>,
+    request: Result<Envelope<Request>, serde_json::Error>,
     progress: Progress,
 ) -> Response {
+    let request = match request {
+        Ok(envelope) if envelope.version != control::CONTROL_VERSION => {
+            return Response::Error {
+                error: control::version_mismatch(envelope.version),
+            }
+        }
+        Ok(envelope) => Ok(envelope.body),
+        Err(e) => Err(e),
+    };
     match request {
-        Ok(Request::Status) | Ok(Request::Watch) => {
+        Ok(Request::Status) => {
             let mut s = shared
                 .status
                 .lock()
@@ -223,7 +231,7 @@ pub async fn roundtrip_with_progress(
     req: &Request,
     progress: &dyn Fn(&str),
 ) -> Option<Response> {
-    let mut line = serde_json::to_string(req).ok()?;
+    let mut line = serde_json::to_string(&Envelope::new(req)).ok()?;
     line.push('\n');
     stream.write_all(line.as_bytes()).await.ok()?;
     let mut reader = BufReader::new(stream);
