@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::Ipv4Net;
 use tether_tunnel::backoff::Backoff;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -20,6 +20,7 @@ use crate::{
     cluster::Cluster,
     connect::{self, Dialed, Transport},
     control::StatusReport,
+    plan::{self, RoutePlan},
     privileged::{
         channel::{ChannelError, Helper, Start},
         resolv_conf::ResolvConf,
@@ -171,28 +172,23 @@ pub async fn run(opts: Options, helper: Helper, start: Start) -> Result<(), Daem
         }
     })?;
 
-    // The routes: the cluster's IPv4 ranges, plus --also-proxy, minus --never-proxy and minus the
-    // tunnel's own peer (routing it into the tunnel would loop).
-    let mut never = opts.never_proxy.clone();
-    if let Some(SocketAddr::V4(peer)) = dialed.direct_peer {
-        never.push(Ipv4Net::from(*peer.ip()));
-    }
-    let api_ip = api_server_ip(&cluster.server).await;
-    if let Some(IpAddr::V4(ip)) = api_ip {
-        never.push(Ipv4Net::from(ip));
-    }
-    let wanted = subnets_v4(&welcome.subnets, &opts.also_proxy);
-    let routes = route_check::subtract(&wanted, &never);
+    let RoutePlan { routes, never } = plan::routes(
+        &welcome.subnets,
+        &opts.also_proxy,
+        &opts.never_proxy,
+        dialed.direct_peer,
+        api_server_ip(&cluster.server).await,
+    );
     let existing = route_check::parse_proc_net_route(
         &std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
     );
-    let conflicts = route_check::find_conflicts(&existing, &routes, &opts.tun_name);
-    if !conflicts.is_empty() && !opts.allow_conflicting_subnets {
-        let text = conflicts
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
+    let conflicts = plan::conflicts(
+        &existing,
+        &routes,
+        &opts.tun_name,
+        opts.allow_conflicting_subnets,
+    );
+    if let Some(text) = conflicts {
         return Err(DaemonError::RouteConflict(text));
     }
 
@@ -213,22 +209,9 @@ pub async fn run(opts: Options, helper: Helper, start: Start) -> Result<(), Daem
     let original = ResolvConf::parse(
         &std::fs::read_to_string(&opts.resolv_conf).map_err(DaemonError::ReadResolvConf)?,
     );
-    let upstream: Vec<SocketAddr> = original
-        .nameservers
-        .iter()
-        .filter(|ip| {
-            !routes
-                .iter()
-                .any(|r| matches!(ip, IpAddr::V4(v4) if r.contains(v4)))
-        })
-        .map(|ip| SocketAddr::new(*ip, 53))
-        .collect();
+    let upstream = plan::upstreams(&original, &routes);
     let domain = welcome.cluster_domain.clone();
-    let search = vec![
-        format!("{}.svc.{domain}", opts.namespace),
-        format!("svc.{domain}"),
-        domain.clone(),
-    ];
+    let search = plan::search(&opts.namespace, &domain);
     let (session_tx, session_rx) = watch::channel(Some(dialed.session.clone()));
     let dns = crate::dns::Dns::new(&domain, upstream, Box::new(session_rx.clone()));
     let stack_task = traffic::spawn(
@@ -415,11 +398,8 @@ async fn follow_subnets(
         if let Some(session) = session {
             let mut subnets_rx = session.subnets_rx.clone();
             loop {
-                let wanted = subnets_v4(&subnets_rx.borrow_and_update(), &also);
-                for cidr in route_check::subtract(&wanted, &never) {
-                    if installed.iter().any(|have| have.contains(&cidr)) {
-                        continue;
-                    }
+                let subnets = subnets_rx.borrow_and_update().clone();
+                for cidr in plan::new_routes(&subnets, &also, &never, &installed) {
                     match helper.add_routes(vec![cidr]).await {
                         Ok(()) => {
                             info!(%cidr, "Routed a new cluster subnet");
@@ -439,22 +419,6 @@ async fn follow_subnets(
             return;
         }
     }
-}
-
-fn subnets_v4(subnets: &tether_proto::Subnets, also: &[Ipv4Net]) -> Vec<Ipv4Net> {
-    let mut out: Vec<Ipv4Net> = subnets
-        .service
-        .iter()
-        .chain(&subnets.pod)
-        .filter_map(|n| match n {
-            IpNet::V4(v4) => Some(v4.trunc()),
-            IpNet::V6(_) => None,
-        })
-        .chain(also.iter().copied())
-        .collect();
-    out.sort();
-    out.dedup();
-    Ipv4Net::aggregate(&out)
 }
 
 async fn api_server_ip(server: &str) -> Option<IpAddr> {

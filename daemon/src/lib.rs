@@ -14,6 +14,7 @@
 //!   query with `tether-dns`.
 //! - `intercept`: starting, ending, listing and re-creating intercepts (workload changes are
 //!   `tether-kube`'s).
+//! - `plan`: which ranges to route, which resolvers stay upstream, the search list (sans-IO).
 //! - `daemon`: the whole lifecycle: connect, configure, reconnect, restore.
 //! - `control` / `server`: the CLI's protocol (its types) and the unix socket that serves it.
 
@@ -25,6 +26,7 @@ pub mod daemon;
 pub mod dns;
 pub mod intercept;
 pub mod netstack;
+pub mod plan;
 pub mod privileged;
 pub mod server;
 pub mod session;
