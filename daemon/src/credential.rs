@@ -123,6 +123,9 @@ pub async fn session_credential(cluster: &Cluster) -> Result<ClientCredential, C
 }
 
 /// Polls the request until it is answered or [`ANSWER_TIMEOUT`] passes (then `Pending`).
+///
+/// A poll, not a watch (`await_condition`): the client role grants `get` on requests, not
+/// `list`/`watch`, which would show a user everyone's requests.
 async fn wait(api: &Api<CertificateSigningRequest>, name: &str) -> Result<Outcome, kube::Error> {
     let deadline = Instant::now() + ANSWER_TIMEOUT;
     loop {
