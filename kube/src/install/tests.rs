@@ -513,3 +513,34 @@ fn the_manifests_name_this_versions_image_and_take_a_pull_secret() {
         json!([{"name": "regcred"}])
     );
 }
+
+#[test]
+fn the_manifests_spell_the_cluster_contract() {
+    use crate::names;
+    let manifests = manifests(IMAGE).unwrap();
+    assert_eq!(manifests[0].name(), names::NAMESPACE);
+    let deployment = find(&manifests, "Deployment", names::MANAGER);
+    let selector = &deployment["spec"]["selector"]["matchLabels"];
+    let (key, value) = names::MANAGER_SELECTOR.split_once('=').unwrap();
+    assert_eq!(selector[key], json!(value));
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let port = |name: &str| {
+        container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == json!(name))
+            .map(|p| p["containerPort"].clone())
+    };
+    assert_eq!(port("quic"), Some(json!(names::QUIC_PORT)));
+    assert_eq!(port("health"), Some(json!(names::HEALTH_PORT)));
+    let service = find(&manifests, "Service", names::MANAGER);
+    assert_eq!(service["spec"]["ports"][0]["port"], json!(names::QUIC_PORT));
+    let text = serde_json::to_string(&manifests.iter().map(|m| &m.object).collect::<Vec<_>>())
+        .unwrap();
+    for name in [names::MANAGER_SECRET, names::MANAGER_CA_SECRET, names::AGENT_SECRET] {
+        assert!(text.contains(name), "no manifest names {name}");
+    }
+    assert!(text.contains(names::SIGNER_NAME));
+    assert!(text.contains(names::RBAC_GROUP));
+}
