@@ -56,6 +56,13 @@
 //! A connection to a Service that starts with [`probe::PROBE`] is answered by a traffic agent
 //! with who it is and what it routes by, so the daemon can tell when an intercept is in effect.
 //!
+//! # Layout
+//! - [`frame`]: the frame codec and [`FrameDecoder`].
+//! - [`message`]: the message structs and their kinds.
+//! - [`session`]: the control stream's state machine.
+//! - [`datagram`], [`relay`], [`probe`]: the other three encodings.
+//! - [`chain`]: [`ErrorChain`], how every tether crate prints an error with its causes.
+//!
 //! # Version
 //! [`Hello`] and [`Welcome`] each carry [`PROTOCOL_VERSION`]. Adding a kind does not change it;
 //! changing the meaning or encoding of an existing kind does.

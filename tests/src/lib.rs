@@ -5,8 +5,10 @@
 //! namespace `tether-ws`, which reaches only the API server and node address, so anything that
 //! reaches a pod or a Service from there went through tether.
 //!
-//! [`resolvers`] has the real resolvers (glibc, musl, Go, `dig`) and the original resolver's
-//! query log for the DNS tests.
+//! # Layout
+//! This file: running commands in the workstation namespaces, the `tether` binary, the cluster's
+//! kubeconfig and images, waiting helpers. [`resolvers`]: the real resolvers (glibc, musl,
+//! Go, `dig`) and the original resolver's query log for the DNS tests.
 #![forbid(unsafe_code)]
 
 pub mod resolvers;
