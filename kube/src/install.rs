@@ -172,16 +172,9 @@ pub fn manifests(image: &str) -> Result<Vec<Manifest>, InstallError> {
         return Err(InstallError::InvalidImage(image.to_owned()));
     }
     let mut out = Vec::new();
-    let base = format!("image: {BASE_IMAGE}\n");
     for (file, text) in MANIFEST_FILES {
         let bad = |problem: String| InstallError::Manifest { file, problem };
-        if text.contains("kind: Deployment") && !text.contains(&base) {
-            return Err(bad(format!(
-                "the Deployment does not name image {BASE_IMAGE}"
-            )));
-        }
-        let text = text.replace(&base, &format!("image: {image}\n"));
-        for document in serde_yaml::Deserializer::from_str(&text) {
+        for document in serde_yaml::Deserializer::from_str(text) {
             let value = serde_json::Value::deserialize(document).map_err(|e| bad(e.to_string()))?;
             if value.is_null() {
                 continue;
@@ -204,6 +197,12 @@ pub fn manifests(image: &str) -> Result<Vec<Manifest>, InstallError> {
             if object.metadata.name.is_none() {
                 return Err(bad(format!("a {} without a name", types.kind)));
             }
+            let mut object = object;
+            if types.kind == "Deployment" && !set_image(&mut object.data, image) {
+                return Err(bad(format!(
+                    "the Deployment does not name image {BASE_IMAGE}"
+                )));
+            }
             out.push(Manifest {
                 file,
                 resource,
@@ -213,6 +212,25 @@ pub fn manifests(image: &str) -> Result<Vec<Manifest>, InstallError> {
         }
     }
     Ok(out)
+}
+
+/// Puts `image` in place of [`BASE_IMAGE`] in the containers of a Deployment's pod template;
+/// false if none named it.
+fn set_image(deployment: &mut serde_json::Value, image: &str) -> bool {
+    let mut found = false;
+    let spec = &mut deployment["spec"]["template"]["spec"];
+    for list in ["initContainers", "containers"] {
+        let Some(containers) = spec[list].as_array_mut() else {
+            continue;
+        };
+        for container in containers {
+            if container["image"] == BASE_IMAGE {
+                container["image"] = image.into();
+                found = true;
+            }
+        }
+    }
+    found
 }
 
 /// Has the manager's pods pull their image with the Secret `secret` (of the manager's
