@@ -536,9 +536,13 @@ fn the_manifests_spell_the_cluster_contract() {
     assert_eq!(port("health"), Some(json!(names::HEALTH_PORT)));
     let service = find(&manifests, "Service", names::MANAGER);
     assert_eq!(service["spec"]["ports"][0]["port"], json!(names::QUIC_PORT));
-    let text = serde_json::to_string(&manifests.iter().map(|m| &m.object).collect::<Vec<_>>())
-        .unwrap();
-    for name in [names::MANAGER_SECRET, names::MANAGER_CA_SECRET, names::AGENT_SECRET] {
+    let text =
+        serde_json::to_string(&manifests.iter().map(|m| &m.object).collect::<Vec<_>>()).unwrap();
+    for name in [
+        names::MANAGER_SECRET,
+        names::MANAGER_CA_SECRET,
+        names::AGENT_SECRET,
+    ] {
         assert!(text.contains(name), "no manifest names {name}");
     }
     assert!(text.contains(names::SIGNER_NAME));
