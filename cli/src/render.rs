@@ -300,3 +300,6 @@ pub fn gathered(path: &Path, files: usize) -> String {
         path.display()
     )
 }
+
+#[cfg(test)]
+mod tests;
