@@ -10,8 +10,8 @@ use crate::{
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Connect(args) => connect::connect(args).await,
-        Command::Daemon(args) => daemon::run_helper(args).await,
-        Command::DaemonWorker(args) => daemon::run_worker(args).await,
+        Command::Daemon(args) => daemon::run_helper(args.options).await,
+        Command::DaemonWorker(args) => daemon::run_worker(args.options).await,
         Command::Status { output } => status::status(output).await,
         Command::Quit => status::quit().await,
         Command::Version => status::version().await,

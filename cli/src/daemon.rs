@@ -4,7 +4,7 @@
 //! that it outlives `connect`; the helper starts `tether daemon-worker`, the daemon, as the user
 //! who ran sudo (or `nobody`), and serves it on the other end of its stdin. Both are new
 //! processes (a new process group; another uid), so they are this binary executed again, each
-//! given `connect`'s flags.
+//! given the same [`Options`] as one JSON argument ([`DaemonArgs::argv`]).
 //!
 //! Until it is ready, the daemon reports on stdout for `connect`: `progress: …` lines, then
 //! `ready` or `error: …`. The helper's stdout is the same pipe.
@@ -19,65 +19,18 @@ use tether_daemon::{
 };
 use tokio::net::UnixStream;
 
-use crate::args::ConnectArgs;
+use crate::args::DaemonArgs;
 
-/// `tether daemon` with `connect`'s flags: how `connect` starts the privileged helper.
-pub fn helper_command(args: &ConnectArgs) -> anyhow::Result<std::process::Command> {
-    command("daemon", args)
+/// `tether daemon` with `options`: how `connect` starts the privileged helper.
+pub fn helper_command(options: &Options) -> anyhow::Result<std::process::Command> {
+    command("daemon", options)
 }
 
-fn command(subcommand: &str, args: &ConnectArgs) -> anyhow::Result<std::process::Command> {
+fn command(subcommand: &str, options: &Options) -> anyhow::Result<std::process::Command> {
     let exe = std::env::current_exe().context("finding the tether binary")?;
     let mut command = std::process::Command::new(exe);
-    command.arg(subcommand).args(daemon_args(args));
+    command.args(DaemonArgs::argv(subcommand, options).context("writing the daemon's options")?);
     Ok(command)
-}
-
-fn daemon_args(a: &ConnectArgs) -> Vec<String> {
-    let mut v = vec![
-        "--namespace".into(),
-        a.namespace.clone(),
-        "--transport".into(),
-        a.transport.to_string(),
-        "--tun-name".into(),
-        a.tun_name.clone(),
-        "--tun-network".into(),
-        a.tun_network.to_string(),
-        "--resolv-conf".into(),
-        a.resolv_conf.display().to_string(),
-    ];
-    if let Some(k) = &a.kube.kubeconfig {
-        v.extend(["--kubeconfig".into(), k.display().to_string()]);
-    }
-    if let Some(c) = &a.kube.context {
-        v.extend(["--context".into(), c.clone()]);
-    }
-    for n in &a.never_proxy {
-        v.extend(["--never-proxy".into(), n.to_string()]);
-    }
-    for n in &a.also_proxy {
-        v.extend(["--also-proxy".into(), n.to_string()]);
-    }
-    if a.allow_conflicting_subnets {
-        v.push("--allow-conflicting-subnets".into());
-    }
-    v
-}
-
-fn daemon_options(args: ConnectArgs) -> Options {
-    Options {
-        namespace: args.namespace,
-        kubeconfig: args.kube.kubeconfig,
-        context: args.kube.context,
-        transport: args.transport,
-        never_proxy: args.never_proxy,
-        also_proxy: args.also_proxy,
-        allow_conflicting_subnets: args.allow_conflicting_subnets,
-        tun_name: args.tun_name,
-        tun_network: args.tun_network,
-        resolv_conf: args.resolv_conf,
-        runtime_dir: control::runtime_dir(),
-    }
 }
 
 fn init_logs() {
@@ -92,10 +45,10 @@ fn init_logs() {
 }
 
 /// The privileged helper (root): starts the daemon as the invoking user and serves it.
-pub async fn run_helper(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+pub async fn run_helper(options: Options) -> anyhow::Result<ExitCode> {
     init_logs();
-    let worker = command("daemon-worker", &args)?;
-    let config = daemon_options(args).helper_config();
+    let worker = command("daemon-worker", &options)?;
+    let config = options.helper_config();
     let invoking = match identity::from_system() {
         Ok(invoking) => invoking,
         Err(error) => {
@@ -119,9 +72,9 @@ pub async fn run_helper(args: ConnectArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The daemon (unprivileged): its helper is on the other end of stdin.
-pub async fn run_worker(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+pub async fn run_worker(options: Options) -> anyhow::Result<ExitCode> {
     // Its own log, in its own directory; errors before this point reach `connect` on stdout.
-    let dir = &control::runtime_dir();
+    let dir = &options.runtime_dir;
     if let Err(e) = runtime_dir::redirect_stderr_to_daemon_log(dir) {
         // The daemon runs as the user and never follows a link here, even one of the user's own.
         println!(
@@ -141,7 +94,6 @@ pub async fn run_worker(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         .set_nonblocking(true)
         .context("the helper's channel")?;
     let channel = UnixStream::from_std(channel).context("the helper's channel")?;
-    let options = daemon_options(args);
     let result = match Helper::connect(channel).await {
         Ok((helper, start)) => daemon::run(options, helper, start)
             .await

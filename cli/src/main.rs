@@ -5,7 +5,7 @@
 //! - `commands`: which module runs each command (dispatch only).
 //! - `connect`: `connect`: starts the privileged helper and waits until the daemon is ready.
 //! - `daemon`: the hidden `daemon` (privileged helper) and `daemon-worker` (daemon) commands that
-//!   `connect` starts.
+//!   `connect` starts, and how their options cross to them (as one JSON value).
 //! - `status`: `status`, `quit`, `version`.
 //! - `intercept`: `intercept`, `leave`, `list`, `uninstall`.
 //! - `install`: `install` (and its `--dry-run` manifests).
