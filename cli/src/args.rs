@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::Ipv4Net;
-use tether_daemon::connect::Transport;
+use tether_daemon::{connect::Transport, daemon::Options};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,10 +85,36 @@ pub enum Command {
     /// Run the daemon's privileged helper in the foreground (started by `connect`, as root); it
     /// starts the daemon itself without privilege.
     #[command(hide = true)]
-    Daemon(ConnectArgs),
+    Daemon(DaemonArgs),
     /// Run the daemon (started by the privileged helper, talking to it on stdin).
     #[command(hide = true)]
-    DaemonWorker(ConnectArgs),
+    DaemonWorker(DaemonArgs),
+}
+
+/// What `connect` hands the privileged helper, and the helper the daemon: the options, as data.
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// The daemon's options, one JSON object.
+    #[arg(long = DaemonArgs::FLAG, value_name = "JSON", value_parser = parse_daemon_options)]
+    pub options: Options,
+}
+
+impl DaemonArgs {
+    const FLAG: &'static str = "options-json";
+
+    /// The arguments that make `tether` run `subcommand` (`daemon` or `daemon-worker`) with
+    /// `options`: what [`Cli`] parses back into the same options.
+    pub fn argv(subcommand: &str, options: &Options) -> serde_json::Result<[String; 3]> {
+        Ok([
+            subcommand.to_owned(),
+            format!("--{}", Self::FLAG),
+            serde_json::to_string(options)?,
+        ])
+    }
+}
+
+fn parse_daemon_options(text: &str) -> Result<Options, String> {
+    serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Clone, Args)]

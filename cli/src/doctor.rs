@@ -7,8 +7,9 @@ use tether_daemon::control::{Request, Response, StatusReport};
 use tether_doctor::{logs::GatherOptions, Options};
 
 use crate::{
-    args::{DoctorArgs, GatherLogsArgs, KubeArgs, Output},
-    commands::{ask, print_output},
+    args::{DoctorArgs, GatherLogsArgs, KubeArgs},
+    client::ask,
+    render,
 };
 
 /// How long the daemon may take to answer `status` or `list`.
@@ -59,10 +60,10 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let opts = options(args.namespace, args.kube, args.timeout).await;
     let report = tether_doctor::doctor(&opts).await;
-    match args.output {
-        Output::Text => print!("{}", report.to_text()),
-        other => print_output(other, &report)?,
-    }
+    print!(
+        "{}",
+        render::report(args.output, &report, tether_doctor::Report::to_text)?
+    );
     Ok(if report.failed() {
         ExitCode::FAILURE
     } else {
@@ -81,14 +82,11 @@ pub async fn gather_logs(args: GatherLogsArgs) -> anyhow::Result<ExitCode> {
         since: args.since,
         output,
     };
-    let gathered = tether_doctor::logs::gather(&opts, &|step| eprintln!("  {step}…")).await?;
+    let gathered =
+        tether_doctor::logs::gather(&opts, &|step| eprint!("{}", render::progress(step))).await?;
     for note in &gathered.notes {
-        eprintln!("  not gathered: {note}");
+        eprint!("{}", render::not_gathered(note));
     }
-    println!(
-        "Wrote {} ({} files; secrets redacted). Attach it to your bug report.",
-        gathered.path.display(),
-        gathered.files.len()
-    );
+    print!("{}", render::gathered(&gathered.path, gathered.files.len()));
     Ok(ExitCode::SUCCESS)
 }

@@ -12,41 +12,17 @@ use anyhow::{bail, Context};
 use tether_daemon::{
     cluster::Cluster,
     control::{Request, Response},
-    intercept::{ActiveIntercept, InterceptRequest},
+    intercept::InterceptRequest,
 };
 use tether_kube::workload::{env, kube as wk};
 use tether_route::filter::{Filter, FilterSpec};
 
-use crate::args::{InterceptArgs, Output, UninstallArgs};
-use crate::commands::{ask, ask_showing_progress, print_output};
-
-/// One line describing an intercept.
-pub fn describe(i: &ActiveIntercept) -> String {
-    format!(
-        "{}: {} {} → {} ({})",
-        i.name,
-        i.workload,
-        i.service_port,
-        i.local,
-        filter_text(&i.headers, i.path_prefix.as_deref())
-    )
-}
-
-fn filter_text(headers: &[String], path_prefix: Option<&str>) -> String {
-    let mut parts: Vec<String> = headers.iter().map(|h| format!("header {h}")).collect();
-    if let Some(p) = path_prefix {
-        parts.push(format!("path {p}"));
-    }
-    if parts.is_empty() {
-        "all traffic".to_owned()
-    } else {
-        parts.join(", ")
-    }
-}
-
-fn not_connected() -> anyhow::Error {
-    anyhow::anyhow!("not connected: run `sudo tether connect` first")
-}
+use crate::{
+    args::{InterceptArgs, Output, UninstallArgs},
+    client::{ask, ask_showing_progress, not_connected},
+    local::create_private,
+    render::{self, Ended},
+};
 
 pub async fn intercept(args: InterceptArgs) -> anyhow::Result<ExitCode> {
     // A bad filter is refused before anything is asked of the cluster.
@@ -78,12 +54,9 @@ pub async fn intercept(args: InterceptArgs) -> anyhow::Result<ExitCode> {
     if let (Some(path), Some(vars)) = (&args.env_file, &report.env) {
         let rendered = env::render(vars, args.env_syntax);
         for skipped in &rendered.skipped {
-            eprintln!(
-                "warning: {skipped} cannot be written in {:?} syntax; left out",
-                args.env_syntax
-            );
+            eprint!("{}", render::env_skipped(skipped, args.env_syntax));
         }
-        let written = crate::commands::create_private(path)
+        let written = create_private(path)
             .and_then(|mut f| f.write_all(rendered.text.as_bytes()))
             .with_context(|| format!("writing {}", path.display()));
         if let Err(e) = written {
@@ -91,22 +64,14 @@ pub async fn intercept(args: InterceptArgs) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     }
-    match args.output {
-        Output::Text => {
-            if report.installed_agent {
-                eprintln!(
-                    "Installed the traffic agent in {}.",
-                    report.intercept.workload
-                );
-            }
-            println!("Intercepting {}", describe(&report.intercept));
-            println!("  pods: {}", report.pods.join(", "));
-            if let Some(path) = &args.env_file {
-                println!("  environment: {}", path.display());
-            }
-        }
-        other => print_output(other, &report)?,
+    if args.output == Output::Text {
+        eprint!("{}", render::installed_agent(&report));
     }
+    let env_file = args.env_file.as_deref();
+    print!(
+        "{}",
+        render::report(args.output, &report, |r| render::intercepted(r, env_file))?
+    );
     if args.command.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
@@ -116,11 +81,12 @@ pub async fn intercept(args: InterceptArgs) -> anyhow::Result<ExitCode> {
         cmd.env(k, v);
     }
     let status = cmd.status();
-    match ask_showing_progress(Request::Leave { name: name.clone() }).await {
-        Some(Response::Left(_)) => eprintln!("Intercept {name} ended."),
-        Some(Response::Error { error }) => eprintln!("warning: leaving {name}: {error}"),
-        _ => eprintln!("warning: the daemon is gone; the intercept ends with its session"),
-    }
+    let ended = match ask_showing_progress(Request::Leave { name: name.clone() }).await {
+        Some(Response::Left(_)) => Ended::Left,
+        Some(Response::Error { error }) => Ended::Refused(error),
+        _ => Ended::NoDaemon,
+    };
+    eprint!("{}", render::intercept_ended(&name, &ended));
     let status = status.with_context(|| format!("running {}", args.command[0]))?;
     Ok(ExitCode::from(
         status.code().unwrap_or(1).clamp(0, 255) as u8
@@ -135,10 +101,7 @@ pub async fn leave(name: &str, output: Output) -> anyhow::Result<ExitCode> {
     {
         None => Err(not_connected()),
         Some(Response::Left(left)) => {
-            match output {
-                Output::Text => println!("Ended {}", describe(&left)),
-                other => print_output(other, &left)?,
-            }
+            print!("{}", render::report(output, &*left, render::left)?);
             Ok(ExitCode::SUCCESS)
         }
         Some(Response::Error { error }) => bail!("{error}"),
@@ -153,37 +116,7 @@ pub async fn list(output: Output) -> anyhow::Result<ExitCode> {
         Some(Response::Error { error }) => bail!("{error}"),
         Some(other) => bail!("unexpected answer from the daemon: {other:?}"),
     };
-    if output != Output::Text {
-        print_output(output, &report)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    if report.workloads.is_empty() {
-        println!("No workloads in namespace {}.", report.namespace);
-    }
-    for w in &report.workloads {
-        let agent = if w.agent_installed {
-            format!(
-                "agent installed ({} of {} pods linked)",
-                w.agent_pods.len(),
-                w.ready
-            )
-        } else {
-            "no agent".to_owned()
-        };
-        println!(
-            "{}/{}  {}/{} ready  {agent}",
-            w.kind, w.name, w.ready, w.replicas
-        );
-        for i in &w.intercepts {
-            println!(
-                "  intercept {} on port {} by {}: {}",
-                i.name,
-                i.service_port,
-                i.owner,
-                filter_text(&i.filter.headers, i.filter.path_prefix.as_deref())
-            );
-        }
-    }
+    print!("{}", render::report(output, &report, render::list)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -203,7 +136,10 @@ async fn settle(cluster: &Cluster, namespace: &str, restored: &[String]) -> anyh
                 other => bail!("unexpected answer from the daemon: {other:?}"),
             }
         }
-        eprintln!("  waiting for the rollout of {workload}…");
+        eprint!(
+            "{}",
+            render::progress(&format!("waiting for the rollout of {workload}"))
+        );
         let found = wk::find_workload(&cluster.client, namespace, workload)
             .await
             .map_err(|e| anyhow::anyhow!(tether_proto::error_chain(&e)))?;
@@ -223,7 +159,7 @@ pub async fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
     let cluster = Cluster::load(args.kube.kubeconfig.clone(), args.kube.context.clone()).await?;
     if args.manager {
         tether_kube::install::uninstall(&cluster.client).await?;
-        println!("Traffic manager removed.");
+        print!("{}", render::manager_removed());
         return Ok(ExitCode::SUCCESS);
     }
     let namespace = match args.namespace.clone() {
@@ -252,16 +188,11 @@ pub async fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
         }
     };
     settle(&cluster, &namespace, &restored).await?;
-    match args.output {
-        Output::Text if restored.is_empty() => {
-            println!("No traffic agent to remove in namespace {namespace}.")
-        }
-        Output::Text => {
-            for w in &restored {
-                println!("Removed the traffic agent from {w}; it is as it was before.");
-            }
-        }
-        other => print_output(other, &restored)?,
-    }
+    print!(
+        "{}",
+        render::report(args.output, &restored, |r| render::uninstalled(
+            &namespace, r
+        ))?
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,10 +1,20 @@
 //! `tether`: puts a workstation inside a Kubernetes cluster's network.
 //!
 //! # Layout
-//! - `args`: the command line (clap).
-//! - `commands`: what each command does; most talk to the daemon over its unix socket.
+//! Modules depend only on those listed after them (and the other crates); none on `main`.
+//! - `commands`: which module runs each command (dispatch only).
+//! - `connect`: `connect`: starts the privileged helper and waits until the daemon is ready.
+//! - `daemon`: the hidden `daemon` (privileged helper) and `daemon-worker` (daemon) commands that
+//!   `connect` starts, and how their options cross to them (as one JSON value).
+//! - `status`: `status`, `quit`, `version`.
 //! - `intercept`: `intercept`, `leave`, `list`, `uninstall`.
+//! - `install`: `install` (and its `--dry-run` manifests).
 //! - `doctor`: `doctor` and `gather-logs` (the checks themselves are in `tether-doctor`).
+//! - `shell`: `completion` and `man`.
+//! - `client`: asking the daemon over its unix socket.
+//! - `local`: this machine directly (are we root; private files).
+//! - `render`: everything printed, as pure functions from a report to text (`-o text|json|yaml`).
+//! - `args`: the command line (clap).
 //!
 //! # Exit codes
 //! - 0: success (for `connect -- CMD`: CMD's own exit code).
@@ -13,9 +23,17 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod client;
 mod commands;
+mod connect;
+mod daemon;
 mod doctor;
+mod install;
 mod intercept;
+mod local;
+mod render;
+mod shell;
+mod status;
 
 use std::process::ExitCode;
 

@@ -33,8 +33,11 @@ use crate::{
 /// Pauses between reconnect attempts: from the first to the longest.
 const RECONNECT_BACKOFF: (Duration, Duration) =
     (Duration::from_millis(200), Duration::from_secs(2));
-/// Everything `tether connect` passes to the daemon.
-#[derive(Debug, Clone)]
+
+/// Everything `tether connect` passes to the daemon. It crosses to the privileged helper and the
+/// daemon (each a new process) as one JSON value, so both get every field.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Options {
     pub namespace: String,
     pub kubeconfig: Option<PathBuf>,

@@ -1,0 +1,53 @@
+//! `tether install`: the traffic manager's manifests, applied to the cluster or printed.
+
+use std::process::ExitCode;
+
+use tether_daemon::cluster::Cluster;
+use tether_kube::install;
+
+use crate::{
+    args::{KubeArgs, ManifestFormat},
+    render,
+};
+
+/// What `tether install` was told.
+#[derive(Debug)]
+pub struct Install {
+    pub kube: KubeArgs,
+    pub image: String,
+    pub image_pull_secret: Option<String>,
+    /// `Some(format)`: print the manifests instead of applying them.
+    pub dry_run: Option<ManifestFormat>,
+}
+
+pub async fn install(args: Install) -> anyhow::Result<ExitCode> {
+    let Install {
+        kube: KubeArgs {
+            kubeconfig,
+            context,
+        },
+        image,
+        image_pull_secret,
+        dry_run,
+    } = args;
+    let mut manifests = install::manifests(&image)?;
+    if let Some(secret) = &image_pull_secret {
+        install::with_image_pull_secret(&mut manifests, secret);
+    }
+    if let Some(format) = dry_run {
+        print!("{}", render::manifests(&manifests, format)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = Cluster::load(kubeconfig, context).await?;
+    print!("{}", render::installing(&image, &cluster.server));
+    install::install_manifests(
+        &cluster.client,
+        &manifests,
+        &image,
+        install::INSTALL_TIMEOUT,
+    )
+    .await?;
+    print!("{}", render::installed(install::NAMESPACE));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,305 @@
+//! What the CLI prints, as pure functions: a report in, the exact text out, final newline
+//! included, for `-o text` and for `-o json|yaml`. Nothing here prints or asks anything; the
+//! commands `print!` (or `eprint!`) what these return.
+
+use std::{fmt::Write as _, path::Path};
+
+use serde::Serialize;
+use tether_daemon::control::{ActiveIntercept, InterceptReport, ListReport, StatusReport};
+use tether_kube::{
+    install::Manifest,
+    workload::env::{EnvSyntax, Skipped},
+};
+
+use crate::args::{ManifestFormat, Output};
+
+/// `value` as `-o json` (pretty, one final newline) or `-o yaml` prints it; `-o text` is
+/// `text(value)`.
+pub fn report<T: Serialize>(
+    output: Output,
+    value: &T,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<String> {
+    Ok(match output {
+        Output::Text => text(value),
+        Output::Json => serde_json::to_string_pretty(value)? + "\n",
+        Output::Yaml => serde_yaml::to_string(value)?,
+    })
+}
+
+/// One step of a long operation, on stderr while it runs.
+pub fn progress(stage: &str) -> String {
+    format!("  {stage}…\n")
+}
+
+/// `tether status`: the session, or that there is none (no daemon: pid 0).
+pub fn status(report: &StatusReport) -> String {
+    if report.daemon_pid == 0 {
+        return "Not connected.\n".to_owned();
+    }
+    let state = if report.connected {
+        "connected"
+    } else {
+        "reconnecting"
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "Status:      {state}");
+    let _ = writeln!(
+        out,
+        "Cluster:     {} (context {})",
+        report.cluster_server, report.context
+    );
+    let _ = writeln!(out, "Namespace:   {}", report.namespace);
+    let _ = writeln!(
+        out,
+        "Transport:   {} via {}",
+        report.transport, report.manager
+    );
+    let _ = writeln!(out, "Session:     {}", report.session_id);
+    let _ = writeln!(
+        out,
+        "DNS:         {} (cluster domain {})",
+        report.dns_server, report.cluster_domain
+    );
+    let _ = writeln!(
+        out,
+        "Routes:      {} via {}",
+        report.subnets.join(", "),
+        report.tun_device
+    );
+    let _ = writeln!(out, "Reconnects:  {}", report.reconnects);
+    let _ = writeln!(out, "Daemon pid:  {}", report.daemon_pid);
+    if report.intercepts.is_empty() {
+        out.push_str("Intercepts:  none\n");
+    } else {
+        out.push_str("Intercepts:\n");
+        for i in &report.intercepts {
+            let _ = writeln!(out, "  {}", describe(i));
+        }
+    }
+    out
+}
+
+/// `tether connect`, once the daemon is up.
+pub fn connected(report: &StatusReport) -> String {
+    format!(
+        "Connected to {} (context {}) over {}; namespace {}.\n",
+        report.cluster_server, report.context, report.transport, report.namespace
+    )
+}
+
+/// What `tether quit` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quit {
+    /// The daemon stopped.
+    Disconnected,
+    /// There was no daemon, and nothing to put back.
+    NotConnected,
+    /// There was no daemon, and a crashed one's resolver configuration was put back.
+    Repaired,
+}
+
+/// `tether quit`.
+pub fn quit(outcome: Quit) -> String {
+    match outcome {
+        Quit::Disconnected => "Disconnected.\n",
+        Quit::NotConnected => "Not connected.\n",
+        Quit::Repaired => {
+            "Not connected; restored the resolver configuration a crashed daemon left.\n"
+        }
+    }
+    .to_owned()
+}
+
+/// `tether version`: this binary's and the protocol's.
+pub fn version(cli: &str, protocol: impl std::fmt::Display) -> String {
+    format!("tether {cli}\nprotocol {protocol}\n")
+}
+
+/// `tether version`, after [`version`]: the running daemon.
+pub fn daemon_version(daemon: &StatusReport) -> String {
+    format!(
+        "daemon pid {} (connected to {})\n",
+        daemon.daemon_pid, daemon.cluster_server
+    )
+}
+
+/// One line describing an intercept (no newline: it goes inside other lines).
+pub fn describe(i: &ActiveIntercept) -> String {
+    format!(
+        "{}: {} {} → {} ({})",
+        i.name,
+        i.workload,
+        i.service_port,
+        i.local,
+        filter_text(&i.headers, i.path_prefix.as_deref())
+    )
+}
+
+/// The requests an intercept takes, in words.
+pub fn filter_text(headers: &[String], path_prefix: Option<&str>) -> String {
+    let mut parts: Vec<String> = headers.iter().map(|h| format!("header {h}")).collect();
+    if let Some(p) = path_prefix {
+        parts.push(format!("path {p}"));
+    }
+    if parts.is_empty() {
+        "all traffic".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// `tether intercept -o text` on stdout; `env_file` is where the environment was written.
+pub fn intercepted(report: &InterceptReport, env_file: Option<&Path>) -> String {
+    let mut out = format!(
+        "Intercepting {}\n  pods: {}\n",
+        describe(&report.intercept),
+        report.pods.join(", ")
+    );
+    if let Some(path) = env_file {
+        let _ = writeln!(out, "  environment: {}", path.display());
+    }
+    out
+}
+
+/// `tether intercept -o text` on stderr, before [`intercepted`]: whether it installed the agent.
+pub fn installed_agent(report: &InterceptReport) -> String {
+    if report.installed_agent {
+        format!(
+            "Installed the traffic agent in {}.\n",
+            report.intercept.workload
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// A variable the env file could not hold (stderr).
+pub fn env_skipped(skipped: &Skipped, syntax: EnvSyntax) -> String {
+    format!("warning: {skipped} cannot be written in {syntax:?} syntax; left out\n")
+}
+
+/// How leaving went after `tether intercept -- CMD` (stderr).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    Left,
+    Refused(String),
+    NoDaemon,
+}
+
+/// `tether intercept -- CMD`, after CMD exited and the intercept was left (stderr).
+pub fn intercept_ended(name: &str, ended: &Ended) -> String {
+    match ended {
+        Ended::Left => format!("Intercept {name} ended.\n"),
+        Ended::Refused(error) => format!("warning: leaving {name}: {error}\n"),
+        Ended::NoDaemon => {
+            "warning: the daemon is gone; the intercept ends with its session\n".to_owned()
+        }
+    }
+}
+
+/// `tether leave -o text`.
+pub fn left(intercept: &ActiveIntercept) -> String {
+    format!("Ended {}\n", describe(intercept))
+}
+
+/// `tether list -o text`: one line per workload, one more per intercept on it.
+pub fn list(report: &ListReport) -> String {
+    let mut out = String::new();
+    if report.workloads.is_empty() {
+        let _ = writeln!(out, "No workloads in namespace {}.", report.namespace);
+    }
+    for w in &report.workloads {
+        let agent = if w.agent_installed {
+            format!(
+                "agent installed ({} of {} pods linked)",
+                w.agent_pods.len(),
+                w.ready
+            )
+        } else {
+            "no agent".to_owned()
+        };
+        let _ = writeln!(
+            out,
+            "{}/{}  {}/{} ready  {agent}",
+            w.kind, w.name, w.ready, w.replicas
+        );
+        for i in &w.intercepts {
+            let _ = writeln!(
+                out,
+                "  intercept {} on port {} by {}: {}",
+                i.name,
+                i.service_port,
+                i.owner,
+                filter_text(&i.filter.headers, i.filter.path_prefix.as_deref())
+            );
+        }
+    }
+    out
+}
+
+/// `tether uninstall -o text` for workloads: those restored, in `namespace`.
+pub fn uninstalled(namespace: &str, restored: &[String]) -> String {
+    if restored.is_empty() {
+        return format!("No traffic agent to remove in namespace {namespace}.\n");
+    }
+    restored
+        .iter()
+        .map(|w| format!("Removed the traffic agent from {w}; it is as it was before.\n"))
+        .collect()
+}
+
+/// The manifests as `kubectl apply -f -` reads them (`tether install --dry-run`).
+pub fn manifests(manifests: &[Manifest], format: ManifestFormat) -> anyhow::Result<String> {
+    let objects: Vec<_> = manifests.iter().map(|m| &m.object).collect();
+    Ok(match format {
+        ManifestFormat::Json => {
+            let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
+            serde_json::to_string_pretty(&list)? + "\n"
+        }
+        ManifestFormat::Yaml => {
+            let mut out = String::new();
+            for object in objects {
+                out.push_str("---\n");
+                out.push_str(&serde_yaml::to_string(object)?);
+            }
+            out
+        }
+    })
+}
+
+/// `tether install`, before it applies the manifests.
+pub fn installing(image: &str, server: &str) -> String {
+    format!("Installing the traffic manager ({image}) in {server}…\n")
+}
+
+/// `tether install`, once the manager is ready.
+pub fn installed(namespace: &str) -> String {
+    format!("Traffic manager installed in namespace {namespace}.\n")
+}
+
+/// `tether uninstall --manager`.
+pub fn manager_removed() -> String {
+    "Traffic manager removed.\n".to_owned()
+}
+
+/// `tether man DIR`, once the pages are written.
+pub fn man_written(dir: &Path) -> String {
+    format!("Man pages written to {}\n", dir.display())
+}
+
+/// `tether gather-logs`: something it could not include (stderr).
+pub fn not_gathered(note: &str) -> String {
+    format!("  not gathered: {note}\n")
+}
+
+/// `tether gather-logs`, once the archive is written.
+pub fn gathered(path: &Path, files: usize) -> String {
+    format!(
+        "Wrote {} ({files} files; secrets redacted). Attach it to your bug report.\n",
+        path.display()
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,355 @@
+//! Fixed reports in, the exact text the CLI prints out.
+
+use std::path::Path;
+
+use tether_daemon::control::{
+    ActiveIntercept, InterceptReport, ListReport, StatusReport, WorkloadRow,
+};
+use tether_kube::workload::env::{self, EnvSyntax};
+use tether_proto::{InterceptFilter, InterceptInfo};
+
+use super::*;
+
+fn intercept(headers: &[&str], path_prefix: Option<&str>) -> ActiveIntercept {
+    ActiveIntercept {
+        name: "orders".into(),
+        id: 7,
+        namespace: "shop".into(),
+        workload: "Deployment/orders".into(),
+        service_port: "orders:http".into(),
+        container: "app".into(),
+        app_port: 8080,
+        local: "127.0.0.1:3000".parse().unwrap(),
+        headers: headers.iter().map(|h| h.to_string()).collect(),
+        path_prefix: path_prefix.map(str::to_owned),
+        service_addr: None,
+        endpoints: 2,
+    }
+}
+
+fn status_report(intercepts: Vec<ActiveIntercept>) -> StatusReport {
+    StatusReport {
+        connected: true,
+        namespace: "shop".into(),
+        context: "kind-tether".into(),
+        cluster_server: "https://10.0.0.1:6443".into(),
+        transport: "udp".into(),
+        manager: "10.0.0.9:30443".into(),
+        session_id: "s-1234".into(),
+        cluster_domain: "cluster.local".into(),
+        subnets: vec!["10.96.0.0/16".into(), "10.244.0.0/16".into()],
+        tun_device: "tether0".into(),
+        dns_server: "198.18.0.2".into(),
+        reconnects: 3,
+        daemon_pid: 4242,
+        privileged_pid: 4241,
+        intercepts,
+    }
+}
+
+fn intercept_report(installed_agent: bool) -> InterceptReport {
+    InterceptReport {
+        intercept: intercept(&[], None),
+        installed_agent,
+        pods: vec!["orders-1".into(), "orders-2".into()],
+        env: None,
+    }
+}
+
+fn row(name: &str, agent_installed: bool, intercepts: Vec<InterceptInfo>) -> WorkloadRow {
+    WorkloadRow {
+        kind: "Deployment".into(),
+        name: name.into(),
+        replicas: 3,
+        ready: 2,
+        agent_installed,
+        agent_pods: if agent_installed {
+            vec!["p-1".into()]
+        } else {
+            Vec::new()
+        },
+        intercepts,
+    }
+}
+
+fn info(headers: &[&str], path_prefix: Option<&str>) -> InterceptInfo {
+    InterceptInfo {
+        id: 1,
+        name: "orders".into(),
+        namespace: "shop".into(),
+        workload: "Deployment/orders".into(),
+        port: 8080,
+        service_port: "http".into(),
+        owner: "alice@laptop".into(),
+        session_id: "s-1".into(),
+        filter: InterceptFilter {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            path_prefix: path_prefix.map(str::to_owned),
+        },
+    }
+}
+
+#[test]
+fn status_without_a_daemon_says_not_connected() {
+    assert_eq!(status(&StatusReport::default()), "Not connected.\n");
+}
+
+#[test]
+fn status_text_lists_the_session_and_no_intercepts() {
+    let mut report = status_report(Vec::new());
+    report.connected = false;
+    assert_eq!(
+        status(&report),
+        "Status:      reconnecting\n\
+         Cluster:     https://10.0.0.1:6443 (context kind-tether)\n\
+         Namespace:   shop\n\
+         Transport:   udp via 10.0.0.9:30443\n\
+         Session:     s-1234\n\
+         DNS:         198.18.0.2 (cluster domain cluster.local)\n\
+         Routes:      10.96.0.0/16, 10.244.0.0/16 via tether0\n\
+         Reconnects:  3\n\
+         Daemon pid:  4242\n\
+         Intercepts:  none\n"
+    );
+}
+
+#[test]
+fn status_text_lists_each_intercept_indented() {
+    let report = status_report(vec![intercept(&[], None), intercept(&["x-dev=me"], None)]);
+    let text = status(&report);
+    assert!(text.starts_with("Status:      connected\n"), "{text}");
+    assert!(
+        text.ends_with(
+            "Daemon pid:  4242\n\
+             Intercepts:\n  \
+             orders: Deployment/orders orders:http → 127.0.0.1:3000 (all traffic)\n  \
+             orders: Deployment/orders orders:http → 127.0.0.1:3000 (header x-dev=me)\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn json_is_pretty_with_one_final_newline() {
+    let text = report(Output::Json, &status_report(Vec::new()), |_| unreachable!()).unwrap();
+    assert!(text.starts_with("{\n  \"connected\": true,\n"), "{text}");
+    assert!(text.ends_with("}\n") && !text.ends_with("\n\n"), "{text}");
+    let back: StatusReport = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, status_report(Vec::new()));
+}
+
+#[test]
+fn yaml_is_the_report_as_yaml() {
+    let text = report(Output::Yaml, &ListReport::default(), |_| unreachable!()).unwrap();
+    assert_eq!(text, "namespace: ''\nworkloads: []\n");
+}
+
+#[test]
+fn text_output_is_the_text_renderer() {
+    let text = report(Output::Text, &7, |n| format!("{n} things\n")).unwrap();
+    assert_eq!(text, "7 things\n");
+}
+
+#[test]
+fn describe_names_the_filter() {
+    assert_eq!(
+        describe(&intercept(&["x-dev=me", "x-env=test"], Some("/api"))),
+        "orders: Deployment/orders orders:http → 127.0.0.1:3000 \
+         (header x-dev=me, header x-env=test, path /api)"
+    );
+    assert_eq!(filter_text(&[], Some("/v2")), "path /v2");
+    assert_eq!(filter_text(&[], None), "all traffic");
+}
+
+#[test]
+fn intercepted_text_with_and_without_an_env_file() {
+    let report = intercept_report(false);
+    assert_eq!(
+        intercepted(&report, None),
+        "Intercepting orders: Deployment/orders orders:http → 127.0.0.1:3000 (all traffic)\n  \
+         pods: orders-1, orders-2\n"
+    );
+    assert!(intercepted(&report, Some(Path::new("/tmp/orders.env")))
+        .ends_with("  pods: orders-1, orders-2\n  environment: /tmp/orders.env\n"));
+}
+
+#[test]
+fn installed_agent_is_said_only_when_it_was() {
+    assert_eq!(
+        installed_agent(&intercept_report(true)),
+        "Installed the traffic agent in Deployment/orders.\n"
+    );
+    assert_eq!(installed_agent(&intercept_report(false)), "");
+}
+
+#[test]
+fn an_intercept_ends_three_ways() {
+    assert_eq!(
+        intercept_ended("orders", &Ended::Left),
+        "Intercept orders ended.\n"
+    );
+    assert_eq!(
+        intercept_ended("orders", &Ended::Refused("no such intercept".into())),
+        "warning: leaving orders: no such intercept\n"
+    );
+    assert_eq!(
+        intercept_ended("orders", &Ended::NoDaemon),
+        "warning: the daemon is gone; the intercept ends with its session\n"
+    );
+}
+
+#[test]
+fn env_skipped_names_the_variable_and_the_syntax() {
+    let rendered = env::render(&[("BAD-NAME".into(), "v".into())], EnvSyntax::Sh);
+    let [skipped] = rendered.skipped.as_slice() else {
+        panic!("{rendered:?}")
+    };
+    assert_eq!(
+        env_skipped(skipped, EnvSyntax::Sh),
+        "warning: `BAD-NAME`: not a valid shell variable name (use --env-syntax json) \
+         cannot be written in Sh syntax; left out\n"
+    );
+}
+
+#[test]
+fn leave_text() {
+    assert_eq!(
+        left(&intercept(&[], Some("/api"))),
+        "Ended orders: Deployment/orders orders:http → 127.0.0.1:3000 (path /api)\n"
+    );
+}
+
+#[test]
+fn list_of_nothing_names_the_namespace() {
+    let report = ListReport {
+        namespace: "shop".into(),
+        workloads: Vec::new(),
+    };
+    assert_eq!(list(&report), "No workloads in namespace shop.\n");
+}
+
+#[test]
+fn list_shows_agents_and_intercepts() {
+    let report = ListReport {
+        namespace: "shop".into(),
+        workloads: vec![
+            row(
+                "orders",
+                true,
+                vec![info(&["x-dev=me"], Some("/api")), info(&[], None)],
+            ),
+            row("cart", false, Vec::new()),
+        ],
+    };
+    assert_eq!(
+        list(&report),
+        "Deployment/orders  2/3 ready  agent installed (1 of 2 pods linked)\n  \
+         intercept orders on port http by alice@laptop: header x-dev=me, path /api\n  \
+         intercept orders on port http by alice@laptop: all traffic\n\
+         Deployment/cart  2/3 ready  no agent\n"
+    );
+}
+
+#[test]
+fn uninstall_text() {
+    assert_eq!(
+        uninstalled("shop", &[]),
+        "No traffic agent to remove in namespace shop.\n"
+    );
+    assert_eq!(
+        uninstalled("shop", &["Deployment/a".into(), "StatefulSet/b".into()]),
+        "Removed the traffic agent from Deployment/a; it is as it was before.\n\
+         Removed the traffic agent from StatefulSet/b; it is as it was before.\n"
+    );
+    let json = report(
+        Output::Json,
+        &vec!["Deployment/a".to_owned()],
+        |_| unreachable!(),
+    );
+    assert_eq!(json.unwrap(), "[\n  \"Deployment/a\"\n]\n");
+}
+
+#[test]
+fn connected_and_quit_lines() {
+    assert_eq!(
+        connected(&status_report(Vec::new())),
+        "Connected to https://10.0.0.1:6443 (context kind-tether) over udp; namespace shop.\n"
+    );
+    assert_eq!(quit(Quit::Disconnected), "Disconnected.\n");
+    assert_eq!(quit(Quit::NotConnected), "Not connected.\n");
+    assert_eq!(
+        quit(Quit::Repaired),
+        "Not connected; restored the resolver configuration a crashed daemon left.\n"
+    );
+}
+
+#[test]
+fn version_lines() {
+    assert_eq!(version("1.2.3", 4), "tether 1.2.3\nprotocol 4\n");
+    assert_eq!(
+        daemon_version(&status_report(Vec::new())),
+        "daemon pid 4242 (connected to https://10.0.0.1:6443)\n"
+    );
+}
+
+#[test]
+fn progress_and_one_line_messages() {
+    assert_eq!(
+        progress("dialing the traffic manager"),
+        "  dialing the traffic manager…\n"
+    );
+    assert_eq!(
+        installing("ghcr.io/x/tether:1", "https://k:6443"),
+        "Installing the traffic manager (ghcr.io/x/tether:1) in https://k:6443…\n"
+    );
+    assert_eq!(
+        installed("tether"),
+        "Traffic manager installed in namespace tether.\n"
+    );
+    assert_eq!(manager_removed(), "Traffic manager removed.\n");
+    assert_eq!(
+        not_gathered("pod logs: forbidden"),
+        "  not gathered: pod logs: forbidden\n"
+    );
+    assert_eq!(
+        gathered(Path::new("t.tar.gz"), 12),
+        "Wrote t.tar.gz (12 files; secrets redacted). Attach it to your bug report.\n"
+    );
+    assert_eq!(
+        man_written(Path::new("/tmp/man")),
+        "Man pages written to /tmp/man\n"
+    );
+}
+
+fn dry_run(format: ManifestFormat) -> String {
+    let mut all = tether_kube::install::manifests(crate::args::DEFAULT_IMAGE).unwrap();
+    tether_kube::install::with_image_pull_secret(&mut all, "regcred");
+    manifests(&all, format).unwrap()
+}
+
+#[test]
+fn dry_run_yaml_is_one_document_per_object() {
+    let count = tether_kube::install::manifests(crate::args::DEFAULT_IMAGE)
+        .unwrap()
+        .len();
+    let text = dry_run(ManifestFormat::Yaml);
+    assert!(text.starts_with("---\n"), "{text}");
+    assert_eq!(text.matches("---\n").count(), count);
+    assert!(text.contains("imagePullSecrets:\n"), "{text}");
+    assert!(text.ends_with('\n') && !text.ends_with("\n\n"));
+}
+
+#[test]
+fn dry_run_json_is_a_v1_list() {
+    let text = dry_run(ManifestFormat::Json);
+    let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (list["apiVersion"].as_str(), list["kind"].as_str()),
+        (Some("v1"), Some("List"))
+    );
+    assert!(list["items"]
+        .as_array()
+        .is_some_and(|items| !items.is_empty()));
+    assert!(text.starts_with("{\n  \"apiVersion\": \"v1\",\n"), "{text}");
+    assert!(text.ends_with("}\n"), "{text}");
+}
