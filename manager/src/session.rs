@@ -156,13 +156,6 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
     tokio::spawn(crate::manager::serve_health(health));
     info!(quic = %quic_addr, relay = relay_port, health = health_port, "Tunnel server ready");
 
-    let shared = Arc::new(Shared {
-        reviewer: ApiReviewer::new(state.client.clone()),
-        state,
-        identity,
-        registry: Mutex::new(Registry::new()),
-        clients: Mutex::default(),
-    });
     // On SIGTERM (a rollout, a deleted pod) close every connection with a reason, so clients and
     // agents reconnect to the next manager at once instead of after the idle timeout.
     let closer = endpoint.clone();
@@ -175,6 +168,25 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
         term.recv().await;
         info!("Terminated: closing every session");
         closer.close(0u32.into(), b"the manager is restarting");
+    });
+    serve_endpoint(endpoint, state, identity).await;
+    Ok(())
+}
+
+/// Serves clients and agents on a bound `endpoint` until it is closed, signing agent
+/// credentials with `identity`. [`serve`] runs it once the cluster-side set-up is done; an
+/// in-process test runs it on its own endpoint, with a state it built.
+pub async fn serve_endpoint(
+    endpoint: quinn::Endpoint,
+    state: ManagerState,
+    identity: Arc<Identity>,
+) {
+    let shared = Arc::new(Shared {
+        reviewer: ApiReviewer::new(state.client.clone()),
+        state,
+        identity,
+        registry: Mutex::new(Registry::new()),
+        clients: Mutex::default(),
     });
     let mut next_agent = 0u64;
     while let Some(incoming) = endpoint.accept().await {
@@ -219,7 +231,6 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
     }
     // Closed: let the CONNECTION_CLOSE frames go out before the process exits.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
-    Ok(())
 }
 
 /// Why a session ended.

@@ -1,0 +1,63 @@
+//! Flows: the workstation opens them on its session, the manager dials for it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use ipnet::IpNet;
+
+use tether_daemon::session::SessionError;
+use tether_harness::servers::round_trip;
+use tether_harness::{patiently, ManagerOptions};
+
+use crate::support::{Result, World};
+
+#[tokio::test]
+async fn a_tcp_flow_reaches_a_service_and_carries_bytes_both_ways() -> Result {
+    let world = World::start().await?;
+    let session = world.alice.session()?;
+    let (send, recv) = session.open_tcp(world.echo.addr()).await?;
+    let mut stream = tokio::io::join(recv, send);
+    // More than a window's first flight, and the write half's end passed on as an end.
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(round_trip(&mut stream, &data).await?, data);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_udp_flow_carries_datagrams_small_and_too_big_for_a_quic_datagram() -> Result {
+    let world = World::start().await?;
+    let session = world.alice.session()?;
+    let flow = session.open_udp(world.udp_echo.addr()).await?;
+    // 100 bytes ride QUIC datagrams; 8000 do not fit one and travel as frames on the stream.
+    for size in [100, 8000] {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 7) as u8).collect();
+        flow.send(&payload).await?;
+        let reply = patiently("the echoed datagram", flow.recv()).await?;
+        assert_eq!(reply.as_deref(), Some(&payload[..]), "{size} bytes");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_manager_refuses_a_destination_its_dial_policy_denies() -> Result {
+    let denied = Ipv4Addr::new(127, 0, 0, 99);
+    let world = World::start_with(ManagerOptions {
+        dial_deny: vec![IpNet::from(IpAddr::V4(denied))],
+        ..ManagerOptions::default()
+    })
+    .await?;
+    let session = world.alice.session()?;
+    let refused = session.open_tcp(SocketAddr::from((denied, 80))).await;
+    match refused {
+        Err(SessionError::Open(error)) => assert_eq!(
+            error.message,
+            "the traffic manager does not dial 127.0.0.99:80: 127.0.0.99/32 is denied by this \
+             installation"
+        ),
+        other => panic!("expected the manager's refusal, got {other:?}"),
+    }
+    // The session is unharmed: the next flow works.
+    let (send, recv) = session.open_tcp(world.echo.addr()).await?;
+    let mut stream = tokio::io::join(recv, send);
+    assert_eq!(round_trip(&mut stream, b"still here").await?, b"still here");
+    Ok(())
+}

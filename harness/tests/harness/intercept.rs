@@ -1,0 +1,137 @@
+//! Intercepts: a sidecar proxy in front of an app, linked to the manager; the workstation's
+//! personal intercept takes the requests with its header to a local server, and only those.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use tether_daemon::session::SessionError;
+use tether_harness::agent::AgentIdentity;
+use tether_harness::servers::{self, get};
+use tether_harness::{eventually, Agent};
+use tether_manager::session::AGENT_SECRET_NAME;
+use tether_proto::{AgentCredentialRequest, CreateIntercept, InterceptFilter};
+use tether_tunnel::Peer;
+
+use crate::support::{Result, World};
+
+/// The app's address in its "pod".
+pub const APP_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 21);
+
+/// Alice's personal intercept of `shop/orders`'s port `port`: requests with `x-session: alice`.
+pub fn personal(port: u16) -> CreateIntercept {
+    CreateIntercept {
+        req: 0,
+        name: "orders".to_owned(),
+        namespace: "shop".to_owned(),
+        workload: "Deployment/orders".to_owned(),
+        port,
+        service_port: "http".to_owned(),
+        filter: InterceptFilter {
+            headers: vec!["x-session=alice".to_owned()],
+            path_prefix: None,
+        },
+    }
+}
+
+/// The agent of pod `shop/orders-1` of `Deployment/orders`, known to the fake API server.
+pub fn orders_pod(world: &World) -> AgentIdentity {
+    AgentIdentity {
+        namespace: "shop".to_owned(),
+        workload: "Deployment/orders".to_owned(),
+        pod: "orders-1".to_owned(),
+        token: world.api.add_pod("shop", "Deployment/orders", "orders-1"),
+    }
+}
+
+#[tokio::test]
+async fn a_personal_intercept_takes_only_requests_with_its_header() -> Result {
+    let world = World::start().await?;
+    let app = servers::http(IpAddr::V4(APP_IP), "app").await?;
+    let laptop = servers::http(IpAddr::V4(Ipv4Addr::LOCALHOST), "laptop").await?;
+    let credential = world.manager.agent_credential("shop")?;
+    let agent = Agent::start(
+        world.manager.addr(),
+        &credential,
+        orders_pod(&world),
+        app.addr(),
+    )
+    .await?;
+
+    let info = world
+        .alice
+        .intercept(personal(app.addr().port()), laptop.addr())
+        .await?;
+    agent.routing(&[info.id]).await?;
+    let mine = [("x-session", "alice")];
+    assert_eq!(
+        get(agent.addr(), "/cart", &mine).await?,
+        (200, "laptop /cart".into())
+    );
+    assert_eq!(
+        get(agent.addr(), "/cart", &[]).await?,
+        (200, "app /cart".into())
+    );
+    let theirs = [("x-session", "bob")];
+    assert_eq!(
+        get(agent.addr(), "/cart", &theirs).await?,
+        (200, "app /cart".into())
+    );
+
+    // Leaving gives the app its traffic back.
+    world.alice.leave("orders").await?;
+    agent.routing(&[]).await?;
+    assert_eq!(
+        get(agent.addr(), "/cart", &mine).await?,
+        (200, "app /cart".into())
+    );
+    // Everything the manager asked the API server (reviews, the pod's token, its owners) was
+    // something the fake knows.
+    assert_eq!(world.api.unanswered(), Vec::<String>::new());
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_agent_credential_is_issued_against_the_secret_and_links_an_agent() -> Result {
+    let world = World::start().await?;
+    let session = world.alice.session()?;
+    let nonce = "0123456789abcdef0123456789abcdef".to_owned();
+
+    // Without the nonce in the namespace's agent Secret, nobody proved write access there.
+    let refused = session.agent_credential("shop", nonce.clone()).await;
+    let Err(SessionError::Intercept(message)) = refused else {
+        panic!("expected a refusal, got {refused:?}");
+    };
+    assert_eq!(
+        message,
+        "there is no Secret tether-agent-tls in namespace shop"
+    );
+
+    let key = AgentCredentialRequest::secret_key(&nonce);
+    let data = BTreeMap::from([(key, nonce.clone().into_bytes())]);
+    world.api.put_secret("shop", AGENT_SECRET_NAME, data);
+    let issued = session.agent_credential("shop", nonce).await?;
+    let peer = Peer::from_pem(&issued.cert_pem).expect("a certificate of the manager's CA");
+    assert_eq!(peer.role, tether_tunnel::Role::Agent);
+    assert_eq!(peer.name, "shop");
+    assert_eq!(issued.ca_pem, world.manager.ca_pem());
+
+    // The credential links an agent: the manager lists it.
+    let credential = tether_tunnel::ClientCredential {
+        ca_pem: issued.ca_pem,
+        cert_pem: issued.cert_pem,
+        key_pem: issued.key_pem,
+    };
+    let app = servers::http(IpAddr::V4(APP_IP), "app").await?;
+    let _agent = Agent::start(
+        world.manager.addr(),
+        &credential,
+        orders_pod(&world),
+        app.addr(),
+    )
+    .await?;
+    eventually("the manager to list the agent", || async {
+        let listed = session.list_intercepts("shop").await;
+        listed.is_ok_and(|state| state.agents.iter().any(|a| a.pod == "orders-1"))
+    })
+    .await
+}
