@@ -84,7 +84,6 @@ pub async fn run_worker(options: Options) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     init_logs();
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let stdin = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()

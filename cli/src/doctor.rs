@@ -57,7 +57,6 @@ async fn options(namespace: Option<String>, kube: KubeArgs, timeout: u64) -> Opt
 }
 
 pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let opts = options(args.namespace, args.kube, args.timeout).await;
     let report = tether_doctor::doctor(&opts).await;
     print!(
@@ -72,7 +71,6 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn gather_logs(args: GatherLogsArgs) -> anyhow::Result<ExitCode> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let doctor = options(args.namespace, args.kube, args.timeout).await;
     let output = args
         .output

@@ -38,7 +38,6 @@ pub async fn install(args: Install) -> anyhow::Result<ExitCode> {
         print!("{}", render::manifests(&manifests, format)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = Cluster::load(kubeconfig, context).await?;
     print!("{}", render::installing(&image, &cluster.server));
     install::install_manifests(

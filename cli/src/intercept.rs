@@ -155,7 +155,6 @@ async fn settle(cluster: &Cluster, namespace: &str, restored: &[String]) -> anyh
 }
 
 pub async fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = Cluster::load(args.kube.kubeconfig.clone(), args.kube.context.clone()).await?;
     if args.manager {
         tether_kube::install::uninstall(&cluster.client).await?;

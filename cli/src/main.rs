@@ -41,6 +41,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
+    // rustls 0.23 panics at the first TLS connection unless exactly one provider is installed.
+    tether_tunnel::install_crypto_provider();
     // The daemon's work is a chain of hand-offs (TUN → stack → tunnel and back); on one thread
     // they cost no cross-thread wake-ups, which is most of a new connection's latency. Set
     // TETHER_DAEMON_THREADS=multi to compare.
