@@ -1,25 +1,30 @@
 //! The daemon's side of one QUIC session with the traffic manager: the control stream (version
-//! handshake, DNS, keep-alives, subnet and namespace updates) and opening TCP and UDP flows.
+//! handshake, DNS, keep-alives, subnet and namespace updates; see [`control`]) and opening TCP
+//! and UDP flows.
+
+mod control;
 
 use std::{
     collections::{BTreeSet, HashMap},
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
 };
 
 use bytes::{Bytes, BytesMut};
+use tether_proto::session::{Reply, Request};
 use tether_proto::{AgentCredential, AgentCredentialRequest};
 use tether_proto::{
     CreateIntercept, DialResult, DnsQuery, ErrorCode, Hello, InterceptState, ListIntercepts,
-    Message, Open, OpenError, Ping, Protocol, RemoveIntercept, Subnets, UdpPacket, Welcome,
+    Message, Open, OpenError, Protocol, RemoveIntercept, Subnets, UdpPacket, Welcome,
     PROTOCOL_VERSION,
 };
+use tether_tunnel::control::Control;
 use tether_tunnel::{framed, quinn};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 /// How long a new flow (or a DNS query for the cluster) waits for a session while the daemon
@@ -59,9 +64,15 @@ pub enum SessionError {
     /// A frame could not be read or written.
     #[error("tunnel protocol")]
     Frame(#[from] framed::FrameIoError),
+    /// The control stream failed.
+    #[error(transparent)]
+    Control(#[from] tether_tunnel::control::ControlError),
     /// The manager refused the session.
     #[error("the traffic manager refused the session: {0}")]
     Refused(String),
+    /// The handshake went wrong otherwise (no `Welcome` in time, one of another version).
+    #[error("the handshake with the traffic manager failed")]
+    Handshake(#[source] tether_proto::session::SessionError),
     /// The manager closed the stream before answering.
     #[error("the traffic manager closed the stream before answering")]
     NoAnswer,
@@ -83,21 +94,16 @@ pub type DialTable = Arc<Mutex<HashMap<u64, SocketAddr>>>;
 /// How long an intercept request may wait for the manager.
 pub const INTERCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Pending<T> = Arc<Mutex<HashMap<u32, oneshot::Sender<T>>>>;
 type UdpFlows = Arc<Mutex<HashMap<u64, mpsc::Sender<Bytes>>>>;
 
 /// A connected session.
 #[derive(Debug, Clone)]
 pub struct Session {
     conn: quinn::Connection,
-    ctl_tx: mpsc::Sender<Message>,
-    dns_pending: Pending<Vec<u8>>,
-    intercept_pending: Pending<Result<InterceptState, tether_proto::Error>>,
-    credential_pending: Pending<Result<AgentCredential, tether_proto::Error>>,
+    /// The control task, which owns the control stream.
+    requests: control::Requests,
     udp_flows: UdpFlows,
     next_flow: Arc<AtomicU64>,
-    /// Ids of control-stream requests (DNS queries, intercept requests).
-    next_request: Arc<AtomicU32>,
     /// What the manager said at the start.
     pub welcome: Arc<Welcome>,
     /// Current subnets (updated by the manager).
@@ -121,80 +127,47 @@ impl Session {
         dials: DialTable,
     ) -> Result<Session, SessionError> {
         let conn = endpoint.connect(addr, tether_tunnel::SERVER_NAME)?.await?;
-        let (mut send, mut recv) = conn.open_bi().await?;
+        let (send, recv) = conn.open_bi().await?;
         let hello = Hello {
             version: PROTOCOL_VERSION,
             client,
             namespace,
             role: tether_proto::Role::Client,
         };
-        framed::write_message(&mut send, &Message::Hello(hello)).await?;
-        let welcome = match framed::read_message(&mut recv).await? {
-            Some(Message::Welcome(w)) => w,
-            Some(Message::Error(e)) => return Err(SessionError::Refused(e.message)),
-            _ => return Err(SessionError::NoAnswer),
-        };
-        let (subnets_tx, subnets_rx) = watch::channel(welcome.subnets.clone());
-        let (namespaces_tx, namespaces_rx) = watch::channel(Arc::default());
-        let (ctl_tx, mut ctl_rx) = mpsc::channel::<Message>(256);
+        let machine = tether_proto::session::Session::client(
+            hello,
+            control::config(),
+            tether_tunnel::control::now(),
+        )
+        .map_err(framed::FrameIoError::from)?;
+        let mut ctl = Control::new(machine, recv, send);
+        let welcome = control::handshake(&mut ctl).await?;
+        let (subnets, subnets_rx) = watch::channel(welcome.subnets.clone());
+        let (namespaces, namespaces_rx) = watch::channel(Arc::default());
+        let (requests, commands) = control::Requests::new();
         let session = Session {
             conn: conn.clone(),
-            ctl_tx,
-            dns_pending: Arc::default(),
-            intercept_pending: Arc::default(),
-            credential_pending: Arc::default(),
+            requests,
             udp_flows: Arc::default(),
             next_flow: Arc::new(AtomicU64::new(1)),
-            next_request: Arc::new(AtomicU32::new(1)),
             welcome: Arc::new(welcome),
             subnets_rx,
             namespaces_rx,
         };
-        // Writer: the only user of the control stream's send half.
+        // The control stream: requests, their answers, updates, keep-alive. Its end is the
+        // session's.
+        let ctl_conn = conn.clone();
         tokio::spawn(async move {
-            while let Some(msg) = ctl_rx.recv().await {
-                if framed::write_message(&mut send, &msg).await.is_err() {
-                    break;
-                }
+            let updates = control::Updates {
+                subnets,
+                namespaces,
+            };
+            if control::run(ctl, commands, updates).await {
+                // The manager's close, with its reason (a refusal, say), is due: let it be the
+                // one the session reports.
+                let _ = tokio::time::timeout(control::LINGER, ctl_conn.closed()).await;
             }
-        });
-        // Reader: DNS answers, intercept replies, subnet and namespace updates.
-        let pending = session.dns_pending.clone();
-        let intercept_pending = session.intercept_pending.clone();
-        let credential_pending = session.credential_pending.clone();
-        let reader_conn = conn.clone();
-        tokio::spawn(async move {
-            loop {
-                match framed::read_message(&mut recv).await {
-                    Ok(Some(Message::DnsAnswer(a))) => {
-                        if let Some(tx) = lock(&pending).remove(&a.id) {
-                            let _ = tx.send(a.packet);
-                        }
-                    }
-                    Ok(Some(Message::Subnets(s))) => {
-                        let _ = subnets_tx.send(s);
-                    }
-                    Ok(Some(Message::Namespaces(n))) => {
-                        let _ = namespaces_tx.send(Arc::new(n.names.into_iter().collect()));
-                    }
-                    Ok(Some(Message::InterceptReply(r))) => {
-                        if let Some(tx) = lock(&intercept_pending).remove(&r.req) {
-                            let _ = tx.send(r.result);
-                        }
-                    }
-                    Ok(Some(Message::AgentCredentialReply(r))) => {
-                        if let Some(tx) = lock(&credential_pending).remove(&r.req) {
-                            let _ = tx.send(r.result);
-                        }
-                    }
-                    Ok(Some(Message::Pong(_))) => {}
-                    Ok(Some(other)) => debug!(kind = other.kind(), "Ignored a control message"),
-                    Ok(None) | Err(_) => {
-                        reader_conn.close(0u32.into(), b"control stream ended");
-                        break;
-                    }
-                }
-            }
+            ctl_conn.close(0u32.into(), b"control stream ended");
         });
         // Datagrams: replies of UDP flows.
         let flows = session.udp_flows.clone();
@@ -222,18 +195,6 @@ impl Session {
                 });
             }
         });
-        // Keep-alive on the control stream (QUIC keeps the path alive; this checks the manager).
-        let ping_tx = session.ctl_tx.clone();
-        tokio::spawn(async move {
-            let mut seq = 0;
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                seq += 1;
-                if ping_tx.send(Message::Ping(Ping { seq })).await.is_err() {
-                    break;
-                }
-            }
-        });
         Ok(session)
     }
 
@@ -247,7 +208,7 @@ impl Session {
     }
 
     pub fn close(&self) {
-        let _ = self.ctl_tx.try_send(Message::Bye(tether_proto::Bye {}));
+        self.requests.close();
         self.conn.close(0u32.into(), b"quit");
     }
 
@@ -263,53 +224,21 @@ impl Session {
 
     /// Asks the manager a DNS question (raw wire message in and out).
     pub async fn dns(&self, packet: Vec<u8>) -> Result<Vec<u8>, SessionError> {
-        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.dns_pending).insert(id, tx);
-        let sent = self
-            .ctl_tx
-            .send(Message::DnsQuery(DnsQuery { id, packet }))
-            .await;
-        let result = match sent {
-            Err(_) => Err(SessionError::NoAnswer),
-            Ok(()) => match tokio::time::timeout(DNS_TIMEOUT, rx).await {
-                Ok(Ok(answer)) => Ok(answer),
-                Ok(Err(_)) => Err(SessionError::NoAnswer),
-                Err(_) => Err(SessionError::TimedOut),
-            },
-        };
-        lock(&self.dns_pending).remove(&id);
-        result
+        match self.requests.ask(DnsQuery { id: 0, packet }).await? {
+            Reply::DnsAnswer(answer) => Ok(answer.packet),
+            _ => Err(SessionError::NoAnswer),
+        }
     }
 
-    /// Sends a control-stream request and waits for the manager's reply, which the reader task
-    /// delivers through `pending`.
-    async fn request<T>(
-        &self,
-        pending: &Pending<Result<T, tether_proto::Error>>,
-        make: impl FnOnce(u32) -> Message,
-    ) -> Result<T, SessionError> {
-        let req = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(pending).insert(req, tx);
-        let result = match self.ctl_tx.send(make(req)).await {
-            Err(_) => Err(SessionError::NoAnswer),
-            Ok(()) => match tokio::time::timeout(INTERCEPT_TIMEOUT, rx).await {
-                Ok(Ok(Ok(answer))) => Ok(answer),
-                Ok(Ok(Err(e))) => Err(SessionError::Intercept(e.message)),
-                Ok(Err(_)) => Err(SessionError::NoAnswer),
-                Err(_) => Err(SessionError::TimedOut),
-            },
-        };
-        lock(pending).remove(&req);
-        result
-    }
-
+    /// Sends an intercept request and waits for the manager's reply.
     async fn intercept_request(
         &self,
-        make: impl FnOnce(u32) -> Message,
+        request: impl Into<Request>,
     ) -> Result<InterceptState, SessionError> {
-        self.request(&self.intercept_pending, make).await
+        match self.requests.ask(request).await? {
+            Reply::InterceptReply(r) => r.result.map_err(|e| SessionError::Intercept(e.message)),
+            _ => Err(SessionError::NoAnswer),
+        }
     }
 
     /// Asks the manager for a credential for the agents of `namespace`; `nonce` must already be
@@ -319,27 +248,25 @@ impl Session {
         namespace: &str,
         nonce: String,
     ) -> Result<AgentCredential, SessionError> {
-        self.request(&self.credential_pending, |req| {
-            Message::AgentCredentialRequest(AgentCredentialRequest {
-                req,
-                namespace: namespace.to_owned(),
-                nonce,
-            })
-        })
-        .await
+        let request = AgentCredentialRequest {
+            req: 0,
+            namespace: namespace.to_owned(),
+            nonce,
+        };
+        match self.requests.ask(request).await? {
+            Reply::AgentCredentialReply(r) => {
+                r.result.map_err(|e| SessionError::Intercept(e.message))
+            }
+            _ => Err(SessionError::NoAnswer),
+        }
     }
 
     /// Asks the manager to start an intercept (`req` is filled in).
     pub async fn create_intercept(
         &self,
-        mut create: CreateIntercept,
+        create: CreateIntercept,
     ) -> Result<tether_proto::InterceptInfo, SessionError> {
-        let state = self
-            .intercept_request(|req| {
-                create.req = req;
-                Message::CreateIntercept(create)
-            })
-            .await?;
+        let state = self.intercept_request(create).await?;
         state
             .intercepts
             .into_iter()
@@ -349,25 +276,20 @@ impl Session {
 
     /// Ends one of this session's intercepts.
     pub async fn remove_intercept(&self, name: &str) -> Result<(), SessionError> {
-        self.intercept_request(|req| {
-            Message::RemoveIntercept(RemoveIntercept {
-                req,
-                name: name.to_owned(),
-            })
-        })
-        .await
-        .map(drop)
+        let remove = RemoveIntercept {
+            req: 0,
+            name: name.to_owned(),
+        };
+        self.intercept_request(remove).await.map(drop)
     }
 
     /// Every intercept and agent in `namespace`.
     pub async fn list_intercepts(&self, namespace: &str) -> Result<InterceptState, SessionError> {
-        self.intercept_request(|req| {
-            Message::ListIntercepts(ListIntercepts {
-                req,
-                namespace: namespace.to_owned(),
-            })
-        })
-        .await
+        let list = ListIntercepts {
+            req: 0,
+            namespace: namespace.to_owned(),
+        };
+        self.intercept_request(list).await
     }
 
     async fn open(

@@ -1,8 +1,10 @@
 //! The manager's tunnel server: one QUIC session per connected workstation.
 //!
 //! A session starts with the control stream (the first bidirectional stream the client opens):
-//! `Hello` in, `Welcome` out, then DNS queries, keep-alives and subnet updates. Every further
-//! bidirectional stream is a flow (see [`flows`]).
+//! `Hello` in, `Welcome` out, then DNS queries, keep-alives and subnet updates. The session on it
+//! is `tether_proto`'s machine (see [`control`]); the client's requests are answered beside the
+//! stream's loop, bounded per session (see [`requests`]). Every further bidirectional stream is
+//! a flow (see [`flows`]).
 //!
 //! Only clients that present a certificate from the manager's own CA get here (mutual TLS in
 //! `tether-tunnel`): a person's short-lived session certificate, which the [`signer`](crate::signer)
@@ -18,7 +20,9 @@
 //! stream the manager opens (see [`agents::relay_dial`]).
 
 mod agents;
+mod control;
 mod flows;
+mod requests;
 mod secret;
 
 use std::{
@@ -28,18 +32,18 @@ use std::{
     time::Duration,
 };
 
+use tether_proto::session::Event;
 use tether_proto::{
-    AgentCredential, AgentCredentialReply, AgentCredentialRequest, DnsAnswer, ErrorCode,
-    InterceptReply, InterceptState, Message, Namespaces, Pong, Welcome, PROTOCOL_VERSION,
+    AgentCredential, AgentCredentialRequest, Namespaces, Welcome, PROTOCOL_VERSION,
 };
-use tether_tunnel::{framed, quinn, Identity, Role};
-use tokio::sync::mpsc;
+use tether_tunnel::{control::now, quinn, Identity, Role};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::authz::{self, review::ApiReviewer, Access, Subject};
 use crate::manager::ManagerState;
-use crate::registry::{Holder, Registry};
+use crate::registry::Registry;
 
+pub use requests::MAX_INTERCEPT_REQUESTS_WAITING;
 pub use secret::{
     check_agent_request, AgentRequestError, AGENT_SECRET_NAME, CA_SECRET_NAME, SECRET_NAME,
 };
@@ -239,7 +243,11 @@ enum SessionError {
     #[error("connection lost")]
     Connection(#[from] quinn::ConnectionError),
     #[error("control stream")]
-    Control(#[from] framed::FrameIoError),
+    Stream(#[from] tether_tunnel::control::ControlError),
+    #[error("control session")]
+    Control(#[source] tether_proto::session::SessionError),
+    #[error("answering on the control stream")]
+    Send(#[from] tether_proto::session::SendError),
     #[error("client sent {0} before Hello")]
     NoHello(&'static str),
     #[error("client speaks protocol version {0}, this manager {PROTOCOL_VERSION}")]
@@ -256,57 +264,13 @@ enum SessionError {
     Forbidden(String),
 }
 
-/// Accepts a peer's control stream and reads its `Hello`; a version this manager does not speak
-/// is answered with an `Error` the peer can show, and refused.
-async fn accept_hello(
-    conn: &quinn::Connection,
-) -> Result<(quinn::SendStream, quinn::RecvStream, tether_proto::Hello), SessionError> {
-    let (mut ctl_send, mut ctl_recv) = conn.accept_bi().await?;
-    let hello = match framed::read_message(&mut ctl_recv).await? {
-        Some(Message::Hello(h)) => h,
-        Some(_) => return Err(SessionError::NoHello("another message")),
-        None => return Err(SessionError::NoHello("nothing")),
-    };
-    if hello.version != PROTOCOL_VERSION {
-        let error = Message::Error(tether_proto::Error {
-            code: tether_proto::ErrorCode::Other,
-            message: format!(
-                "protocol version {} is not supported; upgrade tether",
-                hello.version
-            ),
-        });
-        let _ = framed::write_message(&mut ctl_send, &error).await;
-        let _ = ctl_send.finish();
-        return Err(SessionError::Version(hello.version));
-    }
-    Ok((ctl_send, ctl_recv, hello))
-}
-
-/// Sends `message` as the control stream's `Error` and closes the connection with it.
-async fn refuse(
-    conn: &quinn::Connection,
-    ctl_send: &mut quinn::SendStream,
-    message: String,
-) -> SessionError {
-    let error = Message::Error(tether_proto::Error {
-        code: ErrorCode::NotPermitted,
-        message: message.clone(),
-    });
-    let _ = framed::write_message(ctl_send, &error).await;
-    let _ = ctl_send.finish();
-    // Give the Error a moment to arrive before the close overtakes it.
-    let _ = tokio::time::timeout(Duration::from_secs(1), ctl_send.stopped()).await;
-    conn.close(2u32.into(), message.as_bytes());
-    SessionError::Forbidden(message)
-}
-
 async fn session(
     conn: quinn::Connection,
     shared: Arc<Shared>,
     subject: Subject,
 ) -> Result<(), SessionError> {
     let state = &shared.state;
-    let (mut ctl_send, mut ctl_recv, hello) = accept_hello(&conn).await?;
+    let (mut ctl, hello) = control::accept_hello(&conn).await?;
     // The certificate may be older than a removed binding (or be a credential of an older
     // manager of this CA): the right to a session is asked now, not only at signing.
     let session_access = Access::create_session();
@@ -319,7 +283,9 @@ async fn session(
                 subject.user
             ),
         };
-        return Err(refuse(&conn, &mut ctl_send, message).await);
+        control::refuse(&mut ctl, message.clone()).await;
+        conn.close(2u32.into(), message.as_bytes());
+        return Err(SessionError::Forbidden(message));
     }
     let owner = authz::owner(&subject, &hello.client);
     let session_id = format!("{:016x}", rand_u64());
@@ -330,56 +296,24 @@ async fn session(
         cluster_domain: state.cluster_domain.clone(),
         subnets: subnets_rx.borrow_and_update().clone(),
     };
-    framed::write_message(&mut ctl_send, &Message::Welcome(welcome)).await?;
+    ctl.session_mut().accept(now(), welcome)?;
     // Right behind the Welcome, so the client knows them before it configures DNS.
     let mut namespaces_rx = state.namespaces_rx.clone();
     let names = namespaces_rx.borrow_and_update().clone();
-    framed::write_message(&mut ctl_send, &Message::Namespaces(Namespaces { names })).await?;
+    ctl.session_mut().send(Namespaces { names })?;
     info!(%owner, groups = ?subject.groups, namespace = %hello.namespace, session = %session_id, "Session started");
     shared.clients().insert(session_id.clone(), conn.clone());
 
-    // One writer owns the control stream's send half; everything else queues messages.
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Message>(256);
-    let writer = tokio::spawn(async move {
-        while let Some(msg) = ctl_rx.recv().await {
-            if framed::write_message(&mut ctl_send, &msg).await.is_err() {
-                break;
-            }
-        }
-    });
+    let asker = requests::Asker {
+        subject: subject.clone(),
+        namespace: hello.namespace,
+        session_id: session_id.clone(),
+        owner,
+    };
+    let (requests, mut answers) = requests::Requests::start(shared.clone(), asker);
     let flows = flows::Flows::new(conn.clone(), shared.state.dial_policy.clone());
     let flow_acceptor = flows.clone().accept_loop();
     let datagrams = flows.clone().datagram_loop();
-    let subnet_updates = {
-        let ctl_tx = ctl_tx.clone();
-        async move {
-            while subnets_rx.changed().await.is_ok() {
-                let subnets = subnets_rx.borrow_and_update().clone();
-                info!(?subnets, "Subnets changed");
-                if ctl_tx.send(Message::Subnets(subnets)).await.is_err() {
-                    break;
-                }
-            }
-            std::future::pending::<()>().await
-        }
-    };
-    let namespace_updates = {
-        let ctl_tx = ctl_tx.clone();
-        async move {
-            while namespaces_rx.changed().await.is_ok() {
-                let names = namespaces_rx.borrow_and_update().clone();
-                debug!(count = names.len(), "Namespaces changed");
-                if ctl_tx
-                    .send(Message::Namespaces(Namespaces { names }))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            std::future::pending::<()>().await
-        }
-    };
     // A removed binding ends the session within RECHECK_INTERVAL. A failed question keeps it
     // (the API server may be restarting); the next one decides.
     let recheck = async {
@@ -392,133 +326,52 @@ async fn session(
             }
         }
     };
-    let dns_in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_DNS_IN_FLIGHT));
-    let credential_in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_CREDENTIALS_IN_FLIGHT));
-    let control = async {
-        loop {
-            let msg = framed::read_message(&mut ctl_recv).await?;
-            match msg {
-                None | Some(Message::Bye(_)) => return Err::<(), _>(SessionError::Bye),
-                Some(Message::Ping(p)) => {
-                    let _ = ctl_tx.send(Message::Pong(Pong { seq: p.seq })).await;
+    tokio::pin!(flow_acceptor, datagrams, recheck);
+    // Updates wait while the client does not read (only the latest of each is sent).
+    let (mut subnets_open, mut namespaces_open) = (true, true);
+    let result = loop {
+        tokio::select! {
+            event = ctl.next_event() => match event {
+                Ok(Event::Message(msg)) => requests.on_message(msg, ctl.session_mut()),
+                Ok(Event::Skipped { kind, error }) => {
+                    debug!(kind, %error, "Skipped a malformed control frame")
                 }
-                Some(Message::DnsQuery(q)) => {
-                    let Ok(permit) = dns_in_flight.clone().try_acquire_owned() else {
-                        debug!(
-                            id = q.id,
-                            "DNS query dropped: {MAX_DNS_IN_FLIGHT} in flight"
-                        );
-                        continue;
-                    };
-                    let shared = shared.clone();
-                    let ctl_tx = ctl_tx.clone();
-                    let namespace = hello.namespace.clone();
-                    tokio::spawn(
-                        async move {
-                            if let Some(packet) =
-                                shared.state.resolver.resolve(&q.packet, &namespace).await
-                            {
-                                let _ = ctl_tx
-                                    .send(Message::DnsAnswer(DnsAnswer { id: q.id, packet }))
-                                    .await;
-                            }
-                            drop(permit);
-                        }
-                        .instrument(tracing::debug_span!("dns", id = q.id)),
-                    );
-                }
-                Some(Message::CreateIntercept(c)) => {
-                    let holder = Holder {
-                        session_id: &session_id,
-                        owner: &owner,
-                    };
-                    // Nothing is registered (nor any agent told) before RBAC agrees.
-                    let access = Access::create_intercept(&c.namespace);
-                    let result = match authz::check(&shared.reviewer, &subject, &access).await {
-                        Ok(()) => shared.registry().create(holder, &c),
-                        Err(refusal) => Err(refusal),
-                    };
-                    match &result {
-                        Ok(i) => {
-                            info!(name = %i.name, id = i.id, workload = %i.workload, port = i.port, filter = ?i.filter, "Intercept started")
-                        }
-                        Err(error) => info!(name = %c.name, %error, "Intercept refused"),
-                    }
-                    let result = result.map(|i| InterceptState {
-                        intercepts: vec![i],
-                        agents: Vec::new(),
-                    });
-                    reply(&ctl_tx, c.req, result).await;
-                }
-                Some(Message::RemoveIntercept(r)) => {
-                    let result = shared.registry().remove(&session_id, &r.name);
-                    if let Ok(i) = &result {
-                        info!(name = %i.name, id = i.id, "Intercept ended");
-                    }
-                    let result = result.map(|i| InterceptState {
-                        intercepts: vec![i],
-                        agents: Vec::new(),
-                    });
-                    reply(&ctl_tx, r.req, result).await;
-                }
-                Some(Message::ListIntercepts(l)) => {
-                    let access = Access::list_intercepts(&l.namespace);
-                    let result = authz::check(&shared.reviewer, &subject, &access)
-                        .await
-                        .map(|()| shared.registry().list(&l.namespace));
-                    reply(&ctl_tx, l.req, result).await;
-                }
-                Some(Message::AgentCredentialRequest(r)) => {
-                    // Each request costs API calls: a few at a time per session.
-                    let Ok(permit) = credential_in_flight.clone().try_acquire_owned() else {
-                        let result = Err(tether_proto::Error {
-                            code: ErrorCode::Other,
-                            message: format!(
-                                "{MAX_CREDENTIALS_IN_FLIGHT} agent credential requests of this \
-                                 session are still being answered; ask again"
-                            ),
-                        });
-                        let reply = AgentCredentialReply { req: r.req, result };
-                        let _ = ctl_tx.send(Message::AgentCredentialReply(reply)).await;
-                        continue;
-                    };
-                    let (shared, ctl_tx, subject) =
-                        (shared.clone(), ctl_tx.clone(), subject.clone());
-                    tokio::spawn(async move {
-                        let req = r.req;
-                        let result =
-                            issue_agent_credential(&shared, &subject, r)
-                                .await
-                                .map_err(|message| tether_proto::Error {
-                                    code: ErrorCode::NotPermitted,
-                                    message,
-                                });
-                        drop(permit);
-                        let reply = AgentCredentialReply { req, result };
-                        let _ = ctl_tx.send(Message::AgentCredentialReply(reply)).await;
-                    });
-                }
-                Some(other) => debug!(kind = other.kind(), "Ignored a control message"),
+                Ok(Event::Closed(reason)) => break Err(control::ended(reason)),
+                Ok(_) => {}
+                Err(error) => break Err(error.into()),
+            },
+            Some(answer) = answers.recv(), if ctl.is_writable() => {
+                let _ = ctl.session_mut().send(answer);
             }
+            changed = subnets_rx.changed(), if subnets_open && ctl.is_writable() => match changed {
+                Ok(()) => {
+                    let subnets = subnets_rx.borrow_and_update().clone();
+                    info!(?subnets, "Subnets changed");
+                    let _ = ctl.session_mut().send(subnets);
+                }
+                Err(_) => subnets_open = false,
+            },
+            changed = namespaces_rx.changed(), if namespaces_open && ctl.is_writable() => {
+                match changed {
+                    Ok(()) => {
+                        let names = namespaces_rx.borrow_and_update().clone();
+                        debug!(count = names.len(), "Namespaces changed");
+                        let _ = ctl.session_mut().send(Namespaces { names });
+                    }
+                    Err(_) => namespaces_open = false,
+                }
+            }
+            refusal = &mut recheck => {
+                info!(%refusal, "Session closed: its user lost the right to it");
+                control::refuse(&mut ctl, refusal.clone()).await;
+                conn.close(2u32.into(), refusal.as_bytes());
+                break Err(SessionError::Forbidden(refusal));
+            }
+            e = &mut flow_acceptor => break Err(SessionError::Connection(e)),
+            e = &mut datagrams => break Err(SessionError::Connection(e)),
         }
     };
-    let result = tokio::select! {
-        r = control => r,
-        refusal = recheck => {
-            info!(%refusal, "Session closed: its user lost the right to it");
-            let error = tether_proto::Error { code: ErrorCode::NotPermitted, message: refusal.clone() };
-            let _ = ctl_tx.send(Message::Error(error)).await;
-            // Let the writer send it before the close overtakes it.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            conn.close(2u32.into(), refusal.as_bytes());
-            Err(SessionError::Forbidden(refusal))
-        }
-        e = flow_acceptor => Err(SessionError::Connection(e)),
-        e = datagrams => Err(SessionError::Connection(e)),
-        _ = subnet_updates => Ok(()),
-        _ = namespace_updates => Ok(()),
-    };
-    writer.abort();
+    requests.stop().await;
     flows.close_all();
     conn.close(0u32.into(), b"bye");
     shared.clients().remove(&session_id);
@@ -569,16 +422,6 @@ async fn issue_agent_credential(
         cert_pem: credential.cert_pem,
         key_pem: credential.key_pem,
     })
-}
-
-async fn reply(ctl_tx: &mpsc::Sender<Message>, req: u32, result: Result<InterceptState, String>) {
-    let result = result.map_err(|message| tether_proto::Error {
-        code: ErrorCode::NotPermitted,
-        message,
-    });
-    let _ = ctl_tx
-        .send(Message::InterceptReply(InterceptReply { req, result }))
-        .await;
 }
 
 /// A random id from the OS (no extra dependency: `RandomState` is seeded from it).

@@ -15,8 +15,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether_proto::{AgentHello, Dial, Hello, InterceptInfo, Message, Ping, Role, PROTOCOL_VERSION};
+use tether_proto::session::{CloseReason, Event, Session, SessionConfig, SessionError};
+use tether_proto::{AgentHello, Dial, Hello, InterceptInfo, Message, Role, PROTOCOL_VERSION};
+use tether_tunnel::control::{self, Control, ControlError};
 use tether_tunnel::{framed, quinn, ClientCredential};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -52,12 +55,41 @@ pub struct PortRoutes {
 #[derive(Debug, Clone)]
 struct Current(watch::Receiver<Option<quinn::Connection>>);
 
+/// The control stream to the manager and its session (keep-alive every 5 s, and an end when
+/// the manager falls silent for 15 s).
+type Link = Control<quinn::RecvStream, quinn::SendStream>;
+
+/// Why the manager did not take the agent.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    /// The manager refused it, in the manager's words (the agent logs them as they are).
+    #[error("{0}")]
+    Refused(String),
+    #[error("the manager closed the link before answering")]
+    NoAnswer,
+    #[error("the handshake with the manager failed")]
+    Handshake(#[source] SessionError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+impl From<CloseReason> for LinkError {
+    fn from(reason: CloseReason) -> Self {
+        match reason {
+            CloseReason::Error(SessionError::Refused(error)) => Self::Refused(error.message),
+            CloseReason::Error(SessionError::Ended) | CloseReason::Bye | CloseReason::Finished => {
+                Self::NoAnswer
+            }
+            CloseReason::Error(error) => Self::Handshake(error),
+            CloseReason::Local => Self::NoAnswer,
+        }
+    }
+}
+
 /// How long to wait between connection attempts, at most.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The file, next to the credential, with the pod's service-account token for the manager.
 const TOKEN_FILE: &str = "token";
-/// How often the agent pings the manager.
-const PING_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Keeps the link up until the process ends.
 pub async fn run(config: LinkConfig, ports: Vec<PortRoutes>) {
@@ -69,12 +101,12 @@ pub async fn run(config: LinkConfig, ports: Vec<PortRoutes>) {
     loop {
         let app_ports: Vec<u16> = ports.iter().map(|p| p.app_port).collect();
         match connect(&config, &app_ports).await {
-            Ok((conn, send, recv)) => {
+            Ok((conn, link)) => {
                 info!(manager = %config.manager, "Linked to the traffic manager");
                 backoff = Duration::from_millis(200);
                 last_error.clear();
                 let _ = conn_tx.send(Some(conn.clone()));
-                let reason = serve(send, recv, &ports, &current).await;
+                let reason = serve(link, &ports, &current).await;
                 let _ = conn_tx.send(None);
                 conn.close(0u32.into(), b"bye");
                 clear(&ports);
@@ -95,12 +127,12 @@ pub async fn run(config: LinkConfig, ports: Vec<PortRoutes>) {
     }
 }
 
-/// Connects and says hello. The credential is read anew each time: the Secret is refreshed when
-/// the manager restarts with a new CA.
+/// Connects, says hello and waits for the manager's `Welcome`. The credential is read anew each
+/// time: the Secret is refreshed when the manager restarts with a new CA.
 async fn connect(
     config: &LinkConfig,
     ports: &[u16],
-) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), BoxError> {
+) -> Result<(quinn::Connection, Link), BoxError> {
     let read = |name: &str| {
         let path = config.credentials.join(name);
         std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))
@@ -117,61 +149,53 @@ async fn connect(
     let conn = endpoint
         .connect(config.manager, tether_tunnel::SERVER_NAME)?
         .await?;
-    let (mut send, mut recv) = conn.open_bi().await?;
+    let (send, recv) = conn.open_bi().await?;
     let hello = Hello {
         version: PROTOCOL_VERSION,
         client: config.pod.clone(),
         namespace: config.namespace.clone(),
         role: Role::Agent,
     };
-    framed::write_message(&mut send, &Message::Hello(hello)).await?;
-    let agent = AgentHello {
+    let mut session = Session::client(hello, SessionConfig::client(), control::now())?;
+    session.send(AgentHello {
         workload: config.workload.clone(),
         pod: config.pod.clone(),
         ports: ports.to_vec(),
         token: token.trim().to_owned(),
-    };
-    framed::write_message(&mut send, &Message::AgentHello(agent)).await?;
-    match framed::read_message(&mut recv).await? {
-        Some(Message::Welcome(_)) => Ok((conn, send, recv)),
-        Some(Message::Error(e)) => Err(e.message.into()),
-        _ => Err("the manager closed the link before answering".into()),
+    })?;
+    let mut link = Control::new(session, recv, send);
+    loop {
+        match link.next_event().await.map_err(LinkError::from)? {
+            Event::Established(_) => return Ok((conn, link)),
+            Event::Closed(reason) => return Err(LinkError::from(reason).into()),
+            // Nothing else comes before the Welcome.
+            _ => {}
+        }
     }
 }
 
 /// Follows the manager's tables until the link fails; returns why.
-async fn serve(
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    ports: &[PortRoutes],
-    current: &Current,
-) -> String {
-    let ping = async {
-        let mut seq = 0;
-        loop {
-            tokio::time::sleep(PING_INTERVAL).await;
-            seq += 1;
-            if let Err(e) = framed::write_message(&mut send, &Message::Ping(Ping { seq })).await {
-                return e.to_string();
+async fn serve<R, W>(mut link: Control<R, W>, ports: &[PortRoutes], current: &Current) -> String
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        match link.next_event().await {
+            Ok(Event::Message(Message::AgentIntercepts(table))) => {
+                apply(&table.intercepts, ports, current)
             }
-        }
-    };
-    let read = async {
-        loop {
-            match framed::read_message(&mut recv).await {
-                Ok(Some(Message::AgentIntercepts(table))) => {
-                    apply(&table.intercepts, ports, current)
-                }
-                Ok(Some(Message::Pong(_))) => {}
-                Ok(Some(other)) => debug!(kind = other.kind(), "Ignored a manager message"),
-                Ok(None) => return "the manager closed the link".to_owned(),
-                Err(e) => return e.to_string(),
+            Ok(Event::Message(other)) => debug!(kind = other.kind(), "Ignored a manager message"),
+            Ok(Event::Skipped { kind, error }) => {
+                warn!(kind, %error, "Skipped a malformed frame from the manager")
             }
+            Ok(Event::Closed(CloseReason::Error(error))) => {
+                return tether_proto::error_chain(&error)
+            }
+            Ok(Event::Closed(_)) => return "the manager closed the link".to_owned(),
+            Ok(_) => {}
+            Err(error) => return tether_proto::error_chain(&error),
         }
-    };
-    tokio::select! {
-        r = ping => r,
-        r = read => r,
     }
 }
 
@@ -261,5 +285,93 @@ async fn dial(conn: Option<quinn::Connection>, intercept: u64) -> std::io::Resul
             std::io::ErrorKind::ConnectionAborted,
             "the manager closed the stream",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tether_proto::{AgentIntercepts, ErrorCode, InterceptFilter, Welcome};
+
+    use super::*;
+
+    fn intercept(id: u64, port: u16) -> InterceptInfo {
+        InterceptInfo {
+            id,
+            name: format!("i-{id}"),
+            namespace: "shop".into(),
+            workload: "Deployment/orders".into(),
+            port,
+            service_port: "http".into(),
+            owner: "ann@laptop".into(),
+            session_id: "s-1".into(),
+            filter: InterceptFilter::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_managers_tables_are_applied_until_it_ends_the_link() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            client: "orders-1".into(),
+            namespace: "shop".into(),
+            role: Role::Agent,
+        };
+        let agent = Session::client(hello, SessionConfig::client(), control::now()).unwrap();
+        let (r, w) = tokio::io::split(a);
+        let link = Control::new(agent, r, w);
+        let (r, w) = tokio::io::split(b);
+        let manager = Session::server(SessionConfig::server(), control::now());
+        let mut manager = Control::new(manager, r, w);
+        let ports = [PortRoutes {
+            app_port: 8080,
+            routes: Routes::default(),
+        }];
+        let current = Current(watch::channel(None).1);
+        let table = |intercepts| AgentIntercepts { intercepts };
+        let manage = async {
+            assert!(matches!(manager.next_event().await, Ok(Event::Hello(_))));
+            let welcome = Welcome {
+                version: PROTOCOL_VERSION,
+                session_id: "agent-1".into(),
+                cluster_domain: "cluster.local".into(),
+                subnets: Default::default(),
+            };
+            manager
+                .session_mut()
+                .accept(control::now(), welcome)
+                .unwrap();
+            let intercepts = vec![intercept(1, 8080), intercept(2, 9090)];
+            manager.session_mut().send(table(intercepts)).unwrap();
+            manager.session_mut().send(table(vec![])).unwrap();
+            manager
+                .session_mut()
+                .send(table(vec![intercept(3, 8080)]))
+                .unwrap();
+            manager.finish().await.unwrap();
+        };
+        // The link is established when serve() takes it; here the Welcome is among its input.
+        let (reason, ()) = tokio::join!(serve(link, &ports, &current), manage);
+        assert_eq!(reason, "the manager closed the link");
+        let routes = ports[0].routes.snapshot();
+        let ids: Vec<u64> = routes.iter().map(|i| i.id.0).collect();
+        assert_eq!(ids, [3], "the last table, its port's part");
+    }
+
+    #[test]
+    fn a_refusal_is_the_managers_words() {
+        let refused = CloseReason::Error(SessionError::Refused(tether_proto::Error {
+            code: ErrorCode::NotPermitted,
+            message: "the agent is not pod shop/orders-1: its token was not accepted".into(),
+        }));
+        assert_eq!(
+            LinkError::from(refused).to_string(),
+            "the agent is not pod shop/orders-1: its token was not accepted"
+        );
+        let ended = CloseReason::Error(SessionError::Ended);
+        assert_eq!(
+            LinkError::from(ended).to_string(),
+            "the manager closed the link before answering"
+        );
     }
 }

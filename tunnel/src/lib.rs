@@ -19,6 +19,7 @@
 //!   reading a [`Peer`] back from a certificate.
 //! * `endpoint`: rustls + quinn configuration for both sides, transport tuning, [`peer_identity`].
 //! * `framed`: reading and writing tether frames on QUIC streams.
+//! * `control`: the I/O half of a control stream, driving `tether_proto`'s sans-IO session.
 //! * `carrier`: the stream carrier and the manager's relay; `carrier/frame.rs` is the
 //!   length-prefixed packet framing, `carrier/pump.rs` the two copy loops both sides share.
 //! * `backoff`: the one exponential backoff of the reconnecting loops.
@@ -27,6 +28,7 @@
 
 pub mod backoff;
 mod carrier;
+pub mod control;
 mod endpoint;
 pub mod framed;
 mod identity;

@@ -2,7 +2,8 @@
 //!
 //! The agent opens a control stream and sends `Hello` (role agent) and [`AgentHello`]; the
 //! manager answers `Welcome` and from then on sends the workload's intercepts
-//! ([`AgentIntercepts`](tether_proto::AgentIntercepts)) whenever they change, and answers pings.
+//! ([`AgentIntercepts`](tether_proto::AgentIntercepts)) whenever they change, and answers pings
+//! (the session does: at most a few pongs wait for an agent that does not read).
 //!
 //! Every further bidirectional stream from the agent is one intercepted connection: it starts
 //! with [`Dial`], which [`relay_dial`] passes on to the client holding the intercept, on a stream
@@ -13,18 +14,22 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
+use tether_proto::session::Event;
 use tether_proto::{
-    AgentHello, AgentInfo, AgentIntercepts, Dial, DialResult, ErrorCode, Message, OpenError, Pong,
+    AgentHello, AgentInfo, AgentIntercepts, Dial, DialResult, ErrorCode, Message, OpenError,
     Welcome, AGENT_TOKEN_AUDIENCE, PROTOCOL_VERSION,
 };
+use tether_tunnel::control::now;
 use tether_tunnel::{framed, quinn};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{debug, debug_span, info, Instrument};
 
+use super::control::{self, Ctl};
 use super::{SessionError, Shared};
 
-/// Pongs queued for an agent before further pings go unanswered.
-const PONG_QUEUE: usize = 8;
+/// How long an agent may take to send its `AgentHello` after its `Hello` (it sends both at
+/// once).
+const AGENT_HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long an agent's new stream may take to send its `Dial`.
 const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -36,7 +41,7 @@ pub(super) async fn session(
     agent_id: u64,
     credential_namespace: &str,
 ) -> Result<(), SessionError> {
-    let (mut ctl_send, mut ctl_recv, hello) = super::accept_hello(&conn).await?;
+    let (mut ctl, hello) = control::accept_hello(&conn).await?;
     // An agent credential is issued for one namespace: its agents serve no other.
     if hello.namespace != credential_namespace {
         let message = format!(
@@ -44,24 +49,20 @@ pub(super) async fn session(
              tether-agent-tls was copied from another namespace; delete it and intercept again",
             hello.namespace
         );
-        refuse(&mut ctl_send, message).await;
+        control::refuse(&mut ctl, message).await;
         return Err(SessionError::WrongNamespace {
             claimed: hello.namespace,
             credential: credential_namespace.to_owned(),
         });
     }
-    let agent: AgentHello = match framed::read_message(&mut ctl_recv).await? {
-        Some(Message::AgentHello(a)) => a,
-        Some(_) => return Err(SessionError::NoAgentHello("another message")),
-        None => return Err(SessionError::NoAgentHello("nothing")),
-    };
+    let agent = agent_hello(&mut ctl).await?;
     // And the agent is the pod it says it is: the API server vouches for its pod's token.
     let review = review_token(&shared.state.client, &agent.token).await;
     if let Err(why) =
         review.and_then(|status| check_pod_token(&status, &hello.namespace, &agent.pod))
     {
-        refuse(
-            &mut ctl_send,
+        control::refuse(
+            &mut ctl,
             format!(
                 "the agent is not pod {}/{}: {why}",
                 hello.namespace, agent.pod
@@ -73,8 +74,8 @@ pub(super) async fn session(
     // And the pod belongs to the workload the agent says it serves: intercepts of another
     // workload (and their holders' laptops) are none of its business.
     if let Err(why) = check_owner(&shared.state.client, &hello.namespace, &agent).await {
-        refuse(
-            &mut ctl_send,
+        control::refuse(
+            &mut ctl,
             format!(
                 "the agent's pod {}/{} is not part of {}: {why}",
                 hello.namespace, agent.pod, agent.workload
@@ -89,7 +90,7 @@ pub(super) async fn session(
         cluster_domain: shared.state.cluster_domain.clone(),
         subnets: Default::default(),
     };
-    framed::write_message(&mut ctl_send, &Message::Welcome(welcome)).await?;
+    ctl.session_mut().accept(now(), welcome)?;
     let info = AgentInfo {
         namespace: hello.namespace,
         workload: agent.workload,
@@ -98,40 +99,13 @@ pub(super) async fn session(
     };
     info!(namespace = %info.namespace, workload = %info.workload, pod = %info.pod, ports = ?info.ports, "Agent connected");
 
-    // Both queues to the agent are bounded: the table is only ever the latest one, and pongs
-    // beyond a few unsent ones are dropped (an agent that pings faster than it reads loses
-    // pongs, nobody else anything).
+    // What waits for the agent is bounded: the table is only ever the latest one (it is taken
+    // from the watch only while the agent reads), and the session queues a few pongs at most.
     let (table_tx, mut table_rx) = watch::channel(AgentIntercepts {
         intercepts: Vec::new(),
     });
-    let (pong_tx, mut pong_rx) = mpsc::channel::<Pong>(PONG_QUEUE);
     let workload = (info.namespace.clone(), info.workload.clone());
     shared.registry().agent_joined(agent_id, info, table_tx);
-    let writer = async move {
-        loop {
-            let msg = tokio::select! {
-                changed = table_rx.changed() => match changed {
-                    Ok(()) => Message::AgentIntercepts(table_rx.borrow_and_update().clone()),
-                    Err(_) => break,
-                },
-                Some(pong) = pong_rx.recv() => Message::Pong(pong),
-            };
-            if framed::write_message(&mut ctl_send, &msg).await.is_err() {
-                break;
-            }
-        }
-    };
-    let control = async {
-        loop {
-            match framed::read_message(&mut ctl_recv).await? {
-                None | Some(Message::Bye(_)) => return Err::<(), _>(SessionError::Bye),
-                Some(Message::Ping(p)) => {
-                    let _ = pong_tx.try_send(Pong { seq: p.seq });
-                }
-                Some(other) => debug!(kind = other.kind(), "Ignored an agent message"),
-            }
-        }
-    };
     let dials = async {
         loop {
             let (send, recv) = conn.accept_bi().await?;
@@ -144,14 +118,52 @@ pub(super) async fn session(
             });
         }
     };
-    let result = tokio::select! {
-        r = control => r,
-        r = dials => r,
-        () = writer => Ok(()),
+    tokio::pin!(dials);
+    let result = loop {
+        tokio::select! {
+            event = ctl.next_event() => match event {
+                Ok(Event::Closed(reason)) => break Err(control::ended(reason)),
+                Ok(Event::Message(other)) => debug!(kind = other.kind(), "Ignored an agent message"),
+                Ok(Event::Skipped { kind, error }) => {
+                    debug!(kind, %error, "Skipped a malformed agent frame")
+                }
+                Ok(_) => {}
+                Err(error) => break Err(error.into()),
+            },
+            changed = table_rx.changed(), if ctl.is_writable() => match changed {
+                Ok(()) => {
+                    let table = table_rx.borrow_and_update().clone();
+                    let _ = ctl.session_mut().send(table);
+                }
+                Err(_) => break Ok(()),
+            },
+            r = &mut dials => break r,
+        }
     };
     shared.registry().agent_left(agent_id);
     conn.close(0u32.into(), b"bye");
     result
+}
+
+/// Waits (within [`AGENT_HELLO_TIMEOUT`]) for the agent's `AgentHello`, which comes right
+/// behind its `Hello`.
+async fn agent_hello(ctl: &mut Ctl) -> Result<AgentHello, SessionError> {
+    let first = async {
+        loop {
+            match ctl.next_event().await? {
+                Event::Message(Message::AgentHello(agent)) => return Ok(agent),
+                Event::Message(_) => return Err(SessionError::NoAgentHello("another message")),
+                Event::Skipped { .. } => {
+                    return Err(SessionError::NoAgentHello("an undecodable frame"))
+                }
+                Event::Closed(_) => return Err(SessionError::NoAgentHello("nothing")),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(AGENT_HELLO_TIMEOUT, first)
+        .await
+        .unwrap_or(Err(SessionError::NoAgentHello("nothing")))
 }
 
 /// Why an intercepted connection could not be passed on.
@@ -260,17 +272,6 @@ pub(super) async fn splice(
         }
     };
     tokio::join!(forward, backward);
-}
-
-/// Tells a refused agent why (it logs it), and lets the answer arrive before the connection goes.
-async fn refuse(ctl_send: &mut quinn::SendStream, message: String) {
-    let error = Message::Error(tether_proto::Error {
-        code: ErrorCode::NotPermitted,
-        message,
-    });
-    let _ = framed::write_message(ctl_send, &error).await;
-    let _ = ctl_send.finish();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ctl_send.stopped()).await;
 }
 
 /// Asks the API server whose `token` is (audience [`AGENT_TOKEN_AUDIENCE`]).
