@@ -220,7 +220,8 @@ fn set_image(deployment: &mut serde_json::Value, image: &str) -> bool {
     let mut found = false;
     let spec = &mut deployment["spec"]["template"]["spec"];
     for list in ["initContainers", "containers"] {
-        let Some(containers) = spec[list].as_array_mut() else {
+        // `get_mut`, not indexing: indexing a missing key would add it as `null`.
+        let Some(containers) = spec.get_mut(list).and_then(|l| l.as_array_mut()) else {
             continue;
         };
         for container in containers {

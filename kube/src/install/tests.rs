@@ -548,3 +548,12 @@ fn the_manifests_spell_the_cluster_contract() {
     assert!(text.contains(names::SIGNER_NAME));
     assert!(text.contains(names::RBAC_GROUP));
 }
+
+#[test]
+fn setting_the_image_adds_nothing_else() {
+    let installed = manifests(IMAGE).unwrap();
+    let deployment = find(&installed, "Deployment", crate::names::MANAGER);
+    let spec = &deployment["spec"]["template"]["spec"];
+    assert_eq!(spec["containers"][0]["image"], json!(IMAGE));
+    assert!(spec.get("initContainers").is_none(), "{spec}");
+}
