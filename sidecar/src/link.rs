@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tether_proto::session::{CloseReason, Event, Session, SessionConfig, SessionError};
 use tether_proto::{AgentHello, Dial, Hello, InterceptInfo, Message, Role, PROTOCOL_VERSION};
+use tether_tunnel::backoff::Backoff;
 use tether_tunnel::control::{self, Control, ControlError};
 use tether_tunnel::{framed, quinn, ClientCredential};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -86,8 +87,8 @@ impl From<CloseReason> for LinkError {
     }
 }
 
-/// How long to wait between connection attempts, at most.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Pauses between connection attempts: from the first to the longest.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(5));
 /// The file, next to the credential, with the pod's service-account token for the manager.
 const TOKEN_FILE: &str = "token";
 
@@ -95,7 +96,7 @@ const TOKEN_FILE: &str = "token";
 pub async fn run(config: LinkConfig, ports: Vec<PortRoutes>) {
     let (conn_tx, conn_rx) = watch::channel(None);
     let current = Current(conn_rx);
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
     // Each new reason the link cannot come up is a warning; the same one again is not.
     let mut last_error = String::new();
     loop {
@@ -103,7 +104,7 @@ pub async fn run(config: LinkConfig, ports: Vec<PortRoutes>) {
         match connect(&config, &app_ports).await {
             Ok((conn, link)) => {
                 info!(manager = %config.manager, "Linked to the traffic manager");
-                backoff = Duration::from_millis(200);
+                backoff.reset();
                 last_error.clear();
                 let _ = conn_tx.send(Some(conn.clone()));
                 let reason = serve(link, &ports, &current).await;
@@ -122,8 +123,7 @@ pub async fn run(config: LinkConfig, ports: Vec<PortRoutes>) {
                 }
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(backoff.next_pause()).await;
     }
 }
 
