@@ -45,8 +45,8 @@ pub enum ClusterError {
     #[error("the traffic manager refused a session certificate: {0}")]
     SessionRefused(String),
     /// Nobody answered the certificate request.
-    #[error("no answer to the session certificate request within {}s: is the traffic manager running? (`kubectl -n {MANAGER_NAMESPACE} get pods`)", crate::credential::ANSWER_TIMEOUT.as_secs())]
-    NoSigner,
+    #[error("no answer to the session certificate request within {0}s: is the traffic manager running? (`kubectl -n {MANAGER_NAMESPACE} get pods`)")]
+    NoSigner(u64),
     /// Any other API failure.
     #[error("Kubernetes API: {0}")]
     Api(String),

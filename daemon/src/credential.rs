@@ -115,7 +115,7 @@ pub async fn session_credential(cluster: &Cluster) -> Result<ClientCredential, C
     let cert_pem = match answer {
         Ok(Outcome::Issued(cert)) => cert,
         Ok(Outcome::Refused(message)) => return Err(ClusterError::SessionRefused(message)),
-        Ok(Outcome::Pending) => return Err(ClusterError::NoSigner),
+        Ok(Outcome::Pending) => return Err(ClusterError::NoSigner(ANSWER_TIMEOUT.as_secs())),
         Err(e) => return Err(cluster.map(&format!("get certificatesigningrequest {name}"), e)),
     };
     info!("Got a session certificate");

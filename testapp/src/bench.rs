@@ -25,7 +25,7 @@ use hyper::{body::Incoming, client::conn::http1, Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
-use crate::get::{parse_header, Header};
+use crate::get::{parse_header, Header, Target};
 use tokio::{
     net::{TcpStream, UdpSocket},
     time::timeout,
@@ -178,35 +178,6 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-/// Where a URL points: the address to dial and what goes on the request line.
-#[derive(Debug)]
-pub(crate) struct Target {
-    /// The host without IPv6 brackets: an IP address or a name.
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    /// `host[:port]` as in the URL: the `Host` header.
-    pub(crate) authority: String,
-    /// The path and query: what the HTTP/1.1 request line carries.
-    pub(crate) path: String,
-}
-
-impl Target {
-    pub(crate) fn parse(url: &Uri) -> anyhow::Result<Target> {
-        if url.scheme_str() != Some("http") {
-            bail!("{url}: only http:// URLs");
-        }
-        let authority = url.authority().context("URL without a host")?;
-        Ok(Target {
-            host: authority.host().trim_matches(['[', ']']).to_owned(),
-            port: authority.port_u16().unwrap_or(80),
-            authority: authority.to_string(),
-            path: url
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), ToString::to_string),
-        })
-    }
 }
 
 type Sender = http1::SendRequest<Empty<Bytes>>;

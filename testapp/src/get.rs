@@ -11,7 +11,7 @@
 
 use std::{fmt, io::Write, net::SocketAddr, time::Duration};
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::{
@@ -23,7 +23,34 @@ use hyper::{
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::{net::TcpStream, time::timeout};
 
-use crate::bench::Target;
+/// Where a URL points: the address to dial and what goes on the request line.
+#[derive(Debug)]
+pub(crate) struct Target {
+    /// The host without IPv6 brackets: an IP address or a name.
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// `host[:port]` as in the URL: the `Host` header.
+    pub(crate) authority: String,
+    /// The path and query: what the HTTP/1.1 request line carries.
+    pub(crate) path: String,
+}
+
+impl Target {
+    pub(crate) fn parse(url: &Uri) -> anyhow::Result<Target> {
+        if url.scheme_str() != Some("http") {
+            bail!("{url}: only http:// URLs");
+        }
+        let authority = url.authority().context("URL without a host")?;
+        Ok(Target {
+            host: authority.host().trim_matches(['[', ']']).to_owned(),
+            port: authority.port_u16().unwrap_or(80),
+            authority: authority.to_string(),
+            path: url
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), ToString::to_string),
+        })
+    }
+}
 
 /// How long connecting may take, and then each request (its whole body included).
 const TIMEOUT: Duration = Duration::from_secs(10);
