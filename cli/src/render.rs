@@ -116,12 +116,37 @@ pub fn version(cli: &str, protocol: impl std::fmt::Display) -> String {
     format!("tether {cli}\nprotocol {protocol}\n")
 }
 
-/// `tether version`, after [`version`]: the running daemon.
-pub fn daemon_version(daemon: &StatusReport) -> String {
-    format!(
+/// `tether version`, after [`version`]: the running daemon and its traffic manager, and a
+/// warning for each that runs another tether than `cli`.
+pub fn daemon_version(daemon: &StatusReport, cli: &str) -> String {
+    let mut out = format!(
         "daemon pid {} (connected to {})\n",
         daemon.daemon_pid, daemon.cluster_server
-    )
+    );
+    let versions = [
+        (
+            "daemon",
+            &daemon.daemon_version,
+            "`tether quit` and connect again",
+        ),
+        (
+            "traffic manager",
+            &daemon.manager_version,
+            "`tether install` installs this version's",
+        ),
+    ];
+    for (what, version, fix) in versions {
+        if version.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("{what} {version}\n"));
+        if version != cli {
+            out.push_str(&format!(
+                "warning: the {what} runs tether {version} and this is tether {cli}: {fix}\n"
+            ));
+        }
+    }
+    out
 }
 
 /// One line describing an intercept (no newline: it goes inside other lines).

@@ -70,7 +70,7 @@ pub async fn version() -> anyhow::Result<ExitCode> {
         render::version(env!("CARGO_PKG_VERSION"), tether_daemon::PROTOCOL_VERSION)
     );
     if let Some(Response::Status(s)) = ask(Request::Status).await {
-        print!("{}", render::daemon_version(&s));
+        print!("{}", render::daemon_version(&s, env!("CARGO_PKG_VERSION")));
     }
     Ok(ExitCode::SUCCESS)
 }

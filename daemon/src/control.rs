@@ -109,6 +109,13 @@ pub struct StatusReport {
     /// This workstation's intercepts.
     #[serde(default)]
     pub intercepts: Vec<ActiveIntercept>,
+    /// The daemon's tether version.
+    #[serde(default)]
+    pub daemon_version: String,
+    /// The traffic manager's tether version; empty when it has not said (older than 0.1.0's
+    /// `ManagerInfo`) or the session is down.
+    #[serde(default)]
+    pub manager_version: String,
 }
 
 /// Where the daemon's socket, log and backups live. `TETHER_RUNTIME_DIR` overrides the default so

@@ -244,6 +244,8 @@ pub async fn run(opts: Options, helper: Helper, start: Start) -> Result<(), Daem
             daemon_pid: std::process::id(),
             privileged_pid: start.helper_pid,
             intercepts: Vec::new(),
+            daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
+            manager_version: String::new(),
         };
     }
     let intercepts = Arc::new(crate::intercept::Intercepts::new(

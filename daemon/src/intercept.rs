@@ -148,6 +148,13 @@ impl Intercepts {
         self.dials.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The traffic manager's tether version, if the current session's manager said.
+    pub fn manager_version(&self) -> Option<String> {
+        let session = self.session().ok()?;
+        let version = session.manager_version_rx.borrow().clone();
+        version
+    }
+
     /// Where intercepted connections go; sessions dial through it.
     pub fn dial_table(&self) -> DialTable {
         self.dials.clone()

@@ -156,6 +156,7 @@ async fn answer(
                 .clone();
             if let Some(intercepts) = shared.intercepts.get() {
                 s.intercepts = intercepts.list_active();
+                s.manager_version = intercepts.manager_version().unwrap_or_default();
             }
             Response::Status(Box::new(s))
         }

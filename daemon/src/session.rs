@@ -110,6 +110,8 @@ pub struct Session {
     pub subnets_rx: watch::Receiver<Subnets>,
     /// The cluster's namespaces (empty until the manager says; an older one never does).
     pub namespaces_rx: watch::Receiver<Arc<BTreeSet<String>>>,
+    /// The manager's tether version (`None` until it says; an older one never does).
+    pub manager_version_rx: watch::Receiver<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -144,6 +146,7 @@ impl Session {
         let welcome = control::handshake(&mut ctl).await?;
         let (subnets, subnets_rx) = watch::channel(welcome.subnets.clone());
         let (namespaces, namespaces_rx) = watch::channel(Arc::default());
+        let (manager_version, manager_version_rx) = watch::channel(None);
         let (requests, commands) = control::Requests::new();
         let session = Session {
             conn: conn.clone(),
@@ -153,6 +156,7 @@ impl Session {
             welcome: Arc::new(welcome),
             subnets_rx,
             namespaces_rx,
+            manager_version_rx,
         };
         // The control stream: requests, their answers, updates, keep-alive. Its end is the
         // session's.
@@ -161,6 +165,7 @@ impl Session {
             let updates = control::Updates {
                 subnets,
                 namespaces,
+                manager_version,
             };
             if control::run(ctl, commands, updates).await {
                 // The manager's close, with its reason (a refusal, say), is due: let it be the

@@ -34,7 +34,7 @@ use std::{
 
 use tether_proto::session::Event;
 use tether_proto::{
-    AgentCredential, AgentCredentialRequest, Namespaces, Welcome, PROTOCOL_VERSION,
+    AgentCredential, AgentCredentialRequest, ManagerInfo, Namespaces, Welcome, PROTOCOL_VERSION,
 };
 use tether_tunnel::{control::now, quinn, Identity, Role};
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -301,6 +301,9 @@ async fn session(
     let mut namespaces_rx = state.namespaces_rx.clone();
     let names = namespaces_rx.borrow_and_update().clone();
     ctl.session_mut().send(Namespaces { names })?;
+    ctl.session_mut().send(ManagerInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })?;
     info!(%owner, groups = ?subject.groups, namespace = %hello.namespace, session = %session_id, "Session started");
     shared.clients().insert(session_id.clone(), conn.clone());
 

@@ -37,6 +37,7 @@
 //! | 21 | [`AgentCredentialRequest`] | client → manager, a credential for one namespace's agents |
 //! | 22 | [`AgentCredentialReply`] | manager → client, answers 21 |
 //! | 23 | [`Namespaces`] | manager → client, after `Welcome` and when namespaces come or go |
+//! | 24 | [`ManagerInfo`] | manager → client, after `Welcome`: the manager's tether version |
 //!
 //! # Sessions
 //! [`session::Session`] is the control stream's state machine, for both ends: the `Hello` /
@@ -113,9 +114,9 @@ pub use frame::{
 pub use message::{
     AgentCredential, AgentCredentialReply, AgentCredentialRequest, AgentHello, AgentInfo,
     AgentIntercepts, Bye, CreateIntercept, Dial, DialResult, DnsAnswer, DnsQuery, Error, ErrorCode,
-    Hello, InterceptFilter, InterceptInfo, InterceptReply, InterceptState, ListIntercepts, Message,
-    Namespaces, Open, OpenError, OpenResult, PayloadError, Ping, Pong, Protocol, RemoveIntercept,
-    Role, Subnets, UdpPacket, Welcome, AGENT_TOKEN_AUDIENCE,
+    Hello, InterceptFilter, InterceptInfo, InterceptReply, InterceptState, ListIntercepts,
+    ManagerInfo, Message, Namespaces, Open, OpenError, OpenResult, PayloadError, Ping, Pong,
+    Protocol, RemoveIntercept, Role, Subnets, UdpPacket, Welcome, AGENT_TOKEN_AUDIENCE,
 };
 pub use relay::{decode_relay, encode_relay, RelayDecoder, RelayError, MAX_RELAY_PACKET};
 

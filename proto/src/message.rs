@@ -106,6 +106,14 @@ pub struct Namespaces {
     pub names: Vec<String>,
 }
 
+/// Which tether the manager is; sent right after [`Welcome`] (which cannot grow a field: its
+/// encoding is fixed). A client that never gets one talks to a manager older than this message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerInfo {
+    /// The manager's tether version (`0.1.0`).
+    pub version: String,
+}
+
 /// A DNS query to resolve in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsQuery {
@@ -501,6 +509,8 @@ messages! {
     22 => AgentCredentialReply,
     /// The cluster's namespaces changed.
     23 => Namespaces,
+    /// Which tether the manager is.
+    24 => ManagerInfo,
 }
 
 /// Why a payload did not decode.

@@ -44,6 +44,7 @@ fn status_report(intercepts: Vec<ActiveIntercept>) -> StatusReport {
         daemon_pid: 4242,
         privileged_pid: 4241,
         intercepts,
+        ..Default::default()
     }
 }
 
@@ -286,9 +287,20 @@ fn connected_and_quit_lines() {
 #[test]
 fn version_lines() {
     assert_eq!(version("1.2.3", 4), "tether 1.2.3\nprotocol 4\n");
+    let mut status = status_report(Vec::new());
     assert_eq!(
-        daemon_version(&status_report(Vec::new())),
+        daemon_version(&status, "1.2.3"),
         "daemon pid 4242 (connected to https://10.0.0.1:6443)\n"
+    );
+    status.daemon_version = "1.2.3".into();
+    status.manager_version = "1.1.0".into();
+    assert_eq!(
+        daemon_version(&status, "1.2.3"),
+        "daemon pid 4242 (connected to https://10.0.0.1:6443)\n\
+         daemon 1.2.3\n\
+         traffic manager 1.1.0\n\
+         warning: the traffic manager runs tether 1.1.0 and this is tether 1.2.3: \
+         `tether install` installs this version's\n"
     );
 }
 

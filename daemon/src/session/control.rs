@@ -83,6 +83,7 @@ impl Requests {
 pub(super) struct Updates {
     pub(super) subnets: watch::Sender<Subnets>,
     pub(super) namespaces: watch::Sender<Arc<BTreeSet<String>>>,
+    pub(super) manager_version: watch::Sender<Option<String>>,
 }
 
 /// Drives the handshake (the client's `Hello` is queued already) until the manager's `Welcome`.
@@ -193,6 +194,9 @@ fn on_event(event: Event, waiting: &mut HashMap<u32, Answer>, updates: &Updates)
             let _ = updates
                 .namespaces
                 .send(Arc::new(n.names.into_iter().collect()));
+        }
+        Event::Message(Message::ManagerInfo(info)) => {
+            let _ = updates.manager_version.send(Some(info.version));
         }
         Event::Message(other) => debug!(kind = other.kind(), "Ignored a control message"),
         Event::Unmatched { kind, id } => debug!(kind, id, "Ignored a late or unasked answer"),

@@ -14,3 +14,4 @@ mod flows;
 mod intercept;
 mod reconnect;
 mod support;
+mod version;

@@ -162,6 +162,10 @@ fn every_message() -> Vec<Message> {
             names: vec!["default".into(), "ext".into()],
         }
         .into(),
+        ManagerInfo {
+            version: "0.1.0".into(),
+        }
+        .into(),
     ]
 }
 

@@ -82,6 +82,7 @@ async fn connected(config: SessionConfig) -> (Requests, Names, Ctl, tokio::task:
         Updates {
             subnets,
             namespaces,
+            manager_version: watch::channel(None).0,
         },
     ));
     (requests, names, mgr, task)
