@@ -195,6 +195,134 @@ fn manager_scaled_to_zero_is_named_and_its_command_repairs_it() {
     drop(guard);
 }
 
+/// The manager's container changed by a JSON patch; the original put back on drop (then waits
+/// for the manager).
+struct ManagerPatched {
+    restore: String,
+}
+
+impl ManagerPatched {
+    /// Replaces `/spec/template/spec/containers/0/FIELD` with each value.
+    fn new(changes: &[(&str, Value)]) -> ManagerPatched {
+        let container = kubectl(&[
+            "-n",
+            "tether",
+            "get",
+            "deployment/tether-manager",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0]}",
+        ])
+        .expect_ok("the manager's container");
+        let container: Value = serde_json::from_str(&container).expect("the container as JSON");
+        let op = |field: &str, value: &Value, op: &str| {
+            let mut o = serde_json::json!({
+                "op": op,
+                "path": format!("/spec/template/spec/containers/0/{field}"),
+            });
+            if op != "remove" {
+                o["value"] = value.clone();
+            }
+            o
+        };
+        let patch: Vec<Value> = changes.iter().map(|(f, v)| op(f, v, "add")).collect();
+        let restore: Vec<Value> = changes
+            .iter()
+            .map(|(f, _)| match container.get(*f) {
+                Some(old) => op(f, old, "add"),
+                None => op(f, &Value::Null, "remove"),
+            })
+            .collect();
+        let guard = ManagerPatched {
+            restore: Value::from(restore).to_string(),
+        };
+        kubectl(&[
+            "-n",
+            "tether",
+            "patch",
+            "deployment/tether-manager",
+            "--type=json",
+            "-p",
+            &Value::from(patch).to_string(),
+        ])
+        .expect_ok("patch the manager");
+        guard
+    }
+}
+
+impl Drop for ManagerPatched {
+    fn drop(&mut self) {
+        let undo = kubectl(&[
+            "-n",
+            "tether",
+            "patch",
+            "deployment/tether-manager",
+            "--type=json",
+            "-p",
+            &self.restore,
+        ]);
+        if !undo.ok {
+            eprintln!("the manager was not restored: {}", undo.stderr);
+        }
+        let back = kubectl(&[
+            "-n",
+            "tether",
+            "rollout",
+            "status",
+            "deployment/tether-manager",
+            "--timeout=120s",
+        ]);
+        if !back.ok {
+            eprintln!("the manager is not back: {}", back.stderr);
+        }
+    }
+}
+
+#[test]
+fn a_manager_image_missing_from_the_node_is_named() {
+    let image = "tether.local/tether-agent:not-on-this-node";
+    let guard = ManagerPatched::new(&[
+        ("image", Value::from(image)),
+        ("imagePullPolicy", Value::from("Never")),
+    ]);
+    let report = eventually(Duration::from_secs(90), "ErrImageNeverPull", || {
+        let (_, report) = doctor(&[]);
+        text(&check(&report, "manager.pod")["found"])
+            .contains("ErrImageNeverPull")
+            .then_some(report)
+    });
+    let pod = check(&report, "manager.pod");
+    assert_eq!(pod["status"], "fail", "{pod:#}");
+    assert!(
+        text(&pod["next"]).contains(image)
+            && text(&pod["next"]).contains("imagePullPolicy is Never"),
+        "{pod:#}"
+    );
+    drop(guard);
+    await_manager();
+    let (_, report) = doctor(&[]);
+    assert_eq!(check(&report, "manager.pod")["status"], "ok", "{report:#}");
+}
+
+#[test]
+fn an_oom_killed_manager_is_named_with_its_reason() {
+    // Enough to start, not enough to run: the manager's watches fill it within seconds.
+    let guard = ManagerPatched::new(&[(
+        "resources",
+        serde_json::json!({"limits": {"memory": "12Mi"}, "requests": {"memory": "12Mi"}}),
+    )]);
+    let report = eventually(Duration::from_secs(150), "an OOM kill", || {
+        let (_, report) = doctor(&[]);
+        text(&check(&report, "manager.pod")["found"])
+            .contains("OOMKilled")
+            .then_some(report)
+    });
+    let pod = check(&report, "manager.pod");
+    assert_ne!(pod["status"], "ok", "{pod:#}");
+    assert!(text(&pod["found"]).contains("OOMKilled"), "{pod:#}");
+    drop(guard);
+    await_manager();
+}
+
 /// Node conditions a test set through the status subresource; removed (and DiskPressure put
 /// back to False) on drop, then waits for the node's disk-pressure taint to go.
 struct NodeConditions {
