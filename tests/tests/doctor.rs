@@ -303,26 +303,6 @@ fn a_manager_image_missing_from_the_node_is_named() {
     assert_eq!(check(&report, "manager.pod")["status"], "ok", "{report:#}");
 }
 
-#[test]
-fn an_oom_killed_manager_is_named_with_its_reason() {
-    // Enough to start, not enough to run: the manager's watches fill it within seconds.
-    let guard = ManagerPatched::new(&[(
-        "resources",
-        serde_json::json!({"limits": {"memory": "12Mi"}, "requests": {"memory": "12Mi"}}),
-    )]);
-    let report = eventually(Duration::from_secs(150), "an OOM kill", || {
-        let (_, report) = doctor(&[]);
-        text(&check(&report, "manager.pod")["found"])
-            .contains("OOMKilled")
-            .then_some(report)
-    });
-    let pod = check(&report, "manager.pod");
-    assert_ne!(pod["status"], "ok", "{pod:#}");
-    assert!(text(&pod["found"]).contains("OOMKilled"), "{pod:#}");
-    drop(guard);
-    await_manager();
-}
-
 /// Node conditions a test set through the status subresource; removed (and DiskPressure put
 /// back to False) on drop, then waits for the node's disk-pressure taint to go.
 struct NodeConditions {
