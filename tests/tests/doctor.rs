@@ -123,6 +123,22 @@ fn healthy_cluster_every_check_passes() {
     );
 }
 
+/// Waits for the manager's rollout without panicking (for guards: a panic while unwinding
+/// aborts).
+fn manager_back_quietly() {
+    let back = kubectl(&[
+        "-n",
+        "tether",
+        "rollout",
+        "status",
+        "deployment/tether-manager",
+        "--timeout=120s",
+    ]);
+    if !back.ok {
+        eprintln!("the manager is not back: {}", back.stderr);
+    }
+}
+
 /// Scales the manager back to one replica on drop.
 struct ManagerScaledDown;
 
@@ -150,17 +166,7 @@ impl Drop for ManagerScaledDown {
             "--replicas=1",
         ]);
         // No panic here (a panic while unwinding aborts).
-        let back = kubectl(&[
-            "-n",
-            "tether",
-            "rollout",
-            "status",
-            "deployment/tether-manager",
-            "--timeout=120s",
-        ]);
-        if !back.ok {
-            eprintln!("the manager is not back: {}", back.stderr);
-        }
+        manager_back_quietly();
     }
 }
 
@@ -263,17 +269,7 @@ impl Drop for ManagerPatched {
         if !undo.ok {
             eprintln!("the manager was not restored: {}", undo.stderr);
         }
-        let back = kubectl(&[
-            "-n",
-            "tether",
-            "rollout",
-            "status",
-            "deployment/tether-manager",
-            "--timeout=120s",
-        ]);
-        if !back.ok {
-            eprintln!("the manager is not back: {}", back.stderr);
-        }
+        manager_back_quietly();
     }
 }
 
