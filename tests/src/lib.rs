@@ -200,6 +200,31 @@ pub fn delete_manager_pod() {
 }
 
 /// The image the installed traffic manager runs (the one the local cluster has).
+/// `kubectl rollout status` of the traffic manager, waiting up to two minutes.
+pub fn manager_rollout() -> Run {
+    kubectl(&[
+        "-n",
+        "tether",
+        "rollout",
+        "status",
+        "deployment/tether-manager",
+        "--timeout=120s",
+    ])
+}
+
+/// `kubectl patch --type=json` of the traffic manager's Deployment.
+pub fn patch_manager(json_patch: &str) -> Run {
+    kubectl(&[
+        "-n",
+        "tether",
+        "patch",
+        "deployment/tether-manager",
+        "--type=json",
+        "-p",
+        json_patch,
+    ])
+}
+
 pub fn manager_image() -> String {
     kubectl(&[
         "-n",

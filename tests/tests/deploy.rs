@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use tether_e2e::{cluster_ip, curl, kubectl, manager_image, repo, run, tether_bin, Connected, WS};
+use tether_e2e::{
+    cluster_ip, curl, kubectl, manager_image, manager_rollout, repo, run, tether_bin, Connected, WS,
+};
 
 /// Objects by `kind/namespace/name`.
 fn by_identity(objects: impl IntoIterator<Item = Value>) -> BTreeMap<String, Value> {
@@ -75,15 +77,7 @@ fn kubectl_apply_k_installs_what_tether_install_installs() {
 
     // Applied over the installed manager it changes nothing a session needs.
     kubectl(&["apply", "-k", overlay_dir]).expect_ok("kubectl apply -k");
-    kubectl(&[
-        "-n",
-        "tether",
-        "rollout",
-        "status",
-        "deployment/tether-manager",
-        "--timeout=120s",
-    ])
-    .expect_ok("the manager is available");
+    manager_rollout().expect_ok("the manager is available");
     let _ws = Connected::new(WS, &[]);
     let url = format!("http://{}/", cluster_ip("hello"));
     curl(Some(WS), &[&url]).expect_ok("hello through tether after apply -k");

@@ -45,15 +45,7 @@ fn node_name() -> String {
 
 /// Waits until the manager has one Ready pod.
 fn await_manager() {
-    kubectl(&[
-        "-n",
-        "tether",
-        "rollout",
-        "status",
-        "deployment/tether-manager",
-        "--timeout=120s",
-    ])
-    .expect_ok("the manager back");
+    manager_rollout().expect_ok("the manager back");
 }
 
 #[test]
@@ -126,14 +118,7 @@ fn healthy_cluster_every_check_passes() {
 /// Waits for the manager's rollout without panicking (for guards: a panic while unwinding
 /// aborts).
 fn manager_back_quietly() {
-    let back = kubectl(&[
-        "-n",
-        "tether",
-        "rollout",
-        "status",
-        "deployment/tether-manager",
-        "--timeout=120s",
-    ]);
+    let back = manager_rollout();
     if !back.ok {
         eprintln!("the manager is not back: {}", back.stderr);
     }
@@ -241,31 +226,14 @@ impl ManagerPatched {
         let guard = ManagerPatched {
             restore: Value::from(restore).to_string(),
         };
-        kubectl(&[
-            "-n",
-            "tether",
-            "patch",
-            "deployment/tether-manager",
-            "--type=json",
-            "-p",
-            &Value::from(patch).to_string(),
-        ])
-        .expect_ok("patch the manager");
+        patch_manager(&Value::from(patch).to_string()).expect_ok("patch the manager");
         guard
     }
 }
 
 impl Drop for ManagerPatched {
     fn drop(&mut self) {
-        let undo = kubectl(&[
-            "-n",
-            "tether",
-            "patch",
-            "deployment/tether-manager",
-            "--type=json",
-            "-p",
-            &self.restore,
-        ]);
+        let undo = patch_manager(&self.restore);
         if !undo.ok {
             eprintln!("the manager was not restored: {}", undo.stderr);
         }
