@@ -9,6 +9,7 @@
 //! - `reconnect`: a manager restarted with the same CA takes its clients and agents back.
 
 mod access;
+mod attack;
 mod dns;
 mod flows;
 mod intercept;
