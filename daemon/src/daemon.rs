@@ -208,9 +208,15 @@ pub async fn run(opts: Options, helper: Helper, start: Start) -> Result<(), Daem
         .await
         .map_err(DaemonError::Helper)?;
 
-    // DNS: our server inside the TUN range, the original resolvers as upstream.
+    // DNS: our server inside the TUN range, the original resolvers as upstream (resolved's
+    // uplinks where its stub is the original).
     let original = ResolvConf::parse(
         &std::fs::read_to_string(&opts.resolv_conf).map_err(DaemonError::ReadResolvConf)?,
+    );
+    let original = crate::privileged::resolved::upstream_conf(
+        original,
+        std::path::Path::new(crate::privileged::resolved::RUNTIME_DIR),
+        IpAddr::V4(opts.dns_ip()),
     );
     let upstream = plan::upstreams(&original, &routes);
     let domain = welcome.cluster_domain.clone();
@@ -258,7 +264,7 @@ pub async fn run(opts: Options, helper: Helper, start: Start) -> Result<(), Daem
     progress("connected");
     println!("ready");
 
-    let follower = tokio::spawn(follow_subnets(
+    let follower = tokio::spawn(follow_cluster(
         session_rx.clone(),
         helper.clone(),
         routes.clone(),
@@ -388,9 +394,10 @@ async fn supervise(
     }
 }
 
-/// Routes subnets the manager announces after connect (a new node's pod range, say). Routes are
+/// Routes subnets the manager announces after connect (a new node's pod range, say), and
+/// passes its namespaces on to the helper (for systemd-resolved's routing domains). Routes are
 /// only added while connected; they all go when the device does.
-async fn follow_subnets(
+async fn follow_cluster(
     mut session_rx: watch::Receiver<Option<Session>>,
     helper: Arc<Helper>,
     mut installed: Vec<Ipv4Net>,
@@ -398,11 +405,21 @@ async fn follow_subnets(
     also: Vec<Ipv4Net>,
     shared: Arc<Shared>,
 ) {
+    let mut routed_namespaces = Arc::default();
     loop {
         let session = session_rx.borrow_and_update().clone();
         if let Some(session) = session {
             let mut subnets_rx = session.subnets_rx.clone();
+            let mut namespaces_rx = session.namespaces_rx.clone();
             loop {
+                let namespaces = namespaces_rx.borrow_and_update().clone();
+                if !namespaces.is_empty() && namespaces != routed_namespaces {
+                    let names = namespaces.iter().cloned().collect();
+                    match helper.route_namespaces(names).await {
+                        Ok(()) => routed_namespaces = namespaces,
+                        Err(error) => warn!(%error, "Could not route the cluster's namespaces"),
+                    }
+                }
                 let subnets = subnets_rx.borrow_and_update().clone();
                 for cidr in plan::new_routes(&subnets, &also, &never, &installed) {
                     match helper.add_routes(vec![cidr]).await {
@@ -417,6 +434,7 @@ async fn follow_subnets(
                 }
                 tokio::select! {
                     changed = subnets_rx.changed() => if changed.is_err() { break },
+                    changed = namespaces_rx.changed() => if changed.is_err() { break },
                     _ = session_rx.changed() => break,
                 }
             }

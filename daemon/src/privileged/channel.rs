@@ -2,11 +2,13 @@
 //! one JSON request per line from the daemon, one JSON reply per line from the helper. The
 //! reply to [`Request::Tun`] carries the TUN device's file descriptor (`SCM_RIGHTS`).
 //!
-//! The daemon can ask for exactly three things, and names none of the parameters that matter:
+//! The daemon can ask for exactly four things, and names none of the parameters that matter:
 //! the TUN device's name, address and MTU, the DNS server address and the route policy
 //! (`--never-proxy`, `--allow-conflicting-subnets`) are the helper's own, from the command line
 //! root ran. So a compromised daemon can at worst route more cluster-looking ranges into its
-//! own device, and only where no existing route is in the way.
+//! own device, and only where no existing route is in the way, and send the names under
+//! namespace-like labels (single RFC 1123 labels) to its own DNS server, which under a rewritten
+//! resolv.conf sees every name anyway.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -38,6 +40,10 @@ pub enum Request {
     Routes { add: Vec<Ipv4Net> },
     /// Point the system resolver at the daemon's DNS server, with these search domains first.
     Dns { search: Vec<String> },
+    /// The cluster's namespaces now, so names under them (`svc.ns`) reach the daemon's DNS
+    /// server. Only systemd-resolved needs telling (routing domains); with a rewritten
+    /// resolv.conf every name reaches it already.
+    Namespaces { names: Vec<String> },
 }
 
 /// The helper's answer.
@@ -204,6 +210,11 @@ impl Helper {
     /// Points the system resolver at the daemon's DNS server.
     pub async fn set_dns(&self, search: Vec<String>) -> Result<(), ChannelError> {
         self.ask(&Request::Dns { search }).await.map(drop)
+    }
+
+    /// Sends the cluster's namespaces (see [`Request::Namespaces`]).
+    pub async fn route_namespaces(&self, names: Vec<String>) -> Result<(), ChannelError> {
+        self.ask(&Request::Namespaces { names }).await.map(drop)
     }
 }
 

@@ -44,6 +44,16 @@ pub fn validate(domain: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// Checks one namespace name the daemon asks the helper to route: a single RFC 1123 label, the
+/// form Kubernetes requires of namespace names.
+pub fn validate_namespace(name: &str) -> Result<(), DomainError> {
+    if is_label(name) {
+        Ok(())
+    } else {
+        Err(DomainError::Invalid(name.to_owned()))
+    }
+}
+
 /// Checks the search domains the daemon asks the helper for.
 pub fn validate_search(domains: &[String]) -> Result<(), DomainError> {
     if domains.len() > MAX_SEARCH_DOMAINS {
@@ -97,6 +107,31 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn namespaces_are_single_labels() {
+        for good in ["default", "ext", "dev", "team-a", "a1"] {
+            assert_eq!(validate_namespace(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "a.b",
+            "-a",
+            "a-",
+            "~com",
+            "--set-dns=1.1.1.1",
+            "a b",
+            "a\nb",
+            "ä",
+        ] {
+            assert_eq!(
+                validate_namespace(bad),
+                Err(DomainError::Invalid(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
+        assert!(validate_namespace(&"a".repeat(64)).is_err());
     }
 
     #[test]

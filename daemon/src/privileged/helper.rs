@@ -3,7 +3,7 @@
 //! `tether connect` starts it (as root); it starts the daemon as the user who ran `sudo`
 //! (`SUDO_UID`/`SUDO_GID`, with that user's groups and home), or as `nobody` when root ran
 //! tether directly (see [`identity`](super::identity)), and then does, on the daemon's request,
-//! exactly three things (see [`channel`](super::channel)):
+//! exactly four things (see [`channel`](super::channel)):
 //! - create the TUN device its own command line describes and pass it to the daemon;
 //! - route ranges into that device, by its own rules (see [`route_policy`](super::route_policy)):
 //!   at most /8, never covering a gateway, never replacing a route, clear of `--never-proxy`
@@ -11,7 +11,9 @@
 //! - once per session, point the resolver at the daemon's DNS server (an address of its own
 //!   choosing), with search domains that must be real cluster domains (see
 //!   [`domain`](super::domain)): per link through systemd-resolved where it is in charge (see
-//!   [`resolved`](super::resolved)), else by rewriting `/etc/resolv.conf`, and put it back.
+//!   [`resolved`](super::resolved)), else by rewriting `/etc/resolv.conf`, and put it back;
+//! - under systemd-resolved, route the names under the cluster's namespaces and the reverse
+//!   zones of its routed ranges to that server too (routing-only domains on its own link).
 //!
 //! Its own files (the resolv.conf backup, its log) are in a directory only root can write, and
 //! it never follows a path the daemon's user could change (see
@@ -168,7 +170,7 @@ pub async fn run(
             warn!(error = %tether_proto::error_chain(&error), "Could not restore the resolver configuration");
         }
     }
-    if state.resolved {
+    if state.resolved.is_some() {
         // Usually the link is gone already, and resolved with it forgot its settings.
         let _ = resolved::revert(&config.tun.name).await;
     }
@@ -223,8 +225,8 @@ struct State<'a> {
     /// The daemon asked for DNS (once per session, whatever the outcome).
     dns_requested: bool,
     dns_installed: bool,
-    /// DNS went to systemd-resolved (per link) instead of resolv.conf.
-    resolved: bool,
+    /// DNS went to systemd-resolved (per link) instead of resolv.conf: the link's domains.
+    resolved: Option<resolved::LinkDomains>,
 }
 
 impl<'a> State<'a> {
@@ -236,7 +238,7 @@ impl<'a> State<'a> {
             routed: Vec::new(),
             dns_requested: false,
             dns_installed: false,
-            resolved: false,
+            resolved: None,
         }
     }
 
@@ -255,6 +257,10 @@ impl<'a> State<'a> {
                 Err(error) => (refuse(error), None),
             },
             Request::Dns { search } => match self.set_dns(&search).await {
+                Ok(()) => (Reply::Ok, None),
+                Err(error) => (refuse(error), None),
+            },
+            Request::Namespaces { names } => match self.route_namespaces(&names).await {
                 Ok(()) => (Reply::Ok, None),
                 Err(error) => (refuse(error), None),
             },
@@ -301,6 +307,28 @@ impl<'a> State<'a> {
             self.routed.push(cidr);
         }
         info!(routes = ?add, "Routes added");
+        if let Some(link) = &mut self.resolved {
+            if link.add_routes(&self.routed) {
+                resolved::update(&self.config.tun.name, link).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes the names under the cluster's namespaces to the daemon's server. Validated either
+    /// way; only resolved needs telling.
+    async fn route_namespaces(&mut self, names: &[String]) -> Result<(), RequestError> {
+        let mut check = resolved::LinkDomains::default();
+        check.set_namespaces(names)?;
+        if let Some(link) = &mut self.resolved {
+            if link.set_namespaces(names)? {
+                resolved::update(&self.config.tun.name, link).await?;
+                info!(
+                    namespaces = names.len(),
+                    "Namespaces routed to tether (systemd-resolved)"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -311,8 +339,10 @@ impl<'a> State<'a> {
         domain::validate_search(search)?;
         let original = ResolvConf::parse(&self.resolv.read()?);
         if resolved::in_charge(&original, Path::new(resolved::RUNTIME_DIR)) {
-            resolved::apply(&self.config.tun.name, IpAddr::V4(self.config.dns), search).await?;
-            self.resolved = true;
+            let mut link = resolved::LinkDomains::new(search)?;
+            link.add_routes(&self.routed);
+            resolved::apply(&self.config.tun.name, IpAddr::V4(self.config.dns), &link).await?;
+            self.resolved = Some(link);
             info!(dns = %self.config.dns, ?search, "Split DNS set on the link (systemd-resolved)");
             return Ok(());
         }

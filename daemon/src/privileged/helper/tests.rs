@@ -105,3 +105,32 @@ async fn routes_wait_for_the_device_and_go_through_the_policy() {
     assert!(state.routed.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn namespaces_are_validated_and_change_nothing_without_resolved() {
+    let original = "nameserver 10.0.0.53\n";
+    let (dir, config) = fixture("namespaces", original);
+    let live = &config.resolv_conf;
+    let resolv = ResolvConfFile::new(live, StateDir::open(&config.runtime_dir).unwrap());
+    let mut state = State::new(&config, &resolv);
+    let namespaces = |names: &[&str]| {
+        serde_json::to_string(&Request::Namespaces {
+            names: names.iter().map(|n| n.to_string()).collect(),
+        })
+        .unwrap()
+    };
+    // With a rewritten resolv.conf every name reaches the daemon already: nothing to do.
+    let (reply, _) = state.handle(&namespaces(&["default", "ext"])).await;
+    assert_eq!(reply, Reply::Ok);
+    // The attack: a "namespace" that would smuggle an option or a dotted domain in.
+    for bad in ["--set-dns=1.1.1.1", "corp.example", "~com", ""] {
+        let (reply, _) = state.handle(&namespaces(&["default", bad])).await;
+        assert!(
+            matches!(&reply, Reply::Error { message } if message.contains("not a valid DNS domain")),
+            "{bad:?}: {reply:?}"
+        );
+    }
+    assert!(state.resolved.is_none());
+    assert_eq!(std::fs::read_to_string(live).unwrap(), original);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
