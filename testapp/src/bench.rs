@@ -98,6 +98,16 @@ pub enum Bench {
         #[command(flatten)]
         counts: Counts,
     },
+    /// Lookups through the system's resolver, one after another: `getaddrinfo` (glibc's, on the
+    /// host build), as every program that connects by name does it, with the search list,
+    /// `ndots` and both A and AAAA queries.
+    Resolve {
+        /// The name to look up; `{i}` in it becomes the lookup's index.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        counts: Counts,
+    },
 }
 
 /// How many operations a latency run does, and how long each may take.
@@ -168,6 +178,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
                 name,
                 counts,
             } => dns_latency(server, &name, &counts).await,
+            Bench::Resolve { name, counts } => resolve_latency(&name, &counts),
         }
     })?;
     if !report.is_null() {
@@ -383,6 +394,26 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// Nanoseconds since the Unix epoch; 0 for a clock set before it.
 fn unix_ns(t: SystemTime) -> u128 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+/// `getaddrinfo` on the calling thread: a sequential client, as a program resolving names is.
+/// Each lookup is bounded by the resolver's own timeouts and attempts, not by `counts`.
+fn resolve_latency(name: &str, counts: &Counts) -> anyhow::Result<serde_json::Value> {
+    use std::net::ToSocketAddrs;
+    let mut recorder = Recorder::new(counts);
+    for i in 0..counts.total() {
+        let name = name.replace("{i}", &i.to_string());
+        let start = Instant::now();
+        let outcome = match (name.as_str(), 0).to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(_)) => Ok(start.elapsed()),
+            Ok(None) => Err(format!("{name}: no address")),
+            Err(e) => Err(format!("{name}: {e}")),
+        };
+        if recorder.record(i, outcome) {
+            break;
+        }
+    }
+    Ok(recorder.report())
 }
 
 async fn dns_latency(

@@ -142,7 +142,11 @@ fn connect(args: &Args) -> anyhow::Result<()> {
 
     step(&format!("DNS on {ns} without tether"));
     let original = process::nameserver(ns)?;
-    for lookup in [Lookup::NonCluster, Lookup::NonClusterUncached] {
+    for lookup in [
+        Lookup::NonCluster,
+        Lookup::NonClusterUncached,
+        Lookup::GlibcNonCluster,
+    ] {
         report.dns.push(dns(args, None, lookup, original));
     }
 
@@ -173,6 +177,10 @@ fn connect(args: &Args) -> anyhow::Result<()> {
             Lookup::NonClusterUncached,
             Lookup::Cluster,
             Lookup::ClusterUncached,
+            Lookup::GlibcNonCluster,
+            Lookup::GlibcShort,
+            Lookup::GlibcNamespaced,
+            Lookup::GlibcFqdn,
         ] {
             report.dns.push(dns(args, Some(path), lookup, server));
         }
@@ -444,15 +452,19 @@ fn connect_trials(args: &Args, path: Path, addr: &str) -> anyhow::Result<(Connec
 /// One DNS run from the workstation namespace.
 fn dns(args: &Args, with: Option<Path>, lookup: Lookup, server: IpAddr) -> DnsResult {
     let (server_s, n) = (server.to_string(), args.dns_requests.to_string());
-    let a = [
-        "dns",
-        "--server",
-        &server_s,
-        "--name",
-        lookup.name(),
-        "--requests",
-        &n,
-    ];
+    let a: Vec<&str> = if lookup.getaddrinfo() {
+        vec!["resolve", "--name", lookup.name(), "--requests", &n]
+    } else {
+        vec![
+            "dns",
+            "--server",
+            &server_s,
+            "--name",
+            lookup.name(),
+            "--requests",
+            &n,
+        ]
+    };
     let latency = match testapp(Some(&args.ns), &a, Duration::from_secs(300)) {
         Ok(v) => Latency::from_json(&v),
         Err(e) => Latency::failed(format!("{e:#}")),

@@ -115,12 +115,8 @@ pub struct ConnectResult {
     pub first_ok: Vec<Duration>,
 }
 
-/// Which names a DNS run asked.
-///
-/// Not measured yet (issue 16): `svc.ns` names (`hello.default`) through glibc's `getaddrinfo`,
-/// before and after the namespace routing. Every lookup here is a raw UDP query from the
-/// testapp; that row needs a `getaddrinfo` mode in `tether-testapp bench` (Rust's
-/// `ToSocketAddrs` is glibc's on the host build) and a `Lookup` variant that selects it.
+/// Which names a DNS run asked, and how: raw UDP A queries from the testapp, or glibc's
+/// `getaddrinfo` (search list, `ndots`, A and AAAA), as programs resolve names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
     /// A name the workstation's original resolver answers, asked over and over (tether's cache
@@ -132,6 +128,16 @@ pub enum Lookup {
     Cluster,
     /// A different cluster name every time (NXDOMAIN): every query crosses the tunnel.
     ClusterUncached,
+    /// Through `getaddrinfo`: the non-cluster name.
+    GlibcNonCluster,
+    /// Through `getaddrinfo`: a Service's short name (completed by the search list).
+    GlibcShort,
+    /// Through `getaddrinfo`: `svc.ns`, which has a dot, so glibc tries it as it is first
+    /// (`ndots:1`); before namespace names were the cluster's, that first try went to the
+    /// original resolver.
+    GlibcNamespaced,
+    /// Through `getaddrinfo`: the Service's full name.
+    GlibcFqdn,
 }
 
 impl Lookup {
@@ -141,6 +147,29 @@ impl Lookup {
             Lookup::NonClusterUncached => "n-{i}.outside.tether.test",
             Lookup::Cluster => "hello.default.svc.cluster.local",
             Lookup::ClusterUncached => "nx-{i}.default.svc.cluster.local",
+            Lookup::GlibcNonCluster => "outside.tether.test",
+            Lookup::GlibcShort => "hello",
+            Lookup::GlibcNamespaced => "hello.default",
+            Lookup::GlibcFqdn => "hello.default.svc.cluster.local",
+        }
+    }
+
+    /// True for lookups through `getaddrinfo` (`tether-testapp bench resolve`).
+    pub fn getaddrinfo(self) -> bool {
+        matches!(
+            self,
+            Lookup::GlibcNonCluster
+                | Lookup::GlibcShort
+                | Lookup::GlibcNamespaced
+                | Lookup::GlibcFqdn
+        )
+    }
+
+    fn client(self) -> &'static str {
+        if self.getaddrinfo() {
+            "glibc getaddrinfo"
+        } else {
+            "UDP query"
         }
     }
 }
@@ -363,16 +392,17 @@ impl Report {
         }
 
         md.push_str(
-            "\n## DNS (UDP queries, one after another)\n\n\
-             | name | through | server | p50, µs | p99, µs | errors |\n\
-             |---|---|---|---:|---:|---:|\n",
+            "\n## DNS (lookups one after another)\n\n\
+             | name | client | through | server | p50, µs | p99, µs | errors |\n\
+             |---|---|---|---|---:|---:|---:|\n",
         );
         for d in &self.dns {
             let (p50, p99) = (us(d.latency.p50_us), us(d.latency.p99_us));
             let _ = writeln!(
                 md,
-                "| `{}` | {} | {} | {p50} | {p99} | {} |",
+                "| `{}` | {} | {} | {} | {p50} | {p99} | {} |",
                 d.lookup.name(),
+                d.lookup.client(),
                 d.with.map_or("no tether (original resolver)", Path::label),
                 d.server,
                 d.latency.errors,
