@@ -128,7 +128,8 @@ pub struct UninstallArgs {
     /// Remove the traffic manager (agents stay; remove them first with --all).
     #[arg(long)]
     pub manager: bool,
-    /// The workloads' namespace [default: the connected namespace, else `default`].
+    /// The workloads' namespace [default: the connected namespace, else the context's, else
+    /// `default`].
     #[arg(short, long)]
     pub namespace: Option<String>,
     #[command(flatten)]
@@ -250,9 +251,10 @@ pub struct KubeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
-    /// The namespace short names resolve in.
-    #[arg(short, long, default_value = "default")]
-    pub namespace: String,
+    /// The namespace short names resolve in and intercepts are made in [default: the context's
+    /// namespace, else `default`].
+    #[arg(short, long)]
+    pub namespace: Option<String>,
     #[command(flatten)]
     pub kube: KubeArgs,
     /// How to reach the traffic manager.

@@ -125,7 +125,8 @@ fn daemon_options(args: ConnectArgs, runtime_dir: PathBuf) -> (Options, Vec<Stri
         command,
     } = args;
     let options = Options {
-        namespace,
+        // Empty: the daemon takes the context's, once it has read the kubeconfig.
+        namespace: namespace.unwrap_or_default(),
         kubeconfig,
         context,
         transport,
@@ -209,7 +210,7 @@ mod tests {
     fn connect_defaults_reach_the_daemon_options() {
         let (o, command) = daemon_options(connect_args(&["tether", "connect"]), "/run/t".into());
         assert!(command.is_empty());
-        assert_eq!(o.namespace, "default");
+        assert_eq!(o.namespace, "", "the daemon takes the context's namespace");
         assert_eq!((o.kubeconfig, o.context), (None, None));
         assert_eq!(o.transport.to_string(), "auto");
         assert!(o.never_proxy.is_empty() && o.also_proxy.is_empty());

@@ -165,7 +165,7 @@ pub async fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
         Some(ns) => ns,
         None => match ask(Request::Status).await {
             Some(Response::Status(s)) if !s.namespace.is_empty() => s.namespace,
-            _ => "default".to_owned(),
+            _ => cluster.default_namespace.clone(),
         },
     };
     let restored: Vec<String> = if args.all {

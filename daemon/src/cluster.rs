@@ -58,6 +58,8 @@ pub struct Cluster {
     pub client: Client,
     pub context: String,
     pub server: String,
+    /// The context's namespace, else `default`: what kubectl uses when not told (`-n`).
+    pub default_namespace: String,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -109,11 +111,13 @@ impl Cluster {
             .await
             .map_err(|e| ClusterError::NoKubeconfig(e.to_string()))?;
         let server = config.cluster_url.to_string();
+        let default_namespace = config.default_namespace.clone();
         let client = nodelay_client(config).map_err(|e| ClusterError::Api(e.to_string()))?;
         Ok(Cluster {
             client,
             context: context_name,
             server,
+            default_namespace,
         })
     }
 

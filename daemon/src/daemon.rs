@@ -39,6 +39,7 @@ const RECONNECT_BACKOFF: (Duration, Duration) =
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Options {
+    /// The namespace short names resolve in and intercepts are made in; empty: the context's.
     pub namespace: String,
     pub kubeconfig: Option<PathBuf>,
     pub context: Option<String>,
@@ -143,7 +144,7 @@ fn progress(stage: &str) {
 /// (see [`crate::privileged::helper`]). It reads the kubeconfig itself, as the user who ran
 /// `sudo`, unless the helper put root's in `start` (root's daemon runs as `nobody`). It dies with
 /// the helper.
-pub async fn run(opts: Options, helper: Helper, start: Start) -> Result<(), DaemonError> {
+pub async fn run(mut opts: Options, helper: Helper, start: Start) -> Result<(), DaemonError> {
     die_with(start.helper_pid)?;
     let helper = Arc::new(helper);
     let listener = crate::server::bind(&opts.runtime_dir).await?;
@@ -155,6 +156,10 @@ pub async fn run(opts: Options, helper: Helper, start: Start) -> Result<(), Daem
         None => crate::privileged::helper::read_kubeconfig(opts.kubeconfig.as_deref())?,
     };
     let cluster = Cluster::from_kubeconfig_json(&kubeconfig, opts.context.clone()).await?;
+    if opts.namespace.is_empty() {
+        // No `-n`: the context's namespace, as kubectl does.
+        opts.namespace = cluster.default_namespace.clone();
+    }
     cluster.check_namespace(&opts.namespace).await?;
     progress("dialing the traffic manager");
     let client = client_name();

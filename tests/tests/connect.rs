@@ -340,3 +340,85 @@ fn pods_cannot_read_the_tunnel_credential() {
     ]);
     assert_eq!(r.stdout.trim(), "yes", "the admin (a tether user) may");
 }
+
+/// kubectl's conventions: `KUBECONFIG` lists several files, merged; the current context is in
+/// the second one, and without `-n` its namespace is the connected one.
+#[test]
+fn a_kubeconfig_list_is_merged_and_the_contexts_namespace_is_the_default() {
+    let dir = tempdir("kubeconfig-list");
+    let full: serde_json::Value = serde_json::from_str(
+        &kubectl(&["config", "view", "--raw", "--minify", "-o", "json"])
+            .expect_ok("kubectl config view"),
+    )
+    .expect("kubeconfig JSON");
+    let context = &full["contexts"][0]["context"];
+    // a: the cluster and the user, no context; b: only a context naming them, with namespace
+    // `tether` (where the Service `tether-manager` is), and the current context.
+    let a = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": full["clusters"], "users": full["users"],
+    });
+    let b = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "contexts": [{"name": "second-file", "context": {
+            "cluster": context["cluster"], "user": context["user"], "namespace": "tether",
+        }}],
+        "current-context": "second-file",
+    });
+    let (pa, pb) = (dir.join("a.yaml"), dir.join("b.yaml"));
+    std::fs::write(&pa, serde_yaml::to_string(&a).unwrap()).unwrap();
+    std::fs::write(&pb, serde_yaml::to_string(&b).unwrap()).unwrap();
+    let list = format!("{}:{}", pa.display(), pb.display());
+    let tether_with_list = |args: &[&str]| {
+        run(Command::new("ip")
+            .args(["netns", "exec", WS])
+            .arg(tether_bin())
+            .args(args)
+            .env("TETHER_RUNTIME_DIR", runtime_dir(WS))
+            .env("KUBECONFIG", &list))
+    };
+
+    tether_with_list(&["connect"]).expect_ok("connect with KUBECONFIG=a:b");
+    let conn = Connected { ns: WS.to_owned() };
+    let status = conn.status();
+    assert_eq!(status["context"], "second-file", "{status}");
+    assert_eq!(
+        status["namespace"], "tether",
+        "the context's namespace, not `default`: {status}"
+    );
+    // A short name resolves in that namespace, as from a pod there.
+    let manager = cluster_ip_in("tether", "tether-manager");
+    assert_eq!(resolve(WS, "tether-manager"), [manager]);
+    drop(conn);
+
+    // `-n` still wins over the context's namespace.
+    tether_with_list(&["connect", "-n", "default"]).expect_ok("connect -n default");
+    let conn = Connected { ns: WS.to_owned() };
+    assert_eq!(conn.status()["namespace"], "default");
+    assert_hello(
+        curl(Some(WS), &["--max-time", "5", "http://hello/"]),
+        "curl hello",
+    );
+    drop(conn);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tether-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn cluster_ip_in(namespace: &str, svc: &str) -> String {
+    kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "svc",
+        svc,
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ])
+    .expect_ok("kubectl get svc")
+}
