@@ -32,7 +32,7 @@ pub enum Command {
     Install {
         #[command(flatten)]
         kube: KubeArgs,
-        /// The tether-agent image to run.
+        /// The tether-agent image to run [else the config file's `install.image`].
         #[arg(long, env = "TETHER_AGENT_IMAGE", default_value = DEFAULT_IMAGE)]
         image: String,
         /// A Secret in namespace tether the manager's pod pulls its image with.
@@ -89,6 +89,20 @@ pub enum Command {
     /// Run the daemon (started by the privileged helper, talking to it on stdin).
     #[command(hide = true)]
     DaemonWorker(DaemonArgs),
+}
+
+impl Command {
+    /// The commands the config file has defaults for.
+    pub fn reads_config(&self) -> bool {
+        matches!(
+            self,
+            Command::Connect(_)
+                | Command::Install { .. }
+                | Command::Intercept(_)
+                | Command::Doctor(_)
+                | Command::GatherLogs(_)
+        )
+    }
 }
 
 /// What `connect` hands the privileged helper, and the helper the daemon: the options, as data.
@@ -180,9 +194,13 @@ pub struct InterceptArgs {
     /// Service's ports (name or number; needed when it has several).
     #[arg(short, long, value_name = "LOCAL[:SERVICE_PORT]", value_parser = parse_port)]
     pub port: (u16, Option<String>),
-    /// Take only requests with this header, `NAME=VALUE` (repeatable; all must match).
+    /// Take only requests with this header, `NAME=VALUE` (repeatable; all must match)
+    /// [default: the config file's `intercept.http-header`].
     #[arg(long = "http-header", value_name = "NAME=VALUE")]
     pub http_header: Vec<String>,
+    /// Take every request, even when the config file sets a default `http-header`.
+    #[arg(long, conflicts_with = "http_header")]
+    pub all_requests: bool,
     /// Take only requests whose path starts with this prefix.
     #[arg(long = "http-path-prefix", value_name = "PREFIX")]
     pub http_path_prefix: Option<String>,

@@ -14,6 +14,7 @@
 //! - `client`: asking the daemon over its unix socket.
 //! - `local`: this machine directly (are we root; private files).
 //! - `render`: everything printed, as pure functions from a report to text (`-o text|json|yaml`).
+//! - `config`: the config file, and how its defaults fill in what the command line left out.
 //! - `args`: the command line (clap).
 //!
 //! # Exit codes
@@ -25,6 +26,7 @@
 mod args;
 mod client;
 mod commands;
+mod config;
 mod connect;
 mod daemon;
 mod doctor;
@@ -37,10 +39,23 @@ mod status;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let matches = args::Cli::command().get_matches();
+    let mut cli = match args::Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if cli.command.reads_config() {
+        match config::Config::load() {
+            Ok(config) => config.apply(&mut cli.command, &matches),
+            Err(e) => {
+                eprintln!("tether: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     // rustls 0.23 panics at the first TLS connection unless exactly one provider is installed.
     tether_tunnel::install_crypto_provider();
     // The daemon's work is a chain of hand-offs (TUN → stack → tunnel and back); on one thread

@@ -103,3 +103,82 @@ fn man_renders_the_generated_pages() {
     assert!(main.contains("intercept"), "{main}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The config file fills in what the command line leaves to defaults: a flag wins, then its
+/// environment variable, then the file. A broken file is an error naming it and its line, and
+/// the command does nothing.
+#[test]
+fn the_config_file_gives_defaults_that_flags_and_the_environment_override() {
+    let dir = std::env::temp_dir().join(format!("tether-e2e-config-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "install:\n  image: registry.example.com/platform/tether-agent:from-config\n",
+    )
+    .unwrap();
+    let dry_run = |extra: &[&str], env: Option<&str>| {
+        let mut cmd = Command::new(tether_bin());
+        cmd.args(["install", "--dry-run", "-o", "yaml"])
+            .args(extra)
+            .env("TETHER_CONFIG", &config)
+            .env_remove("TETHER_AGENT_IMAGE");
+        if let Some(image) = env {
+            cmd.env("TETHER_AGENT_IMAGE", image);
+        }
+        run(&mut cmd)
+    };
+    let images = |yaml: &str| -> Vec<String> {
+        yaml.lines()
+            .filter_map(|l| l.trim().strip_prefix("image: "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let out = dry_run(&[], None).expect_ok("install --dry-run with a config file");
+    assert_eq!(
+        images(&out),
+        ["registry.example.com/platform/tether-agent:from-config"],
+        "{out}"
+    );
+    let out =
+        dry_run(&[], Some("env.example/tether-agent:from-env")).expect_ok("with the variable");
+    assert_eq!(images(&out), ["env.example/tether-agent:from-env"]);
+    let out = dry_run(
+        &["--image", "flag.example/tether-agent:from-flag"],
+        Some("env.example/x:1"),
+    )
+    .expect_ok("with the flag");
+    assert_eq!(images(&out), ["flag.example/tether-agent:from-flag"]);
+
+    // An unknown key: named with the file and its line; nothing printed, exit 1.
+    std::fs::write(
+        &config,
+        "install:\n  image: a/b:1\nconnect:\n  transprt: udp\n",
+    )
+    .unwrap();
+    let r = dry_run(&[], None);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stdout.is_empty(),
+        "nothing applied or printed: {}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains(&config.display().to_string())
+            && r.stderr.contains("unknown field `transprt`")
+            && r.stderr.contains("line 4"),
+        "{}",
+        r.stderr
+    );
+    // A TETHER_CONFIG that does not exist is an error too (a typo must not pass silently).
+    std::fs::remove_file(&config).unwrap();
+    let r = dry_run(&[], None);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr.contains(&config.display().to_string()),
+        "{}",
+        r.stderr
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
