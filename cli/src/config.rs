@@ -207,10 +207,8 @@ impl Config {
                     args.also_proxy.clone_from(&c.also_proxy);
                 }
             }
-            Command::Intercept(args) => {
-                if args.http_header.is_empty() && !args.all_requests {
-                    args.http_header.clone_from(&self.intercept.http_header);
-                }
+            Command::Intercept(args) if args.http_header.is_empty() && !args.all_requests => {
+                args.http_header.clone_from(&self.intercept.http_header);
             }
             Command::Doctor(args) => {
                 if let (true, Some(t)) = (defaulted("timeout"), self.doctor.timeout) {
