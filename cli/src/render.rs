@@ -149,6 +149,33 @@ pub fn daemon_version(daemon: &StatusReport, cli: &str) -> String {
     out
 }
 
+/// The agents of the connected namespace and their images' versions (the tag), with a warning
+/// for each that is not `cli`'s.
+pub fn agent_versions(list: &ListReport, cli: &str) -> String {
+    let mut out = String::new();
+    for row in &list.workloads {
+        let Some(image) = &row.agent_image else {
+            continue;
+        };
+        let workload = format!("{}/{}", row.kind.to_lowercase(), row.name);
+        let tag = image
+            .rsplit_once(':')
+            .filter(|(_, tag)| !tag.contains('/'))
+            .map_or("", |(_, tag)| tag);
+        let _ = writeln!(out, "agent {workload} in {}: {image}", list.namespace);
+        if tag != cli {
+            let _ = writeln!(
+                out,
+                "warning: the agent of {workload} runs image tag {:?} and this is tether {cli}: \
+                 `tether uninstall {workload} -n {}` removes it; the next intercept injects \
+                 the traffic manager's agent",
+                tag, list.namespace
+            );
+        }
+    }
+    out
+}
+
 /// One line describing an intercept (no newline: it goes inside other lines).
 pub fn describe(i: &ActiveIntercept) -> String {
     format!(

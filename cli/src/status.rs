@@ -71,6 +71,14 @@ pub async fn version() -> anyhow::Result<ExitCode> {
     );
     if let Some(Response::Status(s)) = ask(Request::Status).await {
         print!("{}", render::daemon_version(&s, env!("CARGO_PKG_VERSION")));
+        if s.connected {
+            if let Some(Response::List(list)) = ask(Request::List).await {
+                print!(
+                    "{}",
+                    render::agent_versions(&list, env!("CARGO_PKG_VERSION"))
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -211,6 +211,9 @@ pub struct WorkloadRow {
     pub ready: i32,
     /// The agent is in the pod template.
     pub agent_installed: bool,
+    /// The agent container's image (its tag is tether's version), if installed.
+    #[serde(default)]
+    pub agent_image: Option<String>,
     /// Pods whose agents are linked to the manager.
     pub agent_pods: Vec<String>,
     /// Active intercepts, whoever holds them.

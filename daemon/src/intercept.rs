@@ -465,6 +465,7 @@ impl Intercepts {
                 WorkloadRow {
                     kind: w.kind.to_string(),
                     agent_installed: w.agent.is_some(),
+                    agent_image: w.agent_image,
                     agent_pods: state
                         .agents
                         .iter()

@@ -183,6 +183,14 @@ fn global_intercept_takes_all_traffic_until_leave() {
             .contains('@'),
         "{orders}"
     );
+    // `tether version` names the agent and its image, which is this version's.
+    let version = tether(WS, &["version"]).expect_ok("tether version");
+    let image = orders["agent_image"].as_str().expect("agent image listed");
+    assert!(
+        version.contains(&format!("agent deployment/orders in default: {image}")),
+        "{version}"
+    );
+    assert!(!version.contains("warning"), "no skew: {version}");
 
     tether(WS, &["leave", "orders"]).expect_ok("tether leave");
     let got = from_cluster(&url, &["--repeat", "3"]).expect_ok("requests");

@@ -59,6 +59,7 @@ fn intercept_report(installed_agent: bool) -> InterceptReport {
 
 fn row(name: &str, agent_installed: bool, intercepts: Vec<InterceptInfo>) -> WorkloadRow {
     WorkloadRow {
+        agent_image: None,
         kind: "Deployment".into(),
         name: name.into(),
         replicas: 3,
@@ -364,4 +365,32 @@ fn dry_run_json_is_a_v1_list() {
         .is_some_and(|items| !items.is_empty()));
     assert!(text.starts_with("{\n  \"apiVersion\": \"v1\",\n"), "{text}");
     assert!(text.ends_with("}\n"), "{text}");
+}
+
+#[test]
+fn agent_versions_warn_on_skew() {
+    let mut same = row("orders", true, vec![]);
+    same.agent_image = Some("registry.example.com:5000/tether-agent:1.2.3".into());
+    let mut old = row("billing", true, vec![]);
+    old.agent_image = Some("registry.example.com:5000/tether-agent:1.1.0".into());
+    let mut untagged = row("db", true, vec![]);
+    untagged.agent_image = Some("registry.example.com:5000/tether-agent".into());
+    let none = row("web", false, vec![]);
+    let list = ListReport {
+        namespace: "shop".into(),
+        workloads: vec![same, old, untagged, none],
+    };
+    let text = agent_versions(&list, "1.2.3");
+    assert_eq!(
+        text,
+        "agent deployment/orders in shop: registry.example.com:5000/tether-agent:1.2.3\n\
+         agent deployment/billing in shop: registry.example.com:5000/tether-agent:1.1.0\n\
+         warning: the agent of deployment/billing runs image tag \"1.1.0\" and this is tether \
+         1.2.3: `tether uninstall deployment/billing -n shop` removes it; the next intercept \
+         injects the traffic manager's agent\n\
+         agent deployment/db in shop: registry.example.com:5000/tether-agent\n\
+         warning: the agent of deployment/db runs image tag \"\" and this is tether 1.2.3: \
+         `tether uninstall deployment/db -n shop` removes it; the next intercept injects the \
+         traffic manager's agent\n"
+    );
 }

@@ -121,6 +121,9 @@ pub struct WorkloadSummary {
     pub ready: i32,
     /// The installed agent, if any (and readable).
     pub agent: Option<AgentRecord>,
+    /// The agent container's image in the pod template (its tag is tether's version).
+    #[serde(default)]
+    pub agent_image: Option<String>,
 }
 
 /// Finds `name` (`orders`, `deploy/orders`, `sts/db`, …) in `namespace`. A bare name is looked
@@ -400,12 +403,19 @@ pub async fn list_workloads(
                 debug!(workload = %workload, error = %tether_proto::error_chain(&e), "Unreadable record");
                 None
             });
+            let agent_image = workload
+                .template
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.iter().find(|c| c.name == inject::AGENT_CONTAINER))
+                .and_then(|c| c.image.clone());
             WorkloadSummary {
                 kind: workload.kind,
                 name: workload.name,
                 replicas,
                 ready,
                 agent,
+                agent_image,
             }
         })
         .collect())
