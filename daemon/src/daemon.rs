@@ -246,6 +246,7 @@ pub async fn run(opts: Options, helper: Helper, start: Start) -> Result<(), Daem
             intercepts: Vec::new(),
             daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
             manager_version: String::new(),
+            carrier: None,
         };
     }
     let intercepts = Arc::new(crate::intercept::Intercepts::new(
