@@ -831,7 +831,8 @@ struct VpnLink(&'static str);
 impl VpnLink {
     fn add(name: &'static str) -> VpnLink {
         let guard = VpnLink(name);
-        run(Command::new("ip").args(["-n", WS, "link", "add", name, "type", "dummy"]))
+        // A TUN device, as VPN clients use (this kernel has no dummy devices).
+        run(Command::new("ip").args(["-n", WS, "tuntap", "add", "dev", name, "mode", "tun"]))
             .expect_ok("add the VPN's device");
         run(Command::new("ip").args(["-n", WS, "link", "set", name, "up"]))
             .expect_ok("set the VPN's device up");

@@ -188,7 +188,14 @@ fn the_injection_record_is_read_from_the_workload() {
         Vec::<String>::new()
     );
     let pods = [pod("hello-1", "hello", ready())];
-    let checks = agent_checks("default", &w, &pods, Some(std::slice::from_ref(&agent)), Some("agent:1"), None);
+    let checks = agent_checks(
+        "default",
+        &w,
+        &pods,
+        Some(std::slice::from_ref(&agent)),
+        Some("agent:1"),
+        None,
+    );
     assert_eq!(checks[0].status, Status::Ok, "{checks:#?}");
 }
 
@@ -218,7 +225,14 @@ fn service_ports_drifted_past_the_agent_are_named_with_the_fix() {
     assert_eq!(drifted_ports(record, &[]), ["Service hello is gone"]);
 
     let pods = [pod("hello-1", "hello", ready())];
-    let checks = agent_checks("default", &w, &pods, Some(std::slice::from_ref(&reset)), Some("agent:1"), None);
+    let checks = agent_checks(
+        "default",
+        &w,
+        &pods,
+        Some(std::slice::from_ref(&reset)),
+        Some("agent:1"),
+        None,
+    );
     let c = &checks[0];
     assert_eq!(c.status, Status::Warn);
     assert_eq!(
