@@ -178,8 +178,9 @@ pub struct GatherLogsArgs {
     /// How far back logs and events go: `30s`, `10m`, `2h`, `1d`.
     #[arg(long, default_value = "1h", value_parser = tether_doctor::logs::window::parse_since)]
     pub since: std::time::Duration,
-    /// The archive to write [default: tether-logs-<time>.tar.gz here].
-    #[arg(short, long, value_name = "FILE")]
+    /// The archive to write, `.tar.gz` (or `.tgz`) or `.zip` by its name [default:
+    /// tether-logs-<time>.tar.gz here].
+    #[arg(short, long, value_name = "FILE", value_parser = tether_doctor::logs::parse_output)]
     pub output: Option<PathBuf>,
     /// The longest one read may wait for an answer, in seconds.
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]

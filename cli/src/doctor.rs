@@ -1,7 +1,7 @@
 //! `tether doctor` and `tether gather-logs`: the CLI side (asking the daemon, printing); the
 //! checks and the archive are in `tether-doctor`.
 
-use std::{process::ExitCode, time::Duration};
+use std::{io::IsTerminal, process::ExitCode, time::Duration};
 
 use tether_daemon::control::{Request, Response, StatusReport};
 use tether_doctor::{logs::GatherOptions, Options};
@@ -80,8 +80,14 @@ pub async fn gather_logs(args: GatherLogsArgs) -> anyhow::Result<ExitCode> {
         since: args.since,
         output,
     };
-    let gathered =
-        tether_doctor::logs::gather(&opts, &|step| eprint!("{}", render::progress(step))).await?;
+    // A step per line while it collects, for a person watching; nothing in a script's log.
+    let watched = std::io::stderr().is_terminal();
+    let gathered = tether_doctor::logs::gather(&opts, &|step| {
+        if watched {
+            eprint!("{}", render::progress(step));
+        }
+    })
+    .await?;
     for note in &gathered.notes {
         eprint!("{}", render::not_gathered(note));
     }

@@ -56,6 +56,16 @@ pub fn status(report: &StatusReport) -> String {
         report.transport, report.manager
     );
     let _ = writeln!(out, "Session:     {}", report.session_id);
+    if let Some(c) = &report.carrier {
+        let _ = writeln!(
+            out,
+            "Carrier:     RTT {:.1} ms, {:.2} % lost ({} of {} packets)",
+            c.rtt_ms(),
+            c.loss_percent(),
+            c.lost_packets,
+            c.sent_packets
+        );
+    }
     let _ = writeln!(
         out,
         "DNS:         {} (cluster domain {})",
@@ -95,20 +105,30 @@ pub enum Quit {
     Disconnected,
     /// There was no daemon, and nothing to put back.
     NotConnected,
-    /// There was no daemon, and a crashed one's resolver configuration was put back.
-    Repaired,
+    /// There was no daemon, and what a crashed one left was put right: its resolver
+    /// configuration restored, its dead control socket removed.
+    Repaired { resolver: bool, socket: bool },
 }
 
 /// `tether quit`.
 pub fn quit(outcome: Quit) -> String {
     match outcome {
-        Quit::Disconnected => "Disconnected.\n",
-        Quit::NotConnected => "Not connected.\n",
-        Quit::Repaired => {
-            "Not connected; restored the resolver configuration a crashed daemon left.\n"
+        Quit::Disconnected => "Disconnected.\n".to_owned(),
+        Quit::NotConnected => "Not connected.\n".to_owned(),
+        Quit::Repaired { resolver, socket } => {
+            let mut done = Vec::new();
+            if resolver {
+                done.push("restored the resolver configuration");
+            }
+            if socket {
+                done.push("removed the dead control socket");
+            }
+            format!(
+                "Not connected; {} a crashed daemon left.\n",
+                done.join(" and ")
+            )
         }
     }
-    .to_owned()
 }
 
 /// `tether version`: this binary's and the protocol's.

@@ -4,7 +4,10 @@ use std::{path::Path, process::ExitCode, time::Duration};
 
 use tether_daemon::{
     control::{self, Request, Response, StatusReport},
-    privileged::{resolv_conf::ResolvConfFile, runtime_dir::StateDir},
+    privileged::{
+        resolv_conf::ResolvConfFile,
+        runtime_dir::{RuntimeDir, StateDir},
+    },
 };
 
 use crate::{
@@ -43,16 +46,41 @@ pub async fn quit() -> anyhow::Result<ExitCode> {
             Quit::Disconnected
         }
         // No daemon; still put back what a crashed one may have left.
-        None if is_root()
-            && ResolvConfFile::new(Path::new("/etc/resolv.conf"), StateDir::open(&dir)?)
-                .repair_stale()? =>
-        {
-            Quit::Repaired
+        None if is_root() => {
+            let resolver =
+                ResolvConfFile::new(Path::new("/etc/resolv.conf"), StateDir::open(&dir)?)
+                    .repair_stale()?;
+            let socket = remove_dead_socket(&dir)?;
+            if resolver || socket {
+                Quit::Repaired { resolver, socket }
+            } else {
+                Quit::NotConnected
+            }
         }
         None => Quit::NotConnected,
     };
     print!("{}", render::quit(outcome));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the control socket of a daemon that is gone: one nobody listens on (connecting is
+/// refused). A live daemon's socket, even one that does not answer us, stays. Returns whether it
+/// removed one.
+fn remove_dead_socket(dir: &Path) -> anyhow::Result<bool> {
+    let path = control::socket_path(dir);
+    let is_socket = std::fs::symlink_metadata(&path)
+        .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()));
+    if !is_socket {
+        return Ok(false);
+    }
+    match std::os::unix::net::UnixStream::connect(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            // By name in the daemon's directory, following no link.
+            RuntimeDir::open(dir)?.remove_socket();
+            Ok(!path.exists())
+        }
+        _ => Ok(false),
+    }
 }
 
 /// Whether process `pid` runs; a zombie (not yet reaped by its new parent) has finished.

@@ -116,6 +116,41 @@ pub struct StatusReport {
     /// `ManagerInfo`) or the session is down.
     #[serde(default)]
     pub manager_version: String,
+    /// The carrier's round-trip time and loss, as QUIC measures them; `None` while there is no
+    /// session (or from a daemon older than this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<CarrierStats>,
+}
+
+/// The tunnel's health as the QUIC connection measures it, since the session began (a reconnect
+/// starts a new count).
+///
+/// Over `udp` these are the network's figures. Over `port-forward` the QUIC packets ride the API
+/// server's TCP stream: the RTT includes that detour, and a loss on the way shows up as delay
+/// (TCP retransmits it) rather than as lost packets, so loss stays near 0 there.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CarrierStats {
+    /// The smoothed round-trip time, in microseconds.
+    pub rtt_us: u64,
+    /// QUIC packets sent.
+    pub sent_packets: u64,
+    /// QUIC packets declared lost (and resent).
+    pub lost_packets: u64,
+}
+
+impl CarrierStats {
+    /// Lost packets as a percentage of those sent (0 before any was sent).
+    pub fn loss_percent(&self) -> f64 {
+        if self.sent_packets == 0 {
+            return 0.0;
+        }
+        self.lost_packets as f64 * 100.0 / self.sent_packets as f64
+    }
+
+    /// The RTT in milliseconds.
+    pub fn rtt_ms(&self) -> f64 {
+        self.rtt_us as f64 / 1000.0
+    }
 }
 
 /// Where the daemon's socket, log and backups live. `TETHER_RUNTIME_DIR` overrides the default so

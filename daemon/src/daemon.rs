@@ -257,6 +257,7 @@ pub async fn run(mut opts: Options, helper: Helper, start: Start) -> Result<(), 
             intercepts: Vec::new(),
             daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
             manager_version: String::new(),
+            carrier: None,
         };
     }
     let intercepts = Arc::new(crate::intercept::Intercepts::new(

@@ -148,6 +148,12 @@ impl Intercepts {
         self.dials.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The current session's carrier figures (`None` while reconnecting).
+    pub fn carrier(&self) -> Option<crate::control::CarrierStats> {
+        let session = self.session().ok()?;
+        (!session.is_closed()).then(|| session.carrier_stats())
+    }
+
     /// The traffic manager's tether version, if the current session's manager said.
     pub fn manager_version(&self) -> Option<String> {
         let session = self.session().ok()?;

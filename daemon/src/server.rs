@@ -157,6 +157,7 @@ async fn answer(
             if let Some(intercepts) = shared.intercepts.get() {
                 s.intercepts = intercepts.list_active();
                 s.manager_version = intercepts.manager_version().unwrap_or_default();
+                s.carrier = intercepts.carrier();
             }
             Response::Status(Box::new(s))
         }

@@ -217,6 +217,16 @@ impl Session {
         self.conn.close(0u32.into(), b"quit");
     }
 
+    /// The QUIC connection's RTT and loss (see [`CarrierStats`](crate::control::CarrierStats)).
+    pub fn carrier_stats(&self) -> crate::control::CarrierStats {
+        let path = self.conn.stats().path;
+        crate::control::CarrierStats {
+            rtt_us: u64::try_from(path.rtt.as_micros()).unwrap_or(u64::MAX),
+            sent_packets: path.sent_packets,
+            lost_packets: path.lost_packets,
+        }
+    }
+
     /// The QUIC connection itself, for tools that speak the protocol below this API (the
     /// trust tests' hostile client).
     pub fn connection(&self) -> &quinn::Connection {

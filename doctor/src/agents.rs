@@ -1,17 +1,24 @@
 //! Agent checks: every workload of the namespace whose pod template has the tether agent
 //! container (see `tether_kube::workload::inject`): the agent containers' state, restarts and
-//! last termination, its image against the manager's, and whether the manager has it linked.
+//! last termination, its image against the manager's, whether the manager has it linked, and
+//! whether a re-applied manifest has moved the Service ports the agent took over away from it.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, ReplicaSet, StatefulSet},
-        core::v1::{Pod, PodTemplateSpec},
+        core::v1::{Pod, PodTemplateSpec, Service},
     },
-    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+        util::intstr::IntOrString,
+    },
 };
-use tether_kube::names::AGENT_CONTAINER;
+use tether_kube::{
+    names::{AGENT_ANNOTATION, AGENT_CONTAINER},
+    workload::inject::AgentRecord,
+};
 
 use crate::{
     check::{Check, Status},
@@ -28,6 +35,8 @@ pub struct AgentWorkload {
     pub selector: LabelSelector,
     /// The agent container's image in the template.
     pub image: String,
+    /// What the injection changed (its `tether.dev/agent` annotation), if it is readable.
+    pub record: Option<AgentRecord>,
 }
 
 impl AgentWorkload {
@@ -56,7 +65,76 @@ fn workload(
         replicas: replicas.unwrap_or(1),
         selector: selector.clone(),
         image: agent_image(template)?,
+        record: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(AGENT_ANNOTATION))
+            .and_then(|json| serde_json::from_str(json).ok()),
     })
+}
+
+fn show_target(t: Option<&IntOrString>) -> String {
+    match t {
+        Some(IntOrString::Int(n)) => n.to_string(),
+        Some(IntOrString::String(s)) => s.clone(),
+        None => "its port number (no targetPort)".to_owned(),
+    }
+}
+
+/// The Service ports the injection pointed at the agent that no longer lead to it: a manifest
+/// re-applied after the injection (`kubectl apply`, a Helm upgrade, a GitOps sync) put its own
+/// ports back, and that traffic now goes straight to the app, past the agent and any intercept.
+pub fn drifted_ports(record: &AgentRecord, services: &[Service]) -> Vec<String> {
+    let mut drift = Vec::new();
+    for r in &record.services {
+        let Some(svc) = services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(r.service.as_str()))
+        else {
+            drift.push(format!("Service {} is gone", r.service));
+            continue;
+        };
+        let ports = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_deref())
+            .unwrap_or_default();
+        let port = ports
+            .iter()
+            .find(|p| p.port == r.port && p.protocol.as_deref().unwrap_or("TCP") == r.protocol);
+        match port {
+            None => {
+                let now: Vec<String> = ports
+                    .iter()
+                    .map(|p| format!("{}→{}", p.port, show_target(p.target_port.as_ref())))
+                    .collect();
+                drift.push(format!(
+                    "Service {} no longer has port {}/{} that led to the agent's {} (its ports \
+                     now: {})",
+                    r.service,
+                    r.port,
+                    r.protocol,
+                    r.agent_port,
+                    if now.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        now.join(", ")
+                    }
+                ));
+            }
+            Some(p) if p.target_port != Some(IntOrString::Int(r.agent_port.into())) => {
+                drift.push(format!(
+                    "Service {} port {} targets {} again, not the agent's {}",
+                    r.service,
+                    r.port,
+                    show_target(p.target_port.as_ref()),
+                    r.agent_port
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    drift
 }
 
 /// The workloads with an agent. ReplicaSets a Deployment owns count as their Deployment.
@@ -143,10 +221,12 @@ pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
 pub type Linked<'a> = Option<&'a [String]>;
 
 /// One check per workload with an agent (`agent.<kind>.<name>`), or `agents` when there is none.
+/// `services`: the namespace's Services (`None`: they could not be listed, drift is not judged).
 pub fn agent_checks(
     namespace: &str,
     workloads: &[AgentWorkload],
     pods: &[Pod],
+    services: Option<&[Service]>,
     manager_image: Option<&str>,
     linked: Linked<'_>,
 ) -> Vec<Check> {
@@ -158,8 +238,38 @@ pub fn agent_checks(
     }
     workloads
         .iter()
-        .map(|w| workload_check(namespace, w, pods, manager_image, linked))
+        .map(|w| {
+            let mut check = workload_check(namespace, w, pods, manager_image, linked);
+            if let (Some(record), Some(services)) = (&w.record, services) {
+                add_drift(&mut check, namespace, w, &drifted_ports(record, services));
+            }
+            check
+        })
         .collect()
+}
+
+/// Adds drifted Service ports to a workload's check: a warning at least, and unless something
+/// worse already has the next step, how to re-inject.
+fn add_drift(check: &mut Check, namespace: &str, w: &AgentWorkload, drift: &[String]) {
+    if drift.is_empty() {
+        return;
+    }
+    let found = format!(
+        "{}: traffic there bypasses the agent and its intercepts",
+        drift.join("; ")
+    );
+    if check.status == Status::Ok {
+        check.found = format!("{}/{}: {found}", w.kind, w.name);
+        check.status = Status::Warn;
+        check.next = Some(format!(
+            "a re-applied manifest changed the Service's ports after the agent was injected: \
+             re-inject it against the current ports with `tether uninstall {}/{} -n \
+             {namespace}`, then `tether intercept` again",
+            w.kind, w.name
+        ));
+    } else {
+        check.found.push_str(&format!("; {found}"));
+    }
 }
 
 fn workload_check(

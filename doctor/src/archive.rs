@@ -1,4 +1,4 @@
-//! A `.tar.gz` written in memory: ustar entries, gzip around them.
+//! A `.tar.gz` written in memory: ustar entries, gzip around them; [`zip`] writes a `.zip`.
 //!
 //! No tar or deflate crate is in the build's offline registry, so this is the small subset we
 //! need: regular files only, and gzip with *stored* (uncompressed) deflate blocks. Every `tar`
@@ -9,8 +9,11 @@
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ArchiveError {
     /// The path does not fit a ustar header (100 bytes of name, 155 of prefix).
-    #[error("path too long for a tar entry: {0}")]
+    #[error("path too long for an archive entry: {0}")]
     PathTooLong(String),
+    /// Too large (or too many entries) for a zip without zip64.
+    #[error("too large for a .zip (4 GiB, 65,535 entries): {0}")]
+    TooLargeForZip(String),
 }
 
 /// Files in order, then [`finish`](Archive::finish) for the `.tar.gz` bytes.
@@ -115,6 +118,8 @@ pub fn crc32(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+pub mod zip;
 
 #[cfg(test)]
 mod tests;

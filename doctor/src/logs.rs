@@ -33,7 +33,7 @@ use tether_daemon::{
 use tether_kube::names::AGENT_CONTAINER;
 
 use crate::{
-    archive::{Archive, ArchiveError},
+    archive::{zip::Zip, Archive, ArchiveError},
     manager,
     redact::{self, Redactor},
     run::{self, kube::within},
@@ -84,6 +84,47 @@ pub enum GatherError {
     /// An entry did not fit the archive format.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// The output's name says no archive format we write.
+    #[error("{0}")]
+    Output(String),
+}
+
+/// The archive's format, from the output file's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `.tar.gz` or `.tgz`.
+    TarGz,
+    /// `.zip`.
+    Zip,
+}
+
+impl Format {
+    /// The format `path`'s name asks for (its ending, in any case).
+    pub fn of(path: &Path) -> Result<Format, String> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        if name.ends_with(".zip") && name.len() > 4 {
+            Ok(Format::Zip)
+        } else if (name.ends_with(".tar.gz") && name.len() > 7)
+            || (name.ends_with(".tgz") && name.len() > 4)
+        {
+            Ok(Format::TarGz)
+        } else {
+            Err(format!(
+                "cannot tell the archive format of {:?}: name it *.tar.gz, *.tgz or *.zip",
+                path.display().to_string()
+            ))
+        }
+    }
+}
+
+/// `gather-logs -o FILE`, checked before anything is gathered.
+pub fn parse_output(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    Format::of(&path)?;
+    Ok(path)
 }
 
 /// The texts gathered so far, and what could not be.
@@ -135,7 +176,10 @@ pub async fn gather(
             .push("cluster: loading the kubeconfig timed out".into()),
     }
 
-    progress("redacting and writing the archive");
+    progress(&format!(
+        "redacting and writing the archive ({})",
+        plural(c.files.len() + 1, "file")
+    ));
     let redactor = Redactor::new().with_values(&c.secret_values);
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -156,15 +200,28 @@ pub async fn gather(
             readme.push_str(&format!("- {note}\n"));
         }
     }
-    let mut archive = Archive::new();
-    let mut files = vec![format!("{TOP}/README.txt")];
-    archive.add(&files[0], redactor.redact(&readme).as_bytes(), now)?;
+    let mut entries = vec![(format!("{TOP}/README.txt"), redactor.redact(&readme))];
     for (path, text) in &c.files {
-        let path = format!("{TOP}/{path}");
-        archive.add(&path, redactor.redact(text).as_bytes(), now)?;
-        files.push(path);
+        entries.push((format!("{TOP}/{path}"), redactor.redact(text)));
     }
-    write_private(&opts.output, &archive.finish(now)).map_err(|source| GatherError::Write {
+    let bytes = match Format::of(&opts.output).map_err(GatherError::Output)? {
+        Format::TarGz => {
+            let mut archive = Archive::new();
+            for (path, text) in &entries {
+                archive.add(path, text.as_bytes(), now)?;
+            }
+            archive.finish(now)
+        }
+        Format::Zip => {
+            let mut archive = Zip::new();
+            for (path, text) in &entries {
+                archive.add(path, text.as_bytes(), now)?;
+            }
+            archive.finish()?
+        }
+    };
+    let files = entries.into_iter().map(|(path, _)| path).collect();
+    write_private(&opts.output, &bytes).map_err(|source| GatherError::Write {
         path: opts.output.clone(),
         source,
     })?;
@@ -268,7 +325,10 @@ async fn cluster_logs(
     }
     c.add("versions.txt", versions);
 
-    progress("reading Warning events");
+    progress(&format!(
+        "reading Warning events of {}",
+        plural(namespaces.len(), "namespace")
+    ));
     for ns in &namespaces {
         let events: Api<Event> = Api::namespaced(client.clone(), ns);
         match within(
@@ -284,7 +344,6 @@ async fn cluster_logs(
         }
     }
 
-    progress("reading the traffic manager's logs");
     let pods: Api<Pod> = Api::namespaced(client.clone(), MANAGER_NAMESPACE);
     match within(
         limit,
@@ -293,6 +352,10 @@ async fn cluster_logs(
     .await
     {
         Ok(list) => {
+            progress(&format!(
+                "reading the traffic manager's logs ({})",
+                plural(list.items.len(), "pod")
+            ));
             for pod in &list.items {
                 pod_logs(c, client, opts, pod, manager::CONTAINER, "manager").await;
             }
@@ -300,16 +363,23 @@ async fn cluster_logs(
         Err(e) => c.notes.push(e.reason("list the manager's pods")),
     }
 
-    progress("reading the agents' logs");
     for ns in namespaces.iter().filter(|ns| *ns != MANAGER_NAMESPACE) {
         let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
         match within(limit, pods.list(&ListParams::default())).await {
             Ok(list) => {
-                let with_agent = list.items.iter().filter(|p| {
-                    p.spec
-                        .as_ref()
-                        .is_some_and(|s| s.containers.iter().any(|c| c.name == AGENT_CONTAINER))
-                });
+                let with_agent: Vec<&Pod> = list
+                    .items
+                    .iter()
+                    .filter(|p| {
+                        p.spec
+                            .as_ref()
+                            .is_some_and(|s| s.containers.iter().any(|c| c.name == AGENT_CONTAINER))
+                    })
+                    .collect();
+                progress(&format!(
+                    "reading the agents' logs in namespace {ns} ({})",
+                    plural(with_agent.len(), "pod")
+                ));
                 for pod in with_agent {
                     pod_logs(
                         c,
@@ -328,7 +398,10 @@ async fn cluster_logs(
         }
     }
 
-    progress("reading Secret values to redact");
+    progress(&format!(
+        "reading Secret values to redact in {}",
+        plural(namespaces.len(), "namespace")
+    ));
     for ns in &namespaces {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
         match within(limit, secrets.list(&ListParams::default())).await {
@@ -349,6 +422,15 @@ async fn cluster_logs(
                 e.reason(&format!("list Secrets in namespace {ns}"))
             )),
         }
+    }
+}
+
+/// `1 pod`, `2 pods`.
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 
@@ -450,3 +532,6 @@ fn nodes_yaml(nodes: &[Node]) -> String {
         .collect();
     serde_yaml::to_string(&summary).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;

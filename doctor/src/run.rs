@@ -204,6 +204,7 @@ async fn cluster_checks(opts: &Options) -> Vec<Check> {
                 ns,
                 &found,
                 &w.pods,
+                w.services.as_deref(),
                 manager_image.as_deref(),
                 opts.linked.as_deref(),
             ));

@@ -11,7 +11,7 @@ use std::{
 use ipnet::Ipv4Net;
 use tether_daemon::{control::StatusReport, privileged::route_check::Route};
 
-use crate::check::Check;
+use crate::check::{Check, Status};
 
 /// The first line of the resolv.conf tether writes (see `tether_daemon::privileged::resolv_conf`).
 pub const TETHER_RESOLV_MARK: &str = "# Written by tether";
@@ -131,7 +131,75 @@ pub fn connected_checks(v: &ConnectedView) -> Vec<Check> {
     checks.push(resolver_check(v));
     checks.push(dns_check(v));
     checks.push(service_check(v));
+    checks.push(carrier_check(s));
     checks
+}
+
+/// Above this smoothed RTT the tunnel feels slow (interactive requests pay it several times).
+pub const RTT_WARN_MS: f64 = 150.0;
+/// Above this share of lost packets throughput collapses (QUIC backs off on every loss).
+pub const LOSS_WARN_PERCENT: f64 = 2.0;
+/// Loss is judged over at least this many packets; fewer say too little.
+pub const LOSS_MIN_PACKETS: u64 = 100;
+
+/// `workstation.carrier`: the tunnel's RTT and packet loss as the daemon's QUIC connection
+/// measures them.
+pub fn carrier_check(s: &StatusReport) -> Check {
+    const ID: &str = "workstation.carrier";
+    let Some(c) = &s.carrier else {
+        return Check::skipped(
+            ID,
+            "the daemon reports no carrier figures (it is reconnecting, or older than this \
+             tether)",
+        );
+    };
+    let rtt = c.rtt_ms();
+    let loss = c.loss_percent();
+    let judged = c.sent_packets >= LOSS_MIN_PACKETS;
+    let loss_text = if judged {
+        format!(
+            "{loss:.2} % lost ({} of {} packets)",
+            c.lost_packets, c.sent_packets
+        )
+    } else {
+        format!(
+            "{} of {} packets lost (too few sent to judge loss)",
+            c.lost_packets, c.sent_packets
+        )
+    };
+    let found = format!("{} carrier: RTT {rtt:.1} ms, {loss_text}", s.transport);
+    let slow = rtt > RTT_WARN_MS;
+    let lossy = judged && loss > LOSS_WARN_PERCENT;
+    if !slow && !lossy {
+        return Check::ok(ID, found);
+    }
+    let mut why = Vec::new();
+    if slow {
+        why.push(format!("RTT over {RTT_WARN_MS} ms"));
+    }
+    if lossy {
+        why.push(format!("loss over {LOSS_WARN_PERCENT} %"));
+    }
+    let next = if s.transport == "port-forward" {
+        "the API server relays every packet over port-forward: if the manager's UDP port is \
+         reachable from here, `sudo tether quit && sudo tether connect --transport udp`; \
+         otherwise check the network to the API server"
+            .to_owned()
+    } else if lossy {
+        format!(
+            "the path to the manager ({}) drops packets (Wi-Fi, a VPN, a congested link): check \
+             it with `ping`/`mtr`, or try `sudo tether quit && sudo tether connect --transport \
+             port-forward`",
+            s.manager
+        )
+    } else {
+        format!(
+            "the path to the manager ({}) is slow: check it with `ping`/`mtr` (a VPN hop or a \
+             distant cluster)",
+            s.manager
+        )
+    };
+    Check::warn(ID, format!("{found}: {}", why.join(" and ")), next)
 }
 
 /// Every cluster subnet routed into the TUN, and no other route at least as specific
@@ -328,9 +396,12 @@ pub struct Leftovers {
     pub backup: Backup,
     /// A TUN device of tether's name that still exists.
     pub tun: Option<String>,
+    /// Routes through that device.
+    pub tun_routes: Vec<Route>,
 }
 
-/// `workstation.daemon` (not connected) and `workstation.leftovers`.
+/// `workstation.daemon` (not connected) and `workstation.leftovers`: every leftover named in one
+/// check, with what repairs each.
 pub fn leftover_checks(l: &Leftovers) -> Vec<Check> {
     const ID: &str = "workstation.leftovers";
     let mut checks = vec![Check::ok(
@@ -341,33 +412,53 @@ pub fn leftover_checks(l: &Leftovers) -> Vec<Check> {
         .resolv_conf
         .as_deref()
         .is_some_and(|t| t.starts_with(TETHER_RESOLV_MARK));
-    if ours || l.backup == Backup::Present {
-        let what = if ours {
+    let mut found = Vec::new();
+    let mut next = Vec::new();
+    let mut status = Status::Ok;
+    if ours {
+        found.push(
             "/etc/resolv.conf is still tether's: names resolve through a DNS server that is gone"
+                .to_owned(),
+        );
+        status = Status::Fail;
+    }
+    if l.backup == Backup::Present {
+        found.push(
+            "the original resolver configuration of a crashed session is saved, waiting to be \
+             put back"
+                .to_owned(),
+        );
+        status = Status::Fail;
+    }
+    if let Some(socket) = &l.socket {
+        found.push(format!("a dead daemon's control socket remains ({socket})"));
+        status = status.max(Status::Warn);
+    }
+    if ours || l.backup == Backup::Present || l.socket.is_some() {
+        next.push(
+            "`sudo tether quit` restores the original resolver configuration and removes the \
+             dead socket"
+                .to_owned(),
+        );
+    }
+    if let Some(tun) = &l.tun {
+        let routes = if l.tun_routes.is_empty() {
+            String::new()
         } else {
-            "a saved resolver configuration of a crashed session is waiting to be put back"
+            let shown: Vec<String> = l.tun_routes.iter().map(ToString::to_string).collect();
+            format!(" with routes {}", shown.join(", "))
         };
-        checks.push(Check::fail(
-            ID,
-            what,
-            "`sudo tether quit` restores the original resolver configuration",
+        found.push(format!(
+            "the TUN device {tun} still exists{routes} without a daemon: a tether process holds it"
         ));
-    } else if let Some(tun) = &l.tun {
-        checks.push(Check::warn(
-            ID,
-            format!(
-                "the TUN device {tun} still exists without a daemon: a tether process holds it"
-            ),
-            "find it with `pgrep -a tether` and stop it (`sudo kill PID`): the device and its \
-             routes go with it",
-        ));
-    } else if let Some(socket) = &l.socket {
-        checks.push(Check::warn(
-            ID,
-            format!("a dead daemon's control socket remains ({socket})"),
-            "harmless: the next `tether connect` replaces it",
-        ));
-    } else {
+        status = status.max(Status::Warn);
+        next.push(
+            "find that process with `pgrep -a tether` and stop it (`sudo kill PID`): the device \
+             and its routes go with it"
+                .to_owned(),
+        );
+    }
+    if found.is_empty() {
         let note = if l.backup == Backup::Unreadable {
             " (the saved resolver backup is root's to check: run doctor with sudo)"
         } else {
@@ -377,6 +468,13 @@ pub fn leftover_checks(l: &Leftovers) -> Vec<Check> {
             ID,
             format!("nothing left by a crashed session{note}"),
         ));
+    } else {
+        checks.push(Check {
+            id: ID.to_owned(),
+            status,
+            found: found.join("; "),
+            next: Some(next.join("; then ")),
+        });
     }
     checks
 }

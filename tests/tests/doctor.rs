@@ -89,6 +89,7 @@ fn healthy_cluster_every_check_passes() {
         "workstation.resolver",
         "workstation.dns",
         "workstation.service",
+        "workstation.carrier",
     ] {
         let c = check(&report, id);
         assert_eq!(c["status"], "ok", "{id}: {c:#}");
@@ -97,6 +98,10 @@ fn healthy_cluster_every_check_passes() {
     for c in report["checks"].as_array().expect("checks") {
         assert_eq!(c["status"], "ok", "every check passes: {c:#}");
     }
+    // The carrier's figures, measured by the daemon's QUIC connection.
+    let carrier = text(&check(&report, "workstation.carrier")["found"]);
+    assert!(carrier.contains(" carrier: RTT "), "{carrier}");
+    assert!(carrier.contains(" packets"), "{carrier}");
     assert_eq!(report["summary"]["fail"], 0);
 
     // The text report: one ✔ line per check, nothing else.
@@ -629,17 +634,29 @@ impl Drop for Created {
 const SECRET_VALUE: &str = "tether-e2e-very-secret-value-4711";
 const BEARER: &str = "e2eBearerTokenValue0123456789";
 
-/// Every file of a `.tar.gz`, as (path, bytes).
-fn untar(archive: &Path) -> Vec<(String, Vec<u8>)> {
-    let dir = std::env::temp_dir().join(format!("doctor-untar-{}", std::process::id()));
+/// Every file of a `.tar.gz` (unpacked by `tar`) or `.zip` (tested, then unpacked, by `unzip`),
+/// as (path, bytes).
+fn unpack(archive: &Path) -> Vec<(String, Vec<u8>)> {
+    let dir = std::env::temp_dir().join(format!("doctor-unpack-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("tmp");
-    run(Command::new("tar")
-        .arg("xzf")
-        .arg(archive)
-        .arg("-C")
-        .arg(&dir))
-    .expect_ok("tar xzf");
+    if archive.extension().is_some_and(|e| e == "zip") {
+        let tested = run(Command::new("unzip").arg("-t").arg(archive)).expect_ok("unzip -t");
+        assert!(tested.contains("No errors detected"), "{tested}");
+        run(Command::new("unzip")
+            .arg("-q")
+            .arg(archive)
+            .arg("-d")
+            .arg(&dir))
+        .expect_ok("unzip");
+    } else {
+        run(Command::new("tar")
+            .arg("xzf")
+            .arg(archive)
+            .arg("-C")
+            .arg(&dir))
+        .expect_ok("tar xzf");
+    }
     let mut files = Vec::new();
     let mut stack = vec![dir.clone()];
     while let Some(d) = stack.pop() {
@@ -698,8 +715,38 @@ fn gather_logs_holds_the_expected_files_and_no_secret() {
         .push(["event".into(), "doctor-e2e-leak".into(), "default".into()]);
 
     let _conn = Connected::new(WS, &[]);
+    for format in ["tar.gz", "zip"] {
+        gathered_archive_is_complete_and_clean(format);
+    }
+
+    // On a terminal (a pseudo-terminal by `script`), a line per step with its counts.
     let archive =
-        TempFile(std::env::temp_dir().join(format!("doctor-logs-{}.tar.gz", std::process::id())));
+        TempFile(std::env::temp_dir().join(format!("doctor-tty-{}.zip", std::process::id())));
+    let command = format!(
+        "TETHER_RUNTIME_DIR={} KUBECONFIG={} {} gather-logs -n default --since 5m -o {}",
+        runtime_dir(WS).display(),
+        kubeconfig().display(),
+        tether_bin().display(),
+        archive.0.display()
+    );
+    let shown = run(in_ns(WS, "script").args(["-qec", &command, "/dev/null"]))
+        .expect_ok("gather-logs on a terminal");
+    for step in [
+        "running tether doctor…",
+        "reading Warning events of 2 namespaces…",
+        "reading the traffic manager's logs (1 pod)…",
+        "reading the agents' logs in namespace default (",
+        "redacting and writing the archive (",
+    ] {
+        assert!(shown.contains(step), "{step:?} in {shown}");
+    }
+    assert!(archive.0.exists());
+}
+
+/// `gather-logs -o doctor-logs-PID.FORMAT`, unpacked with the format's own tool and scanned.
+fn gathered_archive_is_complete_and_clean(format: &str) {
+    let archive =
+        TempFile(std::env::temp_dir().join(format!("doctor-logs-{}.{format}", std::process::id())));
     let out = tether(
         WS,
         &[
@@ -712,10 +759,16 @@ fn gather_logs_holds_the_expected_files_and_no_secret() {
             archive.0.to_str().expect("UTF-8"),
         ],
     );
+    let out_stderr = out.stderr.clone();
     let stdout = out.expect_ok("gather-logs");
-    assert!(stdout.contains("Wrote "), "{stdout}");
+    assert!(stdout.contains("Wrote "), "{format}: {stdout}");
+    // Not a terminal: no progress lines.
+    assert!(
+        !out_stderr.contains("reading"),
+        "{format}: progress on a pipe: {out_stderr}"
+    );
 
-    let files = untar(&archive.0);
+    let files = unpack(&archive.0);
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
     for want in [
         "tether-logs/README.txt",
@@ -769,4 +822,313 @@ fn gather_logs_holds_the_expected_files_and_no_secret() {
             "a bearer token in {name}"
         );
     }
+}
+
+/// A network device a test added to the workstation, as a VPN client adds its tunnel; deleted on
+/// drop (its routes go with it).
+struct VpnLink(&'static str);
+
+impl VpnLink {
+    fn add(name: &'static str) -> VpnLink {
+        let guard = VpnLink(name);
+        // A TUN device, as VPN clients use (this kernel has no dummy devices).
+        run(Command::new("ip").args(["-n", WS, "tuntap", "add", "dev", name, "mode", "tun"]))
+            .expect_ok("add the VPN's device");
+        run(Command::new("ip").args(["-n", WS, "link", "set", name, "up"]))
+            .expect_ok("set the VPN's device up");
+        guard
+    }
+}
+
+impl Drop for VpnLink {
+    fn drop(&mut self) {
+        let _ = run(Command::new("ip").args(["-n", WS, "link", "del", self.0]));
+    }
+}
+
+/// The command between the first pair of backticks of `next`, without `sudo` (the tests run as
+/// root already).
+fn suggested_command(next: &str) -> Vec<String> {
+    let command = next
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command in {next:?}"));
+    command
+        .split_whitespace()
+        .skip_while(|w| *w == "sudo")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_vpn_route_shadowing_the_cluster_is_named_and_its_removal_repairs_it() {
+    let _conn = Connected::new(WS, &[]);
+    let (run_before, report) = doctor(&[]);
+    assert_eq!(run_before.code, Some(0), "healthy first: {report:#}");
+
+    // What a VPN would do: a more specific route for part of a cluster range, through its own
+    // device. The range holds the Service doctor connects to ("TCP to Service NS/NAME (IP:PORT)
+    // through the tunnel"), so the route really takes its traffic.
+    let service = text(&check(&report, "workstation.service")["found"]).to_owned();
+    let ip = service
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(':'))
+        .map(|(ip, _)| ip.to_owned())
+        .unwrap_or_else(|| panic!("the Service's address in {service:?}"));
+    let octets: Vec<&str> = ip.split('.').collect();
+    assert_eq!(octets.len(), 4, "{ip}");
+    let shadow = format!("{}.{}.{}.0/24", octets[0], octets[1], octets[2]);
+    let vpn = VpnLink::add("vpn-e2e0");
+    run(Command::new("ip").args(["-n", WS, "route", "add", &shadow, "dev", vpn.0]))
+        .expect_ok("add the VPN's route");
+
+    let (run, report) = doctor(&[]);
+    assert_eq!(run.code, Some(1), "{report:#}");
+    let routes = check(&report, "workstation.routes");
+    assert_eq!(routes["status"], "fail", "{routes:#}");
+    let found = text(&routes["found"]);
+    assert!(
+        found.starts_with(&format!("{shadow} dev vpn-e2e0 shadows ")),
+        "the route and its device are named: {found}"
+    );
+    assert!(found.contains("bypasses tether"), "{found}");
+    let next = text(&routes["next"]);
+    assert!(next.contains("--never-proxy"), "the VPN's way out: {next}");
+    // The Service behind the route is really out of reach.
+    assert_eq!(
+        check(&report, "workstation.service")["status"],
+        "fail",
+        "{report:#}"
+    );
+
+    // The suggested repair, run as given (in the workstation).
+    let command = suggested_command(next);
+    assert_eq!(command, ["ip", "route", "del", shadow.as_str()], "{next}");
+    let mut repair = in_ns(WS, &command[0]);
+    repair.args(&command[1..]);
+    tether_e2e::run(&mut repair).expect_ok("the suggested command");
+    let (run, report) = doctor(&[]);
+    assert_eq!(
+        check(&report, "workstation.routes")["status"],
+        "ok",
+        "{report:#}"
+    );
+    assert_eq!(check(&report, "workstation.service")["status"], "ok");
+    assert_eq!(run.code, Some(0), "{report:#}");
+    drop(vpn);
+}
+
+/// Whether process `pid` has finished (gone, or a zombie).
+fn finished(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
+#[test]
+fn a_killed_daemon_leaves_state_that_doctor_names_and_quit_repairs() {
+    let before = machine_state(WS);
+    let _restore = ResolverBackup {
+        before: before.0.clone(),
+    };
+    let (run, report) = doctor(&[]);
+    assert_eq!(
+        check(&report, "workstation.leftovers")["status"],
+        "ok",
+        "clean first: {report:#}"
+    );
+    assert_eq!(run.code, Some(0));
+
+    let conn = Connected::new(WS, &[]);
+    let status = conn.status();
+    std::mem::forget(conn);
+    // Both of this test's processes killed at once (the machine's OOM killer, a crash): the
+    // helper first, so that it cannot restore anything when the daemon dies.
+    let helper = status["privileged_pid"].as_u64().expect("helper pid");
+    let daemon = status["daemon_pid"].as_u64().expect("daemon pid");
+    for pid in [helper, daemon] {
+        // The daemon may already have gone with its helper (its parent-death signal).
+        let _ = tether_e2e::run(Command::new("kill").args(["-9", &pid.to_string()]));
+    }
+    for pid in [helper, daemon] {
+        eventually(Duration::from_secs(10), "the process gone", || {
+            finished(pid).then_some(())
+        });
+    }
+    // What a crash really leaves: the resolver, its saved original and maybe the socket; the TUN
+    // device (and its routes) went with the daemon's descriptor.
+    let socket = runtime_dir(WS).join("user/daemon.sock");
+    let socket_left = socket.exists();
+    eprintln!("left behind: resolv.conf changed, socket {socket_left}");
+    assert_ne!(
+        machine_state(WS).0,
+        before.0,
+        "the resolver is left changed"
+    );
+    let links = tether_e2e::run(Command::new("ip").args(["-n", WS, "link"])).stdout;
+    assert!(!links.contains("tether0"), "{links}");
+
+    let (run, report) = doctor(&[]);
+    assert_eq!(run.code, Some(1), "{report:#}");
+    assert_eq!(check(&report, "workstation.daemon")["status"], "ok");
+    let left = check(&report, "workstation.leftovers");
+    assert_eq!(left["status"], "fail", "{left:#}");
+    let found = text(&left["found"]);
+    assert!(
+        found.contains("/etc/resolv.conf is still tether's"),
+        "{found}"
+    );
+    assert!(found.contains("original resolver configuration"), "{found}");
+    assert_eq!(
+        found.contains(&format!(
+            "a dead daemon's control socket remains ({})",
+            socket.display()
+        )),
+        socket_left,
+        "the socket named if and only if it remains: {found}"
+    );
+    assert!(!found.contains("TUN"), "no TUN device is left: {found}");
+    let next = text(&left["next"]);
+    assert!(next.starts_with("`sudo tether quit`"), "{next}");
+
+    // The suggested repair.
+    let quit = tether(WS, &["quit"]).expect_ok("tether quit");
+    assert!(
+        quit.starts_with("Not connected; restored the resolver configuration"),
+        "{quit}"
+    );
+    let (run, report) = doctor(&[]);
+    let left = check(&report, "workstation.leftovers");
+    assert_eq!(left["status"], "ok", "{left:#}");
+    assert_eq!(text(&left["found"]), "nothing left by a crashed session");
+    assert_eq!(run.code, Some(0), "{report:#}");
+    assert_eq!(machine_state(WS), before, "resolv.conf and routes restored");
+    assert!(!socket.exists(), "no socket remains");
+}
+
+#[test]
+fn gather_logs_refuses_an_archive_name_of_no_known_format() {
+    let out = tether(WS, &["gather-logs", "-o", "/tmp/doctor-logs.rar"]);
+    assert_eq!(out.code, Some(2), "a usage error: {out:?}");
+    assert!(
+        out.stderr.contains(
+            "cannot tell the archive format of \"/tmp/doctor-logs.rar\": name it *.tar.gz, \
+             *.tgz or *.zip"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!Path::new("/tmp/doctor-logs.rar").exists());
+}
+
+/// Ends the intercept of a workload and removes its agent on drop.
+struct Intercepted(&'static str);
+
+impl Drop for Intercepted {
+    fn drop(&mut self) {
+        let _ = tether(WS, &["leave", self.0]);
+        let _ = tether(
+            WS,
+            &[
+                "uninstall",
+                &format!("deployment/{}", self.0),
+                "-n",
+                "default",
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_service_port_drifted_past_the_agent_is_named_and_reinjecting_repairs_it() {
+    let _conn = Connected::new(WS, &[]);
+    let intercepted = Intercepted("orders");
+    tether(WS, &["intercept", "orders", "--port", "18095:http"]).expect_ok("tether intercept");
+    let id = "agent.deployment.orders";
+    let (_, report) = doctor(&["-n", "default"]);
+    assert_eq!(check(&report, id)["status"], "ok", "{report:#}");
+
+    // The Service's manifest applied again (kubectl apply, a Helm upgrade): its port points at
+    // the app again, as it did before the injection.
+    let record = kubectl(&[
+        "get",
+        "deployment",
+        "orders",
+        "-o",
+        "jsonpath={.metadata.annotations.tether\\.dev/agent}",
+    ])
+    .expect_ok("the injection record");
+    let record: Value = serde_json::from_str(&record).expect("the record as JSON");
+    let taken = &record["services"][0];
+    let (service, port, agent_port) = (
+        text(&taken["service"]).to_owned(),
+        taken["port"].as_i64().expect("port"),
+        taken["agentPort"].as_i64().expect("agent port"),
+    );
+    let ports: Value = serde_json::from_str(
+        &kubectl(&["get", "service", &service, "-o", "jsonpath={.spec.ports}"])
+            .expect_ok("the Service's ports"),
+    )
+    .expect("ports as JSON");
+    let index = ports
+        .as_array()
+        .and_then(|ps| ps.iter().position(|p| p["port"] == port))
+        .expect("the port the agent took");
+    assert_eq!(ports[index]["targetPort"], agent_port, "injected: {ports}");
+    let original = &taken["originalTargetPort"];
+    let path = format!("/spec/ports/{index}/targetPort");
+    let patch = if original.is_null() {
+        serde_json::json!([{"op": "remove", "path": path}])
+    } else {
+        serde_json::json!([{"op": "replace", "path": path, "value": original}])
+    };
+    kubectl(&[
+        "patch",
+        "service",
+        &service,
+        "--type=json",
+        "-p",
+        &patch.to_string(),
+    ])
+    .expect_ok("re-apply the Service's port");
+
+    let (_, report) = doctor(&["-n", "default"]);
+    let c = check(&report, id);
+    assert_eq!(c["status"], "warn", "{c:#}");
+    let shown = match original {
+        Value::String(s) => s.clone(),
+        Value::Null => "its port number (no targetPort)".into(),
+        other => other.to_string(),
+    };
+    let found = text(&c["found"]);
+    assert!(
+        found.contains(&format!(
+            "Service {service} port {port} targets {shown} again, not the agent's {agent_port}"
+        )),
+        "{found}"
+    );
+    assert!(found.contains("bypasses the agent"), "{found}");
+    let next = text(&c["next"]);
+    assert!(
+        next.contains(
+            "`tether uninstall deployment/orders -n default`, then `tether intercept` again"
+        ),
+        "{next}"
+    );
+
+    // The suggested repair: the agent out (after the intercept ends), and in again.
+    tether(WS, &["leave", "orders"]).expect_ok("tether leave");
+    let command = suggested_command(next);
+    assert_eq!(command[..2], ["tether", "uninstall"], "{next}");
+    tether(
+        WS,
+        &command[1..].iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .expect_ok("the suggested uninstall");
+    tether(WS, &["intercept", "orders", "--port", "18095:http"]).expect_ok("intercept again");
+    let (_, report) = doctor(&["-n", "default"]);
+    let c = check(&report, id);
+    assert_eq!(c["status"], "ok", "{c:#}");
+    drop(intercepted);
 }

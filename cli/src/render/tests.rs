@@ -116,6 +116,25 @@ fn status_text_lists_the_session_and_no_intercepts() {
 }
 
 #[test]
+fn status_text_shows_the_carriers_rtt_and_loss() {
+    let mut report = status_report(Vec::new());
+    report.carrier = Some(tether_daemon::control::CarrierStats {
+        rtt_us: 1_450,
+        sent_packets: 2_000,
+        lost_packets: 3,
+    });
+    let text = status(&report);
+    assert!(
+        text.contains(
+            "Session:     s-1234\n\
+             Carrier:     RTT 1.5 ms, 0.15 % lost (3 of 2000 packets)\n\
+             DNS:"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
 fn status_text_lists_each_intercept_indented() {
     let report = status_report(vec![intercept(&[], None), intercept(&["x-dev=me"], None)]);
     let text = status(&report);
@@ -280,8 +299,19 @@ fn connected_and_quit_lines() {
     assert_eq!(quit(Quit::Disconnected), "Disconnected.\n");
     assert_eq!(quit(Quit::NotConnected), "Not connected.\n");
     assert_eq!(
-        quit(Quit::Repaired),
+        quit(Quit::Repaired {
+            resolver: true,
+            socket: false
+        }),
         "Not connected; restored the resolver configuration a crashed daemon left.\n"
+    );
+    assert_eq!(
+        quit(Quit::Repaired {
+            resolver: true,
+            socket: true
+        }),
+        "Not connected; restored the resolver configuration and removed the dead control \
+         socket a crashed daemon left.\n"
     );
 }
 

@@ -151,6 +151,8 @@ pub struct Workloads {
     pub statefulsets: Vec<StatefulSet>,
     pub replicasets: Vec<ReplicaSet>,
     pub pods: Vec<Pod>,
+    /// `None`: they could not be listed.
+    pub services: Option<Vec<Service>>,
 }
 
 async fn list_in<K>(client: &Client, namespace: &str, limit: Duration) -> Result<Vec<K>, Failure>
@@ -172,11 +174,12 @@ pub async fn workloads(
     namespace: &str,
     limit: Duration,
 ) -> Result<Workloads, Failure> {
-    let (deployments, statefulsets, replicasets, pods) = tokio::join!(
+    let (deployments, statefulsets, replicasets, pods, services) = tokio::join!(
         list_in::<Deployment>(client, namespace, limit),
         list_in::<StatefulSet>(client, namespace, limit),
         list_in::<ReplicaSet>(client, namespace, limit),
         list_in::<Pod>(client, namespace, limit),
+        list_in::<Service>(client, namespace, limit),
     );
     Ok(Workloads {
         deployments: deployments?,
@@ -184,6 +187,7 @@ pub async fn workloads(
         statefulsets: statefulsets.unwrap_or_default(),
         replicasets: replicasets.unwrap_or_default(),
         pods: pods?,
+        services: services.ok(),
     })
 }
 

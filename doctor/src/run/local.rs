@@ -158,5 +158,11 @@ pub fn leftovers(runtime: &Path) -> Leftovers {
         resolv_conf: std::fs::read_to_string(RESOLV_CONF).ok(),
         backup: backup(runtime),
         tun: tun_state(DEFAULT_TUN).map(|_| DEFAULT_TUN.to_owned()),
+        tun_routes: std::fs::read_to_string("/proc/net/route")
+            .map(|t| route_check::parse_proc_net_route(&t))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.dev == DEFAULT_TUN)
+            .collect(),
     }
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::check::Status;
+use tether_daemon::control::CarrierStats;
 
 fn route(dst: &str, dev: &str) -> Route {
     Route {
@@ -30,6 +31,11 @@ fn view() -> ConnectedView {
             dns_server: "198.18.0.2".into(),
             daemon_pid: 42,
             privileged_pid: 41,
+            carrier: Some(CarrierStats {
+                rtt_us: 1_200,
+                sent_packets: 5_000,
+                lost_packets: 2,
+            }),
             ..Default::default()
         },
         daemon_log: "/run/tether/user/daemon.log".into(),
@@ -76,7 +82,8 @@ fn a_healthy_connection() {
             "workstation.routes",
             "workstation.resolver",
             "workstation.dns",
-            "workstation.service"
+            "workstation.service",
+            "workstation.carrier"
         ]
     );
     assert!(checks.iter().all(|c| c.status == Status::Ok), "{checks:#?}");
@@ -94,6 +101,60 @@ fn a_healthy_connection() {
         by_id(&connected_checks(&none), "workstation.service").status,
         Status::Skipped
     );
+}
+
+fn carrier(transport: &str, rtt_us: u64, sent: u64, lost: u64) -> Check {
+    let mut s = view().status;
+    s.transport = transport.into();
+    s.carrier = Some(CarrierStats {
+        rtt_us,
+        sent_packets: sent,
+        lost_packets: lost,
+    });
+    carrier_check(&s)
+}
+
+#[test]
+fn the_carriers_rtt_and_loss_are_judged() {
+    let ok = carrier("udp", 1_200, 5_000, 2);
+    assert_eq!(ok.status, Status::Ok);
+    assert_eq!(
+        ok.found,
+        "udp carrier: RTT 1.2 ms, 0.04 % lost (2 of 5000 packets)"
+    );
+    // At the thresholds: still fine.
+    assert_eq!(carrier("udp", 150_000, 1_000, 20).status, Status::Ok);
+
+    let lossy = carrier("udp", 1_200, 1_000, 21);
+    assert_eq!(lossy.status, Status::Warn);
+    assert_eq!(
+        lossy.found,
+        "udp carrier: RTT 1.2 ms, 2.10 % lost (21 of 1000 packets): loss over 2 %"
+    );
+    let next = lossy.next.unwrap();
+    assert!(next.contains("10.0.0.1:31234") && next.contains("--transport port-forward"));
+
+    let slow = carrier("udp", 150_100, 1_000, 0);
+    assert_eq!(slow.status, Status::Warn);
+    assert!(slow.found.ends_with(": RTT over 150 ms"), "{}", slow.found);
+    assert!(slow.next.unwrap().contains("is slow"));
+
+    let both = carrier("port-forward", 400_000, 1_000, 50);
+    assert_eq!(both.status, Status::Warn);
+    assert!(both.found.ends_with(": RTT over 150 ms and loss over 2 %"));
+    assert!(both.next.unwrap().contains("--transport udp"));
+
+    // A handful of packets says nothing about loss.
+    let young = carrier("udp", 900, 20, 1);
+    assert_eq!(young.status, Status::Ok);
+    assert_eq!(
+        young.found,
+        "udp carrier: RTT 0.9 ms, 1 of 20 packets lost (too few sent to judge loss)"
+    );
+
+    let mut s = view().status;
+    s.carrier = None;
+    assert_eq!(carrier_check(&s).status, Status::Skipped);
 }
 
 #[test]
@@ -168,24 +229,60 @@ fn leftovers_of_a_crashed_session() {
         resolv_conf: Some("nameserver 192.0.2.53\n".into()),
         backup: Backup::Missing,
         tun: None,
+        tun_routes: Vec::new(),
     };
     let checks = leftover_checks(&clean);
     assert!(checks.iter().all(|c| c.status == Status::Ok));
-    let stale = Leftovers {
+    assert_eq!(checks[1].found, "nothing left by a crashed session");
+
+    // What a daemon and helper killed together leave: every leftover named in one check.
+    let crashed = Leftovers {
         resolv_conf: Some(format!(
             "{TETHER_RESOLV_MARK} while connected\nnameserver 198.18.0.2\n"
         )),
+        backup: Backup::Present,
+        socket: Some("/run/tether/user/daemon.sock".into()),
         ..clean.clone()
     };
-    let c = &leftover_checks(&stale)[1];
+    let c = &leftover_checks(&crashed)[1];
     assert_eq!(c.status, Status::Fail);
     assert_eq!(
-        c.next.as_deref(),
-        Some("`sudo tether quit` restores the original resolver configuration")
+        c.found,
+        "/etc/resolv.conf is still tether's: names resolve through a DNS server that is gone; \
+         the original resolver configuration of a crashed session is saved, waiting to be put \
+         back; a dead daemon's control socket remains (/run/tether/user/daemon.sock)"
     );
+    assert_eq!(
+        c.next.as_deref(),
+        Some(
+            "`sudo tether quit` restores the original resolver configuration and removes the \
+             dead socket"
+        )
+    );
+
     let socket = Leftovers {
         socket: Some("/run/tether/user/daemon.sock".into()),
-        ..clean
+        ..clean.clone()
     };
     assert_eq!(leftover_checks(&socket)[1].status, Status::Warn);
+
+    // A TUN device someone still holds, with its routes: quit cannot help, the holder must go.
+    let held = Leftovers {
+        tun: Some("tether0".into()),
+        tun_routes: vec![Route {
+            dst: "10.96.0.0/12".parse().unwrap(),
+            gateway: None,
+            dev: "tether0".into(),
+        }],
+        ..clean
+    };
+    let c = &leftover_checks(&held)[1];
+    assert_eq!(c.status, Status::Warn);
+    assert!(
+        c.found
+            .contains("tether0 still exists with routes 10.96.0.0/12 dev tether0"),
+        "{}",
+        c.found
+    );
+    assert!(c.next.as_deref().unwrap().contains("pgrep -a tether"));
 }
