@@ -119,7 +119,7 @@ fn status_text_lists_the_session_and_no_intercepts() {
 fn status_text_shows_the_carriers_rtt_and_loss() {
     let mut report = status_report(Vec::new());
     report.carrier = Some(tether_daemon::control::CarrierStats {
-        rtt_us: 1_450,
+        rtt_us: 1_460,
         sent_packets: 2_000,
         lost_packets: 3,
     });

@@ -184,7 +184,7 @@ fn the_injection_record_is_read_from_the_workload() {
     // Nothing drifted while the Service still leads to the agent.
     let agent = service(json!([{"name": "http", "port": 80, "targetPort": 9900}]));
     assert_eq!(
-        drifted_ports(record, &[agent.clone()]),
+        drifted_ports(record, std::slice::from_ref(&agent)),
         Vec::<String>::new()
     );
     let pods = [pod("hello-1", "hello", ready())];
