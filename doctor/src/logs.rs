@@ -101,8 +101,11 @@ pub enum Format {
 impl Format {
     /// The format `path`'s name asks for (its ending, in any case).
     pub fn of(path: &Path) -> Result<Format, String> {
+        // `logs.zip/` names a directory, though its last component reads `logs.zip`.
+        let dir = path.as_os_str().to_string_lossy().ends_with('/');
         let name = path
             .file_name()
+            .filter(|_| !dir)
             .map(|n| n.to_string_lossy().to_lowercase())
             .unwrap_or_default();
         if name.ends_with(".zip") && name.len() > 4 {
