@@ -174,6 +174,10 @@ fn links_planted_by_the_daemons_user_change_no_root_file() {
     for ((path, before), after) in watched.iter().zip(&before).zip(&after) {
         assert_eq!(before, after, "{} changed", path.display());
     }
+    // The attacker's links are the attacker's: removed, so the next run starts as a user would.
+    for link in &planted {
+        let _ = std::fs::remove_file(link);
+    }
     let _ = std::fs::remove_file(&canary);
 }
 
