@@ -108,7 +108,7 @@ impl ResolvConfFile {
             .read(OWNER)?
             .and_then(|p| String::from_utf8_lossy(&p).trim().parse::<u32>().ok());
         if let Some(pid) = owner {
-            if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            if pid == std::process::id() || running(pid) {
                 return Ok(false);
             }
         }
@@ -160,6 +160,16 @@ fn write_in_place(path: &Path, bytes: &[u8]) -> Result<(), ResolvError> {
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|source| io("writing", path, source))
+}
+
+/// Whether `pid` is a running process. A zombie is not: a helper killed with `kill -9` stays
+/// one until its parent reaps it, which may be never where the parent is a container's PID 1
+/// that reaps nothing, and its resolver configuration must still be put back.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
+    })
 }
 
 #[cfg(test)]
@@ -225,6 +235,39 @@ mod tests {
         assert!(f.repair_stale().unwrap());
         assert_eq!(fs::read(&live).unwrap(), original);
         assert!(!f.repair_stale().unwrap(), "nothing left to repair");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_zombie_owner_is_dead_and_its_backup_is_repaired() {
+        let dir = scratch("zombie");
+        let live = dir.join("resolv.conf");
+        fs::write(&live, "nameserver 10.1.1.1\n").unwrap();
+        let state = || StateDir::open(&dir.join("run")).unwrap();
+        let f = ResolvConfFile::new(&live, state());
+        f.install("nameserver 198.18.0.2\n").unwrap();
+        // A child that exits and is not waited for: a zombie, as a helper killed with `kill -9`
+        // is while nobody reaps it.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let zombie = format!("/proc/{}/stat", child.id());
+        for _ in 0..200 {
+            let stat = fs::read_to_string(&zombie).unwrap();
+            if stat.rsplit_once(')').unwrap().1.trim_start().starts_with('Z') {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(Path::new(&zombie).exists());
+        assert!(!running(child.id()));
+        state().write(OWNER, child.id().to_string().as_bytes()).unwrap();
+        assert!(f.repair_stale().unwrap(), "a zombie's backup is stale");
+        assert_eq!(fs::read_to_string(&live).unwrap(), "nameserver 10.1.1.1\n");
+        child.wait().unwrap();
+        // A live process's backup is not.
+        f.install("nameserver 198.18.0.2\n").unwrap();
+        state().write(OWNER, b"1").unwrap();
+        assert!(running(1));
+        assert!(!f.repair_stale().unwrap());
         fs::remove_dir_all(&dir).unwrap();
     }
 
