@@ -70,6 +70,15 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print candidates for a shell completion, one per line (the completion scripts call it).
+    #[command(hide = true, name = "__complete")]
+    Complete {
+        /// What to list.
+        #[arg(value_enum)]
+        what: Completable,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
     /// Write man pages (tether.1 and one per subcommand) into DIR (`cargo xtask man`).
     #[command(hide = true)]
     Man {
@@ -237,6 +246,15 @@ fn parse_port(text: &str) -> Result<(u16, Option<String>), String> {
         .filter(|p| *p != 0)
         .ok_or_else(|| format!("`{local}` is not a local port number (1-65535)"))?;
     Ok((local, service))
+}
+
+/// What `tether __complete` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Completable {
+    /// The namespace's workloads (the connected one, else the context's).
+    Workloads,
+    /// The active intercepts' names.
+    Intercepts,
 }
 
 /// The image `install` uses unless told otherwise: the one `deploy/manager` names.

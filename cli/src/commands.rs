@@ -35,6 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Leave { name, output } => intercept::leave(&name, output).await,
         Command::List { output } => intercept::list(output).await,
         Command::Completion { shell } => Ok(shell::completion(shell)),
+        Command::Complete { what, namespace } => Ok(shell::candidates(what, namespace).await),
         Command::Man { dir } => shell::man(&dir),
         Command::Doctor(args) => doctor::doctor(args).await,
         Command::GatherLogs(args) => doctor::gather_logs(args).await,

@@ -1,16 +1,102 @@
 //! `tether completion` and `tether man`: the command line described for shells and `man`.
+//!
+//! Completion scripts are clap_complete's, generated from the command line. bash's also
+//! completes what only the cluster knows: workload names after `intercept` and `uninstall`, and
+//! intercept names after `leave`, from the hidden `tether __complete` (clap_complete's dynamic
+//! engine needs a crate the offline registry lacks, so this one wrapper is written here).
 
-use std::{path::Path, process::ExitCode};
+use std::{path::Path, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::CommandFactory;
+use tether_daemon::{
+    cluster::Cluster,
+    control::{Request, Response},
+};
+use tether_kube::workload::kube as wk;
 
-use crate::{args::Cli, render};
+use crate::{
+    args::{Cli, Completable},
+    client::ask,
+    render,
+};
+
+/// How long a completion may wait for the cluster: a shell waiting longer feels hung.
+const CANDIDATES_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// bash: the generated `_tether`, wrapped so that a workload or intercept name is completed
+/// from `tether __complete` where one is expected.
+const BASH_DYNAMIC: &str = r#"
+_tether_dynamic() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" sub="${COMP_WORDS[1]}" ns="" i
+    for ((i = 2; i < COMP_CWORD; i++)); do
+        case "${COMP_WORDS[i]}" in
+            -n|--namespace) ns="${COMP_WORDS[i+1]}" ;;
+        esac
+    done
+    if [[ $COMP_CWORD -eq 2 && "$cur" != -* ]]; then
+        local what=""
+        case "$sub" in
+            intercept|uninstall) what=workloads ;;
+            leave) what=intercepts ;;
+        esac
+        if [[ -n "$what" ]]; then
+            local IFS=$'
+'
+            COMPREPLY=($(compgen -W "$(tether __complete "$what" ${ns:+-n "$ns"} 2>/dev/null)" -- "$cur"))
+            return 0
+        fi
+    fi
+    _tether "$@"
+}
+complete -F _tether_dynamic -o nosort -o bashdefault -o default tether
+"#;
 
 pub fn completion(shell: clap_complete::Shell) -> ExitCode {
     let mut cmd = Cli::command();
     clap_complete::generate(shell, &mut cmd, "tether", &mut std::io::stdout());
+    if shell == clap_complete::Shell::Bash {
+        print!("{BASH_DYNAMIC}");
+    }
     ExitCode::SUCCESS
+}
+
+/// `tether __complete WHAT`: candidates one per line; nothing (and success) when they cannot be
+/// had in time, so a shell never shows an error mid-line.
+pub async fn candidates(what: Completable, namespace: Option<String>) -> ExitCode {
+    let names = tokio::time::timeout(CANDIDATES_TIMEOUT, list(what, namespace))
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    for name in names {
+        println!("{name}");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn list(what: Completable, namespace: Option<String>) -> Option<Vec<String>> {
+    let status = match ask(Request::Status).await {
+        Some(Response::Status(s)) if s.connected => Some(*s),
+        _ => None,
+    };
+    match what {
+        Completable::Intercepts => Some(status?.intercepts.into_iter().map(|i| i.name).collect()),
+        Completable::Workloads => {
+            // Connected to that namespace: the daemon has it at hand.
+            if let Some(s) = &status {
+                if namespace.as_ref().is_none_or(|ns| *ns == s.namespace) {
+                    if let Some(Response::List(list)) = ask(Request::List).await {
+                        return Some(list.workloads.into_iter().map(|w| w.name).collect());
+                    }
+                }
+            }
+            let cluster = Cluster::load(None, None).await.ok()?;
+            let namespace = namespace.unwrap_or_else(|| cluster.default_namespace.clone());
+            let workloads = wk::list_workloads(&cluster.client, &namespace).await.ok()?;
+            Some(workloads.into_iter().map(|w| w.name).collect())
+        }
+    }
 }
 
 pub fn man(dir: &Path) -> anyhow::Result<ExitCode> {

@@ -16,6 +16,7 @@ impl Tmux {
             .args([
                 "env",
                 &format!("PATH={path}"),
+                &format!("KUBECONFIG={}", tether_e2e::kubeconfig().display()),
                 "bash",
                 "--norc",
                 "--noprofile",
@@ -80,6 +81,10 @@ fn bash_completes_tether_commands_and_flags() {
     shell.expect("tether intercept");
     shell.keys(&["--http-h", "Tab"]);
     shell.expect("tether intercept --http-header");
+    shell.keys(&["C-u"]);
+    // A workload's name comes from the cluster (the kubeconfig's context, namespace default).
+    shell.keys(&["tether intercept ord", "Tab"]);
+    shell.expect("tether intercept orders");
     let _ = std::fs::remove_dir_all(&bin_dir);
 }
 

@@ -252,14 +252,22 @@ mod tests {
         let zombie = format!("/proc/{}/stat", child.id());
         for _ in 0..200 {
             let stat = fs::read_to_string(&zombie).unwrap();
-            if stat.rsplit_once(')').unwrap().1.trim_start().starts_with('Z') {
+            if stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .trim_start()
+                .starts_with('Z')
+            {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert!(Path::new(&zombie).exists());
         assert!(!running(child.id()));
-        state().write(OWNER, child.id().to_string().as_bytes()).unwrap();
+        state()
+            .write(OWNER, child.id().to_string().as_bytes())
+            .unwrap();
         assert!(f.repair_stale().unwrap(), "a zombie's backup is stale");
         assert_eq!(fs::read_to_string(&live).unwrap(), "nameserver 10.1.1.1\n");
         child.wait().unwrap();
