@@ -169,8 +169,9 @@ pub fn daemon_version(daemon: &StatusReport, cli: &str) -> String {
     out
 }
 
-/// The agents of the connected namespace and their images' versions (the tag), with a warning
-/// for each that is not `cli`'s.
+/// The agents of the connected namespace and their images, with a warning for each whose tag
+/// is a version other than `cli`'s. A tag that is no version (a digest-like build tag, as the
+/// local cluster's, or none) is shown and not judged.
 pub fn agent_versions(list: &ListReport, cli: &str) -> String {
     let mut out = String::new();
     for row in &list.workloads {
@@ -183,17 +184,28 @@ pub fn agent_versions(list: &ListReport, cli: &str) -> String {
             .filter(|(_, tag)| !tag.contains('/'))
             .map_or("", |(_, tag)| tag);
         let _ = writeln!(out, "agent {workload} in {}: {image}", list.namespace);
-        if tag != cli {
+        if is_version(tag) && tag.trim_start_matches('v') != cli {
             let _ = writeln!(
                 out,
-                "warning: the agent of {workload} runs image tag {:?} and this is tether {cli}: \
+                "warning: the agent of {workload} runs tether {tag} and this is tether {cli}: \
                  `tether uninstall {workload} -n {}` removes it; the next intercept injects \
                  the traffic manager's agent",
-                tag, list.namespace
+                list.namespace
             );
         }
     }
     out
+}
+
+/// `1.2.3`, `v0.1.0-rc.1`: a tag that names a version.
+fn is_version(tag: &str) -> bool {
+    let t = tag.strip_prefix('v').unwrap_or(tag);
+    let core = t.split(['-', '+']).next().unwrap_or_default();
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() >= 2
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// One line describing an intercept (no newline: it goes inside other lines).

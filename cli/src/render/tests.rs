@@ -399,28 +399,36 @@ fn dry_run_json_is_a_v1_list() {
 
 #[test]
 fn agent_versions_warn_on_skew() {
-    let mut same = row("orders", true, vec![]);
-    same.agent_image = Some("registry.example.com:5000/tether-agent:1.2.3".into());
-    let mut old = row("billing", true, vec![]);
-    old.agent_image = Some("registry.example.com:5000/tether-agent:1.1.0".into());
-    let mut untagged = row("db", true, vec![]);
-    untagged.agent_image = Some("registry.example.com:5000/tether-agent".into());
-    let none = row("web", false, vec![]);
+    let agent = |name: &str, image: &str| {
+        let mut r = row(name, true, vec![]);
+        r.agent_image = Some(image.into());
+        r
+    };
     let list = ListReport {
         namespace: "shop".into(),
-        workloads: vec![same, old, untagged, none],
+        workloads: vec![
+            agent("orders", "registry.example.com:5000/tether-agent:1.2.3"),
+            agent("billing", "registry.example.com:5000/tether-agent:v1.1.0"),
+            agent("db", "registry.example.com:5000/tether-agent"),
+            agent("local", "tether.local/tether-agent:2fdfde58b0d9"),
+            row("web", false, vec![]),
+        ],
     };
     let text = agent_versions(&list, "1.2.3");
     assert_eq!(
         text,
         "agent deployment/orders in shop: registry.example.com:5000/tether-agent:1.2.3\n\
-         agent deployment/billing in shop: registry.example.com:5000/tether-agent:1.1.0\n\
-         warning: the agent of deployment/billing runs image tag \"1.1.0\" and this is tether \
-         1.2.3: `tether uninstall deployment/billing -n shop` removes it; the next intercept \
-         injects the traffic manager's agent\n\
+         agent deployment/billing in shop: registry.example.com:5000/tether-agent:v1.1.0\n\
+         warning: the agent of deployment/billing runs tether v1.1.0 and this is tether 1.2.3: \
+         `tether uninstall deployment/billing -n shop` removes it; the next intercept injects \
+         the traffic manager's agent\n\
          agent deployment/db in shop: registry.example.com:5000/tether-agent\n\
-         warning: the agent of deployment/db runs image tag \"\" and this is tether 1.2.3: \
-         `tether uninstall deployment/db -n shop` removes it; the next intercept injects the \
-         traffic manager's agent\n"
+         agent deployment/local in shop: tether.local/tether-agent:2fdfde58b0d9\n"
     );
+    for version in ["1.2.3", "v0.1.0", "0.1.0-rc.1", "2.0"] {
+        assert!(is_version(version), "{version}");
+    }
+    for other in ["", "latest", "2fdfde58b0d9", "1", "1..2", "sha-1.2"] {
+        assert!(!is_version(other), "{other}");
+    }
 }
