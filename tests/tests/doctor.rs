@@ -272,6 +272,64 @@ fn a_manager_image_missing_from_the_node_is_named() {
     assert_eq!(check(&report, "manager.pod")["status"], "ok", "{report:#}");
 }
 
+/// A memory limit alone never OOM-kills the manager on this kernel (it idles at ~3 MB); real
+/// traffic through it does: bulk downloads from a pod, through tether, make it buffer.
+#[test]
+fn an_oom_killed_manager_is_named_with_its_reason() {
+    let guard = ManagerPatched::new(&[(
+        "resources",
+        serde_json::json!({"limits": {"memory": "10Mi"}, "requests": {"memory": "10Mi"}}),
+    )]);
+    await_manager();
+    let conn = Connected::new(WS, &[]);
+    let (_, pod_ip) = hello_pods().first().cloned().expect("a hello pod");
+    let url = format!("http://{pod_ip}:8080/bytes?n=200000000");
+    let reason = || {
+        kubectl(&[
+            "-n",
+            "tether",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=tether-manager",
+            "-o",
+            "jsonpath={.items[*].status.containerStatuses[0].lastState.terminated.reason}",
+        ])
+        .stdout
+    };
+    eventually(Duration::from_secs(120), "the manager OOM-killed", || {
+        // Four downloads at once, through the tunnel; they fail once the manager dies.
+        let downloads: Vec<_> = (0..4)
+            .map(|_| {
+                in_ns(WS, "curl")
+                    .args(["-s", "-o", "/dev/null", "--max-time", "20", &url])
+                    .spawn()
+                    .expect("curl")
+            })
+            .collect();
+        for mut d in downloads {
+            let _ = d.wait();
+        }
+        reason().contains("OOMKilled").then_some(())
+    });
+    let (run, report) = doctor(&[]);
+    assert_eq!(run.code, Some(1), "{report:#}");
+    let pod = check(&report, "manager.pod");
+    assert_eq!(pod["status"], "fail", "{pod:#}");
+    assert!(
+        text(&pod["found"]).contains("OOMKilled (exit code 137)"),
+        "{pod:#}"
+    );
+    assert!(
+        text(&pod["next"]).contains("raise its memory limit"),
+        "{pod:#}"
+    );
+    drop(conn);
+    drop(guard);
+    let (_, report) = doctor(&[]);
+    assert_eq!(check(&report, "manager.pod")["status"], "ok", "{report:#}");
+}
+
 /// Node conditions a test set through the status subresource; removed (and DiskPressure put
 /// back to False) on drop, then waits for the node's disk-pressure taint to go.
 struct NodeConditions {
