@@ -31,6 +31,36 @@ pub fn build_cli() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where `cargo xtask test` installs the CLI the way the README tells users to.
+pub fn installed_tether_bin() -> PathBuf {
+    cluster::repo().join("target/e2e-install/bin/tether")
+}
+
+/// `cargo install --path cli`, as the README says, into `target/e2e-install`: the end-to-end
+/// tests run that binary. It shares `target/` with [`build_cli`], so it costs a copy.
+pub fn install_cli() -> anyhow::Result<()> {
+    let repo = cluster::repo();
+    let status = cluster::cargo()
+        .current_dir(&repo)
+        .args(["install", "--locked", "--path", "cli", "--root"])
+        .arg(repo.join("target/e2e-install"))
+        .arg("--target-dir")
+        .arg(repo.join("target"))
+        .status()
+        .context("running cargo install")?;
+    anyhow::ensure!(status.success(), "cargo install --path cli failed");
+    let out = Command::new(installed_tether_bin())
+        .arg("--version")
+        .output()
+        .context("running the installed tether")?;
+    anyhow::ensure!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("tether "),
+        "the installed tether does not run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// `tether install --image <local agent image>`.
 pub fn install() -> anyhow::Result<()> {
     let images = cluster::images()?;

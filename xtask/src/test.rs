@@ -40,11 +40,16 @@ pub fn run(keep_cluster: bool) -> anyhow::Result<()> {
 
     let t = Instant::now();
     manager::build_cli()?;
+    manager::install_cli()?;
     manager::install()?;
     phases.push(("tether CLI + traffic manager install", t.elapsed()));
 
     let t = Instant::now();
-    cargo(&["test", "-p", "tether-e2e", "--", "--test-threads=1"])?;
+    // The end-to-end tests run the CLI `cargo install --path cli` installed, as a user has it.
+    cargo_with(
+        &["test", "-p", "tether-e2e", "--", "--test-threads=1"],
+        &[("TETHER_BIN", manager::installed_tether_bin())],
+    )?;
     phases.push(("end-to-end tests", t.elapsed()));
 
     if !keep_cluster {
@@ -71,8 +76,13 @@ pub fn run(keep_cluster: bool) -> anyhow::Result<()> {
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    cargo_with(args, &[])
+}
+
+fn cargo_with(args: &[&str], env: &[(&str, std::path::PathBuf)]) -> anyhow::Result<()> {
     let status = cluster::cargo()
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("KUBECONFIG", cluster::kubeconfig())
         .status()
         .context("running cargo")?;
