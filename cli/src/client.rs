@@ -7,7 +7,7 @@ use tether_daemon::{
 };
 use tokio::net::UnixStream;
 
-use crate::render;
+use crate::progress::Progress;
 
 /// Sends one request to the running daemon; `None` if there is none.
 pub async fn ask(req: Request) -> Option<Response> {
@@ -16,7 +16,10 @@ pub async fn ask(req: Request) -> Option<Response> {
 
 /// Like [`ask`], printing the daemon's progress on stderr while it works.
 pub async fn ask_showing_progress(req: Request) -> Option<Response> {
-    ask_with(req, &|stage| eprint!("{}", render::progress(stage))).await
+    let progress = Progress::stderr();
+    let response = ask_with(req, &|stage| progress.step(stage)).await;
+    progress.finish();
+    response
 }
 
 async fn ask_with(req: Request, progress: &dyn Fn(&str)) -> Option<Response> {

@@ -60,10 +60,11 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         .context("starting the daemon")?;
     let stdout = child.stdout.take().context("daemon stdout")?;
     let outcome = tokio::task::spawn_blocking(move || {
+        let progress = crate::progress::Progress::stderr();
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if let Some(stage) = line.strip_prefix("progress: ") {
-                eprint!("{}", render::progress(stage));
+                progress.step(stage);
             } else if line == "ready" {
                 return Ok(());
             } else if let Some(error) = line.strip_prefix("error: ") {

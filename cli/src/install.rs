@@ -7,6 +7,7 @@ use tether_kube::install;
 
 use crate::{
     args::{KubeArgs, ManifestFormat},
+    progress::Progress,
     render,
 };
 
@@ -40,13 +41,16 @@ pub async fn install(args: Install) -> anyhow::Result<ExitCode> {
     }
     let cluster = Cluster::load(kubeconfig, context).await?;
     print!("{}", render::installing(&image, &cluster.server));
+    let progress = Progress::stderr();
     install::install_manifests(
         &cluster.client,
         &manifests,
         &image,
         install::INSTALL_TIMEOUT,
+        &|stage| progress.step(stage),
     )
     .await?;
+    progress.finish();
     print!("{}", render::installed(install::NAMESPACE));
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@
 //! - `shell`: `completion` and `man`.
 //! - `client`: asking the daemon over its unix socket.
 //! - `local`: this machine directly (are we root; private files).
+//! - `progress`: the updating progress line of long steps (plain lines when not a terminal).
 //! - `render`: everything printed, as pure functions from a report to text (`-o text|json|yaml`).
 //! - `config`: the config file, and how its defaults fill in what the command line left out.
 //! - `args`: the command line (clap).
@@ -33,6 +34,7 @@ mod doctor;
 mod install;
 mod intercept;
 mod local;
+mod progress;
 mod render;
 mod shell;
 mod status;

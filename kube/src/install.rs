@@ -273,22 +273,25 @@ pub async fn install_with_timeout(
     image: &str,
     timeout: Duration,
 ) -> Result<(), InstallError> {
-    install_manifests(client, &manifests(image)?, image, timeout).await
+    install_manifests(client, &manifests(image)?, image, timeout, &|_| {}).await
 }
 
 /// Applies `manifests` (from [`manifests`], perhaps changed) and waits up to `timeout` for the
-/// manager, whose image is `image`, to be available.
+/// manager, whose image is `image`, to be available. `progress` hears each step as it starts:
+/// each object applied, then every change in what the rollout waits for.
 pub async fn install_manifests(
     client: &Client,
     manifests: &[Manifest],
     image: &str,
     timeout: Duration,
+    progress: &(dyn Fn(&str) + Sync),
 ) -> Result<(), InstallError> {
     for manifest in manifests {
+        progress(&format!("applying {}", manifest.describe()));
         apply(client, manifest, false).await?;
         info!(object = %manifest.describe(), "Applied");
     }
-    wait_available(client, image, timeout).await
+    wait_available(client, image, timeout, progress).await
 }
 
 /// Server-side applies `manifest` as [`FIELD_MANAGER`] (taking over conflicting fields);
@@ -316,6 +319,7 @@ async fn wait_available(
     client: &Client,
     image: &str,
     timeout: Duration,
+    progress: &(dyn Fn(&str) + Sync),
 ) -> Result<(), InstallError> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
@@ -345,6 +349,7 @@ async fn wait_available(
             Rollout::Waiting(detail) => {
                 if detail != last {
                     info!(%detail, "Waiting for the traffic manager");
+                    progress(&format!("waiting for the traffic manager: {detail}"));
                 }
                 last = detail;
             }

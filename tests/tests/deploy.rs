@@ -140,6 +140,24 @@ fn cluster_env_is_enough_for_a_plain_tether_install() {
         .env_remove("TETHER_AGENT_IMAGE"))
     .expect_ok("tether install after cluster env");
     assert!(out.contains("Traffic manager installed"), "{out}");
+    // Not a terminal: progress is plain lines on stderr, stdout keeps only the result.
+    assert!(!out.contains("applying"), "{out}");
+
+    // On a terminal (a pseudo-terminal by `script`): one line updated in place per step, then
+    // cleared before the result.
+    let on_tty = run(Command::new("script")
+        .args(["-qec", &script, "/dev/null"])
+        .env_remove("KUBECONFIG")
+        .env_remove("TETHER_AGENT_IMAGE"))
+    .expect_ok("tether install on a terminal");
+    assert!(
+        on_tty.contains("\r\x1b[2K  applying deployments tether-manager…"),
+        "{on_tty:?}"
+    );
+    assert!(
+        on_tty.contains("…\r\x1b[2KTraffic manager installed"),
+        "the line is cleared before the result: {on_tty:?}"
+    );
     let recorded = std::fs::read_to_string(tether_e2e::state_dir().join("images.env")).unwrap();
     assert!(
         recorded.contains(&format!("TETHER_AGENT_IMAGE={}\n", manager_image())),
