@@ -53,11 +53,17 @@ pub enum Command {
     Leave {
         /// The intercept's name (see `tether status`).
         name: String,
+        /// The intercept's namespace: intercepts are in the connected one, so another is refused.
+        #[arg(short, long)]
+        namespace: Option<String>,
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
     /// Show the namespace's workloads, their agents and intercepts.
     List {
+        /// The namespace to list: the connected one (another is refused; reconnect with `-n`).
+        #[arg(short, long)]
+        namespace: Option<String>,
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -223,6 +229,10 @@ pub struct InterceptArgs {
     /// The intercept's name [default: the workload's name].
     #[arg(long)]
     pub name: Option<String>,
+    /// The workload's namespace: intercepts are made in the connected one, so another is
+    /// refused (reconnect with `tether connect -n NS`).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// Run this command with the container's environment; the intercept ends when it exits.

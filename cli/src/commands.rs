@@ -32,8 +32,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Uninstall(args) => intercept::uninstall(args).await,
         Command::Intercept(args) => intercept::intercept(args).await,
-        Command::Leave { name, output } => intercept::leave(&name, output).await,
-        Command::List { output } => intercept::list(output).await,
+        Command::Leave {
+            name,
+            namespace,
+            output,
+        } => intercept::leave(&name, namespace.as_deref(), output).await,
+        Command::List { namespace, output } => intercept::list(namespace.as_deref(), output).await,
         Command::Completion { shell } => Ok(shell::completion(shell)),
         Command::Complete { what, namespace } => Ok(shell::candidates(what, namespace).await),
         Command::Man { dir } => shell::man(&dir),

@@ -34,6 +34,7 @@ pub async fn intercept(args: InterceptArgs) -> anyhow::Result<ExitCode> {
     if args.env_file.is_none() && args.command.is_empty() && args.env_syntax != env::EnvSyntax::Sh {
         bail!("--env-syntax needs --env-file");
     }
+    connected_namespace(args.namespace.as_deref()).await?;
     let (local_port, service_port) = args.port.clone();
     let request = InterceptRequest {
         workload: args.workload.clone(),
@@ -93,7 +94,12 @@ pub async fn intercept(args: InterceptArgs) -> anyhow::Result<ExitCode> {
     ))
 }
 
-pub async fn leave(name: &str, output: Output) -> anyhow::Result<ExitCode> {
+pub async fn leave(
+    name: &str,
+    namespace: Option<&str>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    connected_namespace(namespace).await?;
     match ask_showing_progress(Request::Leave {
         name: name.to_owned(),
     })
@@ -109,7 +115,8 @@ pub async fn leave(name: &str, output: Output) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub async fn list(output: Output) -> anyhow::Result<ExitCode> {
+pub async fn list(namespace: Option<&str>, output: Output) -> anyhow::Result<ExitCode> {
+    connected_namespace(namespace).await?;
     let report = match ask(Request::List).await {
         None => return Err(not_connected()),
         Some(Response::List(r)) => *r,
@@ -118,6 +125,20 @@ pub async fn list(output: Output) -> anyhow::Result<ExitCode> {
     };
     print!("{}", render::report(output, &report, render::list)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fails unless `wanted` (a `-n`) is the connected namespace, where the daemon makes and lists
+/// intercepts; without `-n`, or not connected, there is nothing to check here.
+async fn connected_namespace(wanted: Option<&str>) -> anyhow::Result<()> {
+    let Some(wanted) = wanted else {
+        return Ok(());
+    };
+    match ask(Request::Status).await {
+        Some(Response::Status(s)) if s.connected && s.namespace != wanted => {
+            bail!("{}", render::other_namespace(&s.namespace, wanted))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// After an uninstall: returns once callers reach the restored workloads' apps. Connected, the

@@ -208,6 +208,14 @@ fn is_version(tag: &str) -> bool {
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// `-n` names a namespace other than the connected one, where intercepts are made and listed.
+pub fn other_namespace(connected: &str, wanted: &str) -> String {
+    format!(
+        "connected to namespace {connected}, not {wanted}: intercepts are made and listed in the \
+         connected namespace; to work in {wanted}, `tether quit` then `tether connect -n {wanted}`"
+    )
+}
+
 /// One line describing an intercept (no newline: it goes inside other lines).
 pub fn describe(i: &ActiveIntercept) -> String {
     format!(

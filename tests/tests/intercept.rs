@@ -490,7 +490,24 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
     let _bob = Connected::new(WS2, &[]);
     tether(WS, &["intercept", "orders", "--port", "18086:http"]).expect_ok("first global");
     let before = cluster_specs();
-    let cases: [(&str, &[&str], &str); 6] = [
+    let cases: [(&str, &[&str], &str); 8] = [
+        (
+            "another namespace",
+            &[
+                "intercept",
+                "orders",
+                "--port",
+                "18086:http",
+                "-n",
+                "kube-system",
+            ],
+            "connected to namespace default, not kube-system",
+        ),
+        (
+            "list of another namespace",
+            &["list", "-n", "kube-system"],
+            "tether connect -n kube-system",
+        ),
         (
             "unknown workload",
             &["intercept", "nosuch", "--port", "18086"],

@@ -432,3 +432,12 @@ fn agent_versions_warn_on_skew() {
         assert!(!is_version(other), "{other}");
     }
 }
+
+#[test]
+fn another_namespace_is_refused_with_the_way_there() {
+    assert_eq!(
+        other_namespace("default", "shop"),
+        "connected to namespace default, not shop: intercepts are made and listed in the \
+         connected namespace; to work in shop, `tether quit` then `tether connect -n shop`"
+    );
+}
