@@ -38,7 +38,7 @@ pub async fn quit() -> anyhow::Result<ExitCode> {
             // and removes the socket last.
             let sock = control::socket_path(&dir);
             for _ in 0..100 {
-                if !sock.exists() && !pids.iter().any(alive) {
+                if !sock.exists() && !pids.iter().any(|p| tether_daemon::process::running(*p)) {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -81,15 +81,6 @@ fn remove_dead_socket(dir: &Path) -> anyhow::Result<bool> {
         }
         _ => Ok(false),
     }
-}
-
-/// Whether process `pid` runs; a zombie (not yet reaped by its new parent) has finished.
-fn alive(pid: &u32) -> bool {
-    *pid != 0
-        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            stat.rsplit_once(')')
-                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        })
 }
 
 pub async fn version() -> anyhow::Result<ExitCode> {

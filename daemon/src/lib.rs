@@ -28,6 +28,7 @@ pub mod intercept;
 pub mod netstack;
 pub mod plan;
 pub mod privileged;
+pub mod process;
 pub mod server;
 pub mod session;
 pub mod traffic;

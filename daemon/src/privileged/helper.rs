@@ -318,8 +318,7 @@ impl<'a> State<'a> {
     /// Routes the names under the cluster's namespaces to the daemon's server. Validated either
     /// way; only resolved needs telling.
     async fn route_namespaces(&mut self, names: &[String]) -> Result<(), RequestError> {
-        let mut check = resolved::LinkDomains::default();
-        check.set_namespaces(names)?;
+        resolved::validate_namespaces(names)?;
         if let Some(link) = &mut self.resolved {
             if link.set_namespaces(names)? {
                 resolved::update(&self.config.tun.name, link).await?;

@@ -108,7 +108,7 @@ impl ResolvConfFile {
             .read(OWNER)?
             .and_then(|p| String::from_utf8_lossy(&p).trim().parse::<u32>().ok());
         if let Some(pid) = owner {
-            if pid == std::process::id() || running(pid) {
+            if pid == std::process::id() || crate::process::running(pid) {
                 return Ok(false);
             }
         }
@@ -160,16 +160,6 @@ fn write_in_place(path: &Path, bytes: &[u8]) -> Result<(), ResolvError> {
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|source| io("writing", path, source))
-}
-
-/// Whether `pid` is a running process. A zombie is not: a helper killed with `kill -9` stays
-/// one until its parent reaps it, which may be never where the parent is a container's PID 1
-/// that reaps nothing, and its resolver configuration must still be put back.
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| !matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
-    })
 }
 
 #[cfg(test)]
@@ -264,7 +254,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert!(Path::new(&zombie).exists());
-        assert!(!running(child.id()));
+        assert!(!crate::process::running(child.id()));
         state()
             .write(OWNER, child.id().to_string().as_bytes())
             .unwrap();
@@ -274,7 +264,7 @@ mod tests {
         // A live process's backup is not.
         f.install("nameserver 198.18.0.2\n").unwrap();
         state().write(OWNER, b"1").unwrap();
-        assert!(running(1));
+        assert!(crate::process::running(1));
         assert!(!f.repair_stale().unwrap());
         fs::remove_dir_all(&dir).unwrap();
     }

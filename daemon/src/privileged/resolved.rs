@@ -100,12 +100,7 @@ impl LinkDomains {
     /// Routes exactly these namespaces; true if that changed the list. Each must be a namespace
     /// name (one RFC 1123 label); if any is not, nothing changes.
     pub fn set_namespaces(&mut self, namespaces: &[String]) -> Result<bool, ResolvedError> {
-        if namespaces.len() > MAX_NAMESPACES {
-            return Err(ResolvedError::TooManyNamespaces(namespaces.len()));
-        }
-        namespaces
-            .iter()
-            .try_for_each(|ns| super::domain::validate_namespace(ns))?;
+        validate_namespaces(namespaces)?;
         let new: BTreeSet<String> = namespaces.iter().cloned().collect();
         Ok(std::mem::replace(&mut self.namespaces, new) != self.namespaces)
     }
@@ -128,6 +123,17 @@ impl LinkDomains {
             .chain(routing.map(|d| format!("~{d}")))
             .collect()
     }
+}
+
+/// Checks namespace names to route: each one RFC 1123 label, at most [`MAX_NAMESPACES`].
+pub fn validate_namespaces(namespaces: &[String]) -> Result<(), ResolvedError> {
+    if namespaces.len() > MAX_NAMESPACES {
+        return Err(ResolvedError::TooManyNamespaces(namespaces.len()));
+    }
+    namespaces
+        .iter()
+        .try_for_each(|ns| super::domain::validate_namespace(ns))?;
+    Ok(())
 }
 
 /// The `in-addr.arpa` zones that together hold the reverse names of `net`: one per block at the

@@ -25,15 +25,6 @@ const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// The TUN device's default name (`tether connect --tun-name`).
 const DEFAULT_TUN: &str = "tether0";
 
-/// Whether a process runs (a zombie has finished).
-fn alive(pid: u32) -> bool {
-    pid != 0
-        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            stat.rsplit_once(')')
-                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        })
-}
-
 fn tun_state(name: &str) -> Option<TunState> {
     let dir = Path::new("/sys/class/net").join(name);
     let flags = std::fs::read_to_string(dir.join("flags")).ok()?;
@@ -131,7 +122,7 @@ pub async fn connected(
         None => None,
     };
     ConnectedView {
-        helper_alive: alive(status.privileged_pid),
+        helper_alive: tether_daemon::process::running(status.privileged_pid),
         tun: tun_state(&status.tun_device),
         routes: std::fs::read_to_string("/proc/net/route")
             .map(|t| route_check::parse_proc_net_route(&t))
