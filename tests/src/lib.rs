@@ -185,6 +185,23 @@ pub fn running_pods(selector: &str) -> Vec<(String, String)> {
     .collect()
 }
 
+/// The label that selects the traffic manager's pods.
+pub const MANAGER_PODS: &str = "app.kubernetes.io/name=tether-manager";
+
+/// `kubectl -n tether get pods -l MANAGER_PODS -o OUTPUT`: the traffic manager's pods.
+pub fn manager_pods(output: &str) -> Run {
+    kubectl(&[
+        "-n",
+        "tether",
+        "get",
+        "pods",
+        "-l",
+        MANAGER_PODS,
+        "-o",
+        output,
+    ])
+}
+
 /// Deletes the traffic manager's pod (its Deployment starts another).
 pub fn delete_manager_pod() {
     kubectl(&[
@@ -193,7 +210,7 @@ pub fn delete_manager_pod() {
         "delete",
         "pod",
         "-l",
-        "app.kubernetes.io/name=tether-manager",
+        MANAGER_PODS,
         "--wait=false",
     ])
     .expect_ok("delete the manager pod");

@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use tether_e2e::{
-    cluster_ip, curl, kubectl, manager_image, manager_rollout, repo, run, tether_bin, Connected, WS,
+    cluster_ip, curl, kubectl, manager_image, manager_pods, manager_rollout, repo, run, tether_bin,
+    Connected, WS,
 };
 
 /// Objects by `kind/namespace/name`.
@@ -201,17 +202,8 @@ fn the_cluster_pulls_its_images_from_a_registry() {
         "{labels}"
     );
     // The manager's pod runs what the registry served (containerd records the repo digest).
-    let image_id = kubectl(&[
-        "-n",
-        "tether",
-        "get",
-        "pods",
-        "-l",
-        "app.kubernetes.io/name=tether-manager",
-        "-o",
-        "jsonpath={.items[0].status.containerStatuses[0].imageID}",
-    ])
-    .expect_ok("the manager's imageID");
+    let image_id = manager_pods("jsonpath={.items[0].status.containerStatuses[0].imageID}")
+        .expect_ok("the manager's imageID");
     assert!(
         image_id.starts_with(&format!("{name}@sha256:")),
         "{image_id}"

@@ -285,17 +285,8 @@ fn an_oom_killed_manager_is_named_with_its_reason() {
     let (_, pod_ip) = hello_pods().first().cloned().expect("a hello pod");
     let url = format!("http://{pod_ip}:8080/bytes?n=200000000");
     let reason = || {
-        kubectl(&[
-            "-n",
-            "tether",
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=tether-manager",
-            "-o",
-            "jsonpath={.items[*].status.containerStatuses[0].lastState.terminated.reason}",
-        ])
-        .stdout
+        manager_pods("jsonpath={.items[*].status.containerStatuses[0].lastState.terminated.reason}")
+            .stdout
     };
     eventually(Duration::from_secs(120), "the manager OOM-killed", || {
         // Four downloads at once, through the tunnel; they fail once the manager dies.

@@ -16,8 +16,8 @@ use std::{
 
 use serde_json::Value;
 use tether_e2e::{
-    answered_by, cluster_ip, curl, eventually, from_cluster, in_ns, kubectl, run, running_pods,
-    tether, user_kubeconfig, Bindings, Connected, Run, WS, WS2,
+    answered_by, cluster_ip, curl, eventually, from_cluster, in_ns, kubectl, manager_pods, run,
+    running_pods, tether, user_kubeconfig, Bindings, Connected, Run, WS, WS2,
 };
 
 /// A user's kubeconfig; its directory is removed on drop.
@@ -546,17 +546,7 @@ fn the_manager_refuses_dials_outside_the_workloads() {
     let carol = User::new("dev-carol-trust");
     let mut bindings = Bindings::default();
     bindings.client(carol.name);
-    let pods = kubectl(&[
-        "get",
-        "pods",
-        "-n",
-        "tether",
-        "-l",
-        "app.kubernetes.io/name=tether-manager",
-        "-o",
-        "json",
-    ])
-    .expect_ok("the manager's pods");
+    let pods = manager_pods("json").expect_ok("the manager's pods");
     let pods: Value = serde_json::from_str(&pods).expect("pods JSON");
     let manager_ip = pods["items"]
         .as_array()
@@ -612,16 +602,9 @@ fn the_manager_refuses_dials_outside_the_workloads() {
 
 /// The manager pod's name and its container's restart count.
 fn manager_pod() -> (String, String) {
-    let out = kubectl(&[
-        "get",
-        "pods",
-        "-n",
-        "tether",
-        "-l",
-        "app.kubernetes.io/name=tether-manager",
-        "-o",
+    let out = manager_pods(
         "jsonpath={.items[0].metadata.name} {.items[0].status.containerStatuses[0].restartCount}",
-    ])
+    )
     .expect_ok("the manager pod");
     let (name, restarts) = out.trim().split_once(' ').expect("name and restarts");
     (name.to_owned(), restarts.to_owned())
