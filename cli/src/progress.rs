@@ -1,68 +1,73 @@
-//! Progress on long steps (connect, intercept, install): one line that updates in place on a
-//! terminal, plain lines otherwise (a pipe, a log, CI), all on stderr so stdout stays the
-//! command's result.
-//!
-//! Hand-written: no progress library (`indicatif` and the like) is in this project's offline
-//! registry, and one updating line needs only a carriage return and "erase line".
+//! Progress on long steps (connect, intercept, install): on a terminal, a spinner line from
+//! `indicatif` that shows the current step and is cleared before the result; elsewhere (a pipe,
+//! a log, CI) one plain line per step. All on stderr, so stdout stays the command's result.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::render;
 
+/// How often the spinner turns while a step lasts.
+const TICK: Duration = Duration::from_millis(120);
+
 /// Where progress goes, and how.
 pub struct Progress<W: Write + Send> {
-    out: Mutex<Line<W>>,
+    out: Out<W>,
 }
 
-struct Line<W> {
-    out: W,
-    /// Updating one line in place (a terminal) rather than printing one per step.
-    in_place: bool,
-    /// A step is on the line and has no newline yet.
-    open: bool,
+enum Out<W> {
+    /// A terminal: one spinner line, updated in place.
+    Spinner(ProgressBar),
+    /// Anything else: a line per step.
+    Lines(Mutex<W>),
 }
 
 impl Progress<std::io::Stderr> {
-    /// On stderr, in place when it is a terminal.
+    /// On stderr: a spinner when it is a terminal, plain lines otherwise.
     pub fn stderr() -> Self {
-        let err = std::io::stderr();
-        let in_place = err.is_terminal();
-        Progress::new(err, in_place)
+        if !std::io::stderr().is_terminal() {
+            return Progress::lines(std::io::stderr());
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template("  {spinner} {msg}…") {
+            bar.set_style(style);
+        }
+        Progress {
+            out: Out::Spinner(bar),
+        }
     }
 }
 
 impl<W: Write + Send> Progress<W> {
-    pub fn new(out: W, in_place: bool) -> Self {
+    /// One plain line per step on `out`.
+    pub fn lines(out: W) -> Self {
         Progress {
-            out: Mutex::new(Line {
-                out,
-                in_place,
-                open: false,
-            }),
+            out: Out::Lines(Mutex::new(out)),
         }
     }
 
     /// Shows `stage` as the current step.
     pub fn step(&self, stage: &str) {
-        let mut line = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        let text = render::progress(stage);
-        let _ = if line.in_place {
-            line.open = true;
-            // Back to the start, erase the line, then the step without its newline.
-            write!(line.out, "\r\x1b[2K{}", text.trim_end_matches('\n'))
-        } else {
-            line.out.write_all(text.as_bytes())
-        };
-        let _ = line.out.flush();
+        match &self.out {
+            Out::Spinner(bar) => {
+                bar.set_message(stage.to_owned());
+                bar.enable_steady_tick(TICK);
+            }
+            Out::Lines(out) => {
+                let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = out.write_all(render::progress(stage).as_bytes());
+                let _ = out.flush();
+            }
+        }
     }
 
-    /// Clears the updating line, so that what the command prints next starts clean.
+    /// Clears the spinner, so that what the command prints next starts on a clean line.
     pub fn finish(&self) {
-        let mut line = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        if std::mem::take(&mut line.open) {
-            let _ = write!(line.out, "\r\x1b[2K");
-            let _ = line.out.flush();
+        if let Out::Spinner(bar) = &self.out {
+            bar.finish_and_clear();
         }
     }
 }
@@ -99,29 +104,9 @@ mod tests {
     }
 
     #[test]
-    fn a_terminal_gets_one_line_updated_in_place_and_cleared() {
-        let out = Shared::default();
-        let p = Progress::new(out.clone(), true);
-        p.step("applying Namespace tether");
-        p.step("waiting for the traffic manager: ContainerCreating");
-        p.finish();
-        p.finish();
-        p.step("done");
-        drop(p);
-        assert_eq!(
-            out.text(),
-            "\r\x1b[2K  applying Namespace tether…\
-             \r\x1b[2K  waiting for the traffic manager: ContainerCreating…\
-             \r\x1b[2K\
-             \r\x1b[2K  done…\
-             \r\x1b[2K"
-        );
-    }
-
-    #[test]
     fn a_pipe_gets_plain_lines() {
         let out = Shared::default();
-        let p = Progress::new(out.clone(), false);
+        let p = Progress::lines(out.clone());
         p.step("applying Namespace tether");
         p.step("waiting");
         drop(p);

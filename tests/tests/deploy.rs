@@ -144,19 +144,19 @@ fn cluster_env_is_enough_for_a_plain_tether_install() {
     // Not a terminal: progress is plain lines on stderr, stdout keeps only the result.
     assert!(!out.contains("applying"), "{out}");
 
-    // On a terminal (a pseudo-terminal by `script`): one line updated in place per step, then
-    // cleared before the result.
+    // On a terminal (a pseudo-terminal by `script`): indicatif's spinner line names each step
+    // and is cleared before the result.
     let on_tty = run(Command::new("script")
         .args(["-qec", &script, "/dev/null"])
         .env_remove("KUBECONFIG")
         .env_remove("TETHER_AGENT_IMAGE"))
     .expect_ok("tether install on a terminal");
     assert!(
-        on_tty.contains("\r\x1b[2K  applying deployments tether-manager…"),
+        on_tty.contains(" applying deployments tether-manager…"),
         "{on_tty:?}"
     );
     assert!(
-        on_tty.contains("…\r\x1b[2KTraffic manager installed"),
+        on_tty.contains("\r\x1b[2KTraffic manager installed"),
         "the line is cleared before the result: {on_tty:?}"
     );
     let recorded = std::fs::read_to_string(tether_e2e::state_dir().join("images.env")).unwrap();
