@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::Ipv4Net;
-use tether_daemon::{connect::Transport, daemon::Options};
+use tether_daemon::{
+    cluster::{Cluster, ClusterError},
+    connect::Transport,
+    daemon::Options,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -113,10 +117,25 @@ impl Command {
             self,
             Command::Connect(_)
                 | Command::Install { .. }
+                | Command::Uninstall(_)
                 | Command::Intercept(_)
                 | Command::Doctor(_)
                 | Command::GatherLogs(_)
         )
+    }
+}
+
+impl Command {
+    /// The cluster arguments of a command that has them.
+    pub fn kube_mut(&mut self) -> Option<&mut KubeArgs> {
+        match self {
+            Command::Connect(a) => Some(&mut a.kube),
+            Command::Install { kube, .. } => Some(kube),
+            Command::Uninstall(a) => Some(&mut a.kube),
+            Command::Doctor(a) => Some(&mut a.kube),
+            Command::GatherLogs(a) => Some(&mut a.kube),
+            _ => None,
+        }
     }
 }
 
@@ -240,6 +259,18 @@ pub struct InterceptArgs {
     pub command: Vec<String>,
 }
 
+/// A namespace name, checked before anything reaches the cluster.
+pub fn parse_namespace(text: &str) -> Result<String, String> {
+    if tether_kube::install::is_namespace_name(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{text}` is not a namespace name (at most 63 lowercase letters, digits and `-`, \
+             starting and ending with a letter or digit)"
+        ))
+    }
+}
+
 fn parse_port(text: &str) -> Result<(u16, Option<String>), String> {
     let (local, service) = match text.split_once(':') {
         Some((local, service)) if !service.is_empty() => (local, Some(service.to_owned())),
@@ -294,6 +325,26 @@ pub struct KubeArgs {
     /// The kubeconfig context [default: the current context].
     #[arg(long)]
     pub context: Option<String>,
+    /// The namespace the traffic manager runs in [default: the config file's
+    /// `manager.namespace`, else `tether`].
+    #[arg(long, env = "TETHER_MANAGER_NAMESPACE", value_name = "NAMESPACE", value_parser = parse_namespace)]
+    pub manager_namespace: Option<String>,
+}
+
+impl KubeArgs {
+    /// The traffic manager's namespace: given, else the default.
+    pub fn manager_namespace(&self) -> &str {
+        self.manager_namespace
+            .as_deref()
+            .unwrap_or(tether_kube::names::NAMESPACE)
+    }
+
+    /// The cluster these arguments name, with the manager where they say.
+    pub async fn cluster(&self) -> Result<Cluster, ClusterError> {
+        Ok(Cluster::load(self.kubeconfig.clone(), self.context.clone())
+            .await?
+            .with_manager_namespace(self.manager_namespace()))
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -18,6 +18,8 @@
 //!   http-header: [x-dev=alice]     # a personal intercept unless --http-header or --all-requests
 //! doctor:
 //!   timeout: 10                    # seconds per check (also gather-logs' per read)
+//! manager:
+//!   namespace: platform-tether     # where the traffic manager runs (default `tether`)
 //! ```
 //!
 //! Precedence, as kubectl's family has it: a flag, then its environment variable
@@ -51,6 +53,8 @@ pub struct Config {
     pub intercept: Intercept,
     #[serde(default)]
     pub doctor: Doctor,
+    #[serde(default)]
+    pub manager: Manager,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
@@ -83,6 +87,22 @@ pub struct Intercept {
 pub struct Doctor {
     /// Seconds.
     pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Manager {
+    /// The traffic manager's namespace.
+    #[serde(default, deserialize_with = "namespace")]
+    pub namespace: Option<String>,
+}
+
+/// A namespace name, or serde's error (which the file's line and column are added to).
+fn namespace<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::args::parse_namespace(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// Why the config file could not be used.
@@ -179,6 +199,11 @@ impl Config {
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
             )
         };
+        if let Some(kube) = command.kube_mut() {
+            if kube.manager_namespace.is_none() {
+                kube.manager_namespace.clone_from(&self.manager.namespace);
+            }
+        }
         match command {
             Command::Install {
                 image,

@@ -112,10 +112,12 @@ fn daemon_options(args: ConnectArgs, runtime_dir: PathBuf) -> (Options, Vec<Stri
     // Every field named: a new flag is passed on or deliberately not.
     let ConnectArgs {
         namespace,
-        kube: KubeArgs {
-            kubeconfig,
-            context,
-        },
+        kube:
+            KubeArgs {
+                kubeconfig,
+                context,
+                manager_namespace,
+            },
         transport,
         never_proxy,
         also_proxy,
@@ -128,6 +130,7 @@ fn daemon_options(args: ConnectArgs, runtime_dir: PathBuf) -> (Options, Vec<Stri
     let options = Options {
         // Empty: the daemon takes the context's, once it has read the kubeconfig.
         namespace: namespace.unwrap_or_default(),
+        manager_namespace: manager_namespace.unwrap_or_default(),
         kubeconfig,
         context,
         transport,

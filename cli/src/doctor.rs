@@ -45,8 +45,15 @@ async fn options(namespace: Option<String>, kube: KubeArgs, timeout: u64) -> Opt
         },
         _ => None,
     };
+    // The manager where told, else where the session found it.
+    let manager_namespace = match (&kube.manager_namespace, &daemon) {
+        (Some(ns), _) => ns.clone(),
+        (None, Some(s)) if !s.manager_namespace.is_empty() => s.manager_namespace.clone(),
+        _ => kube.manager_namespace().to_owned(),
+    };
     Options {
         namespace,
+        manager_namespace,
         kubeconfig: kube.kubeconfig,
         context: kube.context,
         timeout: Duration::from_secs(timeout.max(1)),

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use tether_daemon::cluster::Cluster;
 use tether_kube::install;
 
 use crate::{
@@ -23,15 +22,13 @@ pub struct Install {
 
 pub async fn install(args: Install) -> anyhow::Result<ExitCode> {
     let Install {
-        kube: KubeArgs {
-            kubeconfig,
-            context,
-        },
+        kube,
         image,
         image_pull_secret,
         dry_run,
     } = args;
-    let mut manifests = install::manifests(&image)?;
+    let namespace = kube.manager_namespace();
+    let mut manifests = install::manifests(&image, namespace)?;
     if let Some(secret) = &image_pull_secret {
         install::with_image_pull_secret(&mut manifests, secret);
     }
@@ -39,7 +36,7 @@ pub async fn install(args: Install) -> anyhow::Result<ExitCode> {
         print!("{}", render::manifests(&manifests, format)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let cluster = Cluster::load(kubeconfig, context).await?;
+    let cluster = kube.cluster().await?;
     print!("{}", render::installing(&image, &cluster.server));
     let progress = Progress::stderr();
     install::install_manifests(
@@ -51,6 +48,6 @@ pub async fn install(args: Install) -> anyhow::Result<ExitCode> {
     )
     .await?;
     progress.finish();
-    print!("{}", render::installed(install::NAMESPACE));
+    print!("{}", render::installed(namespace));
     Ok(ExitCode::SUCCESS)
 }

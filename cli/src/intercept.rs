@@ -176,9 +176,9 @@ async fn settle(cluster: &Cluster, namespace: &str, restored: &[String]) -> anyh
 }
 
 pub async fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
-    let cluster = Cluster::load(args.kube.kubeconfig.clone(), args.kube.context.clone()).await?;
+    let cluster = args.kube.cluster().await?;
     if args.manager {
-        tether_kube::install::uninstall(&cluster.client).await?;
+        tether_kube::install::uninstall(&cluster.client, &cluster.manager_namespace).await?;
         print!("{}", render::manager_removed());
         return Ok(ExitCode::SUCCESS);
     }

@@ -30,14 +30,21 @@ pub enum ClusterError {
     #[error("namespace {0:?} does not exist in this cluster")]
     NoNamespace(String),
     /// The manager is not installed.
-    #[error("no traffic manager in namespace {MANAGER_NAMESPACE}: run `tether install`")]
-    NoManager,
+    #[error("no traffic manager in namespace {ns}: run `tether install`{hint}", ns = .0, hint = manager_namespace_hint(.0))]
+    NoManager(String),
     /// The manager has no running pod.
-    #[error("the traffic manager in namespace {MANAGER_NAMESPACE} has no ready pod: check `kubectl -n {MANAGER_NAMESPACE} get pods`")]
-    ManagerNotReady,
+    #[error(
+        "the traffic manager in namespace {0} has no ready pod: check `kubectl -n {0} get pods`"
+    )]
+    ManagerNotReady(String),
     /// RBAC says no.
-    #[error("forbidden by RBAC: your kubeconfig user may not {0}. Ask a cluster admin to bind the ClusterRole tether-client to you (a ClusterRoleBinding) and the Role tether-client in namespace {MANAGER_NAMESPACE} (a RoleBinding)")]
-    Forbidden(String),
+    #[error("forbidden by RBAC: your kubeconfig user may not {what}. Ask a cluster admin to bind the ClusterRole tether-client to you (a ClusterRoleBinding) and the Role tether-client in namespace {namespace} (a RoleBinding)")]
+    Forbidden {
+        /// What was refused.
+        what: String,
+        /// The manager's namespace.
+        namespace: String,
+    },
     /// The credential in the Secret is unusable.
     #[error("the traffic manager's credential is invalid: {0}")]
     BadCredential(String),
@@ -45,11 +52,25 @@ pub enum ClusterError {
     #[error("the traffic manager refused a session certificate: {0}")]
     SessionRefused(String),
     /// Nobody answered the certificate request.
-    #[error("no answer to the session certificate request within {0}s: is the traffic manager running? (`kubectl -n {MANAGER_NAMESPACE} get pods`)")]
-    NoSigner(u64),
+    #[error("no answer to the session certificate request within {}s: is the traffic manager running? (`kubectl -n {namespace} get pods`)", waited.as_secs())]
+    NoSigner {
+        /// How long the request waited.
+        waited: std::time::Duration,
+        /// The manager's namespace.
+        namespace: String,
+    },
     /// Any other API failure.
     #[error("Kubernetes API: {0}")]
     Api(String),
+}
+
+/// For a manager not found in the default namespace: how to name another.
+fn manager_namespace_hint(namespace: &str) -> &'static str {
+    if namespace == MANAGER_NAMESPACE {
+        " (or, if it was installed in another namespace, name it with --manager-namespace)"
+    } else {
+        ""
+    }
 }
 
 /// A connection to the user's cluster.
@@ -60,6 +81,8 @@ pub struct Cluster {
     pub server: String,
     /// The context's namespace, else `default`: what kubectl uses when not told (`-n`).
     pub default_namespace: String,
+    /// Where the traffic manager runs: [`MANAGER_NAMESPACE`] unless the user named another.
+    pub manager_namespace: String,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -67,6 +90,7 @@ impl std::fmt::Debug for Cluster {
         f.debug_struct("Cluster")
             .field("context", &self.context)
             .field("server", &self.server)
+            .field("manager_namespace", &self.manager_namespace)
             .finish()
     }
 }
@@ -118,12 +142,24 @@ impl Cluster {
             context: context_name,
             server,
             default_namespace,
+            manager_namespace: MANAGER_NAMESPACE.to_owned(),
         })
+    }
+
+    /// The same cluster, with the traffic manager in `namespace` (empty: the default).
+    pub fn with_manager_namespace(mut self, namespace: &str) -> Self {
+        if !namespace.is_empty() {
+            self.manager_namespace = namespace.to_owned();
+        }
+        self
     }
 
     pub(crate) fn map(&self, what: &str, e: kube::Error) -> ClusterError {
         match &e {
-            kube::Error::Api(s) if s.code == 403 => ClusterError::Forbidden(what.to_owned()),
+            kube::Error::Api(s) if s.code == 403 => ClusterError::Forbidden {
+                what: what.to_owned(),
+                namespace: self.manager_namespace.clone(),
+            },
             kube::Error::HyperError(_) | kube::Error::Service(_) => ClusterError::Unreachable {
                 server: self.server.clone(),
                 message: tether_proto::error_chain(&e),
@@ -146,14 +182,19 @@ impl Cluster {
 
     /// The manager's CA certificate (PEM), from its Secret.
     pub async fn manager_ca(&self) -> Result<String, ClusterError> {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), MANAGER_NAMESPACE);
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.manager_namespace);
         let secret = match api.get_opt(MANAGER_SECRET).await {
             Ok(Some(s)) => s,
-            Ok(None) => return Err(ClusterError::NoManager),
-            Err(kube::Error::Api(s)) if s.code == 404 => return Err(ClusterError::NoManager),
+            Ok(None) => return Err(ClusterError::NoManager(self.manager_namespace.clone())),
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                return Err(ClusterError::NoManager(self.manager_namespace.clone()))
+            }
             Err(e) => {
                 return Err(self.map(
-                    &format!("get secret {MANAGER_SECRET} in namespace {MANAGER_NAMESPACE}"),
+                    &format!(
+                        "get secret {MANAGER_SECRET} in namespace {}",
+                        self.manager_namespace
+                    ),
                     e,
                 ))
             }
@@ -177,49 +218,61 @@ impl Cluster {
     /// address inside the cluster (the Service's ClusterIP: pods need no cluster DNS for it).
     pub async fn agent_manager(&self) -> Result<(String, SocketAddr), ClusterError> {
         use k8s_openapi::api::apps::v1::Deployment;
-        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), MANAGER_NAMESPACE);
+        let deployments: Api<Deployment> =
+            Api::namespaced(self.client.clone(), &self.manager_namespace);
         let deployment = deployments
             .get_opt(MANAGER_SERVICE)
             .await
             .map_err(|e| {
                 self.map(
-                    &format!("get deployment {MANAGER_SERVICE} in namespace {MANAGER_NAMESPACE}"),
+                    &format!(
+                        "get deployment {MANAGER_SERVICE} in namespace {}",
+                        self.manager_namespace
+                    ),
                     e,
                 )
             })?
-            .ok_or(ClusterError::NoManager)?;
+            .ok_or(ClusterError::NoManager(self.manager_namespace.clone()))?;
         let image = deployment
             .spec
             .and_then(|s| s.template.spec)
             .and_then(|s| s.containers.into_iter().next())
             .and_then(|c| c.image)
-            .ok_or(ClusterError::NoManager)?;
-        let services: Api<Service> = Api::namespaced(self.client.clone(), MANAGER_NAMESPACE);
+            .ok_or(ClusterError::NoManager(self.manager_namespace.clone()))?;
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.manager_namespace);
         let service = services
             .get_opt(MANAGER_SERVICE)
             .await
             .map_err(|e| {
                 self.map(
-                    &format!("get service {MANAGER_SERVICE} in namespace {MANAGER_NAMESPACE}"),
+                    &format!(
+                        "get service {MANAGER_SERVICE} in namespace {}",
+                        self.manager_namespace
+                    ),
                     e,
                 )
             })?
-            .ok_or(ClusterError::NoManager)?;
+            .ok_or(ClusterError::NoManager(self.manager_namespace.clone()))?;
         let ip = service
             .spec
             .and_then(|s| s.cluster_ip)
             .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
-            .ok_or(ClusterError::NoManager)?;
+            .ok_or(ClusterError::NoManager(self.manager_namespace.clone()))?;
         Ok((image, SocketAddr::new(ip, QUIC_PORT)))
     }
 
     /// The ready manager pod: (name, pod IP).
     pub async fn manager_pod(&self) -> Result<(String, Option<std::net::IpAddr>), ClusterError> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), MANAGER_NAMESPACE);
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.manager_namespace);
         let pods = api
             .list(&ListParams::default().labels(MANAGER_SELECTOR))
             .await
-            .map_err(|e| self.map(&format!("list pods in namespace {MANAGER_NAMESPACE}"), e))?;
+            .map_err(|e| {
+                self.map(
+                    &format!("list pods in namespace {}", self.manager_namespace),
+                    e,
+                )
+            })?;
         let ready = pods.items.into_iter().find(|p| {
             p.metadata.deletion_timestamp.is_none()
                 && p.status
@@ -227,7 +280,9 @@ impl Cluster {
                     .and_then(|s| s.conditions.as_ref())
                     .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         });
-        let pod = ready.ok_or(ClusterError::ManagerNotReady)?;
+        let pod = ready.ok_or(ClusterError::ManagerNotReady(
+            self.manager_namespace.clone(),
+        ))?;
         let ip = pod
             .status
             .as_ref()
@@ -240,7 +295,7 @@ impl Cluster {
     /// address, and LoadBalancer ingress addresses. Unreadable objects just give no candidates.
     pub async fn udp_candidates(&self) -> Vec<SocketAddr> {
         let mut out = Vec::new();
-        let services: Api<Service> = Api::namespaced(self.client.clone(), MANAGER_NAMESPACE);
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.manager_namespace);
         let Ok(svc) = services.get(MANAGER_SERVICE).await else {
             return out;
         };
@@ -281,10 +336,13 @@ impl Cluster {
 
     /// A port-forward byte stream to the manager pod's relay port.
     pub async fn port_forward(&self, pod: &str) -> Result<tokio::io::DuplexStream, ClusterError> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), MANAGER_NAMESPACE);
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.manager_namespace);
         let mut pf = api.portforward(pod, &[RELAY_PORT]).await.map_err(|e| {
             self.map(
-                &format!("port-forward to pod {pod} in namespace {MANAGER_NAMESPACE}"),
+                &format!(
+                    "port-forward to pod {pod} in namespace {}",
+                    self.manager_namespace
+                ),
                 e,
             )
         })?;

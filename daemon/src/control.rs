@@ -120,6 +120,9 @@ pub struct StatusReport {
     /// session (or from a daemon older than this field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carrier: Option<CarrierStats>,
+    /// The namespace the traffic manager runs in.
+    #[serde(default)]
+    pub manager_namespace: String,
 }
 
 /// The tunnel's health as the QUIC connection measures it, since the session began (a reconnect

@@ -115,7 +115,12 @@ pub async fn session_credential(cluster: &Cluster) -> Result<ClientCredential, C
     let cert_pem = match answer {
         Ok(Outcome::Issued(cert)) => cert,
         Ok(Outcome::Refused(message)) => return Err(ClusterError::SessionRefused(message)),
-        Ok(Outcome::Pending) => return Err(ClusterError::NoSigner(ANSWER_TIMEOUT.as_secs())),
+        Ok(Outcome::Pending) => {
+            return Err(ClusterError::NoSigner {
+                waited: ANSWER_TIMEOUT,
+                namespace: cluster.manager_namespace.clone(),
+            })
+        }
         Err(e) => return Err(cluster.map(&format!("get certificatesigningrequest {name}"), e)),
     };
     info!("Got a session certificate");

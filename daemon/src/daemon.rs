@@ -41,6 +41,9 @@ const RECONNECT_BACKOFF: (Duration, Duration) =
 pub struct Options {
     /// The namespace short names resolve in and intercepts are made in; empty: the context's.
     pub namespace: String,
+    /// Where the traffic manager runs; empty: [`crate::cluster::MANAGER_NAMESPACE`].
+    #[serde(default)]
+    pub manager_namespace: String,
     pub kubeconfig: Option<PathBuf>,
     pub context: Option<String>,
     pub transport: Transport,
@@ -155,7 +158,9 @@ pub async fn run(mut opts: Options, helper: Helper, start: Start) -> Result<(), 
         Some(text) => text,
         None => crate::privileged::helper::read_kubeconfig(opts.kubeconfig.as_deref())?,
     };
-    let cluster = Cluster::from_kubeconfig_json(&kubeconfig, opts.context.clone()).await?;
+    let cluster = Cluster::from_kubeconfig_json(&kubeconfig, opts.context.clone())
+        .await?
+        .with_manager_namespace(&opts.manager_namespace);
     if opts.namespace.is_empty() {
         // No `-n`: the context's namespace, as kubectl does.
         opts.namespace = cluster.default_namespace.clone();
@@ -258,6 +263,7 @@ pub async fn run(mut opts: Options, helper: Helper, start: Start) -> Result<(), 
             daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
             manager_version: String::new(),
             carrier: None,
+            manager_namespace: cluster.manager_namespace.clone(),
         };
     }
     let intercepts = Arc::new(crate::intercept::Intercepts::new(
@@ -376,7 +382,7 @@ async fn supervise(
                         &e,
                         connect::DialError::Cluster(
                             crate::cluster::ClusterError::SessionRefused(_)
-                                | crate::cluster::ClusterError::Forbidden(_)
+                                | crate::cluster::ClusterError::Forbidden { .. }
                         )
                     );
                     let pause = if refused {

@@ -2,7 +2,6 @@
 //! to ask ([`wanted`]) and how each answer reads ([`access_check`]). See
 //! `deploy/manager/30-client-role.yaml` for the roles that grant them.
 
-use tether_daemon::cluster::MANAGER_NAMESPACE;
 use tether_kube::names;
 
 use crate::check::Check;
@@ -63,9 +62,10 @@ fn access(
     }
 }
 
-/// The rights `tether connect` and `tether intercept` in `namespace` need.
-pub fn wanted(namespace: &str) -> Vec<Need> {
-    let ns = Some(MANAGER_NAMESPACE);
+/// The rights `tether connect` and `tether intercept` in `namespace` need, with the traffic
+/// manager in `manager_namespace`.
+pub fn wanted(namespace: &str, manager_namespace: &str) -> Vec<Need> {
+    let ns = Some(manager_namespace);
     vec![
         Need {
             id: "rbac.session",
@@ -91,7 +91,7 @@ pub fn wanted(namespace: &str) -> Vec<Need> {
             }],
             required: true,
             grant: format!(
-                "kubectl -n {MANAGER_NAMESPACE} create rolebinding tether-USER \
+                "kubectl -n {manager_namespace} create rolebinding tether-USER \
                  --role=tether-client --user=USER"
             ),
         },
@@ -168,11 +168,11 @@ mod tests {
 
     #[test]
     fn every_right_allowed() {
-        for need in wanted("shop") {
+        for need in wanted("shop", "tether") {
             let answers = vec![Answer::Allowed; need.accesses.len()];
             assert_eq!(access_check(&need, &answers, None).status, Status::Ok);
         }
-        let need = &wanted("shop")[0];
+        let need = &wanted("shop", "tether")[0];
         assert_eq!(
             access_check(need, &[Answer::Allowed], None).found,
             "you may create sessions.tether.dev"
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn a_missing_right_names_the_binding() {
-        let needs = wanted("shop");
+        let needs = wanted("shop", "tether");
         let session = access_check(&needs[0], &[Answer::Denied(None)], Some("alice"));
         assert_eq!(session.status, Status::Fail);
         assert_eq!(

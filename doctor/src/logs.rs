@@ -26,7 +26,7 @@ use kube::{
 };
 use serde::Serialize;
 use tether_daemon::{
-    cluster::{Cluster, MANAGER_NAMESPACE, MANAGER_SELECTOR, MANAGER_SERVICE},
+    cluster::{Cluster, MANAGER_SELECTOR, MANAGER_SERVICE},
     control,
     privileged::runtime_dir,
 };
@@ -274,7 +274,7 @@ fn local_logs(c: &mut Collection, since: Timestamp) {
 /// The namespaces whose events, agents and Secrets count: tether's, the one asked about, and
 /// those of the workstation's intercepts.
 fn namespaces(opts: &run::Options) -> BTreeSet<String> {
-    let mut set: BTreeSet<String> = [MANAGER_NAMESPACE.to_owned(), opts.namespace.clone()].into();
+    let mut set: BTreeSet<String> = [opts.manager_namespace.clone(), opts.namespace.clone()].into();
     if let Some(status) = &opts.daemon {
         set.extend(status.intercepts.iter().map(|i| i.namespace.clone()));
     }
@@ -319,7 +319,7 @@ async fn cluster_logs(
         Err(e) => c.notes.push(e.reason("list nodes")),
     }
     let manager_deploy: Api<k8s_openapi::api::apps::v1::Deployment> =
-        Api::namespaced(client.clone(), MANAGER_NAMESPACE);
+        Api::namespaced(client.clone(), &opts.doctor.manager_namespace);
     if let Ok(Some(d)) = within(limit, manager_deploy.get_opt(MANAGER_SERVICE)).await {
         versions.push_str(&format!(
             "manager image {}\n",
@@ -347,7 +347,7 @@ async fn cluster_logs(
         }
     }
 
-    let pods: Api<Pod> = Api::namespaced(client.clone(), MANAGER_NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &opts.doctor.manager_namespace);
     match within(
         limit,
         pods.list(&ListParams::default().labels(MANAGER_SELECTOR)),
@@ -366,7 +366,10 @@ async fn cluster_logs(
         Err(e) => c.notes.push(e.reason("list the manager's pods")),
     }
 
-    for ns in namespaces.iter().filter(|ns| *ns != MANAGER_NAMESPACE) {
+    for ns in namespaces
+        .iter()
+        .filter(|ns| **ns != opts.doctor.manager_namespace)
+    {
         let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
         match within(limit, pods.list(&ListParams::default())).await {
             Ok(list) => {
@@ -453,7 +456,7 @@ async fn pod_logs(
         .metadata
         .namespace
         .as_deref()
-        .unwrap_or(MANAGER_NAMESPACE);
+        .unwrap_or(&opts.doctor.manager_namespace);
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let restarted =
         crate::containers::status_of(pod, container).is_some_and(|s| s.restart_count > 0);

@@ -8,7 +8,7 @@ use k8s_openapi::{
     },
     jiff::{SignedDuration, Timestamp},
 };
-use tether_daemon::cluster::{MANAGER_NAMESPACE as NS, MANAGER_SERVICE, QUIC_PORT};
+use tether_daemon::cluster::{MANAGER_SERVICE, QUIC_PORT};
 
 use crate::{
     check::{Check, Status},
@@ -23,6 +23,8 @@ pub const RECENT: SignedDuration = SignedDuration::from_mins(15);
 /// What the API server says about the manager.
 #[derive(Debug, Clone, Default)]
 pub struct ManagerView {
+    /// The namespace looked in.
+    pub namespace: String,
     /// `None`: not installed.
     pub deployment: Option<Deployment>,
     pub pods: Vec<Pod>,
@@ -33,25 +35,26 @@ pub struct ManagerView {
 
 /// `manager.installed`, `manager.version`, `manager.pod`, `manager.service`, `manager.events`.
 pub fn manager_checks(view: &ManagerView, cli_version: &str, now: Timestamp) -> Vec<Check> {
+    let ns = view.namespace.as_str();
     let Some(deployment) = &view.deployment else {
         return vec![Check::fail(
             "manager.installed",
-            format!("no traffic manager in namespace {NS}"),
+            format!("no traffic manager in namespace {ns}"),
             "run `tether install`",
         )];
     };
     let image = image_of(deployment).unwrap_or_default();
-    let pod = pod_check(deployment, &view.pods, &image);
+    let pod = pod_check(ns, deployment, &view.pods, &image);
     let healthy = pod.status == Status::Ok;
     vec![
         Check::ok(
             "manager.installed",
-            format!("deployment {MANAGER_SERVICE} in namespace {NS}"),
+            format!("deployment {MANAGER_SERVICE} in namespace {ns}"),
         ),
         version_check(&image, cli_version),
         pod,
-        service_check(view.service.as_ref()),
-        events_check(&view.events, &view.pods, healthy, now),
+        service_check(ns, view.service.as_ref()),
+        events_check(ns, &view.events, &view.pods, healthy, now),
     ]
 }
 
@@ -100,7 +103,7 @@ fn version_check(image: &str, cli: &str) -> Check {
     }
 }
 
-fn pod_check(deployment: &Deployment, pods: &[Pod], image: &str) -> Check {
+fn pod_check(ns: &str, deployment: &Deployment, pods: &[Pod], image: &str) -> Check {
     const ID: &str = "manager.pod";
     let replicas = deployment
         .spec
@@ -111,7 +114,7 @@ fn pod_check(deployment: &Deployment, pods: &[Pod], image: &str) -> Check {
         return Check::fail(
             ID,
             format!("deployment {MANAGER_SERVICE} is scaled to 0 replicas: no manager runs"),
-            format!("`kubectl -n {NS} scale deployment/{MANAGER_SERVICE} --replicas=1`"),
+            format!("`kubectl -n {ns} scale deployment/{MANAGER_SERVICE} --replicas=1`"),
         );
     }
     let live: Vec<&Pod> = pods.iter().filter(|p| !containers::is_over(p)).collect();
@@ -131,14 +134,14 @@ fn pod_check(deployment: &Deployment, pods: &[Pod], image: &str) -> Check {
             ID,
             format!("no manager pod exists{why}"),
             format!(
-                "`kubectl -n {NS} describe deployment {MANAGER_SERVICE}` and `kubectl -n {NS} get \
+                "`kubectl -n {ns} describe deployment {MANAGER_SERVICE}` and `kubectl -n {ns} get \
                  events --field-selector type=Warning`"
             ),
         );
     };
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let at = Target {
-        namespace: NS,
+        namespace: ns,
         pod: name,
         container: CONTAINER,
     };
@@ -147,7 +150,7 @@ fn pod_check(deployment: &Deployment, pods: &[Pod], image: &str) -> Check {
         return Check::fail(
             ID,
             format!("pod {name}: {why}"),
-            format!("`kubectl -n {NS} describe pod {name}`"),
+            format!("`kubectl -n {ns} describe pod {name}`"),
         );
     };
     let d = containers::diagnose(cs, image, at);
@@ -172,12 +175,12 @@ fn newest<'a>(pods: &[&'a Pod]) -> Option<&'a Pod> {
         .copied()
 }
 
-fn service_check(service: Option<&Service>) -> Check {
+fn service_check(ns: &str, service: Option<&Service>) -> Check {
     const ID: &str = "manager.service";
     let Some(service) = service else {
         return Check::fail(
             ID,
-            format!("no Service {MANAGER_SERVICE} in namespace {NS}"),
+            format!("no Service {MANAGER_SERVICE} in namespace {ns}"),
             "run `tether install` to put it back",
         );
     };
@@ -221,7 +224,7 @@ pub fn event_time(e: &Event) -> Option<Timestamp> {
 /// pods, its ReplicaSets and Deployment. While its pod is
 /// healthy they are history, counted but no warning. Failed readiness probes from before a pod
 /// became Ready are its start-up, not news.
-fn events_check(events: &[Event], pods: &[Pod], healthy: bool, now: Timestamp) -> Check {
+fn events_check(ns: &str, events: &[Event], pods: &[Pod], healthy: bool, now: Timestamp) -> Check {
     const ID: &str = "manager.events";
     let ready_since = |pod: &str| {
         pods.iter()
@@ -257,7 +260,7 @@ fn events_check(events: &[Event], pods: &[Pod], healthy: bool, now: Timestamp) -
         );
     }
     let list = format!(
-        "`kubectl -n {NS} get events --field-selector type=Warning --sort-by=.lastTimestamp`"
+        "`kubectl -n {ns} get events --field-selector type=Warning --sort-by=.lastTimestamp`"
     );
     if healthy {
         return Check::ok(

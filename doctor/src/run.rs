@@ -25,6 +25,8 @@ use crate::{
 pub struct Options {
     /// The namespace whose agents and intercept rights are checked.
     pub namespace: String,
+    /// Where the traffic manager runs.
+    pub manager_namespace: String,
     pub kubeconfig: Option<PathBuf>,
     pub context: Option<String>,
     /// The longest one read (or probe step) may take.
@@ -82,7 +84,7 @@ async fn cluster_checks(opts: &Options) -> Vec<Check> {
     )
     .await;
     let cluster = match loaded {
-        Ok(Ok(c)) => c,
+        Ok(Ok(c)) => c.with_manager_namespace(&opts.manager_namespace),
         Ok(Err(e)) => {
             let mut checks = vec![cluster::no_kubeconfig(&tether_proto::error_chain(&e))];
             checks.extend(unreachable("no usable kubeconfig"));
@@ -112,7 +114,7 @@ async fn cluster_checks(opts: &Options) -> Vec<Check> {
     }
     let client = &cluster.client;
     let ns = opts.namespace.as_str();
-    let needs = access::wanted(ns);
+    let needs = access::wanted(ns, &cluster.manager_namespace);
     let reviews = futures::future::join_all(needs.iter().map(|need| {
         futures::future::join_all(need.accesses.iter().map(|a| kube::review(client, a, limit)))
     }));
@@ -120,7 +122,7 @@ async fn cluster_checks(opts: &Options) -> Vec<Check> {
         kube::nodes(client, limit),
         kube::all_pods(client, limit),
         kube::metrics(client, limit),
-        kube::manager(client, limit),
+        kube::manager(client, &cluster.manager_namespace, limit),
         kube::workloads(client, ns, limit),
         reviews,
         kube::whoami(client, limit),

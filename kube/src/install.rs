@@ -73,8 +73,14 @@ pub enum InstallError {
         source: kube::Error,
     },
     /// The namespace is still being deleted by an earlier uninstall.
-    #[error("namespace {NAMESPACE} is still being deleted (an earlier `tether uninstall`); wait until `kubectl get namespace {NAMESPACE}` finds nothing, then run `tether install` again")]
-    NamespaceTerminating,
+    #[error("namespace {namespace} is still being deleted (an earlier `tether uninstall`); wait until `kubectl get namespace {namespace}` finds nothing, then run `tether install` again")]
+    NamespaceTerminating {
+        /// The manager's namespace.
+        namespace: String,
+    },
+    /// The manager's namespace is not a namespace name.
+    #[error("invalid manager namespace {0:?}: a namespace name is at most 63 lowercase letters, digits and `-`, starting and ending with a letter or digit")]
+    InvalidNamespace(String),
     /// Another API failure.
     #[error("could not {verb} {resource}; check that your kubeconfig reaches the cluster, then try again")]
     Api {
@@ -108,16 +114,20 @@ pub enum InstallError {
         message: String,
     },
     /// The manager did not become available in time.
-    #[error("the traffic manager did not become available within {}s: {detail}; see `kubectl -n {NAMESPACE} describe pod -l {POD_SELECTOR}`", waited.as_secs())]
+    #[error("the traffic manager did not become available within {}s: {detail}; see `kubectl -n {namespace} describe pod -l {POD_SELECTOR}`", waited.as_secs())]
     NotAvailable {
+        /// The manager's namespace.
+        namespace: String,
         /// How long install waited.
         waited: Duration,
         /// The last thing seen holding it up.
         detail: String,
     },
     /// Uninstall gave up waiting for objects to disappear.
-    #[error("uninstall waited {}s but {remaining} still exist; check for stuck finalizers (`kubectl get namespace {NAMESPACE} -o yaml`) and run `tether uninstall` again", waited.as_secs())]
+    #[error("uninstall waited {}s but {remaining} still exist; check for stuck finalizers (`kubectl get namespace {namespace} -o yaml`) and run `tether uninstall` again", waited.as_secs())]
     StillPresent {
+        /// The manager's namespace.
+        namespace: String,
         /// How long uninstall waited.
         waited: Duration,
         /// What is left.
@@ -164,8 +174,12 @@ impl Manifest {
     }
 }
 
-/// The manifests with `image` filled in, parsed, in apply order.
-pub fn manifests(image: &str) -> Result<Vec<Manifest>, InstallError> {
+/// The manifests with `image` filled in, for a manager in `namespace` ([`NAMESPACE`] unless an
+/// operator chose another), parsed, in apply order.
+pub fn manifests(image: &str, namespace: &str) -> Result<Vec<Manifest>, InstallError> {
+    if !is_namespace_name(namespace) {
+        return Err(InstallError::InvalidNamespace(namespace.to_owned()));
+    }
     let valid =
         |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '/' | ':' | '@' | '_' | '-');
     if image.is_empty() || !image.chars().all(valid) {
@@ -203,6 +217,7 @@ pub fn manifests(image: &str) -> Result<Vec<Manifest>, InstallError> {
                     "the Deployment does not name image {BASE_IMAGE}"
                 )));
             }
+            in_namespace(&mut object, &types.kind, namespaced, namespace);
             out.push(Manifest {
                 file,
                 resource,
@@ -212,6 +227,46 @@ pub fn manifests(image: &str) -> Result<Vec<Manifest>, InstallError> {
         }
     }
     Ok(out)
+}
+
+/// A namespace name (an RFC 1123 label): 1-63 lowercase letters, digits and inner `-`.
+pub fn is_namespace_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// Moves `object` into the manager's `namespace`, as kustomize's `namespace:` does: the
+/// Namespace itself, every namespaced object, and the service accounts bindings name.
+fn in_namespace(object: &mut DynamicObject, kind: &str, namespaced: bool, namespace: &str) {
+    if kind == "Namespace" {
+        object.metadata.name = Some(namespace.to_owned());
+    } else if namespaced {
+        object.metadata.namespace = Some(namespace.to_owned());
+    }
+    if let Some(subjects) = object
+        .data
+        .get_mut("subjects")
+        .and_then(|s| s.as_array_mut())
+    {
+        for subject in subjects
+            .iter_mut()
+            .filter(|s| s["kind"] == "ServiceAccount")
+        {
+            subject["namespace"] = namespace.into();
+        }
+    }
+}
+
+/// The manager's namespace in `manifests`: the name of their Namespace.
+fn namespace_of(manifests: &[Manifest]) -> &str {
+    manifests
+        .iter()
+        .find(|m| m.resource.kind == "Namespace")
+        .map_or(NAMESPACE, Manifest::name)
 }
 
 /// Puts `image` in place of [`BASE_IMAGE`] in the containers of a Deployment's pod template;
@@ -261,19 +316,21 @@ fn resource_of(api_version: &str, kind: &str) -> Option<(&'static str, bool)> {
     })
 }
 
-/// Installs (or updates) the traffic manager with `image` and waits up to [`INSTALL_TIMEOUT`]
-/// for it to be available.
-pub async fn install(client: &Client, image: &str) -> Result<(), InstallError> {
-    install_with_timeout(client, image, INSTALL_TIMEOUT).await
+/// Installs (or updates) the traffic manager with `image` in `namespace` and waits up to
+/// [`INSTALL_TIMEOUT`] for it to be available.
+pub async fn install(client: &Client, image: &str, namespace: &str) -> Result<(), InstallError> {
+    install_with_timeout(client, image, namespace, INSTALL_TIMEOUT).await
 }
 
 /// [`install`] with another timeout.
 pub async fn install_with_timeout(
     client: &Client,
     image: &str,
+    namespace: &str,
     timeout: Duration,
 ) -> Result<(), InstallError> {
-    install_manifests(client, &manifests(image)?, image, timeout, &|_| {}).await
+    let manifests = manifests(image, namespace)?;
+    install_manifests(client, &manifests, image, timeout, &|_| {}).await
 }
 
 /// Applies `manifests` (from [`manifests`], perhaps changed) and waits up to `timeout` for the
@@ -291,7 +348,7 @@ pub async fn install_manifests(
         apply(client, manifest, false).await?;
         info!(object = %manifest.describe(), "Applied");
     }
-    wait_available(client, image, timeout, progress).await
+    wait_available(client, namespace_of(manifests), image, timeout, progress).await
 }
 
 /// Server-side applies `manifest` as [`FIELD_MANAGER`] (taking over conflicting fields);
@@ -307,9 +364,20 @@ pub async fn apply(
         .api(client)
         .patch(manifest.name(), &params, &Patch::Apply(&manifest.object))
         .await
-        .map_err(|e| classify(e, "create or update", manifest.describe(), "install"))?;
+        .map_err(|e| {
+            let namespace = manifest.object.metadata.namespace.as_deref();
+            classify(
+                e,
+                "create or update",
+                manifest.describe(),
+                "install",
+                namespace.unwrap_or(manifest.name()),
+            )
+        })?;
     if manifest.resource.kind == "Namespace" && applied.data["status"]["phase"] == "Terminating" {
-        return Err(InstallError::NamespaceTerminating);
+        return Err(InstallError::NamespaceTerminating {
+            namespace: manifest.name().to_owned(),
+        });
     }
     Ok(applied)
 }
@@ -317,23 +385,29 @@ pub async fn apply(
 /// Polls until the manager Deployment is available, failing early on an image that cannot run.
 async fn wait_available(
     client: &Client,
+    namespace: &str,
     image: &str,
     timeout: Duration,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<(), InstallError> {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let deadline = Instant::now() + timeout;
     let mut last = String::from("no manager pod yet");
     loop {
-        let deployment = deployments
-            .get_opt(DEPLOYMENT)
-            .await
-            .map_err(|e| classify(e, "get", format!("deployments {DEPLOYMENT}"), "install"))?;
+        let deployment = deployments.get_opt(DEPLOYMENT).await.map_err(|e| {
+            classify(
+                e,
+                "get",
+                format!("deployments {DEPLOYMENT}"),
+                "install",
+                namespace,
+            )
+        })?;
         let listed = pods
             .list(&ListParams::default().labels(POD_SELECTOR))
             .await
-            .map_err(|e| classify(e, "list", "pods".to_owned(), "install"))?;
+            .map_err(|e| classify(e, "list", "pods".to_owned(), "install", namespace))?;
         match rollout::rollout(deployment.as_ref(), &listed.items, image) {
             Rollout::Available => {
                 info!(image, "The traffic manager is available");
@@ -356,6 +430,7 @@ async fn wait_available(
         }
         if Instant::now() >= deadline {
             return Err(InstallError::NotAvailable {
+                namespace: namespace.to_owned(),
                 waited: timeout,
                 detail: last,
             });
@@ -364,19 +439,20 @@ async fn wait_available(
     }
 }
 
-/// Deletes everything install created (the namespace last) and waits up to
+/// Deletes everything install created in `namespace` (the namespace last) and waits up to
 /// [`UNINSTALL_TIMEOUT`] until it is gone. Objects already gone are fine.
-pub async fn uninstall(client: &Client) -> Result<(), InstallError> {
-    uninstall_with_timeout(client, UNINSTALL_TIMEOUT).await
+pub async fn uninstall(client: &Client, namespace: &str) -> Result<(), InstallError> {
+    uninstall_with_timeout(client, namespace, UNINSTALL_TIMEOUT).await
 }
 
 /// [`uninstall`] with another timeout.
 pub async fn uninstall_with_timeout(
     client: &Client,
+    namespace: &str,
     timeout: Duration,
 ) -> Result<(), InstallError> {
     // The image does not matter for deleting.
-    let manifests = manifests(BASE_IMAGE)?;
+    let manifests = manifests(BASE_IMAGE, namespace)?;
     for manifest in manifests.iter().rev() {
         match manifest
             .api(client)
@@ -385,7 +461,15 @@ pub async fn uninstall_with_timeout(
         {
             Ok(_) => info!(object = %manifest.describe(), "Deleted"),
             Err(kube::Error::Api(status)) if status.is_not_found() => {}
-            Err(e) => return Err(classify(e, "delete", manifest.describe(), "uninstall")),
+            Err(e) => {
+                return Err(classify(
+                    e,
+                    "delete",
+                    manifest.describe(),
+                    "uninstall",
+                    namespace,
+                ))
+            }
         }
     }
     let deadline = Instant::now() + timeout;
@@ -393,7 +477,8 @@ pub async fn uninstall_with_timeout(
         let mut remaining = Vec::new();
         for manifest in &manifests {
             let found = manifest.api(client).get_opt(manifest.name()).await;
-            let found = found.map_err(|e| classify(e, "get", manifest.describe(), "uninstall"))?;
+            let found = found
+                .map_err(|e| classify(e, "get", manifest.describe(), "uninstall", namespace))?;
             if found.is_some() {
                 remaining.push(manifest.describe());
             }
@@ -404,6 +489,7 @@ pub async fn uninstall_with_timeout(
         }
         if Instant::now() >= deadline {
             return Err(InstallError::StillPresent {
+                namespace: namespace.to_owned(),
                 waited: timeout,
                 remaining: remaining.join(", "),
             });
@@ -418,12 +504,15 @@ fn classify(
     verb: &'static str,
     resource: String,
     command: &'static str,
+    namespace: &str,
 ) -> InstallError {
     match &error {
         kube::Error::Api(status)
             if status.is_forbidden() && status.message.contains("being terminated") =>
         {
-            InstallError::NamespaceTerminating
+            InstallError::NamespaceTerminating {
+                namespace: namespace.to_owned(),
+            }
         }
         kube::Error::Api(status) if status.is_forbidden() => InstallError::Forbidden {
             verb,

@@ -24,7 +24,7 @@ async fn client(impersonate: Option<&str>) -> kube::Client {
 #[ignore = "needs a cluster: set KUBECONFIG"]
 async fn every_manifest_passes_a_server_side_dry_run() {
     let client = client(None).await;
-    for mut manifest in install::manifests(IMAGE).unwrap() {
+    for mut manifest in install::manifests(IMAGE, install::NAMESPACE).unwrap() {
         // A dry run does not create the namespace, so namespaced objects are tried in `default`.
         if manifest.namespaced {
             manifest.object.metadata.namespace = Some("default".into());
@@ -39,7 +39,7 @@ async fn every_manifest_passes_a_server_side_dry_run() {
 #[ignore = "needs a cluster: set KUBECONFIG"]
 async fn a_user_without_rights_is_told_to_ask_an_admin() {
     let client = client(Some("tether-test-nobody")).await;
-    let manifests = install::manifests(IMAGE).unwrap();
+    let manifests = install::manifests(IMAGE, install::NAMESPACE).unwrap();
     let cluster_role = manifests
         .iter()
         .find(|m| m.resource.kind == "ClusterRole" && m.name() == "tether-manager")

@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use tether_e2e::{
-    cluster_ip, curl, kubectl, manager_image, manager_pods, manager_rollout, repo, run, tether_bin,
-    Connected, WS,
+    cluster_ip, curl, kubectl, manager_image, manager_pods, manager_rollout, repo, run, tether,
+    tether_bin, Connected, WS,
 };
 
 /// Objects by `kind/namespace/name`.
@@ -71,6 +71,43 @@ fn kubectl_apply_k_installs_what_tether_install_installs() {
         kustomized.keys().collect::<Vec<_>>(),
         installed.keys().collect::<Vec<_>>(),
         "the same objects"
+    );
+    for (key, object) in &installed {
+        assert_eq!(&kustomized[key], object, "{key}");
+    }
+
+    // An overlay that moves it to another namespace is `install --manager-namespace`.
+    let moved = repo().join("target/e2e-kustomize-namespace");
+    std::fs::create_dir_all(&moved).unwrap();
+    std::fs::write(
+        moved.join("kustomization.yaml"),
+        format!(
+            "resources:\n  - ../../deploy/manager\nnamespace: platform-tether\nimages:\n  - name: \
+             tether.local/tether-agent\n    newName: {name}\n    newTag: {tag}\n"
+        ),
+    )
+    .unwrap();
+    let kustomized = kubectl(&["kustomize", moved.to_str().unwrap()]).expect_ok("kustomize");
+    let kustomized = by_identity(yaml_documents(&kustomized));
+    let installed: Value = serde_json::from_str(&dry_run(&[
+        "-o",
+        "json",
+        "--image",
+        &image,
+        "--manager-namespace",
+        "platform-tether",
+    ]))
+    .expect("a JSON List");
+    let installed = by_identity(installed["items"].as_array().expect("items").clone());
+    assert!(
+        installed.contains_key("Namespace//platform-tether"),
+        "{:?}",
+        installed.keys()
+    );
+    assert_eq!(
+        kustomized.keys().collect::<Vec<_>>(),
+        installed.keys().collect::<Vec<_>>(),
+        "the same objects, moved"
     );
     for (key, object) in &installed {
         assert_eq!(&kustomized[key], object, "{key}");
@@ -235,5 +272,105 @@ fn an_image_the_cluster_cannot_pull_fails_the_install_with_the_pull_error() {
         out.stderr.contains(missing)
             && (out.stderr.contains("ErrImagePull") || out.stderr.contains("ImagePullBackOff")),
         "{out:?}"
+    );
+}
+
+/// Uninstalls the manager from `0` on drop (before [`RestoreManager`] puts the default back).
+struct UninstallFrom(&'static str);
+
+impl Drop for UninstallFrom {
+    fn drop(&mut self) {
+        let _ = run(Command::new(tether_bin())
+            .args(["uninstall", "--manager", "--manager-namespace", self.0])
+            .arg("--kubeconfig")
+            .arg(tether_e2e::kubeconfig()));
+    }
+}
+
+/// `tether uninstall orders` on drop, so no agent keeps dialing a manager that is gone.
+struct UninstallOrders;
+
+impl Drop for UninstallOrders {
+    fn drop(&mut self) {
+        let _ = tether(WS, &["uninstall", "orders"]);
+    }
+}
+
+/// A platform team installs the manager in a namespace of its choosing; a user names it with
+/// `--manager-namespace` (or `TETHER_MANAGER_NAMESPACE`, or the config file's
+/// `manager.namespace`), and connect, intercept and doctor work as with the default. A cluster
+/// has one manager, so the test moves it and puts it back.
+#[test]
+fn a_manager_in_another_namespace_is_found_where_the_user_says() {
+    const MOVED: &str = "platform-tether";
+    let _restore = RestoreManager(manager_image());
+    let kc = tether_e2e::kubeconfig();
+    run(Command::new(tether_bin())
+        .args(["uninstall", "--manager", "--kubeconfig"])
+        .arg(&kc))
+    .expect_ok("tether uninstall --manager");
+    let _moved = UninstallFrom(MOVED);
+    let out = run(Command::new(tether_bin())
+        .args(["install", "--image", &manager_image()])
+        .args(["--manager-namespace", MOVED, "--kubeconfig"])
+        .arg(&kc))
+    .expect_ok("tether install --manager-namespace");
+    assert!(
+        out.contains(&format!("installed in namespace {MOVED}")),
+        "{out}"
+    );
+    kubectl(&["-n", MOVED, "get", "deployment", "tether-manager"]).expect_ok("the moved manager");
+    assert!(
+        !kubectl(&["get", "namespace", "tether"]).ok,
+        "the default namespace is gone"
+    );
+
+    // Not told where: connect fails, names the namespace it looked in and the flag, and changes
+    // nothing on the machine.
+    let before = tether_e2e::machine_state(WS);
+    let refused = tether(WS, &["connect"]);
+    assert!(!refused.ok, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("no traffic manager in namespace tether")
+            && refused.stderr.contains("--manager-namespace"),
+        "{refused:?}"
+    );
+    assert_eq!(tether_e2e::machine_state(WS), before);
+
+    // Told by the environment, as a platform team's shell profile would.
+    let connected = run(Command::new("ip")
+        .args(["netns", "exec", WS])
+        .arg(tether_bin())
+        .arg("connect")
+        .env("TETHER_RUNTIME_DIR", tether_e2e::runtime_dir(WS))
+        .env("KUBECONFIG", &kc)
+        .env("TETHER_MANAGER_NAMESPACE", MOVED));
+    let ws = Connected { ns: WS.to_owned() };
+    connected.expect_ok("tether connect with TETHER_MANAGER_NAMESPACE");
+    assert_eq!(ws.status()["manager_namespace"], MOVED);
+    let url = format!("http://{}/", cluster_ip("hello"));
+    curl(Some(WS), &[&url]).expect_ok("hello through the moved manager");
+
+    // An intercept returns once the agent has linked to the manager: the agent dials the moved
+    // one.
+    let _orders = UninstallOrders;
+    tether(WS, &["intercept", "orders", "--port", "18080:http"]).expect_ok("tether intercept");
+    tether(WS, &["leave", "orders"]).expect_ok("tether leave");
+
+    // doctor, not told either, checks the manager where the session found it.
+    let report = tether(WS, &["doctor", "-o", "json"]);
+    let report: Value = serde_json::from_str(&report.stdout).expect("doctor's JSON");
+    let installed = report["checks"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["id"] == "manager.installed"))
+        .expect("a manager.installed check");
+    assert_eq!(installed["status"], "ok", "{installed:#}");
+    assert!(
+        installed["found"]
+            .as_str()
+            .is_some_and(|f| f.contains(&format!("namespace {MOVED}"))),
+        "{installed:#}"
     );
 }

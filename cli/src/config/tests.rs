@@ -28,6 +28,8 @@ intercept:
   http-header: [x-dev=alice]
 doctor:
   timeout: 10
+manager:
+  namespace: platform-tether
 ";
 
 #[test]
@@ -44,6 +46,7 @@ fn every_key_parses() {
     assert_eq!(c.connect.also_proxy, ["172.30.0.0/24".parse().unwrap()]);
     assert_eq!(c.intercept.http_header, ["x-dev=alice"]);
     assert_eq!(c.doctor.timeout, Some(10));
+    assert_eq!(c.manager.namespace.as_deref(), Some("platform-tether"));
     assert_eq!(parse("").unwrap(), Config::default());
     assert_eq!(parse("# nothing yet\n").unwrap(), Config::default());
 }
@@ -55,6 +58,7 @@ fn unknown_keys_and_bad_values_name_the_file_and_line() {
         ("connect:\n  transport: carrier-pigeon\n", "carrier-pigeon"),
         ("connect:\n  never-proxy: [10.0.0.0/33]\n", "never-proxy"),
         ("doctor:\n  timeout: soon\n", "timeout"),
+        ("manager:\n  namespace: Tether_NS\n", "not a namespace name"),
         ("images: {}\n", "unknown field `images`"),
         ("install:\n  image: [a\n", "line"),
     ] {
@@ -219,4 +223,38 @@ fn as_root_only_a_regular_file_of_the_invoking_user_is_read() {
     // Not root: the user reads their own files with their own rights, links included.
     assert!(read(&link, None).is_ok());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_manager_namespace_comes_from_flag_then_environment_then_file() {
+    let config = parse(FULL).unwrap();
+    let manager_ns = |argv: &[&str], config: &Config| {
+        let mut command = cli(argv, config);
+        command.kube_mut().unwrap().manager_namespace().to_owned()
+    };
+    // Every command that reaches the cluster gets the file's namespace.
+    for argv in [
+        &["tether", "install"][..],
+        &["tether", "uninstall", "--manager"],
+        &["tether", "connect"],
+        &["tether", "doctor"],
+        &["tether", "gather-logs"],
+    ] {
+        assert_eq!(manager_ns(argv, &config), "platform-tether", "{argv:?}");
+        assert_eq!(manager_ns(argv, &Config::default()), "tether", "{argv:?}");
+    }
+    assert_eq!(
+        manager_ns(
+            &["tether", "connect", "--manager-namespace", "ops"],
+            &config
+        ),
+        "ops"
+    );
+    // A bad name is refused by the parser, before anything reaches the cluster.
+    let bad =
+        Cli::command().try_get_matches_from(["tether", "install", "--manager-namespace", "Ops"]);
+    assert!(bad
+        .unwrap_err()
+        .to_string()
+        .contains("not a namespace name"));
 }

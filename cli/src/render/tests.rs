@@ -365,14 +365,14 @@ fn progress_and_one_line_messages() {
 }
 
 fn dry_run(format: ManifestFormat) -> String {
-    let mut all = tether_kube::install::manifests(crate::args::DEFAULT_IMAGE).unwrap();
+    let mut all = tether_kube::install::manifests(crate::args::DEFAULT_IMAGE, "tether").unwrap();
     tether_kube::install::with_image_pull_secret(&mut all, "regcred");
     manifests(&all, format).unwrap()
 }
 
 #[test]
 fn dry_run_yaml_is_one_document_per_object() {
-    let count = tether_kube::install::manifests(crate::args::DEFAULT_IMAGE)
+    let count = tether_kube::install::manifests(crate::args::DEFAULT_IMAGE, "tether")
         .unwrap()
         .len();
     let text = dry_run(ManifestFormat::Yaml);

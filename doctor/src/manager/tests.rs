@@ -58,6 +58,7 @@ fn now() -> Timestamp {
 #[test]
 fn a_healthy_manager() {
     let view = ManagerView {
+        namespace: "tether".into(),
         deployment: Some(deployment(1, "tether.local/tether-agent:0.1.0")),
         pods: vec![pod("tether-manager-a", "2025-01-01T10:00:10Z", ready())],
         service: Some(service()),
@@ -102,6 +103,7 @@ fn not_installed() {
 #[test]
 fn scaled_to_zero_names_the_scale_command() {
     let view = ManagerView {
+        namespace: "tether".into(),
         deployment: Some(deployment(0, "x:0.1.0")),
         service: Some(service()),
         ..Default::default()
@@ -119,6 +121,7 @@ fn scaled_to_zero_names_the_scale_command() {
 #[test]
 fn version_skew_and_recent_warnings() {
     let view = ManagerView {
+        namespace: "tether".into(),
         deployment: Some(deployment(1, "reg/tether-agent:0.0.9")),
         pods: vec![pod("tether-manager-a", "2025-01-01T10:00:10Z", ready())],
         service: Some(service()),

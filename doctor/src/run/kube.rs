@@ -18,7 +18,7 @@ use kube::{
     api::{ListParams, PostParams},
     Api, Client,
 };
-use tether_daemon::cluster::{MANAGER_NAMESPACE, MANAGER_SELECTOR, MANAGER_SERVICE};
+use tether_daemon::cluster::{MANAGER_SELECTOR, MANAGER_SERVICE};
 
 use crate::{
     access::{Access, Answer},
@@ -120,11 +120,15 @@ pub async fn metrics(client: &Client, limit: Duration) -> Result<Metrics, Failur
 }
 
 /// The manager's Deployment, pods, Service and Warning events.
-pub async fn manager(client: &Client, limit: Duration) -> Result<ManagerView, Failure> {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), MANAGER_NAMESPACE);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), MANAGER_NAMESPACE);
-    let services: Api<Service> = Api::namespaced(client.clone(), MANAGER_NAMESPACE);
-    let events: Api<Event> = Api::namespaced(client.clone(), MANAGER_NAMESPACE);
+pub async fn manager(
+    client: &Client,
+    namespace: &str,
+    limit: Duration,
+) -> Result<ManagerView, Failure> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     let (by_label, warnings) = (
         ListParams::default().labels(MANAGER_SELECTOR),
         ListParams::default().fields("type=Warning"),
@@ -136,6 +140,7 @@ pub async fn manager(client: &Client, limit: Duration) -> Result<ManagerView, Fa
         within(limit, events.list(&warnings)),
     );
     Ok(ManagerView {
+        namespace: namespace.to_owned(),
         deployment: deployment?,
         // A user who may see the Deployment but not the rest still gets the first checks.
         pods: pods.map(|l| l.items).unwrap_or_default(),

@@ -18,7 +18,7 @@ fn find<'a>(manifests: &'a [Manifest], kind: &str, name: &str) -> &'a Value {
 
 #[test]
 fn manifests_parse_in_apply_order_with_the_image_filled_in() {
-    let manifests = manifests(IMAGE).unwrap();
+    let manifests = manifests(IMAGE, NAMESPACE).unwrap();
     let kinds: Vec<_> = manifests.iter().map(|m| m.resource.kind.as_str()).collect();
     assert_eq!(
         kinds[0], "Namespace",
@@ -141,7 +141,7 @@ fn rules_for(role: &Value, resource: &str) -> Vec<(Value, Value)> {
 
 #[test]
 fn the_manager_reads_cluster_wide_and_signs_only_its_own_signer() {
-    let manifests = manifests(IMAGE).unwrap();
+    let manifests = manifests(IMAGE, NAMESPACE).unwrap();
     let cluster_role = find(&manifests, "ClusterRole", "tether-manager");
     for rule in cluster_role["rules"].as_array().unwrap() {
         let resources = rule["resources"].clone();
@@ -226,7 +226,7 @@ fn the_manager_reads_cluster_wide_and_signs_only_its_own_signer() {
 
 #[test]
 fn a_client_may_ask_for_a_session_and_read_no_key() {
-    let manifests = manifests(IMAGE).unwrap();
+    let manifests = manifests(IMAGE, NAMESPACE).unwrap();
     let client = find(&manifests, "ClusterRole", "tether-client");
     assert!(allows(client, "tether.dev/sessions", "create", None));
     let csrs = "certificates.k8s.io/certificatesigningrequests";
@@ -282,7 +282,7 @@ fn a_client_may_ask_for_a_session_and_read_no_key() {
 
 #[test]
 fn intercepting_needs_the_intercept_role_and_writes_only_the_agents_secret() {
-    let manifests = manifests(IMAGE).unwrap();
+    let manifests = manifests(IMAGE, NAMESPACE).unwrap();
     let intercept = find(&manifests, "ClusterRole", "tether-intercept");
     for verb in ["create", "list", "delete"] {
         assert!(
@@ -318,11 +318,18 @@ fn intercepting_needs_the_intercept_role_and_writes_only_the_agents_secret() {
 fn images_that_would_break_the_yaml_are_refused() {
     for image in ["", "a b", "img\n  evil: true", "x\"y", "${AGENT_IMAGE}"] {
         assert!(
-            matches!(manifests(image), Err(InstallError::InvalidImage(_))),
+            matches!(
+                manifests(image, NAMESPACE),
+                Err(InstallError::InvalidImage(_))
+            ),
             "{image:?}"
         );
     }
-    assert!(manifests("registry.example:5000/tether/agent@sha256:abc-1_2").is_ok());
+    assert!(manifests(
+        "registry.example:5000/tether/agent@sha256:abc-1_2",
+        NAMESPACE
+    )
+    .is_ok());
 }
 
 fn api_error(code: u16, reason: &str, message: &str) -> kube::Error {
@@ -337,6 +344,7 @@ fn errors_say_what_to_do() {
         "create or update",
         "clusterroles tether-manager".into(),
         "install",
+        NAMESPACE,
     );
     assert_eq!(
         error.to_string(),
@@ -344,11 +352,11 @@ fn errors_say_what_to_do() {
     );
     let terminating = api_error(403, "Forbidden", "serviceaccounts \"tether-manager\" is forbidden: unable to create new content in namespace tether because it is being terminated");
     assert!(matches!(
-        classify(terminating, "create or update", String::new(), "install"),
-        InstallError::NamespaceTerminating
+        classify(terminating, "create or update", String::new(), "install", "tether"),
+        InstallError::NamespaceTerminating { namespace } if namespace == "tether"
     ));
     let other = api_error(500, "InternalError", "etcdserver: request timed out");
-    assert!(classify(other, "get", "pods".into(), "install")
+    assert!(classify(other, "get", "pods".into(), "install", NAMESPACE)
         .to_string()
         .contains("check that your kubeconfig reaches the cluster"));
 }
@@ -497,7 +505,7 @@ fn the_kustomize_base_lists_the_files_install_applies() {
 
 #[test]
 fn the_manifests_name_this_versions_image_and_take_a_pull_secret() {
-    let base = manifests(BASE_IMAGE).unwrap();
+    let base = manifests(BASE_IMAGE, NAMESPACE).unwrap();
     let deployment = find(&base, "Deployment", DEPLOYMENT);
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(
@@ -505,7 +513,7 @@ fn the_manifests_name_this_versions_image_and_take_a_pull_secret() {
         format!("tether.local/tether-agent:{}", env!("CARGO_PKG_VERSION"))
     );
     assert!(pod["imagePullSecrets"].is_null());
-    let mut pulled = manifests(IMAGE).unwrap();
+    let mut pulled = manifests(IMAGE, NAMESPACE).unwrap();
     with_image_pull_secret(&mut pulled, "regcred");
     let deployment = find(&pulled, "Deployment", DEPLOYMENT);
     assert_eq!(
@@ -517,7 +525,7 @@ fn the_manifests_name_this_versions_image_and_take_a_pull_secret() {
 #[test]
 fn the_manifests_spell_the_cluster_contract() {
     use crate::names;
-    let manifests = manifests(IMAGE).unwrap();
+    let manifests = manifests(IMAGE, NAMESPACE).unwrap();
     assert_eq!(manifests[0].name(), names::NAMESPACE);
     let deployment = find(&manifests, "Deployment", names::MANAGER);
     let selector = &deployment["spec"]["selector"]["matchLabels"];
@@ -551,9 +559,68 @@ fn the_manifests_spell_the_cluster_contract() {
 
 #[test]
 fn setting_the_image_adds_nothing_else() {
-    let installed = manifests(IMAGE).unwrap();
+    let installed = manifests(IMAGE, NAMESPACE).unwrap();
     let deployment = find(&installed, "Deployment", crate::names::MANAGER);
     let spec = &deployment["spec"]["template"]["spec"];
     assert_eq!(spec["containers"][0]["image"], json!(IMAGE));
     assert!(spec.get("initContainers").is_none(), "{spec}");
+}
+
+#[test]
+fn another_manager_namespace_moves_every_object_as_kustomize_does() {
+    let moved = manifests(IMAGE, "platform-tether").unwrap();
+    let base = manifests(IMAGE, NAMESPACE).unwrap();
+    assert_eq!(moved.len(), base.len());
+    for (m, b) in moved.iter().zip(&base) {
+        let text = serde_json::to_string(&m.object).unwrap();
+        assert!(
+            !text.contains("\"namespace\":\"tether\""),
+            "{} still names namespace tether: {text}",
+            m.describe()
+        );
+        match (m.resource.kind.as_str(), m.namespaced) {
+            ("Namespace", _) => assert_eq!(m.name(), "platform-tether"),
+            (_, true) => {
+                assert_eq!(
+                    m.object.metadata.namespace.as_deref(),
+                    Some("platform-tether")
+                );
+                assert_eq!(m.name(), b.name());
+            }
+            (_, false) => assert_eq!(m.object.metadata.namespace, None),
+        }
+    }
+    let bound: Vec<&Value> = moved
+        .iter()
+        .filter_map(|m| m.object.data.get("subjects").and_then(Value::as_array))
+        .flatten()
+        .filter(|s| s["kind"] == "ServiceAccount")
+        .collect();
+    assert!(!bound.is_empty());
+    assert!(
+        bound.iter().all(|s| s["namespace"] == "platform-tether"),
+        "{bound:?}"
+    );
+}
+
+#[test]
+fn a_manager_namespace_that_is_no_namespace_name_is_refused() {
+    for bad in [
+        "",
+        "Tether",
+        "-tether",
+        "tether-",
+        "te_ther",
+        "a.b",
+        &"x".repeat(64),
+    ] {
+        assert!(
+            matches!(
+                manifests(IMAGE, bad),
+                Err(InstallError::InvalidNamespace(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(manifests(IMAGE, &"x".repeat(63)).is_ok());
 }

@@ -172,18 +172,20 @@ pub fn has_agent(template: &PodTemplateSpec, record: &AgentRecord) -> bool {
         && renames_hold
 }
 
-/// Whether the template's agent is the one this tether installs: its image, and a volume that
-/// carries the pod's token. An agent from an older tether is replaced (the manager would refuse
-/// it), which rolls the pods.
+/// Whether the template's agent is the one this tether installs: its image, the manager's
+/// current address, and a volume that carries the pod's token. An agent from an older tether is
+/// replaced (the manager would refuse it), and so is one that dials a manager no longer there (a
+/// reinstalled manager's Service has a new address); either rolls the pods.
 pub fn agent_is_current(template: &PodTemplateSpec, settings: &AgentSettings) -> bool {
     let Some(spec) = template.spec.as_ref() else {
         return false;
     };
-    let image = spec
-        .containers
-        .iter()
-        .find(|c| c.name == AGENT_CONTAINER)
-        .and_then(|c| c.image.as_deref());
+    let agent = spec.containers.iter().find(|c| c.name == AGENT_CONTAINER);
+    let image = agent.and_then(|c| c.image.as_deref());
+    let manager = agent
+        .and_then(|c| c.args.as_ref())
+        .and_then(|args| args.windows(2).find(|w| w[0] == "--manager"))
+        .map(|w| w[1].as_str());
     let token = spec
         .volumes
         .iter()
@@ -192,7 +194,9 @@ pub fn agent_is_current(template: &PodTemplateSpec, settings: &AgentSettings) ->
         .and_then(|v| v.projected.as_ref())
         .and_then(|p| p.sources.as_ref())
         .is_some_and(|sources| sources.iter().any(|s| s.service_account_token.is_some()));
-    image == Some(settings.image.as_str()) && token
+    image == Some(settings.image.as_str())
+        && manager == Some(settings.manager.to_string().as_str())
+        && token
 }
 
 pub(super) fn has_container(template: &PodTemplateSpec, name: &str) -> bool {

@@ -1334,6 +1334,13 @@ fn an_agent_from_another_tether_is_not_current() {
     };
     assert!(!agent_is_current(&injected.template, &newer));
 
+    // A reinstalled manager has a new Service address: the old agent would dial nothing.
+    let moved = AgentSettings {
+        manager: "10.96.7.7:7443".parse().unwrap(),
+        ..settings()
+    };
+    assert!(!agent_is_current(&injected.template, &moved));
+
     // An older tether mounted the credential alone, without the pod's token.
     let mut old = injected.template.clone();
     for v in old.spec.as_mut().unwrap().volumes.iter_mut().flatten() {
