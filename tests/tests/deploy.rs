@@ -303,7 +303,8 @@ impl Drop for UninstallOrders {
 #[test]
 fn a_manager_in_another_namespace_is_found_where_the_user_says() {
     const MOVED: &str = "platform-tether";
-    let _restore = RestoreManager(manager_image());
+    let image = manager_image();
+    let _restore = RestoreManager(image.clone());
     let kc = tether_e2e::kubeconfig();
     run(Command::new(tether_bin())
         .args(["uninstall", "--manager", "--kubeconfig"])
@@ -311,7 +312,7 @@ fn a_manager_in_another_namespace_is_found_where_the_user_says() {
     .expect_ok("tether uninstall --manager");
     let _moved = UninstallFrom(MOVED);
     let out = run(Command::new(tether_bin())
-        .args(["install", "--image", &manager_image()])
+        .args(["install", "--image", &image])
         .args(["--manager-namespace", MOVED, "--kubeconfig"])
         .arg(&kc))
     .expect_ok("tether install --manager-namespace");
