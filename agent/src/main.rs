@@ -70,6 +70,9 @@ struct SidecarArgs {
     /// How long a new connection may stay silent before it is relayed as non-HTTP.
     #[arg(long, default_value_t = 1000)]
     sniff_timeout_ms: u64,
+    /// TCP port of the Prometheus metrics endpoint (`/metrics`); none without it.
+    #[arg(long)]
+    metrics_port: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +100,9 @@ struct ManagerArgs {
     /// TCP port the readiness probe connects to, once the tunnel serves.
     #[arg(long, default_value_t = names::HEALTH_PORT)]
     health_port: u16,
+    /// TCP port of the Prometheus metrics endpoint (`/metrics`).
+    #[arg(long, default_value_t = names::METRICS_PORT)]
+    metrics_port: u16,
     /// The cluster DNS domain [default: from /etc/resolv.conf's search list, else cluster.local].
     #[arg(long, env = "TETHER_CLUSTER_DOMAIN")]
     cluster_domain: Option<String>,
@@ -144,6 +150,7 @@ async fn run_manager(args: ManagerArgs) -> Result<(), Box<dyn std::error::Error>
         quic_port: args.quic_port,
         relay_port: args.relay_port,
         health_port: args.health_port,
+        metrics_port: args.metrics_port,
         cluster_domain: args.cluster_domain,
         service_cidrs: args.service_cidr,
         resolv_conf: args.resolv_conf,
@@ -188,6 +195,7 @@ async fn run_sidecar(args: SidecarArgs) -> Result<(), Box<dyn std::error::Error>
         link,
         sniff_timeout: Duration::from_millis(args.sniff_timeout_ms),
         identity,
+        metrics_port: args.metrics_port,
     };
     // On SIGTERM (the pod is going away) stop accepting and let accepted connections finish.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -29,6 +29,9 @@ pub enum Command {
     Status {
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Print the daemon's Prometheus metrics (text format 0.0.4) instead.
+        #[arg(long, conflicts_with = "output")]
+        metrics: bool,
     },
     /// Disconnect and put the machine back as it was.
     Quit,

@@ -12,7 +12,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Connect(args) => connect::connect(args).await,
         Command::Daemon(args) => daemon::run_helper(args.options).await,
         Command::DaemonWorker(args) => daemon::run_worker(args.options).await,
-        Command::Status { output } => status::status(output).await,
+        Command::Status { metrics: true, .. } => status::metrics().await,
+        Command::Status { output, .. } => status::status(output).await,
         Command::Quit => status::quit().await,
         Command::Version => status::version().await,
         Command::Install {

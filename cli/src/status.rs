@@ -26,6 +26,18 @@ pub async fn status(output: Output) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `tether status --metrics`: the daemon's metrics, or an error when there is no daemon.
+pub async fn metrics() -> anyhow::Result<ExitCode> {
+    match ask(Request::Metrics).await {
+        Some(Response::Metrics { text }) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Response::Error { error }) => anyhow::bail!(error),
+        _ => anyhow::bail!("not connected: there is no daemon to ask (run `tether connect`)"),
+    }
+}
+
 pub async fn quit() -> anyhow::Result<ExitCode> {
     let dir = control::runtime_dir();
     let pids = match ask(Request::Status).await {

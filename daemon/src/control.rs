@@ -66,6 +66,8 @@ pub enum Request {
     /// Wait until callers of the workload's Services reach the app, not an agent (after
     /// `tether uninstall`, which the CLI does itself).
     AwaitApp { namespace: String, workload: String },
+    /// The daemon's Prometheus metrics, as text.
+    Metrics,
 }
 
 /// What the daemon answers.
@@ -84,6 +86,10 @@ pub enum Response {
     Intercepted(Box<InterceptReport>),
     Left(Box<ActiveIntercept>),
     List(Box<ListReport>),
+    /// Prometheus text format 0.0.4.
+    Metrics {
+        text: String,
+    },
 }
 
 /// `tether status`.
@@ -139,6 +145,9 @@ pub struct CarrierStats {
     pub sent_packets: u64,
     /// QUIC packets declared lost (and resent).
     pub lost_packets: u64,
+    /// The congestion window, in bytes.
+    #[serde(default)]
+    pub cwnd: u64,
 }
 
 impl CarrierStats {

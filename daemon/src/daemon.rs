@@ -232,16 +232,18 @@ pub async fn run(mut opts: Options, helper: Helper, start: Start) -> Result<(), 
     let domain = welcome.cluster_domain.clone();
     let search = plan::search(&opts.namespace, &domain);
     let (session_tx, session_rx) = watch::channel(Some(dialed.session.clone()));
-    let dns = crate::dns::Dns::new(&domain, upstream, Box::new(session_rx.clone()));
+    let shared = Arc::new(Shared::default());
+    let dns = crate::dns::Dns::new(&domain, upstream, Box::new(session_rx.clone()))
+        .with_metrics(shared.metrics.clone());
     let stack_task = traffic::spawn(
         tun,
         SocketAddr::new(IpAddr::V4(opts.dns_ip()), 53),
         dns,
         session_rx.clone(),
+        shared.metrics.clone(),
     );
     helper.set_dns(search).await.map_err(DaemonError::Helper)?;
 
-    let shared = Arc::new(Shared::default());
     {
         let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
         *s = StatusReport {
@@ -400,6 +402,7 @@ async fn supervise(
         let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
         s.connected = true;
         s.reconnects += 1;
+        shared.metrics.reconnects.inc();
         s.transport = dialed.transport.to_string();
         s.manager = dialed.manager.clone();
         s.session_id = dialed.session.welcome.session_id.clone();

@@ -9,6 +9,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use tether_metrics::{workstation::WorkstationMetrics, Registry};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
@@ -22,11 +23,46 @@ use crate::{
 };
 
 /// What the daemon shares with the control socket's clients.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Shared {
     pub status: Mutex<StatusReport>,
     /// Set once connected.
     pub intercepts: std::sync::OnceLock<SharedIntercepts>,
+    /// What the daemon counts.
+    pub metrics: Arc<WorkstationMetrics>,
+    /// The families of `metrics`, for `tether status --metrics`.
+    registry: Registry,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let metrics = Arc::new(WorkstationMetrics::register(&mut registry));
+        Shared {
+            status: Mutex::default(),
+            intercepts: std::sync::OnceLock::new(),
+            metrics,
+            registry,
+        }
+    }
+}
+
+impl Shared {
+    /// The metrics as text, with the QUIC path's figures read now.
+    pub fn metrics_text(&self) -> String {
+        let carrier = self.intercepts.get().and_then(|i| i.carrier());
+        let m = &self.metrics;
+        m.connected.set(i64::from(carrier.is_some()));
+        if let Some(c) = carrier {
+            m.rtt.set(c.rtt_us as f64 / 1e6);
+            m.cwnd.set(i64::try_from(c.cwnd).unwrap_or(i64::MAX));
+            m.lost_packets
+                .set(i64::try_from(c.lost_packets).unwrap_or(i64::MAX));
+            m.sent_packets
+                .set(i64::try_from(c.sent_packets).unwrap_or(i64::MAX));
+        }
+        tether_metrics::encode(&self.registry, tether_metrics::Format::Prometheus)
+    }
 }
 
 /// Why the control socket could not be served.
@@ -148,6 +184,9 @@ async fn answer(
         Err(e) => Err(e),
     };
     match request {
+        Ok(Request::Metrics) => Response::Metrics {
+            text: shared.metrics_text(),
+        },
         Ok(Request::Status) => {
             let mut s = shared
                 .status

@@ -224,6 +224,7 @@ impl Session {
             rtt_us: u64::try_from(path.rtt.as_micros()).unwrap_or(u64::MAX),
             sent_packets: path.sent_packets,
             lost_packets: path.lost_packets,
+            cwnd: path.cwnd,
         }
     }
 

@@ -15,6 +15,8 @@ use tokio::{
     sync::mpsc,
     task::JoinHandle,
 };
+use tether_metrics::workstation::{Direction, Protocol, WorkstationMetrics};
+use tether_metrics::{Counter, Metered};
 use tracing::{debug, debug_span, Instrument};
 
 use crate::{
@@ -31,7 +33,13 @@ const UDP_IDLE: Duration = Duration::from_secs(60);
 
 /// Starts the stack on the TUN device and serves it. Aborting the task drops the device, which
 /// takes its routes with it.
-pub fn spawn(tun: Tun, dns_addr: SocketAddr, dns: Dns, session_rx: SessionRx) -> JoinHandle<()> {
+pub fn spawn(
+    tun: Tun,
+    dns_addr: SocketAddr,
+    dns: Dns,
+    session_rx: SessionRx,
+    metrics: Arc<WorkstationMetrics>,
+) -> JoinHandle<()> {
     let mtu = tun.mtu();
     let (stack, mut tcp, mut udp) = NetStack::spawn(tun.into_device(), NetStackConfig::new(mtu));
     let dns = Arc::new(dns);
@@ -40,15 +48,15 @@ pub fn spawn(tun: Tun, dns_addr: SocketAddr, dns: Dns, session_rx: SessionRx) ->
         let tcp_session = session_rx.clone();
         let tcp_dns = dns.clone();
         let known = Arc::new(KnownOpen::default());
+        let tcp_metrics = metrics.clone();
         let tcp_loop = async move {
             while let Some(req) = tcp.accept().await {
                 let span = debug_span!("tcp", src = %req.src(), dst = %req.dst());
                 if req.dst() == dns_addr {
                     tokio::spawn(dns_over_tcp(req, tcp_dns.clone()).instrument(span));
                 } else {
-                    tokio::spawn(
-                        tcp_flow(req, tcp_session.clone(), known.clone()).instrument(span),
-                    );
+                    let flow = tcp_flow(req, tcp_session.clone(), known.clone(), tcp_metrics.clone());
+                    tokio::spawn(flow.instrument(span));
                 }
             }
         };
@@ -79,9 +87,14 @@ pub fn spawn(tun: Tun, dns_addr: SocketAddr, dns: Dns, session_rx: SessionRx) ->
                 let _ = tx.try_send(d.payload);
                 flows.insert(key, tx);
                 let span = debug_span!("udp", src = %d.src, dst = %d.dst);
-                tokio::spawn(
-                    udp_flow(d.src, d.dst, rx, sender.clone(), session_rx.clone()).instrument(span),
+                let flow = udp_flow(
+                    (d.src, d.dst),
+                    rx,
+                    sender.clone(),
+                    session_rx.clone(),
+                    metrics.clone(),
                 );
+                tokio::spawn(flow.instrument(span));
             }
         };
         tokio::join!(tcp_loop, udp_loop);
@@ -126,7 +139,12 @@ impl KnownOpen {
     }
 }
 
-async fn tcp_flow(req: TcpRequest, session_rx: SessionRx, known: Arc<KnownOpen>) {
+async fn tcp_flow(
+    req: TcpRequest,
+    session_rx: SessionRx,
+    known: Arc<KnownOpen>,
+    metrics: Arc<WorkstationMetrics>,
+) {
     let Some(session) = current(&session_rx).await else {
         debug!("No tunnel; refusing");
         req.refuse();
@@ -134,7 +152,7 @@ async fn tcp_flow(req: TcpRequest, session_rx: SessionRx, known: Arc<KnownOpen>)
     };
     let dst = req.dst();
     if known.contains(dst) {
-        return early_tcp_flow(req, session, known).await;
+        return early_tcp_flow(req, session, known, &metrics).await;
     }
     let started = Instant::now();
     let (send, recv) = match session.open_tcp(dst).await {
@@ -148,7 +166,13 @@ async fn tcp_flow(req: TcpRequest, session_rx: SessionRx, known: Arc<KnownOpen>)
     known.remember(dst);
     debug!(open_us = started.elapsed().as_micros() as u64, "Opened");
     let Ok(mut stream) = req.accept() else { return };
-    let mut tunnel = tokio::io::join(recv, send);
+    let _open = metrics.flow(Protocol::tcp);
+    // Read from the tunnel: to the workstation; written to it: to the cluster.
+    let mut tunnel = Metered::new(
+        tokio::io::join(recv, send),
+        metrics.bytes_counter(Direction::to_workstation),
+        metrics.bytes_counter(Direction::to_cluster),
+    );
     match tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut tunnel, COPY_BUF, COPY_BUF)
         .await
     {
@@ -159,13 +183,18 @@ async fn tcp_flow(req: TcpRequest, session_rx: SessionRx, known: Arc<KnownOpen>)
 
 /// A connection to a [`KnownOpen`] destination: the handshake completes at once and the client's
 /// first bytes travel with the flow's `Open`; if the dial fails after all, the client gets a RST.
-async fn early_tcp_flow(req: TcpRequest, session: Session, known: Arc<KnownOpen>) {
+async fn early_tcp_flow(
+    req: TcpRequest,
+    session: Session,
+    known: Arc<KnownOpen>,
+    metrics: &WorkstationMetrics,
+) {
     let dst = req.dst();
     // The SYN-ACK first: the stack's task runs before the tunnel's, so the client's handshake
     // and the manager's dial (started by the Open below) overlap instead of queueing.
     let Ok(stream) = req.accept() else { return };
     let aborter = stream.aborter();
-    let (mut send, mut recv) = match session.start_tcp(dst).await {
+    let (send, mut recv) = match session.start_tcp(dst).await {
         Ok(s) => s,
         Err(error) => {
             debug!(%error, "Open failed after an early accept; resetting");
@@ -174,11 +203,17 @@ async fn early_tcp_flow(req: TcpRequest, session: Session, known: Arc<KnownOpen>
             return;
         }
     };
+    let _open = metrics.flow(Protocol::tcp);
+    let mut send = Metered::new(
+        send,
+        Counter::default(),
+        metrics.bytes_counter(Direction::to_cluster),
+    );
     let (mut client_rx, mut client_tx) = tokio::io::split(stream);
     let up = async {
         let mut from_client = tokio::io::BufReader::with_capacity(COPY_BUF, &mut client_rx);
         let copied = tokio::io::copy_buf(&mut from_client, &mut send).await;
-        let _ = send.finish();
+        let _ = send.get_mut().finish();
         copied
     };
     tokio::pin!(up);
@@ -200,6 +235,11 @@ async fn early_tcp_flow(req: TcpRequest, session: Session, known: Arc<KnownOpen>
         return;
     }
     known.remember(dst);
+    let mut recv = Metered::new(
+        recv,
+        metrics.bytes_counter(Direction::to_workstation),
+        Counter::default(),
+    );
     let down = async {
         let mut from_tunnel = tokio::io::BufReader::with_capacity(COPY_BUF, &mut recv);
         let copied = tokio::io::copy_buf(&mut from_tunnel, &mut client_tx).await;
@@ -214,11 +254,11 @@ async fn early_tcp_flow(req: TcpRequest, session: Session, known: Arc<KnownOpen>
 }
 
 async fn udp_flow(
-    src: SocketAddr,
-    dst: SocketAddr,
+    (src, dst): (SocketAddr, SocketAddr),
     mut rx: mpsc::Receiver<Bytes>,
     sender: UdpSender,
     session_rx: SessionRx,
+    metrics: Arc<WorkstationMetrics>,
 ) {
     let Some(session) = current(&session_rx).await else {
         return;
@@ -230,14 +270,23 @@ async fn udp_flow(
             return;
         }
     };
+    let _open = metrics.flow(Protocol::udp);
+    let to_cluster = metrics.bytes_counter(Direction::to_cluster);
+    let to_workstation = metrics.bytes_counter(Direction::to_workstation);
     loop {
         tokio::select! {
             out = tokio::time::timeout(UDP_IDLE, rx.recv()) => match out {
-                Ok(Some(payload)) => { let _ = flow.send(&payload).await; }
+                Ok(Some(payload)) => {
+                    to_cluster.inc_by(payload.len() as u64);
+                    let _ = flow.send(&payload).await;
+                }
                 _ => break,
             },
             reply = flow.recv() => match reply {
-                Some(payload) => { let _ = sender.send(dst, src, &payload).await; }
+                Some(payload) => {
+                    to_workstation.inc_by(payload.len() as u64);
+                    let _ = sender.send(dst, src, &payload).await;
+                }
                 None => break,
             },
         }

@@ -61,6 +61,7 @@ impl Agent {
             // Every harness client speaks first (HTTP); a silent one is a bug to see quickly.
             sniff_timeout: Duration::from_millis(500),
             identity: identity.pod.clone(),
+            metrics: None,
         });
         let routes = proxy.routes().clone();
         let ports = vec![PortRoutes {
@@ -76,7 +77,7 @@ impl Agent {
         };
         let tasks = vec![
             tokio::spawn(async move { proxy.serve(listener).await }),
-            tokio::spawn(link::run(config, ports)),
+            tokio::spawn(link::run(config, ports, Default::default())),
         ];
         Ok(Agent {
             addr,

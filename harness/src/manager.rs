@@ -64,6 +64,8 @@ pub struct Manager {
     subnets_tx: watch::Sender<Subnets>,
     namespaces_tx: watch::Sender<Vec<String>>,
     running: Option<Running>,
+    /// The families [`ManagerState::metrics`] are registered in.
+    registry: Arc<tether_metrics::Registry>,
 }
 
 /// A bound endpoint and the task serving it.
@@ -101,6 +103,7 @@ impl Manager {
             quic_port: 0,
             relay_port: 0,
             health_port: 0,
+            metrics_port: 0,
             cluster_domain: Some(cluster_domain.clone()),
             service_cidrs: view.read().service_cidrs.clone(),
             resolv_conf: PathBuf::from("/dev/null"),
@@ -111,6 +114,10 @@ impl Manager {
             dial_deny: options.dial_deny.clone(),
         };
         let dial_policy = DialPolicy::new(&[], &[], options.dial_allow, options.dial_deny);
+        let mut registry = tether_metrics::Registry::default();
+        let metrics = Arc::new(tether_metrics::manager::ManagerMetrics::register(
+            &mut registry,
+        ));
         let state = ManagerState {
             client: api.client(),
             config,
@@ -121,6 +128,7 @@ impl Manager {
             // No upstream resolver: names outside the cluster get SERVFAIL.
             resolver: Resolver::new(view, Forwarder::new(Vec::new(), Duration::from_secs(1))),
             dial_policy: Arc::new(dial_policy),
+            metrics,
         };
         let running = serve(
             SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -139,7 +147,13 @@ impl Manager {
             subnets_tx,
             namespaces_tx,
             running: Some(running),
+            registry: Arc::new(registry),
         })
+    }
+
+    /// The manager's metrics as Prometheus would scrape them (classic text format).
+    pub fn metrics_text(&self) -> String {
+        tether_metrics::encode(&self.registry, tether_metrics::Format::Prometheus)
     }
 
     /// The manager's QUIC address.

@@ -19,6 +19,13 @@ pub const QUIC_PORT: u16 = 7443;
 pub const RELAY_PORT: u16 = 7444;
 /// The manager's readiness probe (TCP).
 pub const HEALTH_PORT: u16 = 7445;
+/// The manager's Prometheus metrics (TCP, `/metrics`).
+pub const METRICS_PORT: u16 = 7446;
+/// The traffic agent's Prometheus metrics (TCP, `/metrics`), below the agent's proxy ports.
+pub const AGENT_METRICS_PORT: u16 = 9899;
+/// The name of the metrics port on the manager's and the agents' containers: what Prometheus's
+/// pod discovery (or a PodMonitor) selects.
+pub const METRICS_PORT_NAME: &str = "tether-metrics";
 
 /// The field manager of tether's server-side applies and the value of [`MANAGED_BY`].
 pub const FIELD_MANAGER: &str = "tether";

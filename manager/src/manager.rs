@@ -21,6 +21,7 @@ use crate::discovery::{self, publish_subnets, DiscoveryError, Watches};
 use crate::dns::{Forwarder, Resolver};
 use crate::view::{ClusterView, SharedView};
 use tether_dns::ResolvConf;
+use tether_metrics::{manager::ManagerMetrics, Registry};
 
 /// How long start-up waits for the watches' first lists before serving anyway.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,6 +47,8 @@ pub struct ManagerConfig {
     pub sync_timeout: Duration,
     /// How long a person's session certificate is valid.
     pub session_cert_lifetime: Duration,
+    /// TCP port of the Prometheus metrics endpoint (`/metrics`).
+    pub metrics_port: u16,
     /// The manager pod's own addresses (never dialed for a session).
     pub pod_ips: Vec<std::net::IpAddr>,
     /// Ranges dialed even where the default policy refuses (see [`crate::dial_policy`]).
@@ -75,6 +78,8 @@ pub struct ManagerState {
     pub resolver: Resolver,
     /// What the manager dials for sessions.
     pub dial_policy: std::sync::Arc<crate::dial_policy::DialPolicy>,
+    /// What the manager counts (served on the metrics port).
+    pub metrics: Arc<ManagerMetrics>,
 }
 
 impl std::fmt::Debug for ManagerState {
@@ -95,6 +100,13 @@ pub enum ManagerError {
     /// Subnet discovery failed in a way a restart may fix, or that needs RBAC fixed.
     #[error("could not discover the cluster's service range (`--service-cidr` skips discovery)")]
     Discovery(#[source] DiscoveryError),
+    /// The metrics port could not be bound.
+    #[error("binding the metrics port {port}")]
+    Metrics {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
     /// The serving code (the tunnel) failed.
     #[error("the manager stopped serving")]
     Serve(#[source] Box<dyn Error + Send + Sync>),
@@ -174,6 +186,16 @@ where
         config.dial_deny.clone(),
     ));
     info!(api_server = ?api_server, own = ?config.pod_ips, allow = ?config.dial_allow, deny = ?config.dial_deny, "Dial policy");
+    let mut registry = Registry::default();
+    let metrics = Arc::new(ManagerMetrics::register(&mut registry));
+    let metrics_listener = TcpListener::bind(("0.0.0.0", config.metrics_port))
+        .await
+        .map_err(|source| ManagerError::Metrics {
+            port: config.metrics_port,
+            source,
+        })?;
+    watches.spawn_task(tether_metrics::serve(metrics_listener, Arc::new(registry)));
+    info!(port = config.metrics_port, "Serving metrics");
     let state = ManagerState {
         client,
         config,
@@ -183,6 +205,7 @@ where
         namespaces_rx: watches.namespaces(),
         resolver,
         dial_policy,
+        metrics,
     };
     let served = serve(state).await;
     drop(watches);

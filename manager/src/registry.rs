@@ -190,6 +190,19 @@ impl Registry {
         }
     }
 
+    /// Intercepts and linked agents per namespace, for the metrics.
+    pub fn counts(&self) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+        let mut intercepts = BTreeMap::<String, i64>::new();
+        for i in self.intercepts.values() {
+            *intercepts.entry(i.namespace.clone()).or_default() += 1;
+        }
+        let mut agents = BTreeMap::<String, i64>::new();
+        for a in self.agents.values() {
+            *agents.entry(a.info.namespace.clone()).or_default() += 1;
+        }
+        (intercepts.into_iter().collect(), agents.into_iter().collect())
+    }
+
     /// Registers a connected agent under `conn_id` and sends it its workload's intercepts.
     pub fn agent_joined(
         &mut self,

@@ -42,6 +42,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::authz::{self, review::ApiReviewer, Access, Subject};
 use crate::manager::ManagerState;
 use crate::registry::Registry;
+use tether_metrics::manager::Carrier;
 
 pub use requests::MAX_INTERCEPT_REQUESTS_WAITING;
 pub use secret::{
@@ -192,6 +193,7 @@ pub async fn serve_endpoint(
         registry: Mutex::new(Registry::new()),
         clients: Mutex::default(),
     });
+    tokio::spawn(count_registry(Arc::downgrade(&shared)));
     let mut next_agent = 0u64;
     while let Some(incoming) = endpoint.accept().await {
         let shared = shared.clone();
@@ -235,6 +237,30 @@ pub async fn serve_endpoint(
     }
     // Closed: let the CONNECTION_CLOSE frames go out before the process exits.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
+}
+
+/// Keeps the intercept and agent gauges current (every second) while the endpoint serves.
+async fn count_registry(shared: std::sync::Weak<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let (intercepts, agents) = shared.registry().counts();
+        shared.state.metrics.set_registry(&intercepts, &agents);
+    }
+}
+
+/// How a connection reached the manager: the port-forward relay dials it from the pod's
+/// loopback, anything else came over UDP.
+fn carrier(remote: SocketAddr) -> Carrier {
+    if remote.ip().is_loopback() {
+        Carrier::port_forward
+    } else {
+        Carrier::udp
+    }
 }
 
 /// Why a session ended.
@@ -305,6 +331,9 @@ async fn session(
         version: env!("CARGO_PKG_VERSION").to_owned(),
     })?;
     info!(%owner, groups = ?subject.groups, namespace = %hello.namespace, session = %session_id, "Session started");
+    let _open = state
+        .metrics
+        .session(&subject.user, carrier(conn.remote_address()));
     shared.clients().insert(session_id.clone(), conn.clone());
 
     let asker = requests::Asker {
@@ -314,7 +343,11 @@ async fn session(
         owner,
     };
     let (requests, mut answers) = requests::Requests::start(shared.clone(), asker);
-    let flows = flows::Flows::new(conn.clone(), shared.state.dial_policy.clone());
+    let flows = flows::Flows::new(
+        conn.clone(),
+        shared.state.dial_policy.clone(),
+        shared.state.metrics.clone(),
+    );
     let flow_acceptor = flows.clone().accept_loop();
     let datagrams = flows.clone().datagram_loop();
     // A removed binding ends the session within RECHECK_INTERVAL. A failed question keeps it

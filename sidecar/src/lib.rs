@@ -20,9 +20,12 @@ pub mod proxy;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use tether_metrics::{agent::AgentMetrics, Registry};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tracing::info;
+use tracing::{info, warn};
 
 use link::{LinkConfig, PortRoutes};
 use proxy::{Proxy, ProxyConfig};
@@ -48,6 +51,8 @@ pub struct SidecarConfig {
     pub sniff_timeout: Duration,
     /// The pod's name, which the proxies answer probes with.
     pub identity: String,
+    /// Where to serve Prometheus metrics (`/metrics` on all addresses); none without it.
+    pub metrics_port: Option<u16>,
 }
 
 impl Forward {
@@ -96,6 +101,23 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let mut ports = Vec::new();
     let mut proxies = Vec::new();
+    let mut registry = Registry::default();
+    let metrics = Arc::new(AgentMetrics::register(&mut registry));
+    // Counted only when served. An app already holding the port must not stop the agent.
+    let counted = match config.metrics_port {
+        Some(port) => match TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).await {
+            Ok(listener) => {
+                tasks.spawn(tether_metrics::serve(listener, Arc::new(registry)));
+                info!(port, "Serving metrics");
+                Some(metrics.clone())
+            }
+            Err(error) => {
+                warn!(port, %error, "No metrics: cannot bind their port");
+                None
+            }
+        },
+        None => None,
+    };
     for forward in &config.forwards {
         let listener =
             TcpListener::bind(forward.listen)
@@ -108,6 +130,7 @@ pub async fn run(
             app: forward.app,
             sniff_timeout: config.sniff_timeout,
             identity: config.identity.clone(),
+            metrics: counted.clone(),
         });
         ports.push(PortRoutes {
             app_port: forward.app.port(),
@@ -117,7 +140,9 @@ pub async fn run(
         proxies.push(proxy.clone());
         tasks.spawn(async move { proxy.serve(listener).await });
     }
-    let link = config.link.map(|link| tokio::spawn(link::run(link, ports)));
+    let link = config
+        .link
+        .map(|link| tokio::spawn(link::run(link, ports, metrics.clone())));
     tokio::select! {
         () = shutdown => {}
         _ = async { while tasks.join_next().await.is_some() {} } => return Ok(()),

@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::proxy::{BoxError, DialFn, Duplex, Routes, Upstream};
 use tether_route::filter::{Filter, FilterSpec};
+use tether_metrics::agent::AgentMetrics;
 use tether_route::router::{Intercept, InterceptId};
 
 /// Where the agent's link goes and who it says it is.
@@ -93,7 +94,7 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::fro
 const TOKEN_FILE: &str = "token";
 
 /// Keeps the link up until the process ends.
-pub async fn run(config: LinkConfig, ports: Vec<PortRoutes>) {
+pub async fn run(config: LinkConfig, ports: Vec<PortRoutes>, metrics: Arc<AgentMetrics>) {
     let (conn_tx, conn_rx) = watch::channel(None);
     let current = Current(conn_rx);
     let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
@@ -107,10 +108,14 @@ pub async fn run(config: LinkConfig, ports: Vec<PortRoutes>) {
                 backoff.reset();
                 last_error.clear();
                 let _ = conn_tx.send(Some(conn.clone()));
-                let reason = serve(link, &ports, &current).await;
+                metrics.links.inc();
+                metrics.link_up.set(1);
+                let reason = serve(link, &ports, &current, &metrics).await;
+                metrics.link_up.set(0);
                 let _ = conn_tx.send(None);
                 conn.close(0u32.into(), b"bye");
                 clear(&ports);
+                metrics.intercepts.set(0);
                 warn!(reason = %reason, "Lost the traffic manager; all traffic goes to the app");
             }
             Err(error) => {
@@ -175,7 +180,12 @@ async fn connect(
 }
 
 /// Follows the manager's tables until the link fails; returns why.
-async fn serve<R, W>(mut link: Control<R, W>, ports: &[PortRoutes], current: &Current) -> String
+async fn serve<R, W>(
+    mut link: Control<R, W>,
+    ports: &[PortRoutes],
+    current: &Current,
+    metrics: &AgentMetrics,
+) -> String
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -183,7 +193,9 @@ where
     loop {
         match link.next_event().await {
             Ok(Event::Message(Message::AgentIntercepts(table))) => {
-                apply(&table.intercepts, ports, current)
+                apply(&table.intercepts, ports, current);
+                let routed: usize = ports.iter().map(|p| p.routes.snapshot().iter().count()).sum();
+                metrics.intercepts.set(routed as i64);
             }
             Ok(Event::Message(other)) => debug!(kind = other.kind(), "Ignored a manager message"),
             Ok(Event::Skipped { kind, error }) => {

@@ -35,6 +35,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, debug_span, warn, Instrument};
 
 use prefixed::Prefixed;
+use tether_metrics::agent::{AgentMetrics, ConnectionKind, Route as MetricsRoute};
 use tether_route::router::{AddError, Intercept, InterceptId, Route, Router};
 use tether_route::sniff::{sniff, Protocol, Sniff};
 
@@ -56,6 +57,8 @@ pub struct ProxyConfig {
     pub sniff_timeout: Duration,
     /// Who answers probes: the pod's name.
     pub identity: String,
+    /// Where requests are counted; `None` counts nothing (metrics off).
+    pub metrics: Option<Arc<AgentMetrics>>,
 }
 
 impl ProxyConfig {
@@ -65,6 +68,7 @@ impl ProxyConfig {
             app,
             sniff_timeout: DEFAULT_SNIFF_TIMEOUT,
             identity: String::new(),
+            metrics: None,
         }
     }
 }
@@ -130,6 +134,9 @@ struct Shared {
     routes: Routes,
     sniff_timeout: Duration,
     identity: String,
+    metrics: Option<Arc<AgentMetrics>>,
+    /// The app port, as the metrics label it.
+    app_port: u16,
 }
 
 impl Proxy {
@@ -142,6 +149,8 @@ impl Proxy {
                 routes: Routes::default(),
                 sniff_timeout: config.sniff_timeout,
                 identity: config.identity,
+                metrics: config.metrics,
+                app_port: config.app.port(),
             }),
         }
     }
@@ -220,6 +229,15 @@ impl Shared {
             };
         let io = Prefixed::new(first.freeze(), stream);
         debug!(?protocol, "Connection sniffed");
+        let kind = match protocol {
+            Protocol::Http1 => Some(ConnectionKind::http1),
+            Protocol::Http2 => Some(ConnectionKind::http2),
+            Protocol::Other => Some(ConnectionKind::other),
+            Protocol::Probe => None,
+        };
+        if let (Some(kind), Some(metrics)) = (kind, &self.metrics) {
+            metrics.connection(self.app_port, kind);
+        }
         let shared = self.clone();
         let service = hyper::service::service_fn(move |request| {
             let shared = shared.clone();
@@ -258,10 +276,16 @@ impl Shared {
     }
 
     async fn route(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let started = std::time::Instant::now();
         let (parts, body) = request.into_parts();
         let picked = self.routes.pick(&parts);
         let request = Request::from_parts(parts, body);
-        match picked {
+        let route = if picked.is_some() {
+            MetricsRoute::laptop
+        } else {
+            MetricsRoute::app
+        };
+        let response = match picked {
             None => self.app.forward(request).await.unwrap_or_else(|error| {
                 debug!(error = %ErrorChain(&error), "App did not answer");
                 bad_gateway()
@@ -278,7 +302,11 @@ impl Shared {
                 .instrument(span)
                 .await
             }
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.routed(self.app_port, route, started.elapsed().as_secs_f64());
         }
+        response
     }
 
     /// Answers the daemon's probe: this pod, and the intercepts the port routes by now.
@@ -296,7 +324,16 @@ impl Shared {
 
     /// Relays a non-HTTP connection as bytes.
     async fn relay(&self, mut io: Prefixed<TcpStream>) -> Result<(), BoxError> {
-        match self.routes.pick_connection() {
+        let picked = self.routes.pick_connection();
+        let route = if picked.is_some() {
+            MetricsRoute::laptop
+        } else {
+            MetricsRoute::app
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.relayed(self.app_port, route);
+        }
+        match picked {
             None => {
                 let mut app = self.app.connect().await?;
                 tokio::io::copy_bidirectional(&mut io, &mut app).await?;

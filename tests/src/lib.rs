@@ -15,7 +15,7 @@ pub mod resolvers;
 
 use std::{
     path::PathBuf,
-    process::{Command, Output},
+    process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -431,3 +431,36 @@ impl Drop for Bindings {
         }
     }
 }
+
+/// The test app on a workstation: the developer's process.
+pub struct Laptop {
+    child: Child,
+}
+
+impl Laptop {
+    /// Starts the test app on `ns`, answering as `name` on 127.0.0.1:`port`.
+    pub fn start(ns: &str, port: u16, name: &str) -> Laptop {
+        let bin = repo().join("target/release/tether-testapp");
+        let child = in_ns(ns, bin.to_str().unwrap())
+            .args(["--http-port", &port.to_string(), "--udp-port", "0"])
+            .args(["--name", name, "--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the laptop's test app");
+        let laptop = Laptop { child };
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        eventually(Duration::from_secs(10), "the laptop app listens", || {
+            tether_e2e::curl(Some(ns), &[&url]).ok.then_some(())
+        });
+        laptop
+    }
+}
+
+impl Drop for Laptop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+

@@ -16,40 +16,9 @@ use std::{
 
 use serde_json::Value;
 use tether_e2e::{
-    answered_by, cluster_ip, delete_manager_pod, eventually, from_cluster, in_ns, kubectl, repo,
+    Laptop, answered_by, cluster_ip, delete_manager_pod, eventually, from_cluster, in_ns, kubectl, repo,
     run, running_pods, tether, user_kubeconfig, Bindings, Connected, Run, WS, WS2,
 };
-
-/// The test app on a workstation: the developer's process.
-struct Laptop {
-    child: Child,
-}
-
-impl Laptop {
-    fn start(ns: &str, port: u16, name: &str) -> Laptop {
-        let bin = repo().join("target/release/tether-testapp");
-        let child = in_ns(ns, bin.to_str().unwrap())
-            .args(["--http-port", &port.to_string(), "--udp-port", "0"])
-            .args(["--name", name, "--bind", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting the laptop's test app");
-        let laptop = Laptop { child };
-        let url = format!("http://127.0.0.1:{port}/healthz");
-        eventually(Duration::from_secs(10), "the laptop app listens", || {
-            tether_e2e::curl(Some(ns), &[&url]).ok.then_some(())
-        });
-        laptop
-    }
-}
-
-impl Drop for Laptop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One request (with `args`, e.g. a header) from the client pod, right after the command that
 /// should have made it reach the laptop called `laptop`: `tether intercept` returns only once

@@ -23,6 +23,8 @@ install_deps() {
   apt_install docker-registry skopeo
   # The CLI tests: completions in a real bash under tmux, man pages through man.
   apt_install tmux man-db
+  # The observability tests: a real Prometheus scraping the cluster, and promtool.
+  apt_install prometheus
   command -v kubectl >/dev/null || apt_install kubernetes-client
   # kubectl must exist either way (Debian's kubernetes-client ships it).
   command -v kubectl >/dev/null || die "kubectl not found and Debian's kubernetes-client did not provide it"
@@ -44,7 +46,7 @@ check_k8s_cache() {
 }
 
 # Ports the cluster binds. A port in use by something that is not ours is reported by name.
-PORTS=("$REGISTRY_PORT:docker-registry" "2379:etcd" "2380:etcd (peer)" "$API_PORT:kube-apiserver" "10250:kubelet" "10257:kube-controller-manager" "10259:kube-scheduler" "10249:kube-proxy (metrics)" "10256:kube-proxy (healthz)")
+PORTS=("$REGISTRY_PORT:docker-registry" "$PROMETHEUS_PORT:prometheus" "2379:etcd" "2380:etcd (peer)" "$API_PORT:kube-apiserver" "10250:kubelet" "10257:kube-controller-manager" "10259:kube-scheduler" "10249:kube-proxy (metrics)" "10256:kube-proxy (healthz)")
 check_ports() {
   local entry port what holder
   for entry in "${PORTS[@]}"; do
@@ -165,6 +167,27 @@ state = "$STATE/containerd/state"
     runtime_type = "io.containerd.runc.v2"
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."tether.local"]
     endpoint = ["http://$REGISTRY"]
+C
+  # Debian's Prometheus, as a platform team runs one: it finds tether's manager and agents by
+  # Kubernetes pod discovery (with the admin kubeconfig), keeping the containers' ports named
+  # tether-metrics, and scrapes them every 2 s so the tests see changes soon.
+  cat >"$STATE/config/prometheus.yml" <<C
+global: {scrape_interval: 2s, scrape_timeout: 1s, evaluation_interval: 2s}
+scrape_configs:
+  - job_name: tether
+    kubernetes_sd_configs:
+      - role: pod
+        kubeconfig_file: $ADMIN_KUBECONFIG
+    relabel_configs:
+      - source_labels: [__meta_kubernetes_pod_container_port_name]
+        regex: tether-metrics
+        action: keep
+      - source_labels: [__meta_kubernetes_namespace]
+        target_label: namespace
+      - source_labels: [__meta_kubernetes_pod_name]
+        target_label: pod
+      - source_labels: [__meta_kubernetes_pod_container_name]
+        target_label: container
 C
   cat >"$STATE/config/registry.yml" <<C
 version: 0.1
@@ -316,6 +339,10 @@ cmd_up() {
       sh -c "kubectl --kubeconfig '$ADMIN_KUBECONFIG' get node $NODE_NAME -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
     wait_for "default service account" 30 kube-controller-manager \
       kubectl --kubeconfig "$ADMIN_KUBECONFIG" -n default get serviceaccount default
+    start prometheus prometheus --config.file="$STATE/config/prometheus.yml" \
+      --storage.tsdb.path="$STATE/prometheus" --web.listen-address="$PROMETHEUS" \
+      --storage.tsdb.retention.time=1d
+    wait_for "prometheus" 30 prometheus curl -fsS "http://$PROMETHEUS/-/ready"
   fi
   "$here/images.sh" all
   log "cluster ready in $((SECONDS - t0))s; $(cmd_env)"

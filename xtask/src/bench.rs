@@ -80,6 +80,8 @@ enum Only {
     Connect,
     /// `tether intercept` (`intercept.md`).
     Intercept,
+    /// What metrics cost the agent's pass-through path, on and off (`metrics.md`; no cluster).
+    Metrics,
     /// Both, connect first.
     All,
 }
@@ -89,6 +91,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.connect_trials > 0,
         "--connect-trials must be at least 1"
     );
+    if args.only == Only::Metrics {
+        return metrics_cost();
+    }
     if !args.no_build {
         manager::build_cli()?;
     }
@@ -114,6 +119,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.only != Only::Connect {
         intercept::run(&args)?;
     }
+    if args.only == Only::All {
+        metrics_cost()?;
+    }
+    Ok(())
+}
+
+/// The agent's pass-through p50 with metrics off and on (the sidecar crate's
+/// `bench_metrics_cost`, against the release `tether-agent`), kept in `target/bench/metrics.md`.
+fn metrics_cost() -> anyhow::Result<()> {
+    let repo = cluster::repo();
+    let built = Command::new("cargo")
+        .args(["build", "--release", "-p", "tether-agent"])
+        .current_dir(&repo)
+        .status()?;
+    anyhow::ensure!(built.success(), "building tether-agent failed");
+    let out = Command::new("cargo")
+        .args(["test", "--release", "-p", "tether-sidecar", "--test", "sidecar"])
+        .args(["--", "--ignored", "--nocapture", "--exact", "bench::bench_metrics_cost"])
+        .current_dir(&repo)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "bench_metrics_cost failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: String = stdout
+        .lines()
+        .filter(|l| l.starts_with('|') || l.starts_with("metrics cost"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    print!("{report}");
+    let dir = repo.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("metrics.md"), format!("# Metrics cost\n\n{report}"))?;
     Ok(())
 }
 

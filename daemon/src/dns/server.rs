@@ -8,11 +8,12 @@ mod tests;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use tether_dns::{reply, Answer, Rejection, Request, Transport, Upstreams};
+use tether_metrics::workstation::{DnsKind, WorkstationMetrics};
 use tracing::{debug, debug_span, Instrument};
 
 use super::{Cache, ClusterNames, Destination, Key, Router};
@@ -75,6 +76,7 @@ pub struct Dns {
     names: Mutex<ClusterNames>,
     cache: Mutex<Cache>,
     upstreams: Upstreams,
+    metrics: Arc<WorkstationMetrics>,
 }
 
 impl Dns {
@@ -86,7 +88,14 @@ impl Dns {
             names: Mutex::default(),
             cache: Mutex::default(),
             upstreams: Upstreams::new(upstream, UPSTREAM_TIMEOUT),
+            metrics: Arc::default(),
         }
+    }
+
+    /// The same server, counting its queries in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<WorkstationMetrics>) -> Dns {
+        self.metrics = metrics;
+        self
     }
 
     /// The reply to one query that arrived over `transport`; `None` to stay silent (not a query).
@@ -106,23 +115,32 @@ impl Dns {
         let span =
             debug_span!("dns", id = request.id, name = %key.name, qtype = key.qtype, ?transport);
         async {
-            if let Some(answer) = lock(&self.cache).get(Instant::now(), &key) {
+            let started = Instant::now();
+            if let Some(answer) = lock(&self.cache).get(started, &key) {
                 debug!("Answered from the cache");
+                self.count(DnsKind::cache_hit, started);
                 return Some(reply::build(&request, &answer, transport));
             }
             let destination = self.router.route(&key.name, &self.names());
             debug!(?destination, "Routed");
-            let fetched = match destination {
-                Destination::Upstream => self.upstream(packet).await,
-                Destination::Cluster => self.cluster(&request).await,
+            let (fetched, asked) = match destination {
+                Destination::Upstream => (self.upstream(packet).await, DnsKind::upstream),
+                Destination::Cluster => (self.cluster(&request).await, DnsKind::cluster),
                 Destination::ClusterFirst => match self.cluster(&request).await {
                     Fetched::Answer(answer) if answer.code == ResponseCode::NXDomain => {
                         debug!("Not a cluster name; asking the original resolver");
-                        self.upstream(packet).await
+                        (self.upstream(packet).await, DnsKind::upstream)
                     }
-                    other => other,
+                    other => (other, DnsKind::cluster),
                 },
             };
+            let kind = match &fetched {
+                Fetched::Answer(answer) if answer.code == ResponseCode::NXDomain => {
+                    DnsKind::nxdomain
+                }
+                _ => asked,
+            };
+            self.count(kind, started);
             Some(match fetched {
                 Fetched::Answer(answer) => {
                     lock(&self.cache).insert(Instant::now(), key, &answer);
@@ -134,6 +152,10 @@ impl Dns {
         }
         .instrument(span)
         .await
+    }
+
+    fn count(&self, kind: DnsKind, started: Instant) {
+        self.metrics.dns(kind, started.elapsed().as_secs_f64());
     }
 
     /// The current session's view of the cluster's names, else the last one known.

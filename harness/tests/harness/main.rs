@@ -13,6 +13,7 @@ mod attack;
 mod dns;
 mod flows;
 mod intercept;
+mod metrics;
 mod reconnect;
 mod support;
 mod version;

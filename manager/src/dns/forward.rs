@@ -1,6 +1,7 @@
 //! The async driver around [`answer`](super::answer): cluster names from the view, everything
 //! else from the pod's upstream resolver, re-shaped for the query.
 
+use tether_metrics::manager::DnsKind;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -75,6 +76,17 @@ impl Resolver {
     /// truncated), for a client whose session works in `connected_namespace`; `None` if there
     /// is nothing to send back (not a query).
     pub async fn resolve(&self, query: &[u8], connected_namespace: &str) -> Option<Vec<u8>> {
+        self.resolve_counted(query, connected_namespace)
+            .await
+            .map(|(response, _)| response)
+    }
+
+    /// [`Resolver::resolve`], also saying how the query was answered (for the metrics).
+    pub async fn resolve_counted(
+        &self,
+        query: &[u8],
+        connected_namespace: &str,
+    ) -> Option<(Vec<u8>, DnsKind)> {
         let id = query
             .get(..2)
             .map_or(0, |id| u16::from_be_bytes([id[0], id[1]]));
@@ -89,15 +101,17 @@ impl Resolver {
             match outcome {
                 Outcome::Answer(response) => {
                     debug!("Answered from the cluster view");
-                    Some(response)
+                    let kind = kind_of(&response, DnsKind::cluster);
+                    Some((response, kind))
                 }
                 Outcome::Forward(request) => {
                     debug!("Forwarded upstream");
-                    Some(
-                        self.forwarder
-                            .forward(&request, query, Transport::Stream)
-                            .await,
-                    )
+                    let response = self
+                        .forwarder
+                        .forward(&request, query, Transport::Stream)
+                        .await;
+                    let kind = kind_of(&response, DnsKind::upstream);
+                    Some((response, kind))
                 }
                 Outcome::Ignore => {
                     debug!("Ignored a packet that is not a query");
@@ -107,5 +121,13 @@ impl Resolver {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// `answered_by`, unless the response says the name does not exist (RCODE 3, NXDOMAIN).
+fn kind_of(response: &[u8], answered_by: DnsKind) -> DnsKind {
+    match response.get(3) {
+        Some(flags) if flags & 0x0f == 3 => DnsKind::nxdomain,
+        _ => answered_by,
     }
 }

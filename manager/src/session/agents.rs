@@ -112,6 +112,7 @@ pub(super) async fn session(
             let shared = shared.clone();
             let workload = workload.clone();
             tokio::spawn(async move {
+                shared.state.metrics.relayed_connections.inc();
                 if let Err(error) = relay_dial(&shared, &workload, send, recv).await {
                     debug!(%error, "Intercepted connection failed");
                 }

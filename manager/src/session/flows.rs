@@ -17,6 +17,8 @@ use std::{
 use bytes::BytesMut;
 use tether_proto::{ErrorCode, Message, Open, OpenError, OpenResult, Protocol, UdpPacket};
 use tether_tunnel::{framed, quinn};
+use tether_metrics::manager::{DialFailure, Direction, ManagerMetrics, Protocol as Proto};
+use tether_metrics::Metered;
 use tokio::net::{TcpStream, UdpSocket};
 use tracing::{debug, debug_span, info, Instrument};
 
@@ -35,14 +37,20 @@ pub struct Flows {
     conn: quinn::Connection,
     policy: Arc<crate::dial_policy::DialPolicy>,
     udp: Arc<Mutex<HashMap<u64, Arc<UdpSocket>>>>,
+    metrics: Arc<ManagerMetrics>,
 }
 
 impl Flows {
-    pub fn new(conn: quinn::Connection, policy: Arc<crate::dial_policy::DialPolicy>) -> Self {
+    pub fn new(
+        conn: quinn::Connection,
+        policy: Arc<crate::dial_policy::DialPolicy>,
+        metrics: Arc<ManagerMetrics>,
+    ) -> Self {
         Flows {
             conn,
             policy,
             udp: Arc::default(),
+            metrics,
         }
     }
 
@@ -82,6 +90,7 @@ impl Flows {
             let socket = self.udp_map().get(&flow).cloned();
             match socket {
                 Some(socket) => {
+                    self.metrics.bytes(Direction::to_cluster, payload.len() as u64);
                     let _ = socket.send(payload).await;
                 }
                 None => debug!(flow, "Dropped a datagram for an unknown flow"),
@@ -114,6 +123,7 @@ impl Flows {
         let span = debug_span!("flow", id = open.flow, proto = ?open.protocol, dst = %open.dst);
         if let Err(message) = self.policy.check(open.dst) {
             info!(flow = open.flow, dst = %open.dst, %message, "Dial refused");
+            self.metrics.dial_failed(DialFailure::policy);
             let err = OpenError {
                 code: ErrorCode::NotPermitted,
                 message,
@@ -123,7 +133,7 @@ impl Flows {
             return;
         }
         match open.protocol {
-            Protocol::Tcp => tcp(open, send, recv).instrument(span).await,
+            Protocol::Tcp => tcp(open, send, recv, &self.metrics).instrument(span).await,
             Protocol::Udp => self.udp(open, send, recv).instrument(span).await,
         }
     }
@@ -132,6 +142,7 @@ impl Flows {
         let socket = match bind_udp(open.dst).await {
             Ok(s) => Arc::new(s),
             Err(e) => {
+                self.metrics.dial_failed(failure(&e));
                 let _ = reply(&mut send, open.flow, Err(open_error(&e))).await;
                 let _ = send.finish();
                 return;
@@ -140,6 +151,7 @@ impl Flows {
         if reply(&mut send, open.flow, Ok(())).await.is_err() {
             return;
         }
+        let _open = self.metrics.flow(Proto::udp);
         self.udp_map().insert(open.flow, socket.clone());
         debug!("UDP flow open");
         let flow = open.flow;
@@ -152,6 +164,7 @@ impl Flows {
                     _ => return,
                 };
                 let payload = &buf[..n];
+                self.metrics.bytes(Direction::to_workstation, n as u64);
                 let fits = conn.max_datagram_size().is_some_and(|max| {
                     payload.len() + tether_proto::datagram_overhead(flow) <= max
                 });
@@ -175,6 +188,8 @@ impl Flows {
         let from_client = async {
             while let Ok(Some(msg)) = framed::read_message(&mut recv).await {
                 if let Message::UdpPacket(p) = msg {
+                    self.metrics
+                        .bytes(Direction::to_cluster, p.payload.len() as u64);
                     let _ = socket.send(&p.payload).await;
                 }
             }
@@ -188,16 +203,23 @@ impl Flows {
     }
 }
 
-async fn tcp(open: Open, mut send: quinn::SendStream, recv: quinn::RecvStream) {
+async fn tcp(
+    open: Open,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    metrics: &ManagerMetrics,
+) {
     let stream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(open.dst)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             debug!(error = %e, "Dial failed");
+            metrics.dial_failed(failure(&e));
             let _ = reply(&mut send, open.flow, Err(open_error(&e))).await;
             let _ = send.finish();
             return;
         }
         Err(_) => {
+            metrics.dial_failed(DialFailure::timeout);
             let err = OpenError {
                 code: ErrorCode::TimedOut,
                 message: format!("no answer from {} within {DIAL_TIMEOUT:?}", open.dst),
@@ -212,8 +234,14 @@ async fn tcp(open: Open, mut send: quinn::SendStream, recv: quinn::RecvStream) {
         return;
     }
     debug!("TCP flow open");
+    let _open = metrics.flow(Proto::tcp);
     let mut tunnel = tokio::io::join(recv, send);
-    let mut stream = stream;
+    // Read from the destination: to the workstation; written to it: to the cluster.
+    let mut stream = Metered::new(
+        stream,
+        metrics.bytes_counter(Direction::to_workstation),
+        metrics.bytes_counter(Direction::to_cluster),
+    );
     match tokio::io::copy_bidirectional_with_sizes(&mut tunnel, &mut stream, 64 << 10, 64 << 10)
         .await
     {
@@ -243,6 +271,17 @@ async fn bind_udp(dst: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket = UdpSocket::bind(bind).await?;
     socket.connect(dst).await?;
     Ok(socket)
+}
+
+/// A failed dial's reason, for the metrics.
+fn failure(e: &std::io::Error) -> DialFailure {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => DialFailure::refused,
+        K::TimedOut => DialFailure::timeout,
+        K::HostUnreachable | K::NetworkUnreachable => DialFailure::unreachable,
+        _ => DialFailure::other,
+    }
 }
 
 fn open_error(e: &std::io::Error) -> OpenError {

@@ -129,8 +129,14 @@ impl Requests {
         );
         tokio::spawn(
             async move {
-                let resolved = shared.state.resolver.resolve(&q.packet, &asker.namespace);
-                if let Some(packet) = resolved.await {
+                let started = std::time::Instant::now();
+                let resolved = shared
+                    .state
+                    .resolver
+                    .resolve_counted(&q.packet, &asker.namespace);
+                if let Some((packet, kind)) = resolved.await {
+                    let seconds = started.elapsed().as_secs_f64();
+                    shared.state.metrics.dns(kind, seconds);
                     let answer = DnsAnswer { id: q.id, packet };
                     let _ = answers.send(answer.into()).await;
                 }

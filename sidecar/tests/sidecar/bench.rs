@@ -85,6 +85,81 @@ async fn bench_proxy_overhead() {
     assert!(rss_start <= 15 * 1024, "idle RSS {rss_start} KiB");
 }
 
+/// What counting requests costs the proxy: the same binary with metrics off (no
+/// `--metrics-port`: nothing is counted) and on, measured in turns so that the machine's noise
+/// falls on both. `cargo xtask bench --only metrics` runs it and keeps its report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run in release with --nocapture"]
+async fn bench_metrics_cost() {
+    let app = HttpServer::start("app").await;
+    let (off_addr, on_addr, metrics_addr) = (free_port().await, free_port().await, free_port().await);
+    let start = |listen: SocketAddr, metrics: Option<SocketAddr>| {
+        let mut command = Command::new(agent_bin());
+        command
+            .args(["sidecar", "--listen", &listen.to_string()])
+            .args(["--app", &app.addr.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        if let Some(m) = metrics {
+            command.args(["--metrics-port", &m.port().to_string()]);
+        }
+        ChildGuard(command.spawn().expect("tether-agent binary starts"))
+    };
+    let _off = start(off_addr, None);
+    let _on = start(on_addr, Some(metrics_addr));
+    wait_listening(off_addr).await;
+    wait_listening(on_addr).await;
+    wait_listening(metrics_addr).await;
+
+    const ROUNDS: usize = 5;
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        off.push(sequential(off_addr).await.p50);
+        on.push(sequential(on_addr).await.p50);
+    }
+    off.sort();
+    on.sort();
+    let (off, on) = (off[ROUNDS / 2], on[ROUNDS / 2]);
+    let added = on.as_nanos() as i128 - off.as_nanos() as i128;
+    println!("metrics cost on the agent's pass-through path ({REQUESTS} sequential keep-alive GETs, median of {ROUNDS} rounds):");
+    println!("| agent | p50 |");
+    println!("|---|---|");
+    println!("| metrics off | {off:?} |");
+    println!("| metrics on | {on:?} |");
+    println!("| added by metrics | {:.2} µs |", added as f64 / 1000.0);
+
+    // The tunnel's instrumentation is a counter add per read and per write of a flow's bytes
+    // (and a gauge up and down per flow): what one costs, on this machine.
+    let counter = tether_metrics::Counter::default();
+    let n = 10_000_000u64;
+    let t = Instant::now();
+    for i in 0..n {
+        counter.inc_by(std::hint::black_box(i & 7));
+    }
+    let per_add = t.elapsed().as_nanos() as f64 / n as f64;
+    println!("| one counter add (the tunnel's per-read/write cost) | {per_add:.1} ns |");
+
+    // The served endpoint answers with what the requests made.
+    let text = reqwest_like_get(metrics_addr).await;
+    assert!(
+        text.contains("tether_agent_requests_total{port=\""),
+        "{text}"
+    );
+}
+
+/// `GET /metrics` on `addr`, the body as text.
+async fn reqwest_like_get(addr: SocketAddr) -> String {
+    let mut sender = connect(addr).await;
+    sender.ready().await.unwrap();
+    let request = Request::get("/metrics")
+        .header(header::HOST, "metrics")
+        .body(Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
 /// Latency percentiles and rate of sequential requests.
 struct Stats {
     p50: Duration,

@@ -174,6 +174,7 @@ pub async fn start_proxy(app: SocketAddr, sniff_timeout: Duration) -> TestProxy 
         app,
         sniff_timeout,
         identity: "test-pod".to_owned(),
+        metrics: None,
     });
     let serving = proxy.clone();
     tokio::spawn(async move { serving.serve(listener).await });

@@ -10,6 +10,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tether_proto::AGENT_TOKEN_AUDIENCE;
 
+use crate::names::{AGENT_METRICS_PORT, METRICS_PORT_NAME};
+
 use super::*;
 
 /// The pod volume that mounts [`AGENT_SECRET`] and the pod's token for the manager.
@@ -33,6 +35,8 @@ pub(super) fn agent_container(
         CREDENTIALS_PATH.to_owned(),
         "--workload".to_owned(),
         workload.id(),
+        "--metrics-port".to_owned(),
+        AGENT_METRICS_PORT.to_string(),
     ];
     for p in ports {
         args.push("--forward".to_owned());
@@ -73,6 +77,12 @@ pub(super) fn agent_container(
                     protocol: Some("TCP".to_owned()),
                     ..Default::default()
                 })
+                .chain([ContainerPort {
+                    name: Some(METRICS_PORT_NAME.to_owned()),
+                    container_port: AGENT_METRICS_PORT.into(),
+                    protocol: Some("TCP".to_owned()),
+                    ..Default::default()
+                }])
                 .collect(),
         ),
         volume_mounts: Some(vec![VolumeMount {
@@ -182,6 +192,13 @@ pub fn agent_is_current(template: &PodTemplateSpec, settings: &AgentSettings) ->
     };
     let agent = spec.containers.iter().find(|c| c.name == AGENT_CONTAINER);
     let image = agent.and_then(|c| c.image.as_deref());
+    let metrics = agent
+        .and_then(|c| c.ports.as_ref())
+        .is_some_and(|ports| {
+            ports
+                .iter()
+                .any(|p| p.name.as_deref() == Some(METRICS_PORT_NAME))
+        });
     let manager = agent
         .and_then(|c| c.args.as_ref())
         .and_then(|args| args.windows(2).find(|w| w[0] == "--manager"))
@@ -196,6 +213,7 @@ pub fn agent_is_current(template: &PodTemplateSpec, settings: &AgentSettings) ->
         .is_some_and(|sources| sources.iter().any(|s| s.service_account_token.is_some()));
     image == Some(settings.image.as_str())
         && manager == Some(settings.manager.to_string().as_str())
+        && metrics
         && token
 }
 

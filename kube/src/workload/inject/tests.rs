@@ -325,13 +325,17 @@ fn agent_container_is_restricted_and_mounts_its_credential() {
             "imagePullPolicy": "IfNotPresent",
             "args": [
                 "sidecar", "--manager", "10.0.0.5:7443", "--credentials", "/var/run/tether",
-                "--workload", "Deployment/orders", "--forward", "9900=8080",
+                "--workload", "Deployment/orders", "--metrics-port", "9899",
+                "--forward", "9900=8080",
             ],
             "env": [
                 { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
                 { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
             ],
-            "ports": [{ "name": "http", "containerPort": 9900, "protocol": "TCP" }],
+            "ports": [
+                { "name": "http", "containerPort": 9900, "protocol": "TCP" },
+                { "name": "tether-metrics", "containerPort": 9899, "protocol": "TCP" },
+            ],
             "volumeMounts": [{ "name": "tether-agent-tls", "mountPath": "/var/run/tether", "readOnly": true }],
             "securityContext": {
                 "runAsNonRoot": true,
