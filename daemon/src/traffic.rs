@@ -10,13 +10,13 @@ use std::{
 
 use bytes::Bytes;
 use tether_dns::Transport;
+use tether_metrics::workstation::{Direction, Protocol, WorkstationMetrics};
+use tether_metrics::{Counter, Metered};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     sync::mpsc,
     task::JoinHandle,
 };
-use tether_metrics::workstation::{Direction, Protocol, WorkstationMetrics};
-use tether_metrics::{Counter, Metered};
 use tracing::{debug, debug_span, Instrument};
 
 use crate::{
@@ -55,7 +55,8 @@ pub fn spawn(
                 if req.dst() == dns_addr {
                     tokio::spawn(dns_over_tcp(req, tcp_dns.clone()).instrument(span));
                 } else {
-                    let flow = tcp_flow(req, tcp_session.clone(), known.clone(), tcp_metrics.clone());
+                    let flow =
+                        tcp_flow(req, tcp_session.clone(), known.clone(), tcp_metrics.clone());
                     tokio::spawn(flow.instrument(span));
                 }
             }

@@ -36,6 +36,9 @@ struct Agent {
 /// that one session cannot grow every agent's routing table without bound.
 pub const MAX_INTERCEPTS_PER_SESSION: usize = 32;
 
+/// A count per namespace.
+pub type PerNamespace = Vec<(String, i64)>;
+
 /// Every intercept and agent the manager knows.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -191,7 +194,7 @@ impl Registry {
     }
 
     /// Intercepts and linked agents per namespace, for the metrics.
-    pub fn counts(&self) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+    pub fn counts(&self) -> (PerNamespace, PerNamespace) {
         let mut intercepts = BTreeMap::<String, i64>::new();
         for i in self.intercepts.values() {
             *intercepts.entry(i.namespace.clone()).or_default() += 1;
@@ -200,7 +203,10 @@ impl Registry {
         for a in self.agents.values() {
             *agents.entry(a.info.namespace.clone()).or_default() += 1;
         }
-        (intercepts.into_iter().collect(), agents.into_iter().collect())
+        (
+            intercepts.into_iter().collect(),
+            agents.into_iter().collect(),
+        )
     }
 
     /// Registers a connected agent under `conn_id` and sends it its workload's intercepts.

@@ -23,9 +23,9 @@ mod metered;
 mod serve;
 pub mod workstation;
 
+pub use metered::Metered;
 pub use prometheus_client::metrics::counter::Counter;
 pub use prometheus_client::registry::Registry;
-pub use metered::Metered;
 pub use serve::{serve, Format};
 
 /// Every family's name starts with this (`tether_…`).

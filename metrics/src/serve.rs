@@ -77,10 +77,7 @@ fn answer<B>(request: &Request<B>, registry: &Registry) -> Response<Full<Bytes>>
         *response.status_mut() = StatusCode::NOT_FOUND;
         return response;
     }
-    let accept = request
-        .headers()
-        .get(ACCEPT)
-        .and_then(|v| v.to_str().ok());
+    let accept = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::from_accept(accept);
     let mut response = Response::new(Full::new(Bytes::from(crate::encode(registry, format))));
     response.headers_mut().insert(
@@ -152,7 +149,10 @@ mod tests {
     fn only_the_metrics_path_is_served() {
         let registry = Registry::default();
         let request = |path: &str| Request::get(path).body(()).unwrap();
-        assert_eq!(answer(&request("/"), &registry).status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            answer(&request("/"), &registry).status(),
+            StatusCode::NOT_FOUND
+        );
         let ok = answer(&request("/metrics"), &registry);
         assert_eq!(ok.status(), StatusCode::OK);
         assert_eq!(

@@ -25,8 +25,8 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::proxy::{BoxError, DialFn, Duplex, Routes, Upstream};
-use tether_route::filter::{Filter, FilterSpec};
 use tether_metrics::agent::AgentMetrics;
+use tether_route::filter::{Filter, FilterSpec};
 use tether_route::router::{Intercept, InterceptId};
 
 /// Where the agent's link goes and who it says it is.
@@ -194,7 +194,10 @@ where
         match link.next_event().await {
             Ok(Event::Message(Message::AgentIntercepts(table))) => {
                 apply(&table.intercepts, ports, current);
-                let routed: usize = ports.iter().map(|p| p.routes.snapshot().iter().count()).sum();
+                let routed: usize = ports
+                    .iter()
+                    .map(|p| p.routes.snapshot().iter().count())
+                    .sum();
                 metrics.intercepts.set(routed as i64);
             }
             Ok(Event::Message(other)) => debug!(kind = other.kind(), "Ignored a manager message"),
@@ -363,7 +366,8 @@ mod tests {
             manager.finish().await.unwrap();
         };
         // The link is established when serve() takes it; here the Welcome is among its input.
-        let (reason, ()) = tokio::join!(serve(link, &ports, &current), manage);
+        let metrics = AgentMetrics::default();
+        let (reason, ()) = tokio::join!(serve(link, &ports, &current, &metrics), manage);
         assert_eq!(reason, "the manager closed the link");
         let routes = ports[0].routes.snapshot();
         let ids: Vec<u64> = routes.iter().map(|i| i.id.0).collect();

@@ -433,11 +433,17 @@ impl Drop for Bindings {
 }
 
 /// The test app on a workstation: the developer's process.
+#[derive(Debug)]
 pub struct Laptop {
     child: Child,
 }
 
 impl Laptop {
+    /// Owns `child`, a laptop server started some other way, and kills it on drop.
+    pub fn adopt(child: Child) -> Laptop {
+        Laptop { child }
+    }
+
     /// Starts the test app on `ns`, answering as `name` on 127.0.0.1:`port`.
     pub fn start(ns: &str, port: u16, name: &str) -> Laptop {
         let bin = repo().join("target/release/tether-testapp");
@@ -451,7 +457,7 @@ impl Laptop {
         let laptop = Laptop { child };
         let url = format!("http://127.0.0.1:{port}/healthz");
         eventually(Duration::from_secs(10), "the laptop app listens", || {
-            tether_e2e::curl(Some(ns), &[&url]).ok.then_some(())
+            curl(Some(ns), &[&url]).ok.then_some(())
         });
         laptop
     }
@@ -463,4 +469,3 @@ impl Drop for Laptop {
         let _ = self.child.wait();
     }
 }
-

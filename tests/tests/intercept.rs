@@ -16,8 +16,8 @@ use std::{
 
 use serde_json::Value;
 use tether_e2e::{
-    Laptop, answered_by, cluster_ip, delete_manager_pod, eventually, from_cluster, in_ns, kubectl, repo,
-    run, running_pods, tether, user_kubeconfig, Bindings, Connected, Run, WS, WS2,
+    answered_by, cluster_ip, delete_manager_pod, eventually, from_cluster, in_ns, kubectl, run,
+    running_pods, tether, user_kubeconfig, Bindings, Connected, Laptop, Run, WS, WS2,
 };
 
 /// One request (with `args`, e.g. a header) from the client pod, right after the command that
@@ -876,7 +876,7 @@ fn an_http10_laptop_server_keeps_callers_connections_open() {
         .stderr(Stdio::null())
         .spawn()
         .expect("starting python3 -m http.server");
-    let _laptop = Laptop { child };
+    let _laptop = Laptop::adopt(child);
     eventually(Duration::from_secs(10), "http.server listens", || {
         tether_e2e::curl(Some(WS), &["http://127.0.0.1:18090/"])
             .ok

@@ -75,7 +75,10 @@ fn promtool_accepts(what: &str, text: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success() && said.trim().is_empty(), "{what}: {said}");
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "{what}: {said}"
+    );
 }
 
 /// The `/metrics` of a pod's metrics port, fetched from the host as Prometheus does.
@@ -98,8 +101,11 @@ fn pod_metrics(namespace: &str, selector: &str, port: u16) -> String {
 
 /// Every target Prometheus found is up, the manager among them.
 fn targets_up() -> Vec<Value> {
-    let out = curl(None, &[&format!("{PROMETHEUS}/api/v1/targets?state=active")])
-        .expect_ok("Prometheus targets");
+    let out = curl(
+        None,
+        &[&format!("{PROMETHEUS}/api/v1/targets?state=active")],
+    )
+    .expect_ok("Prometheus targets");
     let answer: Value = serde_json::from_str(&out).unwrap();
     answer["data"]["activeTargets"].as_array().unwrap().clone()
 }
@@ -112,15 +118,19 @@ fn prometheus_scrapes_the_manager_and_agents_and_promtool_accepts_every_endpoint
     tether(WS, &["intercept", "orders", "--port", "18081:http"]).expect_ok("tether intercept");
     tether(WS, &["leave", "orders"]).expect_ok("tether leave");
 
-    eventually(Duration::from_secs(60), "manager and agent targets up", || {
-        let targets = targets_up();
-        let up = |container: &str| {
-            targets.iter().any(|t| {
-                t["labels"]["container"] == container && t["health"] == "up"
-            })
-        };
-        (up("manager") && up("tether-agent")).then_some(())
-    });
+    eventually(
+        Duration::from_secs(60),
+        "manager and agent targets up",
+        || {
+            let targets = targets_up();
+            let up = |container: &str| {
+                targets
+                    .iter()
+                    .any(|t| t["labels"]["container"] == container && t["health"] == "up")
+            };
+            (up("manager") && up("tether-agent")).then_some(())
+        },
+    );
 
     promtool_accepts(
         "manager",
@@ -152,8 +162,13 @@ fn prometheus_scrapes_the_manager_and_agents_and_promtool_accepts_every_endpoint
         );
     }
     assert!(
-        sample(&after, "tether_workstation_flow_bytes_total{direction=\"to_workstation\"}")
-            > sample(&before, "tether_workstation_flow_bytes_total{direction=\"to_workstation\"}")
+        sample(
+            &after,
+            "tether_workstation_flow_bytes_total{direction=\"to_workstation\"}"
+        ) > sample(
+            &before,
+            "tether_workstation_flow_bytes_total{direction=\"to_workstation\"}"
+        )
     );
 }
 
@@ -163,7 +178,14 @@ fn a_personal_intercept_counts_exactly_the_requests_it_took_and_the_ones_it_left
     let _laptop = Laptop::start(WS, 18082, "laptop-count");
     tether(
         WS,
-        &["intercept", "orders", "--port", "18082:http", "--http-header", "x-dev=count"],
+        &[
+            "intercept",
+            "orders",
+            "--port",
+            "18082:http",
+            "--http-header",
+            "x-dev=count",
+        ],
     )
     .expect_ok("tether intercept");
     let pods: Vec<String> = running_pods("app=orders")
@@ -174,8 +196,10 @@ fn a_personal_intercept_counts_exactly_the_requests_it_took_and_the_ones_it_left
     let pods = pods.join("|");
     // Prometheus scrapes the agents of the pods serving now.
     eventually(Duration::from_secs(60), "the agents are scraped", || {
-        query(&format!("min(up{{pod=~\"{pods}\",container=\"tether-agent\"}})"))
-            .filter(|up| *up == 1.0)
+        query(&format!(
+            "min(up{{pod=~\"{pods}\",container=\"tether-agent\"}})"
+        ))
+        .filter(|up| *up == 1.0)
     });
     let count = |route: &str| {
         format!(

@@ -135,8 +135,21 @@ fn metrics_cost() -> anyhow::Result<()> {
         .status()?;
     anyhow::ensure!(built.success(), "building tether-agent failed");
     let out = Command::new("cargo")
-        .args(["test", "--release", "-p", "tether-sidecar", "--test", "sidecar"])
-        .args(["--", "--ignored", "--nocapture", "--exact", "bench::bench_metrics_cost"])
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "tether-sidecar",
+            "--test",
+            "sidecar",
+        ])
+        .args([
+            "--",
+            "--ignored",
+            "--nocapture",
+            "--exact",
+            "bench::bench_metrics_cost",
+        ])
         .current_dir(&repo)
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -153,7 +166,10 @@ fn metrics_cost() -> anyhow::Result<()> {
     print!("{report}");
     let dir = repo.join("target/bench");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("metrics.md"), format!("# Metrics cost\n\n{report}"))?;
+    std::fs::write(
+        dir.join("metrics.md"),
+        format!("# Metrics cost\n\n{report}"),
+    )?;
     Ok(())
 }
 

@@ -122,6 +122,7 @@ fn status_text_shows_the_carriers_rtt_and_loss() {
         rtt_us: 1_460,
         sent_packets: 2_000,
         lost_packets: 3,
+        cwnd: 12_000,
     });
     let text = status(&report);
     assert!(

@@ -35,6 +35,7 @@ fn view() -> ConnectedView {
                 rtt_us: 1_200,
                 sent_packets: 5_000,
                 lost_packets: 2,
+                cwnd: 12_000,
             }),
             ..Default::default()
         },
@@ -110,6 +111,7 @@ fn carrier(transport: &str, rtt_us: u64, sent: u64, lost: u64) -> Check {
         rtt_us,
         sent_packets: sent,
         lost_packets: lost,
+        cwnd: 12_000,
     });
     carrier_check(&s)
 }

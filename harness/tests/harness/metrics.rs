@@ -19,7 +19,10 @@ async fn a_session_its_flows_and_their_bytes_are_counted() -> Result {
     // alice's session came over loopback: the port-forward relay's way in.
     let text = world.manager.metrics_text();
     assert_eq!(
-        sample(&text, "tether_sessions{user=\"alice\",carrier=\"port_forward\"}"),
+        sample(
+            &text,
+            "tether_sessions{user=\"alice\",carrier=\"port_forward\"}"
+        ),
         Some(1.0),
         "{text}"
     );

@@ -76,6 +76,7 @@ fn manifests_parse_in_apply_order_with_the_image_filled_in() {
         json!([
             {"name": "quic", "containerPort": 7443, "protocol": "UDP"},
             {"name": "health", "containerPort": 7445, "protocol": "TCP"},
+            {"name": "tether-metrics", "containerPort": 7446, "protocol": "TCP"},
         ])
     );
     assert_eq!(container["readinessProbe"]["tcpSocket"]["port"], "health");

@@ -1,9 +1,9 @@
 //! The async driver around [`answer`](super::answer): cluster names from the view, everything
 //! else from the pod's upstream resolver, re-shaped for the query.
 
-use tether_metrics::manager::DnsKind;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tether_metrics::manager::DnsKind;
 
 use hickory_proto::op::ResponseCode;
 use tether_dns::{reply, Answer, Request, Transport, Upstreams};

@@ -15,10 +15,10 @@ use std::{
 };
 
 use bytes::BytesMut;
-use tether_proto::{ErrorCode, Message, Open, OpenError, OpenResult, Protocol, UdpPacket};
-use tether_tunnel::{framed, quinn};
 use tether_metrics::manager::{DialFailure, Direction, ManagerMetrics, Protocol as Proto};
 use tether_metrics::Metered;
+use tether_proto::{ErrorCode, Message, Open, OpenError, OpenResult, Protocol, UdpPacket};
+use tether_tunnel::{framed, quinn};
 use tokio::net::{TcpStream, UdpSocket};
 use tracing::{debug, debug_span, info, Instrument};
 
@@ -90,7 +90,8 @@ impl Flows {
             let socket = self.udp_map().get(&flow).cloned();
             match socket {
                 Some(socket) => {
-                    self.metrics.bytes(Direction::to_cluster, payload.len() as u64);
+                    self.metrics
+                        .bytes(Direction::to_cluster, payload.len() as u64);
                     let _ = socket.send(payload).await;
                 }
                 None => debug!(flow, "Dropped a datagram for an unknown flow"),

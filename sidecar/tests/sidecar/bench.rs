@@ -92,7 +92,8 @@ async fn bench_proxy_overhead() {
 #[ignore = "measurement; run in release with --nocapture"]
 async fn bench_metrics_cost() {
     let app = HttpServer::start("app").await;
-    let (off_addr, on_addr, metrics_addr) = (free_port().await, free_port().await, free_port().await);
+    let (off_addr, on_addr, metrics_addr) =
+        (free_port().await, free_port().await, free_port().await);
     let start = |listen: SocketAddr, metrics: Option<SocketAddr>| {
         let mut command = Command::new(agent_bin());
         command
@@ -130,7 +131,7 @@ async fn bench_metrics_cost() {
 
     // The tunnel's instrumentation is a counter add per read and per write of a flow's bytes
     // (and a gauge up and down per flow): what one costs, on this machine.
-    let counter = tether_metrics::Counter::default();
+    let counter: tether_metrics::Counter = tether_metrics::Counter::default();
     let n = 10_000_000u64;
     let t = Instant::now();
     for i in 0..n {

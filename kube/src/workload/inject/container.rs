@@ -192,13 +192,11 @@ pub fn agent_is_current(template: &PodTemplateSpec, settings: &AgentSettings) ->
     };
     let agent = spec.containers.iter().find(|c| c.name == AGENT_CONTAINER);
     let image = agent.and_then(|c| c.image.as_deref());
-    let metrics = agent
-        .and_then(|c| c.ports.as_ref())
-        .is_some_and(|ports| {
-            ports
-                .iter()
-                .any(|p| p.name.as_deref() == Some(METRICS_PORT_NAME))
-        });
+    let metrics = agent.and_then(|c| c.ports.as_ref()).is_some_and(|ports| {
+        ports
+            .iter()
+            .any(|p| p.name.as_deref() == Some(METRICS_PORT_NAME))
+    });
     let manager = agent
         .and_then(|c| c.args.as_ref())
         .and_then(|args| args.windows(2).find(|w| w[0] == "--manager"))

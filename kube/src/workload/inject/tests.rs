@@ -143,7 +143,10 @@ fn named_target_port_moves_its_name_to_the_agent() {
     let agent = container(&injected.template, AGENT_CONTAINER);
     assert_eq!(
         as_json(&agent.ports),
-        json!([{ "name": "http", "containerPort": 9900, "protocol": "TCP" }])
+        json!([
+            { "name": "http", "containerPort": 9900, "protocol": "TCP" },
+            { "name": "tether-metrics", "containerPort": 9899, "protocol": "TCP" },
+        ])
     );
     let app = container(&injected.template, "app");
     assert_eq!(
@@ -198,7 +201,10 @@ fn numeric_target_port_points_the_service_at_the_agent() {
     let agent = container(&injected.template, AGENT_CONTAINER);
     assert_eq!(
         as_json(&agent.ports),
-        json!([{ "name": "tx-8080", "containerPort": 9900, "protocol": "TCP" }])
+        json!([
+            { "name": "tx-8080", "containerPort": 9900, "protocol": "TCP" },
+            { "name": "tether-metrics", "containerPort": 9899, "protocol": "TCP" },
+        ])
     );
     // The app and its probes are untouched.
     assert_eq!(
