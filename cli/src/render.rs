@@ -179,12 +179,10 @@ pub fn agent_versions(list: &ListReport, cli: &str) -> String {
             continue;
         };
         let workload = format!("{}/{}", row.kind.to_lowercase(), row.name);
-        let tag = image
-            .rsplit_once(':')
-            .filter(|(_, tag)| !tag.contains('/'))
-            .map_or("", |(_, tag)| tag);
         let _ = writeln!(out, "agent {workload} in {}: {image}", list.namespace);
-        if is_version(tag) && tag.trim_start_matches('v') != cli {
+        if let Some(version) = tether_kube::image::tag_version(image).filter(|v| *v != cli) {
+            // As the tag spells it (`v1.1.0`), which is what the user sees in the image.
+            let tag = image.rsplit_once(':').map_or(version, |(_, t)| t);
             let _ = writeln!(
                 out,
                 "warning: the agent of {workload} runs tether {tag} and this is tether {cli}: \
@@ -195,17 +193,6 @@ pub fn agent_versions(list: &ListReport, cli: &str) -> String {
         }
     }
     out
-}
-
-/// `1.2.3`, `v0.1.0-rc.1`: a tag that names a version.
-fn is_version(tag: &str) -> bool {
-    let t = tag.strip_prefix('v').unwrap_or(tag);
-    let core = t.split(['-', '+']).next().unwrap_or_default();
-    let parts: Vec<&str> = core.split('.').collect();
-    parts.len() >= 2
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `-n` names a namespace other than the connected one, where intercepts are made and listed.

@@ -73,22 +73,9 @@ pub fn image_of(deployment: &Deployment) -> Option<String> {
         .clone()
 }
 
-/// The version in an image tag (`repo/tether-agent:0.1.0` → `0.1.0`), if the tag is one.
-fn tag_version(image: &str) -> Option<&str> {
-    let tag = image.rsplit_once(':')?.1;
-    let tag = tag.strip_prefix('v').unwrap_or(tag);
-    let numeric = tag.split('.').count() == 3
-        && tag.split('.').all(|p| {
-            p.split('-')
-                .next()
-                .is_some_and(|n| n.parse::<u32>().is_ok())
-        });
-    (numeric && !tag.contains('/')).then_some(tag)
-}
-
 fn version_check(image: &str, cli: &str) -> Check {
     const ID: &str = "manager.version";
-    match tag_version(image) {
+    match tether_kube::image::tag_version(image) {
         Some(v) if v == cli => Check::ok(ID, format!("image {image}, the CLI's version")),
         Some(v) => Check::warn(
             ID,

@@ -426,12 +426,6 @@ fn agent_versions_warn_on_skew() {
          agent deployment/db in shop: registry.example.com:5000/tether-agent\n\
          agent deployment/local in shop: tether.local/tether-agent:2fdfde58b0d9\n"
     );
-    for version in ["1.2.3", "v0.1.0", "0.1.0-rc.1", "2.0"] {
-        assert!(is_version(version), "{version}");
-    }
-    for other in ["", "latest", "2fdfde58b0d9", "1", "1..2", "sha-1.2"] {
-        assert!(!is_version(other), "{other}");
-    }
 }
 
 #[test]
