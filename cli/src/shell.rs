@@ -1,9 +1,10 @@
 //! `tether completion` and `tether man`: the command line described for shells and `man`.
 //!
-//! Completion scripts are clap_complete's, generated from the command line. bash's also
-//! completes what only the cluster knows: workload names after `intercept` and `uninstall`, and
-//! intercept names after `leave`, from the hidden `tether __complete` (clap_complete's dynamic
-//! engine needs a crate the offline registry lacks, so this one wrapper is written here).
+//! Completion scripts are clap_complete's, generated from the command line. bash's, zsh's and
+//! fish's also complete what only the cluster knows: workload names after `intercept` and
+//! `uninstall`, and intercept names after `leave`, from the hidden `tether __complete`
+//! (clap_complete's dynamic engine needs a crate the offline registry lacks, so one small
+//! wrapper per shell is written here).
 
 use std::{path::Path, process::ExitCode, time::Duration};
 
@@ -52,11 +53,51 @@ _tether_dynamic() {
 complete -F _tether_dynamic -o nosort -o bashdefault -o default tether
 "#;
 
+/// zsh: the generated `_tether` (registered with `compdef` when the script is sourced), then a
+/// wrapper registered after it that offers the cluster's names where one is expected.
+const ZSH_DYNAMIC: &str = r#"
+_tether_dynamic() {
+    local what="" ns="" i
+    for ((i = 3; i < CURRENT; i++)); do
+        case "${words[i]}" in
+            -n|--namespace) ns="${words[i+1]}" ;;
+        esac
+    done
+    if (( CURRENT == 3 )) && [[ "${words[CURRENT]}" != -* ]]; then
+        case "${words[2]}" in
+            intercept|uninstall) what=workloads ;;
+            leave) what=intercepts ;;
+        esac
+    fi
+    if [[ -n "$what" ]]; then
+        local -a names
+        names=(${(f)"$(tether __complete "$what" ${ns:+-n "$ns"} 2>/dev/null)"})
+        compadd -a names
+        return
+    fi
+    _tether "$@"
+}
+compdef _tether_dynamic tether
+"#;
+
+/// fish: the cluster's names as candidates of the first argument after the subcommand.
+const FISH_DYNAMIC: &str = r#"
+function __tether_first_argument
+    set -l words (commandline -opc)
+    test (count $words) -eq 2
+end
+complete -c tether -n '__fish_seen_subcommand_from intercept uninstall; and __tether_first_argument' -f -a '(tether __complete workloads 2>/dev/null)'
+complete -c tether -n '__fish_seen_subcommand_from leave; and __tether_first_argument' -f -a '(tether __complete intercepts 2>/dev/null)'
+"#;
+
 pub fn completion(shell: clap_complete::Shell) -> ExitCode {
     let mut cmd = Cli::command();
     clap_complete::generate(shell, &mut cmd, "tether", &mut std::io::stdout());
-    if shell == clap_complete::Shell::Bash {
-        print!("{BASH_DYNAMIC}");
+    match shell {
+        clap_complete::Shell::Bash => print!("{BASH_DYNAMIC}"),
+        clap_complete::Shell::Zsh => print!("{ZSH_DYNAMIC}"),
+        clap_complete::Shell::Fish => print!("{FISH_DYNAMIC}"),
+        _ => {}
     }
     ExitCode::SUCCESS
 }

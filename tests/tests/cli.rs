@@ -5,22 +5,25 @@ use std::time::Duration;
 
 use tether_e2e::{run, tether_bin};
 
-/// A tmux session running `bash`; killed on drop.
+/// A tmux session running a shell; killed on drop.
 struct Tmux(String);
 
 impl Tmux {
+    /// `bash` without start-up files.
     fn start(path: &str) -> Tmux {
-        let name = format!("tether-e2e-cli-{}", std::process::id());
+        Tmux::shell(path, "bash", &["bash", "--norc", "--noprofile"])
+    }
+
+    fn shell(path: &str, name: &str, argv: &[&str]) -> Tmux {
+        let name = format!("tether-e2e-cli-{name}-{}", std::process::id());
         run(Command::new("tmux")
             .args(["new-session", "-d", "-s", &name, "-x", "200", "-y", "50"])
             .args([
                 "env",
                 &format!("PATH={path}"),
                 &format!("KUBECONFIG={}", tether_e2e::kubeconfig().display()),
-                "bash",
-                "--norc",
-                "--noprofile",
-            ]))
+            ])
+            .args(argv))
         .expect_ok("tmux new-session");
         Tmux(name)
     }
@@ -60,10 +63,10 @@ impl Drop for Tmux {
     }
 }
 
-#[test]
-fn bash_completes_tether_commands_and_flags() {
-    // `tether` on the PATH, as `cargo install` puts it.
-    let bin_dir = std::env::temp_dir().join(format!("tether-e2e-bin-{}", std::process::id()));
+/// A directory with `tether` in it, as `cargo install` puts it on the PATH; and that PATH.
+fn tether_on_path(shell: &str) -> (std::path::PathBuf, String) {
+    let bin_dir =
+        std::env::temp_dir().join(format!("tether-e2e-bin-{shell}-{}", std::process::id()));
     std::fs::create_dir_all(&bin_dir).unwrap();
     let link = bin_dir.join("tether");
     let _ = std::fs::remove_file(&link);
@@ -73,7 +76,46 @@ fn bash_completes_tether_commands_and_flags() {
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    (bin_dir, path)
+}
 
+#[test]
+fn zsh_completes_commands_and_workload_names() {
+    let (bin_dir, path) = tether_on_path("zsh");
+    let shell = Tmux::shell(&path, "zsh", &["zsh", "-f"]);
+    shell.keys(&["autoload -U compinit && compinit -u && source <(tether completion zsh)", "Enter"]);
+    shell.keys(&["tether inter", "Tab"]);
+    shell.expect("tether intercept");
+    shell.keys(&["C-u"]);
+    shell.keys(&["tether intercept ord", "Tab"]);
+    shell.expect("tether intercept orders");
+    let _ = std::fs::remove_dir_all(&bin_dir);
+}
+
+#[test]
+fn fish_completes_commands_and_workload_names() {
+    let (bin_dir, path) = tether_on_path("fish");
+    // fish answers `complete -C LINE` with the candidates it would offer, one per line.
+    let complete = |line: &str| {
+        run(Command::new("fish")
+            .args(["--no-config", "-c"])
+            .arg(format!(
+                "tether completion fish | source; complete -C '{line}'"
+            ))
+            .env("PATH", &path)
+            .env("KUBECONFIG", tether_e2e::kubeconfig()))
+        .expect_ok("fish complete -C")
+    };
+    let commands = complete("tether inter");
+    assert!(commands.lines().any(|l| l.starts_with("intercept")), "{commands}");
+    let workloads = complete("tether intercept ord");
+    assert!(workloads.lines().any(|l| l.starts_with("orders")), "{workloads}");
+    let _ = std::fs::remove_dir_all(&bin_dir);
+}
+
+#[test]
+fn bash_completes_tether_commands_and_flags() {
+    let (bin_dir, path) = tether_on_path("bash");
     let shell = Tmux::start(&path);
     shell.keys(&["source <(tether completion bash)", "Enter"]);
     shell.keys(&["tether inter", "Tab"]);

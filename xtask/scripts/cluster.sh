@@ -22,7 +22,7 @@ install_deps() {
   # The image registry the cluster pulls from, and the client that pushes to it.
   apt_install docker-registry skopeo
   # The CLI tests: completions in a real bash under tmux, man pages through man.
-  apt_install tmux man-db
+  apt_install tmux man-db zsh fish
   # The observability tests: a real Prometheus scraping the cluster, and promtool.
   apt_install prometheus
   command -v kubectl >/dev/null || apt_install kubernetes-client
