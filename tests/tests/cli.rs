@@ -83,7 +83,10 @@ fn tether_on_path(shell: &str) -> (std::path::PathBuf, String) {
 fn zsh_completes_commands_and_workload_names() {
     let (bin_dir, path) = tether_on_path("zsh");
     let shell = Tmux::shell(&path, "zsh", &["zsh", "-f"]);
-    shell.keys(&["autoload -U compinit && compinit -u && source <(tether completion zsh)", "Enter"]);
+    shell.keys(&[
+        "autoload -U compinit && compinit -u && source <(tether completion zsh)",
+        "Enter",
+    ]);
     shell.keys(&["tether inter", "Tab"]);
     shell.expect("tether intercept");
     shell.keys(&["C-u"]);
@@ -107,9 +110,15 @@ fn fish_completes_commands_and_workload_names() {
         .expect_ok("fish complete -C")
     };
     let commands = complete("tether inter");
-    assert!(commands.lines().any(|l| l.starts_with("intercept")), "{commands}");
+    assert!(
+        commands.lines().any(|l| l.starts_with("intercept")),
+        "{commands}"
+    );
     let workloads = complete("tether intercept ord");
-    assert!(workloads.lines().any(|l| l.starts_with("orders")), "{workloads}");
+    assert!(
+        workloads.lines().any(|l| l.starts_with("orders")),
+        "{workloads}"
+    );
     let _ = std::fs::remove_dir_all(&bin_dir);
 }
 
