@@ -168,26 +168,18 @@ state = "$STATE/containerd/state"
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."tether.local"]
     endpoint = ["http://$REGISTRY"]
 C
-  # Debian's Prometheus, as a platform team runs one: it finds tether's manager and agents by
-  # Kubernetes pod discovery (with the admin kubeconfig), keeping the containers' ports named
-  # tether-metrics, and scrapes them every 2 s so the tests see changes soon.
+  # Debian's Prometheus, as a platform team runs one, scraping tether's manager and agents every
+  # 2 s so the tests see changes soon. Debian builds it without Kubernetes discovery, so
+  # prometheus-sd.py finds the pods' ports named tether-metrics with the admin kubeconfig and
+  # hands them over as a file_sd list, labelled as kubernetes_sd_configs would be.
+  echo '[]' >"$STATE/config/prometheus-targets.json"
   cat >"$STATE/config/prometheus.yml" <<C
 global: {scrape_interval: 2s, scrape_timeout: 1s, evaluation_interval: 2s}
 scrape_configs:
   - job_name: tether
-    kubernetes_sd_configs:
-      - role: pod
-        kubeconfig_file: $ADMIN_KUBECONFIG
-    relabel_configs:
-      - source_labels: [__meta_kubernetes_pod_container_port_name]
-        regex: tether-metrics
-        action: keep
-      - source_labels: [__meta_kubernetes_namespace]
-        target_label: namespace
-      - source_labels: [__meta_kubernetes_pod_name]
-        target_label: pod
-      - source_labels: [__meta_kubernetes_pod_container_name]
-        target_label: container
+    file_sd_configs:
+      - files: [$STATE/config/prometheus-targets.json]
+        refresh_interval: 2s
 C
   cat >"$STATE/config/registry.yml" <<C
 version: 0.1
@@ -339,6 +331,8 @@ cmd_up() {
       sh -c "kubectl --kubeconfig '$ADMIN_KUBECONFIG' get node $NODE_NAME -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
     wait_for "default service account" 30 kube-controller-manager \
       kubectl --kubeconfig "$ADMIN_KUBECONFIG" -n default get serviceaccount default
+    start prometheus-sd python3 "$here/prometheus-sd.py" "$ADMIN_KUBECONFIG" \
+      "$STATE/config/prometheus-targets.json"
     start prometheus prometheus --config.file="$STATE/config/prometheus.yml" \
       --storage.tsdb.path="$STATE/prometheus" --web.listen-address="$PROMETHEUS" \
       --storage.tsdb.retention.time=1d

@@ -71,7 +71,7 @@ PROMETHEUS=127.0.0.1:$PROMETHEUS_PORT
 # Workstation namespaces: name, host-side veth, /30 subnet prefix (host .1, namespace .2).
 WS_NAMESPACES=("tether-ws:tws0:10.250.0" "tether-ws2:tws1:10.250.1")
 # The components, in start order. Each one's pid is in $RUN/<name>.pid.
-COMPONENTS=(dnsmasq docker-registry etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy prometheus)
+COMPONENTS=(dnsmasq docker-registry etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy prometheus-sd prometheus)
 
 # This machine's own address: the source address of the default route, else the first global one.
 node_ip() {
