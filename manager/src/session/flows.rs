@@ -11,7 +11,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use bytes::BytesMut;
@@ -19,6 +19,9 @@ use tether_proto::{ErrorCode, Message, Open, OpenError, OpenResult, Protocol, Ud
 use tether_tunnel::{framed, quinn};
 use tokio::net::{TcpStream, UdpSocket};
 use tracing::{debug, debug_span, info, Instrument};
+
+use super::requests::Asker;
+use crate::audit::{Action, AuditLog};
 
 /// How long a TCP dial may take.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,14 +38,24 @@ pub struct Flows {
     conn: quinn::Connection,
     policy: Arc<crate::dial_policy::DialPolicy>,
     udp: Arc<Mutex<HashMap<u64, Arc<UdpSocket>>>>,
+    /// Where a refused dial is recorded, as `asker`'s.
+    audit: AuditLog,
+    asker: Arc<Asker>,
 }
 
 impl Flows {
-    pub fn new(conn: quinn::Connection, policy: Arc<crate::dial_policy::DialPolicy>) -> Self {
+    pub fn new(
+        conn: quinn::Connection,
+        policy: Arc<crate::dial_policy::DialPolicy>,
+        audit: AuditLog,
+        asker: Arc<Asker>,
+    ) -> Self {
         Flows {
             conn,
             policy,
             udp: Arc::default(),
+            audit,
+            asker,
         }
     }
 
@@ -114,6 +127,13 @@ impl Flows {
         let span = debug_span!("flow", id = open.flow, proto = ?open.protocol, dst = %open.dst);
         if let Err(message) = self.policy.check(open.dst) {
             info!(flow = open.flow, dst = %open.dst, %message, "Dial refused");
+            self.audit.record(
+                self.asker
+                    .record(Action::DialRefused, SystemTime::now())
+                    .object(None, &open.dst.to_string())
+                    .note("protocol", format!("{:?}", open.protocol).to_lowercase())
+                    .refused(message.clone()),
+            );
             let err = OpenError {
                 code: ErrorCode::NotPermitted,
                 message,
