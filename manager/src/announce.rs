@@ -168,12 +168,20 @@ pub enum AnnounceError {
 /// Writes the annotation and Events. Changes are announced one at a time (the caller holds
 /// [`Announcer::lock`] while it reads the registry and writes), so a slower write never
 /// overwrites a newer list.
-#[derive(Debug)]
 pub struct Announcer {
     client: Client,
     /// The manager pod's name (the Events' `reportingInstance`).
     instance: String,
     lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Announcer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `kube::Client` has no Debug.
+        f.debug_struct("Announcer")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Announcer {

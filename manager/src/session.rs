@@ -408,7 +408,7 @@ async fn session(
     shared.clients().remove(&session_id);
     let why = match &result {
         Ok(()) | Err(SessionError::Bye) => "closed by the client".to_owned(),
-        Err(error) => tether_proto::error_chain(error).to_string(),
+        Err(error) => tether_proto::error_chain(error),
     };
     let ended = SystemTime::now();
     let gone = shared.registry().end_session(&session_id);
