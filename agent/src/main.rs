@@ -112,6 +112,13 @@ struct ManagerArgs {
     /// The resolver configuration to forward non-cluster names with.
     #[arg(long, default_value = RESOLV_CONF_PATH)]
     resolv_conf: PathBuf,
+    /// Where the audit log goes: `-` for stdout (tracing logs go to stderr), a file path
+    /// (appended), or `off`. One `audit.k8s.io/v1` Event per line.
+    #[arg(long, env = "TETHER_AUDIT_LOG", default_value = "-")]
+    audit_log: tether_manager::audit::AuditTarget,
+    /// The manager pod's name (the Events it writes name it as their reporting instance).
+    #[arg(long, env = "POD_NAME", default_value = "tether-manager")]
+    pod_name: String,
     /// How long a person's session certificate is valid, in seconds (daemons renew at 2/3).
     #[arg(long, env = "TETHER_SESSION_CERT_LIFETIME", default_value_t = tether_manager::signer::DEFAULT_LIFETIME.as_secs(), value_parser = clap::value_parser!(u64).range(60..))]
     session_cert_lifetime: u64,
@@ -159,6 +166,8 @@ async fn run_manager(args: ManagerArgs) -> Result<(), Box<dyn std::error::Error>
         pod_ips: args.pod_ip,
         dial_allow: args.dial_allow,
         dial_deny: args.dial_deny,
+        audit_log: args.audit_log,
+        pod_name: args.pod_name,
     };
     // Stopped with SIGTERM (rollout, pod deletion): the tunnel server closes every session with a
     // reason, so clients and agents reconnect to the next manager at once.

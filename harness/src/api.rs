@@ -9,6 +9,8 @@
 //! | `POST tokenreviews` (authentication.k8s.io/v1) | a pod's service-account token ([`FakeApi::add_pod`]) for audience `tether`, else not authenticated |
 //! | `GET` a pod, a ReplicaSet | those [`FakeApi::add_pod`] made |
 //! | `GET` a Secret | those [`FakeApi::put_secret`] stored |
+//! | merge `PATCH` of a Deployment's, StatefulSet's or ReplicaSet's annotations | applied to its annotations ([`FakeApi::annotations`]); the object with a uid |
+//! | `POST` an Event | recorded ([`FakeApi::events`]) |
 //! | anything else | `404 NotFound`, and the request is listed in [`FakeApi::unanswered`] |
 //!
 //! Every SubjectAccessReview is recorded ([`FakeApi::reviews`]): a test can check whom the
@@ -79,6 +81,9 @@ struct State {
     pods: BTreeMap<Key, Pod>,
     replica_sets: BTreeMap<Key, ReplicaSet>,
     secrets: BTreeMap<Key, Secret>,
+    /// Workload annotations by (namespace, `resource/name`).
+    annotations: BTreeMap<Key, BTreeMap<String, String>>,
+    events: Vec<serde_json::Value>,
     unanswered: Vec<String>,
 }
 
@@ -127,6 +132,27 @@ impl FakeApi {
     /// Every SubjectAccessReview asked so far, oldest first.
     pub fn reviews(&self) -> Vec<Review> {
         self.lock().reviews.clone()
+    }
+
+    /// The annotations merge patches gave a workload (`resource` is `deployments`,
+    /// `statefulsets` or `replicasets`).
+    pub fn annotations(
+        &self,
+        namespace: &str,
+        resource: &str,
+        name: &str,
+    ) -> BTreeMap<String, String> {
+        let key = key(namespace, &format!("{resource}/{name}"));
+        self.lock()
+            .annotations
+            .get(&key)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The Events created, as sent, oldest first.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.lock().events.clone()
     }
 
     /// Requests answered `404` because the fake does not know them (`METHOD path`).
@@ -211,6 +237,20 @@ impl FakeApi {
             (&Method::GET, ["api", "v1", "namespaces", ns, "secrets", name]) => {
                 self.get(|s| s.secrets.get(&key(ns, name)).map(serde_json::to_vec))
             }
+            (&Method::PATCH, ["apis", "apps", "v1", "namespaces", ns, resource, name])
+                if ["deployments", "statefulsets", "replicasets"].contains(resource) =>
+            {
+                Some(self.patch_annotations(ns, resource, name, &body))
+            }
+            (&Method::POST, ["api", "v1", "namespaces", _, "events"]) => {
+                Some(match serde_json::from_slice::<serde_json::Value>(&body) {
+                    Ok(event) => {
+                        self.lock().events.push(event.clone());
+                        respond(StatusCode::CREATED, event.to_string().into_bytes())
+                    }
+                    Err(error) => bad_request(&error),
+                })
+            }
             _ => None,
         };
         answer.unwrap_or_else(|| {
@@ -220,6 +260,43 @@ impl FakeApi {
                 .push(format!("{} {path}", parts.method));
             status(StatusCode::NOT_FOUND, "NotFound", &format!("{path} not found"))
         })
+    }
+
+    /// Applies a merge patch's `metadata.annotations` (a null value removes the key); answers
+    /// with the object's metadata and a uid.
+    fn patch_annotations(
+        &self,
+        ns: &str,
+        resource: &str,
+        name: &str,
+        body: &[u8],
+    ) -> Response<Full<Bytes>> {
+        let patch: serde_json::Value = match serde_json::from_slice(body) {
+            Ok(patch) => patch,
+            Err(error) => return bad_request(&error),
+        };
+        let mut state = self.lock();
+        let annotations = state
+            .annotations
+            .entry(key(ns, &format!("{resource}/{name}")))
+            .or_default();
+        if let Some(changes) = patch["metadata"]["annotations"].as_object() {
+            for (k, v) in changes {
+                match v.as_str() {
+                    Some(v) => annotations.insert(k.clone(), v.to_owned()),
+                    None => annotations.remove(k),
+                };
+            }
+        }
+        let object = json!({
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "uid": format!("uid-{resource}-{name}"),
+                "annotations": annotations,
+            }
+        });
+        ok(object.to_string().into_bytes())
     }
 
     /// An object from the maps, serialized; `None` (404) if absent.

@@ -41,6 +41,9 @@ pub struct ManagerOptions {
     pub dial_deny: Vec<IpNet>,
     /// How long minted session certificates are valid.
     pub session_cert_lifetime: Duration,
+    /// Where the manager's audit events go (by default nowhere; see
+    /// [`AuditLog::channel`](tether_manager::audit::AuditLog::channel)).
+    pub audit: tether_manager::audit::AuditLog,
 }
 
 impl Default for ManagerOptions {
@@ -49,6 +52,7 @@ impl Default for ManagerOptions {
             dial_allow: vec![crate::cluster::SERVICE_CIDR],
             dial_deny: Vec::new(),
             session_cert_lifetime: Duration::from_secs(3600),
+            audit: tether_manager::audit::AuditLog::off(),
         }
     }
 }
@@ -112,6 +116,8 @@ impl Manager {
             pod_ips: Vec::new(),
             dial_allow: options.dial_allow.clone(),
             dial_deny: options.dial_deny.clone(),
+            audit_log: tether_manager::audit::AuditTarget::Off,
+            pod_name: "tether-manager-harness".to_owned(),
         };
         let dial_policy = DialPolicy::new(&[], &[], options.dial_allow, options.dial_deny);
         let mut registry = tether_metrics::Registry::default();
@@ -129,6 +135,7 @@ impl Manager {
             resolver: Resolver::new(view, Forwarder::new(Vec::new(), Duration::from_secs(1))),
             dial_policy: Arc::new(dial_policy),
             metrics,
+            audit: options.audit.clone(),
         };
         let running = serve(
             SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),

@@ -41,6 +41,10 @@ pub const SESSION_REQUEST_PREFIX: &str = "tether-session-";
 pub const AGENT_CONTAINER: &str = "tether-agent";
 /// The workload annotation that records what injecting the agent changed.
 pub const AGENT_ANNOTATION: &str = "tether.dev/agent";
+/// The workload annotation listing its active intercepts in words (`ann (x-dev=ann) → 8080`),
+/// which the manager keeps current and removes with the last intercept (and uninstall removes
+/// with the agent).
+pub const INTERCEPTS_ANNOTATION: &str = "tether.dev/intercepts";
 /// The agents' credential Secret, one per namespace.
 pub const AGENT_SECRET: &str = "tether-agent-tls";
 

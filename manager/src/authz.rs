@@ -124,6 +124,11 @@ pub fn owner(subject: &Subject, host_hint: &str) -> String {
     }
 }
 
+/// The verified user of an [`owner`]: the part before the host hint.
+pub fn owner_user(owner: &str) -> &str {
+    owner.split_once(" (").map_or(owner, |(user, _)| user)
+}
+
 /// Longest host hint kept, in characters.
 const MAX_HINT: usize = 64;
 

@@ -16,8 +16,14 @@
 //! - [`registry`]: every session's intercepts, refusing conflicts with `tether-route`'s model.
 //! - [`dial_policy`]: which addresses the manager dials for sessions.
 //! - [`signer`]: signs people's session certificates from CertificateSigningRequests.
+//! - [`audit`]: the audit trail, one `audit.k8s.io/v1`-shaped JSON line per security-relevant
+//!   action, and its writer.
+//! - [`announce`]: intercepts told on their workloads: Kubernetes Events and the
+//!   `tether.dev/intercepts` annotation.
 #![forbid(unsafe_code)]
 
+pub mod announce;
+pub mod audit;
 pub mod authz;
 pub mod dial_policy;
 pub mod discovery;

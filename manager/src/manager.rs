@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
+use crate::audit::{AuditLog, AuditTarget, SinkError};
 use crate::discovery::{self, publish_subnets, DiscoveryError, Watches};
 use crate::dns::{Forwarder, Resolver};
 use crate::view::{ClusterView, SharedView};
@@ -55,6 +56,10 @@ pub struct ManagerConfig {
     pub dial_allow: Vec<IpNet>,
     /// Ranges never dialed.
     pub dial_deny: Vec<IpNet>,
+    /// Where the audit log goes (see [`crate::audit`]).
+    pub audit_log: AuditTarget,
+    /// The manager pod's name (the `reportingInstance` of the Events it writes).
+    pub pod_name: String,
 }
 
 /// What the code serving clients gets: everything a session needs from the cluster side.
@@ -80,6 +85,8 @@ pub struct ManagerState {
     pub dial_policy: std::sync::Arc<crate::dial_policy::DialPolicy>,
     /// What the manager counts (served on the metrics port).
     pub metrics: Arc<ManagerMetrics>,
+    /// The audit trail.
+    pub audit: AuditLog,
 }
 
 impl std::fmt::Debug for ManagerState {
@@ -107,6 +114,9 @@ pub enum ManagerError {
         #[source]
         source: std::io::Error,
     },
+    /// The audit log could not be opened.
+    #[error("could not start the audit log (`--audit-log`)")]
+    Audit(#[source] SinkError),
     /// The serving code (the tunnel) failed.
     #[error("the manager stopped serving")]
     Serve(#[source] Box<dyn Error + Send + Sync>),
@@ -124,6 +134,9 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Into<Box<dyn Error + Send + Sync>>,
 {
+    let audit = AuditLog::start(&config.audit_log)
+        .await
+        .map_err(ManagerError::Audit)?;
     let resolv_conf = match tokio::fs::read_to_string(&config.resolv_conf).await {
         Ok(text) => ResolvConf::parse(&text),
         Err(error) => {
@@ -206,6 +219,7 @@ where
         resolver,
         dial_policy,
         metrics,
+        audit,
     };
     let served = serve(state).await;
     drop(watches);

@@ -173,6 +173,15 @@ impl Registry {
         self.intercepts.get(&id)
     }
 
+    /// The intercepts of `workload` (`Kind/name`) in `namespace`, oldest first.
+    pub fn on_workload(&self, namespace: &str, workload: &str) -> Vec<InterceptInfo> {
+        self.intercepts
+            .values()
+            .filter(|i| i.namespace == namespace && i.workload == workload)
+            .cloned()
+            .collect()
+    }
+
     /// Every intercept and agent in a namespace.
     pub fn list(&self, namespace: &str) -> InterceptState {
         let mut agents: Vec<AgentInfo> = self

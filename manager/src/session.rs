@@ -29,7 +29,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use tether_proto::session::Event;
@@ -39,6 +39,8 @@ use tether_proto::{
 use tether_tunnel::{control::now, quinn, Identity, Role};
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::announce::{self, Announcer};
+use crate::audit::{Action, Record};
 use crate::authz::{self, review::ApiReviewer, Access, Subject};
 use crate::manager::ManagerState;
 use crate::registry::Registry;
@@ -72,6 +74,8 @@ struct Shared {
     reviewer: ApiReviewer,
     registry: Mutex<Registry>,
     clients: Mutex<HashMap<String, quinn::Connection>>,
+    /// Tells intercepts on their workloads (Events, the annotation).
+    announcer: Announcer,
 }
 
 impl Shared {
@@ -157,6 +161,7 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
         state.client.clone(),
         identity.clone(),
         state.config.session_cert_lifetime,
+        state.audit.clone(),
     ));
     tokio::spawn(crate::manager::serve_health(health));
     info!(quic = %quic_addr, relay = relay_port, health = health_port, "Tunnel server ready");
@@ -188,6 +193,7 @@ pub async fn serve_endpoint(
 ) {
     let shared = Arc::new(Shared {
         reviewer: ApiReviewer::new(state.client.clone()),
+        announcer: Announcer::new(state.client.clone(), state.config.pod_name.clone()),
         state,
         identity,
         registry: Mutex::new(Registry::new()),
@@ -214,7 +220,7 @@ pub async fn serve_endpoint(
             };
             if peer.role == Role::Agent {
                 let span = info_span!("agent", %remote);
-                if let Err(error) = agents::session(conn, shared, agent_id, &peer.name)
+                if let Err(error) = agents::session(conn, shared, agent_id, &peer.name, remote)
                     .instrument(span.clone())
                     .await
                 {
@@ -227,7 +233,7 @@ pub async fn serve_endpoint(
                 groups: peer.groups,
             };
             let span = info_span!("session", %remote, user = %subject.user);
-            if let Err(error) = session(conn, shared, subject)
+            if let Err(error) = session(conn, shared, subject, remote)
                 .instrument(span.clone())
                 .await
             {
@@ -294,9 +300,12 @@ async fn session(
     conn: quinn::Connection,
     shared: Arc<Shared>,
     subject: Subject,
+    remote: SocketAddr,
 ) -> Result<(), SessionError> {
     let state = &shared.state;
     let (mut ctl, hello) = control::accept_hello(&conn).await?;
+    let received = SystemTime::now();
+    let audit = &state.audit;
     // The certificate may be older than a removed binding (or be a credential of an older
     // manager of this CA): the right to a session is asked now, not only at signing.
     let session_access = Access::create_session();
@@ -309,6 +318,11 @@ async fn session(
                 subject.user
             ),
         };
+        audit.record(
+            Record::new(Action::SessionRefused, &subject, received)
+                .peer(remote.ip(), &hello.client)
+                .refused(message.clone()),
+        );
         control::refuse(&mut ctl, message.clone()).await;
         conn.close(2u32.into(), message.as_bytes());
         return Err(SessionError::Forbidden(message));
@@ -334,19 +348,30 @@ async fn session(
     let _open = state
         .metrics
         .session(&subject.user, carrier(conn.remote_address()));
-    shared.clients().insert(session_id.clone(), conn.clone());
-
     let asker = requests::Asker {
         subject: subject.clone(),
         namespace: hello.namespace,
         session_id: session_id.clone(),
         owner,
+        source: remote.ip(),
+        client: hello.client,
     };
-    let (requests, mut answers) = requests::Requests::start(shared.clone(), asker);
+    audit.record(
+        asker
+            .record(Action::SessionStarted, received)
+            .object(None, &session_id)
+            .note("namespace", &asker.namespace),
+    );
+    shared.clients().insert(session_id.clone(), conn.clone());
+
+    let asker = Arc::new(asker);
+    let (requests, mut answers) = requests::Requests::start(shared.clone(), asker.clone());
     let flows = flows::Flows::new(
         conn.clone(),
         shared.state.dial_policy.clone(),
         shared.state.metrics.clone(),
+        audit.clone(),
+        asker.clone(),
     );
     let flow_acceptor = flows.clone().accept_loop();
     let datagrams = flows.clone().datagram_loop();
@@ -411,10 +436,65 @@ async fn session(
     flows.close_all();
     conn.close(0u32.into(), b"bye");
     shared.clients().remove(&session_id);
-    for gone in shared.registry().end_session(&session_id) {
-        info!(name = %gone.name, id = gone.id, "Intercept ended with its session");
+    let why = match &result {
+        Ok(()) | Err(SessionError::Bye) => "closed by the client".to_owned(),
+        Err(error) => tether_proto::error_chain(error),
+    };
+    let ended = SystemTime::now();
+    let gone = shared.registry().end_session(&session_id);
+    for i in &gone {
+        info!(name = %i.name, id = i.id, "Intercept ended with its session");
+        audit.record(
+            asker
+                .record(Action::InterceptEnded, ended)
+                .intercept(i)
+                .note("reason", "its session ended"),
+        );
+    }
+    audit.record(
+        asker
+            .record(Action::SessionEnded, ended)
+            .object(None, &session_id)
+            .note("reason", why),
+    );
+    if !gone.is_empty() {
+        // Nobody waits for these: the session is gone.
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            for i in gone {
+                announce_ended(&shared, &i, "its session ended").await;
+            }
+        });
     }
     result
+}
+
+/// Announces on `i`'s workload that it started (the registry holds it now).
+async fn announce_started(shared: &Shared, i: &tether_proto::InterceptInfo) {
+    let _one_at_a_time = shared.announcer.lock().await;
+    let active = shared.registry().on_workload(&i.namespace, &i.workload);
+    let message = announce::started_message(i);
+    if let Err(error) = shared
+        .announcer
+        .announce(i, &active, announce::STARTED, message)
+        .await
+    {
+        announce::log_failure(&error);
+    }
+}
+
+/// Announces on `i`'s workload that it ended (`why`); the registry no longer holds it.
+async fn announce_ended(shared: &Shared, i: &tether_proto::InterceptInfo, why: &str) {
+    let _one_at_a_time = shared.announcer.lock().await;
+    let active = shared.registry().on_workload(&i.namespace, &i.workload);
+    let message = announce::ended_message(i, why);
+    if let Err(error) = shared
+        .announcer
+        .announce(i, &active, announce::ENDED, message)
+        .await
+    {
+        announce::log_failure(&error);
+    }
 }
 
 /// An agent credential for `r.namespace`, once RBAC lets the session's user create intercepts
@@ -422,8 +502,30 @@ async fn session(
 /// write Secrets there can have put there).
 async fn issue_agent_credential(
     shared: &Shared,
-    subject: &Subject,
+    asker: &requests::Asker,
     r: AgentCredentialRequest,
+) -> Result<AgentCredential, String> {
+    let record = asker
+        .record(Action::AgentCredentialIssued, SystemTime::now())
+        .object(Some(&r.namespace), AGENT_SECRET_NAME);
+    let issued = credential_for(shared, &asker.subject, &r).await;
+    match &issued {
+        Ok(_) => shared.state.audit.record(record),
+        Err(why) => {
+            let record = Record {
+                action: Action::AgentCredentialRefused,
+                ..record
+            };
+            shared.state.audit.record(record.refused(why.clone()));
+        }
+    }
+    issued
+}
+
+async fn credential_for(
+    shared: &Shared,
+    subject: &Subject,
+    r: &AgentCredentialRequest,
 ) -> Result<AgentCredential, String> {
     authz::check(
         &shared.reviewer,

@@ -151,6 +151,23 @@ write_configs() {
   kubeconfig "$STATE/config/scheduler.kubeconfig" scheduler scheduler "https://127.0.0.1:$API_PORT"
   kubeconfig "$STATE/config/kube-proxy.kubeconfig" kube-proxy kube-proxy "https://$ip:$API_PORT"
   kubeconfig "$STATE/config/kubelet.kubeconfig" kubelet kubelet "https://$ip:$API_PORT"
+  # The API server's audit policy: who wrote which workload, Service, Secret or session request
+  # (Metadata: no bodies), nothing else, so the log stays small. The end-to-end tests read it
+  # ($LOGS/kube-apiserver-audit.log, JSON lines) to find tether's workload changes under the
+  # developer's own name.
+  cat >"$STATE/config/audit-policy.yaml" <<C
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    verbs: [create, update, patch, delete]
+    resources:
+      - {group: apps, resources: [deployments, statefulsets, replicasets, daemonsets]}
+      - {group: "", resources: [services, secrets]}
+      - {group: certificates.k8s.io, resources: [certificatesigningrequests]}
+  - level: None
+C
   cat >"$STATE/config/containerd.toml" <<C
 version = 2
 root = "$STATE/containerd/root"
@@ -305,7 +322,9 @@ cmd_up() {
       --kubelet-preferred-address-types=InternalIP \
       --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
       --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-      --enable-admission-plugins=NodeRestriction,ServiceAccount
+      --enable-admission-plugins=NodeRestriction,ServiceAccount \
+      --audit-policy-file="$STATE/config/audit-policy.yaml" --audit-log-path="$LOGS/kube-apiserver-audit.log" \
+      --audit-log-format=json --audit-log-maxsize=100 --audit-log-maxbackup=1
     wait_for "kube-apiserver" 60 kube-apiserver \
       curl -fsS --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "https://$ip:$API_PORT/readyz"
     start kube-controller-manager "$K8S_BIN/kube-controller-manager" \

@@ -90,6 +90,74 @@ async fn a_personal_intercept_takes_only_requests_with_its_header() -> Result {
     Ok(())
 }
 
+/// An intercept's start and end are audited with the verified user and the filter, told on the
+/// workload as Events, and listed in its annotation while active, all before the answer.
+#[tokio::test]
+async fn an_intercept_is_audited_and_announced_on_its_workload() -> Result {
+    let (audit, mut audit_rx) = tether_manager::audit::AuditLog::channel();
+    let world = World::start_with(tether_harness::ManagerOptions {
+        audit,
+        ..Default::default()
+    })
+    .await?;
+    let info = world.alice.intercept(personal(8080), laptop_addr()).await?;
+    assert_eq!(info.filter.headers, ["x-session=alice"]);
+    let annotation = || {
+        world
+            .api
+            .annotations("shop", "deployments", "orders")
+            .get("tether.dev/intercepts")
+            .cloned()
+    };
+    assert_eq!(
+        annotation().as_deref(),
+        Some("alice (x-session=alice) → 8080")
+    );
+    world.alice.leave("orders").await?;
+    assert_eq!(annotation(), None);
+
+    let events = world.api.events();
+    let reasons: Vec<&str> = events.iter().filter_map(|e| e["reason"].as_str()).collect();
+    assert_eq!(reasons, ["Intercepted", "InterceptEnded"]);
+    assert_eq!(events[0]["involvedObject"]["uid"], "uid-deployments-orders");
+    assert!(
+        events[0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("intercepted by alice (x-session=alice) to port 8080"),
+        "{}",
+        events[0]
+    );
+
+    // The session's start, then the intercept's start and end, as alice (her groups too).
+    let mut lines = Vec::new();
+    while let Ok(event) = audit_rx.try_recv() {
+        lines.push(event);
+    }
+    let actions: Vec<&str> = lines
+        .iter()
+        .map(|e| e.annotations["tether.dev/action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        ["session-started", "intercept-created", "intercept-ended"]
+    );
+    for line in &lines {
+        assert_eq!(line.user.username, "alice");
+        assert_eq!(line.user.groups, ["devs"]);
+        assert_eq!(line.source_ips, ["127.0.0.1"]);
+    }
+    assert_eq!(lines[1].annotations["tether.dev/filter"], "x-session=alice");
+    assert_eq!(lines[1].object_ref.namespace.as_deref(), Some("shop"));
+    assert_eq!(lines[2].annotations["tether.dev/reason"], "left");
+    assert_eq!(world.api.unanswered(), Vec::<String>::new());
+    Ok(())
+}
+
+fn laptop_addr() -> std::net::SocketAddr {
+    (Ipv4Addr::LOCALHOST, 9).into()
+}
+
 #[tokio::test]
 async fn an_agent_credential_is_issued_against_the_secret_and_links_an_agent() -> Result {
     let world = World::start().await?;

@@ -34,7 +34,9 @@ use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
-pub use crate::names::{AGENT_ANNOTATION, AGENT_CONTAINER, AGENT_SECRET, MANAGED_BY};
+pub use crate::names::{
+    AGENT_ANNOTATION, AGENT_CONTAINER, AGENT_SECRET, INTERCEPTS_ANNOTATION, MANAGED_BY,
+};
 
 mod container;
 mod credential;
@@ -437,8 +439,9 @@ pub fn record_of(workload: &Workload) -> Result<Option<AgentRecord>, PlanError> 
         })
 }
 
-/// Sets (`Some`) or removes (`None`) the record annotation in a workload's annotations. An
-/// emptied map becomes `None`, as the API server would return it.
+/// Sets (`Some`) or removes (`None`, with the manager's [`INTERCEPTS_ANNOTATION`]) the record
+/// annotation in a workload's annotations. An emptied map becomes `None`, as the API server
+/// would return it.
 pub fn annotate(annotations: &mut Option<BTreeMap<String, String>>, record: Option<&AgentRecord>) {
     match record {
         Some(record) => {
@@ -451,6 +454,8 @@ pub fn annotate(annotations: &mut Option<BTreeMap<String, String>>, record: Opti
         None => {
             if let Some(map) = annotations.as_mut() {
                 map.remove(AGENT_ANNOTATION);
+                // The manager's list of intercepts goes with the agent (no agent, no intercept).
+                map.remove(INTERCEPTS_ANNOTATION);
                 if map.is_empty() {
                     *annotations = None;
                 }

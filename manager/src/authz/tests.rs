@@ -109,6 +109,10 @@ fn owners_are_the_verified_user_and_a_host_hint() {
         owner(&alice(), &"x".repeat(500)).len(),
         "dev-alice ()".len() + 64
     );
+    // And back: the user, whatever the hint claims.
+    for hint in ["root@laptop", "admin (x)", ""] {
+        assert_eq!(owner_user(&owner(&alice(), hint)), "dev-alice");
+    }
 }
 
 #[test]

@@ -11,7 +11,9 @@
 //! developer's process has accepted; the answer goes back to the agent and the two streams are
 //! then spliced.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use tether_proto::session::Event;
@@ -26,6 +28,8 @@ use tracing::{debug, debug_span, info, Instrument};
 
 use super::control::{self, Ctl};
 use super::{SessionError, Shared};
+use crate::audit::{Action, Record};
+use crate::authz::Subject;
 
 /// How long an agent may take to send its `AgentHello` after its `Hello` (it sends both at
 /// once).
@@ -40,8 +44,23 @@ pub(super) async fn session(
     shared: Arc<Shared>,
     agent_id: u64,
     credential_namespace: &str,
+    remote: SocketAddr,
 ) -> Result<(), SessionError> {
     let (mut ctl, hello) = control::accept_hello(&conn).await?;
+    let received = SystemTime::now();
+    // Recorded as the credential's holder: the agents of that namespace.
+    let refused = |pod: &str, why: &str| {
+        let agent = Subject {
+            user: format!("{}/agent:{credential_namespace}", crate::audit::GROUP),
+            groups: Vec::new(),
+        };
+        shared.state.audit.record(
+            Record::new(Action::AgentRefused, &agent, received)
+                .peer(remote.ip(), "")
+                .object(Some(&hello.namespace), pod)
+                .refused(why),
+        );
+    };
     // An agent credential is issued for one namespace: its agents serve no other.
     if hello.namespace != credential_namespace {
         let message = format!(
@@ -49,6 +68,7 @@ pub(super) async fn session(
              tether-agent-tls was copied from another namespace; delete it and intercept again",
             hello.namespace
         );
+        refused("", &message);
         control::refuse(&mut ctl, message).await;
         return Err(SessionError::WrongNamespace {
             claimed: hello.namespace,
@@ -61,27 +81,23 @@ pub(super) async fn session(
     if let Err(why) =
         review.and_then(|status| check_pod_token(&status, &hello.namespace, &agent.pod))
     {
-        control::refuse(
-            &mut ctl,
-            format!(
-                "the agent is not pod {}/{}: {why}",
-                hello.namespace, agent.pod
-            ),
-        )
-        .await;
+        let message = format!(
+            "the agent is not pod {}/{}: {why}",
+            hello.namespace, agent.pod
+        );
+        refused(&agent.pod, &message);
+        control::refuse(&mut ctl, message).await;
         return Err(SessionError::NotThePod(why));
     }
     // And the pod belongs to the workload the agent says it serves: intercepts of another
     // workload (and their holders' laptops) are none of its business.
     if let Err(why) = check_owner(&shared.state.client, &hello.namespace, &agent).await {
-        control::refuse(
-            &mut ctl,
-            format!(
-                "the agent's pod {}/{} is not part of {}: {why}",
-                hello.namespace, agent.pod, agent.workload
-            ),
-        )
-        .await;
+        let message = format!(
+            "the agent's pod {}/{} is not part of {}: {why}",
+            hello.namespace, agent.pod, agent.workload
+        );
+        refused(&agent.pod, &message);
+        control::refuse(&mut ctl, message).await;
         return Err(SessionError::NotThePod(why));
     }
     let welcome = Welcome {

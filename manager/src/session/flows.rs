@@ -11,7 +11,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use bytes::BytesMut;
@@ -21,6 +21,9 @@ use tether_proto::{ErrorCode, Message, Open, OpenError, OpenResult, Protocol, Ud
 use tether_tunnel::{framed, quinn};
 use tokio::net::{TcpStream, UdpSocket};
 use tracing::{debug, debug_span, info, Instrument};
+
+use super::requests::Asker;
+use crate::audit::{Action, AuditLog};
 
 /// How long a TCP dial may take.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,6 +41,9 @@ pub struct Flows {
     policy: Arc<crate::dial_policy::DialPolicy>,
     udp: Arc<Mutex<HashMap<u64, Arc<UdpSocket>>>>,
     metrics: Arc<ManagerMetrics>,
+    /// Where a refused dial is recorded, as `asker`'s.
+    audit: AuditLog,
+    asker: Arc<Asker>,
 }
 
 impl Flows {
@@ -45,12 +51,16 @@ impl Flows {
         conn: quinn::Connection,
         policy: Arc<crate::dial_policy::DialPolicy>,
         metrics: Arc<ManagerMetrics>,
+        audit: AuditLog,
+        asker: Arc<Asker>,
     ) -> Self {
         Flows {
             conn,
             policy,
             udp: Arc::default(),
             metrics,
+            audit,
+            asker,
         }
     }
 
@@ -125,6 +135,13 @@ impl Flows {
         if let Err(message) = self.policy.check(open.dst) {
             info!(flow = open.flow, dst = %open.dst, %message, "Dial refused");
             self.metrics.dial_failed(DialFailure::policy);
+            self.audit.record(
+                self.asker
+                    .record(Action::DialRefused, SystemTime::now())
+                    .object(None, &open.dst.to_string())
+                    .note("protocol", format!("{:?}", open.protocol).to_lowercase())
+                    .refused(message.clone()),
+            );
             let err = OpenError {
                 code: ErrorCode::NotPermitted,
                 message,

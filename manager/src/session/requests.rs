@@ -14,7 +14,9 @@
 //! client reads: a client that asks without reading holds up its own answers (and, with them,
 //! the permits of its further questions), no one else's.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tether_proto::session::Session;
 use tether_proto::{
@@ -25,7 +27,11 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, Instrument};
 
-use super::{issue_agent_credential, Shared, MAX_CREDENTIALS_IN_FLIGHT, MAX_DNS_IN_FLIGHT};
+use super::{
+    announce_ended, announce_started, issue_agent_credential, Shared, MAX_CREDENTIALS_IN_FLIGHT,
+    MAX_DNS_IN_FLIGHT,
+};
+use crate::audit::{Action, Record};
 use crate::authz::{self, Access, Subject};
 use crate::registry::Holder;
 
@@ -46,6 +52,19 @@ pub(super) struct Asker {
     pub(super) namespace: String,
     pub(super) session_id: String,
     pub(super) owner: String,
+    /// The peer's address, as the manager sees it.
+    pub(super) source: IpAddr,
+    /// The client's own description of its machine (a hint).
+    pub(super) client: String,
+}
+
+impl Asker {
+    /// An audit record of `action` by this session, received at `received`.
+    pub(super) fn record(&self, action: Action, received: SystemTime) -> Record {
+        Record::new(action, &self.subject, received)
+            .peer(self.source, &self.client)
+            .note("session", &self.session_id)
+    }
 }
 
 /// Answers one session's requests; see the [module](self) documentation.
@@ -62,8 +81,7 @@ pub(super) struct Requests {
 
 impl Requests {
     /// Starts answering for `asker`; the answers come out of the receiver, for the session.
-    pub(super) fn start(shared: Arc<Shared>, asker: Asker) -> (Self, mpsc::Receiver<Message>) {
-        let asker = Arc::new(asker);
+    pub(super) fn start(shared: Arc<Shared>, asker: Arc<Asker>) -> (Self, mpsc::Receiver<Message>) {
         let (answers, answers_rx) = mpsc::channel(ANSWER_QUEUE);
         let (intercepts, intercepts_rx) = mpsc::channel(MAX_INTERCEPT_REQUESTS_WAITING);
         let worker = tokio::spawn(intercept_worker(
@@ -167,7 +185,7 @@ impl Requests {
         );
         tokio::spawn(async move {
             let req = r.req;
-            let result = issue_agent_credential(&shared, &asker.subject, r)
+            let result = issue_agent_credential(&shared, &asker, r)
                 .await
                 .map_err(|message| tether_proto::Error {
                     code: ErrorCode::NotPermitted,
@@ -209,9 +227,17 @@ async fn intercept_worker(
         let (req, result) = match msg {
             Message::CreateIntercept(c) => (c.req, create(&shared, &asker, &c).await),
             Message::RemoveIntercept(r) => {
+                let received = SystemTime::now();
                 let result = shared.registry().remove(&asker.session_id, &r.name);
                 if let Ok(i) = &result {
                     info!(name = %i.name, id = i.id, "Intercept ended");
+                    shared.state.audit.record(
+                        asker
+                            .record(Action::InterceptEnded, received)
+                            .intercept(i)
+                            .note("reason", "left"),
+                    );
+                    announce_ended(&shared, i, "left").await;
                 }
                 let result = result.map(|i| InterceptState {
                     intercepts: vec![i],
@@ -249,6 +275,7 @@ async fn create(
         session_id: &asker.session_id,
         owner: &asker.owner,
     };
+    let received = SystemTime::now();
     let access = Access::create_intercept(&c.namespace);
     let result = match authz::check(&shared.reviewer, &asker.subject, &access).await {
         Ok(()) => shared.registry().create(holder, c),
@@ -256,9 +283,28 @@ async fn create(
     };
     match &result {
         Ok(i) => {
-            info!(name = %i.name, id = i.id, workload = %i.workload, port = i.port, filter = ?i.filter, "Intercept started")
+            info!(name = %i.name, id = i.id, workload = %i.workload, port = i.port, filter = ?i.filter, "Intercept started");
+            shared.state.audit.record(
+                asker
+                    .record(Action::InterceptCreated, received)
+                    .intercept(i),
+            );
+            // Before the answer: once `tether intercept` returns, the workload shows it.
+            announce_started(shared, i).await;
         }
-        Err(error) => info!(name = %c.name, %error, "Intercept refused"),
+        Err(error) => {
+            info!(name = %c.name, %error, "Intercept refused");
+            shared.state.audit.record(
+                asker
+                    .record(Action::InterceptRefused, received)
+                    .object(Some(&c.namespace), &c.name)
+                    .note("workload", &c.workload)
+                    .note("port", c.port)
+                    .note("service-port", &c.service_port)
+                    .note("filter", crate::audit::filter_text(&c.filter))
+                    .refused(error.clone()),
+            );
+        }
     }
     result.map(|i| InterceptState {
         intercepts: vec![i],

@@ -2,7 +2,7 @@
 //! status and delete calls.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use k8s_openapi::api::authorization::v1::SubjectAccessReviewSpec;
@@ -19,13 +19,14 @@ use tether_tunnel::Identity;
 use tracing::{debug, info, warn};
 
 use super::{step, Step, SIGNER_NAME};
+use crate::audit::{Action, AuditLog, Record};
 use crate::authz::{self, review::review_spec, Access};
 
 /// How often requests are listed for garbage collection (the watch sees changes, not age).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Signs session requests until the process ends. `identity` is the manager's CA.
-pub async fn run(client: Client, identity: Arc<Identity>, lifetime: Duration) {
+pub async fn run(client: Client, identity: Arc<Identity>, lifetime: Duration, audit: AuditLog) {
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let selector = format!("spec.signerName={SIGNER_NAME}");
     let sweep = {
@@ -53,9 +54,10 @@ pub async fn run(client: Client, identity: Arc<Identity>, lifetime: Duration) {
         .applied_objects()
         .for_each(|event| {
             let (client, api, identity) = (client.clone(), api.clone(), identity.clone());
+            let audit = audit.clone();
             async move {
                 match event {
-                    Ok(csr) => handle(&client, &api, &identity, lifetime, csr).await,
+                    Ok(csr) => handle(&client, &api, &identity, lifetime, &audit, csr).await,
                     Err(error) => warn!(%error, "Watching session requests"),
                 }
             }
@@ -69,15 +71,35 @@ async fn handle(
     api: &Api<CertificateSigningRequest>,
     identity: &Identity,
     lifetime: Duration,
+    audit: &AuditLog,
     csr: CertificateSigningRequest,
 ) {
     let name = csr.metadata.name.clone().unwrap_or_default();
     let user = csr.spec.username.clone().unwrap_or_default();
+    // The user the API server authenticated when the request was created.
+    let record = Record::new(
+        Action::CertificateIssued,
+        &authz::Subject {
+            user: user.clone(),
+            groups: csr.spec.groups.clone().unwrap_or_default(),
+        },
+        SystemTime::now(),
+    )
+    .object(None, &name)
+    .note("signer", SIGNER_NAME);
+    let refused = |why: &str| {
+        Record {
+            action: Action::CertificateRefused,
+            ..record.clone()
+        }
+        .refused(why)
+    };
     match step(&csr, k8s_openapi::jiff::Timestamp::now()) {
         Step::Ignore => {}
         Step::Delete => delete(api, &csr).await,
         Step::Deny(message) => {
             info!(request = %name, %user, %message, "Session request refused");
+            audit.record(refused(&message));
             decide(api, csr, "Denied", "TetherInvalidRequest", &message).await;
         }
         Step::Review { approved } => {
@@ -100,7 +122,9 @@ async fn handle(
                             None => return,
                         }
                     };
-                    sign(api, identity, lifetime, csr).await;
+                    if sign(api, identity, lifetime, csr).await {
+                        audit.record(record.note("lifetime-seconds", lifetime.as_secs()));
+                    }
                 }
                 Ok(false) => {
                     let subject = authz::Subject {
@@ -109,6 +133,7 @@ async fn handle(
                     };
                     let message = authz::refusal(&subject, &access);
                     info!(request = %name, %user, "Session request denied by RBAC");
+                    audit.record(refused(&message));
                     decide(api, csr, "Denied", "TetherRBAC", &message).await;
                 }
                 // The next watch event (or the daemon's retry) tries again.
@@ -167,13 +192,13 @@ async fn add_condition(
     }
 }
 
-/// Writes the certificate into the approved request's status.
+/// Writes the certificate into the approved request's status; true once it is there.
 async fn sign(
     api: &Api<CertificateSigningRequest>,
     identity: &Identity,
     lifetime: Duration,
     mut csr: CertificateSigningRequest,
-) {
+) -> bool {
     let name = csr.metadata.name.clone().unwrap_or_default();
     let user = csr.spec.username.clone().unwrap_or_default();
     let groups = csr.spec.groups.clone().unwrap_or_default();
@@ -188,7 +213,7 @@ async fn sign(
             );
             info!(request = %name, %user, %message, "Session request failed");
             fail(api, csr, "TetherInvalidRequest", message).await;
-            return;
+            return false;
         }
     };
     let unsigned = csr.clone();
@@ -200,10 +225,14 @@ async fn sign(
         .replace_status(&name, &PostParams::default(), &csr)
         .await
     {
-        Ok(_) => info!(request = %name, %user, ?groups, "Session certificate issued"),
+        Ok(_) => {
+            info!(request = %name, %user, ?groups, "Session certificate issued");
+            true
+        }
         // Someone else changed the request meanwhile: the watch brings it back.
         Err(kube::Error::Api(status)) if status.code == 409 => {
-            info!(request = %name, "Session request changed while signing; retrying")
+            info!(request = %name, "Session request changed while signing; retrying");
+            false
         }
         Err(error) => {
             // The API server refused the certificate itself (or the write): fail the request
@@ -211,6 +240,7 @@ async fn sign(
             warn!(request = %name, %error, "Cannot write a session certificate");
             let message = format!("the traffic manager could not write the certificate: {error}");
             fail(api, unsigned, "TetherCannotWrite", message).await;
+            false
         }
     }
 }

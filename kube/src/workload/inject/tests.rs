@@ -937,6 +937,11 @@ fn annotate_adds_and_removes_only_the_record() {
 
     let mut some = Some(BTreeMap::from([("owner".to_owned(), "a".to_owned())]));
     annotate(&mut some, Some(&record));
+    // The manager's list of intercepts goes with the agent.
+    some.as_mut().unwrap().insert(
+        INTERCEPTS_ANNOTATION.to_owned(),
+        "ann (x-dev=ann) → 8080".to_owned(),
+    );
     annotate(&mut some, None);
     assert_eq!(
         some,
