@@ -280,15 +280,27 @@ impl Cluster {
                     .and_then(|s| s.conditions.as_ref())
                     .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         });
-        let pod = ready.ok_or(ClusterError::ManagerNotReady(
-            self.manager_namespace.clone(),
-        ))?;
+        let Some(pod) = ready else {
+            return Err(self.no_ready_manager().await);
+        };
         let ip = pod
             .status
             .as_ref()
             .and_then(|s| s.pod_ip.as_ref())
             .and_then(|ip| ip.parse().ok());
         Ok((pod.metadata.name.unwrap_or_default(), ip))
+    }
+
+    /// Why there is no ready manager pod: none installed here (no Deployment, e.g. it was
+    /// installed in another namespace), or one that is not ready.
+    async fn no_ready_manager(&self) -> ClusterError {
+        use k8s_openapi::api::apps::v1::Deployment;
+        let deployments: Api<Deployment> =
+            Api::namespaced(self.client.clone(), &self.manager_namespace);
+        match deployments.get_opt(MANAGER_SERVICE).await {
+            Ok(None) => ClusterError::NoManager(self.manager_namespace.clone()),
+            _ => ClusterError::ManagerNotReady(self.manager_namespace.clone()),
+        }
     }
 
     /// Where the manager's QUIC port may be reachable over plain UDP: its NodePort on every node
