@@ -167,12 +167,12 @@ async fn tcp_flow(
     known.remember(dst);
     debug!(open_us = started.elapsed().as_micros() as u64, "Opened");
     let Ok(mut stream) = req.accept() else { return };
-    let _open = metrics.flow(Protocol::tcp);
+    let _open = metrics.flows.flow(Protocol::tcp);
     // Read from the tunnel: to the workstation; written to it: to the cluster.
     let mut tunnel = Metered::new(
         tokio::io::join(recv, send),
-        metrics.bytes_counter(Direction::to_workstation),
-        metrics.bytes_counter(Direction::to_cluster),
+        metrics.flows.bytes(Direction::to_workstation),
+        metrics.flows.bytes(Direction::to_cluster),
     );
     match tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut tunnel, COPY_BUF, COPY_BUF)
         .await
@@ -204,11 +204,11 @@ async fn early_tcp_flow(
             return;
         }
     };
-    let _open = metrics.flow(Protocol::tcp);
+    let _open = metrics.flows.flow(Protocol::tcp);
     let mut send = Metered::new(
         send,
         Counter::default(),
-        metrics.bytes_counter(Direction::to_cluster),
+        metrics.flows.bytes(Direction::to_cluster),
     );
     let (mut client_rx, mut client_tx) = tokio::io::split(stream);
     let up = async {
@@ -238,7 +238,7 @@ async fn early_tcp_flow(
     known.remember(dst);
     let mut recv = Metered::new(
         recv,
-        metrics.bytes_counter(Direction::to_workstation),
+        metrics.flows.bytes(Direction::to_workstation),
         Counter::default(),
     );
     let down = async {
@@ -271,9 +271,9 @@ async fn udp_flow(
             return;
         }
     };
-    let _open = metrics.flow(Protocol::udp);
-    let to_cluster = metrics.bytes_counter(Direction::to_cluster);
-    let to_workstation = metrics.bytes_counter(Direction::to_workstation);
+    let _open = metrics.flows.flow(Protocol::udp);
+    let to_cluster = metrics.flows.bytes(Direction::to_cluster);
+    let to_workstation = metrics.flows.bytes(Direction::to_workstation);
     loop {
         tokio::select! {
             out = tokio::time::timeout(UDP_IDLE, rx.recv()) => match out {

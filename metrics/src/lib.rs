@@ -18,6 +18,7 @@
 
 pub mod agent;
 mod buckets;
+pub mod flows;
 pub mod manager;
 mod metered;
 mod serve;

@@ -8,6 +8,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::buckets;
+pub use crate::flows::{Direction, Flows, GaugeGuard, Protocol};
 
 /// How a session reaches the manager.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -17,24 +18,6 @@ pub enum Carrier {
     udp,
     /// QUIC carried by a `kubectl port-forward`-style stream to the manager's relay.
     port_forward,
-}
-
-/// A flow's protocol.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum Protocol {
-    tcp,
-    udp,
-}
-
-/// Which way bytes went.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum Direction {
-    /// From a workstation into the cluster.
-    to_cluster,
-    /// From the cluster to a workstation.
-    to_workstation,
 }
 
 /// Why a dial did not connect.
@@ -78,16 +61,6 @@ pub struct CarrierLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProtocolLabels {
-    pub protocol: Protocol,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DirectionLabels {
-    pub direction: Direction,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: DialFailure,
 }
@@ -113,12 +86,8 @@ pub struct ManagerMetrics {
     pub sessions: Family<SessionLabels, Gauge>,
     /// Sessions started, by carrier.
     pub sessions_started: Family<CarrierLabels, Counter>,
-    /// Flows open now, by protocol.
-    pub flows_open: Family<ProtocolLabels, Gauge>,
-    /// Flows started, by protocol.
-    pub flows: Family<ProtocolLabels, Counter>,
-    /// Bytes relayed, by direction.
-    pub bytes: Family<DirectionLabels, Counter>,
+    /// Flows the manager dials for sessions, and their bytes.
+    pub flows: Flows,
     /// Dials that did not connect, by reason.
     pub dial_failures: Family<ReasonLabels, Counter>,
     /// DNS queries, by how they were answered.
@@ -136,12 +105,10 @@ pub struct ManagerMetrics {
 impl ManagerMetrics {
     /// The families, registered in `registry` under `tether_…`.
     pub fn register(registry: &mut Registry) -> Self {
-        let m = ManagerMetrics {
+        let mut m = ManagerMetrics {
             sessions: Family::default(),
             sessions_started: Family::default(),
-            flows_open: Family::default(),
-            flows: Family::default(),
-            bytes: Family::default(),
+            flows: Flows::default(),
             dial_failures: Family::default(),
             dns_queries: Family::default(),
             dns_duration: Family::new_with_constructor(latency_histogram),
@@ -160,17 +127,7 @@ impl ManagerMetrics {
             "Workstation sessions started, by carrier",
             m.sessions_started.clone(),
         );
-        r.register(
-            "flows_open",
-            "Flows (TCP connections, UDP associations) open now, by protocol",
-            m.flows_open.clone(),
-        );
-        r.register("flows", "Flows started, by protocol", m.flows.clone());
-        r.register(
-            "flow_bytes",
-            "Bytes relayed for workstations' flows, by direction",
-            m.bytes.clone(),
-        );
+        m.flows = Flows::register(r, "Flows dialed for workstations");
         r.register(
             "dial_failures",
             "Dials for workstations that did not connect, by reason",
@@ -219,27 +176,6 @@ impl ManagerMetrics {
         GaugeGuard::new(gauge)
     }
 
-    /// Counts a flow open until the guard drops.
-    pub fn flow(&self, protocol: Protocol) -> GaugeGuard {
-        let labels = ProtocolLabels { protocol };
-        self.flows.get_or_create(&labels).inc();
-        GaugeGuard::new(self.flows_open.get_or_create(&labels).clone())
-    }
-
-    /// The counter of bytes going `direction`.
-    pub fn bytes_counter(&self, direction: Direction) -> Counter {
-        self.bytes
-            .get_or_create(&DirectionLabels { direction })
-            .clone()
-    }
-
-    /// Adds relayed bytes.
-    pub fn bytes(&self, direction: Direction, n: u64) {
-        self.bytes
-            .get_or_create(&DirectionLabels { direction })
-            .inc_by(n);
-    }
-
     /// Counts a failed dial.
     pub fn dial_failed(&self, reason: DialFailure) {
         self.dial_failures
@@ -266,24 +202,6 @@ impl ManagerMetrics {
                     .set(*n);
             }
         }
-    }
-}
-
-/// Holds a gauge one higher while it lives.
-#[derive(Debug)]
-pub struct GaugeGuard(Gauge);
-
-impl GaugeGuard {
-    /// Increments `gauge` now; the drop decrements it.
-    pub fn new(gauge: Gauge) -> Self {
-        gauge.inc();
-        GaugeGuard(gauge)
-    }
-}
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 

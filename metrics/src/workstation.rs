@@ -10,7 +10,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::buckets;
-pub use crate::manager::{Direction, GaugeGuard, Protocol};
+pub use crate::flows::{Direction, Flows, GaugeGuard, Protocol};
 
 /// How the daemon's DNS server answered a query.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -24,16 +24,6 @@ pub enum DnsKind {
     cache_hit,
     /// Answered with NXDOMAIN (from any of the above).
     nxdomain,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProtocolLabels {
-    pub protocol: Protocol,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DirectionLabels {
-    pub direction: Direction,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,9 +42,8 @@ pub struct WorkstationMetrics {
     pub connected: Gauge,
     /// Sessions re-established after a loss.
     pub reconnects: Counter,
-    pub flows_open: Family<ProtocolLabels, Gauge>,
-    pub flows: Family<ProtocolLabels, Counter>,
-    pub bytes: Family<DirectionLabels, Counter>,
+    /// Flows into the cluster, and their bytes.
+    pub flows: Flows,
     pub dns_queries: Family<DnsLabels, Counter>,
     pub dns_duration: Family<DnsLabels, Histogram, fn() -> Histogram>,
     /// The QUIC path's smoothed round-trip time.
@@ -77,12 +66,10 @@ impl Default for WorkstationMetrics {
 impl WorkstationMetrics {
     /// The families, registered in `registry` under `tether_workstation_…`.
     pub fn register(registry: &mut Registry) -> Self {
-        let m = WorkstationMetrics {
+        let mut m = WorkstationMetrics {
             connected: Gauge::default(),
             reconnects: Counter::default(),
-            flows_open: Family::default(),
-            flows: Family::default(),
-            bytes: Family::default(),
+            flows: Flows::default(),
             dns_queries: Family::default(),
             dns_duration: Family::new_with_constructor(latency_histogram),
             rtt: Gauge::default(),
@@ -101,21 +88,7 @@ impl WorkstationMetrics {
             "Sessions re-established after a loss",
             m.reconnects.clone(),
         );
-        r.register(
-            "flows_open",
-            "Flows into the cluster open now, by protocol",
-            m.flows_open.clone(),
-        );
-        r.register(
-            "flows",
-            "Flows into the cluster started, by protocol",
-            m.flows.clone(),
-        );
-        r.register(
-            "flow_bytes",
-            "Bytes carried for flows into the cluster, by direction",
-            m.bytes.clone(),
-        );
+        m.flows = Flows::register(r, "Flows into the cluster");
         r.register(
             "dns_queries",
             "DNS queries the daemon answered, by how",
@@ -147,27 +120,6 @@ impl WorkstationMetrics {
             m.sent_packets.clone(),
         );
         m
-    }
-
-    /// Counts a flow open until the guard drops.
-    pub fn flow(&self, protocol: Protocol) -> GaugeGuard {
-        let labels = ProtocolLabels { protocol };
-        self.flows.get_or_create(&labels).inc();
-        GaugeGuard::new(self.flows_open.get_or_create(&labels).clone())
-    }
-
-    /// The counter of bytes going `direction`.
-    pub fn bytes_counter(&self, direction: Direction) -> Counter {
-        self.bytes
-            .get_or_create(&DirectionLabels { direction })
-            .clone()
-    }
-
-    /// Adds carried bytes.
-    pub fn bytes(&self, direction: Direction, n: u64) {
-        self.bytes
-            .get_or_create(&DirectionLabels { direction })
-            .inc_by(n);
     }
 
     /// Counts a DNS query answered in `seconds`.

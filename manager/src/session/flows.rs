@@ -169,7 +169,7 @@ impl Flows {
         if reply(&mut send, open.flow, Ok(())).await.is_err() {
             return;
         }
-        let _open = self.metrics.flow(Proto::udp);
+        let _open = self.metrics.flows.flow(Proto::udp);
         self.udp_map().insert(open.flow, socket.clone());
         debug!("UDP flow open");
         let flow = open.flow;
@@ -182,7 +182,10 @@ impl Flows {
                     _ => return,
                 };
                 let payload = &buf[..n];
-                self.metrics.bytes(Direction::to_workstation, n as u64);
+                self.metrics
+                    .flows
+                    .bytes(Direction::to_workstation)
+                    .inc_by(n as u64);
                 let fits = conn.max_datagram_size().is_some_and(|max| {
                     payload.len() + tether_proto::datagram_overhead(flow) <= max
                 });
@@ -207,7 +210,9 @@ impl Flows {
             while let Ok(Some(msg)) = framed::read_message(&mut recv).await {
                 if let Message::UdpPacket(p) = msg {
                     self.metrics
-                        .bytes(Direction::to_cluster, p.payload.len() as u64);
+                        .flows
+                        .bytes(Direction::to_cluster)
+                        .inc_by(p.payload.len() as u64);
                     let _ = socket.send(&p.payload).await;
                 }
             }
@@ -252,13 +257,13 @@ async fn tcp(
         return;
     }
     debug!("TCP flow open");
-    let _open = metrics.flow(Proto::tcp);
+    let _open = metrics.flows.flow(Proto::tcp);
     let mut tunnel = tokio::io::join(recv, send);
     // Read from the destination: to the workstation; written to it: to the cluster.
     let mut stream = Metered::new(
         stream,
-        metrics.bytes_counter(Direction::to_workstation),
-        metrics.bytes_counter(Direction::to_cluster),
+        metrics.flows.bytes(Direction::to_workstation),
+        metrics.flows.bytes(Direction::to_cluster),
     );
     match tokio::io::copy_bidirectional_with_sizes(&mut tunnel, &mut stream, 64 << 10, 64 << 10)
         .await
