@@ -100,8 +100,8 @@ impl Flows {
             let socket = self.udp_map().get(&flow).cloned();
             match socket {
                 Some(socket) => {
-                    self.metrics
-                        .bytes(Direction::to_cluster, payload.len() as u64);
+                    let n = payload.len() as u64;
+                    self.metrics.flows.bytes(Direction::to_cluster).inc_by(n);
                     let _ = socket.send(payload).await;
                 }
                 None => debug!(flow, "Dropped a datagram for an unknown flow"),
