@@ -130,7 +130,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn metrics_cost() -> anyhow::Result<()> {
     let repo = cluster::repo();
     let built = Command::new("cargo")
-        .args(["build", "--release", "-p", "tether-agent"])
+        // The same packages as the images' build, so that its artifacts are reused.
+        .args(["build", "--release", "-p", "tether-agent", "-p", "tether-testapp"])
+        .args(["-p", "tether-cli"])
         .current_dir(&repo)
         .status()?;
     anyhow::ensure!(built.success(), "building tether-agent failed");
