@@ -131,7 +131,14 @@ fn metrics_cost() -> anyhow::Result<()> {
     let repo = cluster::repo();
     let built = Command::new("cargo")
         // The same packages as the images' build, so that its artifacts are reused.
-        .args(["build", "--release", "-p", "tether-agent", "-p", "tether-testapp"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "tether-agent",
+            "-p",
+            "tether-testapp",
+        ])
         .args(["-p", "tether-cli"])
         .current_dir(&repo)
         .status()?;
