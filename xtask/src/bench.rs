@@ -129,20 +129,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// `bench_metrics_cost`, against the release `tether-agent`), kept in `target/bench/metrics.md`.
 fn metrics_cost() -> anyhow::Result<()> {
     let repo = cluster::repo();
-    let built = Command::new("cargo")
-        // The same packages as the images' build, so that its artifacts are reused.
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "tether-agent",
-            "-p",
-            "tether-testapp",
-        ])
-        .args(["-p", "tether-cli"])
-        .current_dir(&repo)
-        .status()?;
-    anyhow::ensure!(built.success(), "building tether-agent failed");
+    // The images' package set, so that their build is reused.
+    manager::build_cli()?;
     let out = Command::new("cargo")
         .args([
             "test",
