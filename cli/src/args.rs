@@ -33,6 +33,16 @@ pub enum Command {
         #[arg(long, conflicts_with = "output")]
         metrics: bool,
     },
+    /// Watch this machine's session live: carrier, throughput, flows, DNS and intercepts (`q`
+    /// quits).
+    Top {
+        /// Print one snapshot (rates over one second) instead, for scripts.
+        #[arg(long)]
+        once: bool,
+        /// Format of --once's snapshot.
+        #[arg(short, long, value_enum, default_value_t = Output::Text, requires = "once")]
+        output: Output,
+    },
     /// Disconnect and put the machine back as it was.
     Quit,
     /// Install the traffic manager in the cluster.

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use crate::{
     args::{Cli, Command},
-    connect, daemon, doctor, install, intercept, shell, status,
+    connect, daemon, doctor, install, intercept, shell, status, top,
 };
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -14,6 +14,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::DaemonWorker(args) => daemon::run_worker(args.options).await,
         Command::Status { metrics: true, .. } => status::metrics().await,
         Command::Status { output, .. } => status::status(output).await,
+        Command::Top { once: true, output } => top::once(output).await,
+        Command::Top { .. } => top::live().await,
         Command::Quit => status::quit().await,
         Command::Version => status::version().await,
         Command::Install {

@@ -38,6 +38,7 @@ mod progress;
 mod render;
 mod shell;
 mod status;
+mod top;
 
 use std::process::ExitCode;
 

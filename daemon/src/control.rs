@@ -68,6 +68,8 @@ pub enum Request {
     AwaitApp { namespace: String, workload: String },
     /// The daemon's Prometheus metrics, as text.
     Metrics,
+    /// What `tether top` shows: counters, open flows and intercept counts, now.
+    Top,
 }
 
 /// What the daemon answers.
@@ -90,6 +92,73 @@ pub enum Response {
     Metrics {
         text: String,
     },
+    Top(Box<TopSnapshot>),
+}
+
+/// One sample of the session for `tether top`. Counters are cumulative since the daemon started
+/// (the CLI finds rates by subtracting an earlier sample); gauges and tables are as they are now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TopSnapshot {
+    /// Milliseconds since the daemon started, when the sample was taken.
+    pub at_ms: u64,
+    pub connected: bool,
+    pub namespace: String,
+    pub context: String,
+    /// `udp` or `port-forward`.
+    pub transport: String,
+    /// `None` while there is no session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<CarrierStats>,
+    /// Bytes through the tunnel, each way.
+    pub bytes_to_cluster: u64,
+    pub bytes_to_workstation: u64,
+    /// Flows open now, and started in all.
+    pub flows_open: u64,
+    pub flows_started: u64,
+    /// DNS queries by how they were answered.
+    pub dns: DnsCounts,
+    /// The open flows that moved the most bytes, most first.
+    pub flows: Vec<crate::flow_table::FlowRow>,
+    /// This workstation's intercepts and how they route.
+    pub intercepts: Vec<InterceptTop>,
+}
+
+/// DNS queries answered, by how (cumulative).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DnsCounts {
+    /// Asked of the cluster (through the manager).
+    pub cluster: u64,
+    /// Asked of the machine's own resolvers.
+    pub upstream: u64,
+    /// Answered from the daemon's cache.
+    pub cache_hit: u64,
+    /// Answered NXDOMAIN.
+    pub nxdomain: u64,
+}
+
+impl DnsCounts {
+    /// Every query counted.
+    pub fn total(&self) -> u64 {
+        self.cluster + self.upstream + self.cache_hit + self.nxdomain
+    }
+}
+
+/// One intercept in a [`TopSnapshot`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InterceptTop {
+    pub name: String,
+    pub namespace: String,
+    /// `Kind/name`.
+    pub workload: String,
+    pub app_port: u16,
+    /// The filter as the user wrote it (`x-dev=ann`), empty for all traffic.
+    pub filter: String,
+    /// Requests it took to this machine (cumulative, over all the workload's agents).
+    pub laptop: tether_proto::stats::RouteCounts,
+    /// Requests on the same port that stayed with the app.
+    pub app: tether_proto::stats::RouteCounts,
+    /// The workload's agents linked to the manager.
+    pub agents: Vec<tether_proto::AgentLink>,
 }
 
 /// `tether status`.

@@ -241,6 +241,7 @@ pub async fn run(mut opts: Options, helper: Helper, start: Start) -> Result<(), 
         dns,
         session_rx.clone(),
         shared.metrics.clone(),
+        shared.flows.clone(),
     );
     helper.set_dns(search).await.map_err(DaemonError::Helper)?;
 

@@ -161,6 +161,23 @@ impl Intercepts {
         version
     }
 
+    /// How this session's intercepts route, as the manager last said (`None` while
+    /// reconnecting).
+    pub fn stats(&self) -> Option<Arc<tether_proto::InterceptStats>> {
+        let session = self.session().ok()?;
+        let stats = session.intercept_stats_rx.borrow().clone();
+        Some(stats)
+    }
+
+    /// The cluster's name for `ip` (a Service's or a pod's), by a reverse lookup through the
+    /// manager; `None` when it has none or cannot be asked.
+    pub async fn cluster_name(&self, ip: std::net::IpAddr) -> Option<String> {
+        let session = self.session().ok()?;
+        let query = tether_dns::reverse::ptr_query(ip, 0);
+        let answer = session.dns(query).await.ok()?;
+        tether_dns::reverse::ptr_target(&answer)
+    }
+
     /// Where intercepted connections go; sessions dial through it.
     pub fn dial_table(&self) -> DialTable {
         self.dials.clone()

@@ -24,6 +24,7 @@ pub mod control;
 pub mod credential;
 pub mod daemon;
 pub mod dns;
+pub mod flow_table;
 pub mod intercept;
 pub mod netstack;
 pub mod plan;

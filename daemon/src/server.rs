@@ -4,12 +4,16 @@
 //! One JSON request per line, one JSON response per line.
 
 use std::{
+    collections::HashMap,
+    net::IpAddr,
     os::unix::fs::PermissionsExt,
     path::Path,
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
-use tether_metrics::{workstation::WorkstationMetrics, Registry};
+use tether_metrics::workstation::{Direction, DnsKind, WorkstationMetrics};
+use tether_metrics::Registry;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
@@ -18,7 +22,10 @@ use tokio::{
 use tracing::{debug, warn};
 
 use crate::{
-    control::{self, Envelope, Request, Response, StatusReport},
+    control::{
+        self, DnsCounts, Envelope, InterceptTop, Request, Response, StatusReport, TopSnapshot,
+    },
+    flow_table::{FlowRow, FlowTable},
     intercept::{Progress, SharedIntercepts},
 };
 
@@ -32,7 +39,22 @@ pub struct Shared {
     pub metrics: Arc<WorkstationMetrics>,
     /// The families of `metrics`, for `tether status --metrics`.
     registry: Registry,
+    /// The open flows, for `tether top`.
+    pub flows: Arc<FlowTable>,
+    /// Cluster names of flow destinations, looked up for `tether top`.
+    names: tokio::sync::Mutex<Names>,
+    started: Instant,
 }
+
+/// Reverse-lookup results, kept for [`NAME_TTL`] (misses too).
+type Names = HashMap<IpAddr, (Option<String>, Instant)>;
+
+/// How long a destination's name is kept.
+const NAME_TTL: Duration = Duration::from_secs(60);
+/// How long a name lookup for `tether top` may take.
+const NAME_TIMEOUT: Duration = Duration::from_millis(500);
+/// The most flows a [`TopSnapshot`] lists.
+pub const TOP_FLOWS: usize = 50;
 
 impl Default for Shared {
     fn default() -> Self {
@@ -43,6 +65,9 @@ impl Default for Shared {
             intercepts: std::sync::OnceLock::new(),
             metrics,
             registry,
+            flows: Arc::default(),
+            names: tokio::sync::Mutex::default(),
+            started: Instant::now(),
         }
     }
 }
@@ -62,6 +87,99 @@ impl Shared {
                 .set(i64::try_from(c.sent_packets).unwrap_or(i64::MAX));
         }
         tether_metrics::encode(&self.registry, tether_metrics::Format::Prometheus)
+    }
+}
+
+impl Shared {
+    /// One sample for `tether top`.
+    pub async fn top(&self) -> TopSnapshot {
+        let status = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let m = &self.metrics;
+        let (flows_open, flows_started) = m.flows.counts();
+        let mut top = TopSnapshot {
+            at_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            connected: status.connected,
+            namespace: status.namespace,
+            context: status.context,
+            transport: status.transport,
+            carrier: None,
+            bytes_to_cluster: m.flows.bytes(Direction::to_cluster).get(),
+            bytes_to_workstation: m.flows.bytes(Direction::to_workstation).get(),
+            flows_open,
+            flows_started,
+            dns: DnsCounts {
+                cluster: m.dns_count(DnsKind::cluster),
+                upstream: m.dns_count(DnsKind::upstream),
+                cache_hit: m.dns_count(DnsKind::cache_hit),
+                nxdomain: m.dns_count(DnsKind::nxdomain),
+            },
+            flows: self.flows.top(TOP_FLOWS),
+            intercepts: Vec::new(),
+        };
+        let Some(intercepts) = self.intercepts.get() else {
+            return top;
+        };
+        top.carrier = intercepts.carrier();
+        top.connected = top.carrier.is_some();
+        let stats = intercepts.stats().unwrap_or_default();
+        top.intercepts = intercepts
+            .list_active()
+            .into_iter()
+            .map(|a| {
+                let stat = stats.intercepts.iter().find(|s| s.id == a.id);
+                let mut filter = a.headers.join(",");
+                if let Some(prefix) = &a.path_prefix {
+                    filter = if filter.is_empty() {
+                        format!("path={prefix}")
+                    } else {
+                        format!("{filter},path={prefix}")
+                    };
+                }
+                InterceptTop {
+                    name: a.name,
+                    namespace: a.namespace,
+                    workload: a.workload,
+                    app_port: a.app_port,
+                    filter,
+                    laptop: stat.map(|s| s.laptop.clone()).unwrap_or_default(),
+                    app: stat.map(|s| s.app.clone()).unwrap_or_default(),
+                    agents: stat.map(|s| s.agents.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        self.name_flows(intercepts, &mut top.flows).await;
+        top
+    }
+
+    /// Fills in the flows' destination names: from the cache, else by reverse lookups through
+    /// the manager, all at once and each within [`NAME_TIMEOUT`].
+    async fn name_flows(&self, intercepts: &SharedIntercepts, flows: &mut [FlowRow]) {
+        let mut names = self.names.lock().await;
+        let now = Instant::now();
+        names.retain(|_, (_, at)| now.duration_since(*at) < NAME_TTL);
+        let mut unknown: Vec<IpAddr> = flows
+            .iter()
+            .map(|f| f.destination.ip())
+            .filter(|ip| !names.contains_key(ip))
+            .collect();
+        unknown.sort();
+        unknown.dedup();
+        let lookups = unknown.into_iter().map(|ip| async move {
+            let name = tokio::time::timeout(NAME_TIMEOUT, intercepts.cluster_name(ip)).await;
+            (ip, name.ok().flatten())
+        });
+        for (ip, name) in futures::future::join_all(lookups).await {
+            names.insert(ip, (name, now));
+        }
+        for flow in flows {
+            flow.name = names
+                .get(&flow.destination.ip())
+                .and_then(|(name, _)| name.clone());
+        }
     }
 }
 
@@ -187,6 +305,7 @@ async fn answer(
         Ok(Request::Metrics) => Response::Metrics {
             text: shared.metrics_text(),
         },
+        Ok(Request::Top) => Response::Top(Box::new(shared.top().await)),
         Ok(Request::Status) => {
             let mut s = shared
                 .status

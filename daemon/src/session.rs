@@ -18,9 +18,9 @@ use bytes::{Bytes, BytesMut};
 use tether_proto::session::{Reply, Request};
 use tether_proto::{AgentCredential, AgentCredentialRequest};
 use tether_proto::{
-    CreateIntercept, DialResult, DnsQuery, ErrorCode, Hello, InterceptState, ListIntercepts,
-    Message, Open, OpenError, Protocol, RemoveIntercept, Subnets, UdpPacket, Welcome,
-    PROTOCOL_VERSION,
+    CreateIntercept, DialResult, DnsQuery, ErrorCode, Hello, InterceptState, InterceptStats,
+    ListIntercepts, Message, Open, OpenError, Protocol, RemoveIntercept, Subnets, UdpPacket,
+    Welcome, PROTOCOL_VERSION,
 };
 use tether_tunnel::control::Control;
 use tether_tunnel::{framed, quinn};
@@ -112,6 +112,8 @@ pub struct Session {
     pub namespaces_rx: watch::Receiver<Arc<BTreeSet<String>>>,
     /// The manager's tether version (`None` until it says; an older one never does).
     pub manager_version_rx: watch::Receiver<Option<String>>,
+    /// How the session's intercepts route, as the manager last said (empty until it does).
+    pub intercept_stats_rx: watch::Receiver<Arc<InterceptStats>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -147,6 +149,7 @@ impl Session {
         let (subnets, subnets_rx) = watch::channel(welcome.subnets.clone());
         let (namespaces, namespaces_rx) = watch::channel(Arc::default());
         let (manager_version, manager_version_rx) = watch::channel(None);
+        let (intercept_stats, intercept_stats_rx) = watch::channel(Arc::default());
         let (requests, commands) = control::Requests::new();
         let session = Session {
             conn: conn.clone(),
@@ -157,6 +160,7 @@ impl Session {
             subnets_rx,
             namespaces_rx,
             manager_version_rx,
+            intercept_stats_rx,
         };
         // The control stream: requests, their answers, updates, keep-alive. Its end is the
         // session's.
@@ -166,6 +170,7 @@ impl Session {
                 subnets,
                 namespaces,
                 manager_version,
+                intercept_stats,
             };
             if control::run(ctl, commands, updates).await {
                 // The manager's close, with its reason (a refusal, say), is due: let it be the

@@ -21,6 +21,7 @@ use tracing::{debug, debug_span, Instrument};
 
 use crate::{
     dns::Dns,
+    flow_table::{FlowProtocol, FlowTable},
     netstack::{NetStack, NetStackConfig, TcpRequest, UdpSender},
     privileged::tun::Tun,
     session::{current, Session, SessionRx},
@@ -39,6 +40,7 @@ pub fn spawn(
     dns: Dns,
     session_rx: SessionRx,
     metrics: Arc<WorkstationMetrics>,
+    table: Arc<FlowTable>,
 ) -> JoinHandle<()> {
     let mtu = tun.mtu();
     let (stack, mut tcp, mut udp) = NetStack::spawn(tun.into_device(), NetStackConfig::new(mtu));
@@ -49,14 +51,18 @@ pub fn spawn(
         let tcp_dns = dns.clone();
         let known = Arc::new(KnownOpen::default());
         let tcp_metrics = metrics.clone();
+        let tcp_table = table.clone();
         let tcp_loop = async move {
             while let Some(req) = tcp.accept().await {
                 let span = debug_span!("tcp", src = %req.src(), dst = %req.dst());
                 if req.dst() == dns_addr {
                     tokio::spawn(dns_over_tcp(req, tcp_dns.clone()).instrument(span));
                 } else {
-                    let flow =
-                        tcp_flow(req, tcp_session.clone(), known.clone(), tcp_metrics.clone());
+                    let counted = Counted {
+                        metrics: tcp_metrics.clone(),
+                        table: tcp_table.clone(),
+                    };
+                    let flow = tcp_flow(req, tcp_session.clone(), known.clone(), counted);
                     tokio::spawn(flow.instrument(span));
                 }
             }
@@ -93,7 +99,10 @@ pub fn spawn(
                     rx,
                     sender.clone(),
                     session_rx.clone(),
-                    metrics.clone(),
+                    Counted {
+                        metrics: metrics.clone(),
+                        table: table.clone(),
+                    },
                 );
                 tokio::spawn(flow.instrument(span));
             }
@@ -140,12 +149,13 @@ impl KnownOpen {
     }
 }
 
-async fn tcp_flow(
-    req: TcpRequest,
-    session_rx: SessionRx,
-    known: Arc<KnownOpen>,
+/// Where flows are counted: in total (the metrics) and each (the flow table).
+struct Counted {
     metrics: Arc<WorkstationMetrics>,
-) {
+    table: Arc<FlowTable>,
+}
+
+async fn tcp_flow(req: TcpRequest, session_rx: SessionRx, known: Arc<KnownOpen>, counted: Counted) {
     let Some(session) = current(&session_rx).await else {
         debug!("No tunnel; refusing");
         req.refuse();
@@ -153,7 +163,7 @@ async fn tcp_flow(
     };
     let dst = req.dst();
     if known.contains(dst) {
-        return early_tcp_flow(req, session, known, &metrics).await;
+        return early_tcp_flow(req, session, known, &counted).await;
     }
     let started = Instant::now();
     let (send, recv) = match session.open_tcp(dst).await {
@@ -167,13 +177,16 @@ async fn tcp_flow(
     known.remember(dst);
     debug!(open_us = started.elapsed().as_micros() as u64, "Opened");
     let Ok(mut stream) = req.accept() else { return };
+    let metrics = &counted.metrics;
     let _open = metrics.flows.flow(Protocol::tcp);
+    let flow = counted.table.open(FlowProtocol::Tcp, dst);
     // Read from the tunnel: to the workstation; written to it: to the cluster.
     let mut tunnel = Metered::new(
         tokio::io::join(recv, send),
         metrics.flows.bytes(Direction::to_workstation),
         metrics.flows.bytes(Direction::to_cluster),
-    );
+    )
+    .and(flow.bytes_in(), flow.bytes_out());
     match tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut tunnel, COPY_BUF, COPY_BUF)
         .await
     {
@@ -188,9 +201,10 @@ async fn early_tcp_flow(
     req: TcpRequest,
     session: Session,
     known: Arc<KnownOpen>,
-    metrics: &WorkstationMetrics,
+    counted: &Counted,
 ) {
     let dst = req.dst();
+    let metrics = &counted.metrics;
     // The SYN-ACK first: the stack's task runs before the tunnel's, so the client's handshake
     // and the manager's dial (started by the Open below) overlap instead of queueing.
     let Ok(stream) = req.accept() else { return };
@@ -205,11 +219,13 @@ async fn early_tcp_flow(
         }
     };
     let _open = metrics.flows.flow(Protocol::tcp);
+    let flow = counted.table.open(FlowProtocol::Tcp, dst);
     let mut send = Metered::new(
         send,
         Counter::default(),
         metrics.flows.bytes(Direction::to_cluster),
-    );
+    )
+    .and(Counter::default(), flow.bytes_out());
     let (mut client_rx, mut client_tx) = tokio::io::split(stream);
     let up = async {
         let mut from_client = tokio::io::BufReader::with_capacity(COPY_BUF, &mut client_rx);
@@ -240,7 +256,8 @@ async fn early_tcp_flow(
         recv,
         metrics.flows.bytes(Direction::to_workstation),
         Counter::default(),
-    );
+    )
+    .and(flow.bytes_in(), Counter::default());
     let down = async {
         let mut from_tunnel = tokio::io::BufReader::with_capacity(COPY_BUF, &mut recv);
         let copied = tokio::io::copy_buf(&mut from_tunnel, &mut client_tx).await;
@@ -259,11 +276,12 @@ async fn udp_flow(
     mut rx: mpsc::Receiver<Bytes>,
     sender: UdpSender,
     session_rx: SessionRx,
-    metrics: Arc<WorkstationMetrics>,
+    counted: Counted,
 ) {
     let Some(session) = current(&session_rx).await else {
         return;
     };
+    let metrics = &counted.metrics;
     let flow = match session.open_udp(dst).await {
         Ok(f) => f,
         Err(error) => {
@@ -272,13 +290,16 @@ async fn udp_flow(
         }
     };
     let _open = metrics.flows.flow(Protocol::udp);
+    let table = counted.table.open(FlowProtocol::Udp, dst);
     let to_cluster = metrics.flows.bytes(Direction::to_cluster);
     let to_workstation = metrics.flows.bytes(Direction::to_workstation);
+    let (flow_out, flow_in) = (table.bytes_out(), table.bytes_in());
     loop {
         tokio::select! {
             out = tokio::time::timeout(UDP_IDLE, rx.recv()) => match out {
                 Ok(Some(payload)) => {
                     to_cluster.inc_by(payload.len() as u64);
+                    flow_out.inc_by(payload.len() as u64);
                     let _ = flow.send(&payload).await;
                 }
                 _ => break,
@@ -286,6 +307,7 @@ async fn udp_flow(
             reply = flow.recv() => match reply {
                 Some(payload) => {
                     to_workstation.inc_by(payload.len() as u64);
+                    flow_in.inc_by(payload.len() as u64);
                     let _ = sender.send(dst, src, &payload).await;
                 }
                 None => break,

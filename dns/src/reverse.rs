@@ -94,9 +94,53 @@ pub fn zone(net: IpNet) -> String {
     }
 }
 
+/// A PTR query for `ip`'s reverse name (recursion desired), as a whole DNS message.
+pub fn ptr_query(ip: IpAddr, id: u16) -> Vec<u8> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::RecordType;
+    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(name(ip), RecordType::PTR));
+    // Encoding a message built from a valid name cannot fail.
+    message.to_vec().unwrap_or_default()
+}
+
+/// The first PTR target in a DNS response (without the trailing dot), if it has one.
+pub fn ptr_target(response: &[u8]) -> Option<String> {
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::RData;
+    let message = Message::from_vec(response).ok()?;
+    message.answers.iter().find_map(|r| match &r.data {
+        RData::PTR(ptr) => Some(ptr.0.to_string().trim_end_matches('.').to_owned()),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ptr_query_and_its_answer() {
+        use hickory_proto::op::Message;
+        use hickory_proto::rr::{rdata::PTR, RData, Record};
+        let ip: IpAddr = "10.96.0.10".parse().unwrap();
+        let query = Message::from_vec(&ptr_query(ip, 7)).unwrap();
+        assert_eq!(query.metadata.id, 7);
+        assert_eq!(
+            query.queries[0].name().to_string(),
+            "10.0.96.10.in-addr.arpa."
+        );
+        let mut response = query.clone();
+        let target = Name::from_ascii("kube-dns.kube-system.svc.cluster.local.").unwrap();
+        response.add_answer(Record::from_rdata(name(ip), 30, RData::PTR(PTR(target))));
+        assert_eq!(
+            ptr_target(&response.to_vec().unwrap()).as_deref(),
+            Some("kube-dns.kube-system.svc.cluster.local")
+        );
+        assert_eq!(ptr_target(&query.to_vec().unwrap()), None);
+        assert_eq!(ptr_target(b"junk"), None);
+    }
 
     #[test]
     fn parses_full_reverse_names_only() {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tether_sidecar::link::{self, LinkConfig, PortRoutes};
-use tether_sidecar::proxy::{Proxy, ProxyConfig, Routes};
+use tether_sidecar::proxy::{Proxy, ProxyConfig, Routes, Tally};
 use tether_tunnel::ClientCredential;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -56,12 +56,14 @@ impl Agent {
         let addr = listener
             .local_addr()
             .map_err(HarnessError::io("reading the proxy's address"))?;
+        let tally = Tally::default();
         let proxy = Proxy::new(ProxyConfig {
             app,
             // Every harness client speaks first (HTTP); a silent one is a bug to see quickly.
             sniff_timeout: Duration::from_millis(500),
             identity: identity.pod.clone(),
             metrics: None,
+            tally: tally.clone(),
         });
         let routes = proxy.routes().clone();
         let ports = vec![PortRoutes {
@@ -77,7 +79,7 @@ impl Agent {
         };
         let tasks = vec![
             tokio::spawn(async move { proxy.serve(listener).await }),
-            tokio::spawn(link::run(config, ports, Default::default())),
+            tokio::spawn(link::run(config, ports, Default::default(), tally)),
         ];
         Ok(Agent {
             addr,

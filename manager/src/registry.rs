@@ -16,7 +16,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tether_proto::{AgentInfo, AgentIntercepts, CreateIntercept, InterceptInfo, InterceptState};
+use tether_proto::stats::RouteCounts;
+use tether_proto::{
+    AgentInfo, AgentIntercepts, AgentLink, CreateIntercept, InterceptInfo, InterceptStat,
+    InterceptState, InterceptStats, RouteStats,
+};
 use tokio::sync::watch;
 
 use tether_route::filter::{Filter, FilterSpec};
@@ -30,7 +34,12 @@ type PortKey = (String, String, u16);
 struct Agent {
     info: AgentInfo,
     tx: watch::Sender<AgentIntercepts>,
+    /// Its latest route counts; `None` until it reports.
+    stats: Option<RouteStats>,
 }
+
+/// The most route counts kept of one agent: its ports times the intercepts on them, with room.
+pub const MAX_ROUTES_PER_AGENT: usize = 4 * MAX_INTERCEPTS_PER_SESSION;
 
 /// The most intercepts one session may hold at once: more than a developer uses, few enough
 /// that one session cannot grow every agent's routing table without bound.
@@ -227,7 +236,60 @@ impl Registry {
     ) {
         let table = self.table(&info.namespace, &info.workload);
         tx.send_replace(table);
-        self.agents.insert(conn_id, Agent { info, tx });
+        self.agents.insert(
+            conn_id,
+            Agent {
+                info,
+                tx,
+                stats: None,
+            },
+        );
+    }
+
+    /// Keeps an agent's latest route counts (the first [`MAX_ROUTES_PER_AGENT`] of them).
+    pub fn agent_stats(&mut self, conn_id: u64, mut stats: RouteStats) {
+        if let Some(agent) = self.agents.get_mut(&conn_id) {
+            stats.routes.truncate(MAX_ROUTES_PER_AGENT);
+            agent.stats = Some(stats);
+        }
+    }
+
+    /// How a session's intercepts route, summed over their workloads' agents.
+    pub fn session_stats(&self, session_id: &str) -> InterceptStats {
+        let intercepts =
+            self.intercepts
+                .values()
+                .filter(|i| i.session_id == session_id)
+                .map(|i| {
+                    let mut stat = InterceptStat {
+                        id: i.id,
+                        name: i.name.clone(),
+                        laptop: RouteCounts::default(),
+                        app: RouteCounts::default(),
+                        agents: Vec::new(),
+                    };
+                    let agents = self.agents.values().filter(|a| {
+                        a.info.namespace == i.namespace && a.info.workload == i.workload
+                    });
+                    for agent in agents {
+                        stat.agents.push(AgentLink {
+                            pod: agent.info.pod.clone(),
+                            reporting: agent.stats.is_some(),
+                        });
+                        let routes = agent.stats.iter().flat_map(|s| &s.routes);
+                        for route in routes.filter(|r| r.port == i.port) {
+                            match route.intercept {
+                                Some(id) if id == i.id => stat.laptop.add(&route.counts),
+                                None => stat.app.add(&route.counts),
+                                Some(_) => {}
+                            }
+                        }
+                    }
+                    stat.agents.sort_by(|a, b| a.pod.cmp(&b.pod));
+                    stat
+                })
+                .collect();
+        InterceptStats { intercepts }
     }
 
     /// Forgets an agent.

@@ -34,7 +34,8 @@ use std::{
 
 use tether_proto::session::Event;
 use tether_proto::{
-    AgentCredential, AgentCredentialRequest, ManagerInfo, Namespaces, Welcome, PROTOCOL_VERSION,
+    AgentCredential, AgentCredentialRequest, InterceptStats, ManagerInfo, Namespaces, Welcome,
+    PROTOCOL_VERSION,
 };
 use tether_tunnel::{control::now, quinn, Identity, Role};
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -62,6 +63,10 @@ pub const MAX_CREDENTIALS_IN_FLIGHT: usize = 4;
 /// How often a live session's right to exist is asked again: a removed binding ends access
 /// within this (plus the answer cache), not only when the certificate expires.
 pub const RECHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How often a session's intercept counts are looked at, and sent if they changed (agents report
+/// theirs as often).
+pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What every session shares: the cluster state, the intercept registry and the connected
 /// clients (to pass intercepted connections to).
@@ -390,8 +395,19 @@ async fn session(
     tokio::pin!(flow_acceptor, datagrams, recheck);
     // Updates wait while the client does not read (only the latest of each is sent).
     let (mut subnets_open, mut namespaces_open) = (true, true);
+    // How the session's intercepts route, sent when it changes (nothing while it holds none).
+    let mut stats_sent = InterceptStats::default();
+    let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
+    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         tokio::select! {
+            _ = stats_tick.tick(), if ctl.is_writable() => {
+                let stats = shared.registry().session_stats(&session_id);
+                if stats != stats_sent {
+                    let _ = ctl.session_mut().send(stats.clone());
+                    stats_sent = stats;
+                }
+            }
             event = ctl.next_event() => match event {
                 Ok(Event::Message(msg)) => requests.on_message(msg, ctl.session_mut()),
                 Ok(Event::Skipped { kind, error }) => {

@@ -73,6 +73,17 @@ impl Flows {
         GaugeGuard::new(self.open.get_or_create(&labels).clone())
     }
 
+    /// Flows open now and started so far, of both protocols.
+    pub fn counts(&self) -> (u64, u64) {
+        let (mut open, mut started) = (0, 0);
+        for protocol in [Protocol::tcp, Protocol::udp] {
+            let labels = ProtocolLabels { protocol };
+            open += u64::try_from(self.open.get_or_create(&labels).get()).unwrap_or(0);
+            started += self.started.get_or_create(&labels).get();
+        }
+        (open, started)
+    }
+
     /// The counter of bytes going `direction`, to add to as they pass.
     pub fn bytes(&self, direction: Direction) -> Counter {
         self.bytes

@@ -14,6 +14,8 @@ pub struct Metered<S> {
     inner: S,
     read: Counter,
     written: Counter,
+    /// A second pair (one flow's, where `read` and `written` are all flows').
+    also: Option<(Counter, Counter)>,
 }
 
 impl<S> Metered<S> {
@@ -22,7 +24,14 @@ impl<S> Metered<S> {
             inner,
             read,
             written,
+            also: None,
         }
+    }
+
+    /// Counts the same bytes in a second pair of counters too.
+    pub fn and(mut self, read: Counter, written: Counter) -> Self {
+        self.also = Some((read, written));
+        self
     }
 
     /// The stream itself, to call its own methods.
@@ -47,6 +56,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         let n = buf.filled().len() - before;
         if n > 0 {
             self.read.inc_by(n as u64);
+            if let Some((read, _)) = &self.also {
+                read.inc_by(n as u64);
+            }
         }
         polled
     }
@@ -61,6 +73,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
             self.written.inc_by(n as u64);
+            if let Some((_, written)) = &self.also {
+                written.inc_by(n as u64);
+            }
         }
         polled
     }
@@ -84,7 +99,9 @@ mod tests {
     async fn bytes_are_counted_each_way() {
         let (a, mut b) = tokio::io::duplex(64);
         let (read, written) = (Counter::default(), Counter::default());
-        let mut metered = Metered::new(a, read.clone(), written.clone());
+        let (flow_read, flow_written) = (Counter::default(), Counter::default());
+        let mut metered = Metered::new(a, read.clone(), written.clone())
+            .and(flow_read.clone(), flow_written.clone());
         metered.write_all(b"hello").await.unwrap();
         b.write_all(b"abc").await.unwrap();
         let mut got = [0u8; 3];
@@ -92,5 +109,6 @@ mod tests {
         let mut sent = [0u8; 5];
         b.read_exact(&mut sent).await.unwrap();
         assert_eq!((read.get(), written.get()), (3, 5));
+        assert_eq!((flow_read.get(), flow_written.get()), (3, 5));
     }
 }

@@ -122,6 +122,11 @@ impl WorkstationMetrics {
         m
     }
 
+    /// Queries answered `kind` so far.
+    pub fn dns_count(&self, kind: DnsKind) -> u64 {
+        self.dns_queries.get_or_create(&DnsLabels { kind }).get()
+    }
+
     /// Counts a DNS query answered in `seconds`.
     pub fn dns(&self, kind: DnsKind, seconds: f64) {
         let labels = DnsLabels { kind };

@@ -62,6 +62,7 @@
 //! - [`message`]: the message structs and their kinds.
 //! - [`session`]: the control stream's state machine.
 //! - [`datagram`], [`relay`], [`probe`]: the other three encodings.
+//! - [`stats`]: route counts with a latency histogram, carried by kinds 25 and 26.
 //! - [`chain`]: [`ErrorChain`], how every tether crate prints an error with its causes.
 //!
 //! # Version
@@ -102,6 +103,7 @@ pub mod message;
 pub mod probe;
 pub mod relay;
 pub mod session;
+pub mod stats;
 
 pub use chain::{error_chain, ErrorChain};
 pub use datagram::{
@@ -113,10 +115,11 @@ pub use frame::{
 };
 pub use message::{
     AgentCredential, AgentCredentialReply, AgentCredentialRequest, AgentHello, AgentInfo,
-    AgentIntercepts, Bye, CreateIntercept, Dial, DialResult, DnsAnswer, DnsQuery, Error, ErrorCode,
-    Hello, InterceptFilter, InterceptInfo, InterceptReply, InterceptState, ListIntercepts,
-    ManagerInfo, Message, Namespaces, Open, OpenError, OpenResult, PayloadError, Ping, Pong,
-    Protocol, RemoveIntercept, Role, Subnets, UdpPacket, Welcome, AGENT_TOKEN_AUDIENCE,
+    AgentIntercepts, AgentLink, Bye, CreateIntercept, Dial, DialResult, DnsAnswer, DnsQuery, Error,
+    ErrorCode, Hello, InterceptFilter, InterceptInfo, InterceptReply, InterceptStat,
+    InterceptState, InterceptStats, ListIntercepts, ManagerInfo, Message, Namespaces, Open,
+    OpenError, OpenResult, PayloadError, Ping, Pong, Protocol, RemoveIntercept, Role, RouteStat,
+    RouteStats, Subnets, UdpPacket, Welcome, AGENT_TOKEN_AUDIENCE,
 };
 pub use relay::{decode_relay, encode_relay, RelayDecoder, RelayError, MAX_RELAY_PACKET};
 

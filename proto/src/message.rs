@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::stats::RouteCounts;
+
 /// Which end of a session speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -410,6 +412,58 @@ pub struct AgentCredentialReply {
     pub result: Result<AgentCredential, Error>,
 }
 
+/// One route's counts on one port of an agent, in a [`RouteStats`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStat {
+    /// The app's container port.
+    pub port: u16,
+    /// The intercept that took these requests; `None` for those that went to the app.
+    pub intercept: Option<u64>,
+    /// Cumulative since the agent started.
+    pub counts: RouteCounts,
+}
+
+/// Agent to manager, about once a second while its counts change: what each of its ports routed
+/// where, since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStats {
+    /// Per port and route.
+    pub routes: Vec<RouteStat>,
+}
+
+/// An agent that follows an intercept's workload, in an [`InterceptStat`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentLink {
+    /// The agent's pod.
+    pub pod: String,
+    /// Whether it has reported its counts yet.
+    pub reporting: bool,
+}
+
+/// How one intercept routes, summed over the workload's agents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterceptStat {
+    /// The intercept's id.
+    pub id: u64,
+    /// Its name in the session.
+    pub name: String,
+    /// Requests it took to the laptop.
+    pub laptop: RouteCounts,
+    /// Requests on the same port that went to the app (nobody's, or another intercept's filter
+    /// did not match either).
+    pub app: RouteCounts,
+    /// The agents linked to the manager for its workload now.
+    pub agents: Vec<AgentLink>,
+}
+
+/// Manager to client, about once a second while they change: how the session's intercepts
+/// route. Empty once the session holds none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterceptStats {
+    /// One per intercept the session holds.
+    pub intercepts: Vec<InterceptStat>,
+}
+
 /// Declares [`Message`] from a table of `kind => Variant`, each variant wrapping the struct of the
 /// same name, and derives everything the codec needs from that one table. A kind used twice makes
 /// an unreachable match arm, which `clippy -D warnings` rejects.
@@ -511,6 +565,10 @@ messages! {
     23 => Namespaces,
     /// Which tether the manager is.
     24 => ManagerInfo,
+    /// An agent's route counts.
+    25 => RouteStats,
+    /// How the session's intercepts route.
+    26 => InterceptStats,
 }
 
 /// Why a payload did not decode.

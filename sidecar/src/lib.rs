@@ -9,6 +9,7 @@
 //!   HTTP/2 connections, byte relay for other protocols.
 //! - [`link`]: the QUIC link to the traffic manager, which sends the workload's intercepts and
 //!   carries intercepted connections to the developers' machines.
+//! - [`tally`]: requests counted per port and intercept, which the link reports to the manager.
 //!
 //! [`run`] is `tether-agent sidecar`: one proxy per taken-over port, and the link.
 
@@ -16,6 +17,7 @@
 
 pub mod link;
 pub mod proxy;
+pub mod tally;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -103,6 +105,7 @@ pub async fn run(
     let mut proxies = Vec::new();
     let mut registry = Registry::default();
     let metrics = Arc::new(AgentMetrics::register(&mut registry));
+    let tally = tally::Tally::default();
     // Counted only when served. An app already holding the port must not stop the agent.
     let counted = match config.metrics_port {
         Some(port) => match TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).await {
@@ -131,6 +134,7 @@ pub async fn run(
             sniff_timeout: config.sniff_timeout,
             identity: config.identity.clone(),
             metrics: counted.clone(),
+            tally: tally.clone(),
         });
         ports.push(PortRoutes {
             app_port: forward.app.port(),
@@ -142,7 +146,7 @@ pub async fn run(
     }
     let link = config
         .link
-        .map(|link| tokio::spawn(link::run(link, ports, metrics.clone())));
+        .map(|link| tokio::spawn(link::run(link, ports, metrics.clone(), tally.clone())));
     tokio::select! {
         () = shutdown => {}
         _ = async { while tasks.join_next().await.is_some() {} } => return Ok(()),

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::proxy::{BoxError, DialFn, Duplex, Routes, Upstream};
+use super::tally::Tally;
 use tether_metrics::agent::AgentMetrics;
 use tether_route::filter::{Filter, FilterSpec};
 use tether_route::router::{Intercept, InterceptId};
@@ -94,7 +95,12 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::fro
 const TOKEN_FILE: &str = "token";
 
 /// Keeps the link up until the process ends.
-pub async fn run(config: LinkConfig, ports: Vec<PortRoutes>, metrics: Arc<AgentMetrics>) {
+pub async fn run(
+    config: LinkConfig,
+    ports: Vec<PortRoutes>,
+    metrics: Arc<AgentMetrics>,
+    tally: Tally,
+) {
     let (conn_tx, conn_rx) = watch::channel(None);
     let current = Current(conn_rx);
     let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
@@ -110,7 +116,7 @@ pub async fn run(config: LinkConfig, ports: Vec<PortRoutes>, metrics: Arc<AgentM
                 let _ = conn_tx.send(Some(conn.clone()));
                 metrics.links.inc();
                 metrics.link_up.set(1);
-                let reason = serve(link, &ports, &current, &metrics).await;
+                let reason = serve(link, &ports, &current, &metrics, &tally).await;
                 metrics.link_up.set(0);
                 let _ = conn_tx.send(None);
                 conn.close(0u32.into(), b"bye");
@@ -179,19 +185,54 @@ async fn connect(
     }
 }
 
-/// Follows the manager's tables until the link fails; returns why.
+/// How often the route counts are reported to the manager, when they changed.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The intercepts the ports route by now.
+fn routed(ports: &[PortRoutes]) -> BTreeSet<u64> {
+    ports
+        .iter()
+        .flat_map(|p| {
+            p.routes
+                .snapshot()
+                .iter()
+                .map(|i| i.id.0)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Follows the manager's tables and reports the route counts until the link fails; returns
+/// why.
 async fn serve<R, W>(
     mut link: Control<R, W>,
     ports: &[PortRoutes],
     current: &Current,
     metrics: &AgentMetrics,
+    tally: &Tally,
 ) -> String
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    // A new link reports the counts so far at its first tick.
+    let mut reported = None;
+    let mut report = tokio::time::interval(REPORT_INTERVAL);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match link.next_event().await {
+        let event = tokio::select! {
+            event = link.next_event() => event,
+            _ = report.tick(), if link.is_writable() => {
+                if let Some(stats) = tally.report_if_changed(&mut reported) {
+                    let _ = link.session_mut().send(stats);
+                }
+                // What was just reported of ended intercepts was their last.
+                let live = routed(ports);
+                tally.retain(|id| live.contains(&id));
+                continue;
+            }
+        };
+        match event {
             Ok(Event::Message(Message::AgentIntercepts(table))) => {
                 apply(&table.intercepts, ports, current);
                 let routed: usize = ports
@@ -367,7 +408,8 @@ mod tests {
         };
         // The link is established when serve() takes it; here the Welcome is among its input.
         let metrics = AgentMetrics::default();
-        let (reason, ()) = tokio::join!(serve(link, &ports, &current, &metrics), manage);
+        let tally = Tally::default();
+        let (reason, ()) = tokio::join!(serve(link, &ports, &current, &metrics, &tally), manage);
         assert_eq!(reason, "the manager closed the link");
         let routes = ports[0].routes.snapshot();
         let ids: Vec<u64> = routes.iter().map(|i| i.id.0).collect();

@@ -39,6 +39,7 @@ use tether_metrics::agent::{AgentMetrics, ConnectionKind, Route as MetricsRoute}
 use tether_route::router::{AddError, Intercept, InterceptId, Route, Router};
 use tether_route::sniff::{sniff, Protocol, Sniff};
 
+pub use crate::tally::Tally;
 pub use target::{Duplex, InterceptTarget, LocalTarget};
 pub use upstream::{BoxError, DialFn, ProxyBody, Upstream, UpstreamError};
 
@@ -59,6 +60,8 @@ pub struct ProxyConfig {
     pub identity: String,
     /// Where requests are counted; `None` counts nothing (metrics off).
     pub metrics: Option<Arc<AgentMetrics>>,
+    /// Where requests are counted per intercept, for the link's reports.
+    pub tally: Tally,
 }
 
 impl ProxyConfig {
@@ -69,6 +72,7 @@ impl ProxyConfig {
             sniff_timeout: DEFAULT_SNIFF_TIMEOUT,
             identity: String::new(),
             metrics: None,
+            tally: Tally::default(),
         }
     }
 }
@@ -135,6 +139,7 @@ struct Shared {
     sniff_timeout: Duration,
     identity: String,
     metrics: Option<Arc<AgentMetrics>>,
+    tally: Tally,
     /// The app port, as the metrics label it.
     app_port: u16,
 }
@@ -150,6 +155,7 @@ impl Proxy {
                 sniff_timeout: config.sniff_timeout,
                 identity: config.identity,
                 metrics: config.metrics,
+                tally: config.tally,
                 app_port: config.app.port(),
             }),
         }
@@ -280,6 +286,7 @@ impl Shared {
         let (parts, body) = request.into_parts();
         let picked = self.routes.pick(&parts);
         let request = Request::from_parts(parts, body);
+        let intercept = picked.as_ref().map(|(id, _)| id.0);
         let route = if picked.is_some() {
             MetricsRoute::laptop
         } else {
@@ -303,8 +310,10 @@ impl Shared {
                 .await
             }
         };
+        let took = started.elapsed();
+        self.tally.request(self.app_port, intercept, took);
         if let Some(metrics) = &self.metrics {
-            metrics.routed(self.app_port, route, started.elapsed().as_secs_f64());
+            metrics.routed(self.app_port, route, took.as_secs_f64());
         }
         response
     }
@@ -330,6 +339,8 @@ impl Shared {
         } else {
             MetricsRoute::app
         };
+        self.tally
+            .connection(self.app_port, picked.as_ref().map(|(id, _)| id.0));
         if let Some(metrics) = &self.metrics {
             metrics.relayed(self.app_port, route);
         }

@@ -4,14 +4,14 @@
 //! halves of the stream (through [`Control`]). Callers reach it with [`Requests`]: a request
 //! goes in with a oneshot for its answer, the session gives it its id, and the answer (or the
 //! session's timeout, or the end of the session) comes back on the oneshot. The manager's
-//! updates (subnets, namespaces) go to watch channels.
+//! updates (subnets, namespaces, intercept counts) go to watch channels.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tether_proto::session::{CloseReason, Event, Reply, Request, SendError, SessionConfig};
-use tether_proto::{Message, Subnets, Welcome};
+use tether_proto::{InterceptStats, Message, Subnets, Welcome};
 use tether_tunnel::control::{self, Control};
 use tether_tunnel::framed::FrameIoError;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -84,6 +84,7 @@ pub(super) struct Updates {
     pub(super) subnets: watch::Sender<Subnets>,
     pub(super) namespaces: watch::Sender<Arc<BTreeSet<String>>>,
     pub(super) manager_version: watch::Sender<Option<String>>,
+    pub(super) intercept_stats: watch::Sender<Arc<InterceptStats>>,
 }
 
 /// Drives the handshake (the client's `Hello` is queued already) until the manager's `Welcome`.
@@ -197,6 +198,9 @@ fn on_event(event: Event, waiting: &mut HashMap<u32, Answer>, updates: &Updates)
         }
         Event::Message(Message::ManagerInfo(info)) => {
             let _ = updates.manager_version.send(Some(info.version));
+        }
+        Event::Message(Message::InterceptStats(stats)) => {
+            let _ = updates.intercept_stats.send(Arc::new(stats));
         }
         Event::Message(other) => debug!(kind = other.kind(), "Ignored a control message"),
         Event::Unmatched { kind, id } => debug!(kind, id, "Ignored a late or unasked answer"),

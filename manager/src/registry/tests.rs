@@ -154,3 +154,67 @@ fn a_session_holds_a_bounded_number_of_intercepts() {
     reg.remove("s-ann", "i0").unwrap();
     reg.create(ANN, &create("one-more", &["x-n=more"])).unwrap();
 }
+
+#[test]
+fn a_sessions_stats_sum_its_workloads_agents_and_nothing_of_others() {
+    use std::time::Duration;
+    use tether_proto::stats::RouteCounts;
+    use tether_proto::{RouteStat, RouteStats};
+
+    let mut reg = Registry::new();
+    let ann = reg.create(ANN, &create("ann", &["x-dev=ann"])).unwrap();
+    let bob = reg.create(BOB, &create("bob", &["x-dev=bob"])).unwrap();
+    reg.agent_joined(1, agent("orders-1"), channel().0);
+    reg.agent_joined(2, agent("orders-2"), channel().0);
+    let counts = |n: u64| {
+        let mut c = RouteCounts::default();
+        for _ in 0..n {
+            c.record(Duration::from_millis(2));
+        }
+        c
+    };
+    let route = |intercept, port, n| RouteStat {
+        port,
+        intercept,
+        counts: counts(n),
+    };
+    // Before any report the agents are listed, not reporting.
+    let before = reg.session_stats("s-ann");
+    assert_eq!(before.intercepts.len(), 1);
+    assert!(before.intercepts[0].agents.iter().all(|a| !a.reporting));
+    reg.agent_stats(
+        1,
+        RouteStats {
+            routes: vec![
+                route(None, 8080, 5),
+                route(Some(ann.id), 8080, 3),
+                route(Some(bob.id), 8080, 7),
+                route(None, 9090, 100),
+            ],
+        },
+    );
+    reg.agent_stats(
+        2,
+        RouteStats {
+            routes: vec![route(Some(ann.id), 8080, 1), route(None, 8080, 2)],
+        },
+    );
+    let stats = reg.session_stats("s-ann");
+    let [stat] = stats.intercepts.as_slice() else {
+        panic!("one intercept: {stats:?}")
+    };
+    assert_eq!((stat.id, stat.name.as_str()), (ann.id, "ann"));
+    assert_eq!(stat.laptop.requests, 4, "ann's, from both agents");
+    assert_eq!(stat.app.requests, 7, "the app's on port 8080 only");
+    let pods: Vec<(&str, bool)> = stat
+        .agents
+        .iter()
+        .map(|a| (a.pod.as_str(), a.reporting))
+        .collect();
+    assert_eq!(pods, [("orders-1", true), ("orders-2", true)]);
+    // An agent that leaves takes its counts along.
+    reg.agent_left(2);
+    assert_eq!(reg.session_stats("s-ann").intercepts[0].laptop.requests, 3);
+    // A session without intercepts has nothing to see.
+    assert!(reg.session_stats("s-nobody").intercepts.is_empty());
+}

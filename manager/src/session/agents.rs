@@ -140,6 +140,9 @@ pub(super) async fn session(
         tokio::select! {
             event = ctl.next_event() => match event {
                 Ok(Event::Closed(reason)) => break Err(control::ended(reason)),
+                Ok(Event::Message(Message::RouteStats(stats))) => {
+                    shared.registry().agent_stats(agent_id, stats)
+                }
                 Ok(Event::Message(other)) => debug!(kind = other.kind(), "Ignored an agent message"),
                 Ok(Event::Skipped { kind, error }) => {
                     debug!(kind, %error, "Skipped a malformed agent frame")

@@ -4,6 +4,7 @@ use bytes::BytesMut;
 
 use super::*;
 use crate::message::*;
+use crate::stats::RouteCounts;
 
 fn frame_bytes(msg: impl Into<Message>) -> Vec<u8> {
     let mut buf = BytesMut::new();
@@ -164,6 +165,33 @@ fn every_message() -> Vec<Message> {
         .into(),
         ManagerInfo {
             version: "0.1.0".into(),
+        }
+        .into(),
+        RouteStats {
+            routes: vec![RouteStat {
+                port: 8080,
+                intercept: Some(7),
+                counts: RouteCounts {
+                    requests: 3,
+                    latency: vec![1, 0, 2],
+                },
+            }],
+        }
+        .into(),
+        InterceptStats {
+            intercepts: vec![InterceptStat {
+                id: 7,
+                name: "orders".into(),
+                laptop: RouteCounts::default(),
+                app: RouteCounts {
+                    requests: 1,
+                    latency: vec![1],
+                },
+                agents: vec![AgentLink {
+                    pod: "orders-1".into(),
+                    reporting: true,
+                }],
+            }],
         }
         .into(),
     ]

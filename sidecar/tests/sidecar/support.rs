@@ -175,6 +175,7 @@ pub async fn start_proxy(app: SocketAddr, sniff_timeout: Duration) -> TestProxy 
         sniff_timeout,
         identity: "test-pod".to_owned(),
         metrics: None,
+        tally: Default::default(),
     });
     let serving = proxy.clone();
     tokio::spawn(async move { serving.serve(listener).await });

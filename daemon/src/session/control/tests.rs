@@ -83,6 +83,7 @@ async fn connected(config: SessionConfig) -> (Requests, Names, Ctl, tokio::task:
             subnets,
             namespaces,
             manager_version: watch::channel(None).0,
+            intercept_stats: watch::channel(Default::default()).0,
         },
     ));
     (requests, names, mgr, task)

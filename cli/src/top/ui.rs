@@ -1,0 +1,301 @@
+//! Drawing a [`View`]: on the terminal with ratatui ([`draw`]), or as plain text ([`text`], for
+//! `--once`). Both take their cells from the same functions, so they always agree.
+
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Modifier, Style, Stylize};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Paragraph, Row, Table};
+use ratatui::Frame;
+
+use super::view::{bytes, latency, View};
+
+const INTERCEPT_HEADER: [&str; 11] = [
+    "INTERCEPT",
+    "WORKLOAD",
+    "PORT",
+    "FILTER",
+    "LAPTOP/s",
+    "p50",
+    "p99",
+    "APP/s",
+    "p50",
+    "p99",
+    "AGENTS",
+];
+const INTERCEPT_WIDTHS: [Constraint; 11] = [
+    Constraint::Min(10),
+    Constraint::Min(14),
+    Constraint::Length(5),
+    Constraint::Min(10),
+    Constraint::Length(9),
+    Constraint::Length(8),
+    Constraint::Length(8),
+    Constraint::Length(8),
+    Constraint::Length(8),
+    Constraint::Length(8),
+    Constraint::Min(8),
+];
+
+const FLOW_HEADER: [&str; 6] = ["PROTO", "DESTINATION", "NAME", "OUT", "IN", "AGE"];
+const FLOW_WIDTHS: [Constraint; 6] = [
+    Constraint::Length(5),
+    Constraint::Length(22),
+    Constraint::Min(20),
+    Constraint::Length(10),
+    Constraint::Length(10),
+    Constraint::Length(8),
+];
+
+/// The lines above the tables.
+fn summary(view: &View, error: Option<&str>) -> Vec<String> {
+    let mut lines = Vec::new();
+    if !view.connected {
+        lines.push("not connected (the daemon is reconnecting, or gone)".to_owned());
+    } else {
+        lines.push(format!(
+            "connected to {} (namespace {}) over {}",
+            view.context, view.namespace, view.transport
+        ));
+    }
+    lines.push(match &view.carrier {
+        Some(c) => format!(
+            "carrier  rtt {:.2} ms   loss {:.2} %   cwnd {}",
+            c.rtt_ms,
+            c.loss_percent,
+            bytes(c.cwnd_bytes as f64)
+        ),
+        None => "carrier  -".to_owned(),
+    });
+    let t = &view.throughput;
+    lines.push(format!(
+        "traffic  out {}/s   in {}/s   flows {} open, {} started",
+        bytes(t.to_cluster_bytes_per_s),
+        bytes(t.to_workstation_bytes_per_s),
+        view.flows_open,
+        view.flows_started
+    ));
+    let hits = match view.dns.cache_hit_ratio {
+        Some(r) => format!("{:.0} %", r * 100.0),
+        None => "-".to_owned(),
+    };
+    lines.push(format!(
+        "dns      {:.1} queries/s   cache hits {hits}   ({} in all)",
+        view.dns.queries_per_s,
+        view.dns.totals.total()
+    ));
+    if let Some(error) = error {
+        lines.push(format!("error    {error}"));
+    }
+    lines
+}
+
+fn intercept_rows(view: &View) -> Vec<Vec<String>> {
+    view.intercepts
+        .iter()
+        .map(|i| {
+            let linked = i.agents.len();
+            let reporting = i.agents.iter().filter(|a| a.reporting).count();
+            let agents = if linked == reporting {
+                format!("{linked} linked")
+            } else {
+                format!("{linked} linked, {reporting} reporting")
+            };
+            vec![
+                i.name.clone(),
+                i.workload.clone(),
+                i.app_port.to_string(),
+                if i.filter.is_empty() {
+                    "(all)".to_owned()
+                } else {
+                    i.filter.clone()
+                },
+                format!("{:.1}", i.laptop.requests_per_s),
+                latency(i.laptop.p50_ms),
+                latency(i.laptop.p99_ms),
+                format!("{:.1}", i.app.requests_per_s),
+                latency(i.app.p50_ms),
+                latency(i.app.p99_ms),
+                agents,
+            ]
+        })
+        .collect()
+}
+
+fn flow_rows(view: &View) -> Vec<Vec<String>> {
+    view.flows
+        .iter()
+        .map(|f| {
+            vec![
+                format!("{:?}", f.protocol).to_lowercase(),
+                f.destination.clone(),
+                f.name.clone().unwrap_or_else(|| "-".to_owned()),
+                bytes(f.bytes_out as f64),
+                bytes(f.bytes_in as f64),
+                format!("{:.0}s", f.age_s),
+            ]
+        })
+        .collect()
+}
+
+/// One frame of the live view; it fits any terminal size (tables show the rows that fit).
+pub fn draw(frame: &mut Frame, view: &View, error: Option<&str>) {
+    let summary: Vec<Line> = summary(view, error).into_iter().map(Line::from).collect();
+    let intercepts = intercept_rows(view);
+    let [top, middle, bottom, footer] = Layout::vertical([
+        Constraint::Length(summary.len() as u16),
+        Constraint::Length(intercepts.len().max(1) as u16 + 3),
+        Constraint::Min(3),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    frame.render_widget(Paragraph::new(summary), top);
+    frame.render_widget(
+        table(&INTERCEPT_HEADER, &INTERCEPT_WIDTHS, intercepts).block(Block::bordered().title(
+            format!(
+                " Intercepts (requests/s; latency over {:.0} s) ",
+                view.latency_window_s
+            ),
+        )),
+        middle,
+    );
+    frame.render_widget(
+        table(&FLOW_HEADER, &FLOW_WIDTHS, flow_rows(view))
+            .block(Block::bordered().title(" Flows (most bytes first) ")),
+        bottom,
+    );
+    frame.render_widget(
+        Line::from("q quits · refreshed every second").add_modifier(Modifier::DIM),
+        footer,
+    );
+}
+
+fn table<'a>(header: &'a [&'a str], widths: &[Constraint], rows: Vec<Vec<String>>) -> Table<'a> {
+    let header = Row::new(header.iter().copied()).style(Style::new().add_modifier(Modifier::BOLD));
+    Table::new(rows.into_iter().map(Row::new), widths.to_vec()).header(header)
+}
+
+/// The view as plain text (`tether top --once`).
+pub fn text(view: &View) -> String {
+    let mut out = summary(view, None).join("\n");
+    out.push_str("\n\n");
+    out.push_str(&columns(&INTERCEPT_HEADER, intercept_rows(view)));
+    out.push('\n');
+    out.push_str(&columns(&FLOW_HEADER, flow_rows(view)));
+    out
+}
+
+/// Left-aligned columns, two spaces apart.
+fn columns(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| (*h).to_owned()).collect());
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+    use tether_daemon::flow_table::FlowProtocol;
+    use tether_proto::AgentLink;
+
+    use super::super::view::{FlowView, InterceptView, RouteView};
+    use super::*;
+
+    fn view() -> View {
+        View {
+            connected: true,
+            context: "local".into(),
+            namespace: "default".into(),
+            transport: "udp".into(),
+            interval_s: 1.0,
+            latency_window_s: 10.0,
+            flows_open: 1,
+            flows_started: 4,
+            flows: vec![FlowView {
+                protocol: FlowProtocol::Tcp,
+                destination: "10.96.0.20:80".into(),
+                name: Some("hello.default.svc.cluster.local".into()),
+                bytes_out: 100,
+                bytes_in: 2048,
+                age_s: 3.0,
+            }],
+            intercepts: vec![InterceptView {
+                name: "orders".into(),
+                namespace: "default".into(),
+                workload: "Deployment/orders".into(),
+                app_port: 8080,
+                filter: "x-dev=ann".into(),
+                laptop: RouteView {
+                    requests: 12,
+                    requests_per_s: 3.0,
+                    p50_ms: Some(2.5),
+                    p99_ms: Some(10.0),
+                },
+                app: RouteView::default(),
+                agents: vec![AgentLink {
+                    pod: "orders-1".into(),
+                    reporting: true,
+                }],
+            }],
+            ..View::default()
+        }
+    }
+
+    #[test]
+    fn the_screen_shows_every_number_and_fits_a_small_terminal() {
+        for (width, height) in [(120, 30), (60, 12)] {
+            let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+            terminal.draw(|f| draw(f, &view(), None)).unwrap();
+            let screen: String = terminal
+                .backend()
+                .buffer()
+                .content()
+                .iter()
+                .map(|c| c.symbol())
+                .collect();
+            assert!(screen.contains("connected to local"), "{screen}");
+            assert!(screen.contains("orders"), "{screen}");
+            if width == 120 {
+                for want in ["3.0", "2.50 ms", "hello.default.svc", "2.0 KiB", "1 linked"] {
+                    assert!(screen.contains(want), "{want} missing:\n{screen}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn text_has_the_same_cells() {
+        let text = text(&view());
+        assert!(
+            text.contains("dns      0.0 queries/s   cache hits -"),
+            "{text}"
+        );
+        let row = text.lines().find(|l| l.starts_with("orders")).unwrap();
+        let cells: Vec<&str> = row
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(
+            cells[..5],
+            ["orders", "Deployment/orders", "8080", "x-dev=ann", "3.0"]
+        );
+        assert!(text.contains("hello.default.svc.cluster.local"));
+    }
+}
