@@ -469,3 +469,81 @@ impl Drop for Laptop {
         let _ = self.child.wait();
     }
 }
+
+/// A program running in a tmux session (a real terminal); the session is killed on drop.
+#[derive(Debug)]
+pub struct Tmux(String);
+
+impl Tmux {
+    /// Runs `argv` in a new detached session `name` of `(columns, rows)`.
+    pub fn run(name: &str, (columns, rows): (u16, u16), argv: &[&str]) -> Tmux {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", name])
+            .status();
+        run(Command::new("tmux")
+            .args(["new-session", "-d", "-s", name])
+            .args(["-x", &columns.to_string(), "-y", &rows.to_string()])
+            .args(argv))
+        .expect_ok("tmux new-session");
+        Tmux(name.to_owned())
+    }
+
+    /// Types `keys` (tmux key names: `Enter`, `q`, `C-c`).
+    pub fn keys(&self, keys: &[&str]) {
+        run(Command::new("tmux")
+            .args(["send-keys", "-t", &self.0, "--"])
+            .args(keys))
+        .expect_ok("tmux send-keys");
+    }
+
+    /// Waits until the screen shows `text`; fails showing the screen.
+    #[track_caller]
+    pub fn expect(&self, text: &str) {
+        self.expect_screen(&format!("{text:?}"), |screen| screen.contains(text));
+    }
+
+    /// Waits until `check` accepts the screen; fails showing the last one.
+    #[track_caller]
+    pub fn expect_screen(&self, what: &str, mut check: impl FnMut(&str) -> bool) -> String {
+        let mut screen = String::new();
+        for _ in 0..120 {
+            screen = self.screen();
+            if check(&screen) {
+                return screen;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("the terminal never showed {what}:\n{screen}");
+    }
+
+    /// What the terminal shows now.
+    pub fn screen(&self) -> String {
+        run(Command::new("tmux").args(["capture-pane", "-p", "-t", &self.0]))
+            .expect_ok("tmux capture-pane")
+    }
+
+    /// Whether the session (its program) still runs.
+    pub fn alive(&self) -> bool {
+        Command::new("tmux")
+            .args(["has-session", "-t", &self.0])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Resizes the terminal.
+    pub fn resize(&self, (columns, rows): (u16, u16)) {
+        run(Command::new("tmux")
+            .args(["resize-window", "-t", &self.0])
+            .args(["-x", &columns.to_string(), "-y", &rows.to_string()]))
+        .expect_ok("tmux resize-window");
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
+    }
+}

@@ -1,66 +1,22 @@
 //! The CLI as a shell user meets it: completions in a real bash, man pages through `man`.
 
 use std::process::Command;
-use std::time::Duration;
 
-use tether_e2e::{run, tether_bin};
+use tether_e2e::{run, tether_bin, Tmux};
 
-/// A tmux session running a shell; killed on drop.
-struct Tmux(String);
-
-impl Tmux {
-    /// `bash` without start-up files.
-    fn start(path: &str) -> Tmux {
-        Tmux::shell(path, "bash", &["bash", "--norc", "--noprofile"])
-    }
-
-    fn shell(path: &str, name: &str, argv: &[&str]) -> Tmux {
-        let name = format!("tether-e2e-cli-{name}-{}", std::process::id());
-        run(Command::new("tmux")
-            .args(["new-session", "-d", "-s", &name, "-x", "200", "-y", "50"])
-            .args([
-                "env",
-                &format!("PATH={path}"),
-                &format!("KUBECONFIG={}", tether_e2e::kubeconfig().display()),
-            ])
-            .args(argv))
-        .expect_ok("tmux new-session");
-        Tmux(name)
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        run(Command::new("tmux")
-            .args(["send-keys", "-t", &self.0, "--"])
-            .args(keys))
-        .expect_ok("tmux send-keys");
-    }
-
-    /// Waits until the screen shows `text`; fails showing the screen.
-    #[track_caller]
-    fn expect(&self, text: &str) {
-        let mut screen = String::new();
-        for _ in 0..40 {
-            screen = self.screen();
-            if screen.contains(text) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        panic!("the shell never showed {text:?}:\n{screen}");
-    }
-
-    fn screen(&self) -> String {
-        run(Command::new("tmux").args(["capture-pane", "-p", "-t", &self.0]))
-            .expect_ok("tmux capture-pane")
-    }
+/// `bash` without start-up files, in tmux.
+fn bash(path: &str) -> Tmux {
+    shell(path, "bash", &["bash", "--norc", "--noprofile"])
 }
 
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
-            .status();
-    }
+/// A shell in tmux, with `path` as its PATH and the cluster's kubeconfig.
+fn shell(path: &str, name: &str, argv: &[&str]) -> Tmux {
+    let name = format!("tether-e2e-cli-{name}-{}", std::process::id());
+    let path = format!("PATH={path}");
+    let kubeconfig = format!("KUBECONFIG={}", tether_e2e::kubeconfig().display());
+    let mut full = vec!["env", &path, &kubeconfig];
+    full.extend_from_slice(argv);
+    Tmux::run(&name, (200, 50), &full)
 }
 
 /// A directory with `tether` in it, as `cargo install` puts it on the PATH; and that PATH.
@@ -82,7 +38,7 @@ fn tether_on_path(shell: &str) -> (std::path::PathBuf, String) {
 #[test]
 fn zsh_completes_commands_and_workload_names() {
     let (bin_dir, path) = tether_on_path("zsh");
-    let shell = Tmux::shell(&path, "zsh", &["zsh", "-f"]);
+    let shell = shell(&path, "zsh", &["zsh", "-f"]);
     shell.keys(&[
         "autoload -U compinit && compinit -u && source <(tether completion zsh)",
         "Enter",
@@ -125,7 +81,7 @@ fn fish_completes_commands_and_workload_names() {
 #[test]
 fn bash_completes_tether_commands_and_flags() {
     let (bin_dir, path) = tether_on_path("bash");
-    let shell = Tmux::start(&path);
+    let shell = bash(&path);
     shell.keys(&["source <(tether completion bash)", "Enter"]);
     shell.keys(&["tether inter", "Tab"]);
     // capture-pane drops the space completion adds at the end of the line.

@@ -163,6 +163,30 @@ fn install_dry_run_passes_the_api_servers_dry_run() {
     );
 }
 
+/// The monitoring examples that need no CRDs pass the API server's validation where the README
+/// says to apply them (the NetworkPolicy's named ports are the manager's).
+#[test]
+fn the_metrics_network_policy_passes_the_api_servers_dry_run() {
+    let policy = tether_e2e::repo().join("deploy/monitoring/networkpolicy.yaml");
+    let out = tether_e2e::kubectl(&[
+        "apply",
+        "--dry-run=server",
+        "-n",
+        "tether",
+        "-f",
+        policy.to_str().unwrap(),
+    ])
+    .expect_ok("kubectl apply --dry-run=server the NetworkPolicy");
+    assert!(
+        out.contains("networkpolicy.networking.k8s.io/tether-manager-metrics"),
+        "{out}"
+    );
+    let manifests = dry_run(&["-o", "yaml"]);
+    for port in ["name: quic", "name: health", "name: tether-metrics"] {
+        assert!(manifests.contains(port), "the manager has no port {port}");
+    }
+}
+
 /// The README's "try it yourself" by hand: `eval $(cargo xtask cluster env)` sets everything a
 /// plain `tether install` needs on the local cluster (`cluster.sh env` is what that runs).
 #[test]

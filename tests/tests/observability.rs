@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tether_e2e::{
-    cluster_ip, curl, eventually, from_cluster, kubectl, running_pods, tether, Connected, Laptop,
-    WS,
+    cluster_ip, curl, eventually, from_cluster, in_ns, kubectl, running_pods, runtime_dir, tether,
+    tether_bin, Connected, Laptop, Tmux, WS,
 };
 
 /// Where the cluster's Prometheus listens (see `xtask/scripts/lib.sh`).
@@ -225,4 +225,165 @@ fn the_session_gauge_is_one_while_connected_and_zero_after_quit() {
     settles_at(gauge, 1.0);
     drop(ws);
     settles_at(gauge, 0.0);
+}
+
+/// `tether top --once -o json`, parsed.
+fn top_once() -> Value {
+    let out = tether(WS, &["top", "--once", "-o", "json"]).expect_ok("tether top --once");
+    serde_json::from_str(&out).expect("top's JSON")
+}
+
+/// The requests an intercept took to the laptop and left to the app, in a `top` snapshot.
+fn intercept_counts(top: &Value, name: &str) -> (u64, u64) {
+    let intercept = top["intercepts"]
+        .as_array()
+        .and_then(|all| all.iter().find(|i| i["name"] == name))
+        .unwrap_or_else(|| panic!("no intercept {name} in {top}"));
+    let n = |route: &str| intercept[route]["requests"].as_u64().expect("a count");
+    (n("laptop"), n("app"))
+}
+
+/// `tether top` in a real terminal: it shows the session, the intercept's requests as they come
+/// (and their latency), a held flow with its Service's name, adapts to a smaller terminal and
+/// quits on `q`. Its JSON snapshot counts exactly the requests sent, as the agents' metrics do,
+/// and its byte totals are the daemon's metrics.
+#[test]
+fn tether_top_shows_the_session_live_and_its_snapshot_agrees_with_the_metrics() {
+    let _ws = Connected::new(WS, &[]);
+    let _laptop = Laptop::start(WS, 18083, "laptop-top");
+    tether(
+        WS,
+        &[
+            "intercept",
+            "orders",
+            "--port",
+            "18083:http",
+            "--http-header",
+            "x-dev=top",
+        ],
+    )
+    .expect_ok("tether intercept");
+    // A connection the workstation holds open to a Service, with a request sent on it.
+    let held = Laptop::adopt(
+        in_ns(WS, "bash")
+            .args([
+                "-c",
+                "exec 3<>/dev/tcp/hello.default/80 && \
+                 printf 'GET / HTTP/1.1\\r\\nHost: hello\\r\\n\\r\\n' >&3 && exec sleep 300",
+            ])
+            .spawn()
+            .expect("holding a connection"),
+    );
+    let runtime = format!("TETHER_RUNTIME_DIR={}", runtime_dir(WS).display());
+    let bin = tether_bin();
+    let name = format!("tether-e2e-top-{}", std::process::id());
+    let argv = [
+        "ip",
+        "netns",
+        "exec",
+        WS,
+        "env",
+        &runtime,
+        bin.to_str().unwrap(),
+        "top",
+    ];
+    let top = Tmux::run(&name, (160, 40), &argv);
+    top.expect("connected to");
+    top.expect("orders");
+    top.expect("x-dev=top");
+    top.expect("hello.default.svc.cluster.local");
+
+    let pods: Vec<String> = running_pods("app=orders")
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let pods = pods.join("|");
+    let count = |route: &str| {
+        format!(
+            "sum(tether_agent_requests_total{{pod=~\"{pods}\",route=\"{route}\",port=\"8080\"}}) or vector(0)"
+        )
+    };
+    eventually(Duration::from_secs(60), "the agents are scraped", || {
+        query(&format!(
+            "min(up{{pod=~\"{pods}\",container=\"tether-agent\"}})"
+        ))
+        .filter(|up| *up == 1.0)
+    });
+    let metrics_before = query(&count("laptop")).unwrap_or(0.0);
+    let (laptop_before, app_before) = intercept_counts(&top_once(), "orders");
+
+    let url = format!("http://{}/", cluster_ip("orders"));
+    from_cluster(&url, &["--repeat", "6", "--header", "x-dev:top"]).expect_ok("6 for the laptop");
+    from_cluster(&url, &["--repeat", "4"]).expect_ok("4 for the app");
+
+    // The live view: the intercept's row shows a rate and a median latency for the laptop.
+    let screen = top.expect_screen("a laptop rate and latency on the orders row", |screen| {
+        screen.lines().any(|line| {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            cells.first() == Some(&"orders")
+                && cells.get(4).is_some_and(|rate| *rate != "0.0")
+                && cells.get(5).is_some_and(|p50| *p50 != "-")
+        })
+    });
+    assert!(screen.contains("q quits"), "{screen}");
+
+    // The snapshot counts exactly what was sent, as the agents' own metrics do.
+    let snapshot = eventually(Duration::from_secs(30), "top to count 6 and 4", || {
+        let now = top_once();
+        (intercept_counts(&now, "orders") == (laptop_before + 6, app_before + 4)).then_some(now)
+    });
+    settles_at(&count("laptop"), metrics_before + 6.0);
+    let flow = snapshot["flows"]
+        .as_array()
+        .and_then(|flows| {
+            flows
+                .iter()
+                .find(|f| f["name"] == "hello.default.svc.cluster.local")
+        })
+        .unwrap_or_else(|| panic!("the held flow, named: {snapshot}"));
+    assert_eq!(flow["protocol"], "tcp");
+    assert!(flow["bytes_out"].as_u64().unwrap() > 0, "{flow}");
+    assert!(flow["bytes_in"].as_u64().unwrap() > 0, "{flow}");
+    assert!(
+        snapshot["carrier"]["rtt_ms"].as_f64().is_some(),
+        "{snapshot}"
+    );
+    // Its byte totals are the daemon's metrics (read while no byte moves: the counters equal
+    // before and after the snapshot).
+    let metric = |text: &str, direction: &str| {
+        let series = format!("tether_workstation_flow_bytes_total{{direction=\"{direction}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series)?.parse::<u64>().ok())
+            .expect("the daemon's byte counter")
+    };
+    let bytes = || {
+        let text = tether(WS, &["status", "--metrics"]).expect_ok("metrics");
+        (metric(&text, "to_cluster"), metric(&text, "to_workstation"))
+    };
+    eventually(
+        Duration::from_secs(30),
+        "top's totals = the metrics",
+        || {
+            let before = bytes();
+            let now = top_once();
+            let totals = &now["throughput"];
+            let top = (
+                totals["to_cluster_bytes"].as_u64(),
+                totals["to_workstation_bytes"].as_u64(),
+            );
+            (before == bytes() && top == (Some(before.0), Some(before.1))).then_some(())
+        },
+    );
+
+    // A smaller terminal still shows the intercept; `q` quits.
+    top.resize((80, 16));
+    top.expect_screen("the smaller screen redrawn", |screen| {
+        screen.lines().count() <= 16 && screen.contains("orders")
+    });
+    top.keys(&["q"]);
+    eventually(Duration::from_secs(10), "top to quit on q", || {
+        (!top.alive()).then_some(())
+    });
+    drop(held);
+    tether(WS, &["leave", "orders"]).expect_ok("tether leave");
 }

@@ -160,6 +160,21 @@ fn intercept() -> anyhow::Result<()> {
         .status()?;
     anyhow::ensure!(status.success(), "the requests from the client pod failed");
 
+    step("tether top --once: what this machine's session did (the live view is `tether top`)");
+    // The agents report their counts about once a second: wait for the request to show.
+    for _ in 0..10 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", "tether-ws"])
+            .arg(manager::tether_bin())
+            .args(["top", "--once", "-o", "json"])
+            .output()?;
+        let top: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if top["intercepts"][0]["laptop"]["requests"].as_u64() >= Some(1) {
+            break;
+        }
+    }
+    anyhow::ensure!(ws(&["top", "--once"])?.success(), "tether top failed");
+
     step("tether leave orders; tether uninstall orders (the Deployment is as it was)");
     anyhow::ensure!(ws(&["leave", "orders"])?.success(), "tether leave failed");
     anyhow::ensure!(

@@ -43,25 +43,49 @@ pub fn orders_pod(world: &World) -> AgentIdentity {
     }
 }
 
-#[tokio::test]
-async fn a_personal_intercept_takes_only_requests_with_its_header() -> Result {
-    let world = World::start().await?;
+/// The orders app, alice's laptop server, the app's agent linked to the manager, and alice's
+/// personal intercept of it, in effect at the agent.
+pub struct Intercepted {
+    pub app: servers::Server,
+    pub laptop: servers::Server,
+    pub agent: Agent,
+    pub info: tether_proto::InterceptInfo,
+}
+
+/// Sets up [`Intercepted`] in `world`.
+pub async fn alice_intercepts_orders(world: &World) -> Result<Intercepted> {
     let app = servers::http(IpAddr::V4(APP_IP), "app").await?;
     let laptop = servers::http(IpAddr::V4(Ipv4Addr::LOCALHOST), "laptop").await?;
     let credential = world.manager.agent_credential("shop")?;
     let agent = Agent::start(
         world.manager.addr(),
         &credential,
-        orders_pod(&world),
+        orders_pod(world),
         app.addr(),
     )
     .await?;
-
     let info = world
         .alice
         .intercept(personal(app.addr().port()), laptop.addr())
         .await?;
     agent.routing(&[info.id]).await?;
+    Ok(Intercepted {
+        app,
+        laptop,
+        agent,
+        info,
+    })
+}
+
+#[tokio::test]
+async fn a_personal_intercept_takes_only_requests_with_its_header() -> Result {
+    let world = World::start().await?;
+    let Intercepted {
+        agent,
+        app: _app,
+        laptop: _laptop,
+        ..
+    } = alice_intercepts_orders(&world).await?;
     let mine = [("x-session", "alice")];
     assert_eq!(
         get(agent.addr(), "/cart", &mine).await?,
@@ -202,4 +226,57 @@ async fn an_agent_credential_is_issued_against_the_secret_and_links_an_agent() -
         listed.is_ok_and(|state| state.agents.iter().any(|a| a.pod == "orders-1"))
     })
     .await
+}
+
+/// The agent counts each request by intercept and reports it over its link; the manager sums the
+/// counts for the intercept's holder, whose session sees them (what `tether top` shows).
+#[tokio::test]
+async fn the_holder_sees_its_intercepts_requests_counted_by_route() -> Result {
+    let world = World::start().await?;
+    let Intercepted {
+        agent,
+        info,
+        app: _app,
+        laptop: _laptop,
+    } = alice_intercepts_orders(&world).await?;
+    let mine = [("x-session", "alice")];
+    for _ in 0..4 {
+        assert_eq!(get(agent.addr(), "/", &mine).await?.1, "laptop /");
+    }
+    for _ in 0..3 {
+        assert_eq!(get(agent.addr(), "/", &[]).await?.1, "app /");
+    }
+    let session = world.alice.session()?;
+    let mut stats = session.intercept_stats_rx.clone();
+    let counted = |s: &tether_proto::InterceptStats| {
+        s.intercepts
+            .first()
+            .map(|i| (i.id, i.laptop.requests, i.app.requests))
+    };
+    eventually(
+        "the manager to report 4 requests to the laptop, 3 to the app",
+        || {
+            let now = counted(&stats.borrow_and_update());
+            async move { now == Some((info.id, 4, 3)) }
+        },
+    )
+    .await?;
+    let stat = stats.borrow().intercepts[0].clone();
+    assert_eq!(stat.name, "orders");
+    assert_eq!(stat.laptop.latency.iter().sum::<u64>(), 4, "each timed");
+    assert!(stat.laptop.quantile(0.5).is_some());
+    let pods: Vec<(&str, bool)> = stat
+        .agents
+        .iter()
+        .map(|a| (a.pod.as_str(), a.reporting))
+        .collect();
+    assert_eq!(pods, [("orders-1", true)]);
+    // Once the intercept ends, the session has nothing to see.
+    world.alice.leave("orders").await?;
+    eventually("the counts to go with the intercept", || {
+        let empty = stats.borrow_and_update().intercepts.is_empty();
+        async move { empty }
+    })
+    .await?;
+    Ok(())
 }

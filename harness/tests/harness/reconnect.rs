@@ -2,35 +2,24 @@
 //! its clients see the session end with its reason and connect again, and its agents link again
 //! by themselves; intercepts are created again by their workstation.
 
-use std::net::{IpAddr, Ipv4Addr};
-
 use hickory_proto::rr::RecordType;
 use tether_harness::manager::RESTARTING;
-use tether_harness::servers::{self, get, round_trip};
-use tether_harness::{patiently, Agent};
+use tether_harness::patiently;
+use tether_harness::servers::{get, round_trip};
 use tether_tunnel::quinn::ConnectionError;
 
-use crate::intercept::{orders_pod, personal, APP_IP};
+use crate::intercept::{alice_intercepts_orders, Intercepted};
 use crate::support::{Result, World};
 
 #[tokio::test]
 async fn after_a_manager_restart_sessions_flows_dns_and_intercepts_come_back() -> Result {
     let mut world = World::start().await?;
-    let app = servers::http(IpAddr::V4(APP_IP), "app").await?;
-    let laptop = servers::http(IpAddr::V4(Ipv4Addr::LOCALHOST), "laptop").await?;
-    let credential = world.manager.agent_credential("shop")?;
-    let agent = Agent::start(
-        world.manager.addr(),
-        &credential,
-        orders_pod(&world),
-        app.addr(),
-    )
-    .await?;
-    let before = world
-        .alice
-        .intercept(personal(app.addr().port()), laptop.addr())
-        .await?;
-    agent.routing(&[before.id]).await?;
+    let Intercepted {
+        app: _app,
+        laptop: _laptop,
+        agent,
+        ..
+    } = alice_intercepts_orders(&world).await?;
     let old = world.alice.session()?;
 
     world.manager.restart().await?;
