@@ -319,7 +319,8 @@ fn tether_top_shows_the_session_live_and_its_snapshot_agrees_with_the_metrics() 
     // The live view: the intercept's row shows a rate and a median latency for the laptop.
     let screen = top.expect_screen("a laptop rate and latency on the orders row", |screen| {
         screen.lines().any(|line| {
-            let cells: Vec<&str> = line.split_whitespace().collect();
+            // Table rows sit between the box's borders.
+            let cells: Vec<&str> = line.trim_matches('│').split_whitespace().collect();
             cells.first() == Some(&"orders")
                 && cells.get(4).is_some_and(|rate| *rate != "0.0")
                 && cells.get(5).is_some_and(|p50| *p50 != "-")

@@ -22,29 +22,7 @@ const INTERCEPT_HEADER: [&str; 11] = [
     "p99",
     "AGENTS",
 ];
-const INTERCEPT_WIDTHS: [Constraint; 11] = [
-    Constraint::Min(10),
-    Constraint::Min(14),
-    Constraint::Length(5),
-    Constraint::Min(10),
-    Constraint::Length(9),
-    Constraint::Length(8),
-    Constraint::Length(8),
-    Constraint::Length(8),
-    Constraint::Length(8),
-    Constraint::Length(8),
-    Constraint::Min(8),
-];
-
 const FLOW_HEADER: [&str; 6] = ["PROTO", "DESTINATION", "NAME", "OUT", "IN", "AGE"];
-const FLOW_WIDTHS: [Constraint; 6] = [
-    Constraint::Length(5),
-    Constraint::Length(22),
-    Constraint::Min(20),
-    Constraint::Length(10),
-    Constraint::Length(10),
-    Constraint::Length(8),
-];
 
 /// The lines above the tables.
 fn summary(view: &View, error: Option<&str>) -> Vec<String> {
@@ -150,16 +128,14 @@ pub fn draw(frame: &mut Frame, view: &View, error: Option<&str>) {
     .areas(frame.area());
     frame.render_widget(Paragraph::new(summary), top);
     frame.render_widget(
-        table(&INTERCEPT_HEADER, &INTERCEPT_WIDTHS, intercepts).block(Block::bordered().title(
-            format!(
-                " Intercepts (requests/s; latency over {:.0} s) ",
-                view.latency_window_s
-            ),
-        )),
+        table(&INTERCEPT_HEADER, intercepts).block(Block::bordered().title(format!(
+            " Intercepts (requests/s; latency over {:.0} s) ",
+            view.latency_window_s
+        ))),
         middle,
     );
     frame.render_widget(
-        table(&FLOW_HEADER, &FLOW_WIDTHS, flow_rows(view))
+        table(&FLOW_HEADER, flow_rows(view))
             .block(Block::bordered().title(" Flows (most bytes first) ")),
         bottom,
     );
@@ -169,9 +145,30 @@ pub fn draw(frame: &mut Frame, view: &View, error: Option<&str>) {
     );
 }
 
-fn table<'a>(header: &'a [&'a str], widths: &[Constraint], rows: Vec<Vec<String>>) -> Table<'a> {
+/// A table whose columns are as wide as their widest cell (the last takes what is left), so
+/// that a narrow terminal cuts the last columns, not every one.
+fn table<'a>(header: &'a [&'a str], rows: Vec<Vec<String>>) -> Table<'a> {
+    let widths = column_widths(header, &rows);
+    let mut constraints: Vec<Constraint> = widths
+        .iter()
+        .map(|w| Constraint::Length(u16::try_from(*w).unwrap_or(u16::MAX)))
+        .collect();
+    if let Some(last) = constraints.last_mut() {
+        *last = Constraint::Fill(1);
+    }
     let header = Row::new(header.iter().copied()).style(Style::new().add_modifier(Modifier::BOLD));
-    Table::new(rows.into_iter().map(Row::new), widths.to_vec()).header(header)
+    Table::new(rows.into_iter().map(Row::new), constraints).header(header)
+}
+
+/// Each column's widest cell, header included, in characters.
+fn column_widths(header: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    widths
 }
 
 /// The view as plain text (`tether top --once`).
@@ -186,12 +183,7 @@ pub fn text(view: &View) -> String {
 
 /// Left-aligned columns, two spaces apart.
 fn columns(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
+    let widths = column_widths(header, &rows);
     let line = |cells: Vec<String>| {
         let padded: Vec<String> = cells
             .iter()
