@@ -276,17 +276,18 @@ pub struct InterceptArgs {
     /// to.
     #[arg(short, long)]
     pub namespace: Option<String>,
-    /// How to connect first when not connected (as `tether connect` takes them).
-    #[command(flatten, next_help_heading = "Connecting first (when not connected)")]
-    pub connect: ConnectOptions,
-    /// The config file's `connect.namespace`, for connecting first without `-n`.
-    #[arg(skip)]
-    pub config_namespace: Option<String>,
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// Run this command with the container's environment; the intercept ends when it exits.
     #[arg(last = true)]
     pub command: Vec<String>,
+    /// How to connect first when not connected (as `tether connect` takes them). Last: the
+    /// heading applies to every argument after it.
+    #[command(flatten, next_help_heading = "Connecting first (when not connected)")]
+    pub connect: ConnectOptions,
+    /// The config file's `connect.namespace`, for connecting first without `-n`.
+    #[arg(skip)]
+    pub config_namespace: Option<String>,
 }
 
 const INTERCEPT_EXAMPLES: &str = "\
