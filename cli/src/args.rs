@@ -55,7 +55,7 @@ pub enum Command {
     /// Remove tether from workloads (restoring them exactly), or the traffic manager.
     Uninstall(UninstallArgs),
     /// Send a workload's traffic to a port on this machine (all of it, or matching requests).
-    Intercept(InterceptArgs),
+    Intercept(Box<InterceptArgs>),
     /// End an intercept.
     Leave {
         /// The intercept's name (see `tether status`).

@@ -6,7 +6,7 @@ fn intercept(argv: &[&str]) -> Result<InterceptArgs, clap::Error> {
     let mut full = vec!["tether", "intercept"];
     full.extend_from_slice(argv);
     match Cli::try_parse_from(full)?.command {
-        Command::Intercept(args) => Ok(args),
+        Command::Intercept(args) => Ok(*args),
         other => panic!("not intercept: {other:?}"),
     }
 }
