@@ -54,7 +54,8 @@ pub enum Command {
     },
     /// Remove tether from workloads (restoring them exactly), or the traffic manager.
     Uninstall(UninstallArgs),
-    /// Send a workload's traffic to a port on this machine (all of it, or matching requests).
+    /// Send a workload's or a Service's traffic to a port on this machine (all of it, or
+    /// matching requests); connects first when not connected.
     Intercept(Box<InterceptArgs>),
     /// End an intercept.
     Leave {
