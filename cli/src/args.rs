@@ -64,8 +64,9 @@ pub enum Command {
     },
     /// Remove tether from workloads (restoring them exactly), or the traffic manager.
     Uninstall(UninstallArgs),
-    /// Send a workload's traffic to a port on this machine (all of it, or matching requests).
-    Intercept(InterceptArgs),
+    /// Send a workload's or a Service's traffic to a port on this machine (all of it, or
+    /// matching requests); connects first when not connected.
+    Intercept(Box<InterceptArgs>),
     /// End an intercept.
     Leave {
         /// The intercept's name (see `tether status`).
@@ -142,7 +143,8 @@ impl Command {
     /// The cluster arguments of a command that has them.
     pub fn kube_mut(&mut self) -> Option<&mut KubeArgs> {
         match self {
-            Command::Connect(a) => Some(&mut a.kube),
+            Command::Connect(a) => Some(&mut a.options.kube),
+            Command::Intercept(a) => Some(&mut a.connect.kube),
             Command::Install { kube, .. } => Some(kube),
             Command::Uninstall(a) => Some(&mut a.kube),
             Command::Doctor(a) => Some(&mut a.kube),
@@ -235,13 +237,32 @@ pub struct GatherLogsArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(after_help = INTERCEPT_EXAMPLES)]
 pub struct InterceptArgs {
-    /// The workload: a Deployment, StatefulSet or ReplicaSet name, or `kind/name`.
-    pub workload: String,
-    /// `LOCAL[:SERVICE_PORT]`: the port on this machine that gets the traffic, and which of the
-    /// Service's ports (name or number; needed when it has several).
-    #[arg(short, long, value_name = "LOCAL[:SERVICE_PORT]", value_parser = parse_port)]
+    /// What to intercept: a workload (`orders`, `deploy/orders`, `sts/db`, `rs/legacy`) or a
+    /// Service (`orders`, `svc/orders`: the workload it selects). A name that is both a workload
+    /// and a Service selecting another workload must say which with its prefix.
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// `LOCAL[:REMOTE]`: the port on this machine that gets the traffic, and which Service port
+    /// (name or number, or `SERVICE/PORT`; needed when there are several).
+    #[arg(short, long, value_name = "LOCAL[:REMOTE]", value_parser = parse_port)]
     pub port: (u16, Option<String>),
+    /// The Service whose port is intercepted, when the workload is behind several.
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+    /// The workload to intercept, when TARGET is a Service that selects several (NAME or
+    /// KIND/NAME).
+    #[arg(long, value_name = "NAME")]
+    pub workload: Option<String>,
+    /// The container whose port is intercepted and whose environment is used, when the pod has
+    /// several.
+    #[arg(long, value_name = "NAME")]
+    pub container: Option<String>,
+    /// Reach PORT of the intercepted pod (a sidecar's, say) at 127.0.0.1:PORT on this machine
+    /// while the intercept lasts (repeatable; TCP).
+    #[arg(long = "to-pod", value_name = "PORT", value_parser = parse_to_pod)]
+    pub to_pod: Vec<u16>,
     /// Take only requests with this header, `NAME=VALUE` (repeatable; all must match)
     /// [default: the config file's `intercept.http-header`].
     #[arg(long = "http-header", value_name = "NAME=VALUE")]
@@ -262,7 +283,8 @@ pub struct InterceptArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// The workload's namespace: intercepts are made in the connected one, so another is
-    /// refused (reconnect with `tether connect -n NS`).
+    /// refused (reconnect with `tether connect -n NS`). Not connected: the namespace to connect
+    /// to.
     #[arg(short, long)]
     pub namespace: Option<String>,
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
@@ -270,6 +292,32 @@ pub struct InterceptArgs {
     /// Run this command with the container's environment; the intercept ends when it exits.
     #[arg(last = true)]
     pub command: Vec<String>,
+    /// How to connect first when not connected (as `tether connect` takes them). Last: the
+    /// heading applies to every argument after it.
+    #[command(flatten, next_help_heading = "Connecting first (when not connected)")]
+    pub connect: ConnectOptions,
+    /// The config file's `connect.namespace`, for connecting first without `-n`.
+    #[arg(skip)]
+    pub config_namespace: Option<String>,
+}
+
+const INTERCEPT_EXAMPLES: &str = "\
+Examples:
+  tether intercept orders --port 8080               # the workload orders, its only port
+  tether intercept orders --port 8080:http          # a Service port by name…
+  tether intercept svc/orders-api --port 8080:80    # …or number, of a Service
+  tether intercept orders --port 8080 --http-header x-dev=ann
+  tether intercept web --port 8080 --container app --to-pod 9901
+
+Not connected, `tether intercept` connects first (it then needs root, like `tether connect`);
+if that fails, nothing was changed.";
+
+/// A `--to-pod` port.
+fn parse_to_pod(text: &str) -> Result<u16, String> {
+    text.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("`{text}` is not a port number (1-65535)"))
 }
 
 /// A namespace name, checked before anything reaches the cluster.
@@ -289,7 +337,7 @@ fn parse_port(text: &str) -> Result<(u16, Option<String>), String> {
         Some((local, service)) if !service.is_empty() => (local, Some(service.to_owned())),
         Some(_) => {
             return Err(format!(
-                "`{text}`: nothing after `:`; write LOCAL or LOCAL:SERVICE_PORT"
+                "`{text}`: nothing after `:`; write LOCAL or LOCAL:REMOTE"
             ))
         }
         None => (text, None),
@@ -367,6 +415,16 @@ pub struct ConnectArgs {
     #[arg(short, long)]
     pub namespace: Option<String>,
     #[command(flatten)]
+    pub options: ConnectOptions,
+    /// A command to run while connected; tether disconnects when it exits.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+/// How to connect: what `connect` takes, and `intercept` when it connects first.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectOptions {
+    #[command(flatten)]
     pub kube: KubeArgs,
     /// How to reach the traffic manager.
     #[arg(long, value_enum, default_value_t = Transport::Auto)]
@@ -389,7 +447,7 @@ pub struct ConnectArgs {
     /// The resolver configuration to manage.
     #[arg(long, default_value = "/etc/resolv.conf", hide = true)]
     pub resolv_conf: PathBuf,
-    /// A command to run while connected; tether disconnects when it exits.
-    #[arg(last = true)]
-    pub command: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests;

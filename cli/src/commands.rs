@@ -34,7 +34,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Uninstall(args) => intercept::uninstall(args).await,
-        Command::Intercept(args) => intercept::intercept(args).await,
+        Command::Intercept(args) => intercept::intercept(*args).await,
         Command::Leave {
             name,
             namespace,

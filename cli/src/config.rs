@@ -36,7 +36,7 @@ use ipnet::Ipv4Net;
 use serde::Deserialize;
 use tether_daemon::connect::Transport;
 
-use crate::args::Command;
+use crate::args::{Command, ConnectOptions};
 
 /// The variable that names the config file.
 pub const ENV: &str = "TETHER_CONFIG";
@@ -218,22 +218,18 @@ impl Config {
                 }
             }
             Command::Connect(args) => {
-                let c = &self.connect;
                 if args.namespace.is_none() {
-                    args.namespace.clone_from(&c.namespace);
+                    args.namespace.clone_from(&self.connect.namespace);
                 }
-                if let (true, Some(t)) = (defaulted("transport"), c.transport) {
-                    args.transport = t;
-                }
-                if args.never_proxy.is_empty() {
-                    args.never_proxy.clone_from(&c.never_proxy);
-                }
-                if args.also_proxy.is_empty() {
-                    args.also_proxy.clone_from(&c.also_proxy);
-                }
+                self.connect_options(&mut args.options, &defaulted);
             }
-            Command::Intercept(args) if args.http_header.is_empty() && !args.all_requests => {
-                args.http_header.clone_from(&self.intercept.http_header);
+            Command::Intercept(args) => {
+                // Only for connecting first: when connected, `-n` must be the connected one.
+                args.config_namespace.clone_from(&self.connect.namespace);
+                self.connect_options(&mut args.connect, &defaulted);
+                if args.http_header.is_empty() && !args.all_requests {
+                    args.http_header.clone_from(&self.intercept.http_header);
+                }
             }
             Command::Doctor(args) => {
                 if let (true, Some(t)) = (defaulted("timeout"), self.doctor.timeout) {
@@ -246,6 +242,22 @@ impl Config {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+impl Config {
+    /// The `connect` section's defaults for what the command line left out.
+    fn connect_options(&self, options: &mut ConnectOptions, defaulted: &dyn Fn(&str) -> bool) {
+        let c = &self.connect;
+        if let (true, Some(t)) = (defaulted("transport"), c.transport) {
+            options.transport = t;
+        }
+        if options.never_proxy.is_empty() {
+            options.never_proxy.clone_from(&c.never_proxy);
+        }
+        if options.also_proxy.is_empty() {
+            options.also_proxy.clone_from(&c.also_proxy);
         }
     }
 }

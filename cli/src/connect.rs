@@ -19,7 +19,7 @@ use tether_daemon::{
 };
 
 use crate::{
-    args::{ConnectArgs, KubeArgs},
+    args::{ConnectArgs, ConnectOptions, KubeArgs},
     client::ask,
     local::is_root,
     render,
@@ -37,20 +37,44 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     if !is_root() {
         bail!("cannot create the TUN device: tether connect needs root; run `sudo tether connect`");
     }
-    let dir = control::runtime_dir();
+    // `-- CMD` runs as the user who ran sudo, not as root.
+    let invoking = identity::from_system()?;
+    let (options, command) = daemon_options(args, control::runtime_dir());
+    start(&options).await?;
+    if let Some(Response::Status(s)) = ask(Request::Status).await {
+        print!("{}", render::connected(&s));
+    }
+    if command.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut process = Process::new(&command[0]);
+    process.args(&command[1..]);
+    if let Some(user) = &invoking {
+        user.apply(&mut process);
+    }
+    let status = process.status();
+    let _ = crate::status::quit().await;
+    let status = status.with_context(|| format!("running {}", command[0]))?;
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
+}
+
+/// Starts the privileged helper with `options` (which starts the daemon) and returns once the
+/// daemon is connected, showing its progress on stderr. When it fails, the helper has put the
+/// machine back as it was before it exits.
+pub async fn start(options: &Options) -> anyhow::Result<()> {
+    let dir = &options.runtime_dir;
     // The helper's log is root's, in root's own directory; the daemon writes its own.
-    let log = RuntimeDir::open(&dir)
+    let log = RuntimeDir::open(dir)
         .and_then(|runtime| runtime.state()?.open_log(runtime_dir::HELPER_LOG))
         .map_err(|e| anyhow::anyhow!(tether_proto::error_chain(&e)))?;
     let logs = format!(
         "{} and {}",
-        control::log_path(&dir).display(),
-        runtime_dir::helper_log_path(&dir).display()
+        control::log_path(dir).display(),
+        runtime_dir::helper_log_path(dir).display()
     );
-    // `-- CMD` runs as the user who ran sudo, not as root.
-    let invoking = identity::from_system()?;
-    let (options, command) = daemon_options(args, dir);
-    let mut child = crate::daemon::helper_command(&options)?
+    let mut child = crate::daemon::helper_command(options)?
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -87,23 +111,7 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     }
     // Reap it later: the daemon outlives us.
     std::mem::forget(child);
-    if let Some(Response::Status(s)) = ask(Request::Status).await {
-        print!("{}", render::connected(&s));
-    }
-    if command.is_empty() {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut process = Process::new(&command[0]);
-    process.args(&command[1..]);
-    if let Some(user) = &invoking {
-        user.apply(&mut process);
-    }
-    let status = process.status();
-    let _ = crate::status::quit().await;
-    let status = status.with_context(|| format!("running {}", command[0]))?;
-    Ok(ExitCode::from(
-        status.code().unwrap_or(1).clamp(0, 255) as u8
-    ))
+    Ok(())
 }
 
 /// The daemon's options (for the helper and the daemon alike; the daemon's files go under
@@ -112,6 +120,20 @@ fn daemon_options(args: ConnectArgs, runtime_dir: PathBuf) -> (Options, Vec<Stri
     // Every field named: a new flag is passed on or deliberately not.
     let ConnectArgs {
         namespace,
+        options,
+        command,
+    } = args;
+    (options_for(namespace, options, runtime_dir), command)
+}
+
+/// The daemon's options for connecting to `namespace` (`None`: the context's) with `options`.
+pub fn options_for(
+    namespace: Option<String>,
+    options: ConnectOptions,
+    runtime_dir: PathBuf,
+) -> Options {
+    // Every field named: a new flag is passed on or deliberately not.
+    let ConnectOptions {
         kube:
             KubeArgs {
                 kubeconfig,
@@ -125,9 +147,8 @@ fn daemon_options(args: ConnectArgs, runtime_dir: PathBuf) -> (Options, Vec<Stri
         tun_name,
         tun_network,
         resolv_conf,
-        command,
-    } = args;
-    let options = Options {
+    } = options;
+    Options {
         // Empty: the daemon takes the context's, once it has read the kubeconfig.
         namespace: namespace.unwrap_or_default(),
         manager_namespace: manager_namespace.unwrap_or_default(),
@@ -141,8 +162,7 @@ fn daemon_options(args: ConnectArgs, runtime_dir: PathBuf) -> (Options, Vec<Stri
         tun_network,
         resolv_conf,
         runtime_dir,
-    };
-    (options, command)
+    }
 }
 
 #[cfg(test)]

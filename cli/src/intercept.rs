@@ -20,36 +20,39 @@ use tether_route::filter::{Filter, FilterSpec};
 use crate::{
     args::{InterceptArgs, Output, UninstallArgs},
     client::{ask, ask_showing_progress, not_connected},
-    local::create_private,
+    local::{create_private, is_root},
     render::{self, Ended},
 };
 
 pub async fn intercept(args: InterceptArgs) -> anyhow::Result<ExitCode> {
-    // A bad filter is refused before anything is asked of the cluster.
-    Filter::try_from(FilterSpec {
-        headers: args.http_header.clone(),
-        path_prefix: args.http_path_prefix.clone(),
-    })
-    .context("bad --http-header or --http-path-prefix")?;
-    if args.env_file.is_none() && args.command.is_empty() && args.env_syntax != env::EnvSyntax::Sh {
-        bail!("--env-syntax needs --env-file");
+    // Bad input is refused before anything is asked of the cluster, or connected.
+    check(&args)?;
+    let connected_here = connect_first(&args).await?;
+    if !connected_here {
+        connected_namespace(args.namespace.as_deref()).await?;
     }
-    connected_namespace(args.namespace.as_deref()).await?;
-    let (local_port, service_port) = args.port.clone();
-    let request = InterceptRequest {
-        workload: args.workload.clone(),
-        name: args.name.clone(),
-        local_port,
-        service_port,
-        headers: args.http_header.clone(),
-        path_prefix: args.http_path_prefix.clone(),
-        env: args.env_file.is_some() || !args.command.is_empty(),
+    let request = request(&args);
+    let answer = ask_showing_progress(Request::Intercept(Box::new(request))).await;
+    let refused = match answer {
+        Some(Response::Intercepted(r)) => Ok(*r),
+        None => Err(not_connected()),
+        Some(Response::Error { error }) => Err(anyhow::anyhow!("{error}")),
+        Some(other) => Err(anyhow::anyhow!(
+            "unexpected answer from the daemon: {other:?}"
+        )),
     };
-    let report = match ask_showing_progress(Request::Intercept(Box::new(request))).await {
-        None => return Err(not_connected()),
-        Some(Response::Intercepted(r)) => *r,
-        Some(Response::Error { error }) => bail!("{error}"),
-        Some(other) => bail!("unexpected answer from the daemon: {other:?}"),
+    let report = match refused {
+        Ok(report) => report,
+        // What this command connected for is not there: leave the machine as it was.
+        Err(e) if connected_here => {
+            return Err(match crate::status::disconnect().await {
+                Ok(_) => e.context(render::disconnected_again()),
+                Err(quit) => e.context(format!(
+                    "could not end the connection this command made ({quit:#}): run `tether quit`"
+                )),
+            })
+        }
+        Err(e) => return Err(e),
     };
     let name = report.intercept.name.clone();
     if let (Some(path), Some(vars)) = (&args.env_file, &report.env) {
@@ -81,6 +84,12 @@ pub async fn intercept(args: InterceptArgs) -> anyhow::Result<ExitCode> {
     for (k, v) in report.env.iter().flatten() {
         cmd.env(k, v);
     }
+    // Connected here under sudo: the command is the invoking user's, as with `connect -- CMD`.
+    if connected_here {
+        if let Some(user) = tether_daemon::privileged::identity::from_system()? {
+            user.apply(&mut cmd);
+        }
+    }
     let status = cmd.status();
     let ended = match ask_showing_progress(Request::Leave { name: name.clone() }).await {
         Some(Response::Left(_)) => Ended::Left,
@@ -92,6 +101,86 @@ pub async fn intercept(args: InterceptArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(
         status.code().unwrap_or(1).clamp(0, 255) as u8
     ))
+}
+
+/// Checks what can be checked without the cluster.
+fn check(args: &InterceptArgs) -> anyhow::Result<()> {
+    Filter::try_from(FilterSpec {
+        headers: args.http_header.clone(),
+        path_prefix: args.http_path_prefix.clone(),
+    })
+    .context("bad --http-header or --http-path-prefix")?;
+    if args.env_file.is_none() && args.command.is_empty() && args.env_syntax != env::EnvSyntax::Sh {
+        bail!("--env-syntax needs --env-file");
+    }
+    check_to_pod(args.port.0, &args.to_pod)?;
+    Ok(())
+}
+
+/// `--to-pod` ports: each once, and not the port intercepted traffic goes to.
+pub fn check_to_pod(local: u16, to_pod: &[u16]) -> anyhow::Result<()> {
+    for (i, port) in to_pod.iter().enumerate() {
+        if *port == local {
+            bail!(
+                "--to-pod {port} is also the --port where intercepted traffic arrives on this \
+                 machine; choose another local port"
+            );
+        }
+        if to_pod[..i].contains(port) {
+            bail!("--to-pod {port} is given twice");
+        }
+    }
+    Ok(())
+}
+
+/// The daemon's request for `args`.
+fn request(args: &InterceptArgs) -> InterceptRequest {
+    let (local_port, service_port) = args.port.clone();
+    InterceptRequest {
+        workload: args.target.clone(),
+        service: args.service.clone(),
+        pick_workload: args.workload.clone(),
+        container: args.container.clone(),
+        to_pod: args.to_pod.clone(),
+        name: args.name.clone(),
+        local_port,
+        service_port,
+        headers: args.http_header.clone(),
+        path_prefix: args.http_path_prefix.clone(),
+        env: args.env_file.is_some() || !args.command.is_empty(),
+    }
+}
+
+/// Connects first when there is no connection, as `tether connect` would with the intercept's
+/// connect flags (and `-n`). Returns whether it connected. When connecting fails, the helper has
+/// put the machine back, and the error says so.
+async fn connect_first(args: &InterceptArgs) -> anyhow::Result<bool> {
+    if matches!(ask(Request::Status).await, Some(Response::Status(_))) {
+        return Ok(false);
+    }
+    if !is_root() {
+        bail!(
+            "not connected, and connecting first needs root (a TUN device): run `sudo tether \
+             intercept …`, or `sudo tether connect` and then this command"
+        );
+    }
+    eprint!("{}", render::connecting_first());
+    let namespace = args
+        .namespace
+        .clone()
+        .or_else(|| args.config_namespace.clone());
+    let options = crate::connect::options_for(
+        namespace,
+        args.connect.clone(),
+        tether_daemon::control::runtime_dir(),
+    );
+    crate::connect::start(&options)
+        .await
+        .context(render::connect_first_failed())?;
+    if let Some(Response::Status(s)) = ask(Request::Status).await {
+        eprint!("{}", render::connected(&s));
+    }
+    Ok(true)
 }
 
 pub async fn leave(
@@ -215,4 +304,24 @@ pub async fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
         ))?
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_pod_ports_are_checked_before_anything_else() {
+        assert!(check_to_pod(8080, &[]).is_ok());
+        assert!(check_to_pod(8080, &[9901, 6379]).is_ok());
+        assert_eq!(
+            check_to_pod(8080, &[9901, 8080]).unwrap_err().to_string(),
+            "--to-pod 8080 is also the --port where intercepted traffic arrives on this machine; \
+             choose another local port"
+        );
+        assert_eq!(
+            check_to_pod(8080, &[9901, 9901]).unwrap_err().to_string(),
+            "--to-pod 9901 is given twice"
+        );
+    }
 }

@@ -238,7 +238,29 @@ pub fn intercepted(report: &InterceptReport, env_file: Option<&Path>) -> String 
     if let Some(path) = env_file {
         let _ = writeln!(out, "  environment: {}", path.display());
     }
+    if let Some(pod) = &report.intercept.to_pod_target {
+        for port in &report.intercept.to_pod {
+            let _ = writeln!(out, "  127.0.0.1:{port} reaches port {port} of pod {pod}");
+        }
+    }
     out
+}
+
+/// `tether intercept` without a connection, before it connects (stderr).
+pub fn connecting_first() -> &'static str {
+    "Not connected: connecting first.\n"
+}
+
+/// Why `tether intercept` did nothing when connecting first failed.
+pub fn connect_first_failed() -> &'static str {
+    "not connected, and connecting first failed, so nothing was intercepted; this machine is as \
+     it was"
+}
+
+/// After a refused intercept, the connection `tether intercept` made for it has ended.
+pub fn disconnected_again() -> &'static str {
+    "the intercept was refused; the connection this command made for it has ended, so this \
+     machine is as it was"
 }
 
 /// `tether intercept -o text` on stderr, before [`intercepted`]: whether it installed the agent.

@@ -39,6 +39,14 @@ pub async fn metrics() -> anyhow::Result<ExitCode> {
 }
 
 pub async fn quit() -> anyhow::Result<ExitCode> {
+    let outcome = disconnect().await?;
+    print!("{}", render::quit(outcome));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stops the daemon (which puts the machine back) and waits until it is gone; without one, puts
+/// back what a crashed one may have left.
+pub async fn disconnect() -> anyhow::Result<Quit> {
     let dir = control::runtime_dir();
     let pids = match ask(Request::Status).await {
         Some(Response::Status(s)) => vec![s.daemon_pid, s.privileged_pid],
@@ -71,8 +79,7 @@ pub async fn quit() -> anyhow::Result<ExitCode> {
         }
         None => Quit::NotConnected,
     };
-    print!("{}", render::quit(outcome));
-    Ok(ExitCode::SUCCESS)
+    Ok(outcome)
 }
 
 /// Removes the control socket of a daemon that is gone: one nobody listens on (connecting is

@@ -255,8 +255,20 @@ pub fn log_path(dir: &Path) -> PathBuf {
 /// `tether intercept`, as the CLI sends it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InterceptRequest {
-    /// The workload: a name, or `kind/name`.
+    /// What to intercept: a workload or a Service (`NAME`, `KIND/NAME`, `svc/NAME`).
     pub workload: String,
+    /// `--service`: which of the Services in front of the workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// `--workload`: which of the workloads a Service selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pick_workload: Option<String>,
+    /// `--container`: the container whose port and environment are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// `--to-pod`: ports on 127.0.0.1 that reach the same port of an intercepted pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to_pod: Vec<u16>,
     /// The intercept's name [default: the workload's name].
     pub name: Option<String>,
     /// The workstation port the traffic goes to.
@@ -309,6 +321,12 @@ pub struct ActiveIntercept {
     /// How many pods the Service sent to when the intercept started.
     #[serde(default)]
     pub endpoints: usize,
+    /// `--to-pod`: 127.0.0.1:PORT on this machine reaches PORT of this pod (`name IP`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to_pod: Vec<u16>,
+    /// The pod `to_pod` reaches, as `NAME (IP)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_pod_target: Option<String>,
 }
 
 /// `tether list`: the namespace's workloads, their agents and intercepts.

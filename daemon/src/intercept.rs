@@ -3,8 +3,11 @@
 //!
 //! # Order of `tether intercept`
 //! Everything that can refuse the request runs before anything in the cluster changes:
-//! 1. the workload and its Service port are resolved (unknown workload, no Service, unknown
-//!    port: refused here);
+//! 1. the target (a workload, or a Service and the workload it selects), its Service port and
+//!    container are resolved, and the `--to-pod` ports bound (unknown or ambiguous names, no
+//!    Service, unknown port or container, a port in use: refused here). This reads the cluster
+//!    with the user's own credentials; which workload a name means is a convenience, not a
+//!    decision of trust: the manager still authorizes the intercept for the user's identity;
 //! 2. the manager registers the intercept (a conflict or a bad filter: refused here). An
 //!    intercept may exist before its workload has agents: agents get their workload's table
 //!    when they connect;
@@ -29,7 +32,7 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use tether_proto::{CreateIntercept, InterceptFilter};
 use tokio::sync::watch;
@@ -40,6 +43,7 @@ use effect::{await_effect, Expect, Judge, EFFECT_TIMEOUT};
 mod agents;
 pub mod effect;
 mod error;
+pub mod to_pod;
 
 pub use crate::control::{
     ActiveIntercept, InterceptReport, InterceptRequest, ListReport, WorkloadRow,
@@ -112,6 +116,8 @@ pub struct Intercepts {
     session_rx: watch::Receiver<Option<Session>>,
     dials: DialTable,
     active: Mutex<BTreeMap<String, ActiveIntercept>>,
+    /// The `--to-pod` listeners of each intercept, by name; dropping one closes them.
+    to_pods: Mutex<BTreeMap<String, to_pod::ToPod>>,
     // One intercept request at a time: two racing installs of one workload would conflict.
     busy: tokio::sync::Mutex<()>,
 }
@@ -129,6 +135,7 @@ impl Intercepts {
             session_rx,
             dials,
             active: Mutex::default(),
+            to_pods: Mutex::default(),
             busy: tokio::sync::Mutex::new(()),
         }
     }
@@ -142,6 +149,10 @@ impl Intercepts {
 
     fn active(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ActiveIntercept>> {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn to_pods(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, to_pod::ToPod>> {
+        self.to_pods.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn dials(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, SocketAddr>> {
@@ -195,14 +206,11 @@ impl Intercepts {
         progress: &Progress,
     ) -> Result<InterceptReport, InterceptError> {
         let _busy = self.busy.lock().await;
-        let client = &self.cluster.client;
         let ns = &self.namespace;
         if req.local_port == 0 {
             return Err(InterceptError::NoLocalPort);
         }
-        let workload = wk::find_workload(client, ns, &req.workload).await?;
-        let services = wk::services(client, ns).await?;
-        let choice = inject::choose_port(&workload, &services, req.service_port.as_deref())?;
+        let (workload, choice, services) = self.resolve(&req).await?;
         let name = req.name.clone().unwrap_or_else(|| workload.name.clone());
         if self.active().contains_key(&name) {
             return Err(InterceptError::NameTaken(name));
@@ -211,6 +219,7 @@ impl Intercepts {
             Some(port) => format!("{}:{port}", choice.service),
             None => format!("{}:{}", choice.service, choice.service_port),
         };
+        let to_pod = to_pod::bind(&req.to_pod).await?;
         let mut active = ActiveIntercept {
             name: name.clone(),
             id: 0,
@@ -224,6 +233,8 @@ impl Intercepts {
             path_prefix: req.path_prefix.clone(),
             service_addr: cluster_addr(&services, &choice.service, choice.service_port),
             endpoints: 0,
+            to_pod: req.to_pod.clone(),
+            to_pod_target: None,
         };
 
         // The manager decides conflicts before the cluster is touched.
@@ -236,6 +247,19 @@ impl Intercepts {
         let started = self
             .start(&session, &workload, &choice, &mut active, req.env, progress)
             .await;
+        let started = match started {
+            Ok(started) if req.to_pod.is_empty() => Ok(started),
+            Ok(started) => match self.pod_ip(&started.1).await {
+                Ok((pod, ip)) => {
+                    active.to_pod_target = Some(format!("{pod} ({ip})"));
+                    let forwarding = to_pod.forward(ip, self.session_rx.clone());
+                    self.to_pods().insert(name.clone(), forwarding);
+                    Ok(started)
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
         let (installed, pods, env) = match started {
             Ok(started) => started,
             Err(error) => {
@@ -254,6 +278,69 @@ impl Intercepts {
             pods,
             env,
         })
+    }
+
+    /// The workload and Service port `req` means (see [`inject::resolve_target`]), and the
+    /// namespace's Services.
+    async fn resolve(
+        &self,
+        req: &InterceptRequest,
+    ) -> Result<(Workload, inject::PortChoice, Vec<Service>), InterceptError> {
+        let client = &self.cluster.client;
+        let ns = &self.namespace;
+        let target = inject::TargetRef::parse(&req.workload)?;
+        let named = match target.workload_lookup() {
+            Some(asked) => match wk::find_workload(client, ns, &asked).await {
+                Ok(w) => Some(w),
+                Err(wk::WorkloadError::UnknownWorkload { .. }) => None,
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        };
+        let services = wk::services(client, ns).await?;
+        // Which workloads a Service selects needs them all; only then are they listed.
+        let is_service = target.service_name().is_some_and(|n| {
+            services
+                .iter()
+                .any(|s| s.metadata.name.as_deref() == Some(n))
+        });
+        let workloads = if is_service {
+            wk::workloads(client, ns).await?
+        } else {
+            Vec::new()
+        };
+        let pick = inject::Pick {
+            service: req.service.as_deref(),
+            workload: req.pick_workload.as_deref(),
+        };
+        let resolved =
+            inject::resolve_target(ns, target, pick, named.as_ref(), &workloads, &services)?;
+        let query = inject::PortQuery {
+            port: req.service_port.as_deref(),
+            service: resolved.service.as_deref(),
+            container: req.container.as_deref(),
+        };
+        let choice = inject::choose_port(&resolved.workload, &services, query)?;
+        Ok((resolved.workload, choice, services))
+    }
+
+    /// The name and IP of the first of `pods`, where `--to-pod` connections go.
+    async fn pod_ip(&self, pods: &[String]) -> Result<(String, Ipv4Addr), InterceptError> {
+        let pod_name = pods.first().ok_or(InterceptError::NoPod)?;
+        let api: Api<Pod> = Api::namespaced(self.cluster.client.clone(), &self.namespace);
+        let pod = api
+            .get(pod_name)
+            .await
+            .map_err(|source| InterceptError::ReadPod {
+                pod: pod_name.clone(),
+                source,
+            })?;
+        let ip = pod
+            .status
+            .and_then(|s| s.pod_ip)
+            .and_then(|ip| ip.parse().ok())
+            .ok_or_else(|| InterceptError::NoPodIp(pod_name.clone()))?;
+        Ok((pod_name.clone(), ip))
     }
 
     /// Everything after the manager registered the intercept: the agent, its rollout, the
@@ -375,6 +462,10 @@ impl Intercepts {
             .remove(name)
             .ok_or_else(|| InterceptError::NoSuchIntercept(name.to_owned()))?;
         self.dials().remove(&active.id);
+        let to_pod = self.to_pods().remove(name);
+        if let Some(to_pod) = to_pod {
+            to_pod.stop().await;
+        }
         // Without a session the manager has already forgotten the intercept, and agents with no
         // link route everything to the app.
         if let Ok(session) = self.session() {
@@ -469,6 +560,7 @@ impl Intercepts {
                     warn!(name = %active.name, %error, "Could not re-create the intercept; it has ended");
                     self.dials().remove(&old);
                     self.active().remove(&active.name);
+                    self.to_pods().remove(&active.name);
                 }
             }
         }

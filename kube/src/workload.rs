@@ -30,10 +30,11 @@ pub mod kube;
 pub use self::kube::{
     agent_credential_is_current, find_workload, install_agent, list_workloads,
     request_agent_credential, services, store_agent_credential, uninstall_agent, uninstall_all,
-    wait_rollout, WorkloadError, WorkloadSummary,
+    wait_rollout, workloads, WorkloadError, WorkloadSummary,
 };
 pub use inject::{
-    choose_port, inject, record_of, restore, services_selecting, AgentRecord, AgentSettings,
-    Injected, PlanError, PortChoice, PortMap, Restored, Workload, WorkloadKind, AGENT_ANNOTATION,
-    AGENT_CONTAINER, AGENT_SECRET,
+    choose_port, inject, record_of, resolve_target, restore, services_selecting, AgentRecord,
+    AgentSettings, Injected, Pick, PlanError, PortChoice, PortMap, PortQuery, Resolved, Restored,
+    TargetError, TargetRef, Workload, WorkloadKind, AGENT_ANNOTATION, AGENT_CONTAINER,
+    AGENT_SECRET,
 };

@@ -480,7 +480,7 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
         (
             "unknown workload",
             &["intercept", "nosuch", "--port", "18086"],
-            "no Deployment, StatefulSet or ReplicaSet named",
+            "no Deployment, StatefulSet, ReplicaSet or Service named nosuch in namespace default",
         ),
         (
             "unknown port name",

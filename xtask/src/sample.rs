@@ -21,6 +21,8 @@ pub fn deploy() -> anyhow::Result<()> {
         "deployment/orders",
         "deployment/lonely",
         "deployment/client",
+        "deployment/duo",
+        "deployment/duo-b",
         "statefulset/inventory",
     ] {
         cluster::run(cluster::kubectl().args(["rollout", "status", workload, "--timeout=120s"]))?;

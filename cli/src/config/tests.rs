@@ -130,9 +130,9 @@ fn flags_then_environment_then_file_then_default() {
         panic!()
     };
     assert_eq!(c.namespace.as_deref(), Some("shop"));
-    assert_eq!(c.transport, Transport::PortForward);
-    assert_eq!(c.never_proxy, config.connect.never_proxy);
-    assert_eq!(c.also_proxy, config.connect.also_proxy);
+    assert_eq!(c.options.transport, Transport::PortForward);
+    assert_eq!(c.options.never_proxy, config.connect.never_proxy);
+    assert_eq!(c.options.also_proxy, config.connect.also_proxy);
     let Command::Connect(c) = cli(
         &[
             "tether",
@@ -150,17 +150,22 @@ fn flags_then_environment_then_file_then_default() {
     };
     assert_eq!(c.namespace.as_deref(), Some("dev"));
     assert_eq!(
-        c.transport,
+        c.options.transport,
         Transport::Auto,
         "given explicitly, even as the default"
     );
-    assert_eq!(c.never_proxy, ["10.20.0.0/16".parse().unwrap()]);
+    assert_eq!(c.options.never_proxy, ["10.20.0.0/16".parse().unwrap()]);
 
     let Command::Intercept(i) = cli(&["tether", "intercept", "orders", "-p", "8080"], &config)
     else {
         panic!()
     };
     assert_eq!(i.http_header, ["x-dev=alice"], "personal by default");
+    // Connecting first takes the connect section's defaults; `-n` is left alone.
+    assert_eq!(i.connect.transport, Transport::PortForward);
+    assert_eq!(i.connect.never_proxy, config.connect.never_proxy);
+    assert_eq!(i.config_namespace.as_deref(), Some("shop"));
+    assert_eq!(i.namespace, None);
     let Command::Intercept(i) = cli(
         &[
             "tether",

@@ -24,6 +24,8 @@ fn intercept(headers: &[&str], path_prefix: Option<&str>) -> ActiveIntercept {
         path_prefix: path_prefix.map(str::to_owned),
         service_addr: None,
         endpoints: 2,
+        to_pod: Vec::new(),
+        to_pod_target: None,
     }
 }
 
@@ -193,6 +195,22 @@ fn intercepted_text_with_and_without_an_env_file() {
     );
     assert!(intercepted(&report, Some(Path::new("/tmp/orders.env")))
         .ends_with("  pods: orders-1, orders-2\n  environment: /tmp/orders.env\n"));
+}
+
+#[test]
+fn intercepted_text_names_the_to_pod_ports() {
+    let mut report = intercept_report(false);
+    report.intercept.to_pod = vec![9901, 6379];
+    report.intercept.to_pod_target = Some("orders-1 (10.244.0.7)".into());
+    assert!(
+        intercepted(&report, None).ends_with(
+            "  pods: orders-1, orders-2\n  \
+             127.0.0.1:9901 reaches port 9901 of pod orders-1 (10.244.0.7)\n  \
+             127.0.0.1:6379 reaches port 6379 of pod orders-1 (10.244.0.7)\n"
+        ),
+        "{}",
+        intercepted(&report, None)
+    );
 }
 
 #[test]

@@ -1,9 +1,12 @@
 //! Why an intercept request failed. The daemon sends it to the CLI as one line, the error and
 //! its causes (`tether_proto::error_chain`).
 
-use tether_kube::workload::{env::EnvError, PlanError, WorkloadError, AGENT_CONTAINER};
+use tether_kube::workload::{
+    env::EnvError, PlanError, TargetError, WorkloadError, AGENT_CONTAINER,
+};
 
 use super::effect::NotInEffect;
+use super::to_pod::BindError;
 use super::AGENTS_TIMEOUT;
 use crate::cluster::ClusterError;
 use crate::session::SessionError;
@@ -26,6 +29,15 @@ pub enum InterceptError {
     /// Reading or writing the workload failed.
     #[error(transparent)]
     Workload(#[from] WorkloadError),
+    /// The target names no workload, or several.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// A `--to-pod` port cannot be listened on.
+    #[error(transparent)]
+    ToPod(#[from] BindError),
+    /// The pod `--to-pod` should reach has no IP yet.
+    #[error("pod {0} has no IP for --to-pod")]
+    NoPodIp(String),
     /// The workload or the port cannot be intercepted.
     #[error(transparent)]
     Plan(#[from] PlanError),

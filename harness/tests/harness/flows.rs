@@ -61,3 +61,35 @@ async fn the_manager_refuses_a_destination_its_dial_policy_denies() -> Result {
     assert_eq!(round_trip(&mut stream, b"still here").await?, b"still here");
     Ok(())
 }
+
+/// `tether intercept --to-pod PORT`: 127.0.0.1:PORT on the workstation reaches the same port of
+/// the pod through the session, until the intercept ends.
+#[tokio::test]
+async fn to_pod_reaches_the_pods_port_on_loopback_until_stopped() -> Result {
+    use tether_daemon::intercept::to_pod;
+    let world = World::start().await?;
+    // The echo Service stands in for the pod: its address is not the workstation's 127.0.0.1.
+    let pod = world.echo.addr();
+    let IpAddr::V4(pod_ip) = pod.ip() else {
+        panic!("the echo is on IPv4")
+    };
+    let bound = to_pod::bind(&[pod.port()]).await.expect("a free port");
+    let forwarding = bound.forward(pod_ip, world.alice.sessions());
+    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, pod.port()));
+    for round in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(local)
+            .await
+            .expect("127.0.0.1 listens");
+        let data = format!("round {round} through the tunnel");
+        assert_eq!(
+            round_trip(&mut stream, data.as_bytes()).await?,
+            data.as_bytes()
+        );
+    }
+    forwarding.stop().await;
+    assert!(
+        tokio::net::TcpStream::connect(local).await.is_err(),
+        "still listening after the intercept ended"
+    );
+    Ok(())
+}

@@ -25,7 +25,8 @@
 //! # Layout
 //! This file holds the record, its writer ([`inject`]) and its undo ([`restore`]) side by side:
 //! a change to one without the others breaks the exact restore. Around them: `kind` (which
-//! workload), `ports` (which Service ports, which one an intercept means), `container` (the
+//! workload), `target` (which workload and Service `intercept TARGET` means), `ports` (which
+//! Service ports, which one an intercept means, in which container), `container` (the
 //! agent container and volume), `credential` (the agents' Secret) and `error`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,12 +44,14 @@ mod credential;
 mod error;
 mod kind;
 mod ports;
+mod target;
 
 pub use container::*;
 pub use credential::*;
 pub use error::*;
 pub use kind::*;
 pub use ports::*;
+pub use target::*;
 
 /// The first agent port tried.
 pub const FIRST_AGENT_PORT: u16 = 9900;
@@ -204,7 +207,7 @@ pub fn inject(
     let mut takeovers = Vec::new();
     for s in selecting {
         for p in ports_of(s).iter().filter(|p| is_tcp(p)) {
-            match land(&who, &template, s, p) {
+            match land(&who, &template, s, p, None) {
                 Ok(landing) => takeovers.push(Takeover {
                     service: name_of(s).to_owned(),
                     port: p.port,
@@ -517,11 +520,14 @@ struct Landing {
     named: Option<String>,
 }
 
+/// Where `port` of `service` lands in the pod. A numeric port no container declares lands in
+/// `prefer` if given (`--container`), else in the pod's first container.
 fn land(
     who: &str,
     template: &PodTemplateSpec,
     service: &Service,
     port: &ServicePort,
+    prefer: Option<&str>,
 ) -> Result<Landing, PlanError> {
     let containers = template.spec.as_ref().map_or(&[][..], |s| &s.containers);
     let number = match &port.target_port {
@@ -560,6 +566,7 @@ fn land(
     });
     Ok(Landing {
         container: declaring
+            .or_else(|| prefer.and_then(|p| containers.iter().find(|c| c.name == p)))
             .or(containers.first())
             .map(|c| c.name.clone())
             .unwrap_or_default(),

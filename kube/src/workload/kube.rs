@@ -421,6 +421,12 @@ pub async fn list_workloads(
         .collect())
 }
 
+/// The workloads of `namespace` tether can inject (see [`list_workloads`]), as objects.
+pub async fn workloads(client: &Client, namespace: &str) -> Result<Vec<Workload>, WorkloadError> {
+    let all = all_workloads(client, namespace).await?;
+    Ok(all.into_iter().map(|(w, _, _)| w).collect())
+}
+
 /// Every injectable workload with its desired and ready replicas.
 async fn all_workloads(
     client: &Client,

@@ -20,10 +20,26 @@ pub enum PlanError {
         available: Vec<String>,
     },
     /// Several ports could be meant.
-    #[error("{}", ambiguous_port(.workload, .asked.as_deref(), .ports))]
+    #[error("{}", ambiguous_port(.workload, .asked.as_deref(), .ports, .services))]
     AmbiguousPort {
         workload: String,
         asked: Option<String>,
+        ports: Vec<String>,
+        /// The Services those ports belong to, each once.
+        services: Vec<String>,
+    },
+    /// `--container` names no container of the pod.
+    #[error("{workload} has no container {asked}; its containers are: {}", .containers.join(", "))]
+    UnknownContainer {
+        workload: String,
+        asked: String,
+        containers: Vec<String>,
+    },
+    /// `--container` serves none of the ports the intercept could mean.
+    #[error("container {container} serves none of these ports: {}; choose another port or container", .ports.join(", "))]
+    NotInContainer {
+        container: String,
+        /// `http (80→http) is container app's`.
         ports: Vec<String>,
     },
     /// A named `targetPort` that no container declares.
@@ -90,7 +106,26 @@ pub(super) fn unknown_port(services: &[String], asked: &str, available: &[String
     )
 }
 
-pub(super) fn ambiguous_port(workload: &str, asked: Option<&str>, ports: &[String]) -> String {
+pub(super) fn ambiguous_port(
+    workload: &str,
+    asked: Option<&str>,
+    ports: &[String],
+    services: &[String],
+) -> String {
+    if services.len() > 1 {
+        let choices: Vec<String> = services.iter().map(|s| format!("--service {s}")).collect();
+        let choices = choices.join(" or ");
+        return match asked {
+            None => format!(
+                "{workload} is behind several Services: {}; choose one with {choices}",
+                ports.join(", ")
+            ),
+            Some(asked) => format!(
+                "port `{asked}` of {workload} could be {}; choose the Service with {choices}",
+                ports.join(" or ")
+            ),
+        };
+    }
     match asked {
         None => format!(
             "{workload} serves several ports: {}; choose one with `--port LOCAL:NAME`",

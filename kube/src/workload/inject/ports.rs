@@ -41,19 +41,48 @@ pub fn services_selecting<'a>(
         .collect()
 }
 
-/// Resolves `asked` (a Service port name or number, optionally `SERVICE/PORT`; `None` when the
-/// Services have a single TCP port) to the app port behind it.
+/// Which Service port an intercept means: `--port LOCAL:PORT`, `--service` and `--container`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortQuery<'a> {
+    /// A Service port name or number, optionally `SERVICE/PORT`; `None` when the Services have a
+    /// single TCP port.
+    pub port: Option<&'a str>,
+    /// Only this Service's ports (`--service`, or the Service `TARGET` named).
+    pub service: Option<&'a str>,
+    /// Only ports served by this container (`--container`).
+    pub container: Option<&'a str>,
+}
+
+/// Resolves `query` to the app port behind it.
 ///
 /// Works on the workload as it was before the agent: with an agent installed, a named port
 /// resolves to the app's renamed port and a retargeted port to the app port, never the agent's.
 pub fn choose_port(
     workload: &Workload,
     services: &[Service],
-    asked: Option<&str>,
+    query: PortQuery<'_>,
 ) -> Result<PortChoice, PlanError> {
     let who = workload.to_string();
+    let asked = query.port;
     let (template, services) = original_view(workload, services)?;
-    let selecting = services_selecting(&template, &services);
+    if let Some(container) = query.container {
+        let containers: Vec<String> = template
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter().map(|c| c.name.clone()))
+            .collect();
+        if !containers.iter().any(|c| c == container) {
+            return Err(PlanError::UnknownContainer {
+                workload: who,
+                asked: container.to_owned(),
+                containers,
+            });
+        }
+    }
+    let selecting: Vec<&Service> = services_selecting(&template, &services)
+        .into_iter()
+        .filter(|s| query.service.is_none_or(|n| n == name_of(s)))
+        .collect();
     if selecting.is_empty() {
         return Err(PlanError::NoService { workload: who });
     }
@@ -104,11 +133,25 @@ pub fn choose_port(
     let mut landed = Vec::new();
     let mut first_error = None;
     for (s, p) in tcp {
-        match land(&who, &template, s, p) {
+        match land(&who, &template, s, p, query.container) {
             Ok(l) => landed.push((*s, *p, l)),
             Err(e) => {
                 first_error.get_or_insert(e);
             }
+        }
+    }
+    if let Some(container) = query.container {
+        let elsewhere: Vec<String> = landed
+            .iter()
+            .filter(|(_, _, l)| l.container != container)
+            .map(|(s, p, l)| format!("{} is container {}'s", describe(s, p), l.container))
+            .collect();
+        landed.retain(|(_, _, l)| l.container == container);
+        if landed.is_empty() && !elsewhere.is_empty() {
+            return Err(PlanError::NotInContainer {
+                container: container.to_owned(),
+                ports: elsewhere,
+            });
         }
     }
     let Some((service, port, landing)) = landed.first() else {
@@ -116,10 +159,16 @@ pub fn choose_port(
     };
     let app_ports: BTreeSet<u16> = landed.iter().map(|(_, _, l)| l.app_port).collect();
     if app_ports.len() > 1 {
+        let mut services: Vec<String> = landed
+            .iter()
+            .map(|(s, _, _)| name_of(s).to_owned())
+            .collect();
+        services.dedup();
         return Err(PlanError::AmbiguousPort {
             workload: who,
             asked: asked.map(str::to_owned),
             ports: landed.iter().map(|(s, p, _)| describe(s, p)).collect(),
+            services,
         });
     }
     Ok(PortChoice {

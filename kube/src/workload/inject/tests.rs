@@ -741,6 +741,14 @@ fn services_select_by_subset_of_labels() {
     assert_eq!(names, ["exact", "subset"]);
 }
 
+/// A query for `--port LOCAL:PORT` alone.
+fn q(port: Option<&str>) -> PortQuery<'_> {
+    PortQuery {
+        port,
+        ..PortQuery::default()
+    }
+}
+
 fn two_ports() -> Vec<Service> {
     vec![orders_svc(json!([
         { "name": "http", "port": 80, "targetPort": "http" },
@@ -759,16 +767,19 @@ fn choose_port_by_name_or_number_gives_the_app_port() {
         app_port: 8080,
     };
     assert_eq!(
-        choose_port(&w, &two_ports(), Some("http")).unwrap(),
+        choose_port(&w, &two_ports(), q(Some("http"))).unwrap(),
         expected
     );
-    assert_eq!(choose_port(&w, &two_ports(), Some("80")).unwrap(), expected);
     assert_eq!(
-        choose_port(&w, &two_ports(), Some("orders/http")).unwrap(),
+        choose_port(&w, &two_ports(), q(Some("80"))).unwrap(),
         expected
     );
-    assert_eq!(choose_port(&w, &named_http(), None).unwrap(), expected);
-    let admin = choose_port(&w, &two_ports(), Some("admin")).unwrap();
+    assert_eq!(
+        choose_port(&w, &two_ports(), q(Some("orders/http"))).unwrap(),
+        expected
+    );
+    assert_eq!(choose_port(&w, &named_http(), q(None)).unwrap(), expected);
+    let admin = choose_port(&w, &two_ports(), q(Some("admin"))).unwrap();
     assert_eq!((admin.service_port, admin.app_port), (9090, 9090));
 }
 
@@ -780,13 +791,13 @@ fn choose_port_after_install_still_gives_the_app_port() {
     assert_eq!(injected.record.ports.len(), 2);
     for asked in ["http", "admin"] {
         assert_eq!(
-            choose_port(&installed, &installed_services, Some(asked)).unwrap(),
-            choose_port(&original, &two_ports(), Some(asked)).unwrap(),
+            choose_port(&installed, &installed_services, q(Some(asked))).unwrap(),
+            choose_port(&original, &two_ports(), q(Some(asked))).unwrap(),
             "{asked}"
         );
     }
     assert_eq!(
-        choose_port(&installed, &installed_services, Some("http"))
+        choose_port(&installed, &installed_services, q(Some("http")))
             .unwrap()
             .app_port,
         8080
@@ -796,20 +807,20 @@ fn choose_port_after_install_still_gives_the_app_port() {
 #[test]
 fn choose_port_errors_say_what_to_do() {
     let w = workload(orders());
-    let err = choose_port(&w, &two_ports(), Some("grpc")).unwrap_err();
+    let err = choose_port(&w, &two_ports(), q(Some("grpc"))).unwrap_err();
     assert_eq!(
         err.to_string(),
         "service orders has no port `grpc`; its ports are: http (80→http), admin (9090→9090)"
     );
 
-    let err = choose_port(&w, &two_ports(), None).unwrap_err();
+    let err = choose_port(&w, &two_ports(), q(None)).unwrap_err();
     assert!(matches!(err, PlanError::AmbiguousPort { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
         "Deployment orders serves several ports: http (80→http), admin (9090→9090); choose one with `--port LOCAL:NAME`"
     );
 
-    let err = choose_port(&w, &[], Some("http")).unwrap_err();
+    let err = choose_port(&w, &[], q(Some("http"))).unwrap_err();
     assert_eq!(
         err.to_string(),
         "Deployment orders is not exposed by any Service: tether intercepts a Service's traffic"
@@ -819,18 +830,18 @@ fn choose_port_errors_say_what_to_do() {
         { "name": "dns", "port": 53, "protocol": "UDP" },
         { "name": "http", "port": 80, "targetPort": "http" },
     ]))];
-    let err = choose_port(&w, &udp, Some("dns")).unwrap_err();
+    let err = choose_port(&w, &udp, q(Some("dns"))).unwrap_err();
     assert_eq!(
         err.to_string(),
         "port dns of service orders is UDP: tether intercepts TCP only"
     );
     // UDP ports do not make the choice ambiguous.
-    assert_eq!(choose_port(&w, &udp, None).unwrap().app_port, 8080);
+    assert_eq!(choose_port(&w, &udp, q(None)).unwrap().app_port, 8080);
 
     let broken = vec![orders_svc(
         json!([{ "name": "grpc", "port": 50051, "targetPort": "grpc" }]),
     )];
-    let err = choose_port(&w, &broken, Some("grpc")).unwrap_err();
+    let err = choose_port(&w, &broken, q(Some("grpc"))).unwrap_err();
     assert_eq!(
         err.to_string(),
         "service orders targets port `grpc`, which no container of Deployment orders declares"
@@ -849,9 +860,9 @@ fn choose_port_across_services() {
             json!([{ "name": "http", "port": 8080 }]),
         ),
     ];
-    let choice = choose_port(&w, &same, Some("http")).unwrap();
+    let choice = choose_port(&w, &same, q(Some("http"))).unwrap();
     assert_eq!((choice.service.as_str(), choice.app_port), ("orders", 8080));
-    assert_eq!(choose_port(&w, &same, None).unwrap().app_port, 8080);
+    assert_eq!(choose_port(&w, &same, q(None)).unwrap().app_port, 8080);
 
     // Same name, different app ports: ambiguous, unless the Service is named.
     let different = vec![
@@ -862,22 +873,77 @@ fn choose_port_across_services() {
             json!([{ "name": "http", "port": 80, "targetPort": 9090 }]),
         ),
     ];
-    let err = choose_port(&w, &different, Some("http")).unwrap_err();
+    let err = choose_port(&w, &different, q(Some("http"))).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "port `http` of Deployment orders could be orders/http (80→http) or orders-admin/http (80→9090); choose one with `--port LOCAL:SERVICE/NAME`"
+        "port `http` of Deployment orders could be orders/http (80→http) or orders-admin/http (80→9090); choose the Service with --service orders or --service orders-admin"
     );
-    let choice = choose_port(&w, &different, Some("orders-admin/http")).unwrap();
+    // --service decides, as `SERVICE/NAME` does.
+    let query = PortQuery {
+        port: Some("http"),
+        service: Some("orders-admin"),
+        container: None,
+    };
+    let choice = choose_port(&w, &different, query).unwrap();
+    assert_eq!(
+        (choice.service.as_str(), choice.app_port),
+        ("orders-admin", 9090)
+    );
+    let err = choose_port(&w, &different, q(None)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Deployment orders is behind several Services: orders/http (80→http), orders-admin/http (80→9090); choose one with --service orders or --service orders-admin"
+    );
+    let choice = choose_port(&w, &different, q(Some("orders-admin/http"))).unwrap();
     assert_eq!(
         (choice.service.as_str(), choice.app_port),
         ("orders-admin", 9090)
     );
 
-    let err = choose_port(&w, &different, Some("grpc")).unwrap_err();
+    let err = choose_port(&w, &different, q(Some("grpc"))).unwrap_err();
     assert_eq!(
         err.to_string(),
         "services orders, orders-admin have no port `grpc`; their ports are: orders/http (80→http), orders-admin/http (80→9090)"
     );
+}
+
+#[test]
+fn choose_port_in_a_container() {
+    let w = workload(orders());
+    let in_container = |port, container| PortQuery {
+        port,
+        service: None,
+        container: Some(container),
+    };
+    let err = choose_port(&w, &two_ports(), in_container(None, "nope")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Deployment orders has no container nope; its containers are: app, cache"
+    );
+    let err = choose_port(&w, &two_ports(), in_container(None, "cache")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "container cache serves none of these ports: http (80→http) is container app's, \
+         admin (9090→9090) is container app's; choose another port or container"
+    );
+    // Of several ports, --container keeps the ones it serves: no ambiguity left.
+    let services = vec![orders_svc(json!([
+        { "name": "http", "port": 80, "targetPort": "http" },
+        { "name": "redis", "port": 6379 },
+        { "name": "other", "port": 7000 },
+    ]))];
+    let redis = choose_port(&w, &services, in_container(Some("redis"), "cache")).unwrap();
+    assert_eq!((redis.container.as_str(), redis.app_port), ("cache", 6379));
+    let http = choose_port(&w, &services, in_container(None, "app"));
+    assert!(
+        matches!(&http, Err(PlanError::AmbiguousPort { ports, .. }) if ports.len() == 2),
+        "http, and 7000 (no container declares it: the first one's) {http:?}"
+    );
+    // A port no container declares is the named container's.
+    let other = choose_port(&w, &services, in_container(Some("other"), "cache")).unwrap();
+    assert_eq!((other.container.as_str(), other.app_port), ("cache", 7000));
+    let other = choose_port(&w, &services, q(Some("other"))).unwrap();
+    assert_eq!(other.container, "app");
 }
 
 #[test]
