@@ -1,11 +1,15 @@
-//! The NFQUEUE rules that bring an interface's packets to the emulator, added and removed
-//! exactly.
+//! The NFQUEUE rules that bring a link's packets to the emulator, added and removed exactly.
 //!
-//! Two rules in the `mangle` table, each carrying the comment `tether-linkemu IFACE`:
-//! `PREROUTING -i IFACE` (the packets the far side sends: [`Direction::Up`] when IFACE is the
-//! host side of the workstation's veth) to queue N, and `POSTROUTING -o IFACE` (the packets
-//! towards it: [`Direction::Down`]) to queue N + 1. No `--queue-bypass`: if the emulator dies
-//! without removing them, the link stops instead of silently carrying unemulated traffic.
+//! A packet is queued where it *arrives*, in the `mangle PREROUTING` chain of the receiving
+//! network namespace: `-i IFACE` on the host (what the workstation sends: [`Direction::Up`]) and
+//! `-i PEER` inside the workstation's namespace (what it receives: [`Direction::Down`]). By then
+//! the packet has crossed the veth and left its sender's socket (the crossing orphans it). Held
+//! on the sending side instead (`POSTROUTING`), it would still count against its socket's
+//! send-side limits (TCP small queues, a UDP socket's send buffer), and a host process sending
+//! down the link would be throttled to a fraction of the rate by the emulator's own delay.
+//!
+//! Each rule carries the comment `tether-linkemu IFACE`. No `--queue-bypass`: if the emulator
+//! dies without removing them, the link stops instead of silently carrying unemulated traffic.
 //! [`remove_all`] clears rules a killed run left, and the cluster's teardown does too.
 //!
 //! [`Direction::Up`]: crate::Direction::Up
@@ -18,94 +22,125 @@ pub fn tag(iface: &str) -> String {
     format!("tether-linkemu {iface}")
 }
 
-/// The chains the rules go into, with the interface match each uses.
-const CHAINS: [(&str, &str); 2] = [("PREROUTING", "-i"), ("POSTROUTING", "-o")];
+/// Where a rule goes: an interface, in the host's network namespace or a named one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// A namespace of `ip netns` (`None`: this process's own).
+    pub netns: Option<String>,
+    pub iface: String,
+}
 
-/// The emulator's rules on one interface; removed when dropped.
+impl Place {
+    fn check(&self) -> Result<(), RulesError> {
+        check_name(&self.iface)?;
+        if let Some(ns) = &self.netns {
+            check_name(ns)?;
+        }
+        Ok(())
+    }
+
+    fn iptables(&self, args: &[&str]) -> Result<String, RulesError> {
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "iptables"]);
+                c
+            }
+            None => Command::new("iptables"),
+        };
+        // -w: wait for the xtables lock that kube-proxy also takes, instead of failing.
+        run(cmd.arg("-w").args(args))
+    }
+}
+
+/// The emulator's rule at one place; removed when dropped.
 #[derive(Debug)]
-pub struct Rules {
-    iface: String,
+pub struct Rule {
+    place: Place,
     installed: bool,
 }
 
-impl Rules {
-    /// Removes what an earlier run left on `iface`, then queues its incoming packets to
-    /// `queue_num` and its outgoing ones to `queue_num + 1`.
-    pub fn install(iface: &str, queue_num: u16) -> Result<Rules, RulesError> {
-        check_name(iface)?;
-        let down_queue = queue_num.checked_add(1).ok_or(RulesError::QueueNum)?;
-        let stale = remove_all(iface)?;
+impl Rule {
+    /// Removes what an earlier run left at `place`, then queues the packets arriving on its
+    /// interface to `queue_num` (in that namespace).
+    pub fn install(place: &Place, queue_num: u16) -> Result<Rule, RulesError> {
+        place.check()?;
+        let stale = remove_all(place)?;
         if stale > 0 {
-            tracing::warn!(iface, rules = stale, "Removed rules an earlier run left");
+            tracing::warn!(?place, rules = stale, "Removed rules an earlier run left");
         }
-        // Guarded from the first rule on.
-        let rules = Rules {
-            iface: iface.to_owned(),
+        // Guarded before the rule is added: a failure halfway is cleaned up too.
+        let rule = Rule {
+            place: place.clone(),
             installed: true,
         };
-        for ((chain, dir), queue) in CHAINS.into_iter().zip([queue_num, down_queue]) {
-            iptables(&[
-                "-t",
-                "mangle",
-                "-I",
-                chain,
-                dir,
-                iface,
-                "-m",
-                "comment",
-                "--comment",
-                &tag(iface),
-                "-j",
-                "NFQUEUE",
-                "--queue-num",
-                &queue.to_string(),
-            ])?;
-        }
-        Ok(rules)
+        place.iptables(&[
+            "-t",
+            "mangle",
+            "-I",
+            "PREROUTING",
+            "-i",
+            &place.iface,
+            "-m",
+            "comment",
+            "--comment",
+            &tag(&place.iface),
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            &queue_num.to_string(),
+        ])?;
+        Ok(rule)
     }
 
-    /// Removes the rules now, reporting a failure (dropping does the same, and only logs).
+    /// Removes the rule now, reporting a failure (dropping does the same, and only logs).
     pub fn remove(mut self) -> Result<(), RulesError> {
         self.installed = false;
-        remove_all(&self.iface).map(drop)
+        remove_all(&self.place).map(drop)
     }
 }
 
-impl Drop for Rules {
+impl Drop for Rule {
     fn drop(&mut self) {
         if self.installed {
-            if let Err(e) = remove_all(&self.iface) {
-                tracing::error!(iface = %self.iface, error = %e, "Could not remove the rules");
+            if let Err(e) = remove_all(&self.place) {
+                tracing::error!(place = ?self.place, error = %e, "Could not remove the rule");
             }
         }
     }
 }
 
-/// Removes every rule of the emulator on `iface`; returns how many there were.
-pub fn remove_all(iface: &str) -> Result<usize, RulesError> {
-    check_name(iface)?;
-    let marker = format!("/* {} */", tag(iface));
-    let mut removed = 0;
-    for (chain, _) in CHAINS {
-        // Highest number first, so the numbers of those left do not shift.
-        let mut numbers: Vec<u32> =
-            iptables(&["-t", "mangle", "-L", chain, "-n", "--line-numbers"])?
-                .lines()
-                .filter(|l| l.contains(&marker))
-                .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-                .collect();
-        numbers.sort_unstable_by(|a, b| b.cmp(a));
-        for n in numbers {
-            iptables(&["-t", "mangle", "-D", chain, &n.to_string()])?;
-            removed += 1;
-        }
+/// Removes every rule of the emulator at `place`; returns how many there were.
+pub fn remove_all(place: &Place) -> Result<usize, RulesError> {
+    place.check()?;
+    let marker = format!("/* {} */", tag(&place.iface));
+    // Highest number first, so the numbers of those left do not shift.
+    let mut numbers: Vec<u32> = place
+        .iptables(&["-t", "mangle", "-L", "PREROUTING", "-n", "--line-numbers"])?
+        .lines()
+        .filter(|l| l.contains(&marker))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    numbers.sort_unstable_by(|a, b| b.cmp(a));
+    for n in &numbers {
+        place.iptables(&["-t", "mangle", "-D", "PREROUTING", &n.to_string()])?;
     }
-    Ok(removed)
+    Ok(numbers.len())
 }
 
-/// The emulator's rules in the mangle table, any interface, as `iptables-save` prints them.
-pub fn leftovers() -> Result<Vec<String>, RulesError> {
-    let out = run(Command::new("iptables-save").args(["-t", "mangle"]))?;
+/// The emulator's rules in the mangle table of `netns` (`None`: this process's), any interface,
+/// as `iptables-save` prints them.
+pub fn leftovers(netns: Option<&str>) -> Result<Vec<String>, RulesError> {
+    let mut cmd = match netns {
+        Some(ns) => {
+            check_name(ns)?;
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "iptables-save"]);
+            c
+        }
+        None => Command::new("iptables-save"),
+    };
+    let out = run(cmd.args(["-t", "mangle"]))?;
     Ok(out
         .lines()
         .filter(|l| l.contains("tether-linkemu"))
@@ -125,11 +160,6 @@ fn check_name(iface: &str) -> Result<(), RulesError> {
     } else {
         Err(RulesError::Interface(iface.to_owned()))
     }
-}
-
-fn iptables(args: &[&str]) -> Result<String, RulesError> {
-    // -w: wait for the xtables lock that kube-proxy also takes, instead of failing.
-    run(Command::new("iptables").arg("-w").args(args))
 }
 
 fn run(cmd: &mut Command) -> Result<String, RulesError> {
@@ -160,12 +190,9 @@ pub enum RulesError {
     /// iptables refused.
     #[error("{cmd} failed: {stderr}")]
     Failed { cmd: String, stderr: String },
-    /// Not a plain interface name.
-    #[error("{0:?} is not an interface name")]
+    /// Not a plain interface or namespace name.
+    #[error("{0:?} is not a plain interface or namespace name")]
     Interface(String),
-    /// The queue number leaves no room for the second queue.
-    #[error("the queue number must be below 65535 (the emulator uses it and the next one)")]
-    QueueNum,
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! `tether-linkemu`: emulates a wide-area link on one interface until SIGINT or SIGTERM.
 //!
 //! ```text
-//! tether-linkemu --iface tws0 --profile wan20
-//! tether-linkemu --iface tws0 --profile lan --rtt-ms 40 --rate-mbit 100 --loss 0.005
+//! tether-linkemu --iface tws0 --netns tether-ws --profile wan20
+//! tether-linkemu --iface tws0 --netns tether-ws --profile lan --rtt-ms 40 --rate-mbit 100 --loss 0.005
 //! ```
 //!
 //! Prints `ready` on stdout once its rules are in place, and on exit one JSON line with the
@@ -21,9 +21,15 @@ use tether_linkemu::{queue, Named};
     about = "Emulate a wide-area link on one interface (NFQUEUE)"
 )]
 struct Args {
-    /// The interface: the host side of the workstation's veth (both directions are emulated).
+    /// The host side of the link: the workstation's veth (both directions are emulated).
     #[arg(long)]
     iface: String,
+    /// The network namespace at the link's other end (an `ip netns` name).
+    #[arg(long)]
+    netns: String,
+    /// The link's interface inside that namespace.
+    #[arg(long, default_value = "eth0")]
+    peer_iface: String,
     /// The named profile the other options start from: lan, wan20, lossy50.
     #[arg(long, default_value = "wan20")]
     profile: Named,
@@ -95,6 +101,8 @@ fn main() {
     }
     let cfg = queue::Config {
         iface: args.iface,
+        netns: args.netns,
+        peer_iface: args.peer_iface,
         queue_num: args.queue_num,
         profile,
         max_held: args.max_held,

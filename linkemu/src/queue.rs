@@ -1,6 +1,11 @@
 //! The I/O around the [`Scheduler`]: the NFQUEUE socket, the signals that end a run, and the
 //! timer of the next release. Read, feed, poll, verdict.
 //!
+//! Two NFQUEUE sockets, one per direction, each in the network namespace where its packets
+//! arrive (see [`crate::iptables`] for why): the host's for [`Direction::Up`], the workstation
+//! namespace's for [`Direction::Down`] (a socket stays in the namespace it was made in, so the
+//! thread enters that namespace to make it and comes back).
+//!
 //! One thread, one loop: wait (`ppoll`) until a packet arrives, a signal comes, or the earliest
 //! held packet is due; take in every packet waiting; accept every packet whose time has come.
 //! On SIGINT or SIGTERM the rules go first (no new packets), then every held packet is accepted
@@ -8,12 +13,15 @@
 
 use std::{
     collections::HashSet,
+    fs::File,
+    io::{Read, Seek, SeekFrom},
     os::fd::{AsFd, BorrowedFd, RawFd},
     time::{Duration, Instant},
 };
 
 use nix::{
     poll::{ppoll, PollFd, PollFlags},
+    sched::{setns, CloneFlags},
     sys::{
         signal::{SigSet, Signal},
         signalfd::SignalFd,
@@ -24,7 +32,7 @@ use nix::{
 use serde_json::json;
 
 use crate::{
-    iptables::{Rules, RulesError},
+    iptables::{Place, Rule, RulesError},
     profile::Profile,
     sched::{Direction, DirectionStats, Scheduler},
 };
@@ -32,9 +40,12 @@ use crate::{
 /// What a run needs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The interface whose packets cross the emulated link.
+    /// The host side of the link (a veth), in this process's network namespace.
     pub iface: String,
-    /// The first of the two queue numbers (incoming, then outgoing).
+    /// The network namespace on the far side of the link (`ip netns` name) and its interface.
+    pub netns: String,
+    pub peer_iface: String,
+    /// The queue number on the host side; the namespace side uses the next one.
     pub queue_num: u16,
     pub profile: Profile,
     /// The most packets the emulator holds at once; more are dropped and counted.
@@ -66,6 +77,7 @@ impl Report {
                 "packets": s.packets,
                 "bytes": s.bytes,
                 "lost": s.lost,
+                "buffer_full": s.buffer_full,
                 "overflow": s.overflow,
                 "reordered": s.reordered,
                 "max_queueing_us": s.max_queueing.as_micros() as u64,
@@ -80,28 +92,58 @@ impl Report {
         })
     }
 
-    /// Packets dropped for lack of room anywhere: the emulator's limit, or the kernel's queue.
+    /// Packets dropped because the emulator could not hold them (its own limit, the kernel's
+    /// queue, the socket's buffer): not part of the profile, so a run with any is suspect.
     pub fn overflow(&self) -> u64 {
         self.up.overflow + self.down.overflow + self.kernel_dropped + self.kernel_user_dropped
     }
 }
 
-/// The NFQUEUE socket with its file descriptor, which the `nfq` crate does not expose.
+/// An NFQUEUE socket with its file descriptor (which the `nfq` crate does not expose), and its
+/// namespace's kernel counters.
 struct Socket {
     queue: nfq::Queue,
     fd: RawFd,
+    queue_num: u16,
+    /// `/proc/net/netfilter/nfnetlink_queue`, opened in the socket's namespace (a /proc/net file
+    /// keeps the namespace it was opened in).
+    counters: Option<File>,
 }
 
 impl Socket {
-    fn open() -> Result<Socket, RunError> {
+    /// Opens a socket in the current namespace, bound to `queue_num`.
+    fn open(queue_num: u16, kernel_maxlen: u32) -> Result<Socket, RunError> {
         let before = socket_fds()?;
         let queue = nfq::Queue::open().map_err(RunError::Open)?;
         let after = socket_fds()?;
         let mut new = after.difference(&before);
-        match (new.next(), new.next()) {
-            (Some(fd), None) => Ok(Socket { queue, fd: *fd }),
-            _ => Err(RunError::SocketFd),
+        let fd = match (new.next(), new.next()) {
+            (Some(fd), None) => *fd,
+            _ => return Err(RunError::SocketFd),
+        };
+        let mut sock = Socket {
+            queue,
+            fd,
+            queue_num,
+            counters: File::open("/proc/net/netfilter/nfnetlink_queue").ok(),
+        };
+        let bind = |s: &mut Socket| -> std::io::Result<()> {
+            s.queue.bind(queue_num)?;
+            // Headers are enough: the size comes from the original length.
+            s.queue.set_copy_range(queue_num, 64)?;
+            s.queue.set_queue_max_len(queue_num, kernel_maxlen)?;
+            s.queue.set_fail_open(queue_num, false)
+        };
+        bind(&mut sock).map_err(|source| RunError::Bind {
+            queue: queue_num,
+            source,
+        })?;
+        sock.queue.set_nonblocking(true);
+        // Room for a burst of queued packets between two reads (the kernel doubles it).
+        if let Err(e) = setsockopt(&sock.fd(), sockopt::RcvBufForce, &(16 << 20)) {
+            tracing::warn!(error = %e, "Could not enlarge the socket's receive buffer");
         }
+        Ok(sock)
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
@@ -113,6 +155,42 @@ impl Socket {
             BorrowedFd::borrow_raw(self.fd)
         }
     }
+
+    /// The kernel's (queue full, socket buffer full) drop counts for this socket's queue.
+    fn kernel_drops(&mut self) -> (u64, u64) {
+        let mut text = String::new();
+        if let Some(f) = &mut self.counters {
+            if f.seek(SeekFrom::Start(0)).is_ok() {
+                let _ = f.read_to_string(&mut text);
+            }
+        }
+        parse_kernel_drops(&text, self.queue_num)
+    }
+}
+
+/// Runs `f` with this thread in network namespace `netns`, then comes back.
+fn in_netns<T>(netns: &str, f: impl FnOnce() -> T) -> Result<T, RunError> {
+    let enter = |path: &str| -> Result<(), RunError> {
+        let ns = File::open(path).map_err(|source| RunError::Netns {
+            path: path.to_owned(),
+            source: source.into(),
+        })?;
+        setns(ns, CloneFlags::CLONE_NEWNET).map_err(|source| RunError::Netns {
+            path: path.to_owned(),
+            source: source.into(),
+        })
+    };
+    let home = File::open("/proc/thread-self/ns/net").map_err(|source| RunError::Netns {
+        path: "/proc/thread-self/ns/net".into(),
+        source: source.into(),
+    })?;
+    enter(&format!("/run/netns/{netns}"))?;
+    let out = f();
+    setns(home, CloneFlags::CLONE_NEWNET).map_err(|source| RunError::Netns {
+        path: "/proc/thread-self/ns/net".into(),
+        source: source.into(),
+    })?;
+    Ok(out)
 }
 
 /// The socket descriptors of this process.
@@ -142,38 +220,41 @@ pub fn block_signals() -> Result<SignalFd, RunError> {
     SignalFd::new(&mask).map_err(RunError::Signals)
 }
 
+/// A held packet and the socket it came from (its verdict goes back there).
+#[derive(Debug)]
+struct Packet {
+    dir: Direction,
+    msg: nfq::Message,
+}
+
 /// Runs the emulator until SIGINT or SIGTERM arrives on `signals`; `ready` is called once the
 /// rules are in place.
 pub fn run(cfg: &Config, signals: &SignalFd, ready: impl FnOnce()) -> Result<Report, RunError> {
     cfg.profile.validate().map_err(RunError::Profile)?;
-    let down_queue = cfg
-        .queue_num
-        .checked_add(1)
-        .ok_or(RunError::Rules(RulesError::QueueNum))?;
+    let down_queue = cfg.queue_num.checked_add(1).ok_or(RunError::QueueNum)?;
     // Releases are due at 60 µs steps at 200 Mbit/s: the default 50 µs timer slack would blur
     // them.
     if let Err(e) = nix::sys::prctl::set_timerslack(1_000) {
         tracing::warn!(error = %e, "Could not lower the timer slack");
     }
-    let mut sock = Socket::open()?;
-    for q in [cfg.queue_num, down_queue] {
-        let bind = |s: &mut Socket| -> std::io::Result<()> {
-            s.queue.bind(q)?;
-            // Headers are enough: the size comes from the original length.
-            s.queue.set_copy_range(q, 64)?;
-            s.queue.set_queue_max_len(q, cfg.kernel_maxlen)?;
-            s.queue.set_fail_open(q, false)
-        };
-        bind(&mut sock).map_err(|source| RunError::Bind { queue: q, source })?;
-    }
-    sock.queue.set_nonblocking(true);
-    // Room for a burst of queued packets between two reads (the kernel doubles it).
-    if let Err(e) = setsockopt(&sock.fd(), sockopt::RcvBufForce, &(16 << 20)) {
-        tracing::warn!(error = %e, "Could not enlarge the socket's receive buffer");
-    }
-    let mut sched: Scheduler<nfq::Message> = Scheduler::new(cfg.profile, cfg.max_held, cfg.seed);
-    let rules = Rules::install(&cfg.iface, cfg.queue_num).map_err(RunError::Rules)?;
-    tracing::info!(iface = %cfg.iface, profile = %cfg.profile, "Emulating");
+    let mut socks = [
+        Socket::open(cfg.queue_num, cfg.kernel_maxlen)?,
+        in_netns(&cfg.netns, || Socket::open(down_queue, cfg.kernel_maxlen))??,
+    ];
+    let mut sched: Scheduler<Packet> = Scheduler::new(cfg.profile, cfg.max_held, cfg.seed);
+    let host = Place {
+        netns: None,
+        iface: cfg.iface.clone(),
+    };
+    let peer = Place {
+        netns: Some(cfg.netns.clone()),
+        iface: cfg.peer_iface.clone(),
+    };
+    let rules = [
+        Rule::install(&host, cfg.queue_num).map_err(RunError::Rules)?,
+        Rule::install(&peer, down_queue).map_err(RunError::Rules)?,
+    ];
+    tracing::info!(iface = %cfg.iface, netns = %cfg.netns, profile = %cfg.profile, "Emulating");
     ready();
     let mut verdict_errors = 0u64;
     let mut warned_overflow = 0u64;
@@ -185,9 +266,10 @@ pub fn run(cfg: &Config, signals: &SignalFd, ready: impl FnOnce()) -> Result<Rep
                 at.saturating_duration_since(Instant::now())
             })
             .min(IDLE_WAKEUP);
-        let (packets, signal) = {
+        let (readable, signal) = {
             let mut fds = [
-                PollFd::new(sock.fd(), PollFlags::POLLIN),
+                PollFd::new(socks[0].fd(), PollFlags::POLLIN),
+                PollFd::new(socks[1].fd(), PollFlags::POLLIN),
                 PollFd::new(signals.as_fd(), PollFlags::POLLIN),
             ];
             match ppoll(&mut fds, Some(TimeSpec::from_duration(timeout)), None) {
@@ -195,40 +277,38 @@ pub fn run(cfg: &Config, signals: &SignalFd, ready: impl FnOnce()) -> Result<Rep
                 Err(e) => return Err(RunError::Poll(e)),
             }
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), ready(&fds[1]))
+            ([ready(&fds[0]), ready(&fds[1])], ready(&fds[2]))
         };
         if signal {
             break;
         }
-        if packets {
+        for (i, dir) in [Direction::Up, Direction::Down].into_iter().enumerate() {
+            if !readable[i] {
+                continue;
+            }
             // Bounded, so that a flood does not starve the releases.
             for _ in 0..1024 {
-                let msg = match sock.queue.recv() {
+                let msg = match socks[i].queue.recv() {
                     Ok(msg) => msg,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(RunError::Recv(e)),
                 };
-                let dir = if msg.get_queue_num() == cfg.queue_num {
-                    Direction::Up
-                } else {
-                    Direction::Down
-                };
                 let size = msg.get_original_len();
-                if let Err(dropped) = sched.push(Instant::now(), dir, size, msg) {
-                    let mut msg = dropped.packet;
+                if let Err(dropped) = sched.push(Instant::now(), dir, size, Packet { dir, msg }) {
+                    let mut msg = dropped.packet.msg;
                     msg.set_verdict(nfq::Verdict::Drop);
-                    verdict_errors += u64::from(sock.queue.verdict(msg).is_err());
+                    verdict_errors += u64::from(socks[i].queue.verdict(msg).is_err());
                 }
             }
         }
         let now = Instant::now();
-        while let Some(msg) = sched.poll_release(now) {
+        while let Some(p) = sched.poll_release(now) {
             // A message's verdict is Accept unless set otherwise.
-            verdict_errors += u64::from(sock.queue.verdict(msg).is_err());
+            verdict_errors += u64::from(socks[p.dir.index()].queue.verdict(p.msg).is_err());
         }
         if now >= next_check {
             next_check = now + Duration::from_secs(1);
-            let report = report(cfg, &sched, verdict_errors);
+            let report = report(&sched, &mut socks, verdict_errors);
             if report.overflow() > warned_overflow {
                 warned_overflow = report.overflow();
                 tracing::warn!(
@@ -240,21 +320,28 @@ pub fn run(cfg: &Config, signals: &SignalFd, ready: impl FnOnce()) -> Result<Rep
         }
     }
     // No new packets, then the held ones go at once.
-    let removed = rules.remove();
-    let held: Vec<nfq::Message> = sched.drain().collect();
-    for msg in held {
-        verdict_errors += u64::from(sock.queue.verdict(msg).is_err());
+    let removed: Vec<_> = rules.into_iter().map(Rule::remove).collect();
+    let held: Vec<Packet> = sched.drain().collect();
+    for p in held {
+        verdict_errors += u64::from(socks[p.dir.index()].queue.verdict(p.msg).is_err());
     }
-    let report = report(cfg, &sched, verdict_errors);
-    removed.map_err(RunError::Rules)?;
+    let report = report(&sched, &mut socks, verdict_errors);
+    for r in removed {
+        r.map_err(RunError::Rules)?;
+    }
     Ok(report)
 }
 
 /// How long the loop sleeps with nothing held (it wakes for packets and signals anyway).
 const IDLE_WAKEUP: Duration = Duration::from_millis(200);
 
-fn report<T>(cfg: &Config, sched: &Scheduler<T>, verdict_errors: u64) -> Report {
-    let (kernel_dropped, kernel_user_dropped) = kernel_drops(cfg.queue_num);
+fn report<T>(sched: &Scheduler<T>, socks: &mut [Socket; 2], verdict_errors: u64) -> Report {
+    let (mut kernel_dropped, mut kernel_user_dropped) = (0, 0);
+    for s in socks {
+        let (full, user) = s.kernel_drops();
+        kernel_dropped += full;
+        kernel_user_dropped += user;
+    }
     Report {
         up: sched.stats(Direction::Up),
         down: sched.stats(Direction::Down),
@@ -264,23 +351,17 @@ fn report<T>(cfg: &Config, sched: &Scheduler<T>, verdict_errors: u64) -> Report 
     }
 }
 
-/// The kernel's drop counts for our two queues, from `/proc/net/netfilter/nfnetlink_queue`:
+/// The kernel's drop counts for queue `queue_num` in `/proc/net/netfilter/nfnetlink_queue`:
 /// queue number, peer port id, queue total, copy mode, copy range, queue dropped, user dropped,
 /// last id, 1.
-fn kernel_drops(queue_num: u16) -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/net/netfilter/nfnetlink_queue").unwrap_or_default();
-    parse_kernel_drops(&text, queue_num)
-}
-
 fn parse_kernel_drops(text: &str, queue_num: u16) -> (u64, u64) {
-    let ours = [u64::from(queue_num), u64::from(queue_num) + 1];
     text.lines()
         .filter_map(|l| {
             let f: Vec<u64> = l
                 .split_whitespace()
                 .filter_map(|n| n.parse().ok())
                 .collect();
-            (f.len() >= 7 && ours.contains(&f[0])).then(|| (f[5], f[6]))
+            (f.len() >= 7 && f[0] == u64::from(queue_num)).then(|| (f[5], f[6]))
         })
         .fold((0, 0), |(a, b), (x, y)| (a + x, b + y))
 }
@@ -307,6 +388,16 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The queue number leaves no room for the namespace side's.
+    #[error("the queue number must be below 65535 (the namespace side uses the next one)")]
+    QueueNum,
+    /// A network namespace could not be entered or left.
+    #[error("could not enter network namespace {path}")]
+    Netns {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Signals could not be set up.
     #[error("could not block SIGINT and SIGTERM")]
     Signals(#[source] nix::Error),
@@ -331,7 +422,8 @@ mod tests {
                     7100  23456     3 2    64    10     2     5000  1\n\
                     7101  23456     0 2    64     1     0     4000  1\n\
                     7102  99999     0 2    64   500   500      100  1\n";
-        assert_eq!(parse_kernel_drops(text, 7100), (11, 2));
+        assert_eq!(parse_kernel_drops(text, 7100), (10, 2));
+        assert_eq!(parse_kernel_drops(text, 7101), (1, 0));
         assert_eq!(parse_kernel_drops("", 7100), (0, 0));
     }
 }

@@ -4,8 +4,10 @@
 //! A packet entering direction `d` at `now` with `size` bytes:
 //! 1. is dropped with probability `loss` ([`DropReason::Loss`]);
 //! 2. waits for the link to be free and takes `size × 8 / rate` to be sent (the bottleneck's
-//!    serialization); if it would wait longer than `buffer`, or too many packets are held
-//!    already, it is dropped ([`DropReason::Overflow`]), as by a full router queue;
+//!    serialization); if it would wait longer than `buffer` it is dropped
+//!    ([`DropReason::BufferFull`]), as by a full router queue: that is part of the emulated link.
+//!    If the emulator already holds its limit of packets, it is dropped too
+//!    ([`DropReason::Overflow`]): that is the emulator failing to keep up, and is reported;
 //! 3. then travels `rtt / 2 ± jitter`, never arriving before the packet that entered before it;
 //! 4. with probability `reorder` it is held back a further `reorder_gap`, and later packets
 //!    overtake it.
@@ -31,7 +33,7 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             Direction::Up => 0,
             Direction::Down => 1,
@@ -44,7 +46,9 @@ impl Direction {
 pub enum DropReason {
     /// The profile's random loss.
     Loss,
-    /// The bottleneck's buffer, or the emulator's own limit on held packets, was full.
+    /// The emulated bottleneck's buffer was full (drop-tail): part of the link's behaviour.
+    BufferFull,
+    /// The emulator's own limit on held packets was reached: not part of the profile.
     Overflow,
 }
 
@@ -57,7 +61,9 @@ pub struct DirectionStats {
     pub bytes: u64,
     /// Dropped by random loss.
     pub lost: u64,
-    /// Dropped because the buffer or the held-packet limit was full.
+    /// Dropped by the emulated bottleneck's full buffer.
+    pub buffer_full: u64,
+    /// Dropped because the emulator held its limit of packets already.
     pub overflow: u64,
     /// Held back so that later packets overtook them.
     pub reordered: u64,
@@ -159,11 +165,18 @@ impl<T> Scheduler<T> {
         let lane = &mut self.lanes[dir.index()];
         let start = lane.free_at.map_or(now, |free| free.max(now));
         let queueing = start - now;
-        if self.held.len() >= self.max_held || (p.rate_bps.is_some() && queueing > p.buffer) {
+        if self.held.len() >= self.max_held {
             stats.overflow += 1;
             return Err(Dropped {
                 packet,
                 reason: DropReason::Overflow,
+            });
+        }
+        if p.rate_bps.is_some() && queueing > p.buffer {
+            stats.buffer_full += 1;
+            return Err(Dropped {
+                packet,
+                reason: DropReason::BufferFull,
             });
         }
         stats.max_queueing = stats.max_queueing.max(queueing);

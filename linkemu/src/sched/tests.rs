@@ -90,7 +90,7 @@ fn the_rate_spaces_packets_by_their_serialization_time() {
 }
 
 #[test]
-fn a_full_buffer_drops_and_counts() {
+fn a_full_bottleneck_buffer_drops_and_counts() {
     // 10 ms of buffer at 12 Mbit/s: 1000 µs per 1500-byte packet, so 11 fit (the first does not
     // wait; the 11th waits exactly 10 ms), the rest overflow.
     let p = Profile {
@@ -103,27 +103,31 @@ fn a_full_buffer_drops_and_counts() {
     let mut dropped = Vec::new();
     for id in 0..20u64 {
         if let Err(d) = s.push(t0, Direction::Up, 1500, id) {
-            assert_eq!(d.reason, DropReason::Overflow);
+            assert_eq!(d.reason, DropReason::BufferFull);
             dropped.push(d.packet);
         }
     }
     assert_eq!(dropped, (11..20).collect::<Vec<_>>());
     let st = s.stats(Direction::Up);
-    assert_eq!((st.packets, st.overflow, st.lost), (20, 9, 0));
+    assert_eq!(
+        (st.packets, st.buffer_full, st.overflow, st.lost),
+        (20, 9, 0, 0)
+    );
     assert_eq!(s.held(), 11);
     // Once the queue drained, packets are taken again.
     assert!(s.push(t0 + 11 * MS, Direction::Up, 1500, 99).is_ok());
 }
 
 #[test]
-fn the_held_packet_limit_drops_and_counts() {
+fn the_held_packet_limit_overflows_and_counts() {
     let t0 = Instant::now();
     let mut s = Scheduler::new(delay_only(100), 5, 1);
     let results: Vec<bool> = (0..8)
         .map(|id| s.push(t0, Direction::Down, 60, id).is_ok())
         .collect();
     assert_eq!(results, [true, true, true, true, true, false, false, false]);
-    assert_eq!(s.stats(Direction::Down).overflow, 3);
+    let st = s.stats(Direction::Down);
+    assert_eq!((st.overflow, st.buffer_full), (3, 0));
     assert_eq!(s.drain().count(), 5);
     assert_eq!(s.held(), 0);
 }
