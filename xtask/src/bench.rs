@@ -138,7 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let profiles = args.profile.profiles();
     if !args.no_build {
         manager::build_cli()?;
-        if profiles.iter().any(|p| p.emulated()) || args.only == Only::Linkemu {
+        if profiles.iter().any(|p| linkemu::emulated(*p)) || args.only == Only::Linkemu {
             linkemu::build()?;
         }
     }
@@ -228,10 +228,9 @@ fn link_fidelity(args: &Args, profile: Profile) -> anyhow::Result<()> {
     let ns = args.ns.as_str();
     step(&format!(
         "the link emulator on {ns}: {}",
-        profile.describe()
+        linkemu::describe(profile)
     ));
-    let emulator = profile
-        .emulated()
+    let emulator = linkemu::emulated(profile)
         .then(|| Emulator::start(ns, profile))
         .transpose()?;
     let mut fidelity = linkemu::measure(ns, profile)?;
@@ -260,7 +259,7 @@ fn connect(args: &Args, profile: Profile) -> anyhow::Result<()> {
     preflight(&args.ns)?;
     let mut report = Report {
         meta: meta(args, &pod, profile),
-        profile_rtt: profile.emulated().then(|| profile.rtt()),
+        profile_rtt: linkemu::emulated(profile).then(|| profile.profile().rtt),
         profile_name: profile.name().to_owned(),
         ..Report::default()
     };
@@ -269,10 +268,10 @@ fn connect(args: &Args, profile: Profile) -> anyhow::Result<()> {
 
     // Up for the whole of the profile's measurements; stopped (its rules removed) on every way
     // out.
-    let emulator = if profile.emulated() {
+    let emulator = if linkemu::emulated(profile) {
         step(&format!(
             "the link emulator on {ns}: {}",
-            profile.describe()
+            linkemu::describe(profile)
         ));
         Some(Emulator::start(ns, profile)?)
     } else {
@@ -292,14 +291,14 @@ fn connect(args: &Args, profile: Profile) -> anyhow::Result<()> {
         None
     };
     let mut fidelity = None;
-    if profile.emulated() {
+    if linkemu::emulated(profile) {
         step(&format!(
             "the emulated link itself: {ns} → the host side of its link"
         ));
         fidelity = Some(linkemu::measure(ns, profile)?);
     }
     // Under emulation every path starts in the workstation namespace, so all cross the link.
-    let from = profile.emulated().then_some(ns);
+    let from = linkemu::emulated(profile).then_some(ns);
 
     step(&format!("DNS on {ns} without tether"));
     let original = process::nameserver(ns)?;
@@ -443,8 +442,8 @@ fn preflight(ns: &str) -> anyhow::Result<()> {
 
 fn meta(args: &Args, pod: &Pod, profile: Profile) -> Vec<(String, String)> {
     let mut meta = machine_meta();
-    meta.push(("link profile".into(), profile.describe().into()));
-    let from = if profile.emulated() {
+    meta.push(("link profile".into(), linkemu::describe(profile)));
+    let from = if linkemu::emulated(profile) {
         format!(
             "workstation namespace `{}` for every path, across the emulated link: direct through \
              a route to the pod IP via the host, `kubectl port-forward` run in the namespace",

@@ -18,75 +18,20 @@ use anyhow::{bail, Context};
 use super::{process::in_ns, report::Latency, testapp, testapp_bin};
 use crate::cluster;
 
-/// The benchmark's link profiles (`tether-linkemu --profile`), with what they promise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Profile {
-    /// No emulation: the workstation sits next to the cluster (today's tables).
-    Lan,
-    /// 20 ms RTT, 200 Mbit/s each way.
-    Wan20,
-    /// 50 ms RTT, 50 Mbit/s each way, 1 % loss each way, ± 1 ms jitter, 0.5 % of packets held
-    /// back 3 ms (reordered).
-    Lossy50,
+/// The benchmark's link profiles, as the emulator defines them.
+pub use tether_linkemu::Named as Profile;
+
+/// Whether `profile` runs the emulator at all.
+pub fn emulated(profile: Profile) -> bool {
+    !profile.profile().is_passthrough()
 }
 
-impl Profile {
-    pub fn name(self) -> &'static str {
-        match self {
-            Profile::Lan => "lan",
-            Profile::Wan20 => "wan20",
-            Profile::Lossy50 => "lossy50",
-        }
-    }
-
-    pub fn emulated(self) -> bool {
-        self != Profile::Lan
-    }
-
-    /// The round trip the emulator adds.
-    pub fn rtt(self) -> Duration {
-        Duration::from_millis(match self {
-            Profile::Lan => 0,
-            Profile::Wan20 => 20,
-            Profile::Lossy50 => 50,
-        })
-    }
-
-    /// Bytes per second each way (None: no limit).
-    fn rate_bytes_s(self) -> Option<f64> {
-        match self {
-            Profile::Lan => None,
-            Profile::Wan20 => Some(200e6 / 8.0),
-            Profile::Lossy50 => Some(50e6 / 8.0),
-        }
-    }
-
-    fn loss(self) -> f64 {
-        if self == Profile::Lossy50 {
-            0.01
-        } else {
-            0.0
-        }
-    }
-
-    fn reorder(self) -> f64 {
-        if self == Profile::Lossy50 {
-            0.005
-        } else {
-            0.0
-        }
-    }
-
-    /// What the profile is, for a report.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Profile::Lan => "lan: no emulation",
-            Profile::Wan20 => "wan20: 20 ms RTT, 200 Mbit/s each way (buffer 20 ms)",
-            Profile::Lossy50 => {
-                "lossy50: 50 ms RTT, 50 Mbit/s each way (buffer 50 ms), 1 % loss each way, \
-                 ± 1 ms jitter, 0.5 % of packets held back 3 ms"
-            }
-        }
+/// What the profile is, for a report.
+pub fn describe(profile: Profile) -> String {
+    if emulated(profile) {
+        format!("{profile}: {}", profile.profile())
+    } else {
+        format!("{profile}: no emulation")
     }
 }
 
@@ -258,7 +203,7 @@ pub fn measure(ns: &str, profile: Profile) -> anyhow::Result<Fidelity> {
     let bytes: u64 = match profile {
         Profile::Lan => 512 << 20,
         Profile::Wan20 => 128 << 20,
-        Profile::Lossy50 => 8 << 20,
+        Profile::Lossy50 => 16 << 20,
     };
     let url = format!("http://{addr}/bytes?n={bytes}");
     match testapp(Some(ns), &["get", "--url", &url], Duration::from_secs(300)) {
@@ -328,9 +273,10 @@ pub fn markdown(profile: Profile, f: &Fidelity) -> String {
         md,
         "## The emulated link ({}), measured from the workstation namespace to the host side of \
          its link\n\n| measure | profile | measured | measured / profile |\n|---|---:|---:|---:|",
-        profile.describe()
+        describe(profile)
     );
-    let rtt_ms = profile.rtt().as_secs_f64() * 1e3;
+    let params = profile.profile();
+    let rtt_ms = params.rtt.as_secs_f64() * 1e3;
     let p50_ms = f.rtt.p50_us.map(|u| u / 1e3);
     let ratio = |m: Option<f64>, t: f64| {
         m.filter(|_| t > 0.0)
@@ -345,7 +291,7 @@ pub fn markdown(profile: Profile, f: &Fidelity) -> String {
             .map_or("n/a".into(), |v| format!("{:.2} ms", v / 1e3)),
         ratio(p50_ms, rtt_ms),
     );
-    let rate = profile.rate_bytes_s().map(|b| b / 1e6);
+    let rate = params.rate_bps.map(|b| b as f64 / 8e6);
     for (what, v) in [
         ("one TCP stream, host → workstation", f.download_mb_s),
         ("one TCP stream, workstation → host", f.upload_mb_s),
@@ -358,11 +304,10 @@ pub fn markdown(profile: Profile, f: &Fidelity) -> String {
             rate.map_or("—".into(), |r| ratio(v, r)),
         );
     }
-    if profile.loss() > 0.0 {
+    if params.loss > 0.0 {
         // One Reno-like stream's ceiling at this loss and RTT (Mathis et al.): no emulator lets a
         // single TCP stream fill a lossy link.
-        let mathis =
-            1448.0 / profile.rtt().as_secs_f64() * (1.5f64).sqrt() / profile.loss().sqrt() / 1e6;
+        let mathis = 1448.0 / params.rtt.as_secs_f64() * (1.5f64).sqrt() / params.loss.sqrt() / 1e6;
         let _ = writeln!(
             md,
             "| (a single TCP stream's ceiling at this loss and RTT, Mathis: MSS/RTT × √(3/2)/√p) \
@@ -375,8 +320,8 @@ pub fn markdown(profile: Profile, f: &Fidelity) -> String {
             (n > 0.0).then(|| c[dir][key].as_f64().unwrap_or(0.0) / n * 100.0)
         };
         for (what, key, target) in [
-            ("random loss", "lost", profile.loss()),
-            ("reordered", "reordered", profile.reorder()),
+            ("random loss", "lost", params.loss),
+            ("reordered", "reordered", params.reorder),
         ] {
             let _ = writeln!(
                 md,

@@ -196,7 +196,10 @@ fn an_emulated_link_is_judged_against_direct_through_it() {
     let c = check(&checks, "new connection, time to the first byte");
     assert_eq!((c.measured.as_str(), c.pass), ("+510 µs", Some(true)));
     let md = lossy.markdown();
-    assert!(md.starts_with("# tether connect: benchmark, link profile `lossy50`"), "{md}");
+    assert!(
+        md.starts_with("# tether connect: benchmark, link profile `lossy50`"),
+        "{md}"
+    );
     assert!(md.contains("direct (workstation → pod IP)"), "{md}");
     assert!(!md.contains("(host → "), "{md}");
 
