@@ -54,7 +54,7 @@ const HINT: &str = "the benchmark needs the local cluster with the sample app an
 /// The sample app's HTTP port on its pods.
 const POD_PORT: u16 = 8080;
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// The workstation network namespace the tether paths are measured from.
     #[arg(long, default_value = "tether-ws")]
@@ -101,6 +101,29 @@ enum Only {
     Linkemu,
     /// Both, connect first.
     All,
+}
+
+impl Args {
+    /// The run's counts over an emulated link: each operation there costs round trips of tens
+    /// of milliseconds and a lossy link moves a few MB/s, so the LAN's counts would take hours.
+    /// Smaller counts keep a profile's connect run to minutes; the flags still lower them.
+    fn scaled_for(&self, profile: Profile) -> Args {
+        if !linkemu::emulated(profile) {
+            return self.clone();
+        }
+        let bulk_mib = if profile.profile().loss > 0.0 {
+            32
+        } else {
+            128
+        };
+        Args {
+            bulk_mib: self.bulk_mib.min(bulk_mib),
+            requests: self.requests.min(200),
+            new_connection_requests: self.new_connection_requests.min(100),
+            dns_requests: self.dns_requests.min(100),
+            ..self.clone()
+        }
+    }
 }
 
 /// `--profile`.
@@ -255,6 +278,7 @@ fn link_fidelity(args: &Args, profile: Profile) -> anyhow::Result<()> {
 
 /// `tether connect` against direct and `kubectl port-forward`, over the link of `profile`.
 fn connect(args: &Args, profile: Profile) -> anyhow::Result<()> {
+    let args = &args.scaled_for(profile);
     let pod = hello_pod()?;
     preflight(&args.ns)?;
     let mut report = Report {
