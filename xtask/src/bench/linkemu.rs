@@ -305,13 +305,16 @@ pub fn markdown(profile: Profile, f: &Fidelity) -> String {
         );
     }
     if params.loss > 0.0 {
-        // One Reno-like stream's ceiling at this loss and RTT (Mathis et al.): no emulator lets a
-        // single TCP stream fill a lossy link.
+        // What one loss-based (Reno-like) stream could reach at this loss and RTT (Mathis et
+        // al.): the raw TCP streams above run with this machine's congestion control, which
+        // decides whether the rate or the loss is their limit.
         let mathis = 1448.0 / params.rtt.as_secs_f64() * (1.5f64).sqrt() / params.loss.sqrt() / 1e6;
+        let cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+            .map_or("?".into(), |s| s.trim().to_owned());
         let _ = writeln!(
             md,
-            "| (a single TCP stream's ceiling at this loss and RTT, Mathis: MSS/RTT × √(3/2)/√p) \
-             | {mathis:.2} MB/s | | |"
+            "| (the streams above use this machine's TCP congestion control, `{cc}`; a loss-based \
+             one such as Reno is capped near MSS/RTT × √(3/2)/√p at this loss) | {mathis:.2} MB/s | | |"
         );
     }
     if let Some(c) = &f.counts {
