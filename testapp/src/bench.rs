@@ -53,6 +53,25 @@ pub enum Bench {
         #[arg(long, default_value_t = 300_000)]
         timeout_ms: u64,
     },
+    /// One POST of `bytes` bytes, written raw on a new connection, timed until the answer's
+    /// head: upload throughput (the echo reads the whole body before it answers).
+    Post {
+        #[arg(long)]
+        url: Uri,
+        #[arg(long)]
+        bytes: u64,
+        #[arg(long, default_value_t = 300_000)]
+        timeout_ms: u64,
+    },
+    /// TCP connects one after another, each closed at once: the path's round trip (a connect
+    /// returns after the SYN's answer).
+    TcpConnect {
+        /// `host:port` of a listening server.
+        #[arg(long)]
+        addr: SocketAddr,
+        #[command(flatten)]
+        counts: Counts,
+    },
     /// GETs on new connections until one succeeds: when a fresh route starts to work.
     Wait {
         #[arg(long)]
@@ -156,6 +175,12 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
                 get_throughput(&Target::parse(&url)?, ms(timeout_ms)).await
             }
             Bench::Wait { url, timeout_ms } => wait(&Target::parse(&url)?, ms(timeout_ms)).await,
+            Bench::Post {
+                url,
+                bytes,
+                timeout_ms,
+            } => post_throughput(&Target::parse(&url)?, bytes, ms(timeout_ms)).await,
+            Bench::TcpConnect { addr, counts } => connect_latency(addr, &counts).await,
             Bench::WaitFor {
                 url,
                 headers,
@@ -289,6 +314,72 @@ async fn get_throughput(target: &Target, limit: Duration) -> anyhow::Result<serd
         "seconds": seconds,
         "mb_per_s": bytes as f64 / seconds / 1e6,
     }))
+}
+
+async fn post_throughput(
+    target: &Target,
+    bytes: u64,
+    limit: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = timeout(
+        limit,
+        TcpStream::connect((target.host.as_str(), target.port)),
+    )
+    .await
+    .context("connecting timed out")??;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {bytes}\r\nConnection: close\r\n\r\n",
+        target.path, target.authority
+    );
+    let start = Instant::now();
+    timeout(limit, async {
+        stream.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 64 << 10];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            stream.write_all(&chunk[..n]).await?;
+            left -= n as u64;
+        }
+        // The answer's first bytes: the server has read the whole body.
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).await?;
+        anyhow::ensure!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "answer {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        anyhow::Ok(())
+    })
+    .await
+    .context("the upload timed out")??;
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "bytes": bytes,
+        "seconds": seconds,
+        "mb_per_s": bytes as f64 / seconds / 1e6,
+    }))
+}
+
+async fn connect_latency(addr: SocketAddr, counts: &Counts) -> anyhow::Result<serde_json::Value> {
+    let mut recorder = Recorder::new(counts);
+    for i in 0..counts.total() {
+        let start = Instant::now();
+        let outcome = match timeout(counts.per_op(), TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let elapsed = start.elapsed();
+                drop(stream);
+                Ok(elapsed)
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("timed out after {:?}", counts.per_op())),
+        };
+        if recorder.record(i, outcome) {
+            break;
+        }
+    }
+    Ok(recorder.report())
 }
 
 async fn wait(target: &Target, limit: Duration) -> anyhow::Result<serde_json::Value> {

@@ -419,6 +419,8 @@ our_mounts() { awk -v s="$STATE" '$2 ~ "^"s {print $2}' /proc/self/mounts | sort
 
 teardown() {
   local c pid p entry name veth net
+  # Emulators first: each removes its own rules on SIGTERM.
+  for p in $(our_emulators); do kill_pid "$p"; done
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
     c=${COMPONENTS[$i]}
     pid=$(pid_of "$c")
@@ -452,15 +454,32 @@ teardown() {
   rm -rf "$STATE"
 }
 
-# Drops every chain and rule that kube-proxy or the CNI plugins made (KUBE-*, CNI-*), leaving
-# every other rule alone.
+# Drops every chain and rule that kube-proxy or the CNI plugins made (KUBE-*, CNI-*), and the
+# NFQUEUE rules of a link emulator (`tether-linkemu`, `cargo xtask bench --profile`) that could
+# not remove its own, leaving every other rule alone.
+OUR_RULES='KUBE-|CNI-|tether-linkemu'
 clean_iptables() {
   local cmd
   for cmd in iptables ip6tables; do
     command -v "$cmd-save" >/dev/null || continue
-    grep -q -E 'KUBE-|CNI-' <<<"$("$cmd-save" 2>/dev/null)" || continue
-    "$cmd-save" | grep -v -E 'KUBE-|CNI-' | "$cmd-restore" || log "warning: could not clean $cmd rules"
+    grep -q -E "$OUR_RULES" <<<"$("$cmd-save" 2>/dev/null)" || continue
+    "$cmd-save" | grep -v -E "$OUR_RULES" | "$cmd-restore" || log "warning: could not clean $cmd rules"
   done
+}
+
+# Link emulators (tether-linkemu) running on a workstation namespace's link: a benchmark killed
+# outright leaves its emulator behind.
+our_emulators() {
+  local p entry name veth net cmdline
+  for p in /proc/[0-9]*; do
+    [[ "$(readlink "$p/exe" 2>/dev/null)" == */tether-linkemu ]] || continue
+    cmdline=$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null) || continue
+    for entry in "${WS_NAMESPACES[@]}"; do
+      IFS=: read -r name veth net <<<"$entry"
+      grep -q -- "--netns $name " <<<"$cmdline " && echo "${p#/proc/}"
+    done
+  done
+  return 0
 }
 
 leftovers() {
@@ -480,6 +499,8 @@ leftovers() {
   grep -q '^cni-' <<<"$(ip netns list 2>/dev/null)" && { echo "pod network namespaces: $(ip netns list | grep '^cni-' | awk '{print $1}' | tr '\n' ' ')"; found=1; }
   ip link show cni0 >/dev/null 2>&1 && { echo "interface cni0"; found=1; }
   grep -q -E 'KUBE-|CNI-' <<<"$(iptables-save 2>/dev/null)" && { echo "iptables chains: $(iptables-save | grep -o -E '^:(KUBE|CNI)-[^ ]*' | head -n 5 | tr '\n' ' ')..."; found=1; }
+  grep -q 'tether-linkemu' <<<"$(iptables-save -t mangle 2>/dev/null)" && { echo "iptables rules of tether-linkemu: $(iptables-save -t mangle | grep 'tether-linkemu' | head -n 2 | tr '\n' ' ')"; found=1; }
+  [ -n "$(our_emulators)" ] && { echo "tether-linkemu processes: $(our_emulators | tr '\n' ' ')"; found=1; }
   for d in /sys/fs/cgroup/*/kubepods; do [ -d "$d" ] && { echo "cgroup $d"; found=1; }; done
   [ -d "$STATE" ] && { echo "state directory $STATE"; found=1; }
   [ $found -eq 1 ]
@@ -500,7 +521,7 @@ cmd_check_clean() {
   if leftovers; then
     die "the cluster left the above behind"
   fi
-  log "clean: no process, namespace, interface, iptables chain, mount, cgroup or state directory left"
+  log "clean: no process, namespace, interface, iptables chain or rule, mount, cgroup or state directory left"
 }
 
 cmd_status() {

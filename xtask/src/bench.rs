@@ -15,10 +15,20 @@
 //! Then `tether intercept` (see [`intercept`]): time to the first intercepted request, the agent's
 //! cost per request, and its memory; in `target/bench/intercept.md`. `--only` runs one part.
 //!
+//! `--profile wan20|lossy50|all` runs the connect part again over an emulated link (see
+//! [`linkemu`]): `tether-linkemu` sits on the workstation namespace's veth for the whole of the
+//! profile's measurements, and every path starts in that namespace so that all cross the same
+//! link: direct (through a route to the pod IP added for the measurement), `kubectl
+//! port-forward` run there (its API server traffic crosses the link), and tether. Each such run
+//! first measures the emulator itself (round trip, one TCP stream each way) and writes
+//! `connect-PROFILE.md` and `linkemu-PROFILE.md`; `--only linkemu` measures just that. `lan` is no
+//! emulation: today's tables, `connect.md`. The intercept part is not emulated.
+//!
 //! The cluster, the sample app and the manager must be up. Every tether session and
 //! port-forward the run starts is ended by a guard, also when the run fails.
 
 mod intercept;
+mod linkemu;
 mod process;
 mod report;
 
@@ -35,6 +45,7 @@ use crate::{
     cluster, manager,
     sample::{self, Pod},
 };
+use linkemu::{Emulator, Profile};
 use process::{in_ns, run_within, PortForward, Tether};
 use report::{ConnectResult, DnsResult, Latency, Lookup, Path, PathResult, Report};
 
@@ -43,7 +54,7 @@ const HINT: &str = "the benchmark needs the local cluster with the sample app an
 /// The sample app's HTTP port on its pods.
 const POD_PORT: u16 = 8080;
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// The workstation network namespace the tether paths are measured from.
     #[arg(long, default_value = "tether-ws")]
@@ -69,6 +80,10 @@ pub struct Args {
     /// Which measurements to run.
     #[arg(long, value_enum, default_value_t = Only::All)]
     only: Only,
+    /// The link between the workstation namespace and the cluster: lan (none), wan20, lossy50,
+    /// or all three one after another.
+    #[arg(long, value_enum, default_value_t = ProfileSel::Lan)]
+    profile: ProfileSel,
     #[command(flatten)]
     intercept: intercept::InterceptArgs,
 }
@@ -82,8 +97,57 @@ enum Only {
     Intercept,
     /// What metrics cost the agent's pass-through path, on and off (`metrics.md`; no cluster).
     Metrics,
+    /// The link emulator's fidelity under `--profile` (`linkemu-PROFILE.md`).
+    Linkemu,
     /// Both, connect first.
     All,
+}
+
+impl Args {
+    /// The run's counts over an emulated link: each operation there costs round trips of tens
+    /// of milliseconds and a lossy link moves a few MB/s, so the LAN's counts would take hours.
+    /// Smaller counts keep a profile's connect run to minutes; the flags still lower them.
+    fn scaled_for(&self, profile: Profile) -> Args {
+        if !linkemu::emulated(profile) {
+            return self.clone();
+        }
+        let bulk_mib = if profile.profile().loss > 0.0 {
+            32
+        } else {
+            128
+        };
+        Args {
+            bulk_mib: self.bulk_mib.min(bulk_mib),
+            requests: self.requests.min(200),
+            new_connection_requests: self.new_connection_requests.min(100),
+            dns_requests: self.dns_requests.min(100),
+            ..self.clone()
+        }
+    }
+}
+
+/// `--profile`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProfileSel {
+    /// No emulation.
+    Lan,
+    /// 20 ms RTT, 200 Mbit/s.
+    Wan20,
+    /// 50 ms RTT, 50 Mbit/s, 1 % loss, light jitter and reordering.
+    Lossy50,
+    /// lan, wan20 and lossy50, one after another.
+    All,
+}
+
+impl ProfileSel {
+    fn profiles(self) -> Vec<Profile> {
+        match self {
+            ProfileSel::Lan => vec![Profile::Lan],
+            ProfileSel::Wan20 => vec![Profile::Wan20],
+            ProfileSel::Lossy50 => vec![Profile::Lossy50],
+            ProfileSel::All => vec![Profile::Lan, Profile::Wan20, Profile::Lossy50],
+        }
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -94,8 +158,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.only == Only::Metrics {
         return metrics_cost();
     }
+    let profiles = args.profile.profiles();
     if !args.no_build {
         manager::build_cli()?;
+        if profiles.iter().any(|p| linkemu::emulated(*p)) || args.only == Only::Linkemu {
+            linkemu::build()?;
+        }
     }
     for bin in [manager::tether_bin(), testapp_bin()] {
         anyhow::ensure!(
@@ -113,8 +181,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "{} has no `bench` subcommand: rebuild it (run without --no-build)",
         testapp_bin().display()
     );
+    if args.only == Only::Linkemu {
+        for profile in profiles {
+            link_fidelity(&args, profile)?;
+        }
+        return Ok(());
+    }
     if args.only != Only::Intercept {
-        connect(&args)?;
+        for &profile in &profiles {
+            connect(&args, profile)?;
+        }
     }
     if args.only != Only::Connect {
         intercept::run(&args)?;
@@ -170,28 +246,83 @@ fn metrics_cost() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `tether connect` against direct and `kubectl port-forward`.
-fn connect(args: &Args) -> anyhow::Result<()> {
+/// The emulator alone: its fidelity under `profile` (`linkemu-PROFILE.md`).
+fn link_fidelity(args: &Args, profile: Profile) -> anyhow::Result<()> {
+    let ns = args.ns.as_str();
+    step(&format!(
+        "the link emulator on {ns}: {}",
+        linkemu::describe(profile)
+    ));
+    let emulator = linkemu::emulated(profile)
+        .then(|| Emulator::start(ns, profile))
+        .transpose()?;
+    let mut fidelity = linkemu::measure(ns, profile)?;
+    if let Some(e) = emulator {
+        fidelity.counts = Some(e.stop()?);
+    }
+    let mut md = String::from(
+        "# The link emulator's fidelity
+
+",
+    );
+    for (what, value) in machine_meta() {
+        md.push_str(&format!(
+            "- {what}: {value}
+"
+        ));
+    }
+    md.push('\n');
+    md.push_str(&linkemu::markdown(profile, &fidelity));
+    write_report(&format!("linkemu-{}.md", profile.name()), &md)
+}
+
+/// `tether connect` against direct and `kubectl port-forward`, over the link of `profile`.
+fn connect(args: &Args, profile: Profile) -> anyhow::Result<()> {
+    let args = &args.scaled_for(profile);
     let pod = hello_pod()?;
     preflight(&args.ns)?;
     let mut report = Report {
-        meta: meta(args, &pod),
+        meta: meta(args, &pod, profile),
+        profile_rtt: linkemu::emulated(profile).then(|| profile.profile().rtt),
+        profile_name: profile.name().to_owned(),
         ..Report::default()
     };
     let ns = args.ns.as_str();
     let pod_addr = format!("{}:{POD_PORT}", pod.ip);
 
-    step("QUIC alone: one stream on loopback, both ends in this process (tether-tunnel's test)");
-    report.quic_ceiling_mb_s = match quic_ceiling() {
-        Ok(mb_s) => {
-            eprintln!("    {mb_s:.0} MB/s");
-            Some(mb_s)
-        }
-        Err(e) => {
-            eprintln!("    not measured: {e:#}");
-            None
-        }
+    // Up for the whole of the profile's measurements; stopped (its rules removed) on every way
+    // out.
+    let emulator = if linkemu::emulated(profile) {
+        step(&format!(
+            "the link emulator on {ns}: {}",
+            linkemu::describe(profile)
+        ));
+        Some(Emulator::start(ns, profile)?)
+    } else {
+        step(
+            "QUIC alone: one stream on loopback, both ends in this process (tether-tunnel's test)",
+        );
+        report.quic_ceiling_mb_s = match quic_ceiling() {
+            Ok(mb_s) => {
+                eprintln!("    {mb_s:.0} MB/s");
+                Some(mb_s)
+            }
+            Err(e) => {
+                eprintln!("    not measured: {e:#}");
+                None
+            }
+        };
+        None
     };
+    let mut fidelity = None;
+    if linkemu::emulated(profile) {
+        step(&format!(
+            "the emulated link itself: {ns} → the host side of its link"
+        ));
+        fidelity = Some(linkemu::measure(ns, profile)?);
+    }
+    // Under emulation every path starts in the workstation namespace, so all cross the link.
+    let from = linkemu::emulated(profile).then_some(ns);
 
     step(&format!("DNS on {ns} without tether"));
     let original = process::nameserver(ns)?;
@@ -203,18 +334,29 @@ fn connect(args: &Args) -> anyhow::Result<()> {
         report.dns.push(dns(args, None, lookup, original));
     }
 
-    step("direct: host → pod IP");
-    report
-        .paths
-        .push(measure(args, Path::Direct, None, &pod_addr));
-
-    step("kubectl port-forward on the host");
+    match from {
+        None => step("direct: host → pod IP"),
+        Some(ns) => step(&format!("direct: {ns} → pod IP, routed through the host")),
+    }
     {
-        let forward = PortForward::start(&pod.name, POD_PORT)?;
+        let _route = from
+            .map(|ns| linkemu::DirectRoute::add(ns, pod.ip))
+            .transpose()?;
+        report
+            .paths
+            .push(measure(args, Path::Direct, from, &pod_addr));
+    }
+
+    step(&format!(
+        "kubectl port-forward on {}",
+        from.unwrap_or("the host")
+    ));
+    {
+        let forward = PortForward::start(from, &pod.name, POD_PORT)?;
         let local = format!("127.0.0.1:{}", forward.local_port);
         report
             .paths
-            .push(measure(args, Path::KubectlPortForward, None, &local));
+            .push(measure(args, Path::KubectlPortForward, from, &local));
     }
 
     for path in [Path::TetherUdp, Path::TetherPortForward] {
@@ -240,7 +382,24 @@ fn connect(args: &Args) -> anyhow::Result<()> {
         drop(session);
     }
 
-    write_report("connect.md", &report.markdown())
+    if let (Some(emulator), Some(f)) = (emulator, fidelity.as_mut()) {
+        f.counts = Some(emulator.stop()?);
+    }
+    let mut md = report.markdown();
+    let name = match fidelity {
+        Some(f) => {
+            let link = linkemu::markdown(profile, &f);
+            md.push('\n');
+            md.push_str(&link);
+            write_report(
+                &format!("linkemu-{}.md", profile.name()),
+                &format!("# The link emulator's fidelity (during `connect`)\n\n{link}"),
+            )?;
+            format!("connect-{}.md", profile.name())
+        }
+        None => "connect.md".into(),
+    };
+    write_report(&name, &md)
 }
 
 /// Prints a report and writes it to `target/bench/NAME`.
@@ -305,21 +464,28 @@ fn preflight(ns: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn meta(args: &Args, pod: &Pod) -> Vec<(String, String)> {
+fn meta(args: &Args, pod: &Pod, profile: Profile) -> Vec<(String, String)> {
     let mut meta = machine_meta();
+    meta.push(("link profile".into(), linkemu::describe(profile)));
+    let from = if linkemu::emulated(profile) {
+        format!(
+            "workstation namespace `{}` for every path, across the emulated link: direct through \
+             a route to the pod IP via the host, `kubectl port-forward` run in the namespace",
+            args.ns
+        )
+    } else {
+        format!(
+            "the host network namespace (direct, kubectl) and workstation namespace `{}` \
+             (tether)",
+            args.ns
+        )
+    };
     meta.extend([
         (
             "target".into(),
             format!("pod {} ({}), port {POD_PORT}", pod.name, pod.ip),
         ),
-        (
-            "from".into(),
-            format!(
-                "the host network namespace (direct, kubectl) and workstation namespace `{}` \
-                 (tether)",
-                args.ns
-            ),
-        ),
+        ("from".into(), from),
         (
             "runs".into(),
             format!(

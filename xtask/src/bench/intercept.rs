@@ -66,7 +66,7 @@ const INTERCEPT_LIMIT: Duration = Duration::from_secs(60);
 const SETTLE: Duration = Duration::from_secs(2);
 const RSS_EVERY: Duration = Duration::from_millis(50);
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct InterceptArgs {
     /// Timed `tether intercept`s with the agent already in the workload (the median is reported).
     #[arg(long, default_value_t = 3)]

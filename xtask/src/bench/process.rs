@@ -140,7 +140,8 @@ pub fn nameserver(ns: &str) -> anyhow::Result<std::net::IpAddr> {
         .with_context(|| format!("no nameserver in {path}"))
 }
 
-/// `kubectl port-forward` from 127.0.0.1 on the host to a pod's port; killed when dropped.
+/// `kubectl port-forward` from 127.0.0.1 on the host (or in network namespace `ns`) to a pod's
+/// port; killed when dropped.
 #[derive(Debug)]
 pub struct PortForward {
     child: Child,
@@ -150,8 +151,10 @@ pub struct PortForward {
 impl PortForward {
     const READY_LIMIT: Duration = Duration::from_secs(30);
 
-    pub fn start(pod: &str, port: u16) -> anyhow::Result<PortForward> {
-        let mut child = cluster::kubectl()
+    pub fn start(ns: Option<&str>, pod: &str, port: u16) -> anyhow::Result<PortForward> {
+        let mut child = in_ns(ns, "kubectl")
+            .arg("--kubeconfig")
+            .arg(cluster::kubeconfig())
             .args(["port-forward", "--address", "127.0.0.1"])
             .arg(format!("pod/{pod}"))
             .arg(format!(":{port}"))

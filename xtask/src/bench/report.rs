@@ -194,7 +194,15 @@ pub struct Report {
     /// One QUIC stream on loopback with both ends in one process (no TUN, no pods), MB/s: what
     /// any tether path can reach at most on this machine.
     pub quic_ceiling_mb_s: Option<f64>,
+    /// The link profile's name (`lan`, `wan20`, …); empty in runs from before profiles.
+    pub profile_name: String,
+    /// The round trip the emulated link adds, when there is one: every path then starts in the
+    /// workstation namespace and crosses it.
+    pub profile_rtt: Option<Duration>,
 }
+
+/// tether over UDP against direct TCP through the same lossy link, bulk throughput.
+pub const LOSSY_DIRECT_THROUGHPUT_TARGET: f64 = 0.8;
 
 /// One target of the issue.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,9 +253,43 @@ impl Report {
         Some(latency(self.path(path)?).p50_us? - direct)
     }
 
+    /// The targets of an emulated link: against direct through the same link.
+    fn link_checks(&self, rtt: Duration) -> Vec<Check> {
+        let mut checks = Vec::new();
+        let direct = self.path(Path::Direct).and_then(PathResult::best_mb_s);
+        let udp = self.path(Path::TetherUdp).and_then(PathResult::best_mb_s);
+        let ratio = udp.zip(direct).map(|(u, d)| u / d);
+        // The issue sets it for the lossy profile; elsewhere it is shown for reference.
+        let target = (self.profile_name == "lossy50").then_some(LOSSY_DIRECT_THROUGHPUT_TARGET);
+        checks.push(Check {
+            what: format!(
+                "throughput: {} / direct through the same link",
+                Path::TetherUdp.label()
+            ),
+            target: target.map_or("(reference)".into(), |t| format!("≥ {t}×")),
+            measured: ratio.map_or("n/a".into(), |r| format!("{r:.2}×")),
+            pass: ratio.zip(target).map(|(r, t)| r >= t),
+        });
+        let rtt_us = rtt.as_secs_f64() * 1e6;
+        let added = self.added_p50(Path::TetherUdp, |r| &r.new_connection);
+        checks.push(Check {
+            what: format!(
+                "new connection, time to the first byte (p50): {} over direct",
+                Path::TetherUdp.label()
+            ),
+            target: format!("≤ direct + 1 RTT ({:.0} µs)", rtt_us),
+            measured: added.map_or("n/a".into(), |a| format!("{a:+.0} µs")),
+            pass: added.map(|a| a <= rtt_us),
+        });
+        checks
+    }
+
     /// The issue's targets against this run.
     pub fn checks(&self) -> Vec<Check> {
         let mut checks = Vec::new();
+        if let Some(rtt) = self.profile_rtt {
+            checks.extend(self.link_checks(rtt));
+        }
         let kubectl = self
             .path(Path::KubectlPortForward)
             .and_then(PathResult::best_mb_s);
@@ -334,7 +376,10 @@ impl Report {
     }
 
     pub fn markdown(&self) -> String {
-        let mut md = String::from("# tether connect: benchmark\n\n");
+        let mut md = match self.profile_name.as_str() {
+            "" => String::from("# tether connect: benchmark\n\n"),
+            name => format!("# tether connect: benchmark, link profile `{name}`\n\n"),
+        };
         for (what, value) in &self.meta {
             let _ = writeln!(md, "- {what}: {value}");
         }
@@ -448,6 +493,15 @@ impl Report {
             for e in errors {
                 let _ = writeln!(md, "- {e}");
             }
+        }
+        if self.profile_rtt.is_some() {
+            // Under emulation the reference paths start in the workstation namespace too.
+            md = md
+                .replace("direct (host → pod IP)", "direct (workstation → pod IP)")
+                .replace(
+                    "kubectl port-forward (host → 127.0.0.1)",
+                    "kubectl port-forward (workstation → 127.0.0.1)",
+                );
         }
         md
     }

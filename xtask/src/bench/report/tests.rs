@@ -64,6 +64,7 @@ fn sample() -> Report {
             dns(Some(Path::TetherUdp), Lookup::Cluster, 50.0),
         ],
         quic_ceiling_mb_s: Some(480.0),
+        ..Report::default()
     }
 }
 
@@ -178,4 +179,42 @@ fn markdown_has_every_path_and_the_failures() {
 fn median_of_even_and_empty() {
     assert_eq!(median(&secs(&[3.0, 1.0])), Some(Duration::from_secs(1)));
     assert_eq!(median(&[]), None);
+}
+
+#[test]
+fn an_emulated_link_is_judged_against_direct_through_it() {
+    let lossy = Report {
+        profile_name: "lossy50".into(),
+        profile_rtt: Some(Duration::from_millis(50)),
+        ..sample()
+    };
+    let checks = lossy.checks();
+    // 750 / 2000.
+    let c = check(&checks, "throughput: tether, udp transport / direct");
+    assert_eq!((c.measured.as_str(), c.pass), ("0.38×", Some(false)));
+    // 600 - 90 µs, within one 50 ms round trip.
+    let c = check(&checks, "new connection, time to the first byte");
+    assert_eq!((c.measured.as_str(), c.pass), ("+510 µs", Some(true)));
+    let md = lossy.markdown();
+    assert!(
+        md.starts_with("# tether connect: benchmark, link profile `lossy50`"),
+        "{md}"
+    );
+    assert!(md.contains("direct (workstation → pod IP)"), "{md}");
+    assert!(!md.contains("(host → "), "{md}");
+
+    // wan20 shows the direct ratio for reference only; lan has neither check.
+    let wan = Report {
+        profile_name: "wan20".into(),
+        profile_rtt: Some(Duration::from_millis(20)),
+        ..sample()
+    };
+    let checks = wan.checks();
+    let c = check(&checks, "throughput: tether, udp transport / direct");
+    assert_eq!(c.pass, None);
+    assert!(!sample()
+        .checks()
+        .iter()
+        .any(|c| c.what.contains("/ direct through")));
+    assert!(sample().markdown().contains("direct (host → pod IP)"));
 }
