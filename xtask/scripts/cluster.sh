@@ -7,7 +7,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-usage() { die "usage: cluster.sh up|down|status|env|check-clean"; }
+usage() { die "usage: cluster.sh deps|up|down|status|env|check-clean"; }
 
 # ---------------------------------------------------------------- prerequisites
 require_root() { [ "$(id -u)" -eq 0 ] || die "the local cluster needs root (it runs kubelet, containerd and iptables)"; }
@@ -552,6 +552,9 @@ cmd_env() {
 }
 
 case "${1:-}" in
+  # The packages the cluster and the tests use (`up` installs them too); the integration tests
+  # that need root tools (iptables for the link emulator) run before the cluster comes up.
+  deps) require_root; install_deps ;;
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: every test, in the order that needs the least cluster time.
 //!
 //! 0. `cargo fmt --check` and clippy with warnings denied.
-//! 1. Unit and integration tests of every crate (no cluster).
+//! 1. Unit and integration tests of every crate (no cluster; the machine's packages installed
+//!    first, as some drive iptables).
 //! 2. The cluster comes up (built the first time) with fresh images; the sample app is deployed.
 //! 3. End-to-end tests run against it from the workstation namespace.
 //! 4. The lifecycle suite: recovery from a killed cluster, `down` leaving nothing behind, and the
@@ -30,6 +31,8 @@ pub fn run(keep_cluster: bool) -> anyhow::Result<()> {
     phases.push(("fmt + clippy", t.elapsed()));
 
     let t = Instant::now();
+    // The link emulator's tests drive iptables and NFQUEUE: the machine's packages first.
+    cluster::script("cluster.sh", &["deps"])?;
     cargo(&["test", "--workspace", "--exclude", "tether-e2e"])?;
     phases.push(("unit and integration tests", t.elapsed()));
 
