@@ -65,6 +65,9 @@ pub fn status(report: &StatusReport) -> String {
             c.lost_packets,
             c.sent_packets
         );
+        if let (Some(local), Some(remote)) = (c.local, c.remote) {
+            let _ = writeln!(out, "Path:        {local} → {remote}");
+        }
     }
     let _ = writeln!(
         out,

@@ -217,6 +217,14 @@ pub struct CarrierStats {
     /// The congestion window, in bytes.
     #[serde(default)]
     pub cwnd: u64,
+    /// This machine's address on the path to the manager now: the source address the system
+    /// gives the tunnel's packets. After a network change (another Wi-Fi, a VPN coming up) the
+    /// same session goes on from the new address (QUIC connection migration), and this shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<std::net::IpAddr>,
+    /// The manager's address as this machine sends to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<std::net::SocketAddr>,
 }
 
 impl CarrierStats {

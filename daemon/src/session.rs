@@ -225,11 +225,14 @@ impl Session {
     /// The QUIC connection's RTT and loss (see [`CarrierStats`](crate::control::CarrierStats)).
     pub fn carrier_stats(&self) -> crate::control::CarrierStats {
         let path = self.conn.stats().path;
+        let remote = self.conn.remote_address();
         crate::control::CarrierStats {
             rtt_us: u64::try_from(path.rtt.as_micros()).unwrap_or(u64::MAX),
             sent_packets: path.sent_packets,
             lost_packets: path.lost_packets,
             cwnd: path.cwnd,
+            local: source_address(remote),
+            remote: Some(remote),
         }
     }
 
@@ -509,4 +512,19 @@ impl Drop for UdpFlow {
             let _ = send.finish();
         }
     }
+}
+
+/// The source address the system picks for packets to `remote` now (the tunnel's socket is bound
+/// to the wildcard address, so each packet gets the one the routes give at the time). A
+/// client's QUIC connection does not learn its own address, so the kernel is asked: a UDP
+/// socket's `connect` chooses the route and sends nothing.
+fn source_address(remote: SocketAddr) -> Option<std::net::IpAddr> {
+    let unspecified: SocketAddr = if remote.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(unspecified).ok()?;
+    socket.connect(remote).ok()?;
+    Some(socket.local_addr().ok()?.ip())
 }

@@ -177,6 +177,7 @@ async fn tcp_flow(req: TcpRequest, session_rx: SessionRx, known: Arc<KnownOpen>,
     known.remember(dst);
     debug!(open_us = started.elapsed().as_micros() as u64, "Opened");
     let Ok(mut stream) = req.accept() else { return };
+    let aborter = stream.aborter();
     let metrics = &counted.metrics;
     let _open = metrics.flows.flow(Protocol::tcp);
     let flow = counted.table.open(FlowProtocol::Tcp, dst);
@@ -191,7 +192,12 @@ async fn tcp_flow(req: TcpRequest, session_rx: SessionRx, known: Arc<KnownOpen>,
         .await
     {
         Ok((up, down)) => debug!(up, down, "Closed"),
-        Err(error) => debug!(%error, "Aborted"),
+        // A reset stream, or the tunnel lost: the client must not take the end for a FIN (a
+        // download would look complete), so it gets a RST.
+        Err(error) => {
+            debug!(%error, "Aborted; resetting");
+            aborter.abort();
+        }
     }
 }
 
@@ -261,7 +267,13 @@ async fn early_tcp_flow(
     let down = async {
         let mut from_tunnel = tokio::io::BufReader::with_capacity(COPY_BUF, &mut recv);
         let copied = tokio::io::copy_buf(&mut from_tunnel, &mut client_tx).await;
-        let _ = client_tx.shutdown().await;
+        match &copied {
+            Ok(_) => {
+                let _ = client_tx.shutdown().await;
+            }
+            // As in `tcp_flow`: a broken stream is a RST, never a FIN.
+            Err(_) => aborter.abort(),
+        }
         copied
     };
     let (up, down) = match up_result {

@@ -8,9 +8,11 @@
 //! # Layout
 //! This file: running commands in the workstation namespaces, the `tether` binary, the cluster's
 //! kubeconfig and images, waiting helpers. [`resolvers`]: the real resolvers (glibc, musl,
-//! Go, `dig`) and the original resolver's query log for the DNS tests.
+//! Go, `dig`) and the original resolver's query log for the DNS tests. [`network`]: a
+//! workstation changing address and losing its link.
 #![forbid(unsafe_code)]
 
+pub mod network;
 pub mod resolvers;
 
 use std::{

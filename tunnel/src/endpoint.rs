@@ -64,8 +64,11 @@ pub enum EndpointError {
 /// Congestion controller of a connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Congestion {
-    /// CUBIC (quinn's default): loss-based.
+    /// quinn's CUBIC, told of congestion only when the path shows it (see
+    /// [`congestion`](crate::congestion)): random loss does not shrink the window.
     #[default]
+    Tolerant,
+    /// CUBIC (quinn's default): loss-based.
     Cubic,
     /// BBR: model-based, less sensitive to random loss; experimental in quinn.
     Bbr,
@@ -93,6 +96,8 @@ pub fn transport_config(congestion: Congestion) -> TransportConfig {
             transport.congestion_controller_factory(Arc::new(CubicConfig::default()))
         }
         Congestion::Bbr => transport.congestion_controller_factory(Arc::new(BbrConfig::default())),
+        Congestion::Tolerant => transport
+            .congestion_controller_factory(Arc::new(crate::congestion::TolerantConfig::default())),
     };
     transport
 }

@@ -28,6 +28,7 @@
 
 pub mod backoff;
 mod carrier;
+pub mod congestion;
 pub mod control;
 mod endpoint;
 pub mod framed;

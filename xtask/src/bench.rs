@@ -27,6 +27,7 @@
 //! The cluster, the sample app and the manager must be up. Every tether session and
 //! port-forward the run starts is ended by a guard, also when the run fails.
 
+mod cpu;
 mod intercept;
 mod linkemu;
 mod process;
@@ -342,9 +343,13 @@ fn connect(args: &Args, profile: Profile) -> anyhow::Result<()> {
         let _route = from
             .map(|ns| linkemu::DirectRoute::add(ns, pod.ip))
             .transpose()?;
-        report
-            .paths
-            .push(measure(args, Path::Direct, from, &pod_addr));
+        report.paths.push(measure(
+            args,
+            Path::Direct,
+            from,
+            &pod_addr,
+            &cpu::Processes::default(),
+        ));
     }
 
     step(&format!(
@@ -354,9 +359,17 @@ fn connect(args: &Args, profile: Profile) -> anyhow::Result<()> {
     {
         let forward = PortForward::start(from, &pod.name, POD_PORT)?;
         let local = format!("127.0.0.1:{}", forward.local_port);
-        report
-            .paths
-            .push(measure(args, Path::KubectlPortForward, from, &local));
+        let processes = cpu::Processes {
+            workstation: vec![forward.pid()],
+            cluster: cpu::by_name(PORT_FORWARD_CARRIERS),
+        };
+        report.paths.push(measure(
+            args,
+            Path::KubectlPortForward,
+            from,
+            &local,
+            &processes,
+        ));
     }
 
     for path in [Path::TetherUdp, Path::TetherPortForward] {
@@ -365,7 +378,17 @@ fn connect(args: &Args, profile: Profile) -> anyhow::Result<()> {
         let (connect, session) = connect_trials(args, path, &pod_addr)?;
         report.connects.push(connect);
         step(&format!("tether over {transport}: {ns} → pod IP"));
-        report.paths.push(measure(args, path, Some(ns), &pod_addr));
+        let mut cluster = cpu::manager();
+        if path == Path::TetherPortForward {
+            cluster.extend(cpu::by_name(PORT_FORWARD_CARRIERS));
+        }
+        let processes = cpu::Processes {
+            workstation: session.daemon_pid().map(|p| vec![p]).unwrap_or_default(),
+            cluster,
+        };
+        report
+            .paths
+            .push(measure(args, path, Some(ns), &pod_addr, &processes));
         let server = process::nameserver(ns)?;
         for lookup in [
             Lookup::NonCluster,
@@ -593,16 +616,29 @@ fn testapp(ns: Option<&str>, args: &[&str], limit: Duration) -> anyhow::Result<s
         .with_context(|| format!("reading the output of bench {args:?}: {out}"))
 }
 
-/// Bulk throughput and HTTP latency over one path; failures become part of the result.
-fn measure(args: &Args, path: Path, ns: Option<&str>, addr: &str) -> PathResult {
+/// The cluster's processes that carry a `kubectl port-forward`'s bytes.
+const PORT_FORWARD_CARRIERS: &[&str] = &["kube-apiserver", "kubelet", "containerd"];
+
+/// Bulk throughput and HTTP latency over one path, and what the bulk transfers cost `processes`
+/// in CPU time; failures become part of the result.
+fn measure(
+    args: &Args,
+    path: Path,
+    ns: Option<&str>,
+    addr: &str,
+    processes: &cpu::Processes,
+) -> PathResult {
     let mut result = PathResult {
         path,
         bulk_mb_s: Vec::new(),
         bulk_errors: Vec::new(),
         keep_alive: Latency::default(),
         new_connection: Latency::default(),
+        cpu_per_gb: None,
     };
-    let bulk_url = format!("http://{addr}/bytes?n={}", args.bulk_mib << 20);
+    let bulk_bytes = args.bulk_mib << 20;
+    let bulk_url = format!("http://{addr}/bytes?n={bulk_bytes}");
+    let cpu_before = processes.now();
     for _ in 0..2 {
         match testapp(ns, &["get", "--url", &bulk_url], Duration::from_secs(330)) {
             Ok(v) => match v["mb_per_s"].as_f64() {
@@ -611,6 +647,10 @@ fn measure(args: &Args, path: Path, ns: Option<&str>, addr: &str) -> PathResult 
             },
             Err(e) => result.bulk_errors.push(format!("{e:#}")),
         }
+    }
+    let moved = bulk_bytes * result.bulk_mb_s.len() as u64;
+    if moved > 0 && !processes.workstation.is_empty() {
+        result.cpu_per_gb = Some(cpu_before.per_gb(processes.now(), moved));
     }
     let url = format!("http://{addr}/");
     let latency = |requests: u32, extra: &[&str]| {

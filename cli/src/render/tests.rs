@@ -125,12 +125,15 @@ fn status_text_shows_the_carriers_rtt_and_loss() {
         sent_packets: 2_000,
         lost_packets: 3,
         cwnd: 12_000,
+        local: Some([10, 250, 0, 6].into()),
+        remote: Some(([192, 168, 1, 20], 31_443).into()),
     });
     let text = status(&report);
     assert!(
         text.contains(
             "Session:     s-1234\n\
              Carrier:     RTT 1.5 ms, 0.15 % lost (3 of 2000 packets)\n\
+             Path:        10.250.0.6 → 192.168.1.20:31443\n\
              DNS:"
         ),
         "{text}"

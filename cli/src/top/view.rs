@@ -243,6 +243,7 @@ mod tests {
                 sent_packets: 1_000,
                 lost_packets: 10,
                 cwnd: 12_000,
+                ..Default::default()
             }),
             bytes_to_cluster: sent,
             bytes_to_workstation: 2 * sent,

@@ -36,6 +36,7 @@ fn view() -> ConnectedView {
                 sent_packets: 5_000,
                 lost_packets: 2,
                 cwnd: 12_000,
+                ..Default::default()
             }),
             ..Default::default()
         },
@@ -112,6 +113,7 @@ fn carrier(transport: &str, rtt_us: u64, sent: u64, lost: u64) -> Check {
         sent_packets: sent,
         lost_packets: lost,
         cwnd: 12_000,
+        ..Default::default()
     });
     carrier_check(&s)
 }

@@ -38,7 +38,7 @@ async fn measure(via: Via, congestion: Congestion) -> f64 {
 #[ignore = "benchmark: run in release mode"]
 async fn throughput() {
     for via in [Via::Udp, Via::Carrier] {
-        for congestion in [Congestion::Cubic, Congestion::Bbr] {
+        for congestion in [Congestion::Tolerant, Congestion::Cubic, Congestion::Bbr] {
             let mut rates = Vec::new();
             for _ in 0..ROUNDS {
                 rates.push(measure(via, congestion).await);

@@ -116,6 +116,21 @@ impl Tether {
         Ok(session)
     }
 
+    /// The daemon's pid, from `tether status -o json`.
+    pub fn daemon_pid(&self) -> anyhow::Result<u32> {
+        let out = run_within(
+            &mut Self::command(&self.ns, &["status", "-o", "json"]),
+            Self::QUIT_LIMIT,
+        )?;
+        let status: serde_json::Value =
+            serde_json::from_str(&out).with_context(|| format!("reading tether status: {out}"))?;
+        status["daemon_pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p != 0)
+            .with_context(|| format!("no daemon pid in {out}"))
+    }
+
     /// `tether quit`; harmless when nothing is connected.
     pub fn quit(ns: &str) -> anyhow::Result<()> {
         run_within(&mut Self::command(ns, &["quit"]), Self::QUIT_LIMIT).map(drop)
@@ -183,6 +198,13 @@ impl PortForward {
             .recv_timeout(Self::READY_LIMIT)
             .context("kubectl port-forward did not say where it listens")?;
         Ok(guard)
+    }
+}
+
+impl PortForward {
+    /// kubectl's process (`ip netns exec` replaces itself with it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

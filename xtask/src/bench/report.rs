@@ -11,6 +11,8 @@ pub const CONNECT_TARGET: Duration = Duration::from_secs(2);
 pub const UDP_THROUGHPUT_TARGET: f64 = 3.0;
 /// tether over port-forward against `kubectl port-forward`, bulk throughput.
 pub const PORT_FORWARD_THROUGHPUT_TARGET: f64 = 0.9;
+/// tether over UDP against `kubectl port-forward`, CPU seconds per GB moved, each side.
+pub const CPU_PER_GB_TARGET: f64 = 0.5;
 /// Below this, added DNS latency counts as "not measurable": the larger of a floor and a share of
 /// the baseline, which is about what two back-to-back baseline runs differ by.
 pub const DNS_NOISE_FLOOR_US: f64 = 20.0;
@@ -90,6 +92,8 @@ pub struct PathResult {
     pub bulk_errors: Vec<String>,
     pub keep_alive: Latency,
     pub new_connection: Latency,
+    /// CPU seconds per GB the bulk transfers cost the path's processes (none for direct).
+    pub cpu_per_gb: Option<super::cpu::Cpu>,
 }
 
 impl PathResult {
@@ -284,6 +288,39 @@ impl Report {
         checks
     }
 
+    /// CPU seconds per GB: tether's daemon against the `kubectl port-forward` process, and the
+    /// manager against the cluster processes that carry kubectl's bytes.
+    fn cpu_checks(&self) -> Vec<Check> {
+        let kubectl = self
+            .path(Path::KubectlPortForward)
+            .and_then(|r| r.cpu_per_gb);
+        let udp = self.path(Path::TetherUdp).and_then(|r| r.cpu_per_gb);
+        let sides: [(&str, fn(&super::cpu::Cpu) -> f64); 2] = [
+            ("the daemon / the kubectl port-forward process", |c| {
+                c.workstation_s
+            }),
+            (
+                "the manager / API server + kubelet + containerd for kubectl's path",
+                |c| c.cluster_s,
+            ),
+        ];
+        sides
+            .into_iter()
+            .map(|(what, side)| {
+                let ratio = udp
+                    .zip(kubectl)
+                    .map(|(u, k)| side(&u) / side(&k))
+                    .filter(|r| r.is_finite());
+                Check {
+                    what: format!("CPU seconds per GB, {}: {what}", Path::TetherUdp.label()),
+                    target: format!("≤ {CPU_PER_GB_TARGET}×"),
+                    measured: ratio.map_or("n/a".into(), |r| format!("{r:.2}×")),
+                    pass: ratio.map(|r| r <= CPU_PER_GB_TARGET),
+                }
+            })
+            .collect()
+    }
+
     /// The issue's targets against this run.
     pub fn checks(&self) -> Vec<Check> {
         let mut checks = Vec::new();
@@ -351,6 +388,7 @@ impl Report {
                 pass: median.map(|d| d <= CONNECT_TARGET),
             });
         }
+        checks.extend(self.cpu_checks());
         for (lookup, what) in [
             (Lookup::NonCluster, "the same non-cluster name again"),
             (
@@ -413,6 +451,31 @@ impl Report {
                 },
                 r.errors(),
             );
+        }
+
+        if self.paths.iter().any(|r| r.cpu_per_gb.is_some()) {
+            md.push_str(
+                "\n## CPU per GB moved (the bulk GETs; user + system time from /proc)\n\n\
+                 | path | workstation side, s/GB | cluster side, s/GB | processes |\n\
+                 |---|---:|---:|---|\n",
+            );
+            for r in &self.paths {
+                let Some(c) = r.cpu_per_gb else { continue };
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.2} | {:.2} | {} |",
+                    r.path.label(),
+                    c.workstation_s,
+                    c.cluster_s,
+                    match r.path {
+                        Path::KubectlPortForward =>
+                            "kubectl; kube-apiserver + kubelet + containerd",
+                        Path::TetherPortForward =>
+                            "tether daemon; manager + kube-apiserver + kubelet + containerd",
+                        _ => "tether daemon; manager",
+                    }
+                );
+            }
         }
 
         md.push_str(

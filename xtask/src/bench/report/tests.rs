@@ -18,6 +18,7 @@ fn path(path: Path, mb_s: &[f64], keep_alive: f64, new_connection: f64) -> PathR
         bulk_errors: Vec::new(),
         keep_alive: latency(keep_alive),
         new_connection: latency(new_connection),
+        cpu_per_gb: None,
     }
 }
 
@@ -217,4 +218,43 @@ fn an_emulated_link_is_judged_against_direct_through_it() {
         .iter()
         .any(|c| c.what.contains("/ direct through")));
     assert!(sample().markdown().contains("direct (host → pod IP)"));
+}
+
+#[test]
+fn cpu_per_gb_is_checked_against_kubectls_processes() {
+    use crate::bench::cpu::Cpu;
+    let mut kubectl = path(Path::KubectlPortForward, &[100.0], 500.0, 900.0);
+    kubectl.cpu_per_gb = Some(Cpu {
+        workstation_s: 4.0,
+        cluster_s: 10.0,
+    });
+    let mut udp = path(Path::TetherUdp, &[300.0], 500.0, 900.0);
+    udp.cpu_per_gb = Some(Cpu {
+        workstation_s: 3.0,
+        cluster_s: 2.0,
+    });
+    let report = Report {
+        paths: vec![kubectl, udp],
+        ..Report::default()
+    };
+    let checks = report.checks();
+    let daemon = Check::find(
+        &checks,
+        "CPU seconds per GB, tether, udp transport: the daemon",
+    );
+    assert_eq!(
+        (daemon.measured.as_str(), daemon.pass),
+        ("0.75×", Some(false))
+    );
+    let manager = Check::find(
+        &checks,
+        "CPU seconds per GB, tether, udp transport: the manager",
+    );
+    assert_eq!(
+        (manager.measured.as_str(), manager.pass),
+        ("0.20×", Some(true))
+    );
+    assert!(report
+        .markdown()
+        .contains("| kubectl port-forward (host → 127.0.0.1) | 4.00 | 10.00 |"));
 }
