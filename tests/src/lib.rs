@@ -25,6 +25,9 @@ use std::{
 pub const WS: &str = "tether-ws";
 /// A second workstation, for tests with two developers.
 pub const WS2: &str = "tether-ws2";
+/// Every workstation namespace the cluster script makes (`WS_NAMESPACES` in
+/// `xtask/scripts/lib.sh`), for tests with many developers.
+pub const WORKSTATIONS: [&str; 5] = [WS, WS2, "tether-ws3", "tether-ws4", "tether-ws5"];
 
 /// Where the local cluster keeps its state.
 pub fn state_dir() -> PathBuf {

@@ -103,6 +103,15 @@ pub struct Tolerant {
     filter: LossFilter,
 }
 
+impl std::fmt::Debug for Tolerant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tolerant")
+            .field("window", &self.inner.window())
+            .field("filter", &self.filter)
+            .finish()
+    }
+}
+
 impl Controller for Tolerant {
     fn on_sent(&mut self, now: Instant, bytes: u64, last_packet_number: u64) {
         self.filter.on_sent(bytes, self.inner.window());

@@ -69,7 +69,9 @@ ADMIN_KUBECONFIG=$STATE/admin.kubeconfig
 PROMETHEUS_PORT=9090
 PROMETHEUS=127.0.0.1:$PROMETHEUS_PORT
 # Workstation namespaces: name, host-side veth, /30 subnet prefix (host .1, namespace .2).
-WS_NAMESPACES=("tether-ws:tws0:10.250.0" "tether-ws2:tws1:10.250.1")
+# Five: the many-developers end-to-end test gives each its own machine.
+WS_NAMESPACES=("tether-ws:tws0:10.250.0" "tether-ws2:tws1:10.250.1" "tether-ws3:tws2:10.250.2"
+  "tether-ws4:tws3:10.250.3" "tether-ws5:tws4:10.250.4")
 # The components, in start order. Each one's pid is in $RUN/<name>.pid.
 COMPONENTS=(dnsmasq docker-registry etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy prometheus-sd prometheus)
 
