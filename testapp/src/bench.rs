@@ -26,6 +26,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 use crate::get::{parse_header, Header, Target};
+
+mod flows;
 use tokio::{
     net::{TcpStream, UdpSocket},
     time::timeout,
@@ -103,6 +105,29 @@ pub enum Bench {
         #[arg(long, default_value_t = 250)]
         try_timeout_ms: u64,
         #[arg(long, default_value_t = 120_000)]
+        timeout_ms: u64,
+    },
+    /// Many flows at once (see [`flows`]): `tcp` keep-alive connections and `udp-flows` UDP
+    /// sockets, each sending `requests` requests one after another once all are open.
+    Flows {
+        /// Where the TCP flows send their GETs.
+        #[arg(long)]
+        url: Uri,
+        /// A header every GET carries, as `NAME:VALUE` (repeatable).
+        #[arg(long = "header", value_name = "NAME:VALUE", value_parser = parse_header)]
+        headers: Vec<Header>,
+        #[arg(long, default_value_t = 1)]
+        tcp: u32,
+        /// A UDP echo server (`host:port`) for the UDP flows.
+        #[arg(long)]
+        udp: Option<SocketAddr>,
+        #[arg(long, default_value_t = 0)]
+        udp_flows: u32,
+        /// Requests (GETs or datagrams) per flow.
+        #[arg(long, default_value_t = 20)]
+        requests: u32,
+        /// Per request, and for opening a connection, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
     },
     /// DNS A queries over UDP, one after another.
@@ -204,6 +229,26 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
                 counts,
             } => dns_latency(server, &name, &counts).await,
             Bench::Resolve { name, counts } => resolve_latency(&name, &counts),
+            Bench::Flows {
+                url,
+                headers,
+                tcp,
+                udp,
+                udp_flows,
+                requests,
+                timeout_ms,
+            } => {
+                flows::run(flows::Flows {
+                    target: Target::parse(&url)?,
+                    headers,
+                    tcp,
+                    udp,
+                    udp_flows,
+                    requests,
+                    per_op: ms(timeout_ms),
+                })
+                .await
+            }
         }
     })?;
     if !report.is_null() {
@@ -580,6 +625,17 @@ struct Recorder {
 }
 
 impl Recorder {
+    /// Records everything, however many fail.
+    fn unbounded() -> Recorder {
+        Recorder {
+            warmup: 0,
+            max_errors: u32::MAX,
+            samples: Vec::new(),
+            errors: 0,
+            last_error: None,
+        }
+    }
+
     fn new(counts: &Counts) -> Recorder {
         Recorder {
             warmup: counts.warmup,

@@ -24,6 +24,9 @@
 //! `connect-PROFILE.md` and `linkemu-PROFILE.md`; `--only linkemu` measures just that. `lan` is no
 //! emulation: today's tables, `connect.md`. The intercept part is not emulated.
 //!
+//! `--only scale` (see [`scale`]): many developers on one manager and many flows on one daemon,
+//! in `target/bench/scale.md`; not part of `all` (it makes its own workstations and users).
+//!
 //! The cluster, the sample app and the manager must be up. Every tether session and
 //! port-forward the run starts is ended by a guard, also when the run fails.
 
@@ -32,6 +35,7 @@ mod intercept;
 mod linkemu;
 mod process;
 mod report;
+mod scale;
 
 use std::{
     net::IpAddr,
@@ -87,6 +91,8 @@ pub struct Args {
     profile: ProfileSel,
     #[command(flatten)]
     intercept: intercept::InterceptArgs,
+    #[command(flatten)]
+    scale: scale::ScaleArgs,
 }
 
 /// The parts of a run.
@@ -100,6 +106,8 @@ enum Only {
     Metrics,
     /// The link emulator's fidelity under `--profile` (`linkemu-PROFILE.md`).
     Linkemu,
+    /// Many developers on one manager, many flows on one daemon (`scale.md`).
+    Scale,
     /// Both, connect first.
     All,
 }
@@ -182,6 +190,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "{} has no `bench` subcommand: rebuild it (run without --no-build)",
         testapp_bin().display()
     );
+    if args.only == Only::Scale {
+        return scale::run(&args.scale);
+    }
     if args.only == Only::Linkemu {
         for profile in profiles {
             link_fidelity(&args, profile)?;

@@ -23,7 +23,7 @@
 //! - `report`: the results and their markdown.
 
 mod guard;
-mod memory;
+pub(super) mod memory;
 mod report;
 #[cfg(test)]
 mod tests;

@@ -101,13 +101,16 @@ impl Tether {
 
     /// `tether connect --transport TRANSPORT`, returning once it has.
     pub fn connect(ns: &str, transport: &str) -> anyhow::Result<Tether> {
+        Self::connect_with(ns, &["--transport", transport])
+    }
+
+    /// `tether connect ARGS`, returning once it has.
+    pub fn connect_with(ns: &str, args: &[&str]) -> anyhow::Result<Tether> {
         // Made first: a connect that fails halfway still gets its `quit`.
         let session = Tether { ns: ns.to_owned() };
-        run_within(
-            &mut Self::command(ns, &["connect", "--transport", transport]),
-            Self::CONNECT_LIMIT,
-        )
-        .with_context(|| {
+        let mut connect = vec!["connect"];
+        connect.extend_from_slice(args);
+        run_within(&mut Self::command(ns, &connect), Self::CONNECT_LIMIT).with_context(|| {
             format!(
                 "tether connect on {ns} (daemon log: {})",
                 Self::runtime_dir(ns).display()

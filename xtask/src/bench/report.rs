@@ -295,7 +295,8 @@ impl Report {
             .path(Path::KubectlPortForward)
             .and_then(|r| r.cpu_per_gb);
         let udp = self.path(Path::TetherUdp).and_then(|r| r.cpu_per_gb);
-        let sides: [(&str, fn(&super::cpu::Cpu) -> f64); 2] = [
+        type Side = fn(&super::cpu::Cpu) -> f64;
+        let sides: [(&str, Side); 2] = [
             ("the daemon / the kubectl port-forward process", |c| {
                 c.workstation_s
             }),
