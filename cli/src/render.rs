@@ -6,12 +6,12 @@ use std::{fmt::Write as _, path::Path};
 
 use serde::Serialize;
 use tether_daemon::control::{ActiveIntercept, InterceptReport, ListReport, StatusReport};
-use tether_proto::stats::MirrorCounts;
-use tether_proto::InterceptMode;
 use tether_kube::{
     install::Manifest,
     workload::env::{EnvSyntax, Skipped},
 };
+use tether_proto::stats::MirrorCounts;
+use tether_proto::InterceptMode;
 
 use crate::args::{ManifestFormat, Output};
 

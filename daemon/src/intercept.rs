@@ -205,7 +205,10 @@ impl Intercepts {
     pub fn list_with_copies(&self) -> Vec<ActiveIntercept> {
         let stats = self.stats().unwrap_or_default();
         let mut active = self.list_active();
-        for a in active.iter_mut().filter(|a| a.mode == InterceptMode::Mirror) {
+        for a in active
+            .iter_mut()
+            .filter(|a| a.mode == InterceptMode::Mirror)
+        {
             a.copies = stats
                 .intercepts
                 .iter()

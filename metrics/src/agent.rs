@@ -153,7 +153,9 @@ impl AgentMetrics {
 
     /// Counts one mirror copy dropped on `port`.
     pub fn mirror_dropped(&self, port: u16) {
-        self.mirror_dropped.get_or_create(&PortLabels { port }).inc();
+        self.mirror_dropped
+            .get_or_create(&PortLabels { port })
+            .inc();
     }
 
     /// Counts a connection.

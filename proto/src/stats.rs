@@ -191,11 +191,32 @@ mod tests {
 
     #[test]
     fn mirror_counts_sum_and_subtract() {
-        let mut a = MirrorCounts { sent: 3, dropped: 1 };
-        a.add(&MirrorCounts { sent: 2, dropped: 4 });
-        assert_eq!(a, MirrorCounts { sent: 5, dropped: 5 });
-        let earlier = MirrorCounts { sent: 4, dropped: 9 };
-        assert_eq!(a.since(&earlier), MirrorCounts { sent: 1, dropped: 0 });
+        let mut a = MirrorCounts {
+            sent: 3,
+            dropped: 1,
+        };
+        a.add(&MirrorCounts {
+            sent: 2,
+            dropped: 4,
+        });
+        assert_eq!(
+            a,
+            MirrorCounts {
+                sent: 5,
+                dropped: 5
+            }
+        );
+        let earlier = MirrorCounts {
+            sent: 4,
+            dropped: 9,
+        };
+        assert_eq!(
+            a.since(&earlier),
+            MirrorCounts {
+                sent: 1,
+                dropped: 0
+            }
+        );
     }
 
     #[test]

@@ -188,7 +188,10 @@ impl<T> Router<T> {
     /// Every intercept: the global one first, then the personal ones, then the mirrors, each in
     /// the order added.
     pub fn iter(&self) -> impl Iterator<Item = &Intercept<T>> {
-        self.global.iter().chain(&self.personal).chain(&self.mirrors)
+        self.global
+            .iter()
+            .chain(&self.personal)
+            .chain(&self.mirrors)
     }
 
     /// True if no intercept (nor mirror) is active, so everything goes to the app uncopied.

@@ -43,8 +43,8 @@ use tether_route::router::{AddError, Intercept, InterceptId, InterceptMode, Rout
 use tether_route::sniff::{sniff, Protocol, Sniff};
 
 pub use crate::tally::Tally;
-pub use target::{Duplex, InterceptTarget, LocalTarget};
 pub use mirror::Mirror;
+pub use target::{Duplex, InterceptTarget, LocalTarget};
 pub use upstream::{BoxError, DialFn, ProxyBody, RequestBody, Upstream, UpstreamError};
 
 /// How long a new connection may stay silent before it is taken for a non-HTTP protocol.

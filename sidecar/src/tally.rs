@@ -154,7 +154,14 @@ mod tests {
             by,
             [
                 (None, 1, MirrorCounts::default()),
-                (Some(7), 0, MirrorCounts { sent: 2, dropped: 1 })
+                (
+                    Some(7),
+                    0,
+                    MirrorCounts {
+                        sent: 2,
+                        dropped: 1
+                    }
+                )
             ]
         );
     }

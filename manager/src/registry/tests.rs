@@ -270,8 +270,13 @@ fn a_session_does_not_mirror_the_same_requests_twice() {
     let mut reg = Registry::new();
     reg.create(ANN, &mirror("one", &["x-dev=ann"])).unwrap();
     // The same name is refused as for any intercept.
-    let err = reg.create(ANN, &mirror("one", &["x-dev=other"])).unwrap_err();
-    assert!(err.contains("already have an intercept named `one`"), "{err}");
+    let err = reg
+        .create(ANN, &mirror("one", &["x-dev=other"]))
+        .unwrap_err();
+    assert!(
+        err.contains("already have an intercept named `one`"),
+        "{err}"
+    );
     // Another name copying overlapping requests on the same port is refused, naming the first.
     let err = reg.create(ANN, &mirror("two", &[])).unwrap_err();
     assert_eq!(
@@ -318,11 +323,27 @@ fn a_mirrors_stats_are_its_copies_and_the_ports_app_counts() {
         counts: RouteCounts::default(),
         mirrored: MirrorCounts { sent, dropped },
     };
-    reg.agent_stats(1, RouteStats { routes: vec![app(10), copies(8, 2)] });
-    reg.agent_stats(2, RouteStats { routes: vec![app(5), copies(5, 0)] });
+    reg.agent_stats(
+        1,
+        RouteStats {
+            routes: vec![app(10), copies(8, 2)],
+        },
+    );
+    reg.agent_stats(
+        2,
+        RouteStats {
+            routes: vec![app(5), copies(5, 0)],
+        },
+    );
     let stats = reg.session_stats("s-ann");
     let stat = &stats.intercepts[0];
-    assert_eq!(stat.mirrored, MirrorCounts { sent: 13, dropped: 2 });
+    assert_eq!(
+        stat.mirrored,
+        MirrorCounts {
+            sent: 13,
+            dropped: 2
+        }
+    );
     assert_eq!(stat.app.requests, 15);
     assert_eq!(stat.laptop.requests, 0, "a mirror takes nothing");
 }

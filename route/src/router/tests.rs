@@ -205,7 +205,9 @@ fn removing_returns_traffic_and_frees_the_port() {
 #[test]
 fn mirrors_take_nothing_and_copy_what_they_match() {
     let mut router = Router::new();
-    router.add(mirror(1, "ann", &["x-session=dev-1"], None)).unwrap();
+    router
+        .add(mirror(1, "ann", &["x-session=dev-1"], None))
+        .unwrap();
     router.add(mirror(2, "bob", &[], None)).unwrap();
     assert!(router.has_mirrors());
     assert!(!router.is_empty());
@@ -230,11 +232,17 @@ fn mirrors_coexist_with_intercepts_and_each_other() {
         .unwrap();
     router.add(intercept(2, "carol", &[], None)).unwrap();
     // The same filter as ann's take, a global one beside carol's, and overlapping mirrors.
-    router.add(mirror(3, "bob", &["x-session=dev-1"], None)).unwrap();
+    router
+        .add(mirror(3, "bob", &["x-session=dev-1"], None))
+        .unwrap();
     router.add(mirror(4, "dave", &[], None)).unwrap();
     router.add(mirror(5, "erin", &[], Some("/api"))).unwrap();
     router.add(mirror(6, "dave", &[], None)).unwrap();
-    assert_eq!(routed(&router, DEV1), Some(1), "ann's take still takes hers");
+    assert_eq!(
+        routed(&router, DEV1),
+        Some(1),
+        "ann's take still takes hers"
+    );
     assert_eq!(routed(&router, PLAIN), Some(2), "carol's global the rest");
     assert_eq!(copied(&router, DEV1), [3, 4, 5, 6]);
     assert_eq!(copied(&router, WEB_DEV1), [3, 4, 6]);
@@ -249,7 +257,10 @@ fn mirrors_coexist_with_intercepts_and_each_other() {
         Err(AddError::DuplicateId(InterceptId(4)))
     );
     // Removing a mirror leaves the takes alone, and the other way round.
-    assert_eq!(router.remove(InterceptId(4)).map(|m| m.mode), Some(InterceptMode::Mirror));
+    assert_eq!(
+        router.remove(InterceptId(4)).map(|m| m.mode),
+        Some(InterceptMode::Mirror)
+    );
     assert_eq!(copied(&router, PLAIN), [5, 6]);
     router.remove(InterceptId(2)).unwrap();
     assert_eq!(routed(&router, PLAIN), None);

@@ -177,7 +177,12 @@ async fn copy_sender(
 }
 
 /// Sends one copy and discards the answer; counts it.
-async fn send_copy(id: InterceptId, target: &dyn InterceptTarget, copy: Arc<Copy>, counter: &Counter) {
+async fn send_copy(
+    id: InterceptId,
+    target: &dyn InterceptTarget,
+    copy: Arc<Copy>,
+    counter: &Counter,
+) {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + COPY_TIMEOUT;
     let response = match tokio::time::timeout_at(deadline, target.send(copy.request())).await {

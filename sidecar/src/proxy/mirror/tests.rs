@@ -115,7 +115,11 @@ async fn each_mirror_gets_the_whole_body_and_the_caller_body_passes_unchanged() 
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", "0".parse().unwrap());
     let head = head("POST", "/orders", &[]);
-    let teed = tee(&head, body(&[b"one ", b"two ", b"three"], Some(trailers)), mirrors);
+    let teed = tee(
+        &head,
+        body(&[b"one ", b"two ", b"three"], Some(trailers)),
+        mirrors,
+    );
     // Nothing is copied before the caller's body has been read to its end.
     tokio::task::yield_now().await;
     assert_eq!(ann.arrived(), 0);
@@ -162,7 +166,11 @@ async fn a_silent_laptop_fills_the_queue_and_the_excess_is_dropped() {
     let m = mirror(1, &laptop, &tally);
     let offer = |n: usize| {
         for _ in 0..n {
-            let _ = tee(&head("GET", "/", &[]), Empty::<Bytes>::new(), vec![m.clone()]);
+            let _ = tee(
+                &head("GET", "/", &[]),
+                Empty::<Bytes>::new(),
+                vec![m.clone()],
+            );
         }
     };
     offer(QUEUE_LEN + 10);
@@ -175,7 +183,11 @@ async fn a_silent_laptop_fills_the_queue_and_the_excess_is_dropped() {
     offer(IN_FLIGHT + 5);
     assert_eq!(counted(&tally, 1), (0, 15));
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(laptop.arrived(), IN_FLIGHT, "no more than IN_FLIGHT at once");
+    assert_eq!(
+        laptop.arrived(),
+        IN_FLIGHT,
+        "no more than IN_FLIGHT at once"
+    );
 }
 
 #[tokio::test]
@@ -184,14 +196,21 @@ async fn a_body_over_the_limit_flows_whole_and_its_copy_is_dropped() {
     let laptop = Arc::new(Laptop::default());
     static HALF: [u8; MAX_COPY_BODY / 2 + 1] = [b'x'; MAX_COPY_BODY / 2 + 1];
     let head = head("PUT", "/blob", &[]);
-    let teed = tee(&head, body(&[&HALF, &HALF], None), vec![mirror(1, &laptop, &tally)]);
+    let teed = tee(
+        &head,
+        body(&[&HALF, &HALF], None),
+        vec![mirror(1, &laptop, &tally)],
+    );
     let passed = teed.collect().await.unwrap().to_bytes();
     assert_eq!(passed.len(), 2 * HALF.len());
     assert_eq!(counted(&tally, 1), (0, 1));
     // Known to be too large from its length: not even read along.
     let big = Full::new(Bytes::from(vec![0; MAX_COPY_BODY + 1]));
     let teed = tee(&head, big, vec![mirror(1, &laptop, &tally)]);
-    assert_eq!(teed.collect().await.unwrap().to_bytes().len(), MAX_COPY_BODY + 1);
+    assert_eq!(
+        teed.collect().await.unwrap().to_bytes().len(),
+        MAX_COPY_BODY + 1
+    );
     assert_eq!(counted(&tally, 1), (0, 2));
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(laptop.arrived(), 0);
@@ -206,7 +225,11 @@ async fn upgrades_and_unread_bodies_are_not_copied() {
         "/ws",
         &[("connection", "upgrade"), ("upgrade", "websocket")],
     );
-    let _ = tee(&upgrade, Empty::<Bytes>::new(), vec![mirror(1, &laptop, &tally)]);
+    let _ = tee(
+        &upgrade,
+        Empty::<Bytes>::new(),
+        vec![mirror(1, &laptop, &tally)],
+    );
     assert_eq!(counted(&tally, 1), (0, 1));
     // The app answered without reading the body: no whole body, no copy.
     let unread = tee(
@@ -243,7 +266,11 @@ async fn an_unreachable_laptop_counts_its_copies_dropped() {
     };
     let m = Arc::new(Mirror::spawn(InterceptId(1), Arc::new(Gone), counter));
     for _ in 0..3 {
-        let _ = tee(&head("GET", "/", &[]), Empty::<Bytes>::new(), vec![m.clone()]);
+        let _ = tee(
+            &head("GET", "/", &[]),
+            Empty::<Bytes>::new(),
+            vec![m.clone()],
+        );
     }
     settle("three drops", || counted(&tally, 1) == (0, 3)).await;
 }
