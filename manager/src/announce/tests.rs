@@ -41,7 +41,7 @@ fn a_mirror_says_it_is_one() {
         ..intercept(4, "carol", &[], 8080)
     };
     assert_eq!(
-        summary(&[carol.clone()]).as_deref(),
+        summary(std::slice::from_ref(&carol)).as_deref(),
         Some("carol (mirror: all requests) → 8080")
     );
     assert_eq!(
