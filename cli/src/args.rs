@@ -273,6 +273,12 @@ pub struct InterceptArgs {
     /// Take only requests whose path starts with this prefix.
     #[arg(long = "http-path-prefix", value_name = "PREFIX")]
     pub http_path_prefix: Option<String>,
+    /// Mirror instead of take: the requests still go to the app, which answers the callers, and
+    /// a copy of each comes to this machine (its answer is discarded). Copies are best effort:
+    /// when this machine is slow or away they are dropped and counted (`tether status`), never
+    /// holding up a caller. Several people may mirror a workload, beside anyone's intercept.
+    #[arg(long)]
+    pub mirror: bool,
     /// Write the intercepted container's environment to this file.
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
@@ -307,6 +313,7 @@ Examples:
   tether intercept orders --port 8080:http          # a Service port by name…
   tether intercept svc/orders-api --port 8080:80    # …or number, of a Service
   tether intercept orders --port 8080 --http-header x-dev=ann
+  tether intercept orders --port 8080 --mirror       # a copy of every request; the app answers
   tether intercept web --port 8080 --container app --to-pod 9901
 
 Not connected, `tether intercept` connects first (it then needs root, like `tether connect`);

@@ -148,6 +148,7 @@ fn request(args: &InterceptArgs) -> InterceptRequest {
         headers: args.http_header.clone(),
         path_prefix: args.http_path_prefix.clone(),
         env: args.env_file.is_some() || !args.command.is_empty(),
+        mirror: args.mirror,
     }
 }
 

@@ -10,6 +10,8 @@ use tether_kube::{
     install::Manifest,
     workload::env::{EnvSyntax, Skipped},
 };
+use tether_proto::stats::MirrorCounts;
+use tether_proto::InterceptMode;
 
 use crate::args::{ManifestFormat, Output};
 
@@ -88,6 +90,9 @@ pub fn status(report: &StatusReport) -> String {
         out.push_str("Intercepts:\n");
         for i in &report.intercepts {
             let _ = writeln!(out, "  {}", describe(i));
+            if i.mode == InterceptMode::Mirror {
+                let _ = writeln!(out, "    {}", copies(i.copies));
+            }
         }
     }
     out
@@ -206,16 +211,29 @@ pub fn other_namespace(connected: &str, wanted: &str) -> String {
     )
 }
 
-/// One line describing an intercept (no newline: it goes inside other lines).
+/// One line describing an intercept (no newline: it goes inside other lines). A mirror says so:
+/// `copy: Deployment/orders orders:http → 127.0.0.1:8080 (mirror of all traffic)`.
 pub fn describe(i: &ActiveIntercept) -> String {
+    let mirror = match i.mode {
+        InterceptMode::Take => "",
+        InterceptMode::Mirror => "mirror of ",
+    };
     format!(
-        "{}: {} {} → {} ({})",
+        "{}: {} {} → {} ({mirror}{})",
         i.name,
         i.workload,
         i.service_port,
         i.local,
         filter_text(&i.headers, i.path_prefix.as_deref())
     )
+}
+
+/// A mirror's copies in words: `copies: 12 sent, 3 dropped`.
+pub fn copies(counts: Option<MirrorCounts>) -> String {
+    match counts {
+        Some(c) => format!("copies: {} sent, {} dropped", c.sent, c.dropped),
+        None => "copies: none reported yet".to_owned(),
+    }
 }
 
 /// The requests an intercept takes, in words.
@@ -233,11 +251,24 @@ pub fn filter_text(headers: &[String], path_prefix: Option<&str>) -> String {
 
 /// `tether intercept -o text` on stdout; `env_file` is where the environment was written.
 pub fn intercepted(report: &InterceptReport, env_file: Option<&Path>) -> String {
+    let i = &report.intercept;
+    let verb = match i.mode {
+        InterceptMode::Take => "Intercepting",
+        InterceptMode::Mirror => "Mirroring",
+    };
     let mut out = format!(
-        "Intercepting {}\n  pods: {}\n",
-        describe(&report.intercept),
+        "{verb} {}\n  pods: {}\n",
+        describe(i),
         report.pods.join(", ")
     );
+    if i.mode == InterceptMode::Mirror {
+        let _ = writeln!(
+            out,
+            "  the app still answers every caller; a copy of each request goes to {} and its \
+             answer is discarded",
+            i.local
+        );
+    }
     if let Some(path) = env_file {
         let _ = writeln!(out, "  environment: {}", path.display());
     }
@@ -329,9 +360,13 @@ pub fn list(report: &ListReport) -> String {
             w.kind, w.name, w.ready, w.replicas
         );
         for i in &w.intercepts {
+            let kind = match i.mode {
+                InterceptMode::Take => "intercept",
+                InterceptMode::Mirror => "mirror",
+            };
             let _ = writeln!(
                 out,
-                "  intercept {} on port {} by {}: {}",
+                "  {kind} {} on port {} by {}: {}",
                 i.name,
                 i.service_port,
                 i.owner,

@@ -2,7 +2,7 @@
 //! over a unix socket that only the connecting user and root may open. Its types are all here.
 //!
 //! # Version
-//! Each request carries [`CONTROL_VERSION`] (`{"version":1,"request":"status"}`, see
+//! Each request carries [`CONTROL_VERSION`] (`{"version":2,"request":"status"}`, see
 //! [`Envelope`]). A daemon answers a request of another version, or of none (a tether from before
 //! versions), with an error telling the user to restart it, instead of misreading it: a daemon
 //! keeps running across an upgrade of the `tether` binary. Bump the version when a request or
@@ -14,10 +14,14 @@ use serde::{Deserialize, Serialize};
 
 use std::net::SocketAddr;
 
-use tether_proto::InterceptInfo;
+use tether_proto::stats::MirrorCounts;
+use tether_proto::{InterceptInfo, InterceptMode};
 
 /// The control protocol version this build speaks.
-pub const CONTROL_VERSION: u32 = 1;
+///
+/// 2: `intercept` may ask for a mirror (`"mirror": true`), which a daemon of version 1 would
+/// silently make an intercept that takes the traffic.
+pub const CONTROL_VERSION: u32 = 2;
 
 /// A request line: the body and the sender's [`CONTROL_VERSION`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,6 +161,12 @@ pub struct InterceptTop {
     pub laptop: tether_proto::stats::RouteCounts,
     /// Requests on the same port that stayed with the app.
     pub app: tether_proto::stats::RouteCounts,
+    /// `take` or `mirror`.
+    #[serde(default)]
+    pub mode: InterceptMode,
+    /// A mirror's copies (cumulative, over all the workload's agents).
+    #[serde(default)]
+    pub mirrored: MirrorCounts,
     /// The workload's agents linked to the manager.
     pub agents: Vec<tether_proto::AgentLink>,
 }
@@ -289,6 +299,9 @@ pub struct InterceptRequest {
     pub path_prefix: Option<String>,
     /// Return the intercepted container's environment.
     pub env: bool,
+    /// `--mirror`: copy the matching requests to this machine instead of taking them.
+    #[serde(default)]
+    pub mirror: bool,
 }
 
 /// What `tether intercept` reports.
@@ -323,6 +336,14 @@ pub struct ActiveIntercept {
     /// Header filters; empty with no path prefix: all traffic.
     pub headers: Vec<String>,
     pub path_prefix: Option<String>,
+    /// `take` (the requests come here instead of the app) or `mirror` (a copy of each comes
+    /// here; the app still answers).
+    #[serde(default)]
+    pub mode: InterceptMode,
+    /// A mirror's copies so far, summed over the workload's agents: in `tether status`, once
+    /// the agents have reported (`None` elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copies: Option<MirrorCounts>,
     /// The Service's ClusterIP and port, where `leave` checks its effect (none: headless).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_addr: Option<SocketAddr>,
@@ -379,9 +400,9 @@ mod tests {
     #[test]
     fn requests_carry_the_version() {
         let line = serde_json::to_string(&Envelope::new(Request::Status)).unwrap();
-        assert_eq!(line, r#"{"version":1,"request":"status"}"#);
+        assert_eq!(line, r#"{"version":2,"request":"status"}"#);
         let leave: Envelope<Request> =
-            serde_json::from_str(r#"{"version":1,"request":"leave","name":"orders"}"#).unwrap();
+            serde_json::from_str(r#"{"version":2,"request":"leave","name":"orders"}"#).unwrap();
         assert!(matches!(leave.body, Request::Leave { name } if name == "orders"));
         let old: Envelope<Request> = serde_json::from_str(r#"{"request":"status"}"#).unwrap();
         assert_eq!(old.version, 0);

@@ -34,7 +34,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
-use tether_proto::{CreateIntercept, InterceptFilter};
+use tether_proto::{CreateIntercept, InterceptFilter, InterceptMode};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -104,6 +104,7 @@ impl ActiveIntercept {
                 headers: self.headers.clone(),
                 path_prefix: self.path_prefix.clone(),
             },
+            mode: self.mode,
         }
     }
 }
@@ -199,6 +200,24 @@ impl Intercepts {
         self.active().values().cloned().collect()
     }
 
+    /// The intercepts this daemon holds, each mirror with its copies so far (once its agents
+    /// have reported).
+    pub fn list_with_copies(&self) -> Vec<ActiveIntercept> {
+        let stats = self.stats().unwrap_or_default();
+        let mut active = self.list_active();
+        for a in active
+            .iter_mut()
+            .filter(|a| a.mode == InterceptMode::Mirror)
+        {
+            a.copies = stats
+                .intercepts
+                .iter()
+                .find(|s| s.id == a.id && s.agents.iter().any(|l| l.reporting))
+                .map(|s| s.mirrored);
+        }
+        active
+    }
+
     /// Starts an intercept (see the module docs for the order of steps).
     pub async fn create(
         &self,
@@ -235,6 +254,12 @@ impl Intercepts {
             endpoints: 0,
             to_pod: req.to_pod.clone(),
             to_pod_target: None,
+            mode: if req.mirror {
+                InterceptMode::Mirror
+            } else {
+                InterceptMode::Take
+            },
+            copies: None,
         };
 
         // The manager decides conflicts before the cluster is touched.

@@ -147,6 +147,8 @@ impl Shared {
                     filter,
                     laptop: stat.map(|s| s.laptop.clone()).unwrap_or_default(),
                     app: stat.map(|s| s.app.clone()).unwrap_or_default(),
+                    mode: a.mode,
+                    mirrored: stat.map(|s| s.mirrored).unwrap_or_default(),
                     agents: stat.map(|s| s.agents.clone()).unwrap_or_default(),
                 }
             })
@@ -313,7 +315,7 @@ async fn answer(
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
             if let Some(intercepts) = shared.intercepts.get() {
-                s.intercepts = intercepts.list_active();
+                s.intercepts = intercepts.list_with_copies();
                 s.manager_version = intercepts.manager_version().unwrap_or_default();
                 s.carrier = intercepts.carrier();
             }

@@ -1,11 +1,13 @@
 //! The cluster's workloads and the developer's local process, as loopback servers: a TCP echo, a
-//! UDP echo and an HTTP server that says who answered; and a one-request HTTP client.
+//! UDP echo, an HTTP server that says who answered (and one that also records what it got), and
+//! a server that accepts and never answers; and a one-request HTTP client.
 //!
 //! Each server binds a free port on the loopback address it is given (any of `127.0.0.0/8` on
 //! Linux), so that each can be a Service with a ClusterIP of its own, and runs until dropped.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -81,6 +83,36 @@ pub async fn udp_echo(ip: IpAddr) -> Result<Server, HarnessError> {
 /// An HTTP/1.1 and h2c server answering every request with `200`, the body `<name> <path>` and
 /// the header `x-served-by: <name>` ([`SERVED_BY`]).
 pub async fn http(ip: IpAddr, name: &'static str) -> Result<Server, HarnessError> {
+    http_recording(ip, name, Recorded::default()).await
+}
+
+/// What a recording server got: `<method> <path> <body>` per request, in the order they arrived.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded(Arc<Mutex<Vec<String>>>);
+
+impl Recorded {
+    /// The requests so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn push(&self, request: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(request);
+    }
+}
+
+/// [`http`], also writing each request it answers into `recorded`.
+pub async fn http_recording(
+    ip: IpAddr,
+    name: &'static str,
+    recorded: Recorded,
+) -> Result<Server, HarnessError> {
     let listener = TcpListener::bind((ip, 0))
         .await
         .map_err(HarnessError::io(format!("binding a TCP port on {ip}")))?;
@@ -89,19 +121,48 @@ pub async fn http(ip: IpAddr, name: &'static str) -> Result<Server, HarnessError
         .map_err(HarnessError::io("reading the HTTP server's address"))?;
     let task = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let service =
-                hyper::service::service_fn(move |request: Request<Incoming>| async move {
-                    let body = format!("{name} {}", request.uri().path());
+            let recorded = recorded.clone();
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let recorded = recorded.clone();
+                async move {
+                    let path = request.uri().path().to_owned();
+                    let method = request.method().clone();
+                    let got = request.into_body().collect().await.map(|b| b.to_bytes());
+                    let got = got.as_deref().map(String::from_utf8_lossy);
+                    recorded.push(format!("{method} {path} {}", got.unwrap_or_default()));
+                    let body = format!("{name} {path}");
                     let mut response = Response::new(Full::new(Bytes::from(body)));
                     response
                         .headers_mut()
                         .insert(SERVED_BY, http::HeaderValue::from_static(name));
                     Ok::<_, Infallible>(response)
-                });
+                }
+            });
             tokio::spawn(async move {
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
+            });
+        }
+    });
+    Ok(Server { addr, task })
+}
+
+/// A TCP server that accepts every connection, reads what comes, and never answers (a laptop
+/// server stopped in a debugger).
+pub async fn silent(ip: IpAddr) -> Result<Server, HarnessError> {
+    let listener = TcpListener::bind((ip, 0))
+        .await
+        .map_err(HarnessError::io(format!("binding a TCP port on {ip}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(HarnessError::io("reading the silent server's address"))?;
+    let task = tokio::spawn(async move {
+        let mut held = tokio::task::JoinSet::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            held.spawn(async move {
+                let mut sink = Vec::new();
+                let _ = stream.read_to_end(&mut sink).await;
             });
         }
     });

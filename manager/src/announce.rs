@@ -1,8 +1,8 @@
 //! Intercepts told where people look: each start and end is a Kubernetes Event on the workload
 //! (`kubectl describe deploy/orders` shows `Intercepted … intercepted by ann (x-dev=ann) to port
 //! 8080 …` and `InterceptEnded`), and the workload's annotation [`INTERCEPTS_ANNOTATION`] lists
-//! the active ones in words (`ann (x-dev=ann) → 8080; bob (all requests) → 8080`), removed with
-//! the last.
+//! the active ones in words (`ann (x-dev=ann) → 8080; bob (all requests) → 8080`; a mirror says
+//! so: `carol (mirror: all requests) → 8080`), removed with the last.
 //!
 //! The manager writes both under its own service account: only it knows every intercept, and
 //! when a vanished laptop's intercepts end. The annotation is a merge patch of metadata only;
@@ -20,7 +20,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use serde_json::json;
-use tether_proto::InterceptInfo;
+use tether_proto::{InterceptInfo, InterceptMode};
 use tracing::{debug, warn};
 
 use crate::audit::filter_text;
@@ -37,14 +37,30 @@ pub const COMPONENT: &str = "tether-manager";
 /// How long announcing one change may take before the intercept's answer goes out anyway.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One intercept in words: `ann (x-dev=ann) → 8080`.
+/// One intercept in words: `ann (x-dev=ann) → 8080`, or `ann (mirror: x-dev=ann) → 8080`.
 pub fn describe(i: &InterceptInfo) -> String {
     format!(
-        "{} ({}) → {}",
+        "{} ({}{}) → {}",
         authz::owner_user(&i.owner),
+        mirror_prefix(i),
         filter_text(&i.filter),
         i.port
     )
+}
+
+fn mirror_prefix(i: &InterceptInfo) -> &'static str {
+    match i.mode {
+        InterceptMode::Take => "",
+        InterceptMode::Mirror => "mirror: ",
+    }
+}
+
+/// What the intercept does, as the Events say it: `intercepted` or `mirrored`.
+fn verb(i: &InterceptInfo) -> (&'static str, &'static str) {
+    match i.mode {
+        InterceptMode::Take => ("intercepted", "intercept"),
+        InterceptMode::Mirror => ("mirrored", "mirror"),
+    }
 }
 
 /// The annotation's value for a workload's active intercepts (oldest first); `None`: remove it.
@@ -62,8 +78,9 @@ pub fn annotation_patch(summary: Option<&str>) -> serde_json::Value {
 
 /// The Event message of a started intercept.
 pub fn started_message(i: &InterceptInfo) -> String {
+    let (done, noun) = verb(i);
     format!(
-        "intercepted by {} ({}) to port {} (service port {}), intercept {:?} from {}",
+        "{done} by {} ({}) to port {} (service port {}), {noun} {:?} from {}",
         authz::owner_user(&i.owner),
         filter_text(&i.filter),
         i.port,
@@ -75,8 +92,9 @@ pub fn started_message(i: &InterceptInfo) -> String {
 
 /// The Event message of an ended intercept; `why`: `left`, `its session ended`.
 pub fn ended_message(i: &InterceptInfo, why: &str) -> String {
+    let (_, noun) = verb(i);
     format!(
-        "intercept by {} ({}) to port {} ended: {why}",
+        "{noun} by {} ({}) to port {} ended: {why}",
         authz::owner_user(&i.owner),
         filter_text(&i.filter),
         i.port

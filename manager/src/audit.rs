@@ -19,7 +19,7 @@
 //! `user` is the verified Kubernetes user (from the session certificate, or the request the API
 //! server authenticated); `sourceIPs` the peer's address as the manager sees it (behind a
 //! port-forward, the pod's loopback); `userAgent` the client's own description of its machine
-//! (`ann@laptop`, a hint anyone can fake). tether's own fields (workload, port, filter, why) are
+//! (`ann@laptop`, a hint anyone can fake). tether's own fields (workload, port, filter, mode, why) are
 //! `annotations` under `tether.dev/`.
 //!
 //! This file is sans-IO: a [`Record`] says what happened, [`event`] turns it into the [`Event`]
@@ -197,13 +197,15 @@ impl Record {
         self
     }
 
-    /// On an intercept: its namespace and name, workload, port, filter, id and session.
+    /// On an intercept: its namespace and name, workload, port, filter, mode (`take` or
+    /// `mirror`), id and session.
     pub fn intercept(self, i: &InterceptInfo) -> Record {
         self.object(Some(&i.namespace), &i.name)
             .note("workload", &i.workload)
             .note("port", i.port)
             .note("service-port", &i.service_port)
             .note("filter", filter_text(&i.filter))
+            .note("mode", i.mode)
             .note("intercept-id", i.id)
             .note("session", &i.session_id)
     }

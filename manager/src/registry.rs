@@ -10,6 +10,10 @@
 //! later gets it on arrival. So agents need no history and a rollout's new pods follow the active
 //! intercepts at once.
 //!
+//! Mirrors ([`InterceptMode::Mirror`]) share a port with anything (see [`Router`]); the one
+//! thing refused is a session mirroring requests on a port that one of its own mirrors already
+//! copies (overlapping filters), which would send the same laptop each request twice.
+//!
 //! Intercepts live as long as the session that created them: [`Registry::end_session`] removes
 //! them all, which is what gives the app its traffic back when a developer's machine vanishes
 //! (the QUIC idle timeout notices within seconds).
@@ -18,8 +22,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use tether_proto::stats::RouteCounts;
 use tether_proto::{
-    AgentInfo, AgentIntercepts, AgentLink, CreateIntercept, InterceptInfo, InterceptStat,
-    InterceptState, InterceptStats, RouteStats,
+    AgentInfo, AgentIntercepts, AgentLink, CreateIntercept, InterceptInfo, InterceptMode,
+    InterceptStat, InterceptState, InterceptStats, RouteStats,
 };
 use tokio::sync::watch;
 
@@ -108,6 +112,9 @@ impl Registry {
             path_prefix: req.filter.path_prefix.clone(),
         })
         .map_err(|e| e.to_string())?;
+        if req.mode == InterceptMode::Mirror {
+            self.check_own_mirrors(holder, req, &filter)?;
+        }
         self.next_id += 1;
         let id = self.next_id;
         let info = InterceptInfo {
@@ -120,6 +127,7 @@ impl Registry {
             owner: holder.owner.to_owned(),
             session_id: holder.session_id.to_owned(),
             filter: req.filter.clone(),
+            mode: req.mode,
         };
         let key = port_key(&info);
         self.ports
@@ -129,6 +137,7 @@ impl Registry {
                 id: InterceptId(id),
                 owner: format!("{} (intercept `{}`)", info.owner, info.name),
                 filter,
+                mode: info.mode,
                 target: (),
             })
             .map_err(|e| {
@@ -140,6 +149,38 @@ impl Registry {
         self.intercepts.insert(id, info.clone());
         self.push(&key.0, &key.1);
         Ok(info)
+    }
+
+    /// Refuses a second mirror of the same requests by one session: a mirror of the session's on
+    /// the same port whose filter overlaps `filter`.
+    fn check_own_mirrors(
+        &self,
+        holder: Holder<'_>,
+        req: &CreateIntercept,
+        filter: &Filter,
+    ) -> Result<(), String> {
+        let same = self.intercepts.values().find(|i| {
+            i.session_id == holder.session_id
+                && i.mode == InterceptMode::Mirror
+                && i.namespace == req.namespace
+                && i.workload == req.workload
+                && i.port == req.port
+                && Filter::try_from(FilterSpec {
+                    headers: i.filter.headers.clone(),
+                    path_prefix: i.filter.path_prefix.clone(),
+                })
+                .is_ok_and(|theirs| theirs.overlaps(filter))
+        });
+        match same {
+            Some(i) => Err(format!(
+                "cannot mirror {} port {}: your mirror `{}` ({}) already copies these requests",
+                req.workload,
+                req.service_port,
+                i.name,
+                crate::audit::filter_text(&i.filter)
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Ends the session's intercept called `name`.
@@ -266,6 +307,7 @@ impl Registry {
                         name: i.name.clone(),
                         laptop: RouteCounts::default(),
                         app: RouteCounts::default(),
+                        mirrored: Default::default(),
                         agents: Vec::new(),
                     };
                     let agents = self.agents.values().filter(|a| {
@@ -279,7 +321,10 @@ impl Registry {
                         let routes = agent.stats.iter().flat_map(|s| &s.routes);
                         for route in routes.filter(|r| r.port == i.port) {
                             match route.intercept {
-                                Some(id) if id == i.id => stat.laptop.add(&route.counts),
+                                Some(id) if id == i.id => {
+                                    stat.laptop.add(&route.counts);
+                                    stat.mirrored.add(&route.mirrored);
+                                }
                                 None => stat.app.add(&route.counts),
                                 Some(_) => {}
                             }

@@ -17,6 +17,9 @@ pub enum Route {
     laptop,
     /// To the workload's own container.
     app,
+    /// A mirror's copy, answered by a laptop (the answer is discarded; the caller's request is
+    /// counted where it went).
+    mirrored,
 }
 
 /// How a connection was served.
@@ -34,6 +37,12 @@ pub struct RouteLabels {
     /// The app port the agent stands in front of.
     pub port: u16,
     pub route: Route,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PortLabels {
+    /// The app port the agent stands in front of.
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +64,9 @@ pub struct AgentMetrics {
     pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     /// Connections accepted, by port and kind.
     pub connections: Family<ConnectionLabels, Counter>,
+    /// Mirror copies dropped (queue full, body too large, not copyable, laptop not answering),
+    /// by port.
+    pub mirror_dropped: Family<PortLabels, Counter>,
     /// Intercepts on this agent now.
     pub intercepts: Gauge,
     /// 1 while the link to the manager is up.
@@ -77,6 +89,7 @@ impl AgentMetrics {
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
             connections: Family::default(),
+            mirror_dropped: Family::default(),
             intercepts: Gauge::default(),
             link_up: Gauge::default(),
             links: Counter::default(),
@@ -84,7 +97,8 @@ impl AgentMetrics {
         let r = registry.sub_registry_with_prefix(format!("{}_agent", crate::PREFIX));
         r.register(
             "requests",
-            "Requests (or non-HTTP connections) routed, by app port and route (laptop or app)",
+            "Requests (or non-HTTP connections) routed, by app port and route (laptop, app, or \
+             mirrored: a mirror's copy the laptop answered)",
             m.requests.clone(),
         );
         r.register(
@@ -96,6 +110,12 @@ impl AgentMetrics {
             "connections",
             "Connections accepted, by app port and kind",
             m.connections.clone(),
+        );
+        r.register(
+            "mirror_dropped",
+            "Mirror copies dropped (queue full, body too large, not copyable, no answer), by app \
+             port",
+            m.mirror_dropped.clone(),
         );
         r.register(
             "intercepts",
@@ -131,6 +151,13 @@ impl AgentMetrics {
             .inc();
     }
 
+    /// Counts one mirror copy dropped on `port`.
+    pub fn mirror_dropped(&self, port: u16) {
+        self.mirror_dropped
+            .get_or_create(&PortLabels { port })
+            .inc();
+    }
+
     /// Counts a connection.
     pub fn connection(&self, port: u16, kind: ConnectionKind) {
         self.connections
@@ -151,7 +178,18 @@ mod tests {
         m.routed(8080, Route::laptop, 0.002);
         m.routed(8080, Route::laptop, 0.004);
         m.routed(8080, Route::app, 0.001);
+        m.routed(8080, Route::mirrored, 0.003);
+        m.mirror_dropped(8080);
+        m.mirror_dropped(8080);
         let text = encode(&registry, Format::Prometheus);
+        assert!(
+            text.contains("tether_agent_requests_total{port=\"8080\",route=\"mirrored\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tether_agent_mirror_dropped_total{port=\"8080\"} 2\n"),
+            "{text}"
+        );
         assert!(
             text.contains("tether_agent_requests_total{port=\"8080\",route=\"laptop\"} 2\n"),
             "{text}"

@@ -67,7 +67,9 @@
 //!
 //! # Version
 //! [`Hello`] and [`Welcome`] each carry [`PROTOCOL_VERSION`]. Adding a kind does not change it;
-//! changing the meaning or encoding of an existing kind does.
+//! changing the meaning or encoding of an existing kind does. Version 3 added the intercept's
+//! [`InterceptMode`] (take or mirror) to `CreateIntercept` and `InterceptInfo`, and mirror counts
+//! to `RouteStat` and `InterceptStat`.
 //!
 //! # Usage
 //! ```
@@ -116,7 +118,7 @@ pub use frame::{
 pub use message::{
     AgentCredential, AgentCredentialReply, AgentCredentialRequest, AgentHello, AgentInfo,
     AgentIntercepts, AgentLink, Bye, CreateIntercept, Dial, DialResult, DnsAnswer, DnsQuery, Error,
-    ErrorCode, Hello, InterceptFilter, InterceptInfo, InterceptReply, InterceptStat,
+    ErrorCode, Hello, InterceptFilter, InterceptInfo, InterceptMode, InterceptReply, InterceptStat,
     InterceptState, InterceptStats, ListIntercepts, ManagerInfo, Message, Namespaces, Open,
     OpenError, OpenResult, PayloadError, Ping, Pong, Protocol, RemoveIntercept, Role, RouteStat,
     RouteStats, Subnets, UdpPacket, Welcome, AGENT_TOKEN_AUDIENCE,
@@ -124,4 +126,4 @@ pub use message::{
 pub use relay::{decode_relay, encode_relay, RelayDecoder, RelayError, MAX_RELAY_PACKET};
 
 /// The protocol version this build speaks, sent in [`Hello`] and [`Welcome`].
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;

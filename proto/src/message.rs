@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::stats::RouteCounts;
+use crate::stats::{MirrorCounts, RouteCounts};
 
 /// Which end of a session speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,6 +209,41 @@ pub struct InterceptFilter {
     pub path_prefix: Option<String>,
 }
 
+/// What an intercept does with the requests its filter matches. Append-only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterceptMode {
+    /// The requests go to the developer's machine instead of the app, which answers the caller.
+    #[default]
+    Take,
+    /// The requests still go where they would have gone (the app, or another developer's
+    /// intercept), which answers the caller; a copy of each goes to the developer's machine,
+    /// whose answer is discarded. Copies are best effort: queued up to a bound per mirror,
+    /// dropped (and counted) beyond it, so a slow or absent laptop never holds up callers.
+    Mirror,
+}
+
+impl InterceptMode {
+    /// True for [`InterceptMode::Take`] (what serde leaves out of JSON).
+    pub fn is_take(&self) -> bool {
+        *self == InterceptMode::Take
+    }
+
+    /// `take` or `mirror`, as the user sees it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InterceptMode::Take => "take",
+            InterceptMode::Mirror => "mirror",
+        }
+    }
+}
+
+impl std::fmt::Display for InterceptMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One intercept, as the manager knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterceptInfo {
@@ -228,8 +263,10 @@ pub struct InterceptInfo {
     pub owner: String,
     /// The holder's session.
     pub session_id: String,
-    /// The requests it takes.
+    /// The requests it takes (or copies).
     pub filter: InterceptFilter,
+    /// Whether it takes the requests or copies them.
+    pub mode: InterceptMode,
 }
 
 /// Client to manager: start an intercept (answered with an [`InterceptReply`]).
@@ -247,8 +284,10 @@ pub struct CreateIntercept {
     pub port: u16,
     /// The Service port as the user named it.
     pub service_port: String,
-    /// The requests to take.
+    /// The requests to take (or copy).
     pub filter: InterceptFilter,
+    /// Take the requests, or copy them.
+    pub mode: InterceptMode,
 }
 
 /// Client to manager: end one of the session's intercepts (answered with an [`InterceptReply`]).
@@ -421,6 +460,9 @@ pub struct RouteStat {
     pub intercept: Option<u64>,
     /// Cumulative since the agent started.
     pub counts: RouteCounts,
+    /// For a mirror: its copies sent and dropped, cumulative (its `counts` stay empty: the
+    /// requests it copied are counted where they went).
+    pub mirrored: MirrorCounts,
 }
 
 /// Agent to manager, about once a second while its counts change: what each of its ports routed
@@ -452,6 +494,8 @@ pub struct InterceptStat {
     /// Requests on the same port that went to the app (nobody's, or another intercept's filter
     /// did not match either).
     pub app: RouteCounts,
+    /// For a mirror: the copies sent to the laptop and dropped.
+    pub mirrored: MirrorCounts,
     /// The agents linked to the manager for its workload now.
     pub agents: Vec<AgentLink>,
 }

@@ -99,6 +99,34 @@ impl RouteCounts {
     }
 }
 
+/// A mirror's copies (see [`InterceptMode::Mirror`](crate::InterceptMode::Mirror)):
+/// cumulative, like [`RouteCounts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorCounts {
+    /// Copies the laptop answered (the answer was discarded).
+    pub sent: u64,
+    /// Copies that never reached the laptop's answer: the mirror's queue was full, the body was
+    /// over the copy limit, the request could not be copied (an upgrade), or the laptop could
+    /// not be reached or did not answer in time.
+    pub dropped: u64,
+}
+
+impl MirrorCounts {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &MirrorCounts) {
+        self.sent += other.sent;
+        self.dropped += other.dropped;
+    }
+
+    /// What was counted after `earlier`; a count that went down is taken as zero.
+    pub fn since(&self, earlier: &MirrorCounts) -> MirrorCounts {
+        MirrorCounts {
+            sent: self.sent.saturating_sub(earlier.sent),
+            dropped: self.dropped.saturating_sub(earlier.dropped),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +187,36 @@ mod tests {
         // An agent that restarted counts from zero again.
         let restarted = RouteCounts::default();
         assert_eq!(restarted.since(&now), RouteCounts::default());
+    }
+
+    #[test]
+    fn mirror_counts_sum_and_subtract() {
+        let mut a = MirrorCounts {
+            sent: 3,
+            dropped: 1,
+        };
+        a.add(&MirrorCounts {
+            sent: 2,
+            dropped: 4,
+        });
+        assert_eq!(
+            a,
+            MirrorCounts {
+                sent: 5,
+                dropped: 5
+            }
+        );
+        let earlier = MirrorCounts {
+            sent: 4,
+            dropped: 9,
+        };
+        assert_eq!(
+            a.since(&earlier),
+            MirrorCounts {
+                sent: 1,
+                dropped: 0
+            }
+        );
     }
 
     #[test]

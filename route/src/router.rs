@@ -1,5 +1,5 @@
 //! The routing table of one service port: where each request, and each non-HTTP connection,
-//! goes.
+//! goes, and which mirrors get a copy of a request.
 //!
 //! A port always has its app (the workload's own container) and, on top, any number of
 //! *personal* intercepts (a non-global [`Filter`]) and at most one *global* intercept. A request
@@ -15,6 +15,12 @@
 //! - personal and global intercepts coexist: the personal ones take precedence, the global one
 //!   replaces the app for everything else.
 //!
+//! *Mirrors* ([`InterceptMode::Mirror`]) take nothing: a request goes where the rules above
+//! send it, and in addition every mirror whose filter matches it ([`Router::mirrors`]; a global
+//! mirror matches every request) gets a copy. So mirrors never conflict, with intercepts or with
+//! each other: any number of them, from anyone, may share a port. Non-HTTP connections are not
+//! mirrored (a byte stream cannot be copied without holding up its caller).
+//!
 //! Refusals name the holder, so the CLI can say who is in the way. The table is generic over the
 //! target handle `T`, so it is plain data: the proxy stores `Arc<dyn InterceptTarget>`, tests
 //! store strings.
@@ -22,6 +28,7 @@
 use std::fmt;
 
 use http::request::Parts;
+pub use tether_proto::InterceptMode;
 
 use crate::filter::Filter;
 
@@ -42,8 +49,10 @@ pub struct Intercept<T> {
     pub id: InterceptId,
     /// Who holds it, as shown to other users (e.g. `ann@laptop-7`).
     pub owner: String,
-    /// The requests it takes; [global](Filter::is_global) takes everything.
+    /// The requests it takes (or copies); [global](Filter::is_global) takes everything.
     pub filter: Filter,
+    /// Whether it takes its requests or gets a copy of them.
+    pub mode: InterceptMode,
     /// Where its traffic goes.
     pub target: T,
 }
@@ -106,6 +115,7 @@ pub enum AddError {
 pub struct Router<T> {
     global: Option<Intercept<T>>,
     personal: Vec<Intercept<T>>,
+    mirrors: Vec<Intercept<T>>,
 }
 
 impl<T> Default for Router<T> {
@@ -113,6 +123,7 @@ impl<T> Default for Router<T> {
         Self {
             global: None,
             personal: Vec::new(),
+            mirrors: Vec::new(),
         }
     }
 }
@@ -127,6 +138,10 @@ impl<T> Router<T> {
     pub fn add(&mut self, intercept: Intercept<T>) -> Result<(), AddError> {
         if self.get(intercept.id).is_some() {
             return Err(AddError::DuplicateId(intercept.id));
+        }
+        if intercept.mode == InterceptMode::Mirror {
+            self.mirrors.push(intercept);
+            return Ok(());
         }
         if intercept.filter.is_global() {
             if let Some(holder) = &self.global {
@@ -158,8 +173,11 @@ impl<T> Router<T> {
         if self.global.as_ref().is_some_and(|g| g.id == id) {
             return self.global.take();
         }
-        let index = self.personal.iter().position(|p| p.id == id)?;
-        Some(self.personal.remove(index))
+        if let Some(index) = self.personal.iter().position(|p| p.id == id) {
+            return Some(self.personal.remove(index));
+        }
+        let index = self.mirrors.iter().position(|m| m.id == id)?;
+        Some(self.mirrors.remove(index))
     }
 
     /// The intercept with this id.
@@ -167,14 +185,18 @@ impl<T> Router<T> {
         self.iter().find(|i| i.id == id)
     }
 
-    /// Every intercept: the global one first, then the personal ones in the order added.
+    /// Every intercept: the global one first, then the personal ones, then the mirrors, each in
+    /// the order added.
     pub fn iter(&self) -> impl Iterator<Item = &Intercept<T>> {
-        self.global.iter().chain(&self.personal)
+        self.global
+            .iter()
+            .chain(&self.personal)
+            .chain(&self.mirrors)
     }
 
-    /// True if no intercept is active, so everything goes to the app.
+    /// True if no intercept (nor mirror) is active, so everything goes to the app uncopied.
     pub fn is_empty(&self) -> bool {
-        self.global.is_none() && self.personal.is_empty()
+        self.global.is_none() && self.personal.is_empty() && self.mirrors.is_empty()
     }
 
     /// Where a request with this head goes.
@@ -184,6 +206,17 @@ impl<T> Router<T> {
             .find(|p| p.filter.matches(request))
             .or(self.global.as_ref())
             .map_or(Route::App, Route::Intercept)
+    }
+
+    /// The mirrors that get a copy of a request with this head, in the order added (whatever
+    /// its [route](Router::route)).
+    pub fn mirrors<'a>(&'a self, request: &'a Parts) -> impl Iterator<Item = &'a Intercept<T>> {
+        self.mirrors.iter().filter(|m| m.filter.matches(request))
+    }
+
+    /// True if the port has a mirror (so a request may need copying).
+    pub fn has_mirrors(&self) -> bool {
+        !self.mirrors.is_empty()
     }
 
     /// Where a connection that is not HTTP goes.

@@ -283,11 +283,12 @@ fn apply(table: &[InterceptInfo], ports: &[PortRoutes], current: &Current) {
                 id: InterceptId(info.id),
                 owner: info.owner.clone(),
                 filter,
+                mode: info.mode,
                 target: Arc::new(target),
             });
             match added {
                 Ok(()) => {
-                    info!(port = port.app_port, intercept = info.id, owner = %info.owner, filter = ?info.filter, "Intercept started")
+                    info!(port = port.app_port, intercept = info.id, owner = %info.owner, filter = ?info.filter, mode = %info.mode, "Intercept started")
                 }
                 Err(error) => warn!(intercept = info.id, %error, "Ignored a conflicting intercept"),
             }
@@ -361,6 +362,7 @@ mod tests {
             owner: "ann@laptop".into(),
             session_id: "s-1".into(),
             filter: InterceptFilter::default(),
+            mode: Default::default(),
         }
     }
 

@@ -5,17 +5,20 @@
 //!   streams, and every request, not every connection, asks the [`Routes`] where to go: the app
 //!   (forwarded over pooled connections, see [`Upstream`]) or an intercept's [`InterceptTarget`].
 //!   A request's route is fixed when its head arrives, so changing the table never disturbs a
-//!   request in flight, and a removed target finishes what it was given.
+//!   request in flight, and a removed target finishes what it was given. A request that mirrors
+//!   match is routed the same way, and each of them gets a copy (see [`mirror`]).
 //! - **Anything else** is relayed as bytes to the global intercept if there is one, else to the
 //!   app. So is a connection whose client sends nothing within the sniff timeout (protocols
 //!   where the server speaks first, like MySQL or SMTP, pay that delay once per connection).
 //!
 //! An upstream that cannot be reached answers `502 Bad Gateway`.
 
+pub mod mirror;
 mod prefixed;
 mod target;
 mod upstream;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 
 use std::net::SocketAddr;
@@ -36,12 +39,13 @@ use tracing::{debug, debug_span, warn, Instrument};
 
 use prefixed::Prefixed;
 use tether_metrics::agent::{AgentMetrics, ConnectionKind, Route as MetricsRoute};
-use tether_route::router::{AddError, Intercept, InterceptId, Route, Router};
+use tether_route::router::{AddError, Intercept, InterceptId, InterceptMode, Route, Router};
 use tether_route::sniff::{sniff, Protocol, Sniff};
 
 pub use crate::tally::Tally;
+pub use mirror::Mirror;
 pub use target::{Duplex, InterceptTarget, LocalTarget};
-pub use upstream::{BoxError, DialFn, ProxyBody, Upstream, UpstreamError};
+pub use upstream::{BoxError, DialFn, ProxyBody, RequestBody, Upstream, UpstreamError};
 
 /// How long a new connection may stay silent before it is taken for a non-HTTP protocol.
 pub const DEFAULT_SNIFF_TIMEOUT: Duration = Duration::from_secs(1);
@@ -80,39 +84,82 @@ impl ProxyConfig {
 /// The routing table of the proxied port, shared between the proxy and whoever manages
 /// intercepts. Cloning gives another handle to the same table.
 #[derive(Debug, Clone, Default)]
-pub struct Routes(Arc<RwLock<Router<SharedTarget>>>);
+pub struct Routes(Arc<RwLock<Table>>);
+
+#[derive(Debug, Default)]
+struct Table {
+    router: Router<SharedTarget>,
+    /// The queue and task of each mirror in `router`.
+    mirrors: HashMap<InterceptId, Arc<Mirror>>,
+    /// Where the mirrors count their copies.
+    counter: mirror::Counter,
+}
+
+/// Where a request goes: the intercept that takes it (`None`: the app), and the mirrors that get
+/// a copy.
+type Picked = (Option<(InterceptId, SharedTarget)>, Vec<Arc<Mirror>>);
 
 impl Routes {
-    /// Adds an intercept; see [`Router::add`] for what is refused.
-    pub fn add(&self, intercept: Intercept<SharedTarget>) -> Result<(), AddError> {
-        self.write().add(intercept)
+    /// An empty table whose mirrors count their copies with `counter`.
+    pub fn new(counter: mirror::Counter) -> Self {
+        Routes(Arc::new(RwLock::new(Table {
+            counter,
+            ..Table::default()
+        })))
     }
 
-    /// Removes an intercept. Requests and connections it already has are not affected.
+    /// Adds an intercept; see [`Router::add`] for what is refused. A mirror's task starts
+    /// here, so this must be called within a Tokio runtime.
+    pub fn add(&self, intercept: Intercept<SharedTarget>) -> Result<(), AddError> {
+        let mut table = self.write();
+        let mirror = (intercept.mode == InterceptMode::Mirror)
+            .then(|| (intercept.id, intercept.target.clone()));
+        table.router.add(intercept)?;
+        if let Some((id, target)) = mirror {
+            let mirror = Mirror::spawn(id, target, table.counter.clone());
+            table.mirrors.insert(id, Arc::new(mirror));
+        }
+        Ok(())
+    }
+
+    /// Removes an intercept. Requests and connections it already has are not affected (a
+    /// mirror's copies already queued are dropped with it).
     pub fn remove(&self, id: InterceptId) -> Option<Intercept<SharedTarget>> {
-        self.write().remove(id)
+        let mut table = self.write();
+        table.mirrors.remove(&id);
+        table.router.remove(id)
     }
 
     /// A copy of the table as it is now.
     pub fn snapshot(&self) -> Router<SharedTarget> {
-        self.read().clone()
+        self.read().router.clone()
     }
 
-    fn pick(&self, request: &Parts) -> Option<(InterceptId, SharedTarget)> {
-        picked(self.read().route(request))
+    fn pick(&self, request: &Parts) -> Picked {
+        let table = self.read();
+        let take = picked(table.router.route(request));
+        if !table.router.has_mirrors() {
+            return (take, Vec::new());
+        }
+        let mirrors = table
+            .router
+            .mirrors(request)
+            .filter_map(|m| table.mirrors.get(&m.id).cloned())
+            .collect();
+        (take, mirrors)
     }
 
     fn pick_connection(&self) -> Option<(InterceptId, SharedTarget)> {
-        picked(self.read().route_connection())
+        picked(self.read().router.route_connection())
     }
 
     // The table is only changed by `Router` methods, which do not panic; even so a poisoned
     // lock still holds a consistent table, so it is used rather than propagated.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Router<SharedTarget>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
         self.0.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Router<SharedTarget>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
         self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -151,7 +198,11 @@ impl Proxy {
             shared: Arc::new(Shared {
                 active: std::sync::atomic::AtomicUsize::new(0),
                 app: Upstream::new(config.app),
-                routes: Routes::default(),
+                routes: Routes::new(mirror::Counter {
+                    port: config.app.port(),
+                    tally: config.tally.clone(),
+                    metrics: config.metrics.clone(),
+                }),
                 sniff_timeout: config.sniff_timeout,
                 identity: config.identity,
                 metrics: config.metrics,
@@ -284,7 +335,8 @@ impl Shared {
     async fn route(&self, request: Request<Incoming>) -> Response<ProxyBody> {
         let started = std::time::Instant::now();
         let (parts, body) = request.into_parts();
-        let picked = self.routes.pick(&parts);
+        let (picked, mirrors) = self.routes.pick(&parts);
+        let body = mirror::tee(&parts, body, mirrors);
         let request = Request::from_parts(parts, body);
         let intercept = picked.as_ref().map(|(id, _)| id.0);
         let route = if picked.is_some() {
@@ -323,7 +375,7 @@ impl Shared {
         use tokio::io::AsyncWriteExt;
         let reply = tether_proto::probe::ProbeReply {
             pod: self.identity.clone(),
-            intercepts: self.routes.read().iter().map(|i| i.id.0).collect(),
+            intercepts: self.routes.read().router.iter().map(|i| i.id.0).collect(),
         };
         debug!(intercepts = ?reply.intercepts, "Probed");
         io.write_all(reply.encode().as_bytes()).await?;

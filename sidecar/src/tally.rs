@@ -7,16 +7,23 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tether_proto::stats::RouteCounts;
+use tether_proto::stats::{MirrorCounts, RouteCounts};
 use tether_proto::{RouteStat, RouteStats};
 
 /// Where counts are kept: an app port and the intercept that took the requests (`None`: the
 /// app).
 type Key = (u16, Option<u64>);
 
+/// What is counted under one key: requests routed, and for a mirror its copies.
+#[derive(Debug, Default)]
+struct Counts {
+    routed: RouteCounts,
+    mirrored: MirrorCounts,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    routes: BTreeMap<Key, RouteCounts>,
+    routes: BTreeMap<Key, Counts>,
     /// Bumped by every count, so the link sends only what changed.
     changes: u64,
 }
@@ -34,6 +41,7 @@ impl Tally {
             .routes
             .entry((port, intercept))
             .or_default()
+            .routed
             .record(took);
         inner.changes += 1;
     }
@@ -45,7 +53,24 @@ impl Tally {
             .routes
             .entry((port, intercept))
             .or_default()
+            .routed
             .record_connection();
+        inner.changes += 1;
+    }
+
+    /// Counts one copy of mirror `intercept` on `port`: sent (the laptop answered) or dropped.
+    pub fn mirrored(&self, port: u16, intercept: u64, sent: bool) {
+        let mut inner = self.lock();
+        let counts = &mut inner
+            .routes
+            .entry((port, Some(intercept)))
+            .or_default()
+            .mirrored;
+        if sent {
+            counts.sent += 1;
+        } else {
+            counts.dropped += 1;
+        }
         inner.changes += 1;
     }
 
@@ -64,7 +89,8 @@ impl Tally {
                 .map(|(&(port, intercept), counts)| RouteStat {
                     port,
                     intercept,
-                    counts: counts.clone(),
+                    counts: counts.routed.clone(),
+                    mirrored: counts.mirrored,
                 })
                 .collect(),
         })
@@ -109,6 +135,35 @@ mod tests {
             .collect();
         assert_eq!(by, [(8080, None, 1), (8080, Some(7), 2)]);
         assert_eq!(tally.report_if_changed(&mut seen), None);
+    }
+
+    #[test]
+    fn mirror_copies_are_counted_apart_from_requests() {
+        let tally = Tally::default();
+        tally.request(8080, None, Duration::ZERO);
+        tally.mirrored(8080, 7, true);
+        tally.mirrored(8080, 7, true);
+        tally.mirrored(8080, 7, false);
+        let report = tally.report_if_changed(&mut None).unwrap();
+        let by: Vec<(Option<u64>, u64, MirrorCounts)> = report
+            .routes
+            .iter()
+            .map(|r| (r.intercept, r.counts.requests, r.mirrored))
+            .collect();
+        assert_eq!(
+            by,
+            [
+                (None, 1, MirrorCounts::default()),
+                (
+                    Some(7),
+                    0,
+                    MirrorCounts {
+                        sent: 2,
+                        dropped: 1
+                    }
+                )
+            ]
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@ use tether_daemon::control::{
     ActiveIntercept, InterceptReport, ListReport, StatusReport, WorkloadRow,
 };
 use tether_kube::workload::env::{self, EnvSyntax};
-use tether_proto::{InterceptFilter, InterceptInfo};
+use tether_proto::stats::MirrorCounts;
+use tether_proto::{InterceptFilter, InterceptInfo, InterceptMode};
 
 use super::*;
 
@@ -26,6 +27,17 @@ fn intercept(headers: &[&str], path_prefix: Option<&str>) -> ActiveIntercept {
         endpoints: 2,
         to_pod: Vec::new(),
         to_pod_target: None,
+        mode: InterceptMode::Take,
+        copies: None,
+    }
+}
+
+fn mirror(headers: &[&str], copies: Option<MirrorCounts>) -> ActiveIntercept {
+    ActiveIntercept {
+        name: "copy".into(),
+        mode: InterceptMode::Mirror,
+        copies,
+        ..intercept(headers, None)
     }
 }
 
@@ -90,6 +102,7 @@ fn info(headers: &[&str], path_prefix: Option<&str>) -> InterceptInfo {
             headers: headers.iter().map(|h| h.to_string()).collect(),
             path_prefix: path_prefix.map(str::to_owned),
         },
+        mode: InterceptMode::Take,
     }
 }
 
@@ -153,6 +166,60 @@ fn status_text_lists_each_intercept_indented() {
              orders: Deployment/orders orders:http → 127.0.0.1:3000 (header x-dev=me)\n"
         ),
         "{text}"
+    );
+}
+
+#[test]
+fn status_text_shows_a_mirrors_copies() {
+    let counted = MirrorCounts {
+        sent: 12,
+        dropped: 3,
+    };
+    let report = status_report(vec![
+        intercept(&["x-dev=me"], None),
+        mirror(&[], Some(counted)),
+        mirror(&["x-dev=you"], None),
+    ]);
+    let text = status(&report);
+    assert!(
+        text.ends_with(
+            "Intercepts:\n  \
+             orders: Deployment/orders orders:http → 127.0.0.1:3000 (header x-dev=me)\n  \
+             copy: Deployment/orders orders:http → 127.0.0.1:3000 (mirror of all traffic)\n    \
+             copies: 12 sent, 3 dropped\n  \
+             copy: Deployment/orders orders:http → 127.0.0.1:3000 (mirror of header x-dev=you)\n    \
+             copies: none reported yet\n"
+        ),
+        "{text}"
+    );
+    // JSON carries the mode and the counts (a take has no counts).
+    let json = report_json(&report);
+    assert_eq!(json["intercepts"][0]["mode"], "take");
+    assert!(json["intercepts"][0].get("copies").is_none());
+    assert_eq!(json["intercepts"][1]["mode"], "mirror");
+    assert_eq!(json["intercepts"][1]["copies"]["sent"], 12);
+    assert_eq!(json["intercepts"][1]["copies"]["dropped"], 3);
+}
+
+fn report_json(report: &StatusReport) -> serde_json::Value {
+    let text = super::report(Output::Json, report, |_| unreachable!()).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn a_mirror_says_the_app_still_answers() {
+    let report = InterceptReport {
+        intercept: mirror(&[], None),
+        installed_agent: false,
+        pods: vec!["orders-1".into()],
+        env: None,
+    };
+    assert_eq!(
+        intercepted(&report, None),
+        "Mirroring copy: Deployment/orders orders:http → 127.0.0.1:3000 (mirror of all traffic)\n  \
+         pods: orders-1\n  \
+         the app still answers every caller; a copy of each request goes to 127.0.0.1:3000 and \
+         its answer is discarded\n"
     );
 }
 
@@ -279,7 +346,14 @@ fn list_shows_agents_and_intercepts() {
             row(
                 "orders",
                 true,
-                vec![info(&["x-dev=me"], Some("/api")), info(&[], None)],
+                vec![
+                    info(&["x-dev=me"], Some("/api")),
+                    info(&[], None),
+                    InterceptInfo {
+                        mode: InterceptMode::Mirror,
+                        ..info(&[], None)
+                    },
+                ],
             ),
             row("cart", false, Vec::new()),
         ],
@@ -288,7 +362,8 @@ fn list_shows_agents_and_intercepts() {
         list(&report),
         "Deployment/orders  2/3 ready  agent installed (1 of 2 pods linked)\n  \
          intercept orders on port http by alice@laptop: header x-dev=me, path /api\n  \
-         intercept orders on port http by alice@laptop: all traffic\n\
+         intercept orders on port http by alice@laptop: all traffic\n  \
+         mirror orders on port http by alice@laptop: all traffic\n\
          Deployment/cart  2/3 ready  no agent\n"
     );
 }

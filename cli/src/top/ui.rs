@@ -78,18 +78,39 @@ fn intercept_rows(view: &View) -> Vec<Vec<String>> {
             } else {
                 format!("{linked} linked, {reporting} reporting")
             };
+            let filter = if i.filter.is_empty() {
+                "(all)".to_owned()
+            } else {
+                i.filter.clone()
+            };
+            // A mirror's laptop columns are its copies: per second, and how many were dropped.
+            let (filter, laptop) = match &i.mirror {
+                None => (
+                    filter,
+                    [
+                        format!("{:.1}", i.laptop.requests_per_s),
+                        latency(i.laptop.p50_ms),
+                        latency(i.laptop.p99_ms),
+                    ],
+                ),
+                Some(m) => (
+                    format!("mirror {filter}"),
+                    [
+                        format!("{:.1}", m.sent_per_s),
+                        format!("{} dropped", m.dropped),
+                        "-".to_owned(),
+                    ],
+                ),
+            };
+            let [laptop_rate, laptop_p50, laptop_p99] = laptop;
             vec![
                 i.name.clone(),
                 i.workload.clone(),
                 i.app_port.to_string(),
-                if i.filter.is_empty() {
-                    "(all)".to_owned()
-                } else {
-                    i.filter.clone()
-                },
-                format!("{:.1}", i.laptop.requests_per_s),
-                latency(i.laptop.p50_ms),
-                latency(i.laptop.p99_ms),
+                filter,
+                laptop_rate,
+                laptop_p50,
+                laptop_p99,
                 format!("{:.1}", i.app.requests_per_s),
                 latency(i.app.p50_ms),
                 latency(i.app.p99_ms),
@@ -206,7 +227,7 @@ mod tests {
     use tether_daemon::flow_table::FlowProtocol;
     use tether_proto::AgentLink;
 
-    use super::super::view::{FlowView, InterceptView, RouteView};
+    use super::super::view::{FlowView, InterceptView, MirrorView, RouteView};
     use super::*;
 
     fn view() -> View {
@@ -244,6 +265,7 @@ mod tests {
                     pod: "orders-1".into(),
                     reporting: true,
                 }],
+                mirror: None,
             }],
             ..View::default()
         }
@@ -289,5 +311,23 @@ mod tests {
             ["orders", "Deployment/orders", "8080", "x-dev=ann", "3.0"]
         );
         assert!(text.contains("hello.default.svc.cluster.local"));
+    }
+
+    #[test]
+    fn a_mirror_row_shows_copies_and_drops() {
+        let mut view = view();
+        view.intercepts[0].mirror = Some(MirrorView {
+            sent: 40,
+            sent_per_s: 4.0,
+            dropped: 2,
+        });
+        let text = text(&view);
+        let row = text.lines().find(|l| l.starts_with("orders")).unwrap();
+        let cells: Vec<&str> = row
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(cells[3..7], ["mirror x-dev=ann", "4.0", "2 dropped", "-"]);
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use tether_daemon::control::{DnsCounts, InterceptTop, TopSnapshot};
 use tether_daemon::flow_table::{FlowProtocol, FlowRow};
 use tether_proto::stats::RouteCounts;
-use tether_proto::AgentLink;
+use tether_proto::{AgentLink, InterceptMode};
 
 /// The screen's numbers (and `tether top --once -o json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -81,6 +81,19 @@ pub struct InterceptView {
     /// Requests on the same port that stayed with the app.
     pub app: RouteView,
     pub agents: Vec<AgentLink>,
+    /// For a mirror: its copies (a mirror takes nothing, so `laptop` stays empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorView>,
+}
+
+/// A mirror's copies.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MirrorView {
+    /// Copies the laptop answered, since the mirror started.
+    pub sent: u64,
+    pub sent_per_s: f64,
+    /// Copies dropped, since the mirror started.
+    pub dropped: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -171,6 +184,14 @@ impl View {
                         laptop: route(|i| &i.laptop),
                         app: route(|i| &i.app),
                         agents: i.agents.clone(),
+                        mirror: (i.mode == InterceptMode::Mirror).then(|| MirrorView {
+                            sent: i.mirrored.sent,
+                            sent_per_s: rate(
+                                i.mirrored.sent,
+                                before.map_or(0, |b| b.mirrored.sent),
+                            ),
+                            dropped: i.mirrored.dropped,
+                        }),
                     }
                 })
                 .collect(),
@@ -304,6 +325,24 @@ mod tests {
         assert_eq!(v.intercepts[0].laptop.requests_per_s, 0.0);
         assert_eq!(v.throughput.to_cluster_bytes_per_s, 0.0);
         assert_eq!(v.intercepts[0].laptop.p50_ms, None);
+    }
+
+    #[test]
+    fn a_mirror_shows_its_copies_per_second_and_drops() {
+        let mirror = |at_ms, sent, dropped| {
+            let mut s = sample(at_ms, RouteCounts::default(), 0);
+            s.intercepts[0].mode = InterceptMode::Mirror;
+            s.intercepts[0].mirrored = tether_proto::stats::MirrorCounts { sent, dropped };
+            s
+        };
+        let prev = mirror(1_000, 10, 0);
+        let now = mirror(3_000, 30, 4);
+        let v = View::new(None, &prev, &now);
+        let m = v.intercepts[0].mirror.as_ref().expect("a mirror");
+        assert_eq!((m.sent, m.sent_per_s, m.dropped), (30, 10.0, 4));
+        // An intercept that takes has none.
+        let take = View::new(None, &prev, &sample(3_000, RouteCounts::default(), 0));
+        assert_eq!(take.intercepts[0].mirror, None);
     }
 
     #[test]

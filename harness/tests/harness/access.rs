@@ -28,6 +28,7 @@ fn intercept(namespace: &str) -> CreateIntercept {
             headers: vec!["x-session=carol".to_owned()],
             path_prefix: None,
         },
+        mode: Default::default(),
     }
 }
 

@@ -30,6 +30,7 @@ pub fn personal(port: u16) -> CreateIntercept {
             headers: vec!["x-session=alice".to_owned()],
             path_prefix: None,
         },
+        mode: Default::default(),
     }
 }
 

@@ -7,6 +7,8 @@
 //!   the manager's view.
 //! - `access`: what RBAC (the fake's rule table) lets a certificate's user do, and the refusals.
 //! - `intercept`: a personal intercept through a sidecar proxy; agent credentials.
+//! - `mirror`: mirrors beside a personal intercept; a silent laptop's copies dropped, callers
+//!   unharmed.
 //! - `reconnect`: a manager restarted with the same CA takes its clients and agents back.
 
 mod access;
@@ -15,6 +17,7 @@ mod dns;
 mod flows;
 mod intercept;
 mod metrics;
+mod mirror;
 mod reconnect;
 mod support;
 mod version;

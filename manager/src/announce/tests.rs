@@ -1,6 +1,6 @@
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
-use tether_proto::{InterceptFilter, InterceptInfo};
+use tether_proto::{InterceptFilter, InterceptInfo, InterceptMode};
 
 use super::*;
 
@@ -18,6 +18,7 @@ fn intercept(id: u64, owner: &str, headers: &[&str], port: u16) -> InterceptInfo
             headers: headers.iter().map(|h| h.to_string()).collect(),
             path_prefix: None,
         },
+        mode: InterceptMode::Take,
     }
 }
 
@@ -31,6 +32,27 @@ fn the_annotation_lists_the_active_intercepts_oldest_first() {
     );
     assert_eq!(summary(&[ann]).as_deref(), Some("ann (x-dev=ann) → 8080"));
     assert_eq!(summary(&[]), None);
+}
+
+#[test]
+fn a_mirror_says_it_is_one() {
+    let carol = InterceptInfo {
+        mode: InterceptMode::Mirror,
+        ..intercept(4, "carol", &[], 8080)
+    };
+    assert_eq!(
+        summary(std::slice::from_ref(&carol)).as_deref(),
+        Some("carol (mirror: all requests) → 8080")
+    );
+    assert_eq!(
+        started_message(&carol),
+        "mirrored by carol (all requests) to port 8080 (service port http), mirror \"orders\" \
+         from carol"
+    );
+    assert_eq!(
+        ended_message(&carol, "left"),
+        "mirror by carol (all requests) to port 8080 ended: left"
+    );
 }
 
 #[test]

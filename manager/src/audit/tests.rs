@@ -1,7 +1,7 @@
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
-use tether_proto::{InterceptFilter, InterceptInfo};
+use tether_proto::{InterceptFilter, InterceptInfo, InterceptMode};
 
 use super::*;
 
@@ -28,6 +28,7 @@ fn orders(filter: InterceptFilter) -> InterceptInfo {
         owner: "ann (ann@laptop)".into(),
         session_id: "00000000000000aa".into(),
         filter,
+        mode: InterceptMode::Take,
     }
 }
 
@@ -76,11 +77,25 @@ fn an_intercept_is_an_audit_event_with_the_user_and_the_filter() {
                 "tether.dev/port": "8080",
                 "tether.dev/service-port": "http",
                 "tether.dev/filter": "x-dev=ann",
+                "tether.dev/mode": "take",
                 "tether.dev/intercept-id": "7",
                 "tether.dev/session": "00000000000000aa"
             }
         })
     );
+}
+
+#[test]
+fn a_mirror_is_audited_as_one() {
+    let mirror = InterceptInfo {
+        mode: InterceptMode::Mirror,
+        ..orders(InterceptFilter::default())
+    };
+    let record = Record::new(Action::InterceptEnded, &ann(), at(0)).intercept(&mirror);
+    let v = line(record);
+    assert_eq!(v["annotations"]["tether.dev/mode"], "mirror");
+    assert_eq!(v["annotations"]["tether.dev/filter"], "all requests");
+    assert_eq!(v["verb"], "delete");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-use tether_proto::{AgentInfo, AgentIntercepts, CreateIntercept, InterceptFilter};
+use tether_proto::{AgentInfo, AgentIntercepts, CreateIntercept, InterceptFilter, InterceptMode};
 use tokio::sync::watch;
 
 use super::{Holder, Registry, MAX_INTERCEPTS_PER_SESSION};
@@ -24,6 +24,14 @@ fn create(name: &str, headers: &[&str]) -> CreateIntercept {
             headers: headers.iter().map(|h| (*h).to_owned()).collect(),
             path_prefix: None,
         },
+        mode: InterceptMode::Take,
+    }
+}
+
+fn mirror(name: &str, headers: &[&str]) -> CreateIntercept {
+    CreateIntercept {
+        mode: InterceptMode::Mirror,
+        ..create(name, headers)
     }
 }
 
@@ -177,6 +185,7 @@ fn a_sessions_stats_sum_its_workloads_agents_and_nothing_of_others() {
         port,
         intercept,
         counts: counts(n),
+        mirrored: Default::default(),
     };
     // Before any report the agents are listed, not reporting.
     let before = reg.session_stats("s-ann");
@@ -217,4 +226,124 @@ fn a_sessions_stats_sum_its_workloads_agents_and_nothing_of_others() {
     assert_eq!(reg.session_stats("s-ann").intercepts[0].laptop.requests, 3);
     // A session without intercepts has nothing to see.
     assert!(reg.session_stats("s-nobody").intercepts.is_empty());
+}
+
+#[test]
+fn mirrors_share_a_port_with_takes_and_other_sessions_mirrors() {
+    let mut reg = Registry::new();
+    let (tx, mut rx) = channel();
+    reg.agent_joined(1, agent("orders-1"), tx);
+    // Ann takes every request; bob holds a personal intercept; carol and bob mirror.
+    let global = reg.create(ANN, &create("all", &[])).unwrap();
+    let personal = reg.create(BOB, &create("bob", &["x-dev=bob"])).unwrap();
+    let carol = Holder {
+        session_id: "s-carol",
+        owner: "carol@desk",
+    };
+    let all = reg.create(carol, &mirror("copy", &[])).unwrap();
+    assert_eq!(all.mode, InterceptMode::Mirror);
+    let same_as_bob = reg.create(BOB, &mirror("copy", &["x-dev=bob"])).unwrap();
+    // Ann mirrors the requests she also takes (a second global, as a mirror).
+    let anns = reg.create(ANN, &mirror("copy", &[])).unwrap();
+    assert_eq!(
+        last_table(&mut rx),
+        [global.id, personal.id, all.id, same_as_bob.id, anns.id]
+    );
+    let modes: Vec<InterceptMode> = rx.borrow().intercepts.iter().map(|i| i.mode).collect();
+    assert_eq!(
+        modes,
+        [
+            InterceptMode::Take,
+            InterceptMode::Take,
+            InterceptMode::Mirror,
+            InterceptMode::Mirror,
+            InterceptMode::Mirror
+        ]
+    );
+    // A mirror never makes room for a take: a second global take is still refused.
+    let err = reg.create(carol, &create("all", &[])).unwrap_err();
+    assert!(err.contains("already intercepted (all traffic)"), "{err}");
+}
+
+#[test]
+fn a_session_does_not_mirror_the_same_requests_twice() {
+    let mut reg = Registry::new();
+    reg.create(ANN, &mirror("one", &["x-dev=ann"])).unwrap();
+    // The same name is refused as for any intercept.
+    let err = reg
+        .create(ANN, &mirror("one", &["x-dev=other"]))
+        .unwrap_err();
+    assert!(
+        err.contains("already have an intercept named `one`"),
+        "{err}"
+    );
+    // Another name copying overlapping requests on the same port is refused, naming the first.
+    let err = reg.create(ANN, &mirror("two", &[])).unwrap_err();
+    assert_eq!(
+        err,
+        "cannot mirror Deployment/orders port http: your mirror `one` (x-dev=ann) already \
+         copies these requests"
+    );
+    // Requests the first does not copy are fine, as is another port, or another session.
+    reg.create(ANN, &mirror("two", &["x-dev=bob"])).unwrap();
+    let other_port = CreateIntercept {
+        port: 9090,
+        ..mirror("three", &[])
+    };
+    reg.create(ANN, &other_port).unwrap();
+    reg.create(BOB, &mirror("one", &["x-dev=ann"])).unwrap();
+    // Ann's own take of the same requests is no duplicate copy either.
+    reg.create(ANN, &create("take", &["x-dev=ann"])).unwrap();
+    // Once the first mirror ends, its requests may be mirrored again.
+    reg.remove("s-ann", "one").unwrap();
+    reg.create(ANN, &mirror("again", &["x-dev=ann"])).unwrap();
+}
+
+#[test]
+fn a_mirrors_stats_are_its_copies_and_the_ports_app_counts() {
+    use tether_proto::stats::{MirrorCounts, RouteCounts};
+    use tether_proto::{RouteStat, RouteStats};
+
+    let mut reg = Registry::new();
+    let m = reg.create(ANN, &mirror("copy", &[])).unwrap();
+    reg.agent_joined(1, agent("orders-1"), channel().0);
+    reg.agent_joined(2, agent("orders-2"), channel().0);
+    let app = |n| RouteStat {
+        port: 8080,
+        intercept: None,
+        counts: RouteCounts {
+            requests: n,
+            latency: Vec::new(),
+        },
+        mirrored: MirrorCounts::default(),
+    };
+    let copies = |sent, dropped| RouteStat {
+        port: 8080,
+        intercept: Some(m.id),
+        counts: RouteCounts::default(),
+        mirrored: MirrorCounts { sent, dropped },
+    };
+    reg.agent_stats(
+        1,
+        RouteStats {
+            routes: vec![app(10), copies(8, 2)],
+        },
+    );
+    reg.agent_stats(
+        2,
+        RouteStats {
+            routes: vec![app(5), copies(5, 0)],
+        },
+    );
+    let stats = reg.session_stats("s-ann");
+    let stat = &stats.intercepts[0];
+    assert_eq!(
+        stat.mirrored,
+        MirrorCounts {
+            sent: 13,
+            dropped: 2
+        }
+    );
+    assert_eq!(stat.app.requests, 15);
+    assert_eq!(stat.laptop.requests, 0, "a mirror takes nothing");
 }

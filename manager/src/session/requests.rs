@@ -283,7 +283,7 @@ async fn create(
     };
     match &result {
         Ok(i) => {
-            info!(name = %i.name, id = i.id, workload = %i.workload, port = i.port, filter = ?i.filter, "Intercept started");
+            info!(name = %i.name, id = i.id, workload = %i.workload, port = i.port, filter = ?i.filter, mode = %i.mode, "Intercept started");
             shared.state.audit.record(
                 asker
                     .record(Action::InterceptCreated, received)
@@ -302,6 +302,7 @@ async fn create(
                     .note("port", c.port)
                     .note("service-port", &c.service_port)
                     .note("filter", crate::audit::filter_text(&c.filter))
+                    .note("mode", c.mode)
                     .refused(error.clone()),
             );
         }

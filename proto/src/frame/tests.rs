@@ -4,7 +4,7 @@ use bytes::BytesMut;
 
 use super::*;
 use crate::message::*;
-use crate::stats::RouteCounts;
+use crate::stats::{MirrorCounts, RouteCounts};
 
 fn frame_bytes(msg: impl Into<Message>) -> Vec<u8> {
     let mut buf = BytesMut::new();
@@ -92,6 +92,7 @@ fn every_message() -> Vec<Message> {
                 headers: vec!["x-session=dev-1".into()],
                 path_prefix: Some("/api".into()),
             },
+            mode: InterceptMode::Mirror,
         }
         .into(),
         RemoveIntercept {
@@ -175,6 +176,7 @@ fn every_message() -> Vec<Message> {
                     requests: 3,
                     latency: vec![1, 0, 2],
                 },
+                mirrored: MirrorCounts::default(),
             }],
         }
         .into(),
@@ -186,6 +188,10 @@ fn every_message() -> Vec<Message> {
                 app: RouteCounts {
                     requests: 1,
                     latency: vec![1],
+                },
+                mirrored: MirrorCounts {
+                    sent: 5,
+                    dropped: 2,
                 },
                 agents: vec![AgentLink {
                     pod: "orders-1".into(),
@@ -208,6 +214,7 @@ fn intercept_info() -> InterceptInfo {
         owner: "ann@laptop".into(),
         session_id: "00ff".into(),
         filter: InterceptFilter::default(),
+        mode: InterceptMode::Take,
     }
 }
 

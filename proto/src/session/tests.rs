@@ -92,7 +92,7 @@ fn handshake_from_both_sides() {
     let t0 = Instant::now();
     let mut client = Session::client(hello(Role::Client), SessionConfig::client(), t0).unwrap();
     let mut server = Session::server(SessionConfig::server(), t0);
-    let hello_bytes = [0, 0, 0, 11, 0, 1, 2, 3, b'a', b'@', b'b', 2, b'n', b's', 0];
+    let hello_bytes = [0, 0, 0, 11, 0, 1, 3, 3, b'a', b'@', b'b', 2, b'n', b's', 0];
     let first = client.poll_transmit().unwrap();
     assert_eq!(&first[..], hello_bytes);
     assert_eq!(client.poll_transmit(), None);
@@ -202,13 +202,13 @@ fn welcome_of_another_version_closes_the_client() {
     client.handle_input(
         t0,
         &frame(Welcome {
-            version: 3,
+            version: 4,
             ..welcome()
         }),
     );
     assert_eq!(
         events(&mut client),
-        [failed(SessionError::Version { peer: 3 })]
+        [failed(SessionError::Version { peer: 4 })]
     );
     assert!(matches!(&sent(&mut client)[..], [Message::Error(_)]));
     assert!(!client.is_established());
@@ -314,6 +314,7 @@ fn replies_match_requests_in_any_order() {
         port: 8080,
         service_port: "http".into(),
         filter: InterceptFilter::default(),
+        mode: Default::default(),
     };
     let intercept = client.request(t0, create.clone()).unwrap();
     let credential_request = AgentCredentialRequest {

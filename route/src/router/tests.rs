@@ -1,7 +1,7 @@
 use http::request::Parts;
 use http::Request;
 
-use super::{AddError, Intercept, InterceptId, Route, Router};
+use super::{AddError, Intercept, InterceptId, InterceptMode, Route, Router};
 use crate::filter::{Filter, FilterSpec};
 
 /// The head of a literal HTTP/1.1 request (request line and header lines; no body).
@@ -34,8 +34,22 @@ fn intercept(
         id: InterceptId(id),
         owner: owner.to_owned(),
         filter: Filter::try_from(spec).unwrap(),
+        mode: InterceptMode::Take,
         target: "laptop",
     }
+}
+
+fn mirror(id: u64, owner: &str, headers: &[&str], path: Option<&str>) -> Intercept<&'static str> {
+    Intercept {
+        mode: InterceptMode::Mirror,
+        ..intercept(id, owner, headers, path)
+    }
+}
+
+/// The ids of the mirrors that get a copy of a request.
+fn copied(router: &Router<&str>, raw: &[u8]) -> Vec<u64> {
+    let head = head(raw);
+    router.mirrors(&head).map(|m| m.id.0).collect()
 }
 
 /// The id of the intercept a request goes to, or `None` for the app.
@@ -186,4 +200,75 @@ fn removing_returns_traffic_and_frees_the_port() {
         router.get(InterceptId(4)).map(|i| i.owner.as_str()),
         Some("dave")
     );
+}
+
+#[test]
+fn mirrors_take_nothing_and_copy_what_they_match() {
+    let mut router = Router::new();
+    router
+        .add(mirror(1, "ann", &["x-session=dev-1"], None))
+        .unwrap();
+    router.add(mirror(2, "bob", &[], None)).unwrap();
+    assert!(router.has_mirrors());
+    assert!(!router.is_empty());
+    // Every request still goes to the app...
+    assert_eq!(routed(&router, PLAIN), None);
+    assert_eq!(routed(&router, DEV1), None);
+    assert_eq!(router.route_connection(), Route::App);
+    // ...and each matching mirror gets a copy: the global one all, ann's only hers.
+    assert_eq!(copied(&router, PLAIN), [2]);
+    assert_eq!(copied(&router, DEV1), [1, 2]);
+    assert_eq!(copied(&router, DEV2), [2]);
+    // Mirrors are intercepts the agent routes by (the probe lists them).
+    let ids: Vec<u64> = router.iter().map(|i| i.id.0).collect();
+    assert_eq!(ids, [1, 2]);
+}
+
+#[test]
+fn mirrors_coexist_with_intercepts_and_each_other() {
+    let mut router = Router::new();
+    router
+        .add(intercept(1, "ann", &["x-session=dev-1"], None))
+        .unwrap();
+    router.add(intercept(2, "carol", &[], None)).unwrap();
+    // The same filter as ann's take, a global one beside carol's, and overlapping mirrors.
+    router
+        .add(mirror(3, "bob", &["x-session=dev-1"], None))
+        .unwrap();
+    router.add(mirror(4, "dave", &[], None)).unwrap();
+    router.add(mirror(5, "erin", &[], Some("/api"))).unwrap();
+    router.add(mirror(6, "dave", &[], None)).unwrap();
+    assert_eq!(
+        routed(&router, DEV1),
+        Some(1),
+        "ann's take still takes hers"
+    );
+    assert_eq!(routed(&router, PLAIN), Some(2), "carol's global the rest");
+    assert_eq!(copied(&router, DEV1), [3, 4, 5, 6]);
+    assert_eq!(copied(&router, WEB_DEV1), [3, 4, 6]);
+    assert_eq!(copied(&router, PLAIN), [4, 5, 6]);
+    // A mirror's id is still unique on the port.
+    assert_eq!(
+        router.add(mirror(1, "bob", &[], None)),
+        Err(AddError::DuplicateId(InterceptId(1)))
+    );
+    assert_eq!(
+        router.add(intercept(4, "bob", &["x-session=dev-9"], None)),
+        Err(AddError::DuplicateId(InterceptId(4)))
+    );
+    // Removing a mirror leaves the takes alone, and the other way round.
+    assert_eq!(
+        router.remove(InterceptId(4)).map(|m| m.mode),
+        Some(InterceptMode::Mirror)
+    );
+    assert_eq!(copied(&router, PLAIN), [5, 6]);
+    router.remove(InterceptId(2)).unwrap();
+    assert_eq!(routed(&router, PLAIN), None);
+    assert_eq!(copied(&router, PLAIN), [5, 6]);
+    router.remove(InterceptId(5)).unwrap();
+    router.remove(InterceptId(6)).unwrap();
+    router.remove(InterceptId(3)).unwrap();
+    assert!(!router.has_mirrors());
+    router.remove(InterceptId(1)).unwrap();
+    assert!(router.is_empty());
 }

@@ -6,10 +6,9 @@ use std::fmt;
 
 use futures::future::BoxFuture;
 use http::{Request, Response};
-use hyper::body::Incoming;
 
 pub use super::upstream::Duplex;
-use super::upstream::{BoxError, ProxyBody, Upstream};
+use super::upstream::{BoxError, ProxyBody, RequestBody, Upstream};
 
 /// Where an intercept sends what it takes. The real one carries requests over QUIC to the
 /// developer's machine.
@@ -22,7 +21,7 @@ pub trait InterceptTarget: fmt::Debug + Send + Sync + 'static {
     /// upgrade can be taken with [`hyper::upgrade::on`]. An error becomes a `502 Bad Gateway`.
     fn send(
         &self,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
     ) -> BoxFuture<'_, Result<Response<ProxyBody>, BoxError>>;
 
     /// Opens a byte stream for a connection that is not HTTP (only asked of a global
@@ -38,7 +37,7 @@ pub type LocalTarget = Upstream;
 impl InterceptTarget for Upstream {
     fn send(
         &self,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
     ) -> BoxFuture<'_, Result<Response<ProxyBody>, BoxError>> {
         Box::pin(async move { Ok(self.forward(request).await?) })
     }

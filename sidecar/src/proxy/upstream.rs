@@ -26,7 +26,6 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -49,6 +48,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body of every response the proxy sends.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The body of every request the proxy forwards: the caller's, passed through (and, for a
+/// request a mirror copies, read along the way), or a mirror's copy.
+pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// How long connecting to an upstream may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -84,8 +87,8 @@ pub struct Upstream {
     addr: Option<SocketAddr>,
     authority: Authority,
     connector: FixedConnector,
-    http1: Client<FixedConnector, Incoming>,
-    http2: Client<FixedConnector, Incoming>,
+    http1: Client<FixedConnector, RequestBody>,
+    http2: Client<FixedConnector, RequestBody>,
 }
 
 impl Upstream {
@@ -147,7 +150,7 @@ impl Upstream {
     /// Forwards one request and returns the upstream's response.
     pub async fn forward(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<RequestBody>,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
         let http2 = request.version() == Version::HTTP_2;
         let upgrade = (!http2 && is_upgrade(request.headers())).then(|| {
@@ -213,7 +216,7 @@ async fn splice(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade:
 }
 
 /// True for an HTTP/1.1 upgrade request (`Connection: upgrade` plus `Upgrade`).
-fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_lists(headers, "upgrade")
 }
 

@@ -15,7 +15,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tether_route::filter::{Filter, FilterSpec};
-use tether_route::router::{AddError, Intercept, InterceptId};
+use tether_route::router::{AddError, Intercept, InterceptId, InterceptMode};
 use tether_sidecar::proxy::{Proxy, ProxyConfig, SharedTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -190,6 +190,18 @@ pub fn add(
     headers: &[&str],
     target: SharedTarget,
 ) -> Result<(), AddError> {
+    add_with_mode(proxy, id, InterceptMode::Take, owner, headers, target)
+}
+
+/// Adds an intercept or mirror with these header filters (none: global).
+pub fn add_with_mode(
+    proxy: &TestProxy,
+    id: u64,
+    mode: InterceptMode,
+    owner: &str,
+    headers: &[&str],
+    target: SharedTarget,
+) -> Result<(), AddError> {
     let spec = FilterSpec {
         headers: headers.iter().map(|h| h.to_string()).collect(),
         path_prefix: None,
@@ -198,6 +210,7 @@ pub fn add(
         id: InterceptId(id),
         owner: owner.to_owned(),
         filter: Filter::try_from(spec).unwrap(),
+        mode,
         target,
     })
 }

@@ -73,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
                     port,
                     service_port: port.to_string(),
                     filter: InterceptFilter::default(),
+                    mode: Default::default(),
                 };
                 match session.create_intercept(create).await {
                     Ok(info) => serde_json::json!({"step": step, "ok": true, "owner": info.owner}),
