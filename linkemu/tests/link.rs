@@ -33,7 +33,7 @@ impl Link {
     fn new_named(suffix: &str) -> Link {
         let id = std::process::id();
         let link = Link {
-            netns: format!("lemu-test-{id}{suffix}"),
+            netns: format!("lemu{id}{suffix}"), // within 15 characters, whatever the pid
             host_iface: format!("lmt{id}{suffix}"),
             net: 20 + (id * 2 + u32::from(suffix == "i")) % 200,
             emulator: None,
