@@ -77,6 +77,8 @@ fn manager_namespace_hint(namespace: &str) -> &'static str {
 #[derive(Clone)]
 pub struct Cluster {
     pub client: Client,
+    /// What `client` was made from, for [`Cluster::with_new_connections`].
+    config: Config,
     pub context: String,
     pub server: String,
     /// The context's namespace, else `default`: what kubectl uses when not told (`-n`).
@@ -136,13 +138,31 @@ impl Cluster {
             .map_err(|e| ClusterError::NoKubeconfig(e.to_string()))?;
         let server = config.cluster_url.to_string();
         let default_namespace = config.default_namespace.clone();
-        let client = nodelay_client(config).map_err(|e| ClusterError::Api(e.to_string()))?;
+        let client =
+            nodelay_client(config.clone()).map_err(|e| ClusterError::Api(e.to_string()))?;
         Ok(Cluster {
             client,
+            config,
             context: context_name,
             server,
             default_namespace,
             manager_namespace: MANAGER_NAMESPACE.to_owned(),
+        })
+    }
+
+    /// The same cluster through a new client, which shares no connection with this one. After
+    /// the network dropped out, a pooled connection to the API server may wait minutes for TCP
+    /// to retransmit into a link that is back; a new one is dialed now.
+    pub fn with_new_connections(&self) -> Result<Cluster, ClusterError> {
+        let client =
+            nodelay_client(self.config.clone()).map_err(|e| ClusterError::Api(e.to_string()))?;
+        Ok(Cluster {
+            client,
+            config: self.config.clone(),
+            context: self.context.clone(),
+            server: self.server.clone(),
+            default_namespace: self.default_namespace.clone(),
+            manager_namespace: self.manager_namespace.clone(),
         })
     }
 

@@ -7,6 +7,7 @@ use std::{
 };
 
 use tether_tunnel::{quinn, StreamCarrier};
+use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::{
@@ -70,9 +71,63 @@ pub struct Dialed {
     pub direct_peer: Option<SocketAddr>,
     /// When to get a new session certificate (two thirds into this one's life); the session is
     /// then re-established with it.
-    pub renew_after: Duration,
-    // Keeps the port-forward carrier's endpoint alive.
-    _endpoint: quinn::Endpoint,
+    pub renew_at: Instant,
+    // The session certificate's endpoint: kept alive for the port-forward carrier, and used
+    // again by [`redial`].
+    endpoint: quinn::Endpoint,
+}
+
+/// How much life a session certificate must have left for [`redial`] to use it again.
+const REDIAL_MARGIN: Duration = Duration::from_secs(30);
+
+/// Whether [`redial`] can bring `last` back: it was over UDP and its certificate is not due.
+pub fn can_redial(last: &Dialed) -> bool {
+    last.direct_peer.is_some() && Instant::now() + REDIAL_MARGIN < last.renew_at
+}
+
+/// Dials the same manager address over UDP again with the last session's certificate, which
+/// needs nothing from the API server: after a drop-out the session is back one handshake after
+/// the link is, whatever the TCP connections to the API server are still waiting for. `None`
+/// when that is not possible: the last session was not over UDP, or its certificate is due for
+/// renewal (then only [`dial`] will do).
+pub async fn redial(
+    last: &Dialed,
+    client: &str,
+    namespace: &str,
+    dials: crate::session::DialTable,
+) -> Option<Result<Dialed, DialError>> {
+    if !can_redial(last) {
+        return None;
+    }
+    let addr = last.direct_peer?;
+    let attempt = Session::establish(
+        &last.endpoint,
+        addr,
+        client.to_owned(),
+        namespace.to_owned(),
+        dials,
+    );
+    Some(
+        match tokio::time::timeout(UDP_PROBE_TIMEOUT, attempt).await {
+            Ok(Ok(session)) => {
+                info!(%addr, "Tunnel up over UDP again");
+                Ok(Dialed {
+                    session,
+                    transport: Transport::Udp,
+                    manager: last.manager.clone(),
+                    direct_peer: Some(addr),
+                    renew_at: last.renew_at,
+                    endpoint: last.endpoint.clone(),
+                })
+            }
+            Ok(Err(source)) => Err(DialError::Session {
+                transport: Transport::Udp,
+                addr,
+                source,
+            }),
+            Err(_) => Err(DialError::NoUdp(addr.to_string())),
+        },
+    )
 }
 
 /// Gets a session certificate and dials the manager with `transport`.
@@ -85,9 +140,10 @@ pub async fn dial(
 ) -> Result<Dialed, DialError> {
     let (pod, _) = cluster.manager_pod().await?;
     let credential = crate::credential::session_credential(cluster).await?;
-    let renew_after = tether_tunnel::certificate_expiry(&credential.cert_pem)
-        .map(|expiry| crate::credential::renew_after(SystemTime::now(), expiry))
-        .unwrap_or(Duration::from_secs(3600));
+    let renew_at = Instant::now()
+        + tether_tunnel::certificate_expiry(&credential.cert_pem)
+            .map(|expiry| crate::credential::renew_after(SystemTime::now(), expiry))
+            .unwrap_or(Duration::from_secs(3600));
     let bind: SocketAddr = ([0, 0, 0, 0], 0).into();
     let endpoint = tether_tunnel::client_endpoint(bind, &credential)
         .map_err(|e| DialError::Endpoint(e.to_string()))?;
@@ -111,8 +167,8 @@ pub async fn dial(
                         transport: Transport::Udp,
                         manager: addr.to_string(),
                         direct_peer: Some(*addr),
-                        renew_after,
-                        _endpoint: endpoint,
+                        renew_at,
+                        endpoint,
                     });
                 }
                 Ok(Err(e)) => debug!(%addr, error = %e, "UDP candidate failed"),
@@ -155,7 +211,7 @@ pub async fn dial(
         transport: Transport::PortForward,
         manager: format!("pod/{pod} (port-forward)"),
         direct_peer: None,
-        renew_after,
-        _endpoint: endpoint,
+        renew_at,
+        endpoint,
     })
 }

@@ -14,7 +14,7 @@ use std::{
 use ipnet::Ipv4Net;
 use tether_tunnel::backoff::Backoff;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     cluster::Cluster,
@@ -33,6 +33,13 @@ use crate::{
 /// Pauses between reconnect attempts: from the first to the longest.
 const RECONNECT_BACKOFF: (Duration, Duration) =
     (Duration::from_millis(200), Duration::from_secs(2));
+/// Between two tries of the same manager address with the same certificate (each gets the UDP
+/// handshake's own timeout).
+const REDIAL_PAUSE: Duration = Duration::from_millis(250);
+/// How long one attempt to dial the whole way (API server, certificate, tunnel) may take.
+const DIAL_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+/// When the same address may answer again, how long before dialing the whole way too.
+const FULL_DIAL_DELAY: Duration = Duration::from_secs(3);
 
 /// Everything `tether connect` passes to the daemon. It crosses to the privileged helper and the
 /// daemon (each a new process) as one JSON value, so both get every field.
@@ -355,7 +362,7 @@ async fn supervise(
         // dialed again with a new one (intercepts are recreated like after any reconnect).
         tokio::select! {
             reason = dialed.session.closed() => warn!(%reason, "Lost the tunnel; reconnecting"),
-            _ = tokio::time::sleep(dialed.renew_after) => {
+            _ = tokio::time::sleep_until(dialed.renew_at) => {
                 info!("Renewing the session certificate; reconnecting");
                 dialed.session.close();
             }
@@ -365,38 +372,7 @@ async fn supervise(
             let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
             s.connected = false;
         }
-        let mut backoff = Backoff::new(RECONNECT_BACKOFF.0, RECONNECT_BACKOFF.1);
-        dialed = loop {
-            match connect::dial(
-                &cluster,
-                opts.transport,
-                &client,
-                &opts.namespace,
-                dials.clone(),
-            )
-            .await
-            {
-                Ok(d) => break d,
-                Err(e) => {
-                    warn!(error = %e, "Reconnect failed");
-                    // A refused certificate stays refused until an admin acts: do not file a
-                    // request every two seconds.
-                    let refused = matches!(
-                        &e,
-                        connect::DialError::Cluster(
-                            crate::cluster::ClusterError::SessionRefused(_)
-                                | crate::cluster::ClusterError::Forbidden { .. }
-                        )
-                    );
-                    let pause = if refused {
-                        Duration::from_secs(30)
-                    } else {
-                        backoff.next_pause()
-                    };
-                    tokio::time::sleep(pause).await;
-                }
-            }
-        };
+        dialed = reconnect(&cluster, &opts, &client, &dialed, &dials).await;
         info!(manager = %dialed.manager, "Reconnected");
         intercepts.recreate(&dialed.session).await;
         let _ = session_tx.send(Some(dialed.session.clone()));
@@ -407,6 +383,86 @@ async fn supervise(
         s.transport = dialed.transport.to_string();
         s.manager = dialed.manager.clone();
         s.session_id = dialed.session.welcome.session_id.clone();
+    }
+}
+
+/// Dials until a session is back, two ways side by side:
+/// - to the same UDP address with the same session certificate ([`connect::redial`]), every
+///   [`REDIAL_PAUSE`] while the certificate lasts: no API server is needed, so after a drop-out
+///   the session is back one handshake after the link;
+/// - the whole way ([`connect::dial`]: the manager found again and a new certificate), for a
+///   manager that moved, a certificate due, or the port-forward carrier. Each attempt uses new
+///   connections to the API server and gets [`DIAL_ATTEMPT_TIMEOUT`]: a pooled connection that
+///   lived through the drop-out may wait minutes on TCP's retransmission timer. When the first
+///   way may work, this one starts [`FULL_DIAL_DELAY`] later, so that a short drop-out files
+///   no certificate request.
+async fn reconnect(
+    cluster: &Cluster,
+    opts: &Options,
+    client: &str,
+    last: &connect::Dialed,
+    dials: &crate::session::DialTable,
+) -> connect::Dialed {
+    let again = async {
+        loop {
+            match connect::redial(last, client, &opts.namespace, dials.clone()).await {
+                None => return std::future::pending().await,
+                Some(Ok(dialed)) => return dialed,
+                Some(Err(error)) => debug!(%error, "Redial failed"),
+            }
+            tokio::time::sleep(REDIAL_PAUSE).await;
+        }
+    };
+    let whole_way = async {
+        if connect::can_redial(last) {
+            tokio::time::sleep(FULL_DIAL_DELAY).await;
+        }
+        let mut backoff = Backoff::new(RECONNECT_BACKOFF.0, RECONNECT_BACKOFF.1);
+        loop {
+            let attempt = async {
+                let cluster = cluster.with_new_connections()?;
+                connect::dial(
+                    &cluster,
+                    opts.transport,
+                    client,
+                    &opts.namespace,
+                    dials.clone(),
+                )
+                .await
+            };
+            let pause = match tokio::time::timeout(DIAL_ATTEMPT_TIMEOUT, attempt).await {
+                Ok(Ok(dialed)) => return dialed,
+                Ok(Err(e)) => {
+                    warn!(error = %e, "Reconnect failed");
+                    // A refused certificate stays refused until an admin acts: do not file a
+                    // request every two seconds.
+                    let refused = matches!(
+                        &e,
+                        connect::DialError::Cluster(
+                            crate::cluster::ClusterError::SessionRefused(_)
+                                | crate::cluster::ClusterError::Forbidden { .. }
+                        )
+                    );
+                    if refused {
+                        Duration::from_secs(30)
+                    } else {
+                        backoff.next_pause()
+                    }
+                }
+                Err(_) => {
+                    warn!(
+                        "Reconnect attempt got no answer in {}s; trying again",
+                        DIAL_ATTEMPT_TIMEOUT.as_secs()
+                    );
+                    backoff.next_pause()
+                }
+            };
+            tokio::time::sleep(pause).await;
+        }
+    };
+    tokio::select! {
+        dialed = again => dialed,
+        dialed = whole_way => dialed,
     }
 }
 
