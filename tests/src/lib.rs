@@ -152,6 +152,12 @@ pub fn from_cluster(url: &str, args: &[&str]) -> Run {
     kubectl(&full)
 }
 
+/// Asserts that `r` succeeded with an answer from the sample app `hello`.
+pub fn assert_hello(r: Run, what: &str) {
+    let body = r.expect_ok(what);
+    assert!(body.contains("hello from hello-"), "{what}: {body}");
+}
+
 /// Who answered each request, e.g. `["laptop-ann", "orders-7c…"]`.
 pub fn answered_by(out: &str) -> Vec<String> {
     out.lines()

@@ -8,11 +8,6 @@ use std::{process::Command, time::Duration};
 
 use tether_e2e::*;
 
-fn assert_hello(r: Run, what: &str) {
-    let body = r.expect_ok(what);
-    assert!(body.contains("hello from hello-"), "{what}: {body}");
-}
-
 #[test]
 fn connect_reaches_names_ips_udp_and_quit_restores() {
     let before = machine_state(WS);

@@ -35,11 +35,6 @@ fn outcome(child: Child) -> (String, u64, String) {
     (how, bytes, format!("{text} {stderr}"))
 }
 
-fn assert_hello(r: Run, what: &str) {
-    let body = r.expect_ok(what);
-    assert!(body.contains("hello from hello-"), "{what}: {body}");
-}
-
 #[test]
 fn a_download_in_flight_survives_the_laptop_changing_address() {
     let before = machine_state(WS);
