@@ -296,6 +296,10 @@ fn connect(args: &Args, profile: Profile) -> anyhow::Result<()> {
     let mut report = Report {
         meta: meta(args, &pod, profile),
         profile_rtt: linkemu::emulated(profile).then(|| profile.profile().rtt),
+        profile_rate_mb_s: linkemu::emulated(profile)
+            .then(|| profile.profile().rate_bps)
+            .flatten()
+            .map(|bps| bps as f64 / 8e6),
         profile_name: profile.name().to_owned(),
         ..Report::default()
     };

@@ -5,6 +5,8 @@ use std::{fmt::Write, net::IpAddr, time::Duration};
 
 /// Most latency a tether path may add over the direct path, at p50.
 pub const ADDED_LATENCY_TARGET_US: f64 = 300.0;
+/// Most a tether path may add to a keep-alive request over direct at p50 on the `wan20` link.
+pub const WAN_KEEP_ALIVE_TARGET_US: f64 = 2000.0;
 /// Longest `connect`, until the first request succeeds (median).
 pub const CONNECT_TARGET: Duration = Duration::from_secs(2);
 /// tether over UDP against `kubectl port-forward`, bulk throughput.
@@ -203,6 +205,8 @@ pub struct Report {
     /// The round trip the emulated link adds, when there is one: every path then starts in the
     /// workstation namespace and crosses it.
     pub profile_rtt: Option<Duration>,
+    /// The emulated link's rate each way, MB/s, when it has one: no path can move more.
+    pub profile_rate_mb_s: Option<f64>,
 }
 
 /// tether over UDP against direct TCP through the same lossy link, bulk throughput.
@@ -274,6 +278,19 @@ impl Report {
             measured: ratio.map_or("n/a".into(), |r| format!("{r:.2}×")),
             pass: ratio.zip(target).map(|(r, t)| r >= t),
         });
+        if let Some(rate) = self.profile_rate_mb_s {
+            let kubectl = self
+                .path(Path::KubectlPortForward)
+                .and_then(PathResult::best_mb_s);
+            checks.push(Check {
+                what: "throughput: the link's rate (the most any path can move over it) / \
+                       kubectl port-forward"
+                    .into(),
+                target: "(reference)".into(),
+                measured: kubectl.map_or("n/a".into(), |k| format!("{:.2}×", rate / k)),
+                pass: None,
+            });
+        }
         let rtt_us = rtt.as_secs_f64() * 1e6;
         let added = self.added_p50(Path::TetherUdp, |r| &r.new_connection);
         checks.push(Check {
@@ -322,6 +339,15 @@ impl Report {
             .collect()
     }
 
+    /// The keep-alive target: the issue sets one for the local path and for `wan20`.
+    fn keep_alive_target_us(&self) -> Option<f64> {
+        match (self.profile_rtt, self.profile_name.as_str()) {
+            (None, _) => Some(ADDED_LATENCY_TARGET_US),
+            (Some(_), "wan20") => Some(WAN_KEEP_ALIVE_TARGET_US),
+            (Some(_), _) => None,
+        }
+    }
+
     /// The issue's targets against this run.
     pub fn checks(&self) -> Vec<Check> {
         let mut checks = Vec::new();
@@ -358,18 +384,25 @@ impl Report {
                 pass: None,
             });
         }
-        let modes: [(&str, Pick); 2] = [
-            ("keep-alive", |r| &r.keep_alive),
-            ("new connection", |r| &r.new_connection),
+        let modes: [(&str, Pick, Option<f64>); 2] = [
+            ("keep-alive", |r| &r.keep_alive, self.keep_alive_target_us()),
+            (
+                "new connection",
+                |r| &r.new_connection,
+                // On an emulated link: the "≤ direct + 1 RTT" check above.
+                self.profile_rtt
+                    .is_none()
+                    .then_some(ADDED_LATENCY_TARGET_US),
+            ),
         ];
-        for (mode, latency) in modes {
+        for (mode, latency, target_us) in modes {
             for path in [
                 Path::KubectlPortForward,
                 Path::TetherUdp,
                 Path::TetherPortForward,
             ] {
                 // kubectl port-forward is the reference; tether's paths have the target.
-                let target = path.transport().map(|_| ADDED_LATENCY_TARGET_US);
+                let target = path.transport().and(target_us);
                 checks.push(Check::added_latency(
                     format!("added p50 over direct, {mode}: {}", path.label()),
                     self.added_p50(path, latency),

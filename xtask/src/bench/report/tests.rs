@@ -213,6 +213,32 @@ fn an_emulated_link_is_judged_against_direct_through_it() {
     let checks = wan.checks();
     let c = check(&checks, "throughput: tether, udp transport / direct");
     assert_eq!(c.pass, None);
+    // wan20's keep-alive target is direct + 2 ms; new connections have the RTT check only.
+    let c = check(&checks, "added p50 over direct, keep-alive: tether, udp");
+    assert_eq!(c.target, "≤ 2000 µs");
+    let c = check(
+        &checks,
+        "added p50 over direct, new connection: tether, udp",
+    );
+    assert_eq!(c.pass, None);
+    let lossy_checks = lossy.checks();
+    let c = check(
+        &lossy_checks,
+        "added p50 over direct, keep-alive: tether, udp",
+    );
+    assert_eq!(c.pass, None);
+    // The link's rate bounds every path: shown against kubectl's throughput.
+    let capped = Report {
+        profile_rate_mb_s: Some(25.0),
+        ..wan
+    };
+    let kubectl = capped
+        .path(Path::KubectlPortForward)
+        .and_then(PathResult::best_mb_s)
+        .unwrap();
+    let capped_checks = capped.checks();
+    let c = check(&capped_checks, "throughput: the link's rate");
+    assert_eq!(c.measured, format!("{:.2}×", 25.0 / kubectl));
     assert!(!sample()
         .checks()
         .iter()
