@@ -185,7 +185,7 @@ fn refused_request_gets_rst() {
 }
 
 #[test]
-fn backlog_overflow_is_refused() {
+fn backlog_overflow_drops_the_syn_unanswered() {
     let mut core = core();
     let other = |port: u16| {
         let mut p = SYN.to_vec();
@@ -206,10 +206,10 @@ fn backlog_overflow_is_refused() {
         Ingress::TcpRequest(_)
     ));
     assert_eq!(core.ingest(at(0), &other(3)), Ingress::None);
-    assert_eq!(core.counters.tcp_refused, 1);
-    let out = sent(&mut core);
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].control, TcpControl::Rst);
+    assert_eq!(core.counters.tcp_backlog_dropped, 1);
+    assert_eq!(core.counters.tcp_refused, 0);
+    // No RST: the client's retransmitted SYN is the retry.
+    assert!(sent(&mut core).is_empty());
 }
 
 fn ones_add(a: u16, b: u16) -> u16 {
