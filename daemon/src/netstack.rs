@@ -84,9 +84,9 @@ impl NetStackConfig {
             tcp_rx_buffer: 1 << 20,
             tcp_tx_buffer: 1 << 20,
             max_pending: 1024,
-            // As many as the TUN queues (`TX_QUEUE_LEN`): a burst the kernel held for the stack
-            // is not dropped here instead (1,024 lost half of 2,000 datagrams sent at once).
-            udp_queue: 4096,
+            // As many as the TUN queues: a burst the kernel held for the stack is not dropped
+            // here instead (1,024 lost half of 2,000 datagrams sent at once).
+            udp_queue: crate::privileged::tun::TX_QUEUE_LEN as usize,
         }
     }
 }
