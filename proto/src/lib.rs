@@ -38,6 +38,12 @@
 //! | 22 | [`AgentCredentialReply`] | manager → client, answers 21 |
 //! | 23 | [`Namespaces`] | manager → client, after `Welcome` and when namespaces come or go |
 //! | 24 | [`ManagerInfo`] | manager → client, after `Welcome`: the manager's tether version |
+//! | 25 | [`RouteStats`] | agent → manager, its route counts |
+//! | 26 | [`InterceptStats`] | manager → client, how the session's intercepts route |
+//! | 27 | [`OpenFiles`] | client → manager → agent, first frame of a file stream |
+//! | 28 | [`OpenFilesResult`] | agent → manager → client, answers 27 |
+//! | 29 | [`FileRequest`](files::FileRequest) | client → agent, on a file stream |
+//! | 30 | [`FileReply`](files::FileReply) | agent → client, answers 29 |
 //!
 //! # Sessions
 //! [`session::Session`] is the control stream's state machine, for both ends: the `Hello` /
@@ -62,6 +68,7 @@
 //! - [`message`]: the message structs and their kinds.
 //! - [`session`]: the control stream's state machine.
 //! - [`datagram`], [`relay`], [`probe`]: the other three encodings.
+//! - [`files`]: the file protocol of `intercept --mount`.
 //! - [`stats`]: route counts with a latency histogram, carried by kinds 25 and 26.
 //! - [`chain`]: [`ErrorChain`], how every tether crate prints an error with its causes.
 //!
@@ -100,6 +107,7 @@
 
 pub mod chain;
 pub mod datagram;
+pub mod files;
 pub mod frame;
 pub mod message;
 pub mod probe;
@@ -112,6 +120,7 @@ pub use datagram::{
     datagram_overhead, decode_datagram, encode_datagram, DatagramError, MAX_DATAGRAM_OVERHEAD,
     MAX_FLOW_ID,
 };
+pub use files::{OpenFiles, OpenFilesResult};
 pub use frame::{
     decode, encode, DecodeError, Decoded, EncodeError, FrameDecoder, HEADER_LEN, MAX_FRAME_LEN,
 };

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::files::{FileReply, FileRequest, OpenFiles, OpenFilesResult};
 use crate::stats::{MirrorCounts, RouteCounts};
 
 /// Which end of a session speaks.
@@ -613,6 +614,14 @@ messages! {
     25 => RouteStats,
     /// How the session's intercepts route.
     26 => InterceptStats,
+    /// Open a stream to an intercepted pod's files.
+    27 => OpenFiles,
+    /// Answer to `OpenFiles`.
+    28 => OpenFilesResult,
+    /// A file operation.
+    29 => FileRequest,
+    /// Answer to a file operation.
+    30 => FileReply,
 }
 
 /// Why a payload did not decode.

@@ -3,6 +3,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use bytes::BytesMut;
 
 use super::*;
+use crate::files::*;
 use crate::message::*;
 use crate::stats::{MirrorCounts, RouteCounts};
 
@@ -198,6 +199,31 @@ fn every_message() -> Vec<Message> {
                     reporting: true,
                 }],
             }],
+        }
+        .into(),
+        OpenFiles { intercept: 7 }.into(),
+        OpenFilesResult {
+            result: Ok(FilesInfo {
+                pod: "orders-1".into(),
+                mounts: vec!["/etc/config".into()],
+            }),
+        }
+        .into(),
+        FileRequest {
+            id: 1,
+            op: FileOp::Rename {
+                from: "/data/a".into(),
+                to: "/data/b".into(),
+                noreplace: true,
+            },
+        }
+        .into(),
+        FileReply {
+            id: 1,
+            result: Err(FileError {
+                kind: FileErrorKind::CrossesMounts,
+                message: "x".into(),
+            }),
         }
         .into(),
     ]
