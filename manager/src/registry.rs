@@ -338,6 +338,32 @@ impl Registry {
     }
 
     /// Forgets an agent.
+    /// The agents (by connection id) that can serve the files of intercept `id`, which must be
+    /// `session_id`'s own: nobody reads the pods of another developer's intercept.
+    pub fn file_agents(&self, id: u64, session_id: &str) -> Result<Vec<u64>, String> {
+        let intercept = self
+            .intercepts
+            .get(&id)
+            .filter(|i| i.session_id == session_id)
+            .ok_or_else(|| format!("intercept {id} is not one of this session's"))?;
+        let mut agents: Vec<u64> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| {
+                a.info.namespace == intercept.namespace && a.info.workload == intercept.workload
+            })
+            .map(|(&conn_id, _)| conn_id)
+            .collect();
+        agents.sort_unstable();
+        if agents.is_empty() {
+            return Err(format!(
+                "no traffic agent of {} in {} is linked to the traffic manager",
+                intercept.workload, intercept.namespace
+            ));
+        }
+        Ok(agents)
+    }
+
     pub fn agent_left(&mut self, conn_id: u64) {
         self.agents.remove(&conn_id);
     }

@@ -79,6 +79,8 @@ struct Shared {
     reviewer: ApiReviewer,
     registry: Mutex<Registry>,
     clients: Mutex<HashMap<String, quinn::Connection>>,
+    /// The agents' connections, by agent id (the registry's `conn_id`): file streams go there.
+    agent_conns: Mutex<HashMap<u64, quinn::Connection>>,
     /// Tells intercepts on their workloads (Events, the annotation).
     announcer: Announcer,
 }
@@ -91,6 +93,20 @@ impl Shared {
 
     fn clients(&self) -> MutexGuard<'_, HashMap<String, quinn::Connection>> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn agent_conns(&self) -> MutexGuard<'_, HashMap<u64, quinn::Connection>> {
+        self.agent_conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection to an agent that serves the files of `session_id`'s intercept `id`.
+    fn file_agent(&self, id: u64, session_id: &str) -> Result<quinn::Connection, String> {
+        let agents = self.registry().file_agents(id, session_id)?;
+        let conns = self.agent_conns();
+        agents
+            .iter()
+            .find_map(|agent| conns.get(agent).cloned())
+            .ok_or_else(|| format!("the agents of intercept {id} are not linked"))
     }
 }
 
@@ -203,6 +219,7 @@ pub async fn serve_endpoint(
         identity,
         registry: Mutex::new(Registry::new()),
         clients: Mutex::default(),
+        agent_conns: Mutex::default(),
     });
     tokio::spawn(count_registry(Arc::downgrade(&shared)));
     let mut next_agent = 0u64;
@@ -371,12 +388,18 @@ async fn session(
 
     let asker = Arc::new(asker);
     let (requests, mut answers) = requests::Requests::start(shared.clone(), asker.clone());
+    let files = {
+        let shared = shared.clone();
+        let session_id = session_id.clone();
+        flows::FileRoute::new(move |intercept| shared.file_agent(intercept, &session_id))
+    };
     let flows = flows::Flows::new(
         conn.clone(),
         shared.state.dial_policy.clone(),
         shared.state.metrics.clone(),
         audit.clone(),
         asker.clone(),
+        files,
     );
     let flow_acceptor = flows.clone().accept_loop();
     let datagrams = flows.clone().datagram_loop();

@@ -347,3 +347,29 @@ fn a_mirrors_stats_are_its_copies_and_the_ports_app_counts() {
     assert_eq!(stat.app.requests, 15);
     assert_eq!(stat.laptop.requests, 0, "a mirror takes nothing");
 }
+
+#[test]
+fn only_the_holder_reaches_its_intercepts_files() {
+    let mut reg = Registry::new();
+    let a = reg
+        .create(ANN, &create("orders", &["x-session=ann"]))
+        .unwrap();
+    // No agent linked yet: a clear error, not an empty list.
+    let err = reg.file_agents(a.id, "s-ann").unwrap_err();
+    assert!(
+        err.contains("no traffic agent of Deployment/orders"),
+        "{err}"
+    );
+    let (tx, _rx) = channel();
+    reg.agent_joined(7, agent("orders-1"), tx);
+    let (tx, _rx) = channel();
+    reg.agent_joined(3, agent("orders-2"), tx);
+    assert_eq!(reg.file_agents(a.id, "s-ann").unwrap(), [3, 7]);
+    // Bob knows the id, but it is not his intercept.
+    let err = reg.file_agents(a.id, "s-bob").unwrap_err();
+    assert_eq!(
+        err,
+        format!("intercept {} is not one of this session's", a.id)
+    );
+    assert!(reg.file_agents(999, "s-ann").is_err());
+}

@@ -122,6 +122,7 @@ pub(super) async fn session(
     });
     let workload = (info.namespace.clone(), info.workload.clone());
     shared.registry().agent_joined(agent_id, info, table_tx);
+    shared.agent_conns().insert(agent_id, conn.clone());
     let dials = async {
         loop {
             let (send, recv) = conn.accept_bi().await?;
@@ -161,6 +162,7 @@ pub(super) async fn session(
         }
     };
     shared.registry().agent_left(agent_id);
+    shared.agent_conns().remove(&agent_id);
     conn.close(0u32.into(), b"bye");
     result
 }

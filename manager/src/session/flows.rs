@@ -17,7 +17,10 @@ use std::{
 use bytes::BytesMut;
 use tether_metrics::manager::{DialFailure, Direction, ManagerMetrics, Protocol as Proto};
 use tether_metrics::Metered;
-use tether_proto::{ErrorCode, Message, Open, OpenError, OpenResult, Protocol, UdpPacket};
+use tether_proto::{
+    ErrorCode, Message, Open, OpenError, OpenFiles, OpenFilesResult, OpenResult, Protocol,
+    UdpPacket,
+};
 use tether_tunnel::{framed, quinn};
 use tokio::net::{TcpStream, UdpSocket};
 use tracing::{debug, debug_span, info, Instrument};
@@ -34,6 +37,15 @@ pub const UDP_IDLE: Duration = Duration::from_secs(60);
 /// reset and its slot (of the connection's concurrent streams) freed.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a file stream ended early.
+#[derive(Debug, thiserror::Error)]
+enum FilesError {
+    #[error("stream")]
+    Framed(#[from] framed::FrameIoError),
+    #[error("agent connection")]
+    Connection(#[from] quinn::ConnectionError),
+}
+
 /// The UDP flows of one session, by flow id.
 #[derive(Debug, Clone)]
 pub struct Flows {
@@ -44,6 +56,26 @@ pub struct Flows {
     /// Where a refused dial is recorded, as `asker`'s.
     audit: AuditLog,
     asker: Arc<Asker>,
+    files: FileRoute,
+}
+
+/// Finds the agent connection that serves the files of one of the session's intercepts (see
+/// [`Registry::file_agents`](crate::registry::Registry::file_agents)), or says why none does.
+#[derive(Clone)]
+pub struct FileRoute(Arc<dyn Fn(u64) -> Result<quinn::Connection, String> + Send + Sync>);
+
+impl FileRoute {
+    pub fn new(
+        route: impl Fn(u64) -> Result<quinn::Connection, String> + Send + Sync + 'static,
+    ) -> Self {
+        FileRoute(Arc::new(route))
+    }
+}
+
+impl std::fmt::Debug for FileRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileRoute")
+    }
 }
 
 impl Flows {
@@ -53,6 +85,7 @@ impl Flows {
         metrics: Arc<ManagerMetrics>,
         audit: AuditLog,
         asker: Arc<Asker>,
+        files: FileRoute,
     ) -> Self {
         Flows {
             conn,
@@ -61,6 +94,7 @@ impl Flows {
             metrics,
             audit,
             asker,
+            files,
         }
     }
 
@@ -109,9 +143,59 @@ impl Flows {
         }
     }
 
+    /// Passes a file stream on to an agent of the intercept, once it is the session's own.
+    async fn files(
+        &self,
+        open: OpenFiles,
+        mut send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    ) -> Result<(), FilesError> {
+        let refuse = |code, message: String| OpenFilesResult {
+            result: Err(OpenError { code, message }),
+        };
+        let agent = match (self.files.0)(open.intercept) {
+            Ok(agent) => agent,
+            Err(message) => {
+                info!(intercept = open.intercept, %message, "File stream refused");
+                let answer = refuse(ErrorCode::NotPermitted, message);
+                framed::write_message(&mut send, &Message::OpenFilesResult(answer)).await?;
+                let _ = send.finish();
+                return Ok(());
+            }
+        };
+        let (mut agent_send, mut agent_recv) = agent.open_bi().await?;
+        framed::write_message(&mut agent_send, &Message::OpenFiles(open)).await?;
+        let answer = match tokio::time::timeout(OPEN_TIMEOUT, framed::read_message(&mut agent_recv))
+            .await
+        {
+            Ok(Ok(Some(Message::OpenFilesResult(answer)))) => answer,
+            _ => refuse(
+                ErrorCode::Other,
+                "the traffic agent does not serve files (an older agent? uninstall and intercept again)"
+                    .to_owned(),
+            ),
+        };
+        let ok = answer.result.is_ok();
+        framed::write_message(&mut send, &Message::OpenFilesResult(answer)).await?;
+        if !ok {
+            let _ = send.finish();
+            let _ = agent_send.reset(0u32.into());
+            return Ok(());
+        }
+        super::agents::splice(send, recv, agent_send, agent_recv).await;
+        Ok(())
+    }
+
     async fn flow(self, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
         let open = match tokio::time::timeout(OPEN_TIMEOUT, framed::read_message(&mut recv)).await {
             Ok(Ok(Some(Message::Open(open)))) => open,
+            Ok(Ok(Some(Message::OpenFiles(open)))) => {
+                let span = debug_span!("files", intercept = open.intercept);
+                if let Err(error) = self.files(open, send, recv).instrument(span).await {
+                    debug!(%error, "File stream failed");
+                }
+                return;
+            }
             Ok(Ok(other)) => {
                 debug!(?other, "A flow stream did not start with Open");
                 let _ = send.reset(1u32.into());
