@@ -305,8 +305,9 @@ pub fn inject(
             }
         }
     }
+    let mounts = app_mounts(spec, &ports);
     spec.containers
-        .push(agent_container(workload, settings, &ports));
+        .push(agent_container(workload, settings, &ports, &mounts));
     spec.volumes
         .get_or_insert_with(Vec::new)
         .push(agent_volume());

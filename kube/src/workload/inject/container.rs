@@ -26,6 +26,7 @@ pub(super) fn agent_container(
     workload: &Workload,
     settings: &AgentSettings,
     ports: &[PortMap],
+    mounts: &AppMounts,
 ) -> Container {
     let mut args = vec![
         "sidecar".to_owned(),
@@ -67,6 +68,11 @@ pub(super) fn agent_container(
         env: Some(vec![
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
+            EnvVar {
+                name: MOUNTS_ENV.to_owned(),
+                value: Some(mounts.table_json()),
+                ..Default::default()
+            },
         ]),
         ports: Some(
             ports
@@ -85,12 +91,17 @@ pub(super) fn agent_container(
                 }])
                 .collect(),
         ),
-        volume_mounts: Some(vec![VolumeMount {
-            name: AGENT_VOLUME.to_owned(),
-            mount_path: CREDENTIALS_PATH.to_owned(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(
+            [VolumeMount {
+                name: AGENT_VOLUME.to_owned(),
+                mount_path: CREDENTIALS_PATH.to_owned(),
+                read_only: Some(true),
+                ..Default::default()
+            }]
+            .into_iter()
+            .chain(mounts.volume_mounts.iter().cloned())
+            .collect(),
+        ),
         // The restricted Pod Security Standard, so the agent fits any namespace.
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
@@ -114,6 +125,98 @@ pub(super) fn agent_container(
         }),
         ..Default::default()
     }
+}
+
+/// The environment variable that tells the agent which of its paths serve which container paths
+/// (see the sidecar's `files` module).
+pub const MOUNTS_ENV: &str = "TETHER_MOUNTS";
+/// Where the agent mounts the app container's volumes: each at this prefix + its container path.
+pub const VOLUMES_PATH: &str = "/tether/volumes";
+/// Where the kubelet mounts the service-account token in every container that does not mount
+/// something else there.
+pub const SERVICE_ACCOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The app container's volumes as the agent mounts them, for `intercept --mount`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppMounts {
+    /// The agent's copies of the app's volume mounts, under [`VOLUMES_PATH`].
+    pub volume_mounts: Vec<VolumeMount>,
+    /// `(container path, agent path, read-only)`, sorted by container path.
+    pub table: Vec<(String, String, bool)>,
+}
+
+impl AppMounts {
+    /// The table as the agent reads it from [`MOUNTS_ENV`]:
+    /// `[{"path": …, "source": …, "readOnly": …}]`.
+    pub fn table_json(&self) -> String {
+        let rows: Vec<serde_json::Value> = self
+            .table
+            .iter()
+            .map(|(path, source, read_only)| {
+                serde_json::json!({"path": path, "source": source, "readOnly": read_only})
+            })
+            .collect();
+        serde_json::Value::Array(rows).to_string()
+    }
+}
+
+/// The volume mounts of the app containers behind `ports` (the first container's when none
+/// is named), as the agent mounts them: the same volume, sub-path and read-only flag, at
+/// [`VOLUMES_PATH`] + the container path. The first container to mount a path wins. The
+/// service-account token, which the kubelet mounts in every container (the agent's too) unless
+/// the pod opts out, is served from the agent's own mount of the same volume.
+pub(super) fn app_mounts(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    ports: &[PortMap],
+) -> AppMounts {
+    let mut names: Vec<&str> = ports.iter().map(|p| p.container.as_str()).collect();
+    if names.is_empty() {
+        names.extend(spec.containers.first().map(|c| c.name.as_str()));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut mounts = AppMounts::default();
+    let mut token_mounted = false;
+    for name in names {
+        let Some(container) = spec.containers.iter().find(|c| c.name == name) else {
+            continue;
+        };
+        for m in container.volume_mounts.iter().flatten() {
+            let path = normalize(&m.mount_path);
+            if path == "/" || !seen.insert(path.clone()) {
+                continue;
+            }
+            token_mounted |= path == SERVICE_ACCOUNT_PATH;
+            let source = format!("{VOLUMES_PATH}{path}");
+            let read_only = m.read_only.unwrap_or(false);
+            mounts.volume_mounts.push(VolumeMount {
+                name: m.name.clone(),
+                mount_path: source.clone(),
+                read_only: Some(read_only),
+                sub_path: m.sub_path.clone(),
+                sub_path_expr: m.sub_path_expr.clone(),
+                ..Default::default()
+            });
+            mounts.table.push((path, source, read_only));
+        }
+    }
+    if !token_mounted && spec.automount_service_account_token != Some(false) {
+        mounts.table.push((
+            SERVICE_ACCOUNT_PATH.to_owned(),
+            SERVICE_ACCOUNT_PATH.to_owned(),
+            true,
+        ));
+    }
+    mounts.table.sort();
+    mounts
+}
+
+/// `/a//b/` → `/a/b`: the kubelet's reading of a mount path.
+fn normalize(path: &str) -> String {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
 }
 
 /// The credential from [`AGENT_SECRET`], and a token the kubelet issues for this pod (audience
@@ -209,10 +312,15 @@ pub fn agent_is_current(template: &PodTemplateSpec, settings: &AgentSettings) ->
         .and_then(|v| v.projected.as_ref())
         .and_then(|p| p.sources.as_ref())
         .is_some_and(|sources| sources.iter().any(|s| s.service_account_token.is_some()));
+    // An agent from before `--mount` serves no files.
+    let mounts = agent
+        .and_then(|c| c.env.as_ref())
+        .is_some_and(|env| env.iter().any(|e| e.name == MOUNTS_ENV));
     image == Some(settings.image.as_str())
         && manager == Some(settings.manager.to_string().as_str())
         && metrics
         && token
+        && mounts
 }
 
 pub(super) fn has_container(template: &PodTemplateSpec, name: &str) -> bool {

@@ -337,6 +337,8 @@ fn agent_container_is_restricted_and_mounts_its_credential() {
             "env": [
                 { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
                 { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
+                // The app mounts no volume; the kubelet gives every container the token.
+                { "name": "TETHER_MOUNTS", "value": r#"[{"path":"/var/run/secrets/kubernetes.io/serviceaccount","readOnly":true,"source":"/var/run/secrets/kubernetes.io/serviceaccount"}]"# },
             ],
             "ports": [
                 { "name": "http", "containerPort": 9900, "protocol": "TCP" },
@@ -364,6 +366,57 @@ fn agent_container_is_restricted_and_mounts_its_credential() {
             { "serviceAccountToken": { "audience": "tether", "expirationSeconds": 3600, "path": "token" } },
         ] } })
     );
+}
+
+#[test]
+fn the_agent_mounts_the_app_containers_volumes_under_its_own_prefix() {
+    let mut template = orders();
+    template["spec"]["containers"][0]["volumeMounts"] = json!([
+        { "name": "config", "mountPath": "/etc/orders/", "readOnly": true },
+        { "name": "data", "mountPath": "/data", "subPath": "orders" },
+        // The token is mounted by hand: the agent mounts the same, no kubelet copy is served.
+        { "name": "token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount" },
+    ]);
+    // The cache container's mounts are not the intercepted app's.
+    template["spec"]["containers"][1]["volumeMounts"] =
+        json!([{ "name": "cache", "mountPath": "/cache" }]);
+    let injected = inject(&workload(template), &named_http(), &settings()).unwrap();
+    let spec = injected.template.spec.as_ref().unwrap();
+    let agent = as_json(spec.containers.last().unwrap());
+    assert_eq!(
+        agent["volumeMounts"],
+        json!([
+            { "name": "tether-agent-tls", "mountPath": "/var/run/tether", "readOnly": true },
+            { "name": "config", "mountPath": "/tether/volumes/etc/orders", "readOnly": true },
+            { "name": "data", "mountPath": "/tether/volumes/data", "readOnly": false, "subPath": "orders" },
+            { "name": "token", "mountPath": "/tether/volumes/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": false },
+        ])
+    );
+    let table: Value = serde_json::from_str(agent["env"][2]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        table,
+        json!([
+            { "path": "/data", "source": "/tether/volumes/data", "readOnly": false },
+            { "path": "/etc/orders", "source": "/tether/volumes/etc/orders", "readOnly": true },
+            { "path": "/var/run/secrets/kubernetes.io/serviceaccount", "source": "/tether/volumes/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": false },
+        ])
+    );
+
+    // A pod that opts out of the token gets none served.
+    let mut template = orders();
+    template["spec"]["automountServiceAccountToken"] = json!(false);
+    let injected = inject(&workload(template), &named_http(), &settings()).unwrap();
+    let agent = as_json(
+        injected
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers
+            .last()
+            .unwrap(),
+    );
+    assert_eq!(agent["env"][2]["value"], "[]");
 }
 
 #[test]
