@@ -12,6 +12,7 @@
 //! - `traffic`: the glue between the stack and the session.
 //! - `dns`: the DNS server: where names go (sans-IO), the answer cache, and replies built per
 //!   query with `tether-dns`.
+//! - `files`: the client of an intercepted pod's files (the file protocol, pipelined by id).
 //! - `intercept`: starting, ending, listing and re-creating intercepts (workload changes are
 //!   `tether-kube`'s).
 //! - `plan`: which ranges to route, which resolvers stay upstream, the search list (sans-IO).
@@ -24,6 +25,7 @@ pub mod control;
 pub mod credential;
 pub mod daemon;
 pub mod dns;
+pub mod files;
 pub mod flow_table;
 pub mod intercept;
 pub mod netstack;

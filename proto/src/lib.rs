@@ -120,7 +120,7 @@ pub use datagram::{
     datagram_overhead, decode_datagram, encode_datagram, DatagramError, MAX_DATAGRAM_OVERHEAD,
     MAX_FLOW_ID,
 };
-pub use files::{OpenFiles, OpenFilesResult};
+pub use files::{FilesInfo, OpenFiles, OpenFilesResult};
 pub use frame::{
     decode, encode, DecodeError, Decoded, EncodeError, FrameDecoder, HEADER_LEN, MAX_FRAME_LEN,
 };
