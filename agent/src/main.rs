@@ -73,6 +73,10 @@ struct SidecarArgs {
     /// TCP port of the Prometheus metrics endpoint (`/metrics`); none without it.
     #[arg(long)]
     metrics_port: Option<u16>,
+    /// The app container's volumes served to `tether intercept --mount`, as a JSON array of
+    /// `{"path": CONTAINER_PATH, "source": AGENT_PATH, "readOnly": BOOL}`; none without it.
+    #[arg(long, env = sidecar::files::MOUNTS_ENV)]
+    mounts: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +196,15 @@ async fn run_sidecar(args: SidecarArgs) -> Result<(), Box<dyn std::error::Error>
         return Err("nothing to proxy: give --forward AGENT_PORT=APP_PORT".into());
     }
     let identity = args.pod.clone();
+    // A bad table costs the mounts, not the agent: its proxies must keep the app reachable.
+    let mounts = match args.mounts.as_deref().map(sidecar::files::Mounts::parse) {
+        None => sidecar::files::Mounts::default(),
+        Some(Ok(mounts)) => mounts,
+        Some(Err(error)) => {
+            tracing::error!(error = %tether_proto::ErrorChain(&error), "Serving no volumes: {} is invalid", sidecar::files::MOUNTS_ENV);
+            sidecar::files::Mounts::default()
+        }
+    };
     let link = args.manager.map(|manager| LinkConfig {
         manager,
         credentials: args.credentials,
@@ -205,6 +218,7 @@ async fn run_sidecar(args: SidecarArgs) -> Result<(), Box<dyn std::error::Error>
         sniff_timeout: Duration::from_millis(args.sniff_timeout_ms),
         identity,
         metrics_port: args.metrics_port,
+        mounts,
     };
     // On SIGTERM (the pod is going away) stop accepting and let accepted connections finish.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

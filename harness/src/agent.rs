@@ -8,8 +8,10 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use tether_sidecar::files;
 use tether_sidecar::link::{self, LinkConfig, PortRoutes};
 use tether_sidecar::proxy::{Proxy, ProxyConfig, Routes, Tally};
 use tether_tunnel::ClientCredential;
@@ -49,6 +51,18 @@ impl Agent {
         identity: AgentIdentity,
         app: SocketAddr,
     ) -> Result<Agent, HarnessError> {
+        let files = Arc::new(files::Server::empty());
+        Agent::start_with_files(manager, credential, identity, app, files).await
+    }
+
+    /// [`Agent::start`], serving `files` to the intercepts' holders (`intercept --mount`).
+    pub async fn start_with_files(
+        manager: SocketAddr,
+        credential: &ClientCredential,
+        identity: AgentIdentity,
+        app: SocketAddr,
+        files: Arc<files::Server>,
+    ) -> Result<Agent, HarnessError> {
         let credentials = credential_dir(credential, &identity.token)?;
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
@@ -79,7 +93,7 @@ impl Agent {
         };
         let tasks = vec![
             tokio::spawn(async move { proxy.serve(listener).await }),
-            tokio::spawn(link::run(config, ports, Default::default(), tally)),
+            tokio::spawn(link::run(config, ports, Default::default(), tally, files)),
         ];
         Ok(Agent {
             addr,

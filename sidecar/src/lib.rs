@@ -10,11 +10,14 @@
 //! - [`link`]: the QUIC link to the traffic manager, which sends the workload's intercepts and
 //!   carries intercepted connections to the developers' machines.
 //! - [`tally`]: requests counted per port and intercept, which the link reports to the manager.
+//! - [`files`]: the file server behind `tether intercept --mount`, on streams the manager opens
+//!   on the link.
 //!
 //! [`run`] is `tether-agent sidecar`: one proxy per taken-over port, and the link.
 
 #![forbid(unsafe_code)]
 
+pub mod files;
 pub mod link;
 pub mod proxy;
 pub mod tally;
@@ -55,6 +58,8 @@ pub struct SidecarConfig {
     pub identity: String,
     /// Where to serve Prometheus metrics (`/metrics` on all addresses); none without it.
     pub metrics_port: Option<u16>,
+    /// The volumes served to `tether intercept --mount` (see [`files::MOUNTS_ENV`]).
+    pub mounts: files::Mounts,
 }
 
 impl Forward {
@@ -144,9 +149,19 @@ pub async fn run(
         proxies.push(proxy.clone());
         tasks.spawn(async move { proxy.serve(listener).await });
     }
-    let link = config
-        .link
-        .map(|link| tokio::spawn(link::run(link, ports, metrics.clone(), tally.clone())));
+    let link = config.link.map(|link| {
+        let files = Arc::new(files::Server::new(config.mounts));
+        if !files.mounts().is_empty() {
+            info!(mounts = ?files.mounts().container_paths(), "Serving volumes");
+        }
+        tokio::spawn(link::run(
+            link,
+            ports,
+            metrics.clone(),
+            tally.clone(),
+            files,
+        ))
+    });
     tokio::select! {
         () = shutdown => {}
         _ = async { while tasks.join_next().await.is_some() {} } => return Ok(()),

@@ -4,7 +4,8 @@
 //! intercepts ([`AgentIntercepts`]) whenever they change; [`apply`] turns each table into the
 //! routing tables of the proxied ports. An intercepted connection is a new stream to the manager
 //! that starts with [`Dial`] (see `remote_target`); the manager passes it to the developer's
-//! machine.
+//! machine. The other way, each stream the manager opens is a developer's mount of the pod's
+//! volumes, served by [`files`](crate::files) (see `file_streams`).
 //!
 //! While the link is down the agent has no intercepts: every request goes to the app. That is
 //! what makes a lost manager, or a lost developer, harmless to everyone else.
@@ -22,8 +23,10 @@ use tether_tunnel::control::{self, Control, ControlError};
 use tether_tunnel::{framed, quinn, ClientCredential};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::files::{self, Server};
 use super::proxy::{BoxError, DialFn, Duplex, Routes, Upstream};
 use super::tally::Tally;
 use tether_metrics::agent::AgentMetrics;
@@ -94,12 +97,14 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::fro
 /// The file, next to the credential, with the pod's service-account token for the manager.
 const TOKEN_FILE: &str = "token";
 
-/// Keeps the link up until the process ends.
+/// Keeps the link up until the process ends; while linked, serves `files` on the streams the
+/// manager opens.
 pub async fn run(
     config: LinkConfig,
     ports: Vec<PortRoutes>,
     metrics: Arc<AgentMetrics>,
     tally: Tally,
+    files: Arc<Server>,
 ) {
     let (conn_tx, conn_rx) = watch::channel(None);
     let current = Current(conn_rx);
@@ -116,7 +121,13 @@ pub async fn run(
                 let _ = conn_tx.send(Some(conn.clone()));
                 metrics.links.inc();
                 metrics.link_up.set(1);
+                let file_server = tokio::spawn(file_streams(
+                    conn.clone(),
+                    files.clone(),
+                    config.pod.clone(),
+                ));
                 let reason = serve(link, &ports, &current, &metrics, &tally).await;
+                file_server.abort();
                 metrics.link_up.set(0);
                 let _ = conn_tx.send(None);
                 conn.close(0u32.into(), b"bye");
@@ -292,6 +303,28 @@ fn apply(table: &[InterceptInfo], ports: &[PortRoutes], current: &Current) {
                 }
                 Err(error) => warn!(intercept = info.id, %error, "Ignored a conflicting intercept"),
             }
+        }
+    }
+}
+
+/// Serves each stream the manager opens on `conn` (a developer's mount, see
+/// [`files::serve_stream`]) until the connection ends; dropping it ends them all.
+async fn file_streams(conn: quinn::Connection, files: Arc<Server>, pod: String) {
+    let pod: Arc<str> = pod.into();
+    let mut streams = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    let (files, pod) = (files.clone(), pod.clone());
+                    streams.spawn(async move { files::serve_stream(files, &pod, send, recv).await });
+                }
+                Err(error) => {
+                    debug!(%error, "No more streams from the manager");
+                    return;
+                }
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
         }
     }
 }

@@ -14,6 +14,7 @@
 mod access;
 mod attack;
 mod dns;
+mod files;
 mod flows;
 mod intercept;
 mod metrics;
