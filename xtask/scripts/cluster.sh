@@ -122,7 +122,17 @@ start() {
   shift
   if [ -n "$(pid_of "$name")" ]; then return 0; fi
   setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
-  echo $! >"$RUN/$name.pid"
+  local pid=$! i
+  echo "$pid" >"$RUN/$name.pid"
+  # Until it execs, the child is a fork of this script, whose command line pid_of does not
+  # recognise: on a busy machine wait_for's first look could then take a component that has not
+  # started yet for one that died (CI saw "etcd exited while waiting for etcd" with an empty log).
+  # Wait for the exec, or for the child to be gone, before anyone looks.
+  for ((i = 0; i < 400; i++)); do
+    [ -d "/proc/$pid" ] && [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" != Z ] || break
+    grep -q -- "$name" <<<"$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" && break
+    sleep 0.05
+  done
 }
 
 # wait_for WHAT SECONDS LOGNAME CMD...: polls CMD until it succeeds.
