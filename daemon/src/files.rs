@@ -3,7 +3,8 @@
 //! through the manager and sends operations on it, many at once, each answered by id.
 //!
 //! The client is the part of mounting that does not need root or a kernel: the FUSE file system
-//! that turns the laptop's `read(2)`s into these operations sits on top of it.
+//! that turns the laptop's `read(2)`s into these operations ([`tether_mount`]) sits on top of
+//! it, as a [`FileService`](tether_mount::FileService).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -72,6 +73,14 @@ impl FileClient {
             return Err(closed());
         }
         rx.await.unwrap_or_else(|_| Err(closed()))
+    }
+}
+
+/// The FUSE file system's calls go to the pod on this stream.
+impl tether_mount::FileService for FileClient {
+    fn call(&self, op: FileOp) -> tether_mount::CallFuture {
+        let client = self.clone();
+        Box::pin(async move { FileClient::call(&client, op).await })
     }
 }
 
