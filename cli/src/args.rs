@@ -279,6 +279,21 @@ pub struct InterceptArgs {
     /// holding up a caller. Several people may mirror a workload, beside anyone's intercept.
     #[arg(long)]
     pub mirror: bool,
+    /// Mount the intercepted container's volumes (ConfigMaps, Secrets, the service-account
+    /// token, emptyDirs, claims) on this machine, at their container paths under DIR: `true` (a
+    /// new temporary directory), `false` (no mount) or DIR, an empty directory of yours.
+    /// `TETHER_ROOT` names it in `--env-file` and for `-- CMD`. Unmounted when the intercept
+    /// ends.
+    #[arg(
+        long,
+        value_name = "true|false|DIR",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "true",
+        value_parser = parse_mount
+    )]
+    pub mount: MountArg,
     /// Write the intercepted container's environment to this file.
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
@@ -315,9 +330,40 @@ Examples:
   tether intercept orders --port 8080 --http-header x-dev=ann
   tether intercept orders --port 8080 --mirror       # a copy of every request; the app answers
   tether intercept web --port 8080 --container app --to-pod 9901
+  tether intercept orders --port 8080 --mount=/tmp/orders -- ./run.sh  # volumes under /tmp/orders
 
 Not connected, `tether intercept` connects first (it then needs root, like `tether connect`);
 if that fails, nothing was changed.";
+
+/// `--mount`'s value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountArg {
+    Off,
+    /// A new temporary directory.
+    Temporary,
+    /// This directory (absolute).
+    At(PathBuf),
+}
+
+fn parse_mount(text: &str) -> Result<MountArg, String> {
+    match text {
+        "true" => Ok(MountArg::Temporary),
+        "false" => Ok(MountArg::Off),
+        "" => Err("--mount= needs true, false or a directory".to_owned()),
+        path => {
+            let path = PathBuf::from(path);
+            // The daemon runs elsewhere: a relative path is this shell's.
+            let path = if path.is_absolute() {
+                path
+            } else {
+                std::env::current_dir()
+                    .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?
+                    .join(path)
+            };
+            Ok(MountArg::At(path))
+        }
+    }
+}
 
 /// A `--to-pod` port.
 fn parse_to_pod(text: &str) -> Result<u16, String> {

@@ -18,11 +18,14 @@ use tether_kube::workload::{env, kube as wk};
 use tether_route::filter::{Filter, FilterSpec};
 
 use crate::{
-    args::{InterceptArgs, Output, UninstallArgs},
+    args::{InterceptArgs, MountArg, Output, UninstallArgs},
     client::{ask, ask_showing_progress, not_connected},
     local::{create_private, is_root},
     render::{self, Ended},
 };
+
+/// Where `--mount` put the container's files, in `--env-file` and the environment of `-- CMD`.
+pub const ROOT_VAR: &str = "TETHER_ROOT";
 
 pub async fn intercept(args: InterceptArgs) -> anyhow::Result<ExitCode> {
     // Bad input is refused before anything is asked of the cluster, or connected.
@@ -55,6 +58,13 @@ pub async fn intercept(args: InterceptArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e),
     };
     let name = report.intercept.name.clone();
+    let mut report = report;
+    if let (Some(vars), Some(mount)) = (&mut report.env, &report.intercept.mount) {
+        vars.push((ROOT_VAR.to_owned(), mount.dir.display().to_string()));
+    }
+    if let Some(error) = &report.mount_error {
+        eprint!("{}", render::mount_failed(error));
+    }
     if let (Some(path), Some(vars)) = (&args.env_file, &report.env) {
         let rendered = env::render(vars, args.env_syntax);
         for skipped in &rendered.skipped {
@@ -149,6 +159,11 @@ fn request(args: &InterceptArgs) -> InterceptRequest {
         path_prefix: args.http_path_prefix.clone(),
         env: args.env_file.is_some() || !args.command.is_empty(),
         mirror: args.mirror,
+        mount: args.mount != MountArg::Off,
+        mount_dir: match &args.mount {
+            MountArg::At(dir) => Some(dir.clone()),
+            MountArg::Off | MountArg::Temporary => None,
+        },
     }
 }
 

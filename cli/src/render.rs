@@ -114,8 +114,12 @@ pub enum Quit {
     /// There was no daemon, and nothing to put back.
     NotConnected,
     /// There was no daemon, and what a crashed one left was put right: its resolver
-    /// configuration restored, its dead control socket removed.
-    Repaired { resolver: bool, socket: bool },
+    /// configuration restored, its FUSE mounts unmounted, its dead control socket removed.
+    Repaired {
+        resolver: bool,
+        mounts: usize,
+        socket: bool,
+    },
 }
 
 /// `tether quit`.
@@ -123,13 +127,22 @@ pub fn quit(outcome: Quit) -> String {
     match outcome {
         Quit::Disconnected => "Disconnected.\n".to_owned(),
         Quit::NotConnected => "Not connected.\n".to_owned(),
-        Quit::Repaired { resolver, socket } => {
+        Quit::Repaired {
+            resolver,
+            mounts,
+            socket,
+        } => {
             let mut done = Vec::new();
             if resolver {
-                done.push("restored the resolver configuration");
+                done.push("restored the resolver configuration".to_owned());
+            }
+            match mounts {
+                0 => {}
+                1 => done.push("unmounted the FUSE mount".to_owned()),
+                n => done.push(format!("unmounted the {n} FUSE mounts")),
             }
             if socket {
-                done.push("removed the dead control socket");
+                done.push("removed the dead control socket".to_owned());
             }
             format!(
                 "Not connected; {} a crashed daemon left.\n",
@@ -277,7 +290,32 @@ pub fn intercepted(report: &InterceptReport, env_file: Option<&Path>) -> String 
             let _ = writeln!(out, "  127.0.0.1:{port} reaches port {port} of pod {pod}");
         }
     }
+    if let Some(mount) = &report.intercept.mount {
+        out.push_str(&mounted(mount));
+    }
     out
+}
+
+/// Where `--mount` put the container's volumes.
+fn mounted(mount: &tether_daemon::control::MountInfo) -> String {
+    let dir = mount.dir.display();
+    let volumes = match mount.volumes.as_slice() {
+        [] => "none".to_owned(),
+        volumes => volumes
+            .iter()
+            .map(|v| format!("{dir}{v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    format!(
+        "  volumes of pod {} under {dir} (TETHER_ROOT): {volumes}\n",
+        mount.pod
+    )
+}
+
+/// `--mount` failed; the intercept goes on (stderr).
+pub fn mount_failed(error: &str) -> String {
+    format!("Warning: the container's volumes are not mounted: {error}\n")
 }
 
 /// `tether intercept` without a connection, before it connects (stderr).

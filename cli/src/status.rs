@@ -5,6 +5,7 @@ use std::{path::Path, process::ExitCode, time::Duration};
 use tether_daemon::{
     control::{self, Request, Response, StatusReport},
     privileged::{
+        fuse_mount,
         resolv_conf::ResolvConfFile,
         runtime_dir::{RuntimeDir, StateDir},
     },
@@ -70,9 +71,14 @@ pub async fn disconnect() -> anyhow::Result<Quit> {
             let resolver =
                 ResolvConfFile::new(Path::new("/etc/resolv.conf"), StateDir::open(&dir)?)
                     .repair_stale()?;
+            let mounts = fuse_mount::repair_stale(&StateDir::open(&dir)?)?;
             let socket = remove_dead_socket(&dir)?;
-            if resolver || socket {
-                Quit::Repaired { resolver, socket }
+            if resolver || socket || mounts > 0 {
+                Quit::Repaired {
+                    resolver,
+                    mounts,
+                    socket,
+                }
             } else {
                 Quit::NotConnected
             }

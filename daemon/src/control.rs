@@ -302,6 +302,12 @@ pub struct InterceptRequest {
     /// `--mirror`: copy the matching requests to this machine instead of taking them.
     #[serde(default)]
     pub mirror: bool,
+    /// `--mount`: the container's volumes on this machine.
+    #[serde(default)]
+    pub mount: bool,
+    /// `--mount=DIR`: where [default: a new temporary directory].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_dir: Option<std::path::PathBuf>,
 }
 
 /// What `tether intercept` reports.
@@ -315,6 +321,20 @@ pub struct InterceptReport {
     pub pods: Vec<String>,
     /// The intercepted container's environment, if asked for.
     pub env: Option<Vec<(String, String)>>,
+    /// Why `--mount` failed (the intercept goes on without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_error: Option<String>,
+}
+
+/// `--mount`: where the intercepted container's volumes are on this machine.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MountInfo {
+    /// The mount point; the container's paths are under it (`TETHER_ROOT`).
+    pub dir: std::path::PathBuf,
+    /// The pod whose files these are.
+    pub pod: String,
+    /// The container paths served (the app container's volume mounts).
+    pub volumes: Vec<String>,
 }
 
 /// One intercept this daemon holds.
@@ -356,6 +376,9 @@ pub struct ActiveIntercept {
     /// The pod `to_pod` reaches, as `NAME (IP)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_pod_target: Option<String>,
+    /// `--mount`: where the container's volumes are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<MountInfo>,
 }
 
 /// `tether list`: the namespace's workloads, their agents and intercepts.

@@ -281,6 +281,7 @@ pub async fn run(mut opts: Options, helper: Helper, start: Start) -> Result<(), 
         opts.namespace.clone(),
         session_rx.clone(),
         dials.clone(),
+        Some(helper.clone()),
     ));
     let _ = shared.intercepts.set(intercepts.clone());
     progress("connected");
@@ -308,7 +309,7 @@ pub async fn run(mut opts: Options, helper: Helper, start: Start) -> Result<(), 
         dialed,
         session_tx,
         shared.clone(),
-        intercepts,
+        intercepts.clone(),
     ));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -320,6 +321,8 @@ pub async fn run(mut opts: Options, helper: Helper, start: Start) -> Result<(), 
     }
     supervisor.abort();
     follower.abort();
+    // Unmounted while the file streams still answer: nothing in flight fails.
+    intercepts.unmount_all().await;
     if let Some(s) = session_rx.borrow().as_ref() {
         s.close();
     }

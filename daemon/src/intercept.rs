@@ -43,10 +43,11 @@ use effect::{await_effect, Expect, Judge, EFFECT_TIMEOUT};
 mod agents;
 pub mod effect;
 mod error;
+pub mod mount;
 pub mod to_pod;
 
 pub use crate::control::{
-    ActiveIntercept, InterceptReport, InterceptRequest, ListReport, WorkloadRow,
+    ActiveIntercept, InterceptReport, InterceptRequest, ListReport, MountInfo, WorkloadRow,
 };
 pub use error::InterceptError;
 
@@ -58,6 +59,7 @@ use tether_kube::workload::{
 
 use crate::{
     cluster::Cluster,
+    privileged::channel::Helper,
     session::{DialTable, Session},
 };
 
@@ -119,6 +121,10 @@ pub struct Intercepts {
     active: Mutex<BTreeMap<String, ActiveIntercept>>,
     /// The `--to-pod` listeners of each intercept, by name; dropping one closes them.
     to_pods: Mutex<BTreeMap<String, to_pod::ToPod>>,
+    /// The `--mount`s, by intercept name.
+    mounts: Mutex<BTreeMap<String, mount::Mounted>>,
+    /// Who mounts (`None` in tests without one: `--mount` then fails).
+    helper: Option<Arc<Helper>>,
     // One intercept request at a time: two racing installs of one workload would conflict.
     busy: tokio::sync::Mutex<()>,
 }
@@ -129,6 +135,7 @@ impl Intercepts {
         namespace: String,
         session_rx: watch::Receiver<Option<Session>>,
         dials: DialTable,
+        helper: Option<Arc<Helper>>,
     ) -> Self {
         Self {
             cluster,
@@ -137,6 +144,8 @@ impl Intercepts {
             dials,
             active: Mutex::default(),
             to_pods: Mutex::default(),
+            mounts: Mutex::default(),
+            helper,
             busy: tokio::sync::Mutex::new(()),
         }
     }
@@ -154,6 +163,10 @@ impl Intercepts {
 
     fn to_pods(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, to_pod::ToPod>> {
         self.to_pods.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mounts(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, mount::Mounted>> {
+        self.mounts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn dials(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, SocketAddr>> {
@@ -254,6 +267,7 @@ impl Intercepts {
             endpoints: 0,
             to_pod: req.to_pod.clone(),
             to_pod_target: None,
+            mount: None,
             mode: if req.mirror {
                 InterceptMode::Mirror
             } else {
@@ -295,6 +309,26 @@ impl Intercepts {
                 return Err(error);
             }
         };
+        let mut mount_error = None;
+        if req.mount {
+            progress.say("mounting the container's volumes");
+            let helper = self.helper.as_deref();
+            match mount::mount(helper, &session, active.id, req.mount_dir.clone()).await {
+                Ok(mounted) => {
+                    active.mount = Some(MountInfo {
+                        dir: mounted.dir.clone(),
+                        pod: mounted.pod.clone(),
+                        volumes: mounted.volumes.clone(),
+                    });
+                    self.mounts().insert(name.clone(), mounted);
+                }
+                Err(error) => {
+                    let message = tether_proto::error_chain(&error);
+                    warn!(%message, "The intercept goes on without --mount");
+                    mount_error = Some(message);
+                }
+            }
+        }
         info!(name = %active.name, id = active.id, workload = %active.workload, local = %active.local, "Intercept started");
         self.active().insert(name, active.clone());
         Ok(InterceptReport {
@@ -302,6 +336,7 @@ impl Intercepts {
             installed_agent: installed,
             pods,
             env,
+            mount_error,
         })
     }
 
@@ -491,6 +526,11 @@ impl Intercepts {
         if let Some(to_pod) = to_pod {
             to_pod.stop().await;
         }
+        let mounted = self.mounts().remove(name);
+        if let Some(mounted) = mounted {
+            progress.say(format!("unmounting {}", mounted.dir.display()));
+            mounted.unmount(self.helper.as_deref()).await;
+        }
         // Without a session the manager has already forgotten the intercept, and agents with no
         // link route everything to the app.
         if let Ok(session) = self.session() {
@@ -574,10 +614,15 @@ impl Intercepts {
             match session.create_intercept(active.create_message()).await {
                 Ok(info) => {
                     active.id = info.id;
-                    let mut dials = self.dials();
-                    dials.remove(&old);
-                    dials.insert(info.id, active.local);
-                    drop(dials);
+                    {
+                        let mut dials = self.dials();
+                        dials.remove(&old);
+                        dials.insert(info.id, active.local);
+                    }
+                    let files = self.mounts().get(&active.name).map(|m| m.files.clone());
+                    if let Some(files) = files {
+                        files.reopen(session, info.id).await;
+                    }
                     info!(name = %active.name, id = info.id, "Intercept re-created");
                     self.active().insert(active.name.clone(), active);
                 }
@@ -586,8 +631,21 @@ impl Intercepts {
                     self.dials().remove(&old);
                     self.active().remove(&active.name);
                     self.to_pods().remove(&active.name);
+                    let mounted = self.mounts().remove(&active.name);
+                    if let Some(mounted) = mounted {
+                        mounted.unmount(self.helper.as_deref()).await;
+                    }
                 }
             }
+        }
+    }
+
+    /// Unmounts every `--mount` (the daemon is quitting; the helper would otherwise do it after
+    /// the daemon exits, with requests still in flight failing).
+    pub async fn unmount_all(&self) {
+        let all = std::mem::take(&mut *self.mounts());
+        for (_, mounted) in all {
+            mounted.unmount(self.helper.as_deref()).await;
         }
     }
 

@@ -100,3 +100,29 @@ fn intercept_takes_the_flags_connect_takes() {
     assert_eq!(c.also_proxy, ["192.168.5.0/24".parse().unwrap()]);
     assert!(c.allow_conflicting_subnets);
 }
+
+#[test]
+fn mount_is_on_by_default_and_takes_a_directory_or_a_switch() {
+    let mount = |extra: &[&str]| {
+        let mut argv = vec!["orders", "--port", "8080"];
+        argv.extend_from_slice(extra);
+        intercept(&argv).map(|a| a.mount)
+    };
+    assert_eq!(mount(&[]).unwrap(), MountArg::Temporary);
+    assert_eq!(mount(&["--mount"]).unwrap(), MountArg::Temporary);
+    assert_eq!(mount(&["--mount=true"]).unwrap(), MountArg::Temporary);
+    assert_eq!(mount(&["--mount=false"]).unwrap(), MountArg::Off);
+    assert_eq!(
+        mount(&["--mount=/tmp/orders"]).unwrap(),
+        MountArg::At("/tmp/orders".into())
+    );
+    // Relative to where the command runs, as the user means it.
+    let here = std::env::current_dir().unwrap();
+    assert_eq!(
+        mount(&["--mount=vols"]).unwrap(),
+        MountArg::At(here.join("vols"))
+    );
+    assert!(mount(&["--mount="]).is_err());
+    // `--mount DIR` would take DIR as the target: the value needs `=`.
+    assert!(mount(&["--mount", "/tmp/x"]).is_err());
+}

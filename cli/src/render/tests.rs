@@ -29,6 +29,7 @@ fn intercept(headers: &[&str], path_prefix: Option<&str>) -> ActiveIntercept {
         to_pod_target: None,
         mode: InterceptMode::Take,
         copies: None,
+        mount: None,
     }
 }
 
@@ -68,6 +69,7 @@ fn intercept_report(installed_agent: bool) -> InterceptReport {
         installed_agent,
         pods: vec!["orders-1".into(), "orders-2".into()],
         env: None,
+        mount_error: None,
     }
 }
 
@@ -213,6 +215,7 @@ fn a_mirror_says_the_app_still_answers() {
         installed_agent: false,
         pods: vec!["orders-1".into()],
         env: None,
+        mount_error: None,
     };
     assert_eq!(
         intercepted(&report, None),
@@ -280,6 +283,33 @@ fn intercepted_text_names_the_to_pod_ports() {
         ),
         "{}",
         intercepted(&report, None)
+    );
+}
+
+#[test]
+fn intercepted_text_says_where_the_volumes_are() {
+    let mut report = intercept_report(false);
+    report.intercept.mount = Some(tether_daemon::control::MountInfo {
+        dir: "/tmp/tether-mount-Ab12".into(),
+        pod: "orders-1".into(),
+        volumes: vec![
+            "/etc/config".into(),
+            "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+        ],
+    });
+    assert!(
+        intercepted(&report, None).ends_with(
+            "  pods: orders-1, orders-2\n  \
+             volumes of pod orders-1 under /tmp/tether-mount-Ab12 (TETHER_ROOT): \
+             /tmp/tether-mount-Ab12/etc/config, \
+             /tmp/tether-mount-Ab12/var/run/secrets/kubernetes.io/serviceaccount\n"
+        ),
+        "{}",
+        intercepted(&report, None)
+    );
+    assert_eq!(
+        mount_failed("no FUSE"),
+        "Warning: the container's volumes are not mounted: no FUSE\n"
     );
 }
 
@@ -398,6 +428,7 @@ fn connected_and_quit_lines() {
     assert_eq!(
         quit(Quit::Repaired {
             resolver: true,
+            mounts: 0,
             socket: false
         }),
         "Not connected; restored the resolver configuration a crashed daemon left.\n"
@@ -405,10 +436,20 @@ fn connected_and_quit_lines() {
     assert_eq!(
         quit(Quit::Repaired {
             resolver: true,
+            mounts: 0,
             socket: true
         }),
         "Not connected; restored the resolver configuration and removed the dead control \
          socket a crashed daemon left.\n"
+    );
+    assert_eq!(
+        quit(Quit::Repaired {
+            resolver: false,
+            mounts: 2,
+            socket: true
+        }),
+        "Not connected; unmounted the 2 FUSE mounts and removed the dead control socket a \
+         crashed daemon left.\n"
     );
 }
 

@@ -2,16 +2,21 @@
 //! one JSON request per line from the daemon, one JSON reply per line from the helper. The
 //! reply to [`Request::Tun`] carries the TUN device's file descriptor (`SCM_RIGHTS`).
 //!
-//! The daemon can ask for exactly four things, and names none of the parameters that matter:
+//! The daemon can ask for exactly six things, and names none of the parameters that matter:
 //! the TUN device's name, address and MTU, the DNS server address and the route policy
 //! (`--never-proxy`, `--allow-conflicting-subnets`) are the helper's own, from the command line
 //! root ran. So a compromised daemon can at worst route more cluster-looking ranges into its
 //! own device, and only where no existing route is in the way, and send the names under
 //! namespace-like labels (single RFC 1123 labels) to its own DNS server, which under a rewritten
-//! resolv.conf sees every name anyway.
+//! resolv.conf sees every name anyway. It may also ask for FUSE mounts for `intercept --mount`
+//! (the reply to [`Request::Mount`] carries the `/dev/fuse` descriptor), only on empty
+//! directories of the laptop user's (see [`fuse_mount`](super::fuse_mount)), and have them
+//! unmounted.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
@@ -44,6 +49,11 @@ pub enum Request {
     /// server. Only systemd-resolved needs telling (routing domains); with a rewritten
     /// resolv.conf every name reaches it already.
     Namespaces { names: Vec<String> },
+    /// Mount a FUSE file system at `dir` (a new temporary directory when `None`) and pass its
+    /// `/dev/fuse` descriptor over.
+    Mount { dir: Option<PathBuf> },
+    /// Unmount one of the session's FUSE mounts.
+    Unmount { dir: PathBuf },
 }
 
 /// The helper's answer.
@@ -51,7 +61,15 @@ pub enum Request {
 #[serde(tag = "reply", rename_all = "kebab-case")]
 pub enum Reply {
     Ok,
-    Error { message: String },
+    Error {
+        message: String,
+    },
+    /// A FUSE mount made: where, and who may use it (its files are shown as theirs).
+    Mounted {
+        dir: PathBuf,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 /// Why a request to the helper failed.
@@ -63,7 +81,7 @@ pub enum ChannelError {
     Io(#[from] std::io::Error),
     #[error("the privileged helper sent a malformed reply")]
     Malformed(#[from] serde_json::Error),
-    #[error("the privileged helper sent no TUN device")]
+    #[error("the privileged helper sent no TUN device or FUSE descriptor")]
     NoFd,
     #[error("{0}")]
     Refused(String),
@@ -166,6 +184,16 @@ pub(crate) async fn write_line(
     Ok(())
 }
 
+/// A FUSE mount the helper made for the daemon.
+#[derive(Debug)]
+pub struct FuseMount {
+    pub dir: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    /// The `/dev/fuse` descriptor the mount is served on.
+    pub fuse: OwnedFd,
+}
+
 /// The daemon's handle on its helper. Requests are answered in order, one at a time.
 #[derive(Debug)]
 pub struct Helper {
@@ -187,14 +215,37 @@ impl Helper {
     }
 
     async fn ask(&self, request: &Request) -> Result<Option<OwnedFd>, ChannelError> {
+        self.ask_reply(request).await.map(|(_, fd)| fd)
+    }
+
+    async fn ask_reply(&self, request: &Request) -> Result<(Reply, Option<OwnedFd>), ChannelError> {
         let mut inner = self.inner.lock().await;
         let (stream, pending) = &mut *inner;
         write_line(stream, &serde_json::to_string(request)?, None).await?;
         let (line, fd) = read_line(stream, pending).await?;
         match serde_json::from_str::<Reply>(&line)? {
-            Reply::Ok => Ok(fd),
             Reply::Error { message } => Err(ChannelError::Refused(message)),
+            reply => Ok((reply, fd)),
         }
+    }
+
+    /// A FUSE mount at `dir` (or a new temporary directory): where it is, the laptop user's
+    /// uid and gid, and the `/dev/fuse` descriptor to serve it on.
+    pub async fn mount(&self, dir: Option<PathBuf>) -> Result<FuseMount, ChannelError> {
+        match self.ask_reply(&Request::Mount { dir }).await? {
+            (Reply::Mounted { dir, uid, gid }, Some(fuse)) => Ok(FuseMount {
+                dir,
+                uid,
+                gid,
+                fuse,
+            }),
+            (_, _) => Err(ChannelError::NoFd),
+        }
+    }
+
+    /// Unmounts one of this session's FUSE mounts.
+    pub async fn unmount(&self, dir: PathBuf) -> Result<(), ChannelError> {
+        self.ask(&Request::Unmount { dir }).await.map(drop)
     }
 
     /// The TUN device, created by the helper.

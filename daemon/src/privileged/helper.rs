@@ -13,7 +13,10 @@
 //!   [`domain`](super::domain)): per link through systemd-resolved where it is in charge (see
 //!   [`resolved`](super::resolved)), else by rewriting `/etc/resolv.conf`, and put it back;
 //! - under systemd-resolved, route the names under the cluster's namespaces and the reverse
-//!   zones of its routed ranges to that server too (routing-only domains on its own link).
+//!   zones of its routed ranges to that server too (routing-only domains on its own link);
+//! - mount FUSE file systems for `intercept --mount` on empty directories of the laptop user's,
+//!   pass their `/dev/fuse` descriptors to the daemon, and unmount them (see
+//!   [`fuse_mount`](super::fuse_mount)).
 //!
 //! Its own files (the resolv.conf backup, its log) are in a directory only root can write, and
 //! it never follows a path the daemon's user could change (see
@@ -21,10 +24,11 @@
 //! `sudo` user's daemon reads the user's own.
 //!
 //! It is what makes a crash harmless: when the daemon exits for any reason the helper puts the
-//! resolver configuration back at once, and the TUN device (and with it every route) goes away
-//! with the daemon's descriptor. SIGTERM, SIGINT and SIGHUP stop the daemon and restore too. The
+//! resolver configuration back at once and unmounts its FUSE mounts, and the TUN device (and with
+//! it every route) goes away with the daemon's descriptor. SIGTERM, SIGINT and SIGHUP stop the daemon and restore too. The
 //! daemon dies with the helper (its parent-death signal); if the helper is killed outright, the
-//! next `connect` (or `quit`) repairs what is left (see [`resolv_conf`](super::resolv_conf)).
+//! next `connect` (or `quit`) repairs what is left (see [`resolv_conf`](super::resolv_conf) and
+//! [`fuse_mount::repair_stale`](super::fuse_mount::repair_stale)).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -39,12 +43,13 @@ use tracing::{info, warn};
 
 use super::channel::{read_line, write_line, Reply, Request, Start};
 use super::domain;
+use super::fuse_mount::{self, Mounts, Owner};
 use super::identity::{self, Identity};
 use super::resolv_conf::{self, ResolvConf, ResolvConfFile};
 use super::resolved;
 use super::route_check;
 use super::route_policy::RoutePolicy;
-use super::runtime_dir::{RuntimeDir, RuntimeDirError};
+use super::runtime_dir::{RuntimeDir, RuntimeDirError, StateDir};
 use super::tun::{self, Tun, TunConfig};
 
 /// How long the daemon gets to exit after the helper is told to stop.
@@ -101,6 +106,22 @@ pub async fn run(
     if resolv.repair_stale()? {
         warn!("Restored the resolver configuration a previous session left behind");
     }
+    let mounts_state = runtime.state()?;
+    match fuse_mount::repair_stale(&mounts_state) {
+        Ok(0) => {}
+        Ok(n) => warn!(n, "Unmounted FUSE mounts a previous session left behind"),
+        Err(error) => {
+            warn!(error = %tether_proto::error_chain(&error), "Could not repair earlier mounts")
+        }
+    }
+    // The mounts are for the laptop user: who ran `sudo`, or root.
+    let owner = match &invoking {
+        Some(user) => Owner {
+            uid: user.uid,
+            gid: user.gid,
+        },
+        None => Owner { uid: 0, gid: 0 },
+    };
     // A `sudo` user's daemon reads the user's kubeconfig itself, with the user's rights; root's
     // is read only for the daemon of root, which runs as `nobody`.
     let kubeconfig = match invoking {
@@ -142,6 +163,7 @@ pub async fn run(
         signal(SignalKind::hangup())?,
     );
     let mut state = State::new(&config, &resolv);
+    state.mounts = Some((Mounts::new(owner), mounts_state));
     let mut pending = Vec::new();
     let status = loop {
         tokio::select! {
@@ -165,6 +187,9 @@ pub async fn run(
             _ = hup.recv() => break stop(&mut child).await,
         }
     };
+    if let Some((mounts, mounts_state)) = &mut state.mounts {
+        mounts.unmount_all(mounts_state);
+    }
     if state.dns_installed {
         if let Err(error) = resolv.restore() {
             warn!(error = %tether_proto::error_chain(&error), "Could not restore the resolver configuration");
@@ -227,6 +252,25 @@ struct State<'a> {
     dns_installed: bool,
     /// DNS went to systemd-resolved (per link) instead of resolv.conf: the link's domains.
     resolved: Option<resolved::LinkDomains>,
+    /// The FUSE mounts, and root's directory where they are recorded (`None`: mounting is not
+    /// offered, as in tests of the other requests).
+    mounts: Option<(Mounts, StateDir)>,
+}
+
+/// A descriptor the helper passes to the daemon.
+#[derive(Debug)]
+enum Passed {
+    Tun(Tun),
+    Fuse(OwnedFd),
+}
+
+impl AsRawFd for Passed {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Passed::Tun(tun) => tun.as_raw_fd(),
+            Passed::Fuse(fd) => fd.as_raw_fd(),
+        }
+    }
 }
 
 impl<'a> State<'a> {
@@ -239,17 +283,18 @@ impl<'a> State<'a> {
             dns_requested: false,
             dns_installed: false,
             resolved: None,
+            mounts: None,
         }
     }
 
-    async fn handle(&mut self, line: &str) -> (Reply, Option<Tun>) {
+    async fn handle(&mut self, line: &str) -> (Reply, Option<Passed>) {
         let request: Request = match serde_json::from_str(line) {
             Ok(r) => r,
             Err(e) => return (refuse(RequestError::NotARequest(e)), None),
         };
         match request {
             Request::Tun => match self.create_tun() {
-                Ok(fd) => (Reply::Ok, Some(fd)),
+                Ok(fd) => (Reply::Ok, Some(Passed::Tun(fd))),
                 Err(error) => (refuse(error), None),
             },
             Request::Routes { add } => match self.add_routes(&add).await {
@@ -264,7 +309,33 @@ impl<'a> State<'a> {
                 Ok(()) => (Reply::Ok, None),
                 Err(error) => (refuse(error), None),
             },
+            Request::Mount { dir } => match self.mount(dir.as_deref()) {
+                Ok((reply, fd)) => (reply, Some(Passed::Fuse(fd))),
+                Err(error) => (refuse(error), None),
+            },
+            Request::Unmount { dir } => match self.unmount(&dir) {
+                Ok(()) => (Reply::Ok, None),
+                Err(error) => (refuse(error), None),
+            },
         }
+    }
+
+    fn mount(&mut self, dir: Option<&Path>) -> Result<(Reply, OwnedFd), RequestError> {
+        let (mounts, state) = self.mounts.as_mut().ok_or(RequestError::NoMounts)?;
+        let made = mounts.mount(state, dir)?;
+        let owner = mounts.owner();
+        let reply = Reply::Mounted {
+            dir: made.dir,
+            uid: owner.uid,
+            gid: owner.gid,
+        };
+        Ok((reply, made.fuse))
+    }
+
+    fn unmount(&mut self, dir: &Path) -> Result<(), RequestError> {
+        let (mounts, state) = self.mounts.as_mut().ok_or(RequestError::NoMounts)?;
+        mounts.unmount(state, dir)?;
+        Ok(())
     }
 
     fn create_tun(&mut self) -> Result<Tun, RequestError> {
@@ -385,6 +456,10 @@ enum RequestError {
     ResolvConf(#[from] resolv_conf::ResolvError),
     #[error(transparent)]
     Resolved(#[from] resolved::ResolvedError),
+    #[error("this helper does not mount")]
+    NoMounts,
+    #[error(transparent)]
+    Mount(#[from] fuse_mount::MountError),
 }
 
 fn refuse(error: RequestError) -> Reply {
