@@ -294,6 +294,40 @@ pub fn tether(ns: &str, args: &[&str]) -> Run {
         .env("KUBECONFIG", kubeconfig()))
 }
 
+/// The path of workstation `ns`'s persistent mount namespace (made by
+/// `xtask/scripts/workstation.sh` on first use). Commands run with [`on_workstation`] share it,
+/// as the programs of one laptop share its mounts; each `ip netns exec` has a mount namespace of
+/// its own, where a FUSE mount made by another command is not seen.
+pub fn workstation_mount_ns(ns: &str) -> String {
+    let out = run(Command::new(repo().join("xtask/scripts/workstation.sh")).arg(ns))
+        .expect_ok("making the workstation's mount namespace");
+    out.trim().to_owned()
+}
+
+/// `program` run on workstation `ns`, in its network and persistent mount namespace.
+pub fn on_workstation(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mnt = workstation_mount_ns(ns);
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{ns}"))
+        .arg(format!("--mount={mnt}"))
+        .arg(program);
+    cmd
+}
+
+/// `tether ARGS...` on workstation `ns`, in its persistent mount namespace (see
+/// [`on_workstation`]).
+pub fn tether_on_workstation(ns: &str, args: &[&str]) -> Run {
+    run(on_workstation(ns, tether_bin())
+        .args(args)
+        .env("TETHER_RUNTIME_DIR", runtime_dir(ns))
+        .env("KUBECONFIG", kubeconfig()))
+}
+
+/// `sh -c SCRIPT` on workstation `ns`, in its persistent mount namespace.
+pub fn sh_on_workstation(ns: &str, script: &str) -> Run {
+    run(on_workstation(ns, "sh").args(["-c", script]))
+}
+
 /// A connected workstation; quits on drop so a failing test leaves nothing behind.
 #[derive(Debug)]
 pub struct Connected {

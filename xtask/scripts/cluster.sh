@@ -448,6 +448,13 @@ teardown() {
     ip netns delete "$name" 2>/dev/null || true
   done
   for m in $(our_mounts); do umount -l "$m" 2>/dev/null || true; done
+  # The workstations' mount namespaces (workstation.sh), and the private mount they are bound in.
+  for m in /run/tether-ws/*.mnt; do
+    [ -e "$m" ] || continue
+    umount -l "$m" 2>/dev/null || true
+    rm -f "$m"
+  done
+  umount -l /run/tether-ws 2>/dev/null || true
   for entry in "${WS_NAMESPACES[@]}"; do
     IFS=: read -r name veth net <<<"$entry"
     ip netns delete "$name" 2>/dev/null || true

@@ -23,14 +23,25 @@ fn laptop_pid_file() -> PathBuf {
 /// The name the demo's laptop process answers with (and is recognised by).
 const LAPTOP_NAME: &str = "the-developers-laptop";
 
-/// `tether ARGS` on the workstation namespace.
-fn ws(args: &[&str]) -> std::io::Result<ExitStatus> {
-    Command::new("ip")
-        .args(["netns", "exec", "tether-ws"])
-        .arg(manager::tether_bin())
+/// `program` on the workstation: its network namespace and its one mount namespace (see
+/// `xtask/scripts/workstation.sh`), where `intercept --mount` is seen by every later command.
+fn on_ws(program: impl AsRef<std::ffi::OsStr>) -> anyhow::Result<Command> {
+    let mnt = cluster::run(
+        Command::new(cluster::repo().join("xtask/scripts/workstation.sh")).arg("tether-ws"),
+    )?;
+    let mut cmd = Command::new("nsenter");
+    cmd.arg("--net=/run/netns/tether-ws")
+        .arg(format!("--mount={}", mnt.trim()))
+        .arg(program);
+    Ok(cmd)
+}
+
+/// `tether ARGS` on the workstation.
+fn ws(args: &[&str]) -> anyhow::Result<ExitStatus> {
+    Ok(on_ws(manager::tether_bin())?
         .args(args)
         .env("KUBECONFIG", cluster::kubeconfig())
-        .status()
+        .status()?)
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -179,6 +190,36 @@ fn intercept() -> anyhow::Result<()> {
     anyhow::ensure!(ws(&["leave", "orders"])?.success(), "tether leave failed");
     anyhow::ensure!(
         ws(&["uninstall", "orders"])?.success(),
+        "tether uninstall failed"
+    );
+    mount()
+}
+
+/// `--mount`: the intercepted container's ConfigMap, read on the laptop by a command that runs
+/// for the intercept's length.
+fn mount() -> anyhow::Result<()> {
+    let script = "ls -l \"$TETHER_ROOT/etc/files\"; cat \"$TETHER_ROOT/etc/files/app.yaml\"";
+    step(&format!(
+        "tether intercept files --port 18081 -- sh -c '{script}': the container's volumes on \
+         the laptop, under $TETHER_ROOT while the command runs"
+    ));
+    anyhow::ensure!(
+        ws(&[
+            "intercept",
+            "files",
+            "--port",
+            "18081",
+            "--",
+            "sh",
+            "-c",
+            script
+        ])?
+        .success(),
+        "tether intercept files -- sh failed"
+    );
+    step("tether uninstall files");
+    anyhow::ensure!(
+        ws(&["uninstall", "files"])?.success(),
         "tether uninstall failed"
     );
     Ok(())

@@ -10,12 +10,14 @@ use anyhow::Context;
 
 use crate::cluster;
 
-/// Applies the sample manifests (`hello`, and the intercept tests' workloads) and waits for the
+/// Applies the sample manifests (`hello`, the intercept tests' workloads, and `files` for
+/// `--mount`) and waits for the
 /// rollouts.
 pub fn deploy() -> anyhow::Result<()> {
     remove_leftover_agents()?;
     apply("hello.yaml")?;
     apply("intercept.yaml")?;
+    apply("files.yaml")?;
     for workload in [
         "deployment/hello",
         "deployment/orders",
@@ -23,6 +25,7 @@ pub fn deploy() -> anyhow::Result<()> {
         "deployment/client",
         "deployment/duo",
         "deployment/duo-b",
+        "deployment/files",
         "statefulset/inventory",
     ] {
         cluster::run(cluster::kubectl().args(["rollout", "status", workload, "--timeout=120s"]))?;
