@@ -346,10 +346,16 @@ fn env_file_matches_what_the_pod_sees() {
     }
     for name in written.keys() {
         assert!(
-            pod_env.iter().any(|(n, _)| n == name),
+            pod_env.iter().any(|(n, _)| n == name) || name == "TETHER_ROOT",
             "{name} is in the env file but not in the pod"
         );
     }
+    // tether's own addition: where `--mount` (on by default) put the container's volumes.
+    let root = written.get("TETHER_ROOT").and_then(Value::as_str);
+    assert!(
+        root.is_some_and(|r| r.starts_with("/tmp/tether-mount-")),
+        "TETHER_ROOT: {root:?}"
+    );
     // Every kind of source made it.
     for name in [
         "CFG_LOG_LEVEL",

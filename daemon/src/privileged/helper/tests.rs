@@ -134,3 +134,73 @@ async fn namespaces_are_validated_and_change_nothing_without_resolved() {
     assert_eq!(std::fs::read_to_string(live).unwrap(), original);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The attack: a compromised daemon of root's (it runs as `nobody`) asks for a FUSE mount on an
+/// empty directory the system trusts (an `/etc/sudoers.d`), on root's own non-empty one, on a
+/// path through a link, or to unmount something not its own. Each is refused, nothing is
+/// mounted, and the replies say why.
+#[tokio::test]
+async fn mount_requests_that_could_change_what_root_trusts_are_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the helper's checks for root's daemon need root");
+        return;
+    }
+    let (dir, config) = fixture("mounts", "nameserver 10.0.0.53\n");
+    let resolv = ResolvConfFile::new(
+        &config.resolv_conf,
+        StateDir::open(&config.runtime_dir).unwrap(),
+    );
+    let mut state = State::new(&config, &resolv);
+    state.mounts = Some((
+        Mounts::new(Owner { uid: 0, gid: 0 }),
+        StateDir::open(&config.runtime_dir).unwrap(),
+    ));
+    // An empty root-owned directory outside the scratch places, like /etc/sudoers.d.
+    let trusted = PathBuf::from(format!(
+        "/var/lib/tether-test-sudoers-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&trusted).unwrap();
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&trusted, &link).unwrap();
+    let mount = |dir: &Path| {
+        serde_json::to_string(&Request::Mount {
+            dir: Some(dir.to_owned()),
+        })
+        .unwrap()
+    };
+    for (asked, why) in [
+        (
+            trusted.as_path(),
+            "for root, mount directories must be under /tmp",
+        ),
+        (
+            Path::new("/etc"),
+            "for root, mount directories must be under /tmp",
+        ),
+        // The fixture's directory, in /tmp, holds the scratch resolv.conf.
+        (dir.as_path(), "is not empty"),
+        (link.as_path(), "is a symbolic link or not a directory"),
+        (Path::new("etc/x"), "not an absolute path"),
+    ] {
+        let (reply, fd) = state.handle(&mount(asked)).await;
+        assert!(
+            matches!(&reply, Reply::Error { message } if message.contains(why)),
+            "{asked:?}: {reply:?}"
+        );
+        assert!(fd.is_none());
+    }
+    let unmount = serde_json::to_string(&Request::Unmount {
+        dir: PathBuf::from("/proc"),
+    })
+    .unwrap();
+    let (reply, _) = state.handle(&unmount).await;
+    assert!(
+        matches!(&reply, Reply::Error { message } if message.contains("not one of this session's mounts")),
+        "{reply:?}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("fuse.tether"), "nothing mounted: {mounts}");
+    std::fs::remove_dir(&trusted).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
