@@ -107,7 +107,8 @@ build_project() {
   rm -rf "$r" && mkdir -p "$r/bin" "$r/tmp"
   copy_bin "$r" "$repo/target/release/tether-testapp"
   install -m 0755 /bin/busybox "$r/bin/busybox"
-  for a in sh wget nc cat echo sleep ls env nslookup printf grep; do ln -sf busybox "$r/bin/$a"; done
+  # tar: `kubectl cp` runs it in the container.
+  for a in sh wget nc cat echo sleep ls env nslookup printf grep tar; do ln -sf busybox "$r/bin/$a"; done
   pack testapp "$r" '["/usr/local/bin/tether-testapp"]'
 }
 

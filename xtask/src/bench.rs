@@ -15,6 +15,10 @@
 //! Then `tether intercept` (see [`intercept`]): time to the first intercepted request, the agent's
 //! cost per request, and its memory; in `target/bench/intercept.md`. `--only` runs one part.
 //!
+//! Then `tether intercept --mount` (see [`mount`]): reading the intercepted pod's files on the
+//! workstation through the mount, against `kubectl cp` and `kubectl exec`; in
+//! `target/bench/mount.md`.
+//!
 //! `--profile wan20|lossy50|all` runs the connect part again over an emulated link (see
 //! [`linkemu`]): `tether-linkemu` sits on the workstation namespace's veth for the whole of the
 //! profile's measurements, and every path starts in that namespace so that all cross the same
@@ -33,6 +37,7 @@
 mod cpu;
 mod intercept;
 mod linkemu;
+mod mount;
 mod process;
 mod report;
 mod scale;
@@ -93,6 +98,8 @@ pub struct Args {
     intercept: intercept::InterceptArgs,
     #[command(flatten)]
     scale: scale::ScaleArgs,
+    #[command(flatten)]
+    mount: mount::MountArgs,
 }
 
 /// The parts of a run.
@@ -108,7 +115,9 @@ enum Only {
     Linkemu,
     /// Many developers on one manager, many flows on one daemon (`scale.md`).
     Scale,
-    /// Both, connect first.
+    /// `tether intercept --mount` against `kubectl cp` and `kubectl exec` (`mount.md`).
+    Mount,
+    /// Connect, intercept, mount and metrics, in that order.
     All,
 }
 
@@ -199,13 +208,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if args.only != Only::Intercept {
+    if matches!(args.only, Only::Connect | Only::All) {
         for &profile in &profiles {
             connect(&args, profile)?;
         }
     }
-    if args.only != Only::Connect {
+    if matches!(args.only, Only::Intercept | Only::All) {
         intercept::run(&args)?;
+    }
+    if matches!(args.only, Only::Mount | Only::All) {
+        mount::run(&args)?;
     }
     if args.only == Only::All {
         metrics_cost()?;
