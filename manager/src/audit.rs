@@ -70,6 +70,10 @@ pub enum Action {
     AgentRefused,
     /// A session's dial was refused by the dial policy.
     DialRefused,
+    /// A session opened the files of one of its intercepts' pods (`intercept --mount`).
+    FilesOpened,
+    /// A session was refused a pod's files (not its intercept, no agent).
+    FilesRefused,
 }
 
 impl Action {
@@ -88,6 +92,8 @@ impl Action {
             Action::AgentCredentialRefused => "agent-credential-refused",
             Action::AgentRefused => "agent-refused",
             Action::DialRefused => "dial-refused",
+            Action::FilesOpened => "files-opened",
+            Action::FilesRefused => "files-refused",
         }
     }
 
@@ -96,7 +102,10 @@ impl Action {
         match self {
             Action::SessionEnded | Action::InterceptEnded => "delete",
             Action::CertificateIssued | Action::CertificateRefused => "sign",
-            Action::AgentRefused | Action::DialRefused => "connect",
+            Action::AgentRefused
+            | Action::DialRefused
+            | Action::FilesOpened
+            | Action::FilesRefused => "connect",
             _ => "create",
         }
     }
@@ -118,6 +127,7 @@ impl Action {
             }
             Action::AgentRefused => (GROUP, "agents"),
             Action::DialRefused => (GROUP, "dials"),
+            Action::FilesOpened | Action::FilesRefused => (GROUP, "files"),
         }
     }
 

@@ -157,6 +157,18 @@ fn an_intercept_is_audited_under_the_developers_own_name() {
         .as_str()
         .expect("the port")
         .to_owned();
+    // `--mount` (on by default) opened the pod's files: ann's too, with the pod named.
+    let id = _ann.status()["intercepts"][0]["id"]
+        .as_u64()
+        .expect("the intercept's id");
+    let files = manager_line("files-opened", &format!("intercept-{id}"));
+    assert_eq!(files["user"]["username"], ANN, "{files}");
+    assert!(
+        files["annotations"]["tether.dev/pod"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("orders-")),
+        "{files}"
+    );
 
     // On the workload, right after `tether intercept`: the annotation and the event.
     assert_eq!(

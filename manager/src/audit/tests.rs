@@ -161,6 +161,7 @@ fn each_action_has_its_verb_and_resource() {
         ),
         (Action::AgentRefused, "connect", "agents", "tether.dev", 200),
         (Action::DialRefused, "connect", "dials", "tether.dev", 200),
+        (Action::FilesOpened, "connect", "files", "tether.dev", 200),
     ];
     for (action, verb, resource, group, code) in cases {
         let v = line(Record::new(action, &ann(), at(0)).object(None, "x"));

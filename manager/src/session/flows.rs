@@ -153,10 +153,18 @@ impl Flows {
         let refuse = |code, message: String| OpenFilesResult {
             result: Err(OpenError { code, message }),
         };
+        let object = format!("intercept-{}", open.intercept);
+        let audit = |action| {
+            self.asker
+                .record(action, SystemTime::now())
+                .object(None, &object)
+        };
         let agent = match (self.files.0)(open.intercept) {
             Ok(agent) => agent,
             Err(message) => {
                 info!(intercept = open.intercept, %message, "File stream refused");
+                self.audit
+                    .record(audit(Action::FilesRefused).refused(message.clone()));
                 let answer = refuse(ErrorCode::NotPermitted, message);
                 framed::write_message(&mut send, &Message::OpenFilesResult(answer)).await?;
                 let _ = send.finish();
@@ -176,6 +184,12 @@ impl Flows {
             ),
         };
         let ok = answer.result.is_ok();
+        self.audit.record(match &answer.result {
+            Ok(info) => audit(Action::FilesOpened)
+                .note("pod", &info.pod)
+                .note("volumes", info.mounts.join(",")),
+            Err(error) => audit(Action::FilesRefused).refused(error.message.clone()),
+        });
         framed::write_message(&mut send, &Message::OpenFilesResult(answer)).await?;
         if !ok {
             let _ = send.finish();
