@@ -93,6 +93,14 @@ pub fn status(report: &StatusReport) -> String {
             if i.mode == InterceptMode::Mirror {
                 let _ = writeln!(out, "    {}", copies(i.copies));
             }
+            if let Some(mount) = &i.mount {
+                let _ = writeln!(
+                    out,
+                    "    volumes of pod {} under {}",
+                    mount.pod,
+                    mount.dir.display()
+                );
+            }
         }
     }
     out

@@ -156,6 +156,21 @@ fn status_text_shows_the_carriers_rtt_and_loss() {
 }
 
 #[test]
+fn status_text_says_where_an_intercepts_volumes_are() {
+    let mut mounted = intercept(&[], None);
+    mounted.mount = Some(tether_daemon::control::MountInfo {
+        dir: "/tmp/tether-mount-Ab12".into(),
+        pod: "orders-1".into(),
+        volumes: vec!["/etc/config".into()],
+    });
+    let text = status(&status_report(vec![mounted]));
+    assert!(
+        text.ends_with("\n    volumes of pod orders-1 under /tmp/tether-mount-Ab12\n"),
+        "{text}"
+    );
+}
+
+#[test]
 fn status_text_lists_each_intercept_indented() {
     let report = status_report(vec![intercept(&[], None), intercept(&["x-dev=me"], None)]);
     let text = status(&report);
