@@ -98,6 +98,8 @@ fn the_containers_volumes_are_read_and_written_from_the_laptop() {
         "{report}"
     );
     assert_eq!(fuse_mounts(), [dir]);
+    // An earlier run's files, if the agent (and so the pod and its emptyDir) stayed.
+    in_pod(&pod, &["sh", "-c", "rm -rf /data/*"]);
 
     // The ConfigMap and the Secret as the app reads them.
     assert_eq!(
@@ -229,7 +231,17 @@ fn the_mount_ends_with_the_command_and_when_the_daemon_or_helper_is_killed() {
     // which does.
     drop(c);
     let c = Connected::new();
-    let report = intercept(&["--port", "18096"]);
+    // The killed daemon's session (and its intercept) lasts at the manager until its QUIC
+    // connection times out.
+    let report = eventually(
+        Duration::from_secs(30),
+        "the killed daemon's intercept to end",
+        || {
+            let out =
+                tether_on_workstation(WS, &["intercept", "files", "--port", "18096", "-o", "json"]);
+            serde_json::from_str::<Value>(&out.stdout).ok()
+        },
+    );
     let root = report["intercept"]["mount"]["dir"]
         .as_str()
         .expect("a mount")
