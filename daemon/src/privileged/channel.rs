@@ -54,6 +54,9 @@ pub enum Request {
     Mount { dir: Option<PathBuf> },
     /// Unmount one of the session's FUSE mounts.
     Unmount { dir: PathBuf },
+    /// Let the kernel read ahead on one of the session's FUSE mounts as the helper sets it (after
+    /// the daemon's FUSE handshake, which would otherwise cap it).
+    ReadAhead { dir: PathBuf },
 }
 
 /// The helper's answer.
@@ -241,6 +244,11 @@ impl Helper {
             }),
             (_, _) => Err(ChannelError::NoFd),
         }
+    }
+
+    /// Raises the kernel's read-ahead on one of this session's FUSE mounts.
+    pub async fn read_ahead(&self, dir: PathBuf) -> Result<(), ChannelError> {
+        self.ask(&Request::ReadAhead { dir }).await.map(drop)
     }
 
     /// Unmounts one of this session's FUSE mounts.

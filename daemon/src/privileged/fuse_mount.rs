@@ -43,6 +43,10 @@ pub const MAX_MOUNTS: usize = 16;
 const FS_TYPE: &str = "fuse.tether";
 /// The source the kernel shows.
 const SOURCE: &str = "tether";
+/// How far ahead the kernel reads a file sequentially read through a mount (KiB). FUSE starts
+/// with the block layer's default, 128 KiB: one or two reads in flight, each a round trip to the
+/// pod; at 4 MiB the kernel keeps many 1 MiB reads going at once.
+pub const READAHEAD_KB: u32 = 4096;
 /// Where root's own mount directories may be.
 const ROOT_PLACES: [&str; 4] = ["/tmp", "/var/tmp", "/mnt", "/media"];
 
@@ -218,6 +222,34 @@ impl Mounts {
         }
         info!(dir = %dir.display(), "FUSE file system mounted for the daemon");
         Ok(Made { dir, fuse })
+    }
+
+    /// Lets the kernel read ahead [`READAHEAD_KB`] on one of this session's mounts. Only after
+    /// the daemon answered the kernel's `INIT` (which caps it to what the daemon said it takes).
+    pub fn read_ahead(&self, dir: &Path) -> Result<(), MountError> {
+        if !self.active.iter().any(|m| m.dir == dir) {
+            return Err(MountError::NotOurs(dir.to_owned()));
+        }
+        let info = mountinfo();
+        let dev = tether_mounts(&info)
+            .find(|(point, _)| Path::new(point) == dir)
+            .map(|(_, dev)| dev)
+            .ok_or_else(|| MountError::NotOurs(dir.to_owned()))?;
+        // `MAJOR:MINOR`, digits only: the name of the mount's backing device info in sysfs.
+        if !dev
+            .split(':')
+            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(MountError::NotOurs(dir.to_owned()));
+        }
+        let path = PathBuf::from(format!("/sys/class/bdi/{dev}/read_ahead_kb"));
+        std::fs::write(&path, READAHEAD_KB.to_string()).map_err(|e| {
+            io(
+                "writing",
+                &path,
+                Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+            )
+        })
     }
 
     /// Unmounts one of this session's mounts.
@@ -402,23 +434,26 @@ fn mountinfo() -> String {
 
 /// Whether a tether FUSE file system is mounted at `dir` (in this mount namespace).
 pub fn is_mounted_fuse(dir: &Path) -> bool {
-    tether_mounts(&mountinfo()).any(|point| Path::new(&point) == dir)
+    tether_mounts(&mountinfo()).any(|(point, _)| Path::new(&point) == dir)
 }
 
 /// Whether `dir` is a tether FUSE mount or lies inside one (by its path as given).
 fn inside_fuse_mount(dir: &Path) -> bool {
-    tether_mounts(&mountinfo()).any(|point| dir.starts_with(&point))
+    tether_mounts(&mountinfo()).any(|(point, _)| dir.starts_with(&point))
 }
 
 /// The mount points of tether's FUSE mounts in `mountinfo` (the text of
-/// `/proc/self/mountinfo`).
-fn tether_mounts(mountinfo: &str) -> impl Iterator<Item = String> + '_ {
+/// `/proc/self/mountinfo`), each with its device (`MAJOR:MINOR`).
+fn tether_mounts(mountinfo: &str) -> impl Iterator<Item = (String, String)> + '_ {
     mountinfo.lines().filter_map(|line| {
         let (before, after) = line.split_once(" - ")?;
-        let point = before.split(' ').nth(4).map(unescape)?;
+        let mut fields = before.split(' ');
+        let dev = fields.nth(2)?.to_owned();
+        let point = fields.nth(1).map(unescape)?;
         let mut after = after.split(' ');
         let (fstype, source) = (after.next(), after.next());
-        (matches!(fstype, Some("fuse.tether" | "fuse")) && source == Some(SOURCE)).then_some(point)
+        (matches!(fstype, Some("fuse.tether" | "fuse")) && source == Some(SOURCE))
+            .then_some((point, dev))
     })
 }
 

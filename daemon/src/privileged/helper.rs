@@ -317,6 +317,16 @@ impl<'a> State<'a> {
                 Ok(()) => (Reply::Ok, None),
                 Err(error) => (refuse(error), None),
             },
+            Request::ReadAhead { dir } => {
+                let done = match &self.mounts {
+                    Some((mounts, _)) => mounts.read_ahead(&dir).map_err(RequestError::from),
+                    None => Err(RequestError::NoMounts),
+                };
+                match done {
+                    Ok(()) => (Reply::Ok, None),
+                    Err(error) => (refuse(error), None),
+                }
+            }
         }
     }
 

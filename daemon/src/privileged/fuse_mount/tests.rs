@@ -22,9 +22,15 @@ fn mountinfo_lines_are_read_by_mount_point_type_and_source() {
 38 35 98:0 / /tmp/d rw - fuse.tether other rw
 39 35 98:0 / /tmp/e rw shared:1 - fuse tether rw
 ";
-    let points: Vec<String> = tether_mounts(info).collect();
+    let points: Vec<(String, String)> = tether_mounts(info).collect();
     // Not /tmp/c (another FUSE program) nor /tmp/d (another source).
-    assert_eq!(points, ["/tmp/a b", "/tmp/e"]);
+    assert_eq!(
+        points,
+        [
+            ("/tmp/a b".to_owned(), "98:0".to_owned()),
+            ("/tmp/e".to_owned(), "98:0".to_owned())
+        ]
+    );
     assert_eq!(unescape("a\\011b\\134"), "a\tb\\");
     assert_eq!(unescape("trailing\\04"), "trailing\\04");
 }
@@ -131,6 +137,22 @@ fn mounts_are_recorded_and_undone() {
     );
     assert!(is_mounted_fuse(&made.dir));
     assert!(state.read(RECORD).unwrap().is_some(), "recorded");
+    // Read-ahead is set on the mount's own device, and only on a mount of the session's.
+    mounts.read_ahead(&made.dir).expect("read-ahead");
+    let info = mountinfo();
+    let (_, dev) = tether_mounts(&info)
+        .find(|(point, _)| Path::new(point) == made.dir)
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("/sys/class/bdi/{dev}/read_ahead_kb"))
+            .unwrap()
+            .trim(),
+        READAHEAD_KB.to_string()
+    );
+    assert!(matches!(
+        mounts.read_ahead(Path::new("/")),
+        Err(MountError::NotOurs(_))
+    ));
     // Asked again, or below it, without touching the (unserved, so hanging) mount.
     let again = mounts.mount(&state, Some(&made.dir)).unwrap_err();
     assert!(matches!(again, MountError::AlreadyMounted(_)), "{again}");
