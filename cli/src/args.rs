@@ -260,7 +260,7 @@ pub struct InterceptArgs {
     #[arg(long, value_name = "NAME")]
     pub container: Option<String>,
     /// Reach PORT of the intercepted pod (a sidecar's, say) at 127.0.0.1:PORT on this machine
-    /// while the intercept lasts (repeatable; TCP).
+    /// while the intercept lasts (repeatable; TCP and UDP).
     #[arg(long = "to-pod", value_name = "PORT", value_parser = parse_to_pod)]
     pub to_pod: Vec<u16>,
     /// Take only requests with this header, `NAME=VALUE` (repeatable; all must match)

@@ -255,6 +255,9 @@ fn container_picks_the_port_and_environment_and_to_pod_reaches_the_sidecar() {
     );
     assert_eq!(role(), "app");
     answers(&service_url("duo", 80), "laptop-ann", false);
+    // UDP too: the sidecar's echo on the same port number.
+    let echo = tether_e2e::udp_roundtrip(WS, "127.0.0.1", 8282, "ping-sidecar-udp");
+    assert_eq!(echo.stdout.trim(), "ping-sidecar-udp", "{echo:?}");
     let got = tether_e2e::curl(Some(WS), &[sidecar_admin]);
     assert!(
         got.ok && got.stdout.starts_with("hello from sidecar-duo-"),

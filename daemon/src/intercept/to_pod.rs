@@ -2,43 +2,67 @@
 //! machine reaches `PORT` of one of the intercepted pods (a sidecar's port, say), as the app's
 //! own `localhost:PORT` does in the pod.
 //!
-//! Each accepted connection becomes one TCP flow through the current session, to `POD_IP:PORT`,
-//! dialed by the traffic manager like any other flow (its dial policy applies). The listeners
-//! are bound before the intercept is registered, so a port already in use refuses the intercept
-//! before anything changes; they close when the intercept ends ([`ToPod`] aborts them on drop)
-//! and with the daemon. TCP only.
+//! TCP and UDP, as in the pod: each accepted connection becomes one TCP flow through the current
+//! session, to `POD_IP:PORT`, and each local UDP peer (address and port) one UDP flow, whose
+//! replies go back to that peer; a UDP flow ends after [`UDP_IDLE`] without a datagram out. Both
+//! are dialed by the traffic manager like any other flow (its dial policy applies). The ports
+//! are bound before the intercept is registered, so a port already in use (for either
+//! protocol) refuses the intercept before anything changes; they close when the intercept ends
+//! ([`ToPod`] aborts them on drop) and with the daemon.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::{
-    net::{TcpListener, TcpStream},
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::mpsc,
     task::JoinHandle,
 };
 use tracing::{debug, info, warn, Instrument};
 
 use crate::session::{self, SessionRx};
 
+/// How long a UDP flow lasts without a datagram from its local peer.
+pub const UDP_IDLE: Duration = Duration::from_secs(60);
+
 /// Why a `--to-pod` port cannot be listened on.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on 127.0.0.1:{port} for --to-pod {port}")]
+#[error("cannot listen on 127.0.0.1:{port} ({protocol}) for --to-pod {port}")]
 pub struct BindError {
     pub port: u16,
+    pub protocol: &'static str,
     #[source]
     pub source: std::io::Error,
 }
 
-/// Bound `--to-pod` listeners, not yet forwarding.
+/// Bound `--to-pod` ports, not yet forwarding.
 #[derive(Debug)]
-pub struct Bound(Vec<(u16, TcpListener)>);
+pub struct Bound(Vec<(u16, TcpListener, UdpSocket)>);
 
-/// Binds `127.0.0.1:PORT` for each of `ports`. All or none.
+/// Binds `127.0.0.1:PORT`, TCP and UDP, for each of `ports`. All or none.
 pub async fn bind(ports: &[u16]) -> Result<Bound, BindError> {
     let mut bound = Vec::new();
     for &port in ports {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
             .await
-            .map_err(|source| BindError { port, source })?;
-        bound.push((port, listener));
+            .map_err(|source| BindError {
+                port,
+                protocol: "TCP",
+                source,
+            })?;
+        // Port 0 (tests): the UDP socket takes the port TCP was given.
+        let port_taken = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, port_taken))
+            .await
+            .map_err(|source| BindError {
+                port,
+                protocol: "UDP",
+                source,
+            })?;
+        bound.push((port_taken, listener, socket));
     }
     Ok(Bound(bound))
 }
@@ -69,16 +93,18 @@ impl Drop for ToPod {
 impl Bound {
     /// Starts forwarding each listener's connections to the same port of `pod`.
     pub fn forward(self, pod: Ipv4Addr, session_rx: SessionRx) -> ToPod {
-        let tasks = self
-            .0
-            .into_iter()
-            .map(|(port, listener)| {
-                let dst = SocketAddr::from((pod, port));
-                info!(port, %dst, "Forwarding to the pod");
-                let span = tracing::info_span!("to_pod", port);
-                tokio::spawn(serve(listener, dst, session_rx.clone()).instrument(span))
-            })
-            .collect();
+        let mut tasks = Vec::new();
+        for (port, listener, socket) in self.0 {
+            let dst = SocketAddr::from((pod, port));
+            info!(port, %dst, "Forwarding to the pod (TCP and UDP)");
+            let span = tracing::info_span!("to_pod", port);
+            tasks.push(tokio::spawn(
+                serve(listener, dst, session_rx.clone()).instrument(span.clone()),
+            ));
+            tasks.push(tokio::spawn(
+                serve_udp(socket, dst, session_rx.clone()).instrument(span),
+            ));
+        }
         ToPod(tasks)
     }
 }
@@ -100,6 +126,87 @@ async fn serve(listener: TcpListener, dst: SocketAddr, session_rx: SessionRx) {
                 // Out of file descriptors, say: do not spin.
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
+        }
+    }
+}
+
+type Peers = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>;
+
+/// Receives local datagrams until aborted, each peer's to its own flow.
+async fn serve_udp(socket: UdpSocket, dst: SocketAddr, session_rx: SessionRx) {
+    let socket = Arc::new(socket);
+    let peers = Peers::default();
+    let mut buf = vec![0u8; 65536];
+    let mut flows = tokio::task::JoinSet::new();
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(got) => got,
+            Err(error) => {
+                debug!(%error, "Receiving a to-pod datagram failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let payload = Bytes::copy_from_slice(&buf[..n]);
+        let existing = peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .cloned();
+        let tx = match existing {
+            Some(tx) => tx,
+            None => {
+                let (tx, rx) = mpsc::channel(256);
+                peers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(peer, tx.clone());
+                let (socket, peers, session_rx) =
+                    (socket.clone(), peers.clone(), session_rx.clone());
+                // Aborted with this task (the JoinSet), so a flow never outlives the intercept.
+                flows.spawn(async move {
+                    if let Err(error) = udp_relay(&socket, peer, dst, rx, &session_rx).await {
+                        debug!(%peer, %dst, %error, "To-pod UDP flow failed");
+                    }
+                    peers
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&peer);
+                });
+                tx
+            }
+        };
+        // A peer sending faster than the flow carries loses datagrams, as UDP may.
+        let _ = tx.try_send(payload);
+        while flows.try_join_next().is_some() {}
+    }
+}
+
+/// Carries one local peer's datagrams to `dst` and the replies back, until the peer is quiet
+/// for [`UDP_IDLE`] or the flow ends.
+async fn udp_relay(
+    socket: &UdpSocket,
+    peer: SocketAddr,
+    dst: SocketAddr,
+    mut rx: mpsc::Receiver<Bytes>,
+    session_rx: &SessionRx,
+) -> Result<(), session::SessionError> {
+    let session = session::current(session_rx)
+        .await
+        .ok_or(session::SessionError::TimedOut)?;
+    let flow = session.open_udp(dst).await?;
+    loop {
+        tokio::select! {
+            out = tokio::time::timeout(UDP_IDLE, rx.recv()) => match out {
+                Ok(Some(payload)) => flow.send(&payload).await?,
+                _ => return Ok(()),
+            },
+            reply = flow.recv() => match reply {
+                Some(payload) => {
+                    let _ = socket.send_to(&payload, peer).await;
+                }
+                None => return Ok(()),
+            },
         }
     }
 }
@@ -137,8 +244,21 @@ mod tests {
         assert_eq!(err.port, taken_port);
         assert_eq!(
             err.to_string(),
-            format!("cannot listen on 127.0.0.1:{taken_port} for --to-pod {taken_port}")
+            format!("cannot listen on 127.0.0.1:{taken_port} (TCP) for --to-pod {taken_port}")
         );
+        // UDP counts too: a port whose UDP side is taken is refused.
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let udp_port = udp.local_addr().unwrap().port();
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, udp_port))
+            .await
+            .is_ok()
+        {
+            let err = bind(&[udp_port]).await.unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("cannot listen on 127.0.0.1:{udp_port} (UDP) for --to-pod {udp_port}")
+            );
+        }
         // All or none: the first port is free again.
         TcpListener::bind((Ipv4Addr::LOCALHOST, free_port))
             .await
@@ -148,12 +268,15 @@ mod tests {
     #[tokio::test]
     async fn stopping_closes_the_port() {
         let bound = bind(&[0]).await.unwrap();
-        let port = bound.0[0].1.local_addr().unwrap().port();
+        let port = bound.0[0].0;
         let (_tx, session_rx) = tokio::sync::watch::channel(None);
         let to_pod = bound.forward(Ipv4Addr::new(10, 0, 0, 1), session_rx);
         to_pod.stop().await;
         TcpListener::bind((Ipv4Addr::LOCALHOST, port))
             .await
             .expect("127.0.0.1:PORT is free once stopped");
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, port))
+            .await
+            .expect("and its UDP side");
     }
 }
