@@ -208,9 +208,16 @@ impl Intercepts {
         self.dials.clone()
     }
 
-    /// The intercepts this daemon holds.
+    /// The intercepts this daemon holds (with the pod each `--to-pod` reaches now).
     pub fn list_active(&self) -> Vec<ActiveIntercept> {
-        self.active().values().cloned().collect()
+        let mut active: Vec<ActiveIntercept> = self.active().values().cloned().collect();
+        let to_pods = self.to_pods();
+        for a in &mut active {
+            if let Some(to_pod) = to_pods.get(&a.name) {
+                a.to_pod_target = Some(to_pod.target());
+            }
+        }
+        active
     }
 
     /// The intercepts this daemon holds, each mirror with its copies so far (once its agents
@@ -291,7 +298,11 @@ impl Intercepts {
             Ok(started) => match self.pod_ip(&started.1).await {
                 Ok((pod, ip)) => {
                     active.to_pod_target = Some(format!("{pod} ({ip})"));
-                    let forwarding = to_pod.forward(ip, self.session_rx.clone());
+                    let pods = to_pod::Pods {
+                        api: Api::namespaced(self.cluster.client.clone(), &self.namespace),
+                        selector: agents::pod_selector(&workload),
+                    };
+                    let forwarding = to_pod.forward((pod, ip), Some(pods), self.session_rx.clone());
                     self.to_pods().insert(name.clone(), forwarding);
                     Ok(started)
                 }

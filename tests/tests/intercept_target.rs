@@ -6,12 +6,12 @@
 //! `deploy/sample/intercept.yaml`; `orders` for connecting first. Requests come from the client
 //! pod, as in `intercept.rs`; the developer's process is the test app on the workstation.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use serde_json::Value;
 use tether_e2e::{
-    answered_by, cluster_ip, from_cluster, kubectl, machine_state, tether, Connected, Laptop, Run,
-    WS,
+    answered_by, cluster_ip, eventually, from_cluster, kubectl, machine_state, tether, Connected,
+    Laptop, Run, WS,
 };
 
 /// `http://CLUSTER_IP:PORT/` of a Service.
@@ -269,6 +269,33 @@ fn container_picks_the_port_and_environment_and_to_pod_reaches_the_sidecar() {
         serde_json::json!([8282]),
         "{status}"
     );
+
+    // The pod goes away: --to-pod follows the workload to its next pod.
+    let old = status["intercepts"][0]["to_pod_target"]
+        .as_str()
+        .and_then(|t| t.split(' ').next())
+        .expect("the pod --to-pod reaches")
+        .to_owned();
+    kubectl(&["delete", "pod", &old, "--wait=false"]).expect_ok("kubectl delete pod");
+    let new = eventually(
+        Duration::from_secs(120),
+        "--to-pod to reach a new pod",
+        || {
+            let got = tether_e2e::curl(Some(WS), &[sidecar_admin]);
+            let pod = got.stdout.strip_prefix("hello from sidecar-")?;
+            let pod = pod.split_whitespace().next()?.to_owned();
+            (got.ok && pod != old).then_some(pod)
+        },
+    );
+    let status = ws.status();
+    assert!(
+        status["intercepts"][0]["to_pod_target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&format!("{new} ("))),
+        "{status}"
+    );
+    let echo = tether_e2e::udp_roundtrip(WS, "127.0.0.1", 8282, "ping-new-pod");
+    assert_eq!(echo.stdout.trim(), "ping-new-pod", "{echo:?}");
 
     tether(WS, &["leave", "duo"]).expect_ok("tether leave");
     let after = tether_e2e::curl(Some(WS), &[sidecar_admin]);

@@ -89,19 +89,7 @@ impl Intercepts {
         &self,
         workload: &Workload,
     ) -> Result<(Vec<String>, Vec<String>, Vec<String>), InterceptError> {
-        let selector = workload
-            .template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.labels.as_ref())
-            .map(|labels| {
-                labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default();
+        let selector = pod_selector(workload);
         let pods: Api<Pod> = Api::namespaced(self.cluster.client.clone(), &self.namespace);
         let list = pods
             .list(&ListParams::default().labels(&selector))
@@ -134,4 +122,21 @@ impl Intercepts {
         without.sort();
         Ok((with, without, all))
     }
+}
+
+/// A label selector for the workload's pods: its pod template's labels.
+pub(super) fn pod_selector(workload: &Workload) -> String {
+    workload
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref())
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
 }

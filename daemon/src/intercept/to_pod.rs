@@ -9,6 +9,10 @@
 //! are bound before the intercept is registered, so a port already in use (for either
 //! protocol) refuses the intercept before anything changes; they close when the intercept ends
 //! ([`ToPod`] aborts them on drop) and with the daemon.
+//!
+//! The pod is one of the workload's ready pods. When it goes away (a rollout, an eviction), the
+//! next ready pod takes its place ([`follow`], every [`FOLLOW_PERIOD`]): new connections and new
+//! UDP peers go there, and `tether status` names it.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -16,14 +20,38 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{api::ListParams, Api};
 use tokio::{
     net::{TcpListener, TcpStream, UdpSocket},
-    sync::mpsc,
+    sync::{mpsc, watch},
     task::JoinHandle,
 };
 use tracing::{debug, info, warn, Instrument};
 
 use crate::session::{self, SessionRx};
+
+/// How often the pod `--to-pod` reaches is checked, and replaced if it is gone.
+pub const FOLLOW_PERIOD: Duration = Duration::from_secs(3);
+
+/// The pod `--to-pod` reaches: name and IP.
+pub type Target = (String, Ipv4Addr);
+
+/// Where to find the workload's pods, to follow them.
+#[derive(Clone)]
+pub struct Pods {
+    pub api: Api<Pod>,
+    /// The workload's pod labels, as a label selector.
+    pub selector: String,
+}
+
+impl std::fmt::Debug for Pods {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pods")
+            .field("selector", &self.selector)
+            .finish()
+    }
+}
 
 /// How long a UDP flow lasts without a datagram from its local peer.
 pub const UDP_IDLE: Duration = Duration::from_secs(60);
@@ -68,10 +96,16 @@ pub async fn bind(ports: &[u16]) -> Result<Bound, BindError> {
 }
 
 /// Forwarding listeners; they stop when this is dropped (or [`ToPod::stop`]ped).
-#[derive(Debug, Default)]
-pub struct ToPod(Vec<JoinHandle<()>>);
+#[derive(Debug)]
+pub struct ToPod(Vec<JoinHandle<()>>, watch::Receiver<Target>);
 
 impl ToPod {
+    /// The pod reached now, as `NAME (IP)`.
+    pub fn target(&self) -> String {
+        let (name, ip) = &*self.1.borrow();
+        format!("{name} ({ip})")
+    }
+
     /// Stops listening, and returns once the ports are closed. Connections already forwarded
     /// finish where they are.
     pub async fn stop(mut self) {
@@ -91,29 +125,93 @@ impl Drop for ToPod {
 }
 
 impl Bound {
-    /// Starts forwarding each listener's connections to the same port of `pod`.
-    pub fn forward(self, pod: Ipv4Addr, session_rx: SessionRx) -> ToPod {
+    /// Starts forwarding each listener's connections to the same port of `pod`, and of the
+    /// next ready pod of `pods` when it goes away (`None`: always `pod`).
+    pub fn forward(self, pod: Target, pods: Option<Pods>, session_rx: SessionRx) -> ToPod {
+        let (tx, target) = watch::channel(pod);
         let mut tasks = Vec::new();
+        if let Some(pods) = pods {
+            tasks.push(tokio::spawn(follow(pods, tx)));
+        }
         for (port, listener, socket) in self.0 {
-            let dst = SocketAddr::from((pod, port));
-            info!(port, %dst, "Forwarding to the pod (TCP and UDP)");
+            info!(port, pod = %target.borrow().0, "Forwarding to the pod (TCP and UDP)");
             let span = tracing::info_span!("to_pod", port);
             tasks.push(tokio::spawn(
-                serve(listener, dst, session_rx.clone()).instrument(span.clone()),
+                serve(listener, port, target.clone(), session_rx.clone()).instrument(span.clone()),
             ));
             tasks.push(tokio::spawn(
-                serve_udp(socket, dst, session_rx.clone()).instrument(span),
+                serve_udp(socket, port, target.clone(), session_rx.clone()).instrument(span),
             ));
         }
-        ToPod(tasks)
+        ToPod(tasks, target)
     }
 }
 
+/// The ready pods of `pods` with their IPs, by name.
+async fn ready(pods: &Pods) -> Result<Vec<Target>, kube::Error> {
+    let list = pods
+        .api
+        .list(&ListParams::default().labels(&pods.selector))
+        .await?;
+    let mut ready: Vec<Target> = list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .filter_map(|p| {
+            let ip = p.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
+            Some((p.metadata.name?, ip))
+        })
+        .collect();
+    ready.sort();
+    Ok(ready)
+}
+
+/// Keeps `tx` on a ready pod: while the current one is ready it stays; when it is not, the first
+/// ready pod by name takes its place (none ready: the last one stays, and connections to it fail
+/// as they would in the pod).
+async fn follow(pods: Pods, tx: watch::Sender<Target>) {
+    loop {
+        tokio::time::sleep(FOLLOW_PERIOD).await;
+        let ready = match ready(&pods).await {
+            Ok(ready) => ready,
+            Err(error) => {
+                debug!(%error, "Could not list the workload's pods for --to-pod");
+                continue;
+            }
+        };
+        let current = tx.borrow().clone();
+        if ready.contains(&current) {
+            continue;
+        }
+        if let Some(next) = ready.into_iter().next() {
+            info!(from = %current.0, to = %next.0, ip = %next.1, "--to-pod follows the workload to another pod");
+            let _ = tx.send(next);
+        }
+    }
+}
+
+/// The address `port` of the pod `target` names now.
+fn dst(target: &watch::Receiver<Target>, port: u16) -> SocketAddr {
+    SocketAddr::from((target.borrow().1, port))
+}
+
 /// Accepts connections until aborted.
-async fn serve(listener: TcpListener, dst: SocketAddr, session_rx: SessionRx) {
+async fn serve(
+    listener: TcpListener,
+    port: u16,
+    target: watch::Receiver<Target>,
+    session_rx: SessionRx,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let dst = dst(&target, port);
                 let session_rx = session_rx.clone();
                 tokio::spawn(async move {
                     if let Err(error) = relay(stream, dst, &session_rx).await {
@@ -133,7 +231,12 @@ async fn serve(listener: TcpListener, dst: SocketAddr, session_rx: SessionRx) {
 type Peers = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>;
 
 /// Receives local datagrams until aborted, each peer's to its own flow.
-async fn serve_udp(socket: UdpSocket, dst: SocketAddr, session_rx: SessionRx) {
+async fn serve_udp(
+    socket: UdpSocket,
+    port: u16,
+    target: watch::Receiver<Target>,
+    session_rx: SessionRx,
+) {
     let socket = Arc::new(socket);
     let peers = Peers::default();
     let mut buf = vec![0u8; 65536];
@@ -163,6 +266,7 @@ async fn serve_udp(socket: UdpSocket, dst: SocketAddr, session_rx: SessionRx) {
                     .insert(peer, tx.clone());
                 let (socket, peers, session_rx) =
                     (socket.clone(), peers.clone(), session_rx.clone());
+                let dst = dst(&target, port);
                 // Aborted with this task (the JoinSet), so a flow never outlives the intercept.
                 flows.spawn(async move {
                     if let Err(error) = udp_relay(&socket, peer, dst, rx, &session_rx).await {
@@ -270,7 +374,12 @@ mod tests {
         let bound = bind(&[0]).await.unwrap();
         let port = bound.0[0].0;
         let (_tx, session_rx) = tokio::sync::watch::channel(None);
-        let to_pod = bound.forward(Ipv4Addr::new(10, 0, 0, 1), session_rx);
+        let to_pod = bound.forward(
+            ("pod-1".into(), Ipv4Addr::new(10, 0, 0, 1)),
+            None,
+            session_rx,
+        );
+        assert_eq!(to_pod.target(), "pod-1 (10.0.0.1)");
         to_pod.stop().await;
         TcpListener::bind((Ipv4Addr::LOCALHOST, port))
             .await
