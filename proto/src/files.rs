@@ -122,6 +122,7 @@ pub enum FileOp {
     Write {
         handle: u64,
         offset: u64,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// → [`FileOk::Done`]
@@ -161,7 +162,7 @@ pub enum FileOk {
     Entries(Vec<DirEntry>),
     Target(String),
     Opened { handle: u64, attr: FileAttr },
-    Data(Vec<u8>),
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
     Written(u32),
     Done,
     Stats(FsStats),
@@ -296,5 +297,29 @@ mod tests {
             Some(Ok(Decoded::Message(Message::FileRequest(got)))) => assert_eq!(got, request),
             other => panic!("decoded {other:?}"),
         }
+    }
+
+    /// Byte payloads are one length and the bytes, as before `serde_bytes` (one serde call per
+    /// byte): peers of either kind read each other.
+    #[test]
+    fn byte_payloads_are_the_same_on_the_wire_as_a_sequence_of_bytes() {
+        /// `FileOk` as it was: `Data` the fifth variant, its bytes a plain sequence.
+        #[derive(Serialize, Deserialize)]
+        #[allow(dead_code)]
+        enum Before {
+            Attr,
+            Entries,
+            Target,
+            Opened,
+            Data(Vec<u8>),
+        }
+        let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let now = postcard::to_allocvec(&FileOk::Data(data.clone())).unwrap();
+        let before = postcard::to_allocvec(&Before::Data(data.clone())).unwrap();
+        assert_eq!(now, before);
+        assert_eq!(
+            postcard::from_bytes::<FileOk>(&before).unwrap(),
+            FileOk::Data(data)
+        );
     }
 }

@@ -123,6 +123,7 @@ pub struct DnsQuery {
     /// Matches the [`DnsAnswer`]; chosen by the sender, unique among its pending queries.
     pub id: u32,
     /// The raw DNS message.
+    #[serde(with = "serde_bytes")]
     pub packet: Vec<u8>,
 }
 
@@ -132,6 +133,7 @@ pub struct DnsAnswer {
     /// The query's id.
     pub id: u32,
     /// The raw DNS message.
+    #[serde(with = "serde_bytes")]
     pub packet: Vec<u8>,
 }
 
@@ -184,6 +186,7 @@ pub struct UdpPacket {
     /// The flow's id.
     pub flow: u64,
     /// The datagram's payload.
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 

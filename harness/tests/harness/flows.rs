@@ -74,7 +74,7 @@ async fn to_pod_reaches_the_pods_port_on_loopback_until_stopped() -> Result {
         panic!("the echo is on IPv4")
     };
     let bound = to_pod::bind(&[pod.port()]).await.expect("a free port");
-    let forwarding = bound.forward(pod_ip, world.alice.sessions());
+    let forwarding = bound.forward(("echo".into(), pod_ip), None, world.alice.sessions());
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, pod.port()));
     for round in 0..2 {
         let mut stream = tokio::net::TcpStream::connect(local)
@@ -91,5 +91,45 @@ async fn to_pod_reaches_the_pods_port_on_loopback_until_stopped() -> Result {
         tokio::net::TcpStream::connect(local).await.is_err(),
         "still listening after the intercept ended"
     );
+    Ok(())
+}
+
+/// `--to-pod` carries UDP too: each local peer's datagrams reach the pod's port and the replies
+/// come back to that peer, two peers apart.
+#[tokio::test]
+async fn to_pod_carries_udp_datagrams_to_the_pod_and_back() -> Result {
+    use tether_daemon::intercept::to_pod;
+    let world = World::start().await?;
+    let pod = world.udp_echo.addr();
+    let IpAddr::V4(pod_ip) = pod.ip() else {
+        panic!("the echo is on IPv4")
+    };
+    let bound = to_pod::bind(&[pod.port()]).await.expect("a free port");
+    let forwarding = bound.forward(("udp-echo".into(), pod_ip), None, world.alice.sessions());
+    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, pod.port()));
+    let (a, b) = (
+        tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap(),
+        tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap(),
+    );
+    let mut buf = [0u8; 64];
+    for round in 0..3 {
+        for (name, socket) in [("a", &a), ("b", &b)] {
+            let data = format!("{name} {round}");
+            socket.send_to(data.as_bytes(), local).await.unwrap();
+            let (n, from) = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                socket.recv_from(&mut buf),
+            )
+            .await
+            .expect("an answer through the tunnel")
+            .unwrap();
+            assert_eq!((&buf[..n], from), (data.as_bytes(), local));
+        }
+    }
+    forwarding.stop().await;
     Ok(())
 }
