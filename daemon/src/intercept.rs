@@ -324,7 +324,18 @@ impl Intercepts {
         if req.mount {
             progress.say("mounting the container's volumes");
             let helper = self.helper.as_deref();
-            match mount::mount(helper, &session, active.id, req.mount_dir.clone()).await {
+            // The intercepted container's own mounts (the agent serves those of every container
+            // behind the intercepted ports); unknown: all.
+            let container = self.container_mounts(&pods, &choice.container).await;
+            let mounted = mount::mount(
+                helper,
+                &session,
+                active.id,
+                req.mount_dir.clone(),
+                container,
+            )
+            .await;
+            match mounted {
                 Ok(mounted) => {
                     active.mount = Some(MountInfo {
                         dir: mounted.dir.clone(),
@@ -498,6 +509,30 @@ impl Intercepts {
         wk::store_agent_credential(client, ns, &nonce, &credential).await?;
         info!(namespace = ns, "Issued the traffic agents' credential");
         Ok(())
+    }
+
+    /// The container paths `container` mounts in the first of `pods` (the kubelet's
+    /// service-account token included, as the live pod lists it), or `None` if the pod cannot
+    /// be read.
+    async fn container_mounts(&self, pods: &[String], container: &str) -> Option<Vec<String>> {
+        let api: Api<Pod> = Api::namespaced(self.cluster.client.clone(), &self.namespace);
+        let pod = api.get(pods.first()?).await.ok()?;
+        let spec = pod.spec?;
+        let c = spec.containers.iter().find(|c| c.name == container)?;
+        Some(
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .map(|m| {
+                    let parts: Vec<&str> = m
+                        .mount_path
+                        .split('/')
+                        .filter(|p| !p.is_empty() && *p != ".")
+                        .collect();
+                    format!("/{}", parts.join("/"))
+                })
+                .collect(),
+        )
     }
 
     /// The environment of `container` in the first of `pods`.

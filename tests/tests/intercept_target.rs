@@ -218,6 +218,12 @@ fn container_picks_the_port_and_environment_and_to_pod_reaches_the_sidecar() {
     ]);
     assert_eq!(report["intercept"]["service_port"], "duo:side", "{report}");
     assert_eq!(report["intercept"]["container"], "sidecar", "{report}");
+    // --mount shows the sidecar's volumes, not the app's /cache (the agent serves both).
+    assert_eq!(
+        report["intercept"]["mount"]["volumes"],
+        serde_json::json!(["/var/run/secrets/kubernetes.io/serviceaccount"]),
+        "{report}"
+    );
     assert_eq!(role(), "sidecar");
     answers(&service_url("duo", 8181), "laptop-ann", false);
     tether(WS, &["leave", "duo"]).expect_ok("tether leave");
@@ -252,6 +258,10 @@ fn container_picks_the_port_and_environment_and_to_pod_reaches_the_sidecar() {
     assert!(
         out.contains("127.0.0.1:8282 reaches port 8282 of pod duo-"),
         "{out}"
+    );
+    assert!(
+        out.contains("/cache, "),
+        "the app's own volume is mounted: {out}"
     );
     assert_eq!(role(), "app");
     answers(&service_url("duo", 80), "laptop-ann", false);

@@ -12,13 +12,17 @@
 //! [`fuse_mount`](crate::privileged::fuse_mount)). After a reconnect the intercept gets a new id,
 //! and the file stream is opened again for it ([`Files::reopen`]); files open across the
 //! reconnect fail with `EIO` (their handles were the old stream's).
+//!
+//! The agent serves the volumes of every container behind the workload's intercepted ports; the
+//! laptop shows only those of the intercepted container (`--container`), and
+//! [`Visible`] answers "no such file" for the rest.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tether_mount::{CallFuture, FileService, MountOptions, Served};
-use tether_proto::files::{FileError, FileErrorKind, FileOp};
+use tether_proto::files::{FileError, FileErrorKind, FileOk, FileOp};
 use tracing::{info, warn};
 
 use crate::files::{FileClient, OpenFilesError};
@@ -41,10 +45,93 @@ pub enum MountError {
     NoHelper,
 }
 
+/// The container paths one container mounts: which of the pod's served paths the laptop sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Visible {
+    mounts: Vec<String>,
+}
+
+impl Visible {
+    /// The served `mounts` that are among `container`'s (all of them when `container` is
+    /// `None`).
+    pub fn new(served: &[String], container: Option<&[String]>) -> Visible {
+        let mounts = served
+            .iter()
+            .filter(|m| container.is_none_or(|c| c.contains(m)))
+            .cloned()
+            .collect();
+        Visible { mounts }
+    }
+
+    /// The container paths shown.
+    pub fn mounts(&self) -> &[String] {
+        &self.mounts
+    }
+
+    /// `path` is one of the mounts or below one.
+    fn inside(&self, path: &str) -> bool {
+        self.mounts.iter().any(|m| {
+            path == m
+                || path
+                    .strip_prefix(m.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        })
+    }
+
+    /// `path` is a directory above one of the mounts.
+    fn above(&self, path: &str) -> bool {
+        path == "/"
+            || self
+                .mounts
+                .iter()
+                .any(|m| m.strip_prefix(path).is_some_and(|r| r.starts_with('/')))
+    }
+
+    /// Whether `op` may go to the agent: on a visible path, or a look at a directory above one.
+    fn allows(&self, op: &FileOp) -> bool {
+        match op {
+            FileOp::Stat { path } | FileOp::ReadDir { path } => {
+                self.inside(path) || self.above(path)
+            }
+            FileOp::Rename { from, to, .. } => self.inside(from) && self.inside(to),
+            FileOp::Symlink { path, .. } => self.inside(path),
+            FileOp::ReadLink { path }
+            | FileOp::Open { path, .. }
+            | FileOp::Create { path, .. }
+            | FileOp::SetAttr { path, .. }
+            | FileOp::Mkdir { path, .. }
+            | FileOp::Unlink { path }
+            | FileOp::Rmdir { path } => self.inside(path),
+            // Handles come from an allowed open; the file system's numbers are the pod's.
+            _ => true,
+        }
+    }
+
+    /// A listing of a directory above the mounts shows only what leads to one.
+    fn filter(&self, op: &FileOp, ok: FileOk) -> FileOk {
+        match (op, ok) {
+            (FileOp::ReadDir { path }, FileOk::Entries(entries)) if !self.inside(path) => {
+                let base = path.trim_end_matches('/');
+                FileOk::Entries(
+                    entries
+                        .into_iter()
+                        .filter(|e| {
+                            let child = format!("{base}/{}", e.name);
+                            self.inside(&child) || self.above(&child)
+                        })
+                        .collect(),
+                )
+            }
+            (_, ok) => ok,
+        }
+    }
+}
+
 /// The file stream the mount is served from; replaced when the intercept is re-created.
 #[derive(Debug)]
 pub struct Files {
     current: RwLock<Option<FileClient>>,
+    visible: Visible,
 }
 
 impl Files {
@@ -71,10 +158,26 @@ impl Files {
 
 impl FileService for Files {
     fn call(&self, op: FileOp) -> CallFuture {
+        if !self.visible.allows(&op) {
+            return Box::pin(async {
+                Err(FileError {
+                    kind: FileErrorKind::NotFound,
+                    message: "not one of the intercepted container's volumes".to_owned(),
+                })
+            });
+        }
         let client = self.client();
+        let visible = self.visible.clone();
         Box::pin(async move {
             match client {
-                Some(client) => client.call(op).await,
+                Some(client) => {
+                    let listing = matches!(op, FileOp::ReadDir { .. }).then(|| op.clone());
+                    let answer = client.call(op).await?;
+                    Ok(match listing {
+                        Some(op) => visible.filter(&op, answer),
+                        None => answer,
+                    })
+                }
                 None => Err(FileError {
                     kind: FileErrorKind::Io,
                     message: "the pod's files are not reachable (reconnecting)".to_owned(),
@@ -96,18 +199,22 @@ pub struct Mounted {
     served: Option<Served>,
 }
 
-/// Mounts the files of `intercept` (one of `session`'s) at `dir`, or a new temporary directory.
+/// Mounts the files of `intercept` (one of `session`'s) at `dir`, or a new temporary directory,
+/// showing only the served mounts among `container`'s mount paths (all when `None`).
 pub async fn mount(
     helper: Option<&Helper>,
     session: &Session,
     intercept: u64,
     dir: Option<PathBuf>,
+    container: Option<Vec<String>>,
 ) -> Result<Mounted, MountError> {
     let helper = helper.ok_or(MountError::NoHelper)?;
     let (client, info) = FileClient::open(session.connection(), intercept).await?;
+    let visible = Visible::new(&info.mounts, container.as_deref());
     let made = helper.mount(dir).await.map_err(MountError::Helper)?;
     let files = Arc::new(Files {
         current: RwLock::new(Some(client)),
+        visible: visible.clone(),
     });
     let service: Arc<dyn FileService> = files.clone();
     let options = MountOptions::new(made.uid, made.gid);
@@ -137,7 +244,7 @@ pub async fn mount(
     Ok(Mounted {
         dir: made.dir,
         pod: info.pod,
-        volumes: info.mounts,
+        volumes: visible.mounts().to_vec(),
         files,
         served: Some(served),
     })
@@ -167,5 +274,83 @@ impl Mounted {
             }
         }
         info!(dir = %self.dir.display(), "Unmounted the pod's volumes");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str) -> tether_proto::files::DirEntry {
+        tether_proto::files::DirEntry {
+            name: name.to_owned(),
+            attr: tether_proto::files::FileAttr {
+                kind: tether_proto::files::FileKind::Directory,
+                size: 0,
+                perm: 0o755,
+                nlink: 2,
+                uid: 0,
+                gid: 0,
+                atime: Default::default(),
+                mtime: Default::default(),
+                ctime: Default::default(),
+                blocks: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn only_the_intercepted_containers_volumes_are_seen() {
+        let served: Vec<String> = ["/cache", "/etc/app", "/etc/side", "/var/run/secrets/x"]
+            .map(String::from)
+            .to_vec();
+        let side: Vec<String> = ["/etc/side", "/var/run/secrets/x", "/not/served"]
+            .map(String::from)
+            .to_vec();
+        let v = Visible::new(&served, Some(&side));
+        assert_eq!(v.mounts(), ["/etc/side", "/var/run/secrets/x"]);
+        let stat = |p: &str| FileOp::Stat { path: p.into() };
+        let open = |p: &str| FileOp::Open {
+            path: p.into(),
+            write: false,
+            truncate: false,
+        };
+        for allowed in ["/", "/etc", "/etc/side", "/etc/side/a/b", "/var/run"] {
+            assert!(v.allows(&stat(allowed)), "{allowed}");
+        }
+        for refused in ["/cache", "/etc/app", "/etc/app/x", "/etc/sidecar", "/etcx"] {
+            assert!(!v.allows(&stat(refused)), "{refused}");
+        }
+        assert!(v.allows(&open("/etc/side/config")));
+        assert!(!v.allows(&open("/etc")), "above a mount: look, never open");
+        let rename = |from: &str, to: &str| FileOp::Rename {
+            from: from.into(),
+            to: to.into(),
+            noreplace: false,
+        };
+        assert!(v.allows(&rename("/etc/side/a", "/etc/side/b")));
+        assert!(!v.allows(&rename("/etc/side/a", "/etc/app/b")));
+        // A listing above the mounts shows only the way to them; inside one, everything.
+        let listed = v.filter(
+            &FileOp::ReadDir {
+                path: "/etc".into(),
+            },
+            FileOk::Entries(vec![entry("app"), entry("side")]),
+        );
+        assert_eq!(listed, FileOk::Entries(vec![entry("side")]));
+        let root = v.filter(
+            &FileOp::ReadDir { path: "/".into() },
+            FileOk::Entries(vec![entry("cache"), entry("etc"), entry("var")]),
+        );
+        assert_eq!(root, FileOk::Entries(vec![entry("etc"), entry("var")]));
+        let inside = v.filter(
+            &FileOp::ReadDir {
+                path: "/etc/side".into(),
+            },
+            FileOk::Entries(vec![entry("x")]),
+        );
+        assert_eq!(inside, FileOk::Entries(vec![entry("x")]));
+        // No container named: everything served.
+        assert_eq!(Visible::new(&served, None).mounts(), served.as_slice());
     }
 }
