@@ -99,14 +99,21 @@ impl Shared {
         self.agent_conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A connection to an agent that serves the files of `session_id`'s intercept `id`.
-    fn file_agent(&self, id: u64, session_id: &str) -> Result<quinn::Connection, String> {
+    /// The connections of the agents that may serve the files of `session_id`'s intercept `id`,
+    /// the most recently linked first: after a rollout, the new pod's (the old pod's agent may
+    /// still be linked while its pod goes away).
+    fn file_agent(&self, id: u64, session_id: &str) -> Result<Vec<quinn::Connection>, String> {
         let agents = self.registry().file_agents(id, session_id)?;
         let conns = self.agent_conns();
-        agents
+        let linked: Vec<quinn::Connection> = agents
             .iter()
-            .find_map(|agent| conns.get(agent).cloned())
-            .ok_or_else(|| format!("the agents of intercept {id} are not linked"))
+            .rev()
+            .filter_map(|agent| conns.get(agent).cloned())
+            .collect();
+        if linked.is_empty() {
+            return Err(format!("the agents of intercept {id} are not linked"));
+        }
+        Ok(linked)
     }
 }
 

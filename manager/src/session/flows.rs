@@ -59,17 +59,45 @@ pub struct Flows {
     files: FileRoute,
 }
 
-/// Finds the agent connection that serves the files of one of the session's intercepts (see
+/// Finds the agent connections that may serve the files of one of the session's intercepts,
+/// the most recently linked first (see
 /// [`Registry::file_agents`](crate::registry::Registry::file_agents)), or says why none does.
 #[derive(Clone)]
-pub struct FileRoute(Arc<dyn Fn(u64) -> Result<quinn::Connection, String> + Send + Sync>);
+pub struct FileRoute(Arc<dyn Fn(u64) -> Result<Vec<quinn::Connection>, String> + Send + Sync>);
 
 impl FileRoute {
     pub fn new(
-        route: impl Fn(u64) -> Result<quinn::Connection, String> + Send + Sync + 'static,
+        route: impl Fn(u64) -> Result<Vec<quinn::Connection>, String> + Send + Sync + 'static,
     ) -> Self {
         FileRoute(Arc::new(route))
     }
+}
+
+/// How long one agent may take to answer a file stream's [`OpenFiles`] before the next is
+/// tried: an agent of a pod that is going away (a rollout) may still be linked but no longer
+/// serve.
+const FILES_AGENT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Opens a file stream on `agent` and returns its answer with the stream, or `None` if it did not
+/// answer in time.
+async fn ask_agent(
+    agent: &quinn::Connection,
+    open: OpenFiles,
+) -> Option<(OpenFilesResult, quinn::SendStream, quinn::RecvStream)> {
+    let asked = async {
+        let (mut send, mut recv) = agent.open_bi().await.ok()?;
+        framed::write_message(&mut send, &Message::OpenFiles(open))
+            .await
+            .ok()?;
+        match framed::read_message(&mut recv).await {
+            Ok(Some(Message::OpenFilesResult(answer))) => Some((answer, send, recv)),
+            _ => None,
+        }
+    };
+    tokio::time::timeout(FILES_AGENT_TIMEOUT, asked)
+        .await
+        .ok()
+        .flatten()
 }
 
 impl std::fmt::Debug for FileRoute {
@@ -159,8 +187,8 @@ impl Flows {
                 .record(action, SystemTime::now())
                 .object(None, &object)
         };
-        let agent = match (self.files.0)(open.intercept) {
-            Ok(agent) => agent,
+        let agents = match (self.files.0)(open.intercept) {
+            Ok(agents) => agents,
             Err(message) => {
                 info!(intercept = open.intercept, %message, "File stream refused");
                 self.audit
@@ -171,16 +199,24 @@ impl Flows {
                 return Ok(());
             }
         };
-        let (mut agent_send, mut agent_recv) = agent.open_bi().await?;
-        framed::write_message(&mut agent_send, &Message::OpenFiles(open)).await?;
-        let answer = match tokio::time::timeout(OPEN_TIMEOUT, framed::read_message(&mut agent_recv))
-            .await
-        {
-            Ok(Ok(Some(Message::OpenFilesResult(answer)))) => answer,
-            _ => refuse(
-                ErrorCode::Other,
-                "the traffic agent does not serve files (an older agent? uninstall and intercept again)"
-                    .to_owned(),
+        let mut answered = None;
+        for agent in &agents {
+            if let Some(got) = ask_agent(agent, open).await {
+                answered = Some(got);
+                break;
+            }
+        }
+        let (answer, agent_send, agent_recv) = match answered {
+            Some((answer, send, recv)) => (answer, Some(send), Some(recv)),
+            None => (
+                refuse(
+                    ErrorCode::Other,
+                    "no traffic agent of the workload serves files (an older agent? uninstall \
+                     and intercept again)"
+                        .to_owned(),
+                ),
+                None,
+                None,
             ),
         };
         let ok = answer.result.is_ok();
@@ -191,12 +227,17 @@ impl Flows {
             Err(error) => audit(Action::FilesRefused).refused(error.message.clone()),
         });
         framed::write_message(&mut send, &Message::OpenFilesResult(answer)).await?;
-        if !ok {
-            let _ = send.finish();
-            let _ = agent_send.reset(0u32.into());
-            return Ok(());
+        match (ok, agent_send, agent_recv) {
+            (true, Some(agent_send), Some(agent_recv)) => {
+                super::agents::splice(send, recv, agent_send, agent_recv).await;
+            }
+            (_, agent_send, _) => {
+                let _ = send.finish();
+                if let Some(mut agent_send) = agent_send {
+                    let _ = agent_send.reset(0u32.into());
+                }
+            }
         }
-        super::agents::splice(send, recv, agent_send, agent_recv).await;
         Ok(())
     }
 
