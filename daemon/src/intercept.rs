@@ -523,14 +523,7 @@ impl Intercepts {
             c.volume_mounts
                 .iter()
                 .flatten()
-                .map(|m| {
-                    let parts: Vec<&str> = m
-                        .mount_path
-                        .split('/')
-                        .filter(|p| !p.is_empty() && *p != ".")
-                        .collect();
-                    format!("/{}", parts.join("/"))
-                })
+                .map(|m| inject::normalize(&m.mount_path))
                 .collect(),
         )
     }

@@ -18,7 +18,7 @@ use fuser::{
     ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
     ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
-use tether_proto::files::{FileAttr, FileKind, FileOk, FileOp, Timestamp, MAX_IO};
+use tether_proto::files::{FileAttr, FileOk, FileOp, Timestamp, MAX_IO};
 use tokio::runtime::Handle;
 use tracing::{debug, warn};
 
@@ -251,18 +251,7 @@ fn listed_ino(path: &str) -> u64 {
 }
 
 /// Attributes for `.` and `..` in a `readdirplus` answer, which the kernel does not use.
-const DOT_ATTR: FileAttr = FileAttr {
-    kind: FileKind::Directory,
-    size: 0,
-    perm: 0o755,
-    nlink: 2,
-    uid: 0,
-    gid: 0,
-    atime: Timestamp { secs: 0, nanos: 0 },
-    mtime: Timestamp { secs: 0, nanos: 0 },
-    ctime: Timestamp { secs: 0, nanos: 0 },
-    blocks: 0,
-};
+const DOT_ATTR: FileAttr = FileAttr::directory(0o755);
 
 impl fuser::Filesystem for TetherFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {

@@ -49,6 +49,26 @@ pub struct Timestamp {
     pub nanos: u32,
 }
 
+impl FileAttr {
+    /// A directory with permission bits `perm`, owned by root, at the epoch: what a file system
+    /// shows for a directory that stands for nothing on disk.
+    pub const fn directory(perm: u32) -> FileAttr {
+        let epoch = Timestamp { secs: 0, nanos: 0 };
+        FileAttr {
+            kind: FileKind::Directory,
+            size: 0,
+            perm,
+            nlink: 2,
+            uid: 0,
+            gid: 0,
+            atime: epoch,
+            mtime: epoch,
+            ctime: epoch,
+            blocks: 0,
+        }
+    }
+}
+
 /// What a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileKind {

@@ -284,18 +284,7 @@ mod tests {
     fn entry(name: &str) -> tether_proto::files::DirEntry {
         tether_proto::files::DirEntry {
             name: name.to_owned(),
-            attr: tether_proto::files::FileAttr {
-                kind: tether_proto::files::FileKind::Directory,
-                size: 0,
-                perm: 0o755,
-                nlink: 2,
-                uid: 0,
-                gid: 0,
-                atime: Default::default(),
-                mtime: Default::default(),
-                ctime: Default::default(),
-                blocks: 0,
-            },
+            attr: tether_proto::files::FileAttr::directory(0o755),
         }
     }
 

@@ -498,18 +498,7 @@ impl Server {
 
 /// What a directory above the mounts looks like: read-only, owned by root, dated the epoch
 /// (the same on every agent, every time).
-pub const VIRTUAL_DIR: FileAttr = FileAttr {
-    kind: FileKind::Directory,
-    size: 0,
-    perm: 0o555,
-    nlink: 2,
-    uid: 0,
-    gid: 0,
-    atime: Timestamp { secs: 0, nanos: 0 },
-    mtime: Timestamp { secs: 0, nanos: 0 },
-    ctime: Timestamp { secs: 0, nanos: 0 },
-    blocks: 0,
-};
+pub const VIRTUAL_DIR: FileAttr = FileAttr::directory(0o555);
 
 /// The totals of the directories above the mounts: empty, with nothing free.
 const VIRTUAL_FS: FsStats = FsStats {

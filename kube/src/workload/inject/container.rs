@@ -211,7 +211,7 @@ pub(super) fn app_mounts(
 }
 
 /// `/a//b/` → `/a/b`: the kubelet's reading of a mount path.
-fn normalize(path: &str) -> String {
+pub fn normalize(path: &str) -> String {
     let parts: Vec<&str> = path
         .split('/')
         .filter(|p| !p.is_empty() && *p != ".")
