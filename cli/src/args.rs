@@ -279,6 +279,13 @@ pub struct InterceptArgs {
     /// holding up a caller. Several people may mirror a workload, beside anyone's intercept.
     #[arg(long)]
     pub mirror: bool,
+    /// Replace the container instead of sharing it: while the intercept lasts the intercepted
+    /// container is removed from the workload's pods (nothing of it runs in the cluster, a queue
+    /// consumer does not consume twice) and all the requests come here; `leave` puts it back
+    /// exactly. Refused while anyone else intercepts or mirrors the workload. Deployments and
+    /// StatefulSets.
+    #[arg(long, conflicts_with_all = ["mirror", "http_header", "http_path_prefix"])]
+    pub replace: bool,
     /// Mount the intercepted container's volumes (ConfigMaps, Secrets, the service-account
     /// token, emptyDirs, claims) on this machine, at their container paths under DIR: `true` (a
     /// new temporary directory), `false` (no mount) or DIR, an empty directory of yours.
@@ -329,6 +336,7 @@ Examples:
   tether intercept svc/orders-api --port 8080:80    # …or number, of a Service
   tether intercept orders --port 8080 --http-header x-dev=ann
   tether intercept orders --port 8080 --mirror       # a copy of every request; the app answers
+  tether intercept orders --port 8080 --replace      # the app container stops while it lasts
   tether intercept web --port 8080 --container app --to-pod 9901
   tether intercept orders --port 8080 --mount=/tmp/orders -- ./run.sh  # volumes under /tmp/orders
 

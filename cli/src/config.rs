@@ -227,7 +227,7 @@ impl Config {
                 // Only for connecting first: when connected, `-n` must be the connected one.
                 args.config_namespace.clone_from(&self.connect.namespace);
                 self.connect_options(&mut args.connect, &defaulted);
-                if args.http_header.is_empty() && !args.all_requests {
+                if args.http_header.is_empty() && !args.all_requests && !args.replace {
                     args.http_header.clone_from(&self.intercept.http_header);
                 }
             }

@@ -159,6 +159,7 @@ fn request(args: &InterceptArgs) -> InterceptRequest {
         path_prefix: args.http_path_prefix.clone(),
         env: args.env_file.is_some() || !args.command.is_empty(),
         mirror: args.mirror,
+        replace: args.replace,
         mount: args.mount != MountArg::Off,
         mount_dir: match &args.mount {
             MountArg::At(dir) => Some(dir.clone()),

@@ -238,6 +238,7 @@ pub fn describe(i: &ActiveIntercept) -> String {
     let mirror = match i.mode {
         InterceptMode::Take => "",
         InterceptMode::Mirror => "mirror of ",
+        InterceptMode::Replace => "replacing the container, ",
     };
     format!(
         "{}: {} {} → {} ({mirror}{})",
@@ -276,12 +277,21 @@ pub fn intercepted(report: &InterceptReport, env_file: Option<&Path>) -> String 
     let verb = match i.mode {
         InterceptMode::Take => "Intercepting",
         InterceptMode::Mirror => "Mirroring",
+        InterceptMode::Replace => "Replacing",
     };
     let mut out = format!(
         "{verb} {}\n  pods: {}\n",
         describe(i),
         report.pods.join(", ")
     );
+    if i.mode == InterceptMode::Replace {
+        let _ = writeln!(
+            out,
+            "  container {} no longer runs in the cluster: every request goes to {}; `tether \
+             leave {}` puts it back",
+            i.container, i.local, i.name
+        );
+    }
     if i.mode == InterceptMode::Mirror {
         let _ = writeln!(
             out,
@@ -409,6 +419,7 @@ pub fn list(report: &ListReport) -> String {
             let kind = match i.mode {
                 InterceptMode::Take => "intercept",
                 InterceptMode::Mirror => "mirror",
+                InterceptMode::Replace => "replace",
             };
             let _ = writeln!(
                 out,

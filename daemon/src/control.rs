@@ -302,6 +302,9 @@ pub struct InterceptRequest {
     /// `--mirror`: copy the matching requests to this machine instead of taking them.
     #[serde(default)]
     pub mirror: bool,
+    /// `--replace`: the container leaves the workload's pods while the intercept lasts.
+    #[serde(default)]
+    pub replace: bool,
     /// `--mount`: the container's volumes on this machine.
     #[serde(default)]
     pub mount: bool,

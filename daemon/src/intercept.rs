@@ -258,6 +258,10 @@ impl Intercepts {
             Some(port) => format!("{}:{port}", choice.service),
             None => format!("{}:{}", choice.service, choice.service_port),
         };
+        if req.replace {
+            tether_kube::workload::replace::check(&workload, &choice.container)
+                .map_err(wk::WorkloadError::from)?;
+        }
         let to_pod = to_pod::bind(&req.to_pod).await?;
         let mut active = ActiveIntercept {
             name: name.clone(),
@@ -275,10 +279,11 @@ impl Intercepts {
             to_pod: req.to_pod.clone(),
             to_pod_target: None,
             mount: None,
-            mode: if req.mirror {
-                InterceptMode::Mirror
-            } else {
-                InterceptMode::Take
+            mode: match (req.mirror, req.replace) {
+                (true, false) => InterceptMode::Mirror,
+                (false, true) => InterceptMode::Replace,
+                (false, false) => InterceptMode::Take,
+                (true, true) => return Err(InterceptError::MirrorAndReplace),
             },
             copies: None,
         };
@@ -291,11 +296,18 @@ impl Intercepts {
         self.dials().insert(info.id, active.local);
 
         let started = self
-            .start(&session, &workload, &choice, &mut active, req.env, progress)
+            .start(
+                &session,
+                &workload,
+                &choice,
+                &mut active,
+                (req.env, req.mount),
+                (&info.owner, progress),
+            )
             .await;
         let started = match started {
             Ok(started) if req.to_pod.is_empty() => Ok(started),
-            Ok(started) => match self.pod_ip(&started.1).await {
+            Ok(started) => match self.pod_ip(&started.pods).await {
                 Ok((pod, ip)) => {
                     active.to_pod_target = Some(format!("{pod} ({ip})"));
                     let pods = to_pod::Pods {
@@ -310,12 +322,20 @@ impl Intercepts {
             },
             Err(e) => Err(e),
         };
-        let (installed, pods, env) = match started {
+        let Started {
+            installed,
+            pods,
+            env,
+            mounts: container,
+        } = match started {
             Ok(started) => started,
             Err(error) => {
                 self.dials().remove(&info.id);
                 if let Err(e) = session.remove_intercept(&name).await {
                     warn!(error = %e, "Could not end the intercept after a failed start");
+                }
+                if active.mode == InterceptMode::Replace {
+                    self.put_back(&active, progress).await;
                 }
                 return Err(error);
             }
@@ -324,9 +344,6 @@ impl Intercepts {
         if req.mount {
             progress.say("mounting the container's volumes");
             let helper = self.helper.as_deref();
-            // The intercepted container's own mounts (the agent serves those of every container
-            // behind the intercepted ports); unknown: all.
-            let container = self.container_mounts(&pods, &choice.container).await;
             let mounted = mount::mount(
                 helper,
                 &session,
@@ -426,25 +443,42 @@ impl Intercepts {
     }
 
     /// Everything after the manager registered the intercept: the agent, its rollout, the
-    /// agents linking, the Service following, the environment. Returns whether the agent was
-    /// installed, the pods and the environment if asked.
+    /// agents linking, the environment and mount paths (read while the container still runs),
+    /// the container's removal for `--replace`, the Service following.
     async fn start(
         &self,
         session: &Session,
         workload: &Workload,
         choice: &inject::PortChoice,
         active: &mut ActiveIntercept,
-        with_env: bool,
-        progress: &Progress,
-    ) -> Result<(bool, Vec<String>, Option<Vec<(String, String)>>), InterceptError> {
+        (with_env, with_mounts): (bool, bool),
+        (owner, progress): (&str, &Progress),
+    ) -> Result<Started, InterceptError> {
         let installed = self.install(session, workload, progress).await?;
         progress.say(format!(
             "waiting for the agents of {} to link to the traffic manager",
             active.workload
         ));
-        let pods = self
+        let mut pods = self
             .await_agents(session, workload, &choice.service)
             .await?;
+        let env = if with_env {
+            Some(self.environment(&pods, &choice.container).await?)
+        } else {
+            None
+        };
+        // The intercepted container's own mounts (the agent serves those of every container
+        // behind the intercepted ports); unknown: all.
+        let mounts = if with_mounts {
+            self.container_mounts(&pods, &choice.container).await
+        } else {
+            None
+        };
+        if active.mode == InterceptMode::Replace {
+            pods = self
+                .take_out(session, workload, choice, owner, progress)
+                .await?;
+        }
         active.endpoints = pods.len();
         if let Some(addr) = active.service_addr {
             progress.say(format!(
@@ -454,12 +488,55 @@ impl Intercepts {
             let judge = Judge::new(Expect::Intercept(active.id), pods.len());
             effect(session, &active.service_port, addr, judge, progress).await?;
         }
-        let env = if with_env {
-            Some(self.environment(&pods, &choice.container).await?)
-        } else {
-            None
+        Ok(Started {
+            installed,
+            pods,
+            env,
+            mounts,
+        })
+    }
+
+    /// `--replace`: removes the intercepted container from the workload's pods, awaits the
+    /// rollout and the new pods' agents; returns those pods.
+    async fn take_out(
+        &self,
+        session: &Session,
+        workload: &Workload,
+        choice: &inject::PortChoice,
+        owner: &str,
+        progress: &Progress,
+    ) -> Result<Vec<String>, InterceptError> {
+        let client = &self.cluster.client;
+        let id = format!("{}/{}", workload.kind, workload.name);
+        progress.say(format!(
+            "removing container {} from {id}; waiting for the rollout",
+            choice.container
+        ));
+        wk::replace_container(client, workload, &choice.container, owner).await?;
+        let fresh = wk::find_workload(client, &self.namespace, &id).await?;
+        wk::wait_rollout(client, &fresh, ROLLOUT_TIMEOUT).await?;
+        progress.say(format!(
+            "waiting for the agents of {id} to link to the traffic manager"
+        ));
+        self.await_agents(session, workload, &choice.service).await
+    }
+
+    /// Puts back the container `--replace` took out and awaits the rollout; failures are logged
+    /// (the manager puts it back too when the intercept ends, and `tether uninstall` does).
+    async fn put_back(&self, active: &ActiveIntercept, progress: &Progress) {
+        let client = &self.cluster.client;
+        progress.say(format!(
+            "putting container {} back into {}; waiting for the rollout",
+            active.container, active.workload
+        ));
+        let restored = async {
+            wk::restore_container(client, &active.namespace, &active.workload).await?;
+            let fresh = wk::find_workload(client, &active.namespace, &active.workload).await?;
+            wk::wait_rollout(client, &fresh, ROLLOUT_TIMEOUT).await
         };
-        Ok((installed, pods, env))
+        if let Err(error) = restored.await {
+            warn!(workload = %active.workload, error = %tether_proto::error_chain(&error), "Could not put the replaced container back");
+        }
     }
 
     /// Installs the agent if needed; true if it did.
@@ -570,16 +647,22 @@ impl Intercepts {
             progress.say(format!("unmounting {}", mounted.dir.display()));
             mounted.unmount(self.helper.as_deref()).await;
         }
-        // Without a session the manager has already forgotten the intercept, and agents with no
-        // link route everything to the app.
+        // Without a session the manager has already forgotten the intercept (and put a replaced
+        // container back), and agents with no link route everything to the app.
+        let replaced = active.mode == InterceptMode::Replace;
         if let Ok(session) = self.session() {
             match session.remove_intercept(name).await {
                 Ok(()) => {
+                    if replaced {
+                        self.put_back(&active, progress).await;
+                    }
                     if let Some(addr) = active.service_addr {
                         progress.say(format!(
                             "checking that callers of {} reach the app again",
                             active.service_port
                         ));
+                        // After a replace, put_back awaited the rollout: the agents reached
+                        // are those in front of the app again.
                         let judge = Judge::new(Expect::Ended(active.id), active.endpoints);
                         effect(&session, &active.service_port, addr, judge, progress)
                             .await
@@ -658,6 +741,18 @@ impl Intercepts {
                         dials.remove(&old);
                         dials.insert(info.id, active.local);
                     }
+                    // The manager put a replaced container back when the old session ended.
+                    if active.mode == InterceptMode::Replace {
+                        let client = &self.cluster.client;
+                        let again = async {
+                            let w = wk::find_workload(client, &active.namespace, &active.workload)
+                                .await?;
+                            wk::replace_container(client, &w, &active.container, &info.owner).await
+                        };
+                        if let Err(error) = again.await {
+                            warn!(name = %active.name, error = %tether_proto::error_chain(&error), "Could not replace the container again");
+                        }
+                    }
                     let files = self.mounts().get(&active.name).map(|m| m.files.clone());
                     if let Some(files) = files {
                         files.reopen(session, info.id).await;
@@ -726,6 +821,18 @@ impl Intercepts {
             workloads: rows,
         })
     }
+}
+
+/// What [`Intercepts::start`] found and did.
+struct Started {
+    /// Whether it installed the agent.
+    installed: bool,
+    /// The workload's pods, each with its agent linked.
+    pods: Vec<String>,
+    /// The container's environment, if asked.
+    env: Option<Vec<(String, String)>>,
+    /// The container's mount paths, if `--mount` (`None` also when unknown: all).
+    mounts: Option<Vec<String>>,
 }
 
 /// [`await_effect`] within [`EFFECT_TIMEOUT`], reporting to `progress`.

@@ -45,6 +45,9 @@ pub const AGENT_ANNOTATION: &str = "tether.dev/agent";
 /// which the manager keeps current and removes with the last intercept (and uninstall removes
 /// with the agent).
 pub const INTERCEPTS_ANNOTATION: &str = "tether.dev/intercepts";
+/// The workload annotation holding the app container `tether intercept --replace` removed (and
+/// where it stood), until the intercept ends and it is put back.
+pub const REPLACED_ANNOTATION: &str = "tether.dev/replaced";
 /// The agents' credential Secret, one per namespace.
 pub const AGENT_SECRET: &str = "tether-agent-tls";
 

@@ -21,16 +21,19 @@
 //!   fail).
 //! - [`kube`]: the async reads and writes around it: find the workload, write with optimistic
 //!   concurrency, order workload and Service updates, wait for the rollout, the agent Secret.
+//! - [`replace`]: sans-IO: taking the app container out for `intercept --replace`, and putting
+//!   it back exactly.
 //! - [`env`]: the workload's environment, for running the intercepting process locally.
 
 pub mod env;
 pub mod inject;
 pub mod kube;
+pub mod replace;
 
 pub use self::kube::{
-    agent_credential_is_current, find_workload, install_agent, list_workloads,
-    request_agent_credential, services, store_agent_credential, uninstall_agent, uninstall_all,
-    wait_rollout, workloads, WorkloadError, WorkloadSummary,
+    agent_credential_is_current, find_workload, install_agent, list_workloads, replace_container,
+    request_agent_credential, restore_container, services, store_agent_credential, uninstall_agent,
+    uninstall_all, wait_rollout, workloads, WorkloadError, WorkloadSummary,
 };
 pub use inject::{
     choose_port, inject, record_of, resolve_target, restore, services_selecting, AgentRecord,

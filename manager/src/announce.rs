@@ -52,14 +52,16 @@ fn mirror_prefix(i: &InterceptInfo) -> &'static str {
     match i.mode {
         InterceptMode::Take => "",
         InterceptMode::Mirror => "mirror: ",
+        InterceptMode::Replace => "replace: ",
     }
 }
 
-/// What the intercept does, as the Events say it: `intercepted` or `mirrored`.
+/// What the intercept does, as the Events say it: `intercepted`, `mirrored` or `replaced`.
 fn verb(i: &InterceptInfo) -> (&'static str, &'static str) {
     match i.mode {
         InterceptMode::Take => ("intercepted", "intercept"),
         InterceptMode::Mirror => ("mirrored", "mirror"),
+        InterceptMode::Replace => ("replaced", "replace"),
     }
 }
 

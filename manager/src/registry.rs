@@ -115,6 +115,7 @@ impl Registry {
         if req.mode == InterceptMode::Mirror {
             self.check_own_mirrors(holder, req, &filter)?;
         }
+        self.check_replace(req, &filter)?;
         self.next_id += 1;
         let id = self.next_id;
         let info = InterceptInfo {
@@ -178,6 +179,46 @@ impl Registry {
                 req.service_port,
                 i.name,
                 crate::audit::filter_text(&i.filter)
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// A replace ([`InterceptMode::Replace`]) has its workload to itself: it takes all the
+    /// traffic, and is refused while any other intercept (anyone's, on any port, of any mode)
+    /// is on the workload; while it lasts, every other intercept there is refused. The error
+    /// names the holder, who is the one to ask.
+    fn check_replace(&self, req: &CreateIntercept, filter: &Filter) -> Result<(), String> {
+        let mut on_workload = self
+            .intercepts
+            .values()
+            .filter(|i| i.namespace == req.namespace && i.workload == req.workload);
+        if req.mode == InterceptMode::Replace {
+            if !filter.is_global() {
+                return Err(
+                    "--replace takes all the traffic: it cannot have --http-header or --http-path"
+                        .to_owned(),
+                );
+            }
+            return match on_workload.next() {
+                Some(i) => Err(format!(
+                    "cannot replace {}: {} holds {} `{}` on it ({}), which must end first",
+                    req.workload,
+                    i.owner,
+                    mode_noun(i.mode),
+                    i.name,
+                    crate::audit::filter_text(&i.filter)
+                )),
+                None => Ok(()),
+            };
+        }
+        match on_workload.find(|i| i.mode == InterceptMode::Replace) {
+            Some(i) => Err(format!(
+                "cannot {} {}: {} has replaced it (intercept `{}`), and no other intercept can                  share it until that ends",
+                req.mode.as_str(),
+                req.workload,
+                i.owner,
+                i.name
             )),
             None => Ok(()),
         }
@@ -393,6 +434,15 @@ impl Registry {
 
 fn port_key(info: &InterceptInfo) -> PortKey {
     (info.namespace.clone(), info.workload.clone(), info.port)
+}
+
+/// `intercept`, `mirror` or `replace intercept`, for messages.
+fn mode_noun(mode: InterceptMode) -> &'static str {
+    match mode {
+        InterceptMode::Take => "intercept",
+        InterceptMode::Mirror => "mirror",
+        InterceptMode::Replace => "replace intercept",
+    }
 }
 
 #[cfg(test)]

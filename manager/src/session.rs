@@ -529,8 +529,24 @@ async fn announce_started(shared: &Shared, i: &tether_proto::InterceptInfo) {
     }
 }
 
-/// Announces on `i`'s workload that it ended (`why`); the registry no longer holds it.
+/// Announces on `i`'s workload that it ended (`why`); the registry no longer holds it. A
+/// replace intercept's container is put back first: whether the daemon left (it restores too,
+/// and one of the two finds nothing to do) or its session was lost.
 async fn announce_ended(shared: &Shared, i: &tether_proto::InterceptInfo, why: &str) {
+    if i.mode == tether_proto::InterceptMode::Replace {
+        let client = &shared.state.client;
+        match tether_kube::workload::restore_container(client, &i.namespace, &i.workload).await {
+            Ok(true) => {
+                info!(workload = %i.workload, namespace = %i.namespace, "Replaced container restored")
+            }
+            Ok(false) => {}
+            Err(error) => warn!(
+                workload = %i.workload,
+                error = %tether_proto::error_chain(&error),
+                "Could not restore the replaced container"
+            ),
+        }
+    }
     let _one_at_a_time = shared.announcer.lock().await;
     let active = shared.registry().on_workload(&i.namespace, &i.workload);
     let message = announce::ended_message(i, why);

@@ -225,6 +225,10 @@ pub enum InterceptMode {
     /// whose answer is discarded. Copies are best effort: queued up to a bound per mirror,
     /// dropped (and counted) beyond it, so a slow or absent laptop never holds up callers.
     Mirror,
+    /// [`Take`](InterceptMode::Take) of all the requests, with the app container removed from
+    /// the workload's pods while it lasts (`--replace`): nothing of the app runs in the cluster.
+    /// No other intercept may share the workload.
+    Replace,
 }
 
 impl InterceptMode {
@@ -233,11 +237,12 @@ impl InterceptMode {
         *self == InterceptMode::Take
     }
 
-    /// `take` or `mirror`, as the user sees it.
+    /// `take`, `mirror` or `replace`, as the user sees it.
     pub fn as_str(self) -> &'static str {
         match self {
             InterceptMode::Take => "take",
             InterceptMode::Mirror => "mirror",
+            InterceptMode::Replace => "replace",
         }
     }
 }

@@ -26,6 +26,7 @@ pub fn deploy() -> anyhow::Result<()> {
         "deployment/duo",
         "deployment/duo-b",
         "deployment/files",
+        "deployment/worker",
         "statefulset/inventory",
     ] {
         cluster::run(cluster::kubectl().args(["rollout", "status", workload, "--timeout=120s"]))?;

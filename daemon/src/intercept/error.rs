@@ -17,6 +17,9 @@ pub enum InterceptError {
     /// No session to the manager right now.
     #[error("the tunnel to the traffic manager is down (reconnecting); try again in a moment")]
     NoSession,
+    /// Both `--mirror` and `--replace`.
+    #[error("--mirror and --replace exclude each other: a mirror needs the app to answer")]
+    MirrorAndReplace,
     /// `--port 0`.
     #[error("--port needs a local port number between 1 and 65535")]
     NoLocalPort,

@@ -163,15 +163,14 @@ fn the_manager_reads_cluster_wide_and_signs_only_its_own_signer() {
             ])
         {
             (Value::Null, json!(["update"]))
-        } else if resources == json!(["replicasets"]) {
-            // An agent's pod's owner, read one at a time.
-            (Value::Null, json!(["get"]))
         } else if resources == json!(["events"]) {
             // An Event on a workload at each intercept's start and end.
             (Value::Null, json!(["create"]))
         } else if resources == json!(["deployments", "statefulsets", "replicasets"]) {
-            // The tether.dev/intercepts annotation (a merge patch); never get, update or delete.
-            (Value::Null, json!(["patch"]))
+            // The tether.dev/intercepts annotation (a merge patch), a replaced container put back
+            // (a JSON patch) and an agent's pod's owner, read one at a time; never list, update
+            // or delete.
+            (Value::Null, json!(["get", "patch"]))
         } else if resources == json!(["signers"]) {
             (json!(["tether.dev/session"]), json!(["approve", "sign"]))
         } else {

@@ -43,10 +43,12 @@ use crate::rollout::{self, Progress};
 
 mod credential;
 mod object;
+mod replace;
 
 pub use crate::names::FIELD_MANAGER;
 pub use credential::*;
 use object::*;
+pub use replace::{replace_container, restore_container};
 
 /// How often a write is retried after a conflict.
 pub const WRITE_ATTEMPTS: usize = 5;
@@ -79,6 +81,9 @@ pub enum WorkloadError {
     /// The change cannot be planned.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// `--replace` cannot take the container out (or put it back).
+    #[error(transparent)]
+    Replace(#[from] crate::workload::replace::ReplaceError),
     /// Other writers kept winning.
     #[error("{object} kept changing while tether updated it; try again")]
     Conflict { object: String },
@@ -293,7 +298,14 @@ async fn uninstall_from<K: Object>(
             // Someone else finished the job.
             return Ok(true);
         };
-        *obj.template_mut() = inject::restore(&current.template, &[], &record).template;
+        // A container `--replace` took out comes back with the agent's removal.
+        let mut template = current.template.clone();
+        crate::workload::replace::restore_in(
+            &current,
+            &mut template,
+            &mut obj.meta_mut().annotations,
+        )?;
+        *obj.template_mut() = inject::restore(&template, &[], &record).template;
         inject::annotate(&mut obj.meta_mut().annotations, None);
         match replace(&api, namespace, &obj).await? {
             Some(written) => {

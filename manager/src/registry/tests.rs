@@ -373,3 +373,78 @@ fn only_the_holder_reaches_its_intercepts_files() {
     );
     assert!(reg.file_agents(999, "s-ann").is_err());
 }
+
+fn replace(name: &str) -> CreateIntercept {
+    CreateIntercept {
+        mode: InterceptMode::Replace,
+        ..create(name, &[])
+    }
+}
+
+#[test]
+fn a_replace_has_its_workload_to_itself() {
+    let mut reg = Registry::new();
+    let held = reg.create(ANN, &replace("orders")).unwrap();
+
+    // Nobody else gets in, on any port and in any mode; the error names the holder.
+    for req in [
+        create("orders", &["x-session=bob"]),
+        create("orders", &[]),
+        mirror("orders", &[]),
+        CreateIntercept {
+            port: 9090,
+            service_port: "admin".to_owned(),
+            ..create("admin", &[])
+        },
+    ] {
+        let e = reg.create(BOB, &req).unwrap_err();
+        assert!(
+            e.contains("ann@laptop has replaced it (intercept `orders`)"),
+            "{e}"
+        );
+    }
+    // Nor the holder's own second intercept.
+    assert!(reg.create(ANN, &mirror("copy", &[])).is_err());
+
+    // Another workload is not concerned.
+    let other = CreateIntercept {
+        workload: "Deployment/billing".to_owned(),
+        ..create("billing", &["x-session=bob"])
+    };
+    reg.create(BOB, &other).unwrap();
+
+    // Once it ends, others may intercept again.
+    reg.remove(ANN.session_id, &held.name).unwrap();
+    reg.create(BOB, &create("orders", &["x-session=bob"]))
+        .unwrap();
+}
+
+#[test]
+fn a_replace_waits_for_every_other_intercept_and_names_it() {
+    let mut reg = Registry::new();
+    reg.create(BOB, &create("orders", &["x-session=bob"]))
+        .unwrap();
+    let e = reg.create(ANN, &replace("orders")).unwrap_err();
+    assert_eq!(
+        e,
+        "cannot replace Deployment/orders: bob@desk holds intercept `orders` on it \
+         (x-session=bob), which must end first"
+    );
+    reg.end_session(BOB.session_id);
+    reg.create(ANN, &replace("orders")).unwrap();
+}
+
+#[test]
+fn a_replace_takes_all_the_traffic() {
+    let mut reg = Registry::new();
+    let e = reg
+        .create(
+            ANN,
+            &CreateIntercept {
+                mode: InterceptMode::Replace,
+                ..create("orders", &["x-session=ann"])
+            },
+        )
+        .unwrap_err();
+    assert!(e.contains("cannot have --http-header"), "{e}");
+}

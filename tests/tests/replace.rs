@@ -1,0 +1,287 @@
+//! `tether intercept … --replace`: while it lasts the intercepted container runs in no pod of the
+//! workload, and every request (HTTP or not) reaches the laptop; on `leave`, and when the
+//! daemon is killed, the workload's spec comes back exactly.
+//!
+//! The workload is `worker` of `deploy/sample/intercept.yaml`: container `app` (the one replaced)
+//! and `cache` (which stays), behind the Service `worker` (port 80 → 8080 by number).
+
+use std::{process::Command, time::Duration};
+
+use serde_json::Value;
+use tether_e2e::{
+    answered_by, cluster_ip, eventually, from_cluster, in_ns, kubectl, run, tether, Connected,
+    Laptop, WS,
+};
+
+/// The Service's address as pods reach it (the local cluster's pods have no cluster DNS).
+fn url() -> String {
+    format!("http://{}:80/", cluster_ip("worker"))
+}
+
+/// The laptop's server on 127.0.0.1:18096 of the workstation: answers an HTTP GET with
+/// `replaced by the laptop`, and any other first line with `laptop echo: LINE`.
+fn laptop() -> Laptop {
+    const SERVER: &str = r#"
+import socketserver
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        line = self.rfile.readline()
+        if line.startswith(b"GET "):
+            while self.rfile.readline() not in (b"\r\n", b""):
+                pass
+            body = b"replaced by the laptop\n"
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        else:
+            self.wfile.write(b"laptop echo: " + line)
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(("127.0.0.1", 18096), H).serve_forever()
+"#;
+    let child = in_ns(WS, "/usr/bin/python3")
+        .args(["-c", SERVER])
+        .spawn()
+        .expect("starting the laptop's server");
+    let laptop = Laptop::adopt(child);
+    eventually(
+        Duration::from_secs(10),
+        "the laptop's server listens",
+        || {
+            tether_e2e::curl(Some(WS), &["http://127.0.0.1:18096/"])
+                .ok
+                .then_some(())
+        },
+    );
+    laptop
+}
+
+/// The Deployment's spec (what `leave` must restore; the status and metadata move on).
+fn spec() -> Value {
+    let out = kubectl(&["get", "deploy/worker", "-o", "json"]).expect_ok("kubectl get");
+    let mut d: Value = serde_json::from_str(&out).unwrap();
+    d["spec"].take()
+}
+
+/// The containers of each pod of `worker` (terminating ones too: they still run).
+fn pod_containers() -> Vec<Vec<String>> {
+    let out = kubectl(&["get", "pods", "-l", "app=worker", "-o", "json"]).expect_ok("get pods");
+    let pods: Value = serde_json::from_str(&out).unwrap();
+    pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// A raw TCP exchange from the client pod: one line to the Service, the answer.
+fn raw_tcp() -> String {
+    let script = format!("echo ping | nc -w 5 {} 80", cluster_ip("worker"));
+    kubectl(&[
+        "exec",
+        "deploy/client",
+        "-c",
+        "app",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ])
+    .expect_ok("nc to worker:80")
+}
+
+fn app_answers() {
+    let got = from_cluster(&url(), &[]).expect_ok("request to worker");
+    let who = answered_by(&got);
+    assert!(
+        who.len() == 1 && who[0].starts_with("worker-"),
+        "the app answers: {got}"
+    );
+}
+
+/// Waits until no pod of `worker` runs `app` any more (the old pod is gone, not only the
+/// rollout done), and checks `cache` and the agent run.
+fn no_pod_runs_the_app() {
+    let pods = eventually(Duration::from_secs(90), "no pod runs app", || {
+        let pods = pod_containers();
+        (!pods.is_empty() && pods.iter().all(|c| !c.iter().any(|n| n == "app"))).then_some(pods)
+    });
+    for containers in pods {
+        assert_eq!(containers, ["cache", "tether-agent"]);
+    }
+}
+
+#[test]
+fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() {
+    let c = Connected::new(WS, &[]);
+    let _laptop = laptop();
+    app_answers();
+
+    // The agent first (a plain intercept), so the spec to come back to is the one with it.
+    tether(
+        WS,
+        &["intercept", "worker", "--port", "18096", "--mount=false"],
+    )
+    .expect_ok("tether intercept worker");
+    tether(WS, &["leave", "worker"]).expect_ok("tether leave");
+    let before = spec();
+
+    let out = tether(
+        WS,
+        &[
+            "intercept",
+            "worker",
+            "--port",
+            "18096",
+            "--replace",
+            "--mount=false",
+        ],
+    )
+    .expect_ok("tether intercept --replace");
+    assert!(out.contains("Replacing worker"), "{out}");
+    assert!(
+        out.contains("container app no longer runs in the cluster"),
+        "{out}"
+    );
+    no_pod_runs_the_app();
+
+    // Every request reaches the laptop: HTTP, and a protocol the agent does not parse.
+    let got = from_cluster(&url(), &["--repeat", "3"]).expect_ok("requests while replaced");
+    assert_eq!(got.lines().count(), 3, "{got}");
+    assert!(
+        got.lines().all(|l| l == "200 replaced by the laptop"),
+        "{got}"
+    );
+    assert_eq!(raw_tcp().trim(), "laptop echo: ping");
+
+    // Status and list say so; nobody (not even this user) can add an intercept meanwhile.
+    let status = c.status();
+    let listed = status.to_string();
+    assert!(listed.contains("\"replace\""), "{listed}");
+    let refused = tether(
+        WS,
+        &[
+            "intercept",
+            "worker",
+            "--port",
+            "18097",
+            "--name",
+            "copy",
+            "--mirror",
+        ],
+    );
+    assert!(!refused.ok, "a mirror of a replaced workload is refused");
+    assert!(
+        refused
+            .stderr
+            .contains("has replaced it (intercept `worker`)"),
+        "{}",
+        refused.stderr
+    );
+
+    // leave: the spec is the one before, exactly, and the app answers again.
+    tether(WS, &["leave", "worker"]).expect_ok("tether leave");
+    assert_eq!(spec(), before, "the spec after leave");
+    app_answers();
+    eventually(Duration::from_secs(90), "app runs again", || {
+        pod_containers()
+            .iter()
+            .all(|c| c.iter().any(|n| n == "app"))
+            .then_some(())
+    });
+
+    // The daemon killed: the manager puts the container back when the session ends.
+    tether(
+        WS,
+        &[
+            "intercept",
+            "worker",
+            "--port",
+            "18096",
+            "--replace",
+            "--mount=false",
+        ],
+    )
+    .expect_ok("tether intercept --replace, again");
+    no_pod_runs_the_app();
+    let daemon = c.status()["daemon_pid"].as_u64().expect("daemon pid");
+    run(Command::new("kill").args(["-9", &daemon.to_string()]));
+    eventually(
+        Duration::from_secs(120),
+        "the manager restores the spec",
+        || (spec() == before).then_some(()),
+    );
+    eventually(Duration::from_secs(90), "the app answers again", || {
+        let got = from_cluster(&url(), &[]);
+        (got.ok
+            && answered_by(&got.stdout)
+                .iter()
+                .all(|w| w.starts_with("worker-")))
+        .then_some(())
+    });
+}
+
+#[test]
+fn replace_refuses_while_another_intercept_holds_the_workload_and_changes_nothing() {
+    let _c = Connected::new(WS, &[]);
+    let _laptop = laptop();
+    tether(
+        WS,
+        &[
+            "intercept",
+            "worker",
+            "--port",
+            "18096",
+            "--http-header",
+            "x-dev=ann",
+            "--mount=false",
+        ],
+    )
+    .expect_ok("a personal intercept");
+    let before = spec();
+    let refused = tether(
+        WS,
+        &[
+            "intercept",
+            "worker",
+            "--port",
+            "18096",
+            "--name",
+            "all",
+            "--replace",
+            "--mount=false",
+        ],
+    );
+    assert!(!refused.ok);
+    assert!(
+        refused
+            .stderr
+            .contains("cannot replace Deployment/worker: ")
+            && refused
+                .stderr
+                .contains("holds intercept `worker` on it (x-dev=ann)"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(spec(), before, "a refused replace changes nothing");
+    tether(WS, &["leave", "worker"]).expect_ok("tether leave");
+
+    // Flags that contradict --replace are refused before anything is asked.
+    let bad = tether(
+        WS,
+        &[
+            "intercept",
+            "worker",
+            "--port",
+            "18096",
+            "--replace",
+            "--mirror",
+        ],
+    );
+    assert!(!bad.ok && bad.stderr.contains("--mirror"), "{}", bad.stderr);
+}
