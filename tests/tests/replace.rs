@@ -116,6 +116,19 @@ fn no_pod_runs_the_app() {
     }
 }
 
+/// `tether intercept worker --port 18096 --replace`, which must succeed; its output.
+fn replace_worker() -> String {
+    let args = [
+        "intercept",
+        "worker",
+        "--port",
+        "18096",
+        "--replace",
+        "--mount=false",
+    ];
+    tether(WS, &args).expect_ok("tether intercept --replace")
+}
+
 #[test]
 fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() {
     let c = Connected::new(WS, &[]);
@@ -131,18 +144,7 @@ fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() 
     tether(WS, &["leave", "worker"]).expect_ok("tether leave");
     let before = spec();
 
-    let out = tether(
-        WS,
-        &[
-            "intercept",
-            "worker",
-            "--port",
-            "18096",
-            "--replace",
-            "--mount=false",
-        ],
-    )
-    .expect_ok("tether intercept --replace");
+    let out = replace_worker();
     assert!(out.contains("Replacing worker"), "{out}");
     assert!(
         out.contains("container app no longer runs in the cluster"),
@@ -196,18 +198,7 @@ fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() 
     });
 
     // The daemon killed: the manager puts the container back when the session ends.
-    tether(
-        WS,
-        &[
-            "intercept",
-            "worker",
-            "--port",
-            "18096",
-            "--replace",
-            "--mount=false",
-        ],
-    )
-    .expect_ok("tether intercept --replace, again");
+    replace_worker();
     no_pod_runs_the_app();
     let daemon = c.status()["daemon_pid"].as_u64().expect("daemon pid");
     run(Command::new("kill").args(["-9", &daemon.to_string()]));
