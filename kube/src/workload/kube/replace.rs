@@ -15,12 +15,12 @@ pub async fn replace_container(
     container: &str,
     by: &str,
 ) -> Result<bool, WorkloadError> {
-    let plan = |w: &Workload| replace::remove_patch(w, container, by);
-    match workload.kind {
-        WorkloadKind::Deployment => patch_with::<Deployment>(client, workload, plan).await,
-        WorkloadKind::StatefulSet => patch_with::<StatefulSet>(client, workload, plan).await,
-        WorkloadKind::ReplicaSet => patch_with::<ReplicaSet>(client, workload, plan).await,
-    }
+    let at = (
+        workload.kind,
+        workload.namespace.as_str(),
+        workload.name.as_str(),
+    );
+    patch_with(client, at, |w| replace::remove_patch(w, container, by)).await
 }
 
 /// Puts back the container `--replace` took out of `workload` (`Deployment/orders`); false if
@@ -33,29 +33,29 @@ pub async fn restore_container(
 ) -> Result<bool, WorkloadError> {
     let (kind, name) = inject::parse_workload_ref(workload)?;
     let kind = kind.unwrap_or(WorkloadKind::Deployment);
-    let w = Workload {
-        kind,
-        name: name.to_owned(),
-        namespace: namespace.to_owned(),
-        annotations: Default::default(),
-        template: Default::default(),
-    };
-    let plan = replace::restore_patch;
+    patch_with(client, (kind, namespace, name), replace::restore_patch).await
+}
+
+/// Reads the workload `(kind, namespace, name)`, plans a patch with `plan` and applies it, again
+/// from a fresh read while the patch's tests fail; false if `plan` found nothing to do.
+async fn patch_with(
+    client: &Client,
+    (kind, namespace, name): (WorkloadKind, &str, &str),
+    plan: impl Fn(&Workload) -> Result<Option<json_patch::Patch>, replace::ReplaceError>,
+) -> Result<bool, WorkloadError> {
     match kind {
-        WorkloadKind::Deployment => patch_with::<Deployment>(client, &w, plan).await,
-        WorkloadKind::StatefulSet => patch_with::<StatefulSet>(client, &w, plan).await,
-        WorkloadKind::ReplicaSet => patch_with::<ReplicaSet>(client, &w, plan).await,
+        WorkloadKind::Deployment => patch_kind::<Deployment>(client, namespace, name, plan).await,
+        WorkloadKind::StatefulSet => patch_kind::<StatefulSet>(client, namespace, name, plan).await,
+        WorkloadKind::ReplicaSet => patch_kind::<ReplicaSet>(client, namespace, name, plan).await,
     }
 }
 
-/// Reads the workload, plans a patch with `plan` and applies it, again from a fresh read while
-/// the patch's tests fail; false if `plan` found nothing to do.
-async fn patch_with<K: Object>(
+async fn patch_kind<K: Object>(
     client: &Client,
-    workload: &Workload,
+    namespace: &str,
+    name: &str,
     plan: impl Fn(&Workload) -> Result<Option<json_patch::Patch>, replace::ReplaceError>,
 ) -> Result<bool, WorkloadError> {
-    let (namespace, name) = (workload.namespace.as_str(), workload.name.as_str());
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
@@ -80,6 +80,6 @@ async fn patch_with<K: Object>(
         }
     }
     Err(WorkloadError::Conflict {
-        object: workload.to_string(),
+        object: format!("{} {name}", K::KIND),
     })
 }
