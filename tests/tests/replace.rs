@@ -19,7 +19,8 @@ fn url() -> String {
 }
 
 /// The laptop's server on 127.0.0.1:18096 of the workstation: answers an HTTP GET with
-/// `replaced by the laptop`, and any other first line with `laptop echo: LINE`.
+/// `replaced by the laptop`, and any other first line with `laptop echo: LINE`. It serves one
+/// request per connection and says so (`Connection: close`), as a server that closes must.
 fn laptop() -> Laptop {
     const SERVER: &str = r#"
 import socketserver
@@ -30,7 +31,7 @@ class H(socketserver.StreamRequestHandler):
             while self.rfile.readline() not in (b"\r\n", b""):
                 pass
             body = b"replaced by the laptop\n"
-            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
         else:
             self.wfile.write(b"laptop echo: " + line)
 socketserver.ThreadingTCPServer.allow_reuse_address = True
