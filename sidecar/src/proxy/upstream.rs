@@ -10,6 +10,12 @@
 //! address. HTTP/1 connections form one pool; HTTP/2 ones are pooled per `:authority` (in
 //! practice the one Service name clients use). HTTP/1.1 upgrades (WebSocket) are spliced through
 //! once both sides switch protocols.
+//!
+//! A pooled keep-alive connection can be closed by the upstream just as a request is written on
+//! it (the server's idle timeout fires before it sees the request). The pool cannot tell; the
+//! request fails with the connection closed before any answer. A request that is safe to send
+//! twice (an idempotent method, or an `Idempotency-Key`) and has no body is then sent once more,
+//! on a new connection of its own (RFC 9110 §9.2.2), as browsers and nginx do.
 
 use std::fmt;
 use std::future::Future;
@@ -69,6 +75,14 @@ pub enum UpstreamError {
         to: Arc<str>,
         #[source]
         source: hyper_util::client::legacy::Error,
+    },
+    /// A request sent again after its keep-alive connection closed under it failed again.
+    #[error("forwarding to {to} (sent again on a new connection)")]
+    Replayed {
+        /// The upstream.
+        to: Arc<str>,
+        #[source]
+        source: BoxError,
     },
     /// The request's URI could not be rewritten for the upstream.
     #[error("rewriting the request URI for {to}")]
@@ -178,15 +192,31 @@ impl Upstream {
             to: self.name.clone(),
             source,
         })?;
+        let replay = match &upgrade {
+            None if !http2 => Replay::of(&request),
+            _ => None,
+        };
         let client = if http2 { &self.http2 } else { &self.http1 };
-        let mut response =
-            client
-                .request(request)
-                .await
-                .map_err(|source| UpstreamError::Request {
-                    to: self.name.clone(),
-                    source,
-                })?;
+        let mut response = match client.request(request).await {
+            Ok(response) => response,
+            Err(error) => match replay {
+                Some(replay) if closed_before_answer(&error) => {
+                    debug!(to = %self.name, %error, "Connection closed under the request; sending it again");
+                    self.send_on_new_connection(replay.request())
+                        .await
+                        .map_err(|source| UpstreamError::Replayed {
+                            to: self.name.clone(),
+                            source,
+                        })?
+                }
+                _ => {
+                    return Err(UpstreamError::Request {
+                        to: self.name.clone(),
+                        source: error,
+                    })
+                }
+            },
+        };
         match upgrade {
             Some((downstream, _)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 let upstream = hyper::upgrade::on(&mut response);
@@ -196,6 +226,94 @@ impl Upstream {
         }
         Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
     }
+}
+
+impl Upstream {
+    /// Sends one HTTP/1 request on a connection of its own, outside the pool.
+    async fn send_on_new_connection(
+        &self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<hyper::body::Incoming>, BoxError> {
+        use tower_service::Service;
+        let io = self.connector.clone().call(request.uri().clone()).await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%error, "Connection for a request sent again ended");
+            }
+        });
+        Ok(sender.send_request(request).await?)
+    }
+}
+
+/// The head of a request that may be sent a second time: an idempotent method (RFC 9110 §9.2.2)
+/// or an `Idempotency-Key`, and no body.
+struct Replay {
+    method: http::Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn of(request: &Request<RequestBody>) -> Option<Self> {
+        use http::Method;
+        use hyper::body::Body as _;
+        let method = request.method();
+        let idempotent = [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::TRACE,
+            Method::PUT,
+            Method::DELETE,
+        ]
+        .contains(method)
+            || request.headers().contains_key("idempotency-key");
+        (idempotent && request.body().is_end_stream()).then(|| Self {
+            method: method.clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: request.headers().clone(),
+        })
+    }
+
+    fn request(self) -> Request<RequestBody> {
+        let mut request = Request::new(
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers;
+        request
+    }
+}
+
+/// True when a request failed on a connection that closed (or was reset) before any answer
+/// came: not when connecting failed, nor when the upstream answered something.
+fn closed_before_answer(error: &hyper_util::client::legacy::Error) -> bool {
+    if error.is_connect() {
+        return false;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
+            if hyper.is_incomplete_message() || hyper.is_canceled() || hyper.is_closed() {
+                return true;
+            }
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+            if matches!(io.kind(), BrokenPipe | ConnectionReset | ConnectionAborted) {
+                return true;
+            }
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Copies bytes both ways between the two sides of an upgraded connection.

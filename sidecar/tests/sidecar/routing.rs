@@ -330,6 +330,93 @@ async fn an_http10_laptop_does_not_close_the_callers_connection() {
     }
 }
 
+/// A laptop server that closes a keep-alive connection when the next request arrives on it (its
+/// idle timeout firing as the request comes in): an idempotent bodiless request is sent again on
+/// a new connection and answered; a POST with a body is not sent twice, and the caller gets 502.
+#[tokio::test]
+async fn a_keep_alive_connection_closed_under_a_request_is_retried() {
+    let app = HttpServer::start("app").await;
+    let laptop = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let laptop_addr = laptop.local_addr().unwrap();
+    let posts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let posts_seen = posts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = laptop.accept().await {
+            let posts = posts_seen.clone();
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buf = [0; 1024];
+                for answered in 0.. {
+                    let end = loop {
+                        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break end + 4;
+                        }
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&pending[..end]).to_lowercase();
+                    if head.starts_with("post") {
+                        posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    if answered == 1 {
+                        // The second request on a connection: closed without an answer.
+                        return;
+                    }
+                    let body_len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    while pending.len() < end + body_len {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    pending.drain(..end + body_len);
+                    let answer =
+                        b"HTTP/1.1 200 OK\r\nx-served-by: laptop\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = start_proxy(app.addr, SNIFF).await;
+    let target: SharedTarget = Arc::new(LocalTarget::new(laptop_addr));
+    add(&proxy, 1, "ann", &["x-session=dev-1"], target).unwrap();
+
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut pending = Vec::new();
+    let get = "GET / HTTP/1.1\r\nhost: orders\r\nx-session: dev-1\r\n\r\n".to_owned();
+    // The first GET opens a pooled connection; the second is written on it as it closes.
+    for _ in 0..2 {
+        let (status, served_by) = exchange(&mut conn, &mut pending, &get).await;
+        assert_eq!(
+            (status.as_str(), served_by.as_str()),
+            ("HTTP/1.1 200 OK", "laptop")
+        );
+    }
+    // A GET pools a new connection; a POST with a body on it is not sent twice.
+    assert_eq!(
+        exchange(&mut conn, &mut pending, &get).await.0,
+        "HTTP/1.1 200 OK"
+    );
+    let post =
+        "POST / HTTP/1.1\r\nhost: orders\r\nx-session: dev-1\r\ncontent-length: 5\r\n\r\nhello";
+    let (status, _) = exchange(&mut conn, &mut pending, post).await;
+    assert_eq!(status, "HTTP/1.1 502 Bad Gateway");
+    assert_eq!(posts.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// Writes one request on `conn` and reads its response.
+async fn exchange(conn: &mut TcpStream, pending: &mut Vec<u8>, request: &str) -> (String, String) {
+    conn.write_all(request.as_bytes()).await.unwrap();
+    read_response(conn, pending).await
+}
+
 /// Reads one response (with `content-length`, or chunked) off `conn`; returns its status line
 /// and `x-served-by`. Bytes of the next response stay in `pending`.
 async fn read_response(conn: &mut TcpStream, pending: &mut Vec<u8>) -> (String, String) {
