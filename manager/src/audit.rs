@@ -12,6 +12,7 @@
 //! | `certificate-issued`/`-refused` | `sign` | `certificatesigningrequests.certificates.k8s.io` |
 //! | `intercept-created`/`-refused`  | `create` | `intercepts.tether.dev` in the namespace     |
 //! | `intercept-ended`            | `delete`  | `intercepts.tether.dev` in the namespace       |
+//! | `container-restored`         | `patch`   | `intercepts.tether.dev` in the namespace (the manager put a `--replace`d container back in the workload) |
 //! | `agent-credential-issued`/`-refused` | `create` | `agentcredentials.tether.dev` in the namespace |
 //! | `agent-refused`              | `connect` | `agents.tether.dev`, NAME = the pod            |
 //! | `dial-refused`               | `connect` | `dials.tether.dev`, NAME = the destination     |
@@ -62,6 +63,9 @@ pub enum Action {
     InterceptRefused,
     /// An intercept ended (left, or its session ended).
     InterceptEnded,
+    /// The manager put a replace intercept's container back in its workload (the manager's one
+    /// write to a workload's spec).
+    ContainerRestored,
     /// A namespace's agents got a credential.
     AgentCredentialIssued,
     /// A request for an agent credential was refused.
@@ -88,6 +92,7 @@ impl Action {
             Action::InterceptCreated => "intercept-created",
             Action::InterceptRefused => "intercept-refused",
             Action::InterceptEnded => "intercept-ended",
+            Action::ContainerRestored => "container-restored",
             Action::AgentCredentialIssued => "agent-credential-issued",
             Action::AgentCredentialRefused => "agent-credential-refused",
             Action::AgentRefused => "agent-refused",
@@ -101,6 +106,7 @@ impl Action {
     fn verb(self) -> &'static str {
         match self {
             Action::SessionEnded | Action::InterceptEnded => "delete",
+            Action::ContainerRestored => "patch",
             Action::CertificateIssued | Action::CertificateRefused => "sign",
             Action::AgentRefused
             | Action::DialRefused
@@ -119,9 +125,10 @@ impl Action {
             Action::CertificateIssued | Action::CertificateRefused => {
                 ("certificates.k8s.io", "certificatesigningrequests")
             }
-            Action::InterceptCreated | Action::InterceptRefused | Action::InterceptEnded => {
-                (GROUP, "intercepts")
-            }
+            Action::InterceptCreated
+            | Action::InterceptRefused
+            | Action::InterceptEnded
+            | Action::ContainerRestored => (GROUP, "intercepts"),
             Action::AgentCredentialIssued | Action::AgentCredentialRefused => {
                 (GROUP, "agentcredentials")
             }

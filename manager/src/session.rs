@@ -506,9 +506,10 @@ async fn session(
     if !gone.is_empty() {
         // Nobody waits for these: the session is gone.
         let shared = shared.clone();
+        let asker = asker.clone();
         tokio::spawn(async move {
             for i in gone {
-                announce_ended(&shared, &i, "its session ended").await;
+                intercept_ended(&shared, &asker, &i, "its session ended").await;
             }
         });
     }
@@ -529,24 +530,52 @@ async fn announce_started(shared: &Shared, i: &tether_proto::InterceptInfo) {
     }
 }
 
-/// Announces on `i`'s workload that it ended (`why`); the registry no longer holds it. A
-/// replace intercept's container is put back first: whether the daemon left (it restores too,
-/// and one of the two finds nothing to do) or its session was lost.
-async fn announce_ended(shared: &Shared, i: &tether_proto::InterceptInfo, why: &str) {
-    if i.mode == tether_proto::InterceptMode::Replace {
-        let client = &shared.state.client;
-        match tether_kube::workload::restore_container(client, &i.namespace, &i.workload).await {
-            Ok(true) => {
-                info!(workload = %i.workload, namespace = %i.namespace, "Replaced container restored")
-            }
-            Ok(false) => {}
-            Err(error) => warn!(
-                workload = %i.workload,
-                error = %tether_proto::error_chain(&error),
-                "Could not restore the replaced container"
-            ),
-        }
+/// What the manager does when intercept `i` of `asker`'s session ends (`why`): a replace
+/// intercept's container is put back in its workload, then the end is announced on the workload.
+/// The daemon puts the container back too when it leaves; one of the two finds nothing to do.
+async fn intercept_ended(
+    shared: &Shared,
+    asker: &requests::Asker,
+    i: &tether_proto::InterceptInfo,
+    why: &str,
+) {
+    restore_replaced(shared, asker, i, why).await;
+    announce_ended(shared, i, why).await;
+}
+
+/// Puts a replace intercept's container back in its workload, with an audit record when the
+/// manager did write the workload.
+async fn restore_replaced(
+    shared: &Shared,
+    asker: &requests::Asker,
+    i: &tether_proto::InterceptInfo,
+    why: &str,
+) {
+    if i.mode != tether_proto::InterceptMode::Replace {
+        return;
     }
+    let client = &shared.state.client;
+    match tether_kube::workload::restore_container(client, &i.namespace, &i.workload).await {
+        Ok(true) => {
+            info!(workload = %i.workload, namespace = %i.namespace, "Replaced container restored");
+            shared.state.audit.record(
+                asker
+                    .record(Action::ContainerRestored, SystemTime::now())
+                    .intercept(i)
+                    .note("reason", why),
+            );
+        }
+        Ok(false) => {}
+        Err(error) => warn!(
+            workload = %i.workload,
+            error = %tether_proto::error_chain(&error),
+            "Could not restore the replaced container"
+        ),
+    }
+}
+
+/// Announces on `i`'s workload that it ended (`why`); the registry no longer holds it.
+async fn announce_ended(shared: &Shared, i: &tether_proto::InterceptInfo, why: &str) {
     let _one_at_a_time = shared.announcer.lock().await;
     let active = shared.registry().on_workload(&i.namespace, &i.workload);
     let message = announce::ended_message(i, why);

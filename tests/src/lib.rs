@@ -199,6 +199,24 @@ pub fn running_pods(selector: &str) -> Vec<(String, String)> {
 /// The label that selects the traffic manager's pods.
 pub const MANAGER_PODS: &str = "app.kubernetes.io/name=tether-manager";
 
+/// The manager's audit lines: the JSON `audit.k8s.io/v1` Events in its pods' logs.
+pub fn manager_audit() -> Vec<serde_json::Value> {
+    let logs = kubectl(&[
+        "-n",
+        "tether",
+        "logs",
+        "-l",
+        MANAGER_PODS,
+        "--tail=-1",
+        "--prefix=false",
+    ])
+    .expect_ok("kubectl logs of the manager");
+    logs.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["kind"] == "Event" && e["apiVersion"] == "audit.k8s.io/v1")
+        .collect()
+}
+
 /// `kubectl -n tether get pods -l MANAGER_PODS -o OUTPUT`: the traffic manager's pods.
 pub fn manager_pods(output: &str) -> Run {
     kubectl(&[

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tether_e2e::{
-    eventually, kubectl, run, state_dir, tether, user_kubeconfig, Bindings, Connected,
-    MANAGER_PODS, WS,
+    eventually, kubectl, manager_audit, run, state_dir, tether, user_kubeconfig, Bindings,
+    Connected, WS,
 };
 
 /// The developer; the refused one.
@@ -40,24 +40,6 @@ fn apiserver_audit(from: u64) -> Vec<Value> {
     String::from_utf8_lossy(&text[from as usize..])
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-/// The manager's audit lines: the JSON `audit.k8s.io/v1` Events in its pods' logs.
-fn manager_audit() -> Vec<Value> {
-    let logs = kubectl(&[
-        "-n",
-        "tether",
-        "logs",
-        "-l",
-        MANAGER_PODS,
-        "--tail=-1",
-        "--prefix=false",
-    ])
-    .expect_ok("kubectl logs of the manager");
-    logs.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["kind"] == "Event" && e["apiVersion"] == "audit.k8s.io/v1")
         .collect()
 }
 

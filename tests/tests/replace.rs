@@ -9,8 +9,8 @@ use std::{process::Command, time::Duration};
 
 use serde_json::Value;
 use tether_e2e::{
-    answered_by, cluster_ip, eventually, from_cluster, in_ns, kubectl, run, tether, Connected,
-    Laptop, WS,
+    answered_by, cluster_ip, eventually, from_cluster, in_ns, kubectl, manager_audit, run, tether,
+    Connected, Laptop, WS,
 };
 
 /// The Service's address as pods reach it (the local cluster's pods have no cluster DNS).
@@ -201,12 +201,32 @@ fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() 
     // The daemon killed: the manager puts the container back when the session ends.
     replace_worker();
     no_pod_runs_the_app();
+    let id = c.status()["intercepts"][0]["id"]
+        .as_u64()
+        .expect("the intercept's id");
     let daemon = c.status()["daemon_pid"].as_u64().expect("daemon pid");
     run(Command::new("kill").args(["-9", &daemon.to_string()]));
     eventually(
         Duration::from_secs(120),
         "the manager restores the spec",
         || (spec() == before).then_some(()),
+    );
+    // The manager's write to the workload is in its audit trail, under the developer's name.
+    let restored = eventually(
+        Duration::from_secs(30),
+        "the manager's container-restored line",
+        || {
+            manager_audit().into_iter().find(|e| {
+                e["annotations"]["tether.dev/action"] == "container-restored"
+                    && e["annotations"]["tether.dev/intercept-id"].as_str()
+                        == Some(&*id.to_string())
+            })
+        },
+    );
+    assert_eq!(restored["verb"], "patch", "{restored}");
+    assert_eq!(
+        restored["annotations"]["tether.dev/reason"], "its session ended",
+        "{restored}"
     );
     eventually(Duration::from_secs(90), "the app answers again", || {
         let got = from_cluster(&url(), &[]);

@@ -153,6 +153,13 @@ fn each_action_has_its_verb_and_resource() {
             200,
         ),
         (
+            Action::ContainerRestored,
+            "patch",
+            "intercepts",
+            "tether.dev",
+            200,
+        ),
+        (
             Action::AgentCredentialIssued,
             "create",
             "agentcredentials",

@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, Instrument};
 
 use super::{
-    announce_ended, announce_started, issue_agent_credential, Shared, MAX_CREDENTIALS_IN_FLIGHT,
+    announce_started, intercept_ended, issue_agent_credential, Shared, MAX_CREDENTIALS_IN_FLIGHT,
     MAX_DNS_IN_FLIGHT,
 };
 use crate::audit::{Action, Record};
@@ -237,7 +237,7 @@ async fn intercept_worker(
                             .intercept(i)
                             .note("reason", "left"),
                     );
-                    announce_ended(&shared, i, "left").await;
+                    intercept_ended(&shared, &asker, i, "left").await;
                 }
                 let result = result.map(|i| InterceptState {
                     intercepts: vec![i],
