@@ -291,6 +291,7 @@ pub fn intercepted(report: &InterceptReport, env_file: Option<&Path>) -> String 
              leave {}` puts it back",
             i.container, i.local, i.name
         );
+        out.push_str(&other_ports(i));
     }
     if i.mode == InterceptMode::Mirror {
         let _ = writeln!(
@@ -310,6 +311,39 @@ pub fn intercepted(report: &InterceptReport, env_file: Option<&Path>) -> String 
     }
     if let Some(mount) = &report.intercept.mount {
         out.push_str(&mounted(mount));
+    }
+    out
+}
+
+/// A replace's other ports: where each goes, or how to take one that is not taken.
+fn other_ports(i: &ActiveIntercept) -> String {
+    let mut out = String::new();
+    for p in &i.other_ports {
+        let port = p.app_port;
+        match (&p.intercept, &p.why) {
+            (Some(taken), _) => {
+                let _ = writeln!(
+                    out,
+                    "  {} (container port {port}) goes to 127.0.0.1:{port} too (intercept \
+                     {taken}, ending with {})",
+                    p.service_port, i.name
+                );
+            }
+            (None, why) => {
+                let remote = p.service_port.rsplit(':').next().unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  {} (container port {port}) is not taken{}: `tether intercept {} --name \
+                     {}-{port} --port LOCAL:{remote}` takes it",
+                    p.service_port,
+                    why.as_deref()
+                        .map(|w| format!(" ({w})"))
+                        .unwrap_or_default(),
+                    i.workload,
+                    i.name,
+                );
+            }
+        }
     }
     out
 }

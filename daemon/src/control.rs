@@ -382,6 +382,29 @@ pub struct ActiveIntercept {
     /// `--mount`: where the container's volumes are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount: Option<MountInfo>,
+    /// `--replace`: the replaced container's other ports that Services expose, and where each
+    /// goes now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_ports: Vec<OtherPort>,
+    /// For one of a replace's [`OtherPort`]s: the replace intercept it belongs to (it ends
+    /// with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_of: Option<String>,
+}
+
+/// A port of a `--replace`d container besides the intercepted one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OtherPort {
+    /// The Service port reaching it, e.g. `worker:admin`.
+    pub service_port: String,
+    /// The container's port.
+    pub app_port: u16,
+    /// The intercept taking its traffic to `127.0.0.1:APP_PORT` on this machine; `None` when it
+    /// is not forwarded (`why`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intercept: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 /// `tether list`: the namespace's workloads, their agents and intercepts.

@@ -47,7 +47,8 @@ pub mod mount;
 pub mod to_pod;
 
 pub use crate::control::{
-    ActiveIntercept, InterceptReport, InterceptRequest, ListReport, MountInfo, WorkloadRow,
+    ActiveIntercept, InterceptReport, InterceptRequest, ListReport, MountInfo, OtherPort,
+    WorkloadRow,
 };
 pub use error::InterceptError;
 
@@ -286,6 +287,8 @@ impl Intercepts {
                 (true, true) => return Err(InterceptError::MirrorAndReplace),
             },
             copies: None,
+            other_ports: Vec::new(),
+            part_of: None,
         };
 
         // The manager decides conflicts before the cluster is touched.
@@ -340,6 +343,11 @@ impl Intercepts {
                 return Err(error);
             }
         };
+        if active.mode == InterceptMode::Replace {
+            active.other_ports = self
+                .take_other_ports(&session, (&workload, &choice, &services), &active, progress)
+                .await;
+        }
         let mut mount_error = None;
         if req.mount {
             progress.say("mounting the container's volumes");
@@ -377,6 +385,98 @@ impl Intercepts {
             env,
             mount_error,
         })
+    }
+
+    /// `--replace`: the replaced container's other ports that Services expose go to the same
+    /// ports on this machine, each as an intercept of all its traffic named `NAME-PORT` that
+    /// ends with the replace. Ports below 1024, where an unprivileged process on the laptop
+    /// cannot listen, are only listed (`tether intercept --port LOCAL:REMOTE` takes one).
+    async fn take_other_ports(
+        &self,
+        session: &Session,
+        (workload, choice, services): (&Workload, &inject::PortChoice, &[Service]),
+        main: &ActiveIntercept,
+        progress: &Progress,
+    ) -> Vec<OtherPort> {
+        let others = match inject::other_ports(workload, services, choice) {
+            Ok(others) => others,
+            Err(error) => {
+                warn!(%error, "Could not list the replaced container's other ports");
+                return Vec::new();
+            }
+        };
+        let mut taken = Vec::new();
+        for other in others {
+            let service_port = match &other.service_port_name {
+                Some(port) => format!("{}:{port}", other.service),
+                None => format!("{}:{}", other.service, other.service_port),
+            };
+            let mut port = OtherPort {
+                service_port: service_port.clone(),
+                app_port: other.app_port,
+                intercept: None,
+                why: None,
+            };
+            let name = format!("{}-{}", main.name, other.app_port);
+            if other.app_port < 1024 {
+                port.why = Some(format!(
+                    "port {} is below 1024, where an unprivileged process cannot listen",
+                    other.app_port
+                ));
+            } else if self.active().contains_key(&name) {
+                port.why = Some(format!("you already have an intercept named `{name}`"));
+            } else {
+                progress.say(format!(
+                    "taking {service_port} to 127.0.0.1:{} as well",
+                    other.app_port
+                ));
+                let companion = ActiveIntercept {
+                    name: name.clone(),
+                    id: 0,
+                    service_port,
+                    app_port: other.app_port,
+                    local: SocketAddr::from((Ipv4Addr::LOCALHOST, other.app_port)),
+                    headers: Vec::new(),
+                    path_prefix: None,
+                    service_addr: cluster_addr(services, &other.service, other.service_port),
+                    mode: InterceptMode::Take,
+                    to_pod: Vec::new(),
+                    to_pod_target: None,
+                    mount: None,
+                    copies: None,
+                    other_ports: Vec::new(),
+                    part_of: Some(main.name.clone()),
+                    ..main.clone()
+                };
+                match self.start_companion(session, companion, progress).await {
+                    Ok(()) => port.intercept = Some(name),
+                    Err(error) => port.why = Some(tether_proto::error_chain(&error)),
+                }
+            }
+            taken.push(port);
+        }
+        taken
+    }
+
+    /// Registers one of a replace's other ports, and waits until its callers reach it.
+    async fn start_companion(
+        &self,
+        session: &Session,
+        mut companion: ActiveIntercept,
+        progress: &Progress,
+    ) -> Result<(), InterceptError> {
+        let info = session.create_intercept(companion.create_message()).await?;
+        companion.id = info.id;
+        self.dials().insert(info.id, companion.local);
+        let name = companion.name.clone();
+        let effect_on = companion.service_addr;
+        let (service_port, endpoints) = (companion.service_port.clone(), companion.endpoints);
+        self.active().insert(name, companion);
+        if let Some(addr) = effect_on {
+            let judge = Judge::new(Expect::Intercept(info.id), endpoints);
+            effect(session, &service_port, addr, judge, progress).await?;
+        }
+        Ok(())
     }
 
     /// The workload and Service port `req` means (see [`inject::resolve_target`]), and the
@@ -633,11 +733,31 @@ impl Intercepts {
         progress: &Progress,
     ) -> Result<ActiveIntercept, InterceptError> {
         let _busy = self.busy.lock().await;
-        let active = self
-            .active()
-            .remove(name)
-            .ok_or_else(|| InterceptError::NoSuchIntercept(name.to_owned()))?;
+        let (active, companions) = {
+            let mut all = self.active();
+            match all.get(name).map(|a| a.part_of.clone()) {
+                None => return Err(InterceptError::NoSuchIntercept(name.to_owned())),
+                Some(Some(replace)) => {
+                    return Err(InterceptError::PartOfReplace {
+                        name: name.to_owned(),
+                        replace,
+                    })
+                }
+                Some(None) => {}
+            }
+            let companions: Vec<String> = all
+                .values()
+                .filter(|a| a.part_of.as_deref() == Some(name))
+                .map(|a| a.name.clone())
+                .collect();
+            let companions: Vec<ActiveIntercept> =
+                companions.iter().filter_map(|c| all.remove(c)).collect();
+            (all.remove(name).expect("checked above"), companions)
+        };
         self.dials().remove(&active.id);
+        for companion in &companions {
+            self.dials().remove(&companion.id);
+        }
         let to_pod = self.to_pods().remove(name);
         if let Some(to_pod) = to_pod {
             to_pod.stop().await;
@@ -651,6 +771,11 @@ impl Intercepts {
         // container back), and agents with no link route everything to the app.
         let replaced = active.mode == InterceptMode::Replace;
         if let Ok(session) = self.session() {
+            for companion in &companions {
+                if let Err(error) = session.remove_intercept(&companion.name).await {
+                    warn!(%error, name = %companion.name, "The manager did not confirm the end of the intercept");
+                }
+            }
             match session.remove_intercept(name).await {
                 Ok(()) => {
                     if replaced {
@@ -733,6 +858,14 @@ impl Intercepts {
         }
         for mut active in all {
             let old = active.id;
+            // A replace's other port goes on only with its replace (which sorts before it).
+            if let Some(replace) = &active.part_of {
+                if !self.active().contains_key(replace) {
+                    self.dials().remove(&old);
+                    self.active().remove(&active.name);
+                    continue;
+                }
+            }
             match session.create_intercept(active.create_message()).await {
                 Ok(info) => {
                     active.id = info.id;

@@ -115,7 +115,7 @@ impl Registry {
         if req.mode == InterceptMode::Mirror {
             self.check_own_mirrors(holder, req, &filter)?;
         }
-        self.check_replace(req, &filter)?;
+        self.check_replace(holder.session_id, req, &filter)?;
         self.next_id += 1;
         let id = self.next_id;
         let info = InterceptInfo {
@@ -186,9 +186,15 @@ impl Registry {
 
     /// A replace ([`InterceptMode::Replace`]) has its workload to itself: it takes all the
     /// traffic, and is refused while any other intercept (anyone's, on any port, of any mode)
-    /// is on the workload; while it lasts, every other intercept there is refused. The error
-    /// names the holder, who is the one to ask.
-    fn check_replace(&self, req: &CreateIntercept, filter: &Filter) -> Result<(), String> {
+    /// is on the workload; while it lasts, every other intercept there is refused, but for the
+    /// holder's own session taking the replaced container's other ports (all their traffic, to
+    /// the same laptop). The error names the holder, who is the one to ask.
+    fn check_replace(
+        &self,
+        session_id: &str,
+        req: &CreateIntercept,
+        filter: &Filter,
+    ) -> Result<(), String> {
         let mut on_workload = self
             .intercepts
             .values()
@@ -212,7 +218,14 @@ impl Registry {
                 None => Ok(()),
             };
         }
+        let own_other_port = |i: &InterceptInfo| {
+            i.session_id == session_id
+                && req.mode == InterceptMode::Take
+                && filter.is_global()
+                && req.port != i.port
+        };
         match on_workload.find(|i| i.mode == InterceptMode::Replace) {
+            Some(i) if own_other_port(i) => Ok(()),
             Some(i) => Err(format!(
                 "cannot {} {}: {} has replaced it (intercept `{}`), and no other intercept can                  share it until that ends",
                 req.mode.as_str(),

@@ -18,9 +18,15 @@ fn url() -> String {
     format!("http://{}:80/", cluster_ip("worker"))
 }
 
-/// The laptop's server on 127.0.0.1:18096 of the workstation: answers an HTTP GET with
-/// `replaced by the laptop`, and any other first line with `laptop echo: LINE`. It serves one
-/// request per connection and says so (`Connection: close`), as a server that closes must.
+/// The Service's `admin` port, the container's other one.
+fn admin_url() -> String {
+    format!("http://{}:9090/", cluster_ip("worker"))
+}
+
+/// The laptop's servers on 127.0.0.1:18096 and 127.0.0.1:9090 of the workstation: answer an
+/// HTTP GET with `replaced by the laptop` (`admin on the laptop` on 9090), and any other first
+/// line with `laptop echo: LINE`. They serve one request per connection and say so
+/// (`Connection: close`), as a server that closes must.
 fn laptop() -> Laptop {
     const SERVER: &str = r#"
 import socketserver
@@ -30,11 +36,15 @@ class H(socketserver.StreamRequestHandler):
         if line.startswith(b"GET "):
             while self.rfile.readline() not in (b"\r\n", b""):
                 pass
-            body = b"replaced by the laptop\n"
+            admin = self.server.server_address[1] == 9090
+            body = b"admin on the laptop\n" if admin else b"replaced by the laptop\n"
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
         else:
             self.wfile.write(b"laptop echo: " + line)
+import threading
 socketserver.ThreadingTCPServer.allow_reuse_address = True
+admin = socketserver.ThreadingTCPServer(("127.0.0.1", 9090), H)
+threading.Thread(target=admin.serve_forever, daemon=True).start()
 socketserver.ThreadingTCPServer(("127.0.0.1", 18096), H).serve_forever()
 "#;
     let child = in_ns(WS, "/usr/bin/python3")
@@ -46,8 +56,8 @@ socketserver.ThreadingTCPServer(("127.0.0.1", 18096), H).serve_forever()
         Duration::from_secs(10),
         "the laptop's server listens",
         || {
-            tether_e2e::curl(Some(WS), &["http://127.0.0.1:18096/"])
-                .ok
+            (tether_e2e::curl(Some(WS), &["http://127.0.0.1:18096/"]).ok
+                && tether_e2e::curl(Some(WS), &["http://127.0.0.1:9090/"]).ok)
                 .then_some(())
         },
     );
@@ -97,7 +107,12 @@ fn raw_tcp() -> String {
 }
 
 fn app_answers() {
-    let got = from_cluster(&url(), &[]).expect_ok("request to worker");
+    app_answers_on(&url());
+    app_answers_on(&admin_url());
+}
+
+fn app_answers_on(url: &str) {
+    let got = from_cluster(url, &[]).expect_ok("request to worker");
     let who = answered_by(&got);
     assert!(
         who.len() == 1 && who[0].starts_with("worker-"),
@@ -123,7 +138,7 @@ fn replace_worker() -> String {
         "intercept",
         "worker",
         "--port",
-        "18096",
+        "18096:http",
         "--replace",
         "--mount=false",
     ];
@@ -139,7 +154,13 @@ fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() 
     // The agent first (a plain intercept), so the spec to come back to is the one with it.
     tether(
         WS,
-        &["intercept", "worker", "--port", "18096", "--mount=false"],
+        &[
+            "intercept",
+            "worker",
+            "--port",
+            "18096:http",
+            "--mount=false",
+        ],
     )
     .expect_ok("tether intercept worker");
     tether(WS, &["leave", "worker"]).expect_ok("tether leave");
@@ -149,6 +170,13 @@ fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() 
     assert!(out.contains("Replacing worker"), "{out}");
     assert!(
         out.contains("container app no longer runs in the cluster"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "worker:admin (container port 9090) goes to 127.0.0.1:9090 too (intercept \
+             worker-9090, ending with worker)"
+        ),
         "{out}"
     );
     no_pod_runs_the_app();
@@ -161,6 +189,16 @@ fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() 
         "{got}"
     );
     assert_eq!(raw_tcp().trim(), "laptop echo: ping");
+    // The container's other port too.
+    let got = from_cluster(&admin_url(), &[]).expect_ok("request to worker:admin");
+    assert_eq!(got.trim(), "200 admin on the laptop");
+    // It ends with the replace, not alone.
+    let alone = tether(WS, &["leave", "worker-9090"]);
+    assert!(
+        !alone.ok && alone.stderr.contains("ends with it: `tether leave worker`"),
+        "{}",
+        alone.stderr
+    );
 
     // Status and list say so; nobody (not even this user) can add an intercept meanwhile.
     let status = c.status();
@@ -172,7 +210,7 @@ fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() 
             "intercept",
             "worker",
             "--port",
-            "18097",
+            "18097:http",
             "--name",
             "copy",
             "--mirror",
@@ -248,7 +286,7 @@ fn replace_refuses_while_another_intercept_holds_the_workload_and_changes_nothin
             "intercept",
             "worker",
             "--port",
-            "18096",
+            "18096:http",
             "--http-header",
             "x-dev=ann",
             "--mount=false",
@@ -262,7 +300,7 @@ fn replace_refuses_while_another_intercept_holds_the_workload_and_changes_nothin
             "intercept",
             "worker",
             "--port",
-            "18096",
+            "18096:http",
             "--name",
             "all",
             "--replace",
@@ -290,7 +328,7 @@ fn replace_refuses_while_another_intercept_holds_the_workload_and_changes_nothin
             "intercept",
             "worker",
             "--port",
-            "18096",
+            "18096:http",
             "--replace",
             "--mirror",
         ],

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use tether_daemon::control::{
-    ActiveIntercept, InterceptReport, ListReport, StatusReport, WorkloadRow,
+    ActiveIntercept, InterceptReport, ListReport, OtherPort, StatusReport, WorkloadRow,
 };
 use tether_kube::workload::env::{self, EnvSyntax};
 use tether_proto::stats::MirrorCounts;
@@ -30,6 +30,8 @@ fn intercept(headers: &[&str], path_prefix: Option<&str>) -> ActiveIntercept {
         mode: InterceptMode::Take,
         copies: None,
         mount: None,
+        other_ports: Vec::new(),
+        part_of: None,
     }
 }
 
@@ -238,6 +240,38 @@ fn a_mirror_says_the_app_still_answers() {
          pods: orders-1\n  \
          the app still answers every caller; a copy of each request goes to 127.0.0.1:3000 and \
          its answer is discarded\n"
+    );
+}
+
+#[test]
+fn a_replace_lists_the_containers_other_ports() {
+    let mut report = intercept_report(false);
+    report.intercept.mode = InterceptMode::Replace;
+    report.intercept.container = "app".into();
+    report.intercept.other_ports = vec![
+        OtherPort {
+            service_port: "orders:admin".into(),
+            app_port: 9090,
+            intercept: Some("orders-9090".into()),
+            why: None,
+        },
+        OtherPort {
+            service_port: "orders:metrics".into(),
+            app_port: 80,
+            intercept: None,
+            why: Some("port 80 is below 1024, where an unprivileged process cannot listen".into()),
+        },
+    ];
+    let text = intercepted(&report, None);
+    assert!(
+        text.contains(
+            "  orders:admin (container port 9090) goes to 127.0.0.1:9090 too (intercept \
+             orders-9090, ending with orders)\n  \
+             orders:metrics (container port 80) is not taken (port 80 is below 1024, where an \
+             unprivileged process cannot listen): `tether intercept Deployment/orders --name \
+             orders-80 --port LOCAL:metrics` takes it\n"
+        ),
+        "{text}"
     );
 }
 

@@ -29,6 +29,9 @@ pub enum InterceptError {
     /// The user has no intercept of that name.
     #[error("you have no intercept named `{0}`; `tether list` shows them")]
     NoSuchIntercept(String),
+    /// The intercept is one of a replace's other ports: it ends with the replace.
+    #[error("`{name}` takes another port of the container that `{replace}` replaced; it ends with it: `tether leave {replace}`")]
+    PartOfReplace { name: String, replace: String },
     /// Reading or writing the workload failed.
     #[error(transparent)]
     Workload(#[from] WorkloadError),

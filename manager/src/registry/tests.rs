@@ -403,8 +403,25 @@ fn a_replace_has_its_workload_to_itself() {
             "{e}"
         );
     }
-    // Nor the holder's own second intercept.
+    // Nor the holder's own second intercept, but for all of another port of the container.
     assert!(reg.create(ANN, &mirror("copy", &[])).is_err());
+    assert!(reg.create(ANN, &create("again", &[])).is_err());
+    assert!(reg
+        .create(
+            ANN,
+            &CreateIntercept {
+                port: 9090,
+                service_port: "admin".to_owned(),
+                ..create("admin", &["x-session=ann"])
+            },
+        )
+        .is_err());
+    let admin = CreateIntercept {
+        port: 9090,
+        service_port: "admin".to_owned(),
+        ..create("orders-9090", &[])
+    };
+    reg.create(ANN, &admin).unwrap();
 
     // Another workload is not concerned.
     let other = CreateIntercept {

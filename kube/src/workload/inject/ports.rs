@@ -180,6 +180,37 @@ pub fn choose_port(
     })
 }
 
+/// `--replace`: the other TCP ports of `choice`'s container that the workload's Services expose,
+/// one per app port (the first Service port reaching it), in Service order. The replaced
+/// container no longer serves them, so they go where the replace goes.
+pub fn other_ports(
+    workload: &Workload,
+    services: &[Service],
+    choice: &PortChoice,
+) -> Result<Vec<PortChoice>, PlanError> {
+    let who = workload.to_string();
+    let (template, services) = original_view(workload, services)?;
+    let mut seen = BTreeSet::from([choice.app_port]);
+    let mut others = Vec::new();
+    for s in services_selecting(&template, &services) {
+        for p in ports_of(s).iter().filter(|p| is_tcp(p)) {
+            let Ok(landing) = land(&who, &template, s, p, Some(&choice.container)) else {
+                continue;
+            };
+            if landing.container == choice.container && seen.insert(landing.app_port) {
+                others.push(PortChoice {
+                    service: name_of(s).to_owned(),
+                    service_port: port_number(p.port).unwrap_or_default(),
+                    service_port_name: p.name.clone(),
+                    container: landing.container,
+                    app_port: landing.app_port,
+                });
+            }
+        }
+    }
+    Ok(others)
+}
+
 /// Whether `name` is a valid IANA_SVC_NAME (what a container port name must be).
 pub fn is_iana_svc_name(name: &str) -> bool {
     !name.is_empty()

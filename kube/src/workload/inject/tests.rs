@@ -837,6 +837,37 @@ fn choose_port_by_name_or_number_gives_the_app_port() {
 }
 
 #[test]
+fn a_replace_takes_the_containers_other_exposed_ports() {
+    let w = workload(orders());
+    let services = vec![
+        orders_svc(json!([
+            { "name": "http", "port": 80, "targetPort": "http" },
+            { "name": "admin", "port": 9090, "targetPort": 9090 },
+            { "name": "redis", "port": 6379, "targetPort": 6379 },
+            { "name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP" },
+        ])),
+        // A second Service reaching the same app port adds nothing.
+        service(
+            "orders-admin",
+            json!({ "app": "orders" }),
+            json!([{ "name": "admin", "port": 19090, "targetPort": "admin" }]),
+        ),
+    ];
+    let http = choose_port(&w, &services, q(Some("http"))).unwrap();
+    let others = other_ports(&w, &services, &http).unwrap();
+    let got: Vec<_> = others
+        .iter()
+        .map(|o| (o.service.as_str(), o.service_port, o.app_port))
+        .collect();
+    // 6379 is the cache container's, UDP is not intercepted, 9090 once.
+    assert_eq!(got, [("orders", 9090, 9090)]);
+    let admin = choose_port(&w, &services, q(Some("admin"))).unwrap();
+    let others = other_ports(&w, &services, &admin).unwrap();
+    assert_eq!(others.len(), 1);
+    assert_eq!((others[0].service_port, others[0].app_port), (80, 8080));
+}
+
+#[test]
 fn choose_port_after_install_still_gives_the_app_port() {
     let original = workload(orders());
     let (installed, installed_services, injected) = install(&original, &two_ports());
