@@ -635,7 +635,15 @@ impl Intercepts {
             wk::wait_rollout(client, &fresh, ROLLOUT_TIMEOUT).await
         };
         if let Err(error) = restored.await {
-            warn!(workload = %active.workload, error = %tether_proto::error_chain(&error), "Could not put the replaced container back");
+            let error = tether_proto::error_chain(&error);
+            warn!(workload = %active.workload, %error, "Could not put the replaced container back");
+            // The user sees it too: the manager puts it back when the intercept ends, and
+            // `tether uninstall` does as well.
+            progress.say(format!(
+                "could not put container {} back into {} ({error}); the traffic manager puts it \
+                 back as the intercept ends, and `tether uninstall {}` does too",
+                active.container, active.workload, active.workload
+            ));
         }
     }
 
