@@ -9,8 +9,8 @@ use std::{process::Command, time::Duration};
 
 use serde_json::Value;
 use tether_e2e::{
-    answered_by, cluster_ip, eventually, from_cluster, in_ns, kubectl, manager_audit, run, tether,
-    Connected, Laptop, WS,
+    answered_by, cluster_ip, delete_manager_pod, eventually, from_cluster, in_ns, kubectl,
+    manager_audit, run, tether, Connected, Laptop, WS,
 };
 
 /// The Service's address as pods reach it (the local cluster's pods have no cluster DNS).
@@ -264,6 +264,94 @@ fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() 
     assert_eq!(restored["verb"], "patch", "{restored}");
     assert_eq!(
         restored["annotations"]["tether.dev/reason"], "its session ended",
+        "{restored}"
+    );
+    eventually(Duration::from_secs(90), "the app answers again", || {
+        let got = from_cluster(&url(), &[]);
+        (got.ok
+            && answered_by(&got.stdout)
+                .iter()
+                .all(|w| w.starts_with("worker-")))
+        .then_some(())
+    });
+}
+
+/// The Deployment's `metadata.generation`: it moves with every change of the spec.
+fn generation() -> u64 {
+    let out = kubectl(&[
+        "get",
+        "deploy/worker",
+        "-o",
+        "jsonpath={.metadata.generation}",
+    ])
+    .expect_ok("kubectl get generation");
+    out.trim().parse().expect("a generation")
+}
+
+/// The traffic manager restarting leaves a replace alone (the daemon re-creates it on the next
+/// manager, and the workload is not rolled out for it); when the daemon is gone for good as well,
+/// the next manager puts the container back by itself, and its audit trail says so.
+#[test]
+fn a_replace_outlives_a_manager_restart_and_is_put_back_when_its_daemon_never_returns() {
+    let c = Connected::new(WS, &[]);
+    let _laptop = laptop();
+    tether(
+        WS,
+        &[
+            "intercept",
+            "worker",
+            "--port",
+            "18096:http",
+            "--mount=false",
+        ],
+    )
+    .expect_ok("tether intercept worker");
+    tether(WS, &["leave", "worker"]).expect_ok("tether leave");
+    let before = spec();
+    replace_worker();
+    no_pod_runs_the_app();
+    let replaced = generation();
+
+    // The manager restarts; the daemon reconnects and re-creates the replace.
+    let session = c.status()["session_id"].clone();
+    delete_manager_pod();
+    eventually(
+        Duration::from_secs(90),
+        "the replace works on the next manager",
+        || {
+            let got = from_cluster(&url(), &[]);
+            (c.status()["session_id"] != session
+                && got.stdout.trim() == "200 replaced by the laptop")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        generation(),
+        replaced,
+        "the workload was not rolled out for the manager's restart"
+    );
+
+    // The manager restarts again, and the daemon dies before it can come back.
+    let daemon = c.status()["daemon_pid"].as_u64().expect("daemon pid");
+    delete_manager_pod();
+    run(Command::new("kill").args(["-9", &daemon.to_string()]));
+    eventually(
+        Duration::from_secs(240),
+        "the next manager puts the container back",
+        || (spec() == before).then_some(()),
+    );
+    let restored = eventually(
+        Duration::from_secs(30),
+        "the manager's own container-restored line",
+        || {
+            manager_audit().into_iter().find(|e| {
+                e["annotations"]["tether.dev/action"] == "container-restored"
+                    && e["objectRef"]["name"] == "Deployment/worker"
+            })
+        },
+    );
+    assert_eq!(
+        restored["user"]["username"], "tether.dev/manager",
         "{restored}"
     );
     eventually(Duration::from_secs(90), "the app answers again", || {

@@ -38,6 +38,11 @@ const AGENT_HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// How long an agent's new stream may take to send its `Dial`.
 const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long after an agent links the manager waits for a replace intercept on its workload to
+/// come back (a daemon reconnecting after the manager restarted re-creates its intercepts well
+/// within it) before it puts a replaced container back.
+const ORPHANED_REPLACE_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Serves one agent until its connection ends.
 pub(super) async fn session(
     conn: quinn::Connection,
@@ -123,6 +128,7 @@ pub(super) async fn session(
     let workload = (info.namespace.clone(), info.workload.clone());
     shared.registry().agent_joined(agent_id, info, table_tx);
     shared.agent_conns().insert(agent_id, conn.clone());
+    tokio::spawn(restore_orphaned_replace(shared.clone(), workload.clone()));
     let dials = async {
         loop {
             let (send, recv) = conn.accept_bi().await?;
@@ -427,6 +433,49 @@ fn check_pod_token(status: &TokenReviewStatus, namespace: &str, pod: &str) -> Re
         Some([name]) if name == pod => Ok(()),
         Some([name]) => Err(format!("its token is bound to pod {name}")),
         _ => Err("its token is not bound to a pod".to_owned()),
+    }
+}
+
+/// A workload whose container was taken out by a replace intercept the manager no longer knows
+/// (the manager restarted, and the daemon that held it never came back) gets the container back,
+/// [`ORPHANED_REPLACE_GRACE`] after one of its agents linked, if no replace intercept is on it
+/// by then. The restore only ever applies the workload's own `tether.dev/replaced` record, and
+/// does nothing when there is none.
+async fn restore_orphaned_replace(shared: Arc<Shared>, (namespace, workload): (String, String)) {
+    tokio::time::sleep(ORPHANED_REPLACE_GRACE).await;
+    let replaced = shared
+        .registry()
+        .on_workload(&namespace, &workload)
+        .iter()
+        .any(|i| i.mode == tether_proto::InterceptMode::Replace);
+    if replaced {
+        return;
+    }
+    let client = &shared.state.client;
+    match tether_kube::workload::restore_container(client, &namespace, &workload).await {
+        Ok(true) => {
+            info!(%namespace, %workload, "Put back a container whose replace intercept is gone");
+            let manager = Subject {
+                user: format!("{}/manager", crate::audit::GROUP),
+                groups: Vec::new(),
+            };
+            shared.state.audit.record(
+                Record::new(Action::ContainerRestored, &manager, SystemTime::now())
+                    .object(Some(&namespace), &workload)
+                    .note("workload", &workload)
+                    .note(
+                        "reason",
+                        "no replace intercept came back for it after the traffic manager restarted",
+                    ),
+            );
+        }
+        Ok(false) => {}
+        Err(error) => tracing::warn!(
+            %namespace,
+            %workload,
+            error = %tether_proto::error_chain(&error),
+            "Could not put back a container whose replace intercept is gone"
+        ),
     }
 }
 
