@@ -26,7 +26,10 @@
 //! port-forward` run there (its API server traffic crosses the link), and tether. Each such run
 //! first measures the emulator itself (round trip, one TCP stream each way) and writes
 //! `connect-PROFILE.md` and `linkemu-PROFILE.md`; `--only linkemu` measures just that. `lan` is no
-//! emulation: today's tables, `connect.md`. The intercept part is not emulated.
+//! emulation: today's tables, `connect.md`. The intercept part runs over the profile's link too
+//! (`intercept-PROFILE.md`): each intercepted request crosses it to the laptop and back. Bulk
+//! throughput is measured both ways: a GET (the cluster sending) and a POST of the same size
+//! (the laptop sending).
 //!
 //! `--only scale` (see [`scale`]): many developers on one manager and many flows on one daemon,
 //! in `target/bench/scale.md`; not part of `all` (it makes its own workstations and users).
@@ -214,7 +217,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     if matches!(args.only, Only::Intercept | Only::All) {
-        intercept::run(&args)?;
+        for &profile in &profiles {
+            intercept::run(&args, profile)?;
+        }
     }
     if matches!(args.only, Only::Mount | Only::All) {
         mount::run(&args)?;
@@ -659,6 +664,7 @@ fn measure(
         path,
         bulk_mb_s: Vec::new(),
         bulk_errors: Vec::new(),
+        upload_mb_s: Vec::new(),
         keep_alive: Latency::default(),
         new_connection: Latency::default(),
         cpu_per_gb: None,
@@ -679,6 +685,25 @@ fn measure(
     if moved > 0 && !processes.workstation.is_empty() {
         result.cpu_per_gb = Some(cpu_before.per_gb(processes.now(), moved));
     }
+    // The other way: the same bytes POSTed (the echo reads the whole body, then answers).
+    let post_url = format!("http://{addr}/");
+    let n = bulk_bytes.to_string();
+    for _ in 0..2 {
+        let posted = testapp(
+            ns,
+            &["post", "--url", &post_url, "--bytes", &n],
+            Duration::from_secs(330),
+        );
+        match posted {
+            Ok(v) => match v["mb_per_s"].as_f64() {
+                Some(mb_s) => result.upload_mb_s.push(mb_s),
+                None => result
+                    .bulk_errors
+                    .push(format!("upload: no throughput in {v}")),
+            },
+            Err(e) => result.bulk_errors.push(format!("upload: {e:#}")),
+        }
+    }
     let url = format!("http://{addr}/");
     let latency = |requests: u32, extra: &[&str]| {
         let n = requests.to_string();
@@ -692,8 +717,11 @@ fn measure(
     result.keep_alive = latency(args.requests, &[]);
     result.new_connection = latency(args.new_connection_requests, &["--new-connection"]);
     eprintln!(
-        "    bulk {:?} MB/s; p50 keep-alive {:?} µs, new connection {:?} µs",
-        result.bulk_mb_s, result.keep_alive.p50_us, result.new_connection.p50_us
+        "    bulk {:?} MB/s, upload {:?} MB/s; p50 keep-alive {:?} µs, new connection {:?} µs",
+        result.bulk_mb_s,
+        result.upload_mb_s,
+        result.keep_alive.p50_us,
+        result.new_connection.p50_us
     );
     result
 }

@@ -82,7 +82,9 @@ fn laptop_greeting() -> String {
     format!("hello from {LAPTOP_NAME}")
 }
 
-pub fn run(args: &super::Args) -> anyhow::Result<()> {
+/// Runs the intercept benchmark with the workstation's link emulated as `profile` (none for
+/// `lan`): every intercepted request crosses it twice, to the laptop and back.
+pub fn run(args: &super::Args, profile: super::linkemu::Profile) -> anyhow::Result<()> {
     let ns = args.ns.as_str();
     super::preflight(ns)?;
     let service = service_addr()?;
@@ -92,6 +94,18 @@ pub fn run(args: &super::Args) -> anyhow::Result<()> {
     let mut report = Report {
         meta: meta(args, &service, had_agent),
         ..Report::default()
+    };
+    report
+        .meta
+        .push(("link profile".into(), super::linkemu::describe(profile)));
+    let _emulator = if super::linkemu::emulated(profile) {
+        step(&format!(
+            "the link emulator on {ns}: {}",
+            super::linkemu::describe(profile)
+        ));
+        Some(super::linkemu::Emulator::start(ns, profile)?)
+    } else {
+        None
     };
 
     // Dropped in reverse order: the laptop stops, the session quits, the agent is put back.
@@ -111,7 +125,12 @@ pub fn run(args: &super::Args) -> anyhow::Result<()> {
     }
 
     load(args, &mut report)?;
-    write_report("intercept.md", &report.markdown())
+    let name = if super::linkemu::emulated(profile) {
+        format!("intercept-{}.md", profile.name())
+    } else {
+        "intercept.md".to_owned()
+    };
+    write_report(&name, &report.markdown())
 }
 
 /// The Service's `CLUSTER-IP:PORT` (its HTTP port): the waiter polls it without a DNS lookup.

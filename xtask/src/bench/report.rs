@@ -92,6 +92,9 @@ pub struct PathResult {
     pub bulk_mb_s: Vec<f64>,
     /// Why the others did not.
     pub bulk_errors: Vec<String>,
+    /// MB/s of each bulk POST (the same size, the other way: the laptop uploading) that
+    /// completed; why the others did not is in `bulk_errors`.
+    pub upload_mb_s: Vec<f64>,
     pub keep_alive: Latency,
     pub new_connection: Latency,
     /// CPU seconds per GB the bulk transfers cost the path's processes (none for direct).
@@ -101,6 +104,10 @@ pub struct PathResult {
 impl PathResult {
     pub fn best_mb_s(&self) -> Option<f64> {
         self.bulk_mb_s.iter().copied().reduce(f64::max)
+    }
+
+    pub fn best_upload_mb_s(&self) -> Option<f64> {
+        self.upload_mb_s.iter().copied().reduce(f64::max)
     }
 
     fn errors(&self) -> u64 {
@@ -373,6 +380,25 @@ impl Report {
                 pass: ratio.map(|r| r >= target),
             });
         }
+        // Uploads: shown against kubectl, and against direct through the same emulated link;
+        // the issue sets no target for them.
+        let upload = |p: Path| self.path(p).and_then(PathResult::best_upload_mb_s);
+        let mut against = vec![("kubectl port-forward", upload(Path::KubectlPortForward))];
+        if self.profile_rtt.is_some() {
+            against.push(("direct through the same link", upload(Path::Direct)));
+        }
+        for (baseline, base) in against {
+            let ratio = upload(Path::TetherUdp).zip(base).map(|(t, b)| t / b);
+            checks.push(Check {
+                what: format!(
+                    "upload throughput: {} / {baseline}",
+                    Path::TetherUdp.label()
+                ),
+                target: "(reference)".into(),
+                measured: ratio.map_or("n/a".into(), |r| format!("{r:.2}×")),
+                pass: None,
+            });
+        }
         if let Some(ceiling) = self.quic_ceiling_mb_s {
             let ratio = kubectl.map(|k| ceiling / k);
             checks.push(Check {
@@ -458,9 +484,9 @@ impl Report {
 
         md.push_str(
             "\n## Throughput and HTTP latency (to the pod IP, port 8080)\n\n\
-             | path | bulk GET, MB/s (best of 2) | keep-alive p50 / p99, µs | \
-             new connection p50 / p99, µs | added p50 over direct (keep-alive / new conn.), µs \
-             | errors |\n|---|---:|---:|---:|---:|---:|\n",
+             | path | bulk GET, MB/s (best of 2) | bulk POST, MB/s (best of 2) | \
+             keep-alive p50 / p99, µs | new connection p50 / p99, µs | added p50 over direct \
+             (keep-alive / new conn.), µs | errors |\n|---|---:|---:|---:|---:|---:|---:|\n",
         );
         for r in &self.paths {
             let added = |l: Pick| {
@@ -469,9 +495,11 @@ impl Report {
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 r.path.label(),
                 r.best_mb_s().map_or("failed".into(), |v| format!("{v:.0}")),
+                r.best_upload_mb_s()
+                    .map_or("failed".into(), |v| format!("{v:.0}")),
                 p50_p99(&r.keep_alive),
                 p50_p99(&r.new_connection),
                 if r.path == Path::Direct {

@@ -16,6 +16,7 @@ fn path(path: Path, mb_s: &[f64], keep_alive: f64, new_connection: f64) -> PathR
         path,
         bulk_mb_s: mb_s.to_vec(),
         bulk_errors: Vec::new(),
+        upload_mb_s: mb_s.iter().map(|m| m / 2.0).collect(),
         keep_alive: latency(keep_alive),
         new_connection: latency(new_connection),
         cpu_per_gb: None,
@@ -162,7 +163,9 @@ fn markdown_has_every_path_and_the_failures() {
         assert!(md.contains(&format!("| {} |", p.label())), "{md}");
     }
     assert!(
-        md.contains("| tether, udp transport | 750 | 200 / 400 | 600 / 1200 | +160 / +510 | 0 |"),
+        md.contains(
+            "| tether, udp transport | 750 | 375 | 200 / 400 | 600 / 1200 | +160 / +510 | 0 |"
+        ),
         "{md}"
     );
     assert!(
@@ -174,6 +177,32 @@ fn markdown_has_every_path_and_the_failures() {
         md.contains("- tether, port-forward transport: connection reset"),
         "{md}"
     );
+}
+
+#[test]
+fn uploads_are_shown_against_kubectl_and_direct_through_an_emulated_link() {
+    // 375 / 120 MB/s, no target.
+    let checks = sample().checks();
+    let c = check(
+        &checks,
+        "upload throughput: tether, udp transport / kubectl",
+    );
+    assert_eq!((c.measured.as_str(), c.pass), ("3.12×", None));
+    assert!(!checks
+        .iter()
+        .any(|c| c.what.starts_with("upload throughput") && c.what.ends_with("same link")));
+    let wan = Report {
+        profile_name: "wan20".into(),
+        profile_rtt: Some(Duration::from_millis(20)),
+        ..sample()
+    };
+    // 375 / 1000 MB/s.
+    let checks = wan.checks();
+    let c = check(
+        &checks,
+        "upload throughput: tether, udp transport / direct through the same link",
+    );
+    assert_eq!((c.measured.as_str(), c.pass), ("0.38×", None));
 }
 
 #[test]
