@@ -147,6 +147,7 @@ fn replace_worker() -> String {
 
 #[test]
 fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() {
+    settled();
     let c = Connected::new(WS, &[]);
     let _laptop = laptop();
     app_answers();
@@ -276,16 +277,37 @@ fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() 
     });
 }
 
-/// The Deployment's `metadata.generation`: it moves with every change of the spec.
-fn generation() -> u64 {
+/// The Deployment's revision: it moves with every rollout (a change of the pod template), not
+/// with the manager's annotations (which do move `metadata.generation`).
+fn revision() -> u64 {
     let out = kubectl(&[
         "get",
         "deploy/worker",
         "-o",
-        "jsonpath={.metadata.generation}",
+        "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
     ])
-    .expect_ok("kubectl get generation");
-    out.trim().parse().expect("a generation")
+    .expect_ok("kubectl get revision");
+    out.trim().parse().expect("a revision")
+}
+
+/// Waits until an earlier test's end has settled: every pod of `worker` runs the app, and the
+/// app answers on both ports.
+fn settled() {
+    eventually(Duration::from_secs(120), "worker settles", || {
+        let pods = pod_containers();
+        let answers = |url: &str| {
+            let got = from_cluster(url, &[]);
+            got.ok && {
+                let who = answered_by(&got.stdout);
+                who.len() == 1 && who[0].starts_with("worker-")
+            }
+        };
+        (!pods.is_empty()
+            && pods.iter().all(|c| c.iter().any(|n| n == "app"))
+            && answers(&url())
+            && answers(&admin_url()))
+        .then_some(())
+    });
 }
 
 /// The traffic manager restarting leaves a replace alone (the daemon re-creates it on the next
@@ -293,6 +315,7 @@ fn generation() -> u64 {
 /// the next manager puts the container back by itself, and its audit trail says so.
 #[test]
 fn a_replace_outlives_a_manager_restart_and_is_put_back_when_its_daemon_never_returns() {
+    settled();
     let c = Connected::new(WS, &[]);
     let _laptop = laptop();
     tether(
@@ -310,7 +333,7 @@ fn a_replace_outlives_a_manager_restart_and_is_put_back_when_its_daemon_never_re
     let before = spec();
     replace_worker();
     no_pod_runs_the_app();
-    let replaced = generation();
+    let replaced = revision();
 
     // The manager restarts; the daemon reconnects and re-creates the replace.
     let session = c.status()["session_id"].clone();
@@ -326,7 +349,7 @@ fn a_replace_outlives_a_manager_restart_and_is_put_back_when_its_daemon_never_re
         },
     );
     assert_eq!(
-        generation(),
+        revision(),
         replaced,
         "the workload was not rolled out for the manager's restart"
     );
@@ -366,6 +389,7 @@ fn a_replace_outlives_a_manager_restart_and_is_put_back_when_its_daemon_never_re
 
 #[test]
 fn replace_refuses_while_another_intercept_holds_the_workload_and_changes_nothing() {
+    settled();
     let _c = Connected::new(WS, &[]);
     let _laptop = laptop();
     tether(
