@@ -7,6 +7,7 @@ use ipnet::Ipv4Net;
 use tether_daemon::{
     cluster::{Cluster, ClusterError},
     connect::Transport,
+    control::AlsoPort,
     daemon::Options,
 };
 
@@ -286,6 +287,16 @@ pub struct InterceptArgs {
     /// StatefulSets.
     #[arg(long, conflicts_with_all = ["mirror", "http_header", "http_path_prefix"])]
     pub replace: bool,
+    /// With --replace: the replaced container's other port PORT (one a Service exposes) comes
+    /// to 127.0.0.1:LOCAL here too [default LOCAL: PORT] (repeatable). Without it the other
+    /// ports are listed, not taken: each one taken opens a port of this machine to the cluster.
+    #[arg(
+        long = "also-port",
+        value_name = "[LOCAL:]PORT",
+        requires = "replace",
+        value_parser = parse_also_port
+    )]
+    pub also_port: Vec<AlsoPort>,
     /// Mount the intercepted container's volumes (ConfigMaps, Secrets, the service-account
     /// token, emptyDirs, claims) on this machine, at their container paths under DIR: `true` (a
     /// new temporary directory), `false` (no mount) or DIR, an empty directory of yours.
@@ -369,6 +380,26 @@ fn parse_mount(text: &str) -> Result<MountArg, String> {
                     .join(path)
             };
             Ok(MountArg::At(path))
+        }
+    }
+}
+
+/// An `--also-port`: `PORT` or `LOCAL:PORT`.
+fn parse_also_port(text: &str) -> Result<AlsoPort, String> {
+    let number = |t: &str| {
+        t.parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("`{t}` is not a port number (1-65535)"))
+    };
+    match text.split_once(':') {
+        Some((local, port)) => Ok(AlsoPort {
+            local: number(local)?,
+            port: number(port)?,
+        }),
+        None => {
+            let port = number(text)?;
+            Ok(AlsoPort { local: port, port })
         }
     }
 }

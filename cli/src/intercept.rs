@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Context};
 use tether_daemon::{
     cluster::Cluster,
-    control::{Request, Response},
+    control::{AlsoPort, Request, Response},
     intercept::InterceptRequest,
 };
 use tether_kube::workload::{env, kube as wk};
@@ -124,6 +124,26 @@ fn check(args: &InterceptArgs) -> anyhow::Result<()> {
         bail!("--env-syntax needs --env-file");
     }
     check_to_pod(args.port.0, &args.to_pod)?;
+    check_also_ports(args.port.0, &args.to_pod, &args.also_port)?;
+    Ok(())
+}
+
+/// `--also-port`s: each container port once, and each local port free of the others.
+pub fn check_also_ports(local: u16, to_pod: &[u16], also: &[AlsoPort]) -> anyhow::Result<()> {
+    for (i, a) in also.iter().enumerate() {
+        if a.local == local || to_pod.contains(&a.local) {
+            bail!(
+                "--also-port {}:{} would share local port {} with --port or --to-pod; choose \
+                 another local port",
+                a.local,
+                a.port,
+                a.local
+            );
+        }
+        if also[..i].iter().any(|b| b.port == a.port || b.local == a.local) {
+            bail!("--also-port {}:{} repeats a port", a.local, a.port);
+        }
+    }
     Ok(())
 }
 
@@ -160,6 +180,7 @@ fn request(args: &InterceptArgs) -> InterceptRequest {
         env: args.env_file.is_some() || !args.command.is_empty(),
         mirror: args.mirror,
         replace: args.replace,
+        also_ports: args.also_port.clone(),
         mount: args.mount != MountArg::Off,
         mount_dir: match &args.mount {
             MountArg::At(dir) => Some(dir.clone()),
@@ -326,6 +347,26 @@ pub async fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn also_ports_are_checked_before_anything_else() {
+        let also = |local, port| AlsoPort { local, port };
+        assert!(check_also_ports(8080, &[], &[also(9090, 9090), also(8081, 80)]).is_ok());
+        assert_eq!(
+            check_also_ports(8080, &[], &[also(8080, 9090)])
+                .unwrap_err()
+                .to_string(),
+            "--also-port 8080:9090 would share local port 8080 with --port or --to-pod; choose \
+             another local port"
+        );
+        assert!(check_also_ports(8080, &[9901], &[also(9901, 9090)]).is_err());
+        assert_eq!(
+            check_also_ports(8080, &[], &[also(9090, 9090), also(9091, 9090)])
+                .unwrap_err()
+                .to_string(),
+            "--also-port 9091:9090 repeats a port"
+        );
+    }
 
     #[test]
     fn to_pod_ports_are_checked_before_anything_else() {

@@ -320,27 +320,28 @@ fn other_ports(i: &ActiveIntercept) -> String {
     let mut out = String::new();
     for p in &i.other_ports {
         let port = p.app_port;
-        match (&p.intercept, &p.why) {
-            (Some(taken), _) => {
+        match (&p.intercept, p.local, &p.why) {
+            (Some(taken), Some(local), _) => {
                 let _ = writeln!(
                     out,
-                    "  {} (container port {port}) goes to 127.0.0.1:{port} too (intercept \
+                    "  {} (container port {port}) goes to 127.0.0.1:{local} too (intercept \
                      {taken}, ending with {})",
                     p.service_port, i.name
                 );
             }
-            (None, why) => {
-                let remote = p.service_port.rsplit(':').next().unwrap_or_default();
+            (_, _, Some(why)) => {
                 let _ = writeln!(
                     out,
-                    "  {} (container port {port}) is not taken{}: `tether intercept {} --name \
-                     {}-{port} --port LOCAL:{remote}` takes it",
-                    p.service_port,
-                    why.as_deref()
-                        .map(|w| format!(" ({w})"))
-                        .unwrap_or_default(),
-                    i.workload,
-                    i.name,
+                    "  {} (container port {port}) is not taken: {why}",
+                    p.service_port
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "  {} (container port {port}) is not taken (nothing of the app answers it \
+                     now): `--also-port {port}` or `--also-port LOCAL:{port}` takes it here",
+                    p.service_port
                 );
             }
         }

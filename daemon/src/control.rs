@@ -305,6 +305,11 @@ pub struct InterceptRequest {
     /// `--replace`: the container leaves the workload's pods while the intercept lasts.
     #[serde(default)]
     pub replace: bool,
+    /// `--also-port`: which of the replaced container's other ports come to this machine, and
+    /// where (none unless named: a port in the workload's spec, which others may edit, never
+    /// reaches this machine unasked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_ports: Vec<AlsoPort>,
     /// `--mount`: the container's volumes on this machine.
     #[serde(default)]
     pub mount: bool,
@@ -392,6 +397,14 @@ pub struct ActiveIntercept {
     pub part_of: Option<String>,
 }
 
+/// `--also-port [LOCAL:]PORT`: the replaced container's port PORT goes to 127.0.0.1:LOCAL.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AlsoPort {
+    pub local: u16,
+    /// The container's port.
+    pub port: u16,
+}
+
 /// A port of a `--replace`d container besides the intercepted one.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OtherPort {
@@ -399,10 +412,12 @@ pub struct OtherPort {
     pub service_port: String,
     /// The container's port.
     pub app_port: u16,
-    /// The intercept taking its traffic to `127.0.0.1:APP_PORT` on this machine; `None` when it
-    /// is not forwarded (`why`).
+    /// The intercept taking its traffic to `127.0.0.1:LOCAL` on this machine (`--also-port`);
+    /// `None` when it is not taken (not asked for, or `why`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intercept: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub why: Option<String>,
 }

@@ -47,8 +47,8 @@ pub mod mount;
 pub mod to_pod;
 
 pub use crate::control::{
-    ActiveIntercept, InterceptReport, InterceptRequest, ListReport, MountInfo, OtherPort,
-    WorkloadRow,
+    ActiveIntercept, AlsoPort, InterceptReport, InterceptRequest, ListReport, MountInfo,
+    OtherPort, WorkloadRow,
 };
 pub use error::InterceptError;
 
@@ -255,13 +255,26 @@ impl Intercepts {
         if self.active().contains_key(&name) {
             return Err(InterceptError::NameTaken(name));
         }
-        let service_port = match &choice.service_port_name {
-            Some(port) => format!("{}:{port}", choice.service),
-            None => format!("{}:{}", choice.service, choice.service_port),
-        };
-        if req.replace {
+        let service_port = service_port_of(&choice);
+        let others = if req.replace {
             tether_kube::workload::replace::check(&workload, &choice.container)
                 .map_err(wk::WorkloadError::from)?;
+            inject::other_ports(&workload, &services, &choice)?
+        } else {
+            Vec::new()
+        };
+        for also in &req.also_ports {
+            if !others.iter().any(|o| o.app_port == also.port) {
+                return Err(InterceptError::UnknownAlsoPort {
+                    port: also.port,
+                    container: choice.container.clone(),
+                    workload: format!("{}/{}", workload.kind, workload.name),
+                    others: others
+                        .iter()
+                        .map(|o| format!("{} ({})", o.app_port, service_port_of(o)))
+                        .collect(),
+                });
+            }
         }
         let to_pod = to_pod::bind(&req.to_pod).await?;
         let mut active = ActiveIntercept {
@@ -345,7 +358,7 @@ impl Intercepts {
         };
         if active.mode == InterceptMode::Replace {
             active.other_ports = self
-                .take_other_ports(&session, (&workload, &choice, &services), &active, progress)
+                .take_other_ports(&session, (others, &services), &active, &req.also_ports, progress)
                 .await;
         }
         let mut mount_error = None;
@@ -387,75 +400,71 @@ impl Intercepts {
         })
     }
 
-    /// `--replace`: the replaced container's other ports that Services expose go to the same
-    /// ports on this machine, each as an intercept of all its traffic named `NAME-PORT` that
-    /// ends with the replace. Ports below 1024, where an unprivileged process on the laptop
-    /// cannot listen, are only listed (`tether intercept --port LOCAL:REMOTE` takes one).
+    /// `--replace`: the replaced container's other ports that Services expose. Those named by
+    /// `--also-port` go to the local port given, each as an intercept of all its traffic named
+    /// `NAME-PORT` that ends with the replace; the others are only listed. None is taken unasked:
+    /// the ports come from the workload's spec, which anyone who may edit the workload can
+    /// change, and each one taken exposes a port of this machine to the cluster.
     async fn take_other_ports(
         &self,
         session: &Session,
-        (workload, choice, services): (&Workload, &inject::PortChoice, &[Service]),
+        (others, services): (Vec<inject::PortChoice>, &[Service]),
         main: &ActiveIntercept,
+        also: &[AlsoPort],
         progress: &Progress,
     ) -> Vec<OtherPort> {
-        let others = match inject::other_ports(workload, services, choice) {
-            Ok(others) => others,
-            Err(error) => {
-                warn!(%error, "Could not list the replaced container's other ports");
-                return Vec::new();
-            }
-        };
-        let mut taken = Vec::new();
+        let mut listed = Vec::new();
         for other in others {
-            let service_port = match &other.service_port_name {
-                Some(port) => format!("{}:{port}", other.service),
-                None => format!("{}:{}", other.service, other.service_port),
-            };
+            let service_port = service_port_of(&other);
             let mut port = OtherPort {
                 service_port: service_port.clone(),
                 app_port: other.app_port,
                 intercept: None,
+                local: None,
                 why: None,
             };
+            let Some(asked) = also.iter().find(|a| a.port == other.app_port) else {
+                listed.push(port);
+                continue;
+            };
             let name = format!("{}-{}", main.name, other.app_port);
-            if other.app_port < 1024 {
-                port.why = Some(format!(
-                    "port {} is below 1024, where an unprivileged process cannot listen",
-                    other.app_port
-                ));
-            } else if self.active().contains_key(&name) {
+            if self.active().contains_key(&name) {
                 port.why = Some(format!("you already have an intercept named `{name}`"));
-            } else {
-                progress.say(format!(
-                    "taking {service_port} to 127.0.0.1:{} as well",
-                    other.app_port
-                ));
-                let companion = ActiveIntercept {
-                    name: name.clone(),
-                    id: 0,
-                    service_port,
-                    app_port: other.app_port,
-                    local: SocketAddr::from((Ipv4Addr::LOCALHOST, other.app_port)),
-                    headers: Vec::new(),
-                    path_prefix: None,
-                    service_addr: cluster_addr(services, &other.service, other.service_port),
-                    mode: InterceptMode::Take,
-                    to_pod: Vec::new(),
-                    to_pod_target: None,
-                    mount: None,
-                    copies: None,
-                    other_ports: Vec::new(),
-                    part_of: Some(main.name.clone()),
-                    ..main.clone()
-                };
-                match self.start_companion(session, companion, progress).await {
-                    Ok(()) => port.intercept = Some(name),
-                    Err(error) => port.why = Some(tether_proto::error_chain(&error)),
-                }
+                listed.push(port);
+                continue;
             }
-            taken.push(port);
+            progress.say(format!(
+                "taking {service_port} to 127.0.0.1:{} as well",
+                asked.local
+            ));
+            let companion = ActiveIntercept {
+                name: name.clone(),
+                id: 0,
+                service_port,
+                app_port: other.app_port,
+                local: SocketAddr::from((Ipv4Addr::LOCALHOST, asked.local)),
+                headers: Vec::new(),
+                path_prefix: None,
+                service_addr: cluster_addr(services, &other.service, other.service_port),
+                mode: InterceptMode::Take,
+                to_pod: Vec::new(),
+                to_pod_target: None,
+                mount: None,
+                copies: None,
+                other_ports: Vec::new(),
+                part_of: Some(main.name.clone()),
+                ..main.clone()
+            };
+            match self.start_companion(session, companion, progress).await {
+                Ok(()) => {
+                    port.intercept = Some(name);
+                    port.local = Some(asked.local);
+                }
+                Err(error) => port.why = Some(tether_proto::error_chain(&error)),
+            }
+            listed.push(port);
         }
-        taken
+        listed
     }
 
     /// Registers one of a replace's other ports, and waits until its callers reach it.
@@ -986,6 +995,14 @@ async fn effect(
 ) -> Result<(), effect::NotInEffect> {
     let say = |stage: String| progress.say(stage);
     await_effect(session, service, addr, judge, EFFECT_TIMEOUT, &say).await
+}
+
+/// How status and errors name a Service port: `SERVICE:NAME`, or `SERVICE:NUMBER`.
+fn service_port_of(choice: &inject::PortChoice) -> String {
+    match &choice.service_port_name {
+        Some(port) => format!("{}:{port}", choice.service),
+        None => format!("{}:{}", choice.service, choice.service_port),
+    }
 }
 
 /// The ClusterIP and `port` of the Service `name` among `services`; `None` for a headless

@@ -132,9 +132,9 @@ fn no_pod_runs_the_app() {
     }
 }
 
-/// `tether intercept worker --port 18096 --replace`, which must succeed; its output.
-fn replace_worker() -> String {
-    let args = [
+/// `tether intercept worker --port 18096:http --replace EXTRA…`, which must succeed; its output.
+fn replace_worker(extra: &[&str]) -> String {
+    let mut args = vec![
         "intercept",
         "worker",
         "--port",
@@ -142,6 +142,7 @@ fn replace_worker() -> String {
         "--replace",
         "--mount=false",
     ];
+    args.extend_from_slice(extra);
     tether(WS, &args).expect_ok("tether intercept --replace")
 }
 
@@ -167,7 +168,7 @@ fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() 
     tether(WS, &["leave", "worker"]).expect_ok("tether leave");
     let before = spec();
 
-    let out = replace_worker();
+    let out = replace_worker(&["--also-port", "9090"]);
     assert!(out.contains("Replacing worker"), "{out}");
     assert!(
         out.contains("container app no longer runs in the cluster"),
@@ -237,9 +238,24 @@ fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() 
             .then_some(())
     });
 
-    // The daemon killed: the manager puts the container back when the session ends.
-    replace_worker();
+    // Unasked, the container's other port does not come to this machine, though a server
+    // listens there: whoever edits the workload's ports cannot open this machine's ports.
+    let out = replace_worker(&[]);
+    assert!(
+        out.contains(
+            "worker:admin (container port 9090) is not taken (nothing of the app answers it now)"
+        ),
+        "{out}"
+    );
     no_pod_runs_the_app();
+    let got = from_cluster(&admin_url(), &[]);
+    assert!(
+        !got.stdout.contains("admin on the laptop"),
+        "an unasked port reached the laptop: {}",
+        got.stdout
+    );
+
+    // The daemon killed: the manager puts the container back when the session ends.
     let id = c.status()["intercepts"][0]["id"]
         .as_u64()
         .expect("the intercept's id");
@@ -331,7 +347,7 @@ fn a_replace_outlives_a_manager_restart_and_is_put_back_when_its_daemon_never_re
     .expect_ok("tether intercept worker");
     tether(WS, &["leave", "worker"]).expect_ok("tether leave");
     let before = spec();
-    replace_worker();
+    replace_worker(&["--also-port", "9090"]);
     no_pod_runs_the_app();
     let replaced = revision();
 
@@ -390,7 +406,7 @@ fn a_replace_outlives_a_manager_restart_and_is_put_back_when_its_daemon_never_re
 #[test]
 fn replace_refuses_while_another_intercept_holds_the_workload_and_changes_nothing() {
     settled();
-    let _c = Connected::new(WS, &[]);
+    let c = Connected::new(WS, &[]);
     let _laptop = laptop();
     tether(
         WS,
@@ -432,6 +448,33 @@ fn replace_refuses_while_another_intercept_holds_the_workload_and_changes_nothin
     );
     assert_eq!(spec(), before, "a refused replace changes nothing");
     tether(WS, &["leave", "worker"]).expect_ok("tether leave");
+
+    // A port the container does not expose is refused before anything changes.
+    let before = spec();
+    let unknown = tether(
+        WS,
+        &[
+            "intercept",
+            "worker",
+            "--port",
+            "18096:http",
+            "--replace",
+            "--also-port",
+            "5432",
+            "--mount=false",
+        ],
+    );
+    assert!(
+        !unknown.ok
+            && unknown.stderr.contains(
+                "--also-port 5432: container app of Deployment/worker has no other port 5432 \
+                 that a Service exposes; its other ports: 9090 (worker:admin)"
+            ),
+        "{}",
+        unknown.stderr
+    );
+    assert_eq!(spec(), before, "a refused --also-port changes nothing");
+    assert!(c.status()["intercepts"].as_array().is_none_or(|a| a.is_empty()));
 
     // Flags that contradict --replace are refused before anything is asked.
     let bad = tether(

@@ -253,23 +253,24 @@ fn a_replace_lists_the_containers_other_ports() {
             service_port: "orders:admin".into(),
             app_port: 9090,
             intercept: Some("orders-9090".into()),
+            local: Some(19090),
             why: None,
         },
         OtherPort {
             service_port: "orders:metrics".into(),
             app_port: 80,
             intercept: None,
-            why: Some("port 80 is below 1024, where an unprivileged process cannot listen".into()),
+            local: None,
+            why: None,
         },
     ];
     let text = intercepted(&report, None);
     assert!(
         text.contains(
-            "  orders:admin (container port 9090) goes to 127.0.0.1:9090 too (intercept \
+            "  orders:admin (container port 9090) goes to 127.0.0.1:19090 too (intercept \
              orders-9090, ending with orders)\n  \
-             orders:metrics (container port 80) is not taken (port 80 is below 1024, where an \
-             unprivileged process cannot listen): `tether intercept Deployment/orders --name \
-             orders-80 --port LOCAL:metrics` takes it\n"
+             orders:metrics (container port 80) is not taken (nothing of the app answers it \
+             now): `--also-port 80` or `--also-port LOCAL:80` takes it here\n"
         ),
         "{text}"
     );

@@ -29,6 +29,14 @@ pub enum InterceptError {
     /// The user has no intercept of that name.
     #[error("you have no intercept named `{0}`; `tether list` shows them")]
     NoSuchIntercept(String),
+    /// `--also-port` names no other port of the replaced container.
+    #[error("--also-port {port}: container {container} of {workload} has no other port {port} that a Service exposes; {}", match .others.as_slice() { [] => "it has none".to_owned(), others => format!("its other ports: {}", others.join(", ")) })]
+    UnknownAlsoPort {
+        port: u16,
+        container: String,
+        workload: String,
+        others: Vec<String>,
+    },
     /// The intercept is one of a replace's other ports: it ends with the replace.
     #[error("`{name}` takes another port of the container that `{replace}` replaced; it ends with it: `tether leave {replace}`")]
     PartOfReplace { name: String, replace: String },
