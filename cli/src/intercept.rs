@@ -140,7 +140,10 @@ pub fn check_also_ports(local: u16, to_pod: &[u16], also: &[AlsoPort]) -> anyhow
                 a.local
             );
         }
-        if also[..i].iter().any(|b| b.port == a.port || b.local == a.local) {
+        if also[..i]
+            .iter()
+            .any(|b| b.port == a.port || b.local == a.local)
+        {
             bail!("--also-port {}:{} repeats a port", a.local, a.port);
         }
     }

@@ -47,8 +47,8 @@ pub mod mount;
 pub mod to_pod;
 
 pub use crate::control::{
-    ActiveIntercept, AlsoPort, InterceptReport, InterceptRequest, ListReport, MountInfo,
-    OtherPort, WorkloadRow,
+    ActiveIntercept, AlsoPort, InterceptReport, InterceptRequest, ListReport, MountInfo, OtherPort,
+    WorkloadRow,
 };
 pub use error::InterceptError;
 
@@ -358,7 +358,13 @@ impl Intercepts {
         };
         if active.mode == InterceptMode::Replace {
             active.other_ports = self
-                .take_other_ports(&session, (others, &services), &active, &req.also_ports, progress)
+                .take_other_ports(
+                    &session,
+                    (others, &services),
+                    &active,
+                    &req.also_ports,
+                    progress,
+                )
                 .await;
         }
         let mut mount_error = None;

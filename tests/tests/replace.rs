@@ -474,7 +474,9 @@ fn replace_refuses_while_another_intercept_holds_the_workload_and_changes_nothin
         unknown.stderr
     );
     assert_eq!(spec(), before, "a refused --also-port changes nothing");
-    assert!(c.status()["intercepts"].as_array().is_none_or(|a| a.is_empty()));
+    assert!(c.status()["intercepts"]
+        .as_array()
+        .is_none_or(|a| a.is_empty()));
 
     // Flags that contradict --replace are refused before anything is asked.
     let bad = tether(

@@ -102,6 +102,32 @@ fn intercept_takes_the_flags_connect_takes() {
 }
 
 #[test]
+fn also_port_needs_replace_and_takes_a_local_port() {
+    let also = |extra: &[&str]| {
+        let mut argv = vec!["worker", "--port", "18096:http"];
+        argv.extend_from_slice(extra);
+        intercept(&argv).map(|a| a.also_port)
+    };
+    assert!(also(&["--also-port", "9090"]).is_err(), "without --replace");
+    assert_eq!(
+        also(&["--replace", "--also-port", "9090", "--also-port", "8081:80"]).unwrap(),
+        [
+            AlsoPort {
+                local: 9090,
+                port: 9090
+            },
+            AlsoPort {
+                local: 8081,
+                port: 80
+            }
+        ]
+    );
+    for bad in ["0", "x", "8081:", ":80", "70000"] {
+        assert!(also(&["--replace", "--also-port", bad]).is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn mount_is_on_by_default_and_takes_a_directory_or_a_switch() {
     let mount = |extra: &[&str]| {
         let mut argv = vec!["orders", "--port", "8080"];
