@@ -136,6 +136,7 @@ impl Manager {
             dial_policy: Arc::new(dial_policy),
             metrics,
             audit: options.audit.clone(),
+            terminating: Default::default(),
         };
         let running = serve(
             SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),

@@ -87,6 +87,9 @@ pub struct ManagerState {
     pub metrics: Arc<ManagerMetrics>,
     /// The audit trail.
     pub audit: AuditLog,
+    /// Set once the manager got SIGTERM: the sessions it closes then are not ending, they move
+    /// to the next manager, whose daemons re-create their intercepts there.
+    pub terminating: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for ManagerState {
@@ -220,6 +223,7 @@ where
         dial_policy,
         metrics,
         audit,
+        terminating: Default::default(),
     };
     let served = serve(state).await;
     drop(watches);

@@ -197,6 +197,7 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
     // On SIGTERM (a rollout, a deleted pod) close every connection with a reason, so clients and
     // agents reconnect to the next manager at once instead of after the idle timeout.
     let closer = endpoint.clone();
+    let terminating = state.terminating.clone();
     tokio::spawn(async move {
         let Ok(mut term) =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -205,7 +206,7 @@ pub async fn serve(state: ManagerState) -> Result<(), ServeError> {
         };
         term.recv().await;
         info!("Terminated: closing every session");
-        TERMINATING.store(true, std::sync::atomic::Ordering::SeqCst);
+        terminating.store(true, std::sync::atomic::Ordering::SeqCst);
         closer.close(0u32.into(), b"the manager is restarting");
     });
     serve_endpoint(endpoint, state, identity).await;
@@ -531,10 +532,6 @@ async fn announce_started(shared: &Shared, i: &tether_proto::InterceptInfo) {
     }
 }
 
-/// Set once the manager got SIGTERM: the sessions it closes then are not ending, they move to
-/// the next manager, whose daemons re-create their intercepts there.
-static TERMINATING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// What the manager does when intercept `i` of `asker`'s session ends (`why`): a replace
 /// intercept's container is put back in its workload, then the end is announced on the workload.
 /// The daemon puts the container back too when it leaves; one of the two finds nothing to do.
@@ -563,7 +560,11 @@ async fn restore_replaced(
     // next manager, and if it never does, the next manager puts the container back (see
     // `agents::restore_orphaned_replace`). Putting it back here would roll the workload out
     // twice for nothing.
-    if TERMINATING.load(std::sync::atomic::Ordering::SeqCst) {
+    if shared
+        .state
+        .terminating
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
         return;
     }
     let client = &shared.state.client;

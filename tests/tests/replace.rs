@@ -120,6 +120,33 @@ fn app_answers_on(url: &str) {
     );
 }
 
+/// The agent first (a plain intercept, left again), so the spec a replace must come back to is
+/// the one with the agent; that spec.
+fn spec_with_the_agent() -> Value {
+    let args = [
+        "intercept",
+        "worker",
+        "--port",
+        "18096:http",
+        "--mount=false",
+    ];
+    tether(WS, &args).expect_ok("tether intercept worker");
+    tether(WS, &["leave", "worker"]).expect_ok("tether leave");
+    spec()
+}
+
+/// Waits until callers of `worker:http` are answered by the app again (after a restore).
+fn the_app_answers_again() {
+    eventually(Duration::from_secs(90), "the app answers again", || {
+        let got = from_cluster(&url(), &[]);
+        (got.ok
+            && answered_by(&got.stdout)
+                .iter()
+                .all(|w| w.starts_with("worker-")))
+        .then_some(())
+    });
+}
+
 /// Waits until no pod of `worker` runs `app` any more (the old pod is gone, not only the
 /// rollout done), and checks `cache` and the agent run.
 fn no_pod_runs_the_app() {
@@ -153,20 +180,7 @@ fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() 
     let _laptop = laptop();
     app_answers();
 
-    // The agent first (a plain intercept), so the spec to come back to is the one with it.
-    tether(
-        WS,
-        &[
-            "intercept",
-            "worker",
-            "--port",
-            "18096:http",
-            "--mount=false",
-        ],
-    )
-    .expect_ok("tether intercept worker");
-    tether(WS, &["leave", "worker"]).expect_ok("tether leave");
-    let before = spec();
+    let before = spec_with_the_agent();
 
     let out = replace_worker(&["--also-port", "9090"]);
     assert!(out.contains("Replacing worker"), "{out}");
@@ -283,14 +297,7 @@ fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() 
         restored["annotations"]["tether.dev/reason"], "its session ended",
         "{restored}"
     );
-    eventually(Duration::from_secs(90), "the app answers again", || {
-        let got = from_cluster(&url(), &[]);
-        (got.ok
-            && answered_by(&got.stdout)
-                .iter()
-                .all(|w| w.starts_with("worker-")))
-        .then_some(())
-    });
+    the_app_answers_again();
 }
 
 /// The Deployment's revision: it moves with every rollout (a change of the pod template), not
@@ -334,19 +341,7 @@ fn a_replace_outlives_a_manager_restart_and_is_put_back_when_its_daemon_never_re
     settled();
     let c = Connected::new(WS, &[]);
     let _laptop = laptop();
-    tether(
-        WS,
-        &[
-            "intercept",
-            "worker",
-            "--port",
-            "18096:http",
-            "--mount=false",
-        ],
-    )
-    .expect_ok("tether intercept worker");
-    tether(WS, &["leave", "worker"]).expect_ok("tether leave");
-    let before = spec();
+    let before = spec_with_the_agent();
     replace_worker(&["--also-port", "9090"]);
     no_pod_runs_the_app();
     let replaced = revision();
@@ -393,14 +388,7 @@ fn a_replace_outlives_a_manager_restart_and_is_put_back_when_its_daemon_never_re
         restored["user"]["username"], "tether.dev/manager",
         "{restored}"
     );
-    eventually(Duration::from_secs(90), "the app answers again", || {
-        let got = from_cluster(&url(), &[]);
-        (got.ok
-            && answered_by(&got.stdout)
-                .iter()
-                .all(|w| w.starts_with("worker-")))
-        .then_some(())
-    });
+    the_app_answers_again();
 }
 
 #[test]
