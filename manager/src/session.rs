@@ -567,20 +567,31 @@ async fn restore_replaced(
     {
         return;
     }
+    let record = asker
+        .record(Action::ContainerRestored, SystemTime::now())
+        .intercept(i)
+        .note("reason", why);
+    put_back_container(shared, &i.namespace, &i.workload, record).await;
+}
+
+/// Puts a replaced container back in `workload` from its own `tether.dev/replaced` record, and
+/// audits `record` if that wrote the workload (nothing was replaced: nothing to do).
+async fn put_back_container(
+    shared: &Shared,
+    namespace: &str,
+    workload: &str,
+    record: Record,
+) {
     let client = &shared.state.client;
-    match tether_kube::workload::restore_container(client, &i.namespace, &i.workload).await {
+    match tether_kube::workload::restore_container(client, namespace, workload).await {
         Ok(true) => {
-            info!(workload = %i.workload, namespace = %i.namespace, "Replaced container restored");
-            shared.state.audit.record(
-                asker
-                    .record(Action::ContainerRestored, SystemTime::now())
-                    .intercept(i)
-                    .note("reason", why),
-            );
+            info!(%workload, %namespace, "Replaced container restored");
+            shared.state.audit.record(record);
         }
         Ok(false) => {}
         Err(error) => warn!(
-            workload = %i.workload,
+            %workload,
+            %namespace,
             error = %tether_proto::error_chain(&error),
             "Could not restore the replaced container"
         ),

@@ -451,32 +451,18 @@ async fn restore_orphaned_replace(shared: Arc<Shared>, (namespace, workload): (S
     if replaced {
         return;
     }
-    let client = &shared.state.client;
-    match tether_kube::workload::restore_container(client, &namespace, &workload).await {
-        Ok(true) => {
-            info!(%namespace, %workload, "Put back a container whose replace intercept is gone");
-            let manager = Subject {
-                user: format!("{}/manager", crate::audit::GROUP),
-                groups: Vec::new(),
-            };
-            shared.state.audit.record(
-                Record::new(Action::ContainerRestored, &manager, SystemTime::now())
-                    .object(Some(&namespace), &workload)
-                    .note("workload", &workload)
-                    .note(
-                        "reason",
-                        "no replace intercept came back for it after the traffic manager restarted",
-                    ),
-            );
-        }
-        Ok(false) => {}
-        Err(error) => tracing::warn!(
-            %namespace,
-            %workload,
-            error = %tether_proto::error_chain(&error),
-            "Could not put back a container whose replace intercept is gone"
-        ),
-    }
+    let manager = Subject {
+        user: format!("{}/manager", crate::audit::GROUP),
+        groups: Vec::new(),
+    };
+    let record = Record::new(Action::ContainerRestored, &manager, SystemTime::now())
+        .object(Some(&namespace), &workload)
+        .note("workload", &workload)
+        .note(
+            "reason",
+            "no replace intercept came back for it after the traffic manager restarted",
+        );
+    super::put_back_container(&shared, &namespace, &workload, record).await;
 }
 
 #[cfg(test)]
