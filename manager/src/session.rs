@@ -576,12 +576,7 @@ async fn restore_replaced(
 
 /// Puts a replaced container back in `workload` from its own `tether.dev/replaced` record, and
 /// audits `record` if that wrote the workload (nothing was replaced: nothing to do).
-async fn put_back_container(
-    shared: &Shared,
-    namespace: &str,
-    workload: &str,
-    record: Record,
-) {
+async fn put_back_container(shared: &Shared, namespace: &str, workload: &str, record: Record) {
     let client = &shared.state.client;
     match tether_kube::workload::restore_container(client, namespace, workload).await {
         Ok(true) => {
