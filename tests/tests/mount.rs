@@ -263,3 +263,76 @@ fn the_mount_ends_with_the_command_and_when_the_daemon_or_helper_is_killed() {
     assert_eq!(fuse_mounts(), Vec::<String>::new());
     assert!(!sh_on_workstation(WS, &format!("test -e {root}")).ok);
 }
+
+/// The workstation's interface towards the host (see `xtask/scripts/workstation.sh`).
+const WS_DEV: &str = "tws0";
+
+#[test]
+fn files_open_across_a_reconnect_are_read_and_written_after_it() {
+    let c = Connected::new();
+    let report = intercept(&["--port", "18096"]);
+    let mount = &report["intercept"]["mount"];
+    let root = mount["dir"].as_str().expect("a mount").to_owned();
+    let pod = mount["pod"].as_str().expect("the pod").to_owned();
+    in_pod(
+        &pod,
+        &[
+            "sh",
+            "-c",
+            "printf 'one\\n' > /data/across-in; : > /data/across-out",
+        ],
+    );
+
+    // A process on the laptop holds a file of the pod open for reading (as `tail -f` does) and
+    // one for appending, uses each, and uses them again when told to.
+    let ready = "/tmp/tether-e2e-across-ready";
+    let go = "/tmp/tether-e2e-across-go";
+    sh(&format!("rm -f {ready} {go}"));
+    let script = format!(
+        "exec 3< {root}/data/across-in 4>> {root}/data/across-out
+         cat <&3; echo before >&4; touch {ready}
+         while [ ! -e {go} ]; do sleep 0.2; done
+         cat <&3; echo after >&4"
+    );
+    let holder = on_workstation(WS, "sh")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh on the workstation");
+    eventually(Duration::from_secs(30), "the files to be open", || {
+        sh_on_workstation(WS, &format!("test -e {ready}"))
+            .ok
+            .then_some(())
+    });
+
+    // The link drops for longer than the tunnel's idle timeout: the session reconnects, the
+    // intercept is made again, and the mount's file stream with it. Meanwhile the app appends.
+    let reconnects = c.status()["reconnects"].as_u64().unwrap_or(0);
+    let down = tether_e2e::network::LinkDown::new(WS, WS_DEV);
+    std::thread::sleep(Duration::from_secs(15));
+    in_pod(&pod, &["sh", "-c", "printf 'two\\n' >> /data/across-in"]);
+    drop(down);
+    eventually(Duration::from_secs(60), "the session to reconnect", || {
+        let s = c.status();
+        (s["connected"] == true && s["reconnects"].as_u64().unwrap_or(0) > reconnects).then_some(())
+    });
+    eventually(Duration::from_secs(60), "the mount to answer again", || {
+        sh_on_workstation(WS, &format!("cat {root}/etc/files/features.txt"))
+            .ok
+            .then_some(())
+    });
+
+    // The same descriptors go on: the reader gets what the app appended, the writer appends.
+    sh(&format!("touch {go}"));
+    let out = holder.wait_with_output().expect("the holder");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout} {stderr}");
+    assert_eq!(stdout, "one\ntwo\n", "{stderr}");
+    assert_eq!(
+        in_pod(&pod, &["cat", "/data/across-out"]),
+        "before\nafter\n"
+    );
+    sh(&format!("rm -f {ready} {go}"));
+}

@@ -11,23 +11,27 @@
 //! left; if the helper dies too, the next `connect` or `quit` does (see
 //! [`fuse_mount`](crate::privileged::fuse_mount)). After a reconnect the intercept gets a new id,
 //! and the file stream is opened again for it ([`Files::reopen`]); files open across the
-//! reconnect fail with `EIO` (their handles were the old stream's).
+//! reconnect are opened again on the new stream, by their paths, when next used ([`handles`]).
 //!
 //! The agent serves the volumes of every container behind the workload's intercepted ports; the
 //! laptop shows only those of the intercepted container (`--container`), and
 //! [`Visible`] answers "no such file" for the rest.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use tether_mount::{CallFuture, FileService, MountOptions, Served};
 use tether_proto::files::{FileError, FileErrorKind, FileOk, FileOp};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::files::{FileClient, OpenFilesError};
 use crate::privileged::channel::{ChannelError, Helper};
 use crate::session::Session;
+
+mod handles;
+
+use handles::{Generation, Handles, Use};
 
 /// How long an unmounted file system's thread may take to finish.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -130,12 +134,26 @@ impl Visible {
 /// The file stream the mount is served from; replaced when the intercept is re-created.
 #[derive(Debug)]
 pub struct Files {
-    current: RwLock<Option<FileClient>>,
+    /// The stream, and its number (counted up from 1 as streams are opened).
+    current: RwLock<Option<(FileClient, Generation)>>,
+    /// Streams opened so far.
+    opened: Mutex<Generation>,
+    /// The open files, by the handle the kernel holds.
+    handles: Arc<Mutex<Handles>>,
     visible: Visible,
 }
 
 impl Files {
-    fn client(&self) -> Option<FileClient> {
+    fn new(client: FileClient, visible: Visible) -> Files {
+        Files {
+            current: RwLock::new(Some((client, 1))),
+            opened: Mutex::new(1),
+            handles: Arc::default(),
+            visible,
+        }
+    }
+
+    fn stream(&self) -> Option<(FileClient, Generation)> {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -143,10 +161,15 @@ impl Files {
     }
 
     /// Opens the stream again, for the intercept's new id on a new session. On failure the
-    /// mount answers `EIO` until the next success.
+    /// mount answers `EIO` until the next success. Files open on the old stream are opened
+    /// again on this one as they are used.
     pub async fn reopen(&self, session: &Session, intercept: u64) {
         let client = match FileClient::open(session.connection(), intercept).await {
-            Ok((client, _)) => Some(client),
+            Ok((client, _)) => {
+                let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+                *opened += 1;
+                Some((client, *opened))
+            }
             Err(error) => {
                 warn!(error = %tether_proto::error_chain(&error), "Could not reopen the mount's file stream");
                 None
@@ -166,25 +189,169 @@ impl FileService for Files {
                 })
             });
         }
-        let client = self.client();
+        let stream = self.stream();
+        let handles = self.handles.clone();
         let visible = self.visible.clone();
         Box::pin(async move {
-            match client {
-                Some(client) => {
-                    let listing = matches!(op, FileOp::ReadDir { .. }).then(|| op.clone());
-                    let answer = client.call(op).await?;
-                    Ok(match listing {
-                        Some(op) => visible.filter(&op, answer),
-                        None => answer,
-                    })
+            let Some((client, generation)) = stream else {
+                // A file closed meanwhile is closed: its handle went with the old stream.
+                if let FileOp::Close { handle } = op {
+                    lock(&handles).closed(handle, 0);
+                    return Ok(FileOk::Done);
                 }
-                None => Err(FileError {
+                return Err(FileError {
                     kind: FileErrorKind::Io,
                     message: "the pod's files are not reachable (reconnecting)".to_owned(),
-                }),
-            }
+                });
+            };
+            let on = Stream {
+                client: &client,
+                generation,
+                handles: &handles,
+            };
+            on.call(op, &visible).await
         })
     }
+}
+
+/// One call's view of the current stream.
+struct Stream<'a> {
+    client: &'a FileClient,
+    generation: Generation,
+    handles: &'a Mutex<Handles>,
+}
+
+impl Stream<'_> {
+    async fn call(&self, op: FileOp, visible: &Visible) -> Result<FileOk, FileError> {
+        match op {
+            FileOp::Open {
+                ref path, write, ..
+            } => {
+                let path = path.clone();
+                let answer = self.client.call(op).await?;
+                Ok(self.opened(path, write, answer))
+            }
+            FileOp::Create { ref path, .. } => {
+                let path = path.clone();
+                let answer = self.client.call(op).await?;
+                Ok(self.opened(path, true, answer))
+            }
+            FileOp::Read {
+                handle,
+                offset,
+                len,
+            } => {
+                let handle = self.remote(handle).await?;
+                self.client
+                    .call(FileOp::Read {
+                        handle,
+                        offset,
+                        len,
+                    })
+                    .await
+            }
+            FileOp::Write {
+                handle,
+                offset,
+                data,
+            } => {
+                let handle = self.remote(handle).await?;
+                self.client
+                    .call(FileOp::Write {
+                        handle,
+                        offset,
+                        data,
+                    })
+                    .await
+            }
+            FileOp::Fsync { handle } => {
+                let handle = self.remote(handle).await?;
+                self.client.call(FileOp::Fsync { handle }).await
+            }
+            FileOp::Close { handle } => {
+                let closed = lock(self.handles).closed(handle, self.generation);
+                match closed {
+                    Some(handle) => self.client.call(FileOp::Close { handle }).await,
+                    None => Ok(FileOk::Done),
+                }
+            }
+            FileOp::Rename {
+                ref from, ref to, ..
+            } => {
+                let (from, to) = (from.clone(), to.clone());
+                let answer = self.client.call(op).await?;
+                lock(self.handles).renamed(&from, &to);
+                Ok(answer)
+            }
+            FileOp::Unlink { ref path } => {
+                let path = path.clone();
+                let answer = self.client.call(op).await?;
+                lock(self.handles).removed(&path);
+                Ok(answer)
+            }
+            FileOp::ReadDir { .. } => {
+                let listing = op.clone();
+                let answer = self.client.call(op).await?;
+                Ok(visible.filter(&listing, answer))
+            }
+            op => self.client.call(op).await,
+        }
+    }
+
+    /// The kernel is given the table's handle for a file the agent opened.
+    fn opened(&self, path: String, write: bool, answer: FileOk) -> FileOk {
+        match answer {
+            FileOk::Opened { handle, attr } => FileOk::Opened {
+                handle: lock(self.handles).opened(path, write, self.generation, handle),
+                attr,
+            },
+            other => other,
+        }
+    }
+
+    /// The agent's handle on this stream for the kernel's handle `id`, opening the file again
+    /// when `id` was opened on an older stream.
+    async fn remote(&self, id: u64) -> Result<u64, FileError> {
+        let reopen = match lock(self.handles).use_on(id, self.generation) {
+            Use::Current(handle) => return Ok(handle),
+            Use::Reopen { path, write } => FileOp::Open {
+                path,
+                write,
+                truncate: false,
+            },
+            Use::Gone => {
+                return Err(FileError {
+                    kind: FileErrorKind::NotFound,
+                    message: "the file was removed before the session reconnected".to_owned(),
+                })
+            }
+            Use::Unknown => return Err(bad_handle()),
+        };
+        let handle = match self.client.call(reopen).await? {
+            FileOk::Opened { handle, .. } => handle,
+            _ => return Err(bad_handle()),
+        };
+        debug!(id, handle, "Opened a file again on the new file stream");
+        let surplus = lock(self.handles).reopened(id, self.generation, handle);
+        if let Some(surplus) = surplus {
+            let _ = self.client.call(FileOp::Close { handle: surplus }).await;
+        }
+        match lock(self.handles).use_on(id, self.generation) {
+            Use::Current(handle) => Ok(handle),
+            _ => Err(bad_handle()),
+        }
+    }
+}
+
+fn bad_handle() -> FileError {
+    FileError {
+        kind: FileErrorKind::BadHandle,
+        message: "not an open file".to_owned(),
+    }
+}
+
+fn lock(handles: &Mutex<Handles>) -> MutexGuard<'_, Handles> {
+    handles.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A mount being served.
@@ -212,10 +379,7 @@ pub async fn mount(
     let (client, info) = FileClient::open(session.connection(), intercept).await?;
     let visible = Visible::new(&info.mounts, container.as_deref());
     let made = helper.mount(dir).await.map_err(MountError::Helper)?;
-    let files = Arc::new(Files {
-        current: RwLock::new(Some(client)),
-        visible: visible.clone(),
-    });
+    let files = Arc::new(Files::new(client, visible.clone()));
     let service: Arc<dyn FileService> = files.clone();
     let options = MountOptions::new(made.uid, made.gid);
     let runtime = tokio::runtime::Handle::current();
