@@ -5,6 +5,7 @@
 //! the tokio runtime that makes the call, and returns; the task replies when the answer comes.
 //! Only `readdir`, which reads the listing fetched at `opendir`, and `forget` answer in place.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
@@ -18,7 +19,7 @@ use fuser::{
     ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
     ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
-use tether_proto::files::{FileAttr, FileOk, FileOp, Timestamp, MAX_IO};
+use tether_proto::files::{DirEntry, FileAttr, FileOk, FileOp, Timestamp, MAX_IO};
 use tokio::runtime::Handle;
 use tracing::{debug, warn};
 
@@ -57,6 +58,19 @@ struct Inner {
 struct State {
     inodes: Inodes,
     listings: Listings,
+    /// The handles open on each inode, by the kernel's handle: the file they stand for is
+    /// still asked about by them once its path names it no more.
+    open: HashMap<u64, u64>,
+}
+
+impl State {
+    /// A handle open on `ino`, if any.
+    fn open_on(&self, ino: u64) -> Option<u64> {
+        self.open
+            .iter()
+            .find(|(_, on)| **on == ino)
+            .map(|(fh, _)| *fh)
+    }
 }
 
 impl TetherFs {
@@ -224,6 +238,8 @@ fn op_name(op: &FileOp) -> &'static str {
         FileOp::Rename { .. } => "rename",
         FileOp::Symlink { .. } => "symlink",
         FileOp::StatFs { .. } => "statfs",
+        FileOp::Fstat { .. } => "fstat",
+        FileOp::ReadDirPage { .. } => "readdir",
     }
 }
 
@@ -303,10 +319,28 @@ impl fuser::Filesystem for TetherFs {
         self.inner.state().inodes.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let path = or_reply!(self.inner.path(ino), reply);
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        // By its path first: what the name is now. A file whose name is gone (removed here, or
+        // renamed in the pod) while it is open is asked about by its handle (`open`, `unlink`,
+        // `fstat`), as a local file system answers it. The kernel names the handle only on
+        // reads, not on `fstat`: any handle open on the inode will do.
+        let (path, open) = {
+            let state = self.inner.state();
+            let path = state.inodes.path(ino.0).map(str::to_owned);
+            (path, fh.map(|fh| fh.0).or_else(|| state.open_on(ino.0)))
+        };
         self.spawn(|inner| async move {
-            let attr = or_reply!(inner.call_attr(FileOp::Stat { path }).await, reply);
+            let by_path = match path {
+                Some(path) => inner.call_attr(FileOp::Stat { path }).await,
+                None => Err(Errno::ENOENT),
+            };
+            let attr = match (by_path, open) {
+                (Ok(attr), _) => attr,
+                (Err(errno), Some(handle)) if errno == Errno::ENOENT => {
+                    or_reply!(inner.call_attr(FileOp::Fstat { handle }).await, reply)
+                }
+                (Err(errno), _) => return reply.error(errno),
+            };
             reply.attr(&TTL, &inner.attr(ino.0, &attr));
         });
     }
@@ -462,7 +496,11 @@ impl fuser::Filesystem for TetherFs {
             };
             // Pages cached since the last open are still the file's if it has not changed: a
             // re-read is then served by the laptop's page cache.
-            let unchanged = inner.state().inodes.opened(ino.0, version(&attr));
+            let unchanged = {
+                let mut state = inner.state();
+                state.open.insert(handle, ino.0);
+                state.inodes.opened(ino.0, version(&attr))
+            };
             let flags = if unchanged {
                 FopenFlags::FOPEN_KEEP_CACHE
             } else {
@@ -530,6 +568,7 @@ impl fuser::Filesystem for TetherFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.inner.state().open.remove(&fh.0);
         self.spawn(|inner| async move {
             or_reply!(inner.call_done(FileOp::Close { handle: fh.0 }).await, reply);
             reply.ok();
@@ -553,10 +592,28 @@ impl fuser::Filesystem for TetherFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let path = or_reply!(self.inner.path(ino), reply);
         self.spawn(|inner| async move {
-            let entries = match or_reply!(inner.call(FileOp::ReadDir { path }).await, reply) {
-                FileOk::Entries(entries) => entries,
-                other => return reply.error(unexpected(&other)),
-            };
+            // In pages: one answer holds only so many entries.
+            let mut entries: Vec<DirEntry> = Vec::new();
+            loop {
+                let after = entries.last().map(|e| e.name.clone());
+                let op = FileOp::ReadDirPage {
+                    path: path.clone(),
+                    after,
+                };
+                match or_reply!(inner.call(op).await, reply) {
+                    FileOk::Page {
+                        entries: page,
+                        more,
+                    } => {
+                        let done = !more || page.is_empty();
+                        entries.extend(page);
+                        if done {
+                            break;
+                        }
+                    }
+                    other => return reply.error(unexpected(&other)),
+                }
+            }
             let fh = inner.state().listings.insert(Listing::new(entries));
             reply.opened(FileHandle(fh), FopenFlags::empty());
         });
@@ -607,7 +664,9 @@ impl fuser::Filesystem for TetherFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let mut state = self.inner.state();
-        let State { inodes, listings } = &mut *state;
+        let State {
+            inodes, listings, ..
+        } = &mut *state;
         let Some(listing) = listings.get(fh.0) else {
             drop(state);
             return reply.error(Errno::EBADF);
@@ -739,6 +798,7 @@ impl fuser::Filesystem for TetherFs {
                 let mut state = inner.state();
                 let ino = state.inodes.lookup(&path);
                 state.inodes.opened(ino, version(&attr));
+                state.open.insert(handle, ino);
                 ino
             };
             let attr = inner.attr(ino, &attr);

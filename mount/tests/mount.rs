@@ -30,7 +30,10 @@ impl Mounted {
             eprintln!("skipped: mounting needs root and /dev/fuse");
             return None;
         }
-        let dir = std::env::temp_dir().join(format!("tether-mount-{}", std::process::id()));
+        // Each test its own directory: the tests of this file run at once.
+        static MOUNTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MOUNTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("tether-mount-{}-{n}", std::process::id()));
         fs::create_dir_all(&dir).expect("a temporary directory");
         // Removes the directory, should the mount fail.
         let mut guard = Mounted {
@@ -270,4 +273,43 @@ fn an_app_reads_and_changes_the_pods_files_through_the_mount() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the session ends after the unmount");
     ended.expect("ends cleanly");
+}
+
+#[test]
+fn a_directory_larger_than_one_answer_is_listed_whole() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let Some((mnt, fd)) = Mounted::new() else {
+        return;
+    };
+    // Names of 200 bytes: 6,000 of them, with their attributes, are more than one frame holds.
+    let long = "n".repeat(200);
+    let paths: Vec<String> = (0..6_000).map(|i| format!("/big/{i:04}{long}")).collect();
+    let files: Vec<(&str, &[u8])> = paths.iter().map(|p| (p.as_str(), &b""[..])).collect();
+    let memory = Arc::new(Memory::new(&["/big"], &files));
+    let service: Arc<dyn FileService> = memory.clone();
+    let served = serve(
+        fd,
+        service,
+        runtime.handle().clone(),
+        MountOptions::new(0, 0),
+    )
+    .expect("serves");
+    let names: Vec<String> = fs::read_dir(mnt.path("/big"))
+        .expect("lists")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .into_string()
+                .expect("UTF-8")
+        })
+        .collect();
+    assert_eq!(names.len(), paths.len());
+    let expected: Vec<&str> = paths.iter().map(|p| &p["/big/".len()..]).collect();
+    assert_eq!(names, expected, "every name once, in the pod's order");
+    drop(mnt);
+    served.join().expect("the file system ends cleanly");
 }

@@ -173,6 +173,14 @@ pub enum FileOp {
     Symlink { target: String, path: String },
     /// → [`FileOk::Stats`]
     StatFs { path: String },
+    /// `fstat` of an open file: it answers also once its path names it no more (removed or
+    /// renamed in the pod). → [`FileOk::Attr`]
+    Fstat { handle: u64 },
+    /// The entries of a directory, sorted by name, from the first whose name sorts after
+    /// `after` (from the first of all when `None`), as many as fit in one reply: a directory of
+    /// any size is listed in pages, where [`FileOp::ReadDir`] fails with
+    /// [`FileErrorKind::TooBig`] once its answer outgrows a frame. → [`FileOk::Page`]
+    ReadDirPage { path: String, after: Option<String> },
 }
 
 /// A successful answer.
@@ -181,11 +189,19 @@ pub enum FileOk {
     Attr(FileAttr),
     Entries(Vec<DirEntry>),
     Target(String),
-    Opened { handle: u64, attr: FileAttr },
+    Opened {
+        handle: u64,
+        attr: FileAttr,
+    },
     Data(#[serde(with = "serde_bytes")] Vec<u8>),
     Written(u32),
     Done,
     Stats(FsStats),
+    /// Part of a listing; `more`: the directory has entries after the last of these.
+    Page {
+        entries: Vec<DirEntry>,
+        more: bool,
+    },
 }
 
 /// Why an operation failed: the errno classes a file system client needs, so that the laptop
@@ -270,6 +286,35 @@ pub struct FileError {
     pub message: String,
 }
 
+/// The most bytes the entries of one [`FileOk::Page`] take on the wire (well inside
+/// [`MAX_FRAME_LEN`](crate::MAX_FRAME_LEN)), counted with [`ENTRY_OVERHEAD`] per entry.
+pub const PAGE_BYTES: usize = 512 * 1024;
+
+/// What one [`DirEntry`] takes on the wire besides its name's bytes, at most: the name's
+/// length and the attributes, every integer at its longest.
+pub const ENTRY_OVERHEAD: usize = 96;
+
+/// The page of `entries` (sorted by name) that answers [`FileOp::ReadDirPage`] with `after`:
+/// the entries whose names sort after it, as many as [`PAGE_BYTES`] holds (always at least
+/// one), and whether more follow them.
+pub fn page<'e>(entries: &'e [DirEntry], after: Option<&str>) -> (&'e [DirEntry], bool) {
+    let start = match after {
+        None => 0,
+        Some(after) => entries.partition_point(|e| e.name.as_str() <= after),
+    };
+    let rest = &entries[start..];
+    let mut bytes = 0;
+    let mut len = 0;
+    for entry in rest {
+        bytes += entry.name.len() + ENTRY_OVERHEAD;
+        if bytes > PAGE_BYTES && len > 0 {
+            break;
+        }
+        len += 1;
+    }
+    (&rest[..len], len < rest.len())
+}
+
 /// Client → agent: one operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRequest {
@@ -297,6 +342,67 @@ mod tests {
         for n in 0..17u16 {
             assert_eq!(u16::from(FileErrorKind::from(n)), n);
         }
+    }
+
+    fn entry(name: String) -> DirEntry {
+        let max = Timestamp {
+            secs: i64::MIN,
+            nanos: u32::MAX,
+        };
+        DirEntry {
+            name,
+            attr: FileAttr {
+                kind: FileKind::Other,
+                size: u64::MAX,
+                perm: u32::MAX,
+                nlink: u32::MAX,
+                uid: u32::MAX,
+                gid: u32::MAX,
+                atime: max,
+                mtime: max,
+                ctime: max,
+                blocks: u64::MAX,
+            },
+        }
+    }
+
+    #[test]
+    fn a_directory_of_any_size_is_listed_in_pages_that_each_fit_in_a_frame() {
+        // Names as long as Linux allows, attributes at their longest encodings.
+        let entries: Vec<DirEntry> = (0..10_000)
+            .map(|i| entry(format!("{i:05}{}", "x".repeat(250))))
+            .collect();
+        let one = postcard::to_allocvec(&entries[0]).unwrap().len();
+        assert!(one <= entries[0].name.len() + ENTRY_OVERHEAD, "{one} bytes");
+        let mut listed = Vec::new();
+        let mut after: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let (got, more) = page(&entries, after.as_deref());
+            let reply = FileReply {
+                id: u32::MAX,
+                result: Ok(FileOk::Page {
+                    entries: got.to_vec(),
+                    more,
+                }),
+            };
+            let mut wire = bytes::BytesMut::new();
+            encode(&Message::from(reply), &mut wire).expect("a page fits in a frame");
+            listed.extend(got.iter().map(|e| e.name.clone()));
+            after = got.last().map(|e| e.name.clone());
+            pages += 1;
+            if !more {
+                break;
+            }
+        }
+        assert!(pages > 1, "{pages}");
+        let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
+        assert_eq!(listed, names);
+        // After the last, nothing; after a name that is not listed, the names after it.
+        assert_eq!(page(&entries, Some("99999")), (&[][..], false));
+        let (got, _) = page(&entries, Some("00005"));
+        assert_eq!(got[0].name, names[5]);
+        assert_eq!(page(&[], None), (&[][..], false));
     }
 
     #[test]

@@ -76,7 +76,8 @@
 //! [`Hello`] and [`Welcome`] each carry [`PROTOCOL_VERSION`]. Adding a kind does not change it;
 //! changing the meaning or encoding of an existing kind does. Version 3 added the intercept's
 //! [`InterceptMode`] (take or mirror) to `CreateIntercept` and `InterceptInfo`, and mirror counts
-//! to `RouteStat` and `InterceptStat`.
+//! to `RouteStat` and `InterceptStat`. Version 4 added two file operations (`Fstat`,
+//! `ReadDirPage`), which an agent of version 3 could not decode (it would not answer them).
 //!
 //! # Usage
 //! ```
@@ -135,4 +136,4 @@ pub use message::{
 pub use relay::{decode_relay, encode_relay, RelayDecoder, RelayError, MAX_RELAY_PACKET};
 
 /// The protocol version this build speaks, sent in [`Hello`] and [`Welcome`].
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;

@@ -169,6 +169,46 @@ fn the_containers_volumes_are_read_and_written_from_the_laptop() {
     assert!(listing.contains("app.yaml -> ..data/app.yaml"), "{listing}");
     assert!(listing.contains("..data -> ..20"), "{listing}");
 
+    // A file open on the laptop is still itself once its name is gone: `fstat` (`wc -c` of a
+    // regular file asks it for the size) and reads go by the open file, not by the name.
+    let kept = sh(&format!(
+        "f={dir}/data/scratch; printf 'twelve bytes' > $f; exec 3< $f 4< $f; rm $f; \
+         wc -c <&3; cat <&4"
+    ));
+    assert_eq!(kept, "12\ntwelve bytes", "{kept}");
+    // The same when the app renames it in the pod.
+    let renamed = on_workstation(WS, "sh")
+        .args([
+            "-c",
+            &format!("exec 3< {dir}/data/moved.txt; sleep 3; wc -c <&3"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh on the workstation");
+    std::thread::sleep(Duration::from_secs(1));
+    in_pod(&pod, &["mv", "/data/moved.txt", "/data/renamed.txt"]);
+    let out = renamed.wait_with_output().expect("wc");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "7\n");
+    in_pod(&pod, &["mv", "/data/renamed.txt", "/data/moved.txt"]);
+
+    // A directory larger than one answer of the file protocol holds (6,000 names of 200
+    // bytes) is listed whole.
+    in_pod(
+        &pod,
+        &[
+            "sh",
+            "-c",
+            "mkdir /data/many && cd /data/many && i=0; \
+             while [ $i -lt 6000 ]; do : > $(printf '%04d%0200d' $i 0); i=$((i+1)); done",
+        ],
+    );
+    assert_eq!(sh(&format!("ls {dir}/data/many | wc -l")).trim(), "6000");
+    assert_eq!(
+        sh(&format!("ls {dir}/data/many | tail -1")).trim(),
+        format!("5999{}", "0".repeat(200))
+    );
+    in_pod(&pod, &["rm", "-rf", "/data/many"]);
+
     // The Secret is mounted read-only in the app container: so it is here.
     let refused = sh_on_workstation(WS, &format!("echo x > {dir}/etc/secret/new"));
     assert!(

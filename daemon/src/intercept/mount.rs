@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use tether_mount::{CallFuture, FileService, MountOptions, Served};
-use tether_proto::files::{FileError, FileErrorKind, FileOk, FileOp};
+use tether_proto::files::{DirEntry, FileError, FileErrorKind, FileOk, FileOp};
 use tracing::{debug, info, warn};
 
 use crate::files::{FileClient, OpenFilesError};
@@ -94,7 +94,7 @@ impl Visible {
     /// Whether `op` may go to the agent: on a visible path, or a look at a directory above one.
     fn allows(&self, op: &FileOp) -> bool {
         match op {
-            FileOp::Stat { path } | FileOp::ReadDir { path } => {
+            FileOp::Stat { path } | FileOp::ReadDir { path } | FileOp::ReadDirPage { path, .. } => {
                 self.inside(path) || self.above(path)
             }
             FileOp::Rename { from, to, .. } => self.inside(from) && self.inside(to),
@@ -125,6 +125,15 @@ impl Visible {
                         })
                         .collect(),
                 )
+            }
+            (FileOp::ReadDirPage { path, .. }, FileOk::Page { entries, more }) => {
+                match self.filter(
+                    &FileOp::ReadDir { path: path.clone() },
+                    FileOk::Entries(entries),
+                ) {
+                    FileOk::Entries(entries) => FileOk::Page { entries, more },
+                    other => other,
+                }
             }
             (_, ok) => ok,
         }
@@ -268,6 +277,10 @@ impl Stream<'_> {
                 let handle = self.remote(handle).await?;
                 self.client.call(FileOp::Fsync { handle }).await
             }
+            FileOp::Fstat { handle } => {
+                let handle = self.remote(handle).await?;
+                self.client.call(FileOp::Fstat { handle }).await
+            }
             FileOp::Close { handle } => {
                 let closed = lock(self.handles).closed(handle, self.generation);
                 match closed {
@@ -293,6 +306,43 @@ impl Stream<'_> {
                 let listing = op.clone();
                 let answer = self.client.call(op).await?;
                 Ok(visible.filter(&listing, answer))
+            }
+            // Inside a mount, page by page; above the mounts the filter leaves out most names,
+            // so the directory (a few names) is read whole and answered as one page, which
+            // keeps the kernel's next `after` a name it was given.
+            FileOp::ReadDirPage { ref path, .. } if visible.inside(path) => {
+                self.client.call(op).await
+            }
+            FileOp::ReadDirPage { path, .. } => {
+                let mut entries = Vec::new();
+                loop {
+                    let after = entries.last().map(|e: &DirEntry| e.name.clone());
+                    let op = FileOp::ReadDirPage {
+                        path: path.clone(),
+                        after,
+                    };
+                    match self.client.call(op).await? {
+                        FileOk::Page {
+                            entries: page,
+                            more,
+                        } => {
+                            let done = !more || page.is_empty();
+                            entries.extend(page);
+                            if done {
+                                break;
+                            }
+                        }
+                        other => return Ok(other),
+                    }
+                }
+                let whole = FileOp::ReadDirPage { path, after: None };
+                Ok(visible.filter(
+                    &whole,
+                    FileOk::Page {
+                        entries,
+                        more: false,
+                    },
+                ))
             }
             op => self.client.call(op).await,
         }

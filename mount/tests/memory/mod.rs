@@ -96,6 +96,19 @@ impl Memory {
         match op {
             FileOp::Stat { path } => tree.attr(&path).map(FileOk::Attr),
             FileOp::ReadDir { path } => tree.read_dir(&path).map(FileOk::Entries),
+            FileOp::ReadDirPage { path, after } => {
+                let entries = tree.read_dir(&path)?;
+                let (page, more) = tether_proto::files::page(&entries, after.as_deref());
+                Ok(FileOk::Page {
+                    entries: page.to_vec(),
+                    more,
+                })
+            }
+            // By the file's path: this tree has no files apart from their names.
+            FileOp::Fstat { handle } => {
+                let path = tree.handle(handle)?;
+                tree.attr(&path).map(FileOk::Attr)
+            }
             FileOp::ReadLink { path } => match tree.node(&path)?.content {
                 Content::Link(ref target) => Ok(FileOk::Target(target.clone())),
                 _ => Err(fail(FileErrorKind::Invalid)),

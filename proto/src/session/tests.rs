@@ -202,13 +202,15 @@ fn welcome_of_another_version_closes_the_client() {
     client.handle_input(
         t0,
         &frame(Welcome {
-            version: 4,
+            version: PROTOCOL_VERSION + 1,
             ..welcome()
         }),
     );
     assert_eq!(
         events(&mut client),
-        [failed(SessionError::Version { peer: 4 })]
+        [failed(SessionError::Version {
+            peer: PROTOCOL_VERSION + 1
+        })]
     );
     assert!(matches!(&sent(&mut client)[..], [Message::Error(_)]));
     assert!(!client.is_established());

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tether_proto::files::{FileErrorKind, MAX_IO};
+use tether_proto::files::{FileAttr, FileErrorKind, MAX_IO};
 
 use super::sys::OpError;
 
@@ -129,6 +129,14 @@ pub(super) fn write(
     }
     open.file.write_all_at(data, offset)?;
     Ok(len)
+}
+
+/// The attributes of an open file, whatever its path names now.
+pub(super) fn fstat(handles: &Handles, handle: u64) -> Result<FileAttr, OpError> {
+    let open = handles.get(handle)?;
+    Ok(super::sys::attr(&nix::sys::stat::fstat(
+        open.file.as_ref(),
+    )?))
 }
 
 /// Flushes a file to its storage.

@@ -16,7 +16,8 @@ use nix::fcntl::{AtFlags, OFlag, RenameFlags};
 use nix::sys::stat::{self, FchmodatFlags, Mode, UtimensatFlags};
 use nix::unistd::{self, UnlinkatFlags};
 use tether_proto::files::{
-    DirEntry, FileAttr, FileError, FileErrorKind, FileKind, FileOk, FileOp, FsStats, Timestamp,
+    self, DirEntry, FileAttr, FileError, FileErrorKind, FileKind, FileOk, FileOp, FsStats,
+    Timestamp,
 };
 use tracing::{debug, warn};
 
@@ -112,12 +113,14 @@ impl Server {
             | FileOp::Unlink { path }
             | FileOp::Rmdir { path }
             | FileOp::Symlink { path, .. }
-            | FileOp::StatFs { path } => Some(path.clone()),
+            | FileOp::StatFs { path }
+            | FileOp::ReadDirPage { path, .. } => Some(path.clone()),
             FileOp::Rename { from, to, .. } => Some(format!("{from} -> {to}")),
             FileOp::Read { .. }
             | FileOp::Write { .. }
             | FileOp::Fsync { .. }
-            | FileOp::Close { .. } => None,
+            | FileOp::Close { .. }
+            | FileOp::Fstat { .. } => None,
         };
         self.dispatch(handles, op).map_err(|OpError(mut error)| {
             if let Some(path) = path {
@@ -173,6 +176,15 @@ impl Server {
             } => self.rename(&from, &to, noreplace).map(|()| FileOk::Done),
             FileOp::Symlink { target, path } => self.symlink(&target, &path).map(FileOk::Attr),
             FileOp::StatFs { path } => self.stat_fs(&path).map(FileOk::Stats),
+            FileOp::Fstat { handle } => handles::fstat(handles, handle).map(FileOk::Attr),
+            FileOp::ReadDirPage { path, after } => {
+                let entries = self.read_dir(&path)?;
+                let (entries, more) = files::page(&entries, after.as_deref());
+                Ok(FileOk::Page {
+                    entries: entries.to_vec(),
+                    more,
+                })
+            }
         }
     }
 

@@ -574,3 +574,77 @@ fn errors_name_the_path() {
     assert_eq!(error.kind, Kind::NotFound);
     assert!(error.message.starts_with("/data/absent: "), "{error:?}");
 }
+
+#[test]
+fn an_open_file_is_statted_by_its_handle_after_its_path_is_gone() {
+    let f = Fixture::new();
+    let (handle, _) = f.opened(create("/data/scratch", true));
+    f.op(write(handle, 0, b"kept while open")).unwrap();
+    assert_eq!(
+        f.op(FileOp::Unlink {
+            path: "/data/scratch".into()
+        }),
+        Ok(FileOk::Done)
+    );
+    assert_eq!(f.fails(stat("/data/scratch")), Kind::NotFound);
+    let attr = f.attr(FileOp::Fstat { handle });
+    assert_eq!((attr.kind, attr.size, attr.nlink), (FileKind::File, 15, 0));
+    assert_eq!(f.read(handle, 5, 100), b"while open");
+
+    // Renamed in the pod behind the laptop's back: the handle still names it.
+    let (reading, _) = f.opened(open("/data/hello.txt", false));
+    std::fs::rename(f.dir.join("vol/hello.txt"), f.dir.join("vol/moved.txt")).unwrap();
+    assert_eq!(f.attr(FileOp::Fstat { handle: reading }).size, 13);
+    f.op(FileOp::Close { handle: reading }).unwrap();
+    assert_eq!(f.fails(FileOp::Fstat { handle: reading }), Kind::BadHandle);
+}
+
+#[test]
+fn a_large_directory_is_listed_in_pages() {
+    let f = Fixture::new();
+    let long = "n".repeat(200);
+    let count = 6_000;
+    for i in 0..count {
+        std::fs::write(f.dir.join(&format!("vol/{i:04}{long}")), "").unwrap();
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut pages = 0;
+    loop {
+        let op = FileOp::ReadDirPage {
+            path: "/data".into(),
+            after: names.last().cloned(),
+        };
+        let Ok(FileOk::Page { entries, more }) = f.op(op) else {
+            panic!("not a page")
+        };
+        pages += 1;
+        names.extend(entries.into_iter().map(|e| e.name));
+        if !more {
+            break;
+        }
+    }
+    assert!(pages > 1, "{pages} page(s)");
+    // Every name once, in order; the nested mount's root among them, as in one listing.
+    assert_eq!(names.len(), count + 2);
+    assert!(names.windows(2).all(|w| w[0] < w[1]));
+    assert!(names.contains(&"hello.txt".to_owned()) && names.contains(&"nested".to_owned()));
+    // One answer of it all would not fit in a frame: the old operation says so.
+    let whole = f.op(read_dir("/data"));
+    let Ok(FileOk::Entries(entries)) = whole else {
+        panic!("{whole:?}")
+    };
+    assert_eq!(entries.len(), count + 2);
+    let reply = tether_proto::files::FileReply {
+        id: 1,
+        result: Ok(FileOk::Entries(entries)),
+    };
+    let mut wire = bytes::BytesMut::new();
+    assert!(tether_proto::encode(&reply.into(), &mut wire).is_err());
+    assert_eq!(
+        f.fails(FileOp::ReadDirPage {
+            path: "/data/hello.txt".into(),
+            after: None
+        }),
+        Kind::NotADirectory
+    );
+}
