@@ -93,6 +93,7 @@ fn the_containers_volumes_are_read_and_written_from_the_laptop() {
             "/data",
             "/etc/files",
             "/etc/secret",
+            "/etc/single/features.txt",
             "/var/run/secrets/kubernetes.io/serviceaccount"
         ],
         "{report}"
@@ -109,6 +110,13 @@ fn the_containers_volumes_are_read_and_written_from_the_laptop() {
     assert_eq!(
         sh(&format!("cat {dir}/etc/secret/api-token")),
         "s3cr3t-token-for-files"
+    );
+    // A single key mounted as a file (`subPath`): that file, alone in its directory.
+    assert_eq!(
+        sh(&format!(
+            "ls {dir}/etc/single; cat {dir}/etc/single/features.txt"
+        )),
+        "features.txt\nfast-checkout\ngift-cards\n"
     );
     // The service-account token the kubelet gave this pod.
     let token = in_pod(

@@ -52,7 +52,10 @@ enum Found<'s, 'p> {
 #[derive(Debug)]
 pub struct Server {
     mounts: Mounts,
+    /// Each mount's root directory (`O_PATH`); for a mount of one file, the directory it is in.
     roots: Vec<OwnedFd>,
+    /// For a mount of one file (a `subPath` of a ConfigMap's key, say), its name in its root.
+    files: Vec<Option<String>>,
     resolver: Resolver,
 }
 
@@ -61,22 +64,22 @@ impl Server {
     /// directory) is left out with a warning.
     pub fn new(mut mounts: Mounts) -> Self {
         let mut roots = Vec::new();
-        mounts.retain(|mount| {
-            let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-            match nix::fcntl::open(mount.source(), flags, Mode::empty()) {
-                Ok(fd) => {
-                    roots.push(fd);
-                    true
-                }
-                Err(errno) => {
-                    warn!(path = mount.path(), source = %mount.source().display(), error = %errno.desc(), "Not serving a volume: its source cannot be opened");
-                    false
-                }
+        let mut files = Vec::new();
+        mounts.retain(|mount| match open_source(mount.source()) {
+            Ok((root, file)) => {
+                roots.push(root);
+                files.push(file);
+                true
+            }
+            Err(errno) => {
+                warn!(path = mount.path(), source = %mount.source().display(), error = %errno.desc(), "Not serving a volume: its source cannot be opened");
+                false
             }
         });
         Self {
             mounts,
             roots,
+            files,
             resolver: Resolver::default(),
         }
     }
@@ -195,7 +198,17 @@ impl Server {
     }
 
     /// Opens the directory of `rel`'s last name, beneath mount `index`'s root.
-    fn place<'s, 'p>(&'s self, index: usize, rel: &[&'p str]) -> Result<Place<'s, 'p>, OpError> {
+    fn place<'a>(&'a self, index: usize, rel: &[&'a str]) -> Result<Place<'a, 'a>, OpError> {
+        if let Some(file) = &self.files[index] {
+            // A mount of one file: nothing lies below it.
+            return match rel {
+                [] => Ok(Place::Entry {
+                    dir: DirFd::Root(self.roots[index].as_fd()),
+                    name: file,
+                }),
+                _ => Err(Errno::ENOTDIR.into()),
+            };
+        }
         match rel.split_last() {
             None => Ok(Place::Root(index)),
             Some((name, parent)) => {
@@ -206,7 +219,7 @@ impl Server {
     }
 
     /// Where `path` is, to be read.
-    fn find<'s, 'p>(&'s self, path: &'p str) -> Result<Found<'s, 'p>, OpError> {
+    fn find<'a>(&'a self, path: &'a str) -> Result<Found<'a, 'a>, OpError> {
         match self.locate(path)? {
             Location::Mounted { index, rel } => self.place(index, &rel).map(Found::Mounted),
             Location::Virtual { components } => Ok(Found::Virtual(components)),
@@ -216,11 +229,11 @@ impl Server {
 
     /// Where `path` is, to be changed: refused on a read-only mount (before anything is
     /// opened) and above the mounts.
-    fn find_changeable<'s, 'p>(
-        &'s self,
-        path: &'p str,
+    fn find_changeable<'a>(
+        &'a self,
+        path: &'a str,
         change: Change,
-    ) -> Result<Place<'s, 'p>, OpError> {
+    ) -> Result<Place<'a, 'a>, OpError> {
         match self.locate(path)? {
             Location::Mounted { index, rel } => {
                 if self.mounts.get(index).is_some_and(|m| m.read_only()) {
@@ -237,7 +250,10 @@ impl Server {
     }
 
     fn root_attr(&self, index: usize) -> Result<FileAttr, OpError> {
-        Ok(attr(&stat::fstat(&self.roots[index])?))
+        match &self.files[index] {
+            Some(file) => lstat(&DirFd::Root(self.roots[index].as_fd()), file),
+            None => Ok(attr(&stat::fstat(&self.roots[index])?)),
+        }
     }
 
     /// Opens mount `index`'s root to read (its fd is `O_PATH`).
@@ -544,6 +560,28 @@ fn mount_root() -> OpError {
 
 fn mode(perm: u32) -> Mode {
     Mode::from_bits_truncate(perm & 0o7777)
+}
+
+/// A mount's source opened as its root: the directory (`O_PATH`), or for a mount of one file
+/// the directory it is in and its name.
+fn open_source(source: &std::path::Path) -> Result<(OwnedFd, Option<String>), Errno> {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    match nix::fcntl::open(source, flags, Mode::empty()) {
+        Err(Errno::ENOTDIR) => {}
+        opened => return opened.map(|fd| (fd, None)),
+    }
+    let name = source
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or(Errno::EINVAL)?;
+    let parent = source.parent().ok_or(Errno::EINVAL)?;
+    let dir = nix::fcntl::open(parent, flags, Mode::empty())?;
+    // Only what the kubelet mounts there: a file (or a device), never a link to follow.
+    let st = stat::fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    if stat::SFlag::from_bits_truncate(st.st_mode) & stat::SFlag::S_IFMT == stat::SFlag::S_IFLNK {
+        return Err(Errno::ELOOP);
+    }
+    Ok((dir, Some(name.to_owned())))
 }
 
 fn lstat(dir: &DirFd<'_>, name: &str) -> Result<FileAttr, OpError> {

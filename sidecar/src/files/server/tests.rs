@@ -648,3 +648,42 @@ fn a_large_directory_is_listed_in_pages() {
         Kind::NotADirectory
     );
 }
+
+#[test]
+fn a_mount_of_one_file_is_served_as_that_file() {
+    // A ConfigMap key mounted with `subPath`: the kubelet mounts one file, not a directory.
+    let dir = TestDir::new();
+    std::fs::create_dir(dir.join("single")).unwrap();
+    std::fs::write(dir.join("single/app.yaml"), "port: 8080\n").unwrap();
+    std::fs::write(dir.join("single/other"), "not mounted").unwrap();
+    std::fs::create_dir(dir.join("conf")).unwrap();
+    let mounts = Mounts::new(vec![
+        Mount::new("/etc/app/app.yaml", dir.join("single/app.yaml"), false).unwrap(),
+        Mount::new("/etc/app/conf.d", dir.join("conf"), false).unwrap(),
+    ])
+    .unwrap();
+    let f = Fixture {
+        server: Server::new(mounts),
+        dir,
+        handles: Handles::default(),
+    };
+    assert_eq!(f.server.mounts().iter().count(), 2, "both served");
+    assert_eq!(
+        f.names("/etc/app"),
+        [
+            ("app.yaml".into(), FileKind::File),
+            ("conf.d".into(), FileKind::Directory)
+        ]
+    );
+    let attr = f.attr(stat("/etc/app/app.yaml"));
+    assert_eq!((attr.kind, attr.size), (FileKind::File, 11));
+    let (handle, _) = f.opened(open("/etc/app/app.yaml", true));
+    assert_eq!(f.read(handle, 0, 100), b"port: 8080\n");
+    f.op(write(handle, 0, b"PORT")).unwrap();
+    assert_eq!(f.content("single/app.yaml"), "PORT: 8080\n");
+    // Nothing lies below a file, and its neighbours in the source are not served.
+    assert_eq!(f.fails(stat("/etc/app/app.yaml/x")), Kind::NotADirectory);
+    assert_eq!(f.fails(read_dir("/etc/app/app.yaml")), Kind::NotADirectory);
+    assert_eq!(f.fails(stat("/etc/app/other")), Kind::NotFound);
+    assert_eq!(f.fails(open("/etc/app/other", false)), Kind::NotFound);
+}
