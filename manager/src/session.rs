@@ -506,16 +506,61 @@ async fn session(
             .note("reason", why),
     );
     if !gone.is_empty() {
-        // Nobody waits for these: the session is gone.
+        // Nobody waits for these: the session is gone. A session lost (not closed by its
+        // daemon) may come back: the laptop's link dropped, and the daemon reconnects and
+        // re-creates its intercepts. A replaced container is then left out for a while, so that
+        // the workload is not rolled out twice and its app does not run in between (a queue
+        // consumer would consume meanwhile).
+        let lost = !matches!(result, Ok(()) | Err(SessionError::Bye));
         let shared = shared.clone();
         let asker = asker.clone();
         tokio::spawn(async move {
             for i in gone {
-                intercept_ended(&shared, &asker, &i, "its session ended").await;
+                if lost && i.mode == tether_proto::InterceptMode::Replace {
+                    tokio::spawn(restore_unless_replaced_again(
+                        shared.clone(),
+                        asker.clone(),
+                        i.clone(),
+                    ));
+                    announce_ended(&shared, &i, "its session ended").await;
+                } else {
+                    intercept_ended(&shared, &asker, &i, "its session ended").await;
+                }
             }
         });
     }
     result
+}
+
+/// How long a replaced container stays out after its session was lost, for the daemon to
+/// reconnect and take the replace up again: well beyond a reconnect after the link returns,
+/// short enough that a laptop gone for good gives the workload back in about a minute.
+const RECONNECT_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Puts back the container of replace intercept `i`, whose session was lost, unless a replace
+/// intercept is on its workload again after [`RECONNECT_GRACE`] (the daemon came back).
+async fn restore_unless_replaced_again(
+    shared: Arc<Shared>,
+    asker: Arc<requests::Asker>,
+    i: tether_proto::InterceptInfo,
+) {
+    tokio::time::sleep(RECONNECT_GRACE).await;
+    let again = shared
+        .registry()
+        .on_workload(&i.namespace, &i.workload)
+        .iter()
+        .any(|other| other.mode == tether_proto::InterceptMode::Replace);
+    if again {
+        info!(name = %i.name, workload = %i.workload, "A replace came back after its session was lost; the container stays out");
+        return;
+    }
+    restore_replaced(
+        &shared,
+        &asker,
+        &i,
+        "its session was lost, and no replace came back for it",
+    )
+    .await;
 }
 
 /// Announces on `i`'s workload that it started (the registry holds it now).

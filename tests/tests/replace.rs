@@ -269,7 +269,8 @@ fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() 
         got.stdout
     );
 
-    // The daemon killed: the manager puts the container back when the session ends.
+    // The daemon killed: the manager puts the container back once the session is lost and
+    // no replace came back for it (a minute, for a daemon that reconnects).
     let id = c.status()["intercepts"][0]["id"]
         .as_u64()
         .expect("the intercept's id");
@@ -294,7 +295,8 @@ fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() 
     );
     assert_eq!(restored["verb"], "patch", "{restored}");
     assert_eq!(
-        restored["annotations"]["tether.dev/reason"], "its session ended",
+        restored["annotations"]["tether.dev/reason"],
+        "its session was lost, and no replace came back for it",
         "{restored}"
     );
     the_app_answers_again();
@@ -331,6 +333,46 @@ fn settled() {
             && answers(&admin_url()))
         .then_some(())
     });
+}
+
+/// The laptop's link dropping for longer than the tunnel's idle timeout (a Wi-Fi switch, a
+/// suspended laptop) loses the session; the daemon reconnects and takes its replace up again,
+/// and the workload is not rolled out for it: the app never runs in between.
+#[test]
+fn a_replace_survives_the_laptop_reconnecting_and_the_app_never_runs_meanwhile() {
+    settled();
+    let c = Connected::new(WS, &[]);
+    let _laptop = laptop();
+    let before = spec_with_the_agent();
+    replace_worker(&[]);
+    no_pod_runs_the_app();
+    let replaced = revision();
+    let reconnects = c.status()["reconnects"].as_u64().unwrap_or(0);
+
+    let down = tether_e2e::network::LinkDown::new(WS, "tws0");
+    std::thread::sleep(Duration::from_secs(15));
+    drop(down);
+    eventually(
+        Duration::from_secs(90),
+        "the replace works again after the reconnect",
+        || {
+            let status = c.status();
+            let got = from_cluster(&url(), &[]);
+            (status["reconnects"].as_u64().unwrap_or(0) > reconnects
+                && got.stdout.trim() == "200 replaced by the laptop")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        revision(),
+        replaced,
+        "the workload was not rolled out for the reconnect"
+    );
+    no_pod_runs_the_app();
+
+    tether(WS, &["leave", "worker"]).expect_ok("tether leave");
+    assert_eq!(spec(), before);
+    the_app_answers_again();
 }
 
 /// The traffic manager restarting leaves a replace alone (the daemon re-creates it on the next
