@@ -897,7 +897,9 @@ impl Intercepts {
                         dials.remove(&old);
                         dials.insert(info.id, active.local);
                     }
-                    // The manager put a replaced container back when the old session ended.
+                    // The manager puts a replaced container back a minute after the old
+                    // session was lost, if no replace came back: take it out again if so (a
+                    // no-op while it is still out).
                     if active.mode == InterceptMode::Replace {
                         let client = &self.cluster.client;
                         let again = async {
