@@ -20,6 +20,7 @@
 pub mod files;
 pub mod link;
 pub mod proxy;
+pub mod takeover;
 pub mod tally;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -149,6 +150,13 @@ pub async fn run(
         proxies.push(proxy.clone());
         tasks.spawn(async move { proxy.serve(listener).await });
     }
+    let takeover = takeover::Takeover::new(
+        ports
+            .iter()
+            .zip(&proxies)
+            .map(|(p, proxy)| (p.app_port, proxy.clone()))
+            .collect(),
+    );
     let link = config.link.map(|link| {
         let files = Arc::new(files::Server::new(config.mounts));
         if !files.mounts().is_empty() {
@@ -157,6 +165,7 @@ pub async fn run(
         tokio::spawn(link::run(
             link,
             ports,
+            takeover,
             metrics.clone(),
             tally.clone(),
             files,

@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::files::{self, Server};
 use super::proxy::{BoxError, DialFn, Duplex, Routes, Upstream};
+use super::takeover::Takeover;
 use super::tally::Tally;
 use tether_metrics::agent::AgentMetrics;
 use tether_route::filter::{Filter, FilterSpec};
@@ -102,6 +103,7 @@ const TOKEN_FILE: &str = "token";
 pub async fn run(
     config: LinkConfig,
     ports: Vec<PortRoutes>,
+    mut takeover: Takeover,
     metrics: Arc<AgentMetrics>,
     tally: Tally,
     files: Arc<Server>,
@@ -126,12 +128,13 @@ pub async fn run(
                     files.clone(),
                     config.pod.clone(),
                 ));
-                let reason = serve(link, &ports, &current, &metrics, &tally).await;
+                let reason = serve(link, &ports, &mut takeover, &current, &metrics, &tally).await;
                 file_server.abort();
                 metrics.link_up.set(0);
                 let _ = conn_tx.send(None);
                 conn.close(0u32.into(), b"bye");
                 clear(&ports);
+                takeover.sync();
                 metrics.intercepts.set(0);
                 warn!(reason = %reason, "Lost the traffic manager; all traffic goes to the app");
             }
@@ -218,6 +221,7 @@ fn routed(ports: &[PortRoutes]) -> BTreeSet<u64> {
 async fn serve<R, W>(
     mut link: Control<R, W>,
     ports: &[PortRoutes],
+    takeover: &mut Takeover,
     current: &Current,
     metrics: &AgentMetrics,
     tally: &Tally,
@@ -246,6 +250,7 @@ where
         match event {
             Ok(Event::Message(Message::AgentIntercepts(table))) => {
                 apply(&table.intercepts, ports, current);
+                takeover.sync();
                 let routed: usize = ports
                     .iter()
                     .map(|p| p.routes.snapshot().iter().count())
@@ -444,7 +449,11 @@ mod tests {
         // The link is established when serve() takes it; here the Welcome is among its input.
         let metrics = AgentMetrics::default();
         let tally = Tally::default();
-        let (reason, ()) = tokio::join!(serve(link, &ports, &current, &metrics, &tally), manage);
+        let mut takeover = Takeover::default();
+        let (reason, ()) = tokio::join!(
+            serve(link, &ports, &mut takeover, &current, &metrics, &tally),
+            manage
+        );
         assert_eq!(reason, "the manager closed the link");
         let routes = ports[0].routes.snapshot();
         let ids: Vec<u64> = routes.iter().map(|i| i.id.0).collect();

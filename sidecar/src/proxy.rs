@@ -130,6 +130,19 @@ impl Routes {
         table.router.remove(id)
     }
 
+    /// Whether a replace intercept is routed here.
+    pub fn has_replace(&self) -> bool {
+        self.read()
+            .router
+            .iter()
+            .any(|i| i.mode == InterceptMode::Replace)
+    }
+
+    /// Whether every connection goes to an intercept (none to the app).
+    pub fn takes_every_connection(&self) -> bool {
+        self.pick_connection().is_some()
+    }
+
     /// A copy of the table as it is now.
     pub fn snapshot(&self) -> Router<SharedTarget> {
         self.read().router.clone()
@@ -231,6 +244,33 @@ impl Proxy {
                     });
                 }
                 // Out of file descriptors, or the like: wait for connections to close.
+                Err(error) => {
+                    warn!(%error, "Accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Serves the connections `listener` accepts on the app's own port, which the agent holds
+    /// while the app is replaced (see [`crate::takeover`]): each only while an intercept takes
+    /// every connection. Any other is closed at once: the app's address is this listener.
+    pub async fn serve_taken(&self, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    if !self.shared.routes.takes_every_connection() {
+                        debug!(%peer, "Closed a connection to the app's port: no intercept takes it");
+                        continue;
+                    }
+                    let shared = self.shared.clone();
+                    tokio::spawn(async move {
+                        shared
+                            .connection(stream)
+                            .instrument(debug_span!("connection", %peer))
+                            .await
+                    });
+                }
                 Err(error) => {
                     warn!(%error, "Accepting a connection failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -90,6 +90,28 @@ fn pod_containers() -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The address of a running pod of `worker` without the app container.
+fn replaced_pod_ip() -> String {
+    let out = kubectl(&["get", "pods", "-l", "app=worker", "-o", "json"]).expect_ok("get pods");
+    let pods: Value = serde_json::from_str(&out).unwrap();
+    pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| {
+            p["metadata"]["deletionTimestamp"].is_null()
+                && p["status"]["phase"] == "Running"
+                && p["spec"]["containers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|c| c["name"] != "app")
+        })
+        .and_then(|p| p["status"]["podIP"].as_str())
+        .expect("a running pod without the app")
+        .to_owned()
+}
+
 /// A raw TCP exchange from the client pod: one line to the Service, the answer.
 fn raw_tcp() -> String {
     let script = format!("echo ping | nc -w 5 {} 80", cluster_ip("worker"));
@@ -207,6 +229,13 @@ fn replace_removes_the_container_while_it_lasts_and_restores_the_spec_exactly() 
     assert_eq!(raw_tcp().trim(), "laptop echo: ping");
     // The container's other port too.
     let got = from_cluster(&admin_url(), &[]).expect_ok("request to worker:admin");
+    assert_eq!(got.trim(), "200 admin on the laptop");
+    // Callers of a pod's own address (a headless Service, a peer) reach the laptop too: the
+    // agent listens on the container's ports while it is gone.
+    let ip = replaced_pod_ip();
+    let got = from_cluster(&format!("http://{ip}:8080/"), &[]).expect_ok("request to the pod");
+    assert_eq!(got.trim(), "200 replaced by the laptop");
+    let got = from_cluster(&format!("http://{ip}:9090/"), &[]).expect_ok("request to the pod");
     assert_eq!(got.trim(), "200 admin on the laptop");
     // It ends with the replace, not alone.
     let alone = tether(WS, &["leave", "worker-9090"]);

@@ -466,3 +466,68 @@ async fn read_response(conn: &mut TcpStream, pending: &mut Vec<u8>) -> (String, 
         pending.extend_from_slice(&buf[..n]);
     }
 }
+
+/// A free port of this machine's (the test's "pod's") addresses, as the app's container port.
+async fn free_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn while_the_app_is_replaced_its_own_port_reaches_the_laptop() {
+    use tether_sidecar::takeover::Takeover;
+    let laptop = HttpServer::start("laptop").await;
+    let port = free_port().await;
+    let app = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let proxy = start_proxy(app, SNIFF).await;
+    let mut takeover = Takeover::new(vec![(port, proxy.proxy.clone())]);
+
+    // A take of all traffic is not a replace: the app's port stays the app's.
+    add(&proxy, 1, "ann", &[], laptop_target(&laptop)).unwrap();
+    takeover.sync();
+    assert_eq!(takeover.taken(), Vec::<u16>::new());
+    proxy.proxy.routes().remove(InterceptId(1));
+
+    // A replace: the agent listens on the container's port, and a caller of the pod's address
+    // reaches the laptop there.
+    crate::support::add_with_mode(
+        &proxy,
+        2,
+        tether_proto::InterceptMode::Replace,
+        "ann",
+        &[],
+        laptop_target(&laptop),
+    )
+    .unwrap();
+    takeover.sync();
+    assert_eq!(takeover.taken(), [port]);
+    let mut direct = h1_client(app).await;
+    assert_eq!(get(&mut direct, "/", None).await.0, "laptop");
+    drop(direct);
+
+    // The replace ends: the port is let go, and a caller is refused (the app is not back yet).
+    proxy.proxy.routes().remove(InterceptId(2));
+    takeover.sync();
+    assert_eq!(takeover.taken(), Vec::<u16>::new());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(TcpStream::connect(app).await.is_err(), "nothing listens");
+
+    // Where the app still listens (a pod not yet rolled out), the port is left to it.
+    let held =
+        std::net::TcpListener::bind(std::net::SocketAddr::from(([0, 0, 0, 0], port))).unwrap();
+    crate::support::add_with_mode(
+        &proxy,
+        3,
+        tether_proto::InterceptMode::Replace,
+        "ann",
+        &[],
+        laptop_target(&laptop),
+    )
+    .unwrap();
+    takeover.sync();
+    assert_eq!(takeover.taken(), Vec::<u16>::new());
+    drop(held);
+    // Tried again at the next change of the intercepts.
+    takeover.sync();
+    assert_eq!(takeover.taken(), [port]);
+}
