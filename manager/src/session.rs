@@ -83,6 +83,9 @@ struct Shared {
     agent_conns: Mutex<HashMap<u64, quinn::Connection>>,
     /// Tells intercepts on their workloads (Events, the annotation).
     announcer: Announcer,
+    /// When this manager began serving: the agents that link within a minute of it are
+    /// re-linking after a restart (see `agents::restore_orphaned_replace`).
+    started: std::time::Instant,
 }
 
 impl Shared {
@@ -229,6 +232,7 @@ pub async fn serve_endpoint(
         registry: Mutex::new(Registry::new()),
         clients: Mutex::default(),
         agent_conns: Mutex::default(),
+        started: std::time::Instant::now(),
     });
     tokio::spawn(count_registry(Arc::downgrade(&shared)));
     let mut next_agent = 0u64;

@@ -130,7 +130,11 @@ pub(super) async fn session(
     let workload = (info.namespace.clone(), info.workload.clone());
     shared.registry().agent_joined(agent_id, info, table_tx);
     shared.agent_conns().insert(agent_id, conn.clone());
-    tokio::spawn(restore_orphaned_replace(shared.clone(), workload.clone()));
+    // Only a manager that just started can have lost a replace it knew nothing of; later, a
+    // session that ends restores its own (see `super::restore_unless_replaced_again`).
+    if shared.started.elapsed() < ORPHANED_REPLACE_GRACE {
+        tokio::spawn(restore_orphaned_replace(shared.clone(), workload.clone()));
+    }
     let dials = async {
         loop {
             let (send, recv) = conn.accept_bi().await?;
@@ -451,8 +455,9 @@ fn check_pod_token(status: &TokenReviewStatus, namespace: &str, pod: &str) -> Re
 
 /// A workload whose container was taken out by a replace intercept the manager no longer knows
 /// (the manager restarted, and the daemon that held it never came back) gets the container back,
-/// [`ORPHANED_REPLACE_GRACE`] after one of its agents linked, if no replace intercept is on it
-/// by then. The restore only ever applies the workload's own `tether.dev/replaced` record, and
+/// [`ORPHANED_REPLACE_GRACE`] after one of its agents linked (in the manager's first
+/// [`ORPHANED_REPLACE_GRACE`], when agents link again after a restart), if no replace intercept
+/// is on it by then. The restore only ever applies the workload's own `tether.dev/replaced` record, and
 /// does nothing when there is none.
 async fn restore_orphaned_replace(shared: Arc<Shared>, (namespace, workload): (String, String)) {
     tokio::time::sleep(ORPHANED_REPLACE_GRACE).await;
