@@ -93,7 +93,15 @@ impl Agent {
         };
         let tasks = vec![
             tokio::spawn(async move { proxy.serve(listener).await }),
-            tokio::spawn(link::run(config, ports, Default::default(), tally, files)),
+            tokio::spawn(link::run(
+                config,
+                ports,
+                // The app ports here are the test machine's: never taken over.
+                tether_sidecar::takeover::Takeover::default(),
+                Default::default(),
+                tally,
+                files,
+            )),
         ];
         Ok(Agent {
             addr,
