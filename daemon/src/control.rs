@@ -169,6 +169,32 @@ pub struct InterceptTop {
     pub mirrored: MirrorCounts,
     /// The workload's agents linked to the manager.
     pub agents: Vec<tether_proto::AgentLink>,
+    /// The operations of its `--mount`, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FileCounts>,
+}
+
+/// What a `--mount` asked of the pod (cumulative, since it was mounted).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileCounts {
+    /// Operations sent to the pod's agent, with how long each took to be answered.
+    pub ops: tether_proto::stats::RouteCounts,
+    /// Bytes read from the pod, and written to it.
+    pub read_bytes: u64,
+    pub written_bytes: u64,
+    /// Operations the pod answered with an error (a missing name is one too: `ENOENT` for a
+    /// lookup is how a file system says "not there").
+    pub errors: u64,
+}
+
+impl FileCounts {
+    /// Counts one operation that took `took` and read `read` or wrote `written` bytes.
+    pub fn record(&mut self, took: std::time::Duration, read: u64, written: u64, failed: bool) {
+        self.ops.record(took);
+        self.read_bytes += read;
+        self.written_bytes += written;
+        self.errors += u64::from(failed);
+    }
 }
 
 /// `tether status`.

@@ -166,6 +166,11 @@ impl Intercepts {
         self.to_pods.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// What the `--mount` of intercept `name` asked of the pod, if it has one.
+    pub fn file_counts(&self, name: &str) -> Option<crate::control::FileCounts> {
+        self.mounts().get(name).map(|m| m.files.counts())
+    }
+
     fn mounts(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, mount::Mounted>> {
         self.mounts.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -140,6 +140,7 @@ impl Shared {
                     };
                 }
                 InterceptTop {
+                    files: intercepts.file_counts(&a.name),
                     name: a.name,
                     namespace: a.namespace,
                     workload: a.workload,

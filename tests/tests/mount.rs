@@ -147,6 +147,17 @@ fn the_containers_volumes_are_read_and_written_from_the_laptop() {
     ));
     let sums: Vec<String> = both.lines().map(sha256).collect();
     assert_eq!(sums, [in_the_pod.clone(), in_the_pod.clone()], "{both}");
+    // `tether top` counts what the mount asked of the pod (the two readers share the page
+    // cache: at least the file once).
+    let top = tether_on_workstation(WS, &["top", "--once", "-o", "json"]).expect_ok("tether top");
+    let top: Value = serde_json::from_str(&top).expect("top JSON");
+    let files = &top["intercepts"][0]["files"];
+    assert!(
+        files["read_bytes"].as_u64().unwrap_or(0) >= 50 << 20,
+        "{top}"
+    );
+    assert!(files["ops"].as_u64().unwrap_or(0) >= 100, "{top}");
+    assert!(files["p99_ms"].as_f64().is_some(), "{top}");
     assert_eq!(
         sh(&format!("stat -c '%s %F' {dir}/data/big.bin")),
         "52428800 regular file\n"

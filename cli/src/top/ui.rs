@@ -7,7 +7,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph, Row, Table};
 use ratatui::Frame;
 
-use super::view::{bytes, latency, View};
+use super::view::{bytes, latency, FilesView, View};
 
 const INTERCEPT_HEADER: [&str; 11] = [
     "INTERCEPT",
@@ -61,10 +61,30 @@ fn summary(view: &View, error: Option<&str>) -> Vec<String> {
         view.dns.queries_per_s,
         view.dns.totals.total()
     ));
+    for i in &view.intercepts {
+        if let Some(f) = &i.files {
+            lines.push(files_line(&i.name, f));
+        }
+    }
     if let Some(error) = error {
         lines.push(format!("error    {error}"));
     }
     lines
+}
+
+/// A mount's line: its operations on the pod, their latency, and the bytes they moved.
+fn files_line(name: &str, f: &FilesView) -> String {
+    format!(
+        "files    {name}: {:.1} ops/s   p50 {}   p99 {}   read {}/s ({})   written {}/s ({})   {} errors",
+        f.ops_per_s,
+        latency(f.p50_ms),
+        latency(f.p99_ms),
+        bytes(f.read_bytes_per_s),
+        bytes(f.read_bytes as f64),
+        bytes(f.written_bytes_per_s),
+        bytes(f.written_bytes as f64),
+        f.errors
+    )
 }
 
 fn intercept_rows(view: &View) -> Vec<Vec<String>> {
@@ -266,6 +286,7 @@ mod tests {
                     reporting: true,
                 }],
                 mirror: None,
+                files: None,
             }],
             ..View::default()
         }
@@ -329,5 +350,31 @@ mod tests {
             .filter(|c| !c.is_empty())
             .collect();
         assert_eq!(cells[3..7], ["mirror x-dev=ann", "4.0", "2 dropped", "-"]);
+    }
+
+    #[test]
+    fn a_mount_has_a_line_of_its_operations() {
+        let mut view = view();
+        view.intercepts[0].files = Some(FilesView {
+            ops: 220,
+            ops_per_s: 20.0,
+            p50_ms: Some(1.25),
+            p99_ms: Some(12.0),
+            read_bytes: 100 << 20,
+            read_bytes_per_s: f64::from(10u32 << 20),
+            written_bytes: 2048,
+            written_bytes_per_s: 0.0,
+            errors: 1,
+        });
+        let text = text(&view);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("files"))
+            .unwrap_or_else(|| panic!("no files line: {text}"));
+        assert_eq!(
+            line.trim_end(),
+            "files    orders: 20.0 ops/s   p50 1.25 ms   p99 12 ms   read 10.0 MiB/s (100.0 MiB)   \
+             written 0 B/s (2.0 KiB)   1 errors"
+        );
     }
 }

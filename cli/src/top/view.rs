@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use tether_daemon::control::{DnsCounts, InterceptTop, TopSnapshot};
+use tether_daemon::control::{DnsCounts, FileCounts, InterceptTop, TopSnapshot};
 use tether_daemon::flow_table::{FlowProtocol, FlowRow};
 use tether_proto::stats::RouteCounts;
 use tether_proto::{AgentLink, InterceptMode};
@@ -84,6 +84,26 @@ pub struct InterceptView {
     /// For a mirror: its copies (a mirror takes nothing, so `laptop` stays empty).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror: Option<MirrorView>,
+    /// For an intercept with `--mount`: what the mount asks of the pod.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesView>,
+}
+
+/// A mount's operations: counts since it was mounted, rates over the last interval, latency
+/// over the latency window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FilesView {
+    pub ops: u64,
+    pub ops_per_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<f64>,
+    pub read_bytes: u64,
+    pub read_bytes_per_s: f64,
+    pub written_bytes: u64,
+    pub written_bytes_per_s: f64,
+    pub errors: u64,
 }
 
 /// A mirror's copies.
@@ -192,6 +212,23 @@ impl View {
                             ),
                             dropped: i.mirrored.dropped,
                         }),
+                        files: i.files.as_ref().map(|f| {
+                            let zero = FileCounts::default();
+                            let before = before.and_then(|b| b.files.as_ref()).unwrap_or(&zero);
+                            let oldest = oldest.and_then(|o| o.files.as_ref()).unwrap_or(&zero);
+                            let window = f.ops.since(&oldest.ops);
+                            FilesView {
+                                ops: f.ops.requests,
+                                ops_per_s: rate(f.ops.requests, before.ops.requests),
+                                p50_ms: window.quantile(0.5).map(ms),
+                                p99_ms: window.quantile(0.99).map(ms),
+                                read_bytes: f.read_bytes,
+                                read_bytes_per_s: rate(f.read_bytes, before.read_bytes),
+                                written_bytes: f.written_bytes,
+                                written_bytes_per_s: rate(f.written_bytes, before.written_bytes),
+                                errors: f.errors,
+                            }
+                        }),
                     }
                 })
                 .collect(),
@@ -284,6 +321,33 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_mounts_operations_are_counted_and_timed() {
+        let with_files = |at_ms, n, read| {
+            let mut s = sample(at_ms, RouteCounts::default(), 0);
+            s.intercepts[0].files = Some(FileCounts {
+                ops: counts(n, Duration::from_millis(3)),
+                read_bytes: read,
+                written_bytes: 0,
+                errors: 1,
+            });
+            s
+        };
+        let prev = with_files(1_000, 10, 1 << 20);
+        let now = with_files(3_000, 50, 9 << 20);
+        let f = View::new(Some(&prev), &prev, &now).intercepts[0]
+            .files
+            .clone()
+            .expect("a files view");
+        assert_eq!((f.ops, f.ops_per_s), (50, 20.0));
+        assert_eq!(f.read_bytes_per_s, f64::from(4u32 << 20));
+        assert_eq!((f.read_bytes, f.errors), (9 << 20, 1));
+        assert!(f.p50_ms.is_some_and(|ms| ms >= 3.0), "{f:?}");
+        // No mount, no files view.
+        let plain = sample(3_000, RouteCounts::default(), 0);
+        assert_eq!(View::new(None, &plain, &plain).intercepts[0].files, None);
     }
 
     #[test]

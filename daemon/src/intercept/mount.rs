@@ -25,6 +25,7 @@ use tether_mount::{CallFuture, FileService, MountOptions, Served};
 use tether_proto::files::{DirEntry, FileError, FileErrorKind, FileOk, FileOp};
 use tracing::{debug, info, warn};
 
+use crate::control::FileCounts;
 use crate::files::{FileClient, OpenFilesError};
 use crate::privileged::channel::{ChannelError, Helper};
 use crate::session::Session;
@@ -150,6 +151,8 @@ pub struct Files {
     /// The open files, by the handle the kernel holds.
     handles: Arc<Mutex<Handles>>,
     visible: Visible,
+    /// What was asked of the pod, for `tether top`.
+    counts: Arc<Mutex<FileCounts>>,
 }
 
 impl Files {
@@ -159,7 +162,16 @@ impl Files {
             opened: Mutex::new(1),
             handles: Arc::default(),
             visible,
+            counts: Arc::default(),
         }
+    }
+
+    /// What the mount asked of the pod so far.
+    pub fn counts(&self) -> FileCounts {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn stream(&self) -> Option<(FileClient, Generation)> {
@@ -201,6 +213,11 @@ impl FileService for Files {
         let stream = self.stream();
         let handles = self.handles.clone();
         let visible = self.visible.clone();
+        let counts = self.counts.clone();
+        let written = match &op {
+            FileOp::Write { data, .. } => data.len() as u64,
+            _ => 0,
+        };
         Box::pin(async move {
             let Some((client, generation)) = stream else {
                 // A file closed meanwhile is closed: its handle went with the old stream.
@@ -218,7 +235,20 @@ impl FileService for Files {
                 generation,
                 handles: &handles,
             };
-            on.call(op, &visible).await
+            let started = std::time::Instant::now();
+            let answer = on.call(op, &visible).await;
+            let read = match &answer {
+                Ok(FileOk::Data(data)) => data.len() as u64,
+                _ => 0,
+            };
+            let written = if answer.is_ok() { written } else { 0 };
+            counts.lock().unwrap_or_else(|p| p.into_inner()).record(
+                started.elapsed(),
+                read,
+                written,
+                answer.is_err(),
+            );
+            answer
         })
     }
 }
