@@ -92,7 +92,11 @@ fn handshake_from_both_sides() {
     let t0 = Instant::now();
     let mut client = Session::client(hello(Role::Client), SessionConfig::client(), t0).unwrap();
     let mut server = Session::server(SessionConfig::server(), t0);
-    let hello_bytes = [0, 0, 0, 11, 0, 1, 3, 3, b'a', b'@', b'b', 2, b'n', b's', 0];
+    // The version is one varint byte.
+    let version = u8::try_from(PROTOCOL_VERSION).unwrap();
+    let hello_bytes = [
+        0, 0, 0, 11, 0, 1, version, 3, b'a', b'@', b'b', 2, b'n', b's', 0,
+    ];
     let first = client.poll_transmit().unwrap();
     assert_eq!(&first[..], hello_bytes);
     assert_eq!(client.poll_transmit(), None);
