@@ -59,6 +59,9 @@ pub struct Registry {
     intercepts: BTreeMap<u64, InterceptInfo>,
     ports: HashMap<PortKey, Router<()>>,
     agents: HashMap<u64, Agent>,
+    /// The id of the latest replace intercept created on each workload (namespace, workload),
+    /// ended or not.
+    latest_replace: HashMap<(String, String), u64>,
 }
 
 /// The session asking, as the registry records it.
@@ -147,9 +150,22 @@ impl Registry {
                     info.workload, info.service_port
                 )
             })?;
+        if info.mode == InterceptMode::Replace {
+            self.latest_replace
+                .insert((info.namespace.clone(), info.workload.clone()), id);
+        }
         self.intercepts.insert(id, info.clone());
         self.push(&key.0, &key.1);
         Ok(info)
+    }
+
+    /// The id of the latest replace intercept created on `workload`, whether it lasts or ended:
+    /// whoever restores a replaced container after an intercept ended asks whether a later
+    /// replace has been made since (then the container is that one's to put back).
+    pub fn latest_replace(&self, namespace: &str, workload: &str) -> Option<u64> {
+        self.latest_replace
+            .get(&(namespace.to_owned(), workload.to_owned()))
+            .copied()
     }
 
     /// Refuses a second mirror of the same requests by one session: a mirror of the session's on

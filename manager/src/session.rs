@@ -542,20 +542,20 @@ async fn session(
 const RECONNECT_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Puts back the container of replace intercept `i`, whose session was lost, unless a replace
-/// intercept is on its workload again after [`RECONNECT_GRACE`] (the daemon came back).
+/// was made on its workload within [`RECONNECT_GRACE`] (the daemon came back, or someone else
+/// replaced it since).
 async fn restore_unless_replaced_again(
     shared: Arc<Shared>,
     asker: Arc<requests::Asker>,
     i: tether_proto::InterceptInfo,
 ) {
     tokio::time::sleep(RECONNECT_GRACE).await;
-    let again = shared
-        .registry()
-        .on_workload(&i.namespace, &i.workload)
-        .iter()
-        .any(|other| other.mode == tether_proto::InterceptMode::Replace);
-    if again {
-        info!(name = %i.name, workload = %i.workload, "A replace came back after its session was lost; the container stays out");
+    // A replace made on the workload since (the daemon's own, re-created after it reconnected,
+    // or anyone's later one) owns the container now: it stays out while that lasts, and that
+    // one's end puts it back.
+    let latest = shared.registry().latest_replace(&i.namespace, &i.workload);
+    if latest != Some(i.id) {
+        info!(name = %i.name, workload = %i.workload, "A replace came after this one's session was lost; the container is that one's now");
         return;
     }
     restore_replaced(

@@ -465,3 +465,37 @@ fn a_replace_takes_all_the_traffic() {
         .unwrap_err();
     assert!(e.contains("cannot have --http-header"), "{e}");
 }
+
+#[test]
+fn the_latest_replace_of_a_workload_is_remembered_after_it_ends() {
+    let mut reg = Registry::new();
+    let replace = CreateIntercept {
+        mode: InterceptMode::Replace,
+        ..create("orders", &[])
+    };
+    assert_eq!(reg.latest_replace("shop", "Deployment/orders"), None);
+    let first = reg.create(ANN, &replace).unwrap();
+    assert_eq!(
+        reg.latest_replace("shop", "Deployment/orders"),
+        Some(first.id)
+    );
+    // Its session is lost; the daemon reconnects and makes it again: a later one.
+    reg.end_session(ANN.session_id);
+    assert_eq!(
+        reg.latest_replace("shop", "Deployment/orders"),
+        Some(first.id)
+    );
+    let again = reg.create(BOB, &replace).unwrap();
+    reg.remove(BOB.session_id, "orders").unwrap();
+    assert_eq!(
+        reg.latest_replace("shop", "Deployment/orders"),
+        Some(again.id)
+    );
+    // A take is no replace; another workload has its own.
+    reg.create(ANN, &create("orders", &[])).unwrap();
+    assert_eq!(
+        reg.latest_replace("shop", "Deployment/orders"),
+        Some(again.id)
+    );
+    assert_eq!(reg.latest_replace("shop", "Deployment/other"), None);
+}
