@@ -232,34 +232,22 @@ impl Proxy {
 
     /// Serves every connection `listener` accepts, until the future is dropped.
     pub async fn serve(&self, listener: TcpListener) {
-        loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    let shared = self.shared.clone();
-                    tokio::spawn(async move {
-                        shared
-                            .connection(stream)
-                            .instrument(debug_span!("connection", %peer))
-                            .await
-                    });
-                }
-                // Out of file descriptors, or the like: wait for connections to close.
-                Err(error) => {
-                    warn!(%error, "Accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+        self.accept(listener, false).await
     }
 
     /// Serves the connections `listener` accepts on the app's own port, which the agent holds
     /// while the app is replaced (see [`crate::takeover`]): each only while an intercept takes
     /// every connection. Any other is closed at once: the app's address is this listener.
     pub async fn serve_taken(&self, listener: TcpListener) {
+        self.accept(listener, true).await
+    }
+
+    /// Accepts until dropped; with `only_taken`, closes a connection no intercept takes whole.
+    async fn accept(&self, listener: TcpListener, only_taken: bool) {
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
-                    if !self.shared.routes.takes_every_connection() {
+                    if only_taken && !self.shared.routes.takes_every_connection() {
                         debug!(%peer, "Closed a connection to the app's port: no intercept takes it");
                         continue;
                     }
@@ -271,6 +259,7 @@ impl Proxy {
                             .await
                     });
                 }
+                // Out of file descriptors, or the like: wait for connections to close.
                 Err(error) => {
                     warn!(%error, "Accepting a connection failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;

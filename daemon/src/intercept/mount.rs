@@ -275,41 +275,12 @@ impl Stream<'_> {
                 let answer = self.client.call(op).await?;
                 Ok(self.opened(path, true, answer))
             }
-            FileOp::Read {
-                handle,
-                offset,
-                len,
-            } => {
-                let handle = self.remote(handle).await?;
-                self.client
-                    .call(FileOp::Read {
-                        handle,
-                        offset,
-                        len,
-                    })
-                    .await
-            }
-            FileOp::Write {
-                handle,
-                offset,
-                data,
-            } => {
-                let handle = self.remote(handle).await?;
-                self.client
-                    .call(FileOp::Write {
-                        handle,
-                        offset,
-                        data,
-                    })
-                    .await
-            }
-            FileOp::Fsync { handle } => {
-                let handle = self.remote(handle).await?;
-                self.client.call(FileOp::Fsync { handle }).await
-            }
-            FileOp::Fstat { handle } => {
-                let handle = self.remote(handle).await?;
-                self.client.call(FileOp::Fstat { handle }).await
+            FileOp::Read { handle, .. }
+            | FileOp::Write { handle, .. }
+            | FileOp::Fsync { handle }
+            | FileOp::Fstat { handle } => {
+                let remote = self.remote(handle).await?;
+                self.client.call(with_handle(op, remote)).await
             }
             FileOp::Close { handle } => {
                 let closed = lock(self.handles).closed(handle, self.generation);
@@ -421,6 +392,19 @@ impl Stream<'_> {
             _ => Err(bad_handle()),
         }
     }
+}
+
+/// `op` on the agent's handle `remote` instead of the kernel's.
+fn with_handle(mut op: FileOp, remote: u64) -> FileOp {
+    if let FileOp::Read { handle, .. }
+    | FileOp::Write { handle, .. }
+    | FileOp::Fsync { handle }
+    | FileOp::Fstat { handle }
+    | FileOp::Close { handle } = &mut op
+    {
+        *handle = remote;
+    }
+    op
 }
 
 fn bad_handle() -> FileError {
