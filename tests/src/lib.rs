@@ -199,20 +199,37 @@ pub fn running_pods(selector: &str) -> Vec<(String, String)> {
 /// The label that selects the traffic manager's pods.
 pub const MANAGER_PODS: &str = "app.kubernetes.io/name=tether-manager";
 
-/// The manager's audit lines: the JSON `audit.k8s.io/v1` Events in its pods' logs.
+/// The manager's audit lines: the JSON `audit.k8s.io/v1` Events in the logs of its pods that are
+/// running and not being deleted. A pod deleted a moment ago may no longer have logs to give
+/// (`container ... is terminated`), so each pod is asked on its own and one that cannot answer is
+/// left out; callers look for a line with `eventually`.
 pub fn manager_audit() -> Vec<serde_json::Value> {
-    let logs = kubectl(&[
+    let pods = kubectl(&[
         "-n",
         "tether",
-        "logs",
+        "get",
+        "pods",
         "-l",
         MANAGER_PODS,
-        "--tail=-1",
-        "--prefix=false",
+        "--field-selector=status.phase=Running",
+        "-o",
+        r#"jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{"\n"}{end}"#,
     ])
-    .expect_ok("kubectl logs of the manager");
-    logs.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    .expect_ok("listing the manager's pods");
+    pods.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let name = f.next()?;
+            f.next().is_none().then_some(name)
+        })
+        .map(|pod| kubectl(&["-n", "tether", "logs", pod, "--tail=-1"]))
+        .filter(|run| run.ok)
+        .flat_map(|run| {
+            run.stdout
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .collect::<Vec<_>>()
+        })
         .filter(|e| e["kind"] == "Event" && e["apiVersion"] == "audit.k8s.io/v1")
         .collect()
 }
