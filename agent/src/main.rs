@@ -197,12 +197,12 @@ async fn run_sidecar(args: SidecarArgs) -> Result<(), Box<dyn std::error::Error>
     }
     let identity = args.pod.clone();
     // A bad table costs the mounts, not the agent: its proxies must keep the app reachable.
-    let mounts = match args.mounts.as_deref().map(sidecar::files::Mounts::parse) {
-        None => sidecar::files::Mounts::default(),
+    let mounts = match args.mounts.as_deref().map(sidecar::files::Tables::parse) {
+        None => sidecar::files::Tables::default(),
         Some(Ok(mounts)) => mounts,
         Some(Err(error)) => {
             tracing::error!(error = %tether_proto::ErrorChain(&error), "Serving no volumes: {} is invalid", sidecar::files::MOUNTS_ENV);
-            sidecar::files::Mounts::default()
+            sidecar::files::Tables::default()
         }
     };
     let link = args.manager.map(|manager| LinkConfig {

@@ -43,14 +43,19 @@ pub struct FileClient {
 }
 
 impl FileClient {
-    /// Opens a file stream for `intercept` (one of this session's) on `conn`, the session's
-    /// connection to the manager.
+    /// Opens a file stream for the volumes of app container `container` of `intercept` (one of
+    /// this session's) on `conn`, the session's connection to the manager.
     pub async fn open(
         conn: &quinn::Connection,
         intercept: u64,
+        container: &str,
     ) -> Result<(FileClient, FilesInfo), OpenFilesError> {
         let (mut send, mut recv) = conn.open_bi().await?;
-        framed::write_message(&mut send, &Message::OpenFiles(OpenFiles { intercept })).await?;
+        let open = OpenFiles {
+            intercept,
+            container: container.to_owned(),
+        };
+        framed::write_message(&mut send, &Message::OpenFiles(open)).await?;
         let answer = tokio::time::timeout(OPEN_TIMEOUT, framed::read_message(&mut recv))
             .await
             .map_err(|_| OpenFilesError::NoAnswer)??;

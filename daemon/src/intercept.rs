@@ -379,7 +379,7 @@ impl Intercepts {
             let mounted = mount::mount(
                 helper,
                 &session,
-                active.id,
+                (active.id, &active.container),
                 req.mount_dir.clone(),
                 container,
             )

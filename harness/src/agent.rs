@@ -51,7 +51,7 @@ impl Agent {
         identity: AgentIdentity,
         app: SocketAddr,
     ) -> Result<Agent, HarnessError> {
-        let files = Arc::new(files::Server::empty());
+        let files = Arc::new(files::Volumes::default());
         Agent::start_with_files(manager, credential, identity, app, files).await
     }
 
@@ -61,7 +61,7 @@ impl Agent {
         credential: &ClientCredential,
         identity: AgentIdentity,
         app: SocketAddr,
-        files: Arc<files::Server>,
+        files: Arc<files::Volumes>,
     ) -> Result<Agent, HarnessError> {
         let credentials = credential_dir(credential, &identity.token)?;
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))

@@ -20,10 +20,14 @@ use serde::{Deserialize, Serialize};
 pub const MAX_IO: u32 = 512 * 1024;
 
 /// First frame of a file stream: client → manager → agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenFiles {
     /// The client's intercept whose pod's files are wanted.
     pub intercept: u64,
+    /// The app container whose volume mounts are wanted (a pod's containers may mount different
+    /// volumes at the same path). An agent installed before containers were told apart serves
+    /// the one table it has, whichever is named.
+    pub container: String,
 }
 
 /// What an agent serves, in an [`OpenFilesResult`].

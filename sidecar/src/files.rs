@@ -16,6 +16,7 @@ pub mod mounts;
 pub mod server;
 mod sys;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tether_proto::files::{FileError, FileErrorKind, FileReply, FilesInfo, OpenFilesResult};
@@ -26,21 +27,75 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, info_span, trace, Instrument};
 
 pub use handles::{Handles, MAX_HANDLES};
-pub use mounts::{Mount, Mounts, MountsError, MOUNTS_ENV};
+pub use mounts::{Mount, Mounts, MountsError, Tables, MOUNTS_ENV};
 pub use server::Server;
 
 /// How many operations of one stream run at once (and how many answers wait to be sent).
 pub const CONCURRENCY: usize = 16;
 
-/// The answer to a stream opened on an agent that serves nothing.
-pub const NO_VOLUMES: &str = "the agent serves no volumes (the pod has none, or tether installed \
-     this agent before mounts existed: uninstall and intercept again)";
+/// The answer to a stream opened on an agent that serves nothing of the container asked for.
+pub const NO_VOLUMES: &str = "the agent serves no volumes of this container (it has none, or \
+     tether installed this agent before mounts existed: uninstall and intercept again)";
+
+/// An agent's file servers, one per app container: a pod's containers may mount different
+/// volumes at the same path, and a stream asks for one container's.
+#[derive(Debug)]
+pub struct Volumes {
+    by_container: BTreeMap<String, Arc<Server>>,
+    /// What a table written before containers were told apart serves, to every stream that
+    /// names a container the table does not.
+    unnamed: Arc<Server>,
+}
+
+impl Default for Volumes {
+    fn default() -> Self {
+        Self {
+            by_container: BTreeMap::new(),
+            unnamed: Arc::new(Server::empty()),
+        }
+    }
+}
+
+impl Volumes {
+    /// Opens the sources of every container's mounts (see [`Server::new`]).
+    pub fn new(tables: Tables) -> Self {
+        let (by_container, unnamed) = tables.into_parts();
+        Self {
+            by_container: by_container
+                .into_iter()
+                .map(|(container, mounts)| (container, Arc::new(Server::new(mounts))))
+                .collect(),
+            unnamed: Arc::new(Server::new(unnamed)),
+        }
+    }
+
+    /// The server of `container`'s volumes.
+    pub fn server(&self, container: &str) -> Arc<Server> {
+        self.by_container
+            .get(container)
+            .unwrap_or(&self.unnamed)
+            .clone()
+    }
+
+    /// Each container with the container paths served for it (`None`: rows that name none);
+    /// those serving nothing are left out.
+    pub fn served(&self) -> Vec<(Option<&str>, Vec<String>)> {
+        self.by_container
+            .iter()
+            .map(|(c, s)| (Some(c.as_str()), s))
+            .chain([(None, &self.unnamed)])
+            .filter(|(_, s)| !s.mounts().is_empty())
+            .map(|(c, s)| (c, s.mounts().container_paths()))
+            .collect()
+    }
+}
 
 /// Serves one stream the manager opened: answers its first frame, [`OpenFiles`], with what
-/// `server` serves in pod `pod` (or a refusal when it serves nothing), then [`serve`]s it.
+/// `volumes` serves of the container it names in pod `pod` (or a refusal when that is nothing),
+/// then [`serve`]s it.
 ///
 /// [`OpenFiles`]: tether_proto::files::OpenFiles
-pub async fn serve_stream<W, R>(server: Arc<Server>, pod: &str, mut send: W, mut recv: R)
+pub async fn serve_stream<W, R>(volumes: Arc<Volumes>, pod: &str, mut send: W, mut recv: R)
 where
     W: AsyncWrite + Unpin,
     R: AsyncRead + Unpin,
@@ -60,6 +115,7 @@ where
             return;
         }
     };
+    let server = volumes.server(&open.container);
     let result = if server.mounts().is_empty() {
         Err(OpenError {
             code: ErrorCode::NotPermitted,
@@ -85,8 +141,16 @@ where
         let _ = send.shutdown().await;
         return;
     }
-    info!(intercept = open.intercept, "Serving the pod's volumes");
-    let span = info_span!("file_stream", intercept = open.intercept);
+    info!(
+        intercept = open.intercept,
+        container = open.container,
+        "Serving the pod's volumes"
+    );
+    let span = info_span!(
+        "file_stream",
+        intercept = open.intercept,
+        container = open.container
+    );
     serve(server, send, recv).instrument(span).await;
     info!(
         intercept = open.intercept,

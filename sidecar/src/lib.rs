@@ -60,7 +60,7 @@ pub struct SidecarConfig {
     /// Where to serve Prometheus metrics (`/metrics` on all addresses); none without it.
     pub metrics_port: Option<u16>,
     /// The volumes served to `tether intercept --mount` (see [`files::MOUNTS_ENV`]).
-    pub mounts: files::Mounts,
+    pub mounts: files::Tables,
 }
 
 impl Forward {
@@ -158,9 +158,9 @@ pub async fn run(
             .collect(),
     );
     let link = config.link.map(|link| {
-        let files = Arc::new(files::Server::new(config.mounts));
-        if !files.mounts().is_empty() {
-            info!(mounts = ?files.mounts().container_paths(), "Serving volumes");
+        let files = Arc::new(files::Volumes::new(config.mounts));
+        for (container, paths) in files.served() {
+            info!(container, mounts = ?paths, "Serving volumes");
         }
         tokio::spawn(link::run(
             link,

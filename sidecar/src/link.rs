@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::files::{self, Server};
+use super::files::{self, Volumes};
 use super::proxy::{BoxError, DialFn, Duplex, Routes, Upstream};
 use super::takeover::Takeover;
 use super::tally::Tally;
@@ -106,7 +106,7 @@ pub async fn run(
     mut takeover: Takeover,
     metrics: Arc<AgentMetrics>,
     tally: Tally,
-    files: Arc<Server>,
+    files: Arc<Volumes>,
 ) {
     let (conn_tx, conn_rx) = watch::channel(None);
     let current = Current(conn_rx);
@@ -314,7 +314,7 @@ fn apply(table: &[InterceptInfo], ports: &[PortRoutes], current: &Current) {
 
 /// Serves each stream the manager opens on `conn` (a developer's mount, see
 /// [`files::serve_stream`]) until the connection ends; dropping it ends them all.
-async fn file_streams(conn: quinn::Connection, files: Arc<Server>, pod: String) {
+async fn file_streams(conn: quinn::Connection, files: Arc<Volumes>, pod: String) {
     let pod: Arc<str> = pod.into();
     let mut streams = JoinSet::new();
     loop {

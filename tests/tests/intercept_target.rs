@@ -10,8 +10,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde_json::Value;
 use tether_e2e::{
-    answered_by, cluster_ip, eventually, from_cluster, kubectl, machine_state, tether, Connected,
-    Laptop, Run, WS,
+    answered_by, cluster_ip, eventually, from_cluster, kubectl, machine_state, sh_on_workstation,
+    tether, tether_on_workstation, Connected, Laptop, Run, WS,
 };
 
 /// `http://CLUSTER_IP:PORT/` of a Service.
@@ -189,7 +189,9 @@ fn names_that_leave_a_choice_are_refused_with_the_choices() {
 
 #[test]
 fn container_picks_the_port_and_environment_and_to_pod_reaches_the_sidecar() {
-    let ws = Connected::new(WS, &[]);
+    // Connected in the workstation's own mount namespace, where its programs see the mounts.
+    tether_on_workstation(WS, &["connect"]).expect_ok("tether connect");
+    let ws = Connected { ns: WS.into() };
     let _restored = DuoRestored;
     let _laptop = Laptop::start(WS, 18092, "laptop-ann");
     let dir = std::env::temp_dir().join(format!("tether-e2e-duo-{}", std::process::id()));
@@ -218,12 +220,17 @@ fn container_picks_the_port_and_environment_and_to_pod_reaches_the_sidecar() {
     ]);
     assert_eq!(report["intercept"]["service_port"], "duo:side", "{report}");
     assert_eq!(report["intercept"]["container"], "sidecar", "{report}");
-    // --mount shows the sidecar's volumes, not the app's /cache (the agent serves both).
+    // --mount shows the sidecar's volumes: its own /cache, not the app's at the same path.
     assert_eq!(
         report["intercept"]["mount"]["volumes"],
-        serde_json::json!(["/var/run/secrets/kubernetes.io/serviceaccount"]),
+        serde_json::json!(["/cache", "/var/run/secrets/kubernetes.io/serviceaccount"]),
         "{report}"
     );
+    let root = report["intercept"]["mount"]["dir"]
+        .as_str()
+        .expect("mount dir");
+    let who = sh_on_workstation(WS, &format!("cat {root}/cache/who"));
+    assert_eq!(who.expect_ok("cat the sidecar's /cache/who"), "sidecar");
     assert_eq!(role(), "sidecar");
     answers(&service_url("duo", 8181), "laptop-ann", false);
     tether(WS, &["leave", "duo"]).expect_ok("tether leave");
@@ -262,6 +269,16 @@ fn container_picks_the_port_and_environment_and_to_pod_reaches_the_sidecar() {
     assert!(
         out.contains("/cache, "),
         "the app's own volume is mounted: {out}"
+    );
+    let root = ws.status()["intercepts"][0]["mount"]["dir"]
+        .as_str()
+        .expect("mount dir")
+        .to_owned();
+    let listed = sh_on_workstation(WS, &format!("ls -A {root}/cache"));
+    assert_eq!(
+        listed.expect_ok("ls the app's /cache"),
+        "",
+        "the app's /cache is its emptyDir, not the sidecar's ConfigMap"
     );
     assert_eq!(role(), "app");
     answers(&service_url("duo", 80), "laptop-ann", false);

@@ -151,17 +151,20 @@ pub struct Files {
     /// The open files, by the handle the kernel holds.
     handles: Arc<Mutex<Handles>>,
     visible: Visible,
+    /// The app container whose volumes these are, as every stream asks the agent.
+    container: String,
     /// What was asked of the pod, for `tether top`.
     counts: Arc<Mutex<FileCounts>>,
 }
 
 impl Files {
-    fn new(client: FileClient, visible: Visible) -> Files {
+    fn new(client: FileClient, visible: Visible, container: &str) -> Files {
         Files {
             current: RwLock::new(Some((client, 1))),
             opened: Mutex::new(1),
             handles: Arc::default(),
             visible,
+            container: container.to_owned(),
             counts: Arc::default(),
         }
     }
@@ -185,7 +188,8 @@ impl Files {
     /// mount answers `EIO` until the next success. Files open on the old stream are opened
     /// again on this one as they are used.
     pub async fn reopen(&self, session: &Session, intercept: u64) {
-        let client = match FileClient::open(session.connection(), intercept).await {
+        let client = match FileClient::open(session.connection(), intercept, &self.container).await
+        {
             Ok((client, _)) => {
                 let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
                 *opened += 1;
@@ -430,20 +434,21 @@ pub struct Mounted {
     served: Option<Served>,
 }
 
-/// Mounts the files of `intercept` (one of `session`'s) at `dir`, or a new temporary directory,
-/// showing only the served mounts among `container`'s mount paths (all when `None`).
+/// Mounts the files of `intercept` (one of `session`'s) at `dir`, or a new temporary directory:
+/// the volumes of app container `container`, of which only `paths` are shown (all when `None`;
+/// an agent installed before containers were told apart may serve another container's too).
 pub async fn mount(
     helper: Option<&Helper>,
     session: &Session,
-    intercept: u64,
+    (intercept, container): (u64, &str),
     dir: Option<PathBuf>,
-    container: Option<Vec<String>>,
+    paths: Option<Vec<String>>,
 ) -> Result<Mounted, MountError> {
     let helper = helper.ok_or(MountError::NoHelper)?;
-    let (client, info) = FileClient::open(session.connection(), intercept).await?;
-    let visible = Visible::new(&info.mounts, container.as_deref());
+    let (client, info) = FileClient::open(session.connection(), intercept, container).await?;
+    let visible = Visible::new(&info.mounts, paths.as_deref());
     let made = helper.mount(dir).await.map_err(MountError::Helper)?;
-    let files = Arc::new(Files::new(client, visible.clone()));
+    let files = Arc::new(Files::new(client, visible.clone(), container));
     let service: Arc<dyn FileService> = files.clone();
     let options = MountOptions::new(made.uid, made.gid);
     let runtime = tokio::runtime::Handle::current();

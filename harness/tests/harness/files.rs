@@ -9,7 +9,7 @@ use tether_harness::servers;
 use tether_harness::Agent;
 use tether_proto::files::{FileErrorKind, FileOk, FileOp};
 use tether_proto::ErrorCode;
-use tether_sidecar::files::{Mount, Mounts, Server};
+use tether_sidecar::files::{Mount, Mounts, Tables, Volumes};
 
 use crate::intercept::{orders_pod, personal, APP_IP};
 use crate::support::{Result, World};
@@ -44,6 +44,16 @@ async fn only_the_intercepts_holder_reads_and_writes_the_pods_volumes() -> Resul
         Mount::new("/data", &data.0, false).unwrap(),
     ])
     .unwrap();
+    // The pod's second container mounts another volume at the same path.
+    let cache_config = Volume::new("cache-config");
+    std::fs::write(cache_config.0.join("app.yaml"), b"port: 6379\n").unwrap();
+    let cache_mounts = Mounts::new(vec![
+        Mount::new("/etc/orders", &cache_config.0, true).unwrap()
+    ])
+    .unwrap();
+    let mut tables = Tables::default();
+    tables.insert(Some("app"), mounts);
+    tables.insert(Some("cache"), cache_mounts);
     let app = servers::http(IpAddr::V4(APP_IP), "app").await?;
     let laptop = servers::http(IpAddr::V4(Ipv4Addr::LOCALHOST), "laptop").await?;
     let credential = world.manager.agent_credential("shop")?;
@@ -52,7 +62,7 @@ async fn only_the_intercepts_holder_reads_and_writes_the_pods_volumes() -> Resul
         &credential,
         orders_pod(&world),
         app.addr(),
-        Arc::new(Server::new(mounts)),
+        Arc::new(Volumes::new(tables)),
     )
     .await?;
     let info = world
@@ -63,7 +73,7 @@ async fn only_the_intercepts_holder_reads_and_writes_the_pods_volumes() -> Resul
 
     // Alice, who holds the intercept, sees the pod's mounts and reads a file.
     let session = world.alice.session()?;
-    let (files, served) = FileClient::open(session.connection(), info.id)
+    let (files, served) = FileClient::open(session.connection(), info.id, "app")
         .await
         .expect("the holder opens the pod's files");
     assert_eq!(served.pod, "orders-1");
@@ -124,13 +134,39 @@ async fn only_the_intercepts_holder_reads_and_writes_the_pods_volumes() -> Resul
     assert_eq!(refused.kind, FileErrorKind::ReadOnly);
     assert!(config.0.join("app.yaml").exists());
 
+    // The other container's volumes, on a stream of their own: the same path, its own file.
+    let (cache_files, served) = FileClient::open(session.connection(), info.id, "cache")
+        .await
+        .expect("the holder opens the other container's files");
+    assert_eq!(served.mounts, ["/etc/orders"]);
+    let opened = cache_files
+        .call(FileOp::Open {
+            path: "/etc/orders/app.yaml".into(),
+            write: false,
+            truncate: false,
+        })
+        .await
+        .expect("open");
+    let FileOk::Opened { handle, .. } = opened else {
+        panic!("{opened:?}")
+    };
+    let read = cache_files
+        .call(FileOp::Read {
+            handle,
+            offset: 0,
+            len: 4096,
+        })
+        .await
+        .expect("read");
+    assert_eq!(read, FileOk::Data(b"port: 6379\n".to_vec()));
+
     // The attack: Bob is connected too and knows Alice's intercept id. The manager refuses him
     // before any agent sees the stream.
     world.api.allow_everything("bob");
     let bob_credential = world.manager.session_credential("bob", &["devs"])?;
     let bob = tether_harness::Workstation::connect(&world.manager, &bob_credential, "shop").await?;
     let bob_session = bob.session()?;
-    match FileClient::open(bob_session.connection(), info.id).await {
+    match FileClient::open(bob_session.connection(), info.id, "app").await {
         Err(OpenFilesError::Refused(e)) => {
             assert_eq!(e.code, ErrorCode::NotPermitted);
             assert_eq!(

@@ -82,11 +82,11 @@ const FILES_AGENT_TIMEOUT: Duration = Duration::from_secs(3);
 /// answer in time.
 async fn ask_agent(
     agent: &quinn::Connection,
-    open: OpenFiles,
+    open: &OpenFiles,
 ) -> Option<(OpenFilesResult, quinn::SendStream, quinn::RecvStream)> {
     let asked = async {
         let (mut send, mut recv) = agent.open_bi().await.ok()?;
-        framed::write_message(&mut send, &Message::OpenFiles(open))
+        framed::write_message(&mut send, &Message::OpenFiles(open.clone()))
             .await
             .ok()?;
         match framed::read_message(&mut recv).await {
@@ -201,7 +201,7 @@ impl Flows {
         };
         let mut answered = None;
         for agent in &agents {
-            if let Some(got) = ask_agent(agent, open).await {
+            if let Some(got) = ask_agent(agent, &open).await {
                 answered = Some(got);
                 break;
             }
@@ -223,6 +223,7 @@ impl Flows {
         self.audit.record(match &answer.result {
             Ok(info) => audit(Action::FilesOpened)
                 .note("pod", &info.pod)
+                .note("container", &open.container)
                 .note("volumes", info.mounts.join(",")),
             Err(error) => audit(Action::FilesRefused).refused(error.message.clone()),
         });

@@ -201,7 +201,11 @@ fn every_message() -> Vec<Message> {
             }],
         }
         .into(),
-        OpenFiles { intercept: 7 }.into(),
+        OpenFiles {
+            intercept: 7,
+            container: "app".into(),
+        }
+        .into(),
         OpenFilesResult {
             result: Ok(FilesInfo {
                 pod: "orders-1".into(),

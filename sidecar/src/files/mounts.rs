@@ -1,7 +1,8 @@
 //! The table of what the agent serves: each volume of the app container, by the path the app
 //! (and so the laptop) sees it at, and where the agent finds it in its own file system.
 //!
-//! Plain code, no I/O: the table is parsed and checked once ([`Mounts::parse`]), and
+//! Plain code, no I/O: the table is parsed and checked once ([`Tables::parse`]), one
+//! [`Mounts`] per app container (a pod's containers may mount different volumes at one path), and
 //! [`Mounts::locate`] tells which mount a requested path is in, or whether it is one of the
 //! directories above the mounts that the agent shows as read-only.
 
@@ -11,13 +12,18 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// The environment variable holding the table, a JSON array of
-/// `{"path": "/etc/config", "source": "/tether/volumes/etc/config", "readOnly": true}`.
+/// `{"container": "app", "path": "/etc/config", "source": "/tether/volumes/app/etc/config",
+/// "readOnly": true}`.
 pub const MOUNTS_ENV: &str = "TETHER_MOUNTS";
 
 /// One entry of [`MOUNTS_ENV`], as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct MountSpec {
+    /// The app container that mounts it; absent in tables written before the agent told
+    /// containers apart.
+    #[serde(default)]
+    container: Option<String>,
     path: String,
     source: String,
     #[serde(default)]
@@ -54,9 +60,56 @@ pub enum MountsError {
         #[source]
         reason: BadPath,
     },
-    /// Two mounts have the same container path.
+    /// Two mounts of one container have the same container path.
     #[error("`{0}` is mounted twice")]
     Duplicate(String),
+}
+
+/// Every app container's mounts: [`MOUNTS_ENV`] parsed and checked, grouped by container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tables {
+    by_container: BTreeMap<String, Mounts>,
+    /// The rows that name no container (a table written before containers were told apart):
+    /// served whichever container is asked for.
+    unnamed: Mounts,
+}
+
+impl Tables {
+    /// Parses and checks [`MOUNTS_ENV`]'s JSON: no two mounts of one container share a path.
+    pub fn parse(json: &str) -> Result<Self, MountsError> {
+        let specs: Vec<MountSpec> = serde_json::from_str(json).map_err(MountsError::Json)?;
+        let mut by_container: BTreeMap<String, Vec<Mount>> = BTreeMap::new();
+        let mut unnamed = Vec::new();
+        for spec in specs {
+            let mount = Mount::new(&spec.path, spec.source, spec.read_only)?;
+            match spec.container {
+                Some(container) => by_container.entry(container).or_default().push(mount),
+                None => unnamed.push(mount),
+            }
+        }
+        Ok(Self {
+            by_container: by_container
+                .into_iter()
+                .map(|(container, list)| Ok((container, Mounts::new(list)?)))
+                .collect::<Result<_, MountsError>>()?,
+            unnamed: Mounts::new(unnamed)?,
+        })
+    }
+
+    /// One container's table (`None`: the rows that name no container).
+    pub fn insert(&mut self, container: Option<&str>, mounts: Mounts) {
+        match container {
+            Some(container) => {
+                self.by_container.insert(container.to_owned(), mounts);
+            }
+            None => self.unnamed = mounts,
+        }
+    }
+
+    /// Each container's table, by name, and then the rows that name no container (`None`).
+    pub fn into_parts(self) -> (BTreeMap<String, Mounts>, Mounts) {
+        (self.by_container, self.unnamed)
+    }
 }
 
 /// One volume served.
@@ -151,14 +204,10 @@ pub enum Location<'p> {
 }
 
 impl Mounts {
-    /// Parses and checks [`MOUNTS_ENV`]'s JSON.
+    /// The rows of [`MOUNTS_ENV`]'s JSON that name no container, parsed and checked.
+    #[cfg(test)]
     pub fn parse(json: &str) -> Result<Self, MountsError> {
-        let specs: Vec<MountSpec> = serde_json::from_str(json).map_err(MountsError::Json)?;
-        let list = specs
-            .into_iter()
-            .map(|m| Mount::new(&m.path, m.source, m.read_only))
-            .collect::<Result<_, _>>()?;
-        Self::new(list)
+        Ok(Tables::parse(json)?.into_parts().1)
     }
 
     /// A table of checked mounts; no two may share a container path.
@@ -327,6 +376,36 @@ mod tests {
             Mounts::parse(r#"{"path": "/a"}"#),
             Err(MountsError::Json(_))
         ));
+    }
+
+    #[test]
+    fn each_container_has_its_own_table_and_may_share_paths_with_others() {
+        let tables = Tables::parse(
+            r#"[
+                {"container": "app", "path": "/etc/config", "source": "/tether/volumes/app/etc/config"},
+                {"container": "cache", "path": "/etc/config", "source": "/tether/volumes/cache/etc/config", "readOnly": true},
+                {"container": "app", "path": "/data", "source": "/tether/volumes/app/data"}
+            ]"#,
+        )
+        .unwrap();
+        let (by_container, unnamed) = tables.into_parts();
+        assert!(unnamed.is_empty());
+        assert_eq!(
+            by_container["app"].container_paths(),
+            ["/data", "/etc/config"]
+        );
+        let cache = &by_container["cache"];
+        assert_eq!(cache.container_paths(), ["/etc/config"]);
+        assert!(cache.get(0).unwrap().read_only());
+        assert_eq!(
+            cache.get(0).unwrap().source(),
+            Path::new("/tether/volumes/cache/etc/config")
+        );
+        let twice = Tables::parse(
+            r#"[{"container": "app", "path": "/a", "source": "/v"},
+                {"container": "app", "path": "/a", "source": "/w"}]"#,
+        );
+        assert_eq!(twice.unwrap_err().to_string(), "`/a` is mounted twice");
     }
 
     #[test]

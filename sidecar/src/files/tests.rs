@@ -7,16 +7,24 @@ use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
 use super::*;
 use crate::files::testdir::TestDir;
 
-/// A test directory with `vol` served at `/data`, holding `file-<i>` of `i` bytes for i < 20.
-fn served() -> (TestDir, Arc<Server>) {
+/// A test directory with `vol` served at `/data` for container `app`, holding `file-<i>` of `i`
+/// bytes for i < 20; and `cache-vol`, with `cache-only`, served at `/data` for container `cache`.
+fn served() -> (TestDir, Arc<Volumes>) {
     let dir = TestDir::new();
     std::fs::create_dir(dir.join("vol")).unwrap();
     for i in 0..20 {
         std::fs::write(dir.join(&format!("vol/file-{i}")), vec![b'x'; i]).unwrap();
     }
-    let mount = Mount::new("/data", dir.join("vol"), false).unwrap();
-    let server = Server::new(Mounts::new(vec![mount]).unwrap());
-    (dir, Arc::new(server))
+    std::fs::create_dir(dir.join("cache-vol")).unwrap();
+    std::fs::write(dir.join("cache-vol/cache-only"), b"c").unwrap();
+    let table = format!(
+        r#"[{{"container": "app", "path": "/data", "source": "{}"}},
+            {{"container": "cache", "path": "/data", "source": "{}", "readOnly": true}}]"#,
+        dir.join("vol").display(),
+        dir.join("cache-vol").display()
+    );
+    let volumes = Volumes::new(Tables::parse(&table).unwrap());
+    (dir, Arc::new(volumes))
 }
 
 /// The laptop's end of a file stream.
@@ -27,7 +35,7 @@ struct Client {
 
 impl Client {
     /// A stream to `serve_stream`, running on its own task.
-    fn connect(server: Arc<Server>) -> (Self, tokio::task::JoinHandle<()>) {
+    fn connect(server: Arc<Volumes>) -> (Self, tokio::task::JoinHandle<()>) {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let (read, write) = tokio::io::split(ours);
         let served = tokio::spawn(async move {
@@ -59,10 +67,18 @@ impl Client {
         }
     }
 
-    /// Opens the stream and returns the agent's answer.
+    /// Opens the stream for container `app` and returns the agent's answer.
     async fn open(&mut self) -> OpenFilesResult {
-        self.send(Message::OpenFiles(OpenFiles { intercept: 7 }))
-            .await;
+        self.open_for("app").await
+    }
+
+    /// Opens the stream for `container` and returns the agent's answer.
+    async fn open_for(&mut self, container: &str) -> OpenFilesResult {
+        let open = OpenFiles {
+            intercept: 7,
+            container: container.into(),
+        };
+        self.send(Message::OpenFiles(open)).await;
         match self.next().await {
             Some(Message::OpenFilesResult(result)) => result,
             other => panic!("{other:?}"),
@@ -86,12 +102,75 @@ async fn a_stream_is_answered_with_the_pod_and_its_mounts() {
 
 #[tokio::test]
 async fn an_agent_without_volumes_refuses_the_stream() {
-    let (mut client, served) = Client::connect(Arc::new(Server::empty()));
+    let (mut client, served) = Client::connect(Arc::new(Volumes::default()));
     let error = client.open().await.result.unwrap_err();
     assert_eq!(error.code, ErrorCode::NotPermitted);
     assert!(error.message.contains("uninstall and intercept again"));
     assert_eq!(client.next().await, None, "the agent ends the stream");
     served.await.unwrap();
+}
+
+/// A pod's containers may mount different volumes at one path: a stream gets the container's it
+/// names, and nothing for a container the agent serves nothing of.
+#[tokio::test]
+async fn each_container_is_served_its_own_volumes() {
+    let (_dir, volumes) = served();
+    let stat = |path: &str| FileOp::Stat { path: path.into() };
+    let (mut app, _a) = Client::connect(volumes.clone());
+    let (mut cache, _c) = Client::connect(volumes.clone());
+    assert_eq!(app.open().await.result.unwrap().mounts, ["/data"]);
+    assert_eq!(
+        cache.open_for("cache").await.result.unwrap().mounts,
+        ["/data"]
+    );
+    cache.request(1, stat("/data/cache-only")).await;
+    assert!(cache.reply().await.result.is_ok());
+    app.request(1, stat("/data/cache-only")).await;
+    assert_eq!(
+        app.reply().await.result.unwrap_err().kind,
+        FileErrorKind::NotFound
+    );
+    cache.request(2, stat("/data/file-3")).await;
+    assert_eq!(
+        cache.reply().await.result.unwrap_err().kind,
+        FileErrorKind::NotFound
+    );
+    // Read-only is the container's own mount's.
+    cache
+        .request(
+            3,
+            FileOp::Unlink {
+                path: "/data/cache-only".into(),
+            },
+        )
+        .await;
+    assert_eq!(
+        cache.reply().await.result.unwrap_err().kind,
+        FileErrorKind::ReadOnly
+    );
+
+    let (mut other, served) = Client::connect(volumes);
+    let error = other.open_for("init").await.result.unwrap_err();
+    assert_eq!(error.code, ErrorCode::NotPermitted);
+    assert_eq!(other.next().await, None, "the agent ends the stream");
+    served.await.unwrap();
+}
+
+/// An agent installed by a tether that did not tell containers apart has a table without them:
+/// it serves that table whichever container a stream names.
+#[tokio::test]
+async fn a_table_without_containers_is_served_to_any() {
+    let (dir, _) = served();
+    let table = format!(
+        r#"[{{"path": "/data", "source": "{}"}}]"#,
+        dir.join("vol").display()
+    );
+    let volumes = Arc::new(Volumes::new(Tables::parse(&table).unwrap()));
+    for container in ["app", "cache"] {
+        let (mut client, _served) = Client::connect(volumes.clone());
+        let info = client.open_for(container).await.result.unwrap();
+        assert_eq!(info.mounts, ["/data"], "{container}");
+    }
 }
 
 #[tokio::test]

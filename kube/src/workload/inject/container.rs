@@ -130,30 +130,48 @@ pub(super) fn agent_container(
 /// The environment variable that tells the agent which of its paths serve which container paths
 /// (see the sidecar's `files` module).
 pub const MOUNTS_ENV: &str = "TETHER_MOUNTS";
-/// Where the agent mounts the app container's volumes: each at this prefix + its container path.
+/// Where the agent mounts the app containers' volumes: each at this prefix + the container's name
+/// + its path in the container.
 pub const VOLUMES_PATH: &str = "/tether/volumes";
 /// Where the kubelet mounts the service-account token in every container that does not mount
 /// something else there.
 pub const SERVICE_ACCOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-/// The app container's volumes as the agent mounts them, for `intercept --mount`.
+/// One row of the agent's mount table: an app container's mount, and where the agent has it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MountRow {
+    /// The app container that mounts it.
+    pub container: String,
+    /// Its path in that container.
+    pub path: String,
+    /// Its path in the agent.
+    pub source: String,
+    pub read_only: bool,
+}
+
+/// The app containers' volumes as the agent mounts them, for `intercept --mount`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AppMounts {
     /// The agent's copies of the app's volume mounts, under [`VOLUMES_PATH`].
     pub volume_mounts: Vec<VolumeMount>,
-    /// `(container path, agent path, read-only)`, sorted by container path.
-    pub table: Vec<(String, String, bool)>,
+    /// Sorted by container, then path.
+    pub table: Vec<MountRow>,
 }
 
 impl AppMounts {
     /// The table as the agent reads it from [`MOUNTS_ENV`]:
-    /// `[{"path": …, "source": …, "readOnly": …}]`.
+    /// `[{"container": …, "path": …, "source": …, "readOnly": …}]`.
     pub fn table_json(&self) -> String {
         let rows: Vec<serde_json::Value> = self
             .table
             .iter()
-            .map(|(path, source, read_only)| {
-                serde_json::json!({"path": path, "source": source, "readOnly": read_only})
+            .map(|row| {
+                serde_json::json!({
+                    "container": row.container,
+                    "path": row.path,
+                    "source": row.source,
+                    "readOnly": row.read_only,
+                })
             })
             .collect();
         serde_json::Value::Array(rows).to_string()
@@ -162,7 +180,8 @@ impl AppMounts {
 
 /// The volume mounts of the app containers behind `ports` (the first container's when none
 /// is named), as the agent mounts them: the same volume, sub-path and read-only flag, at
-/// [`VOLUMES_PATH`] + the container path. The first container to mount a path wins. The
+/// [`VOLUMES_PATH`] + the container's name + the container path. Each container has its own
+/// rows, so two containers that mount different volumes at one path are both served. The
 /// service-account token, which the kubelet mounts in every container (the agent's too) unless
 /// the pod opts out, is served from the agent's own mount of the same volume.
 pub(super) fn app_mounts(
@@ -173,20 +192,20 @@ pub(super) fn app_mounts(
     if names.is_empty() {
         names.extend(spec.containers.first().map(|c| c.name.as_str()));
     }
-    let mut seen = std::collections::BTreeSet::new();
+    names.sort_unstable();
+    names.dedup();
     let mut mounts = AppMounts::default();
-    let mut token_mounted = false;
     for name in names {
         let Some(container) = spec.containers.iter().find(|c| c.name == name) else {
             continue;
         };
+        let mut seen = std::collections::BTreeSet::new();
         for m in container.volume_mounts.iter().flatten() {
             let path = normalize(&m.mount_path);
             if path == "/" || !seen.insert(path.clone()) {
                 continue;
             }
-            token_mounted |= path == SERVICE_ACCOUNT_PATH;
-            let source = format!("{VOLUMES_PATH}{path}");
+            let source = format!("{VOLUMES_PATH}/{name}{path}");
             let read_only = m.read_only.unwrap_or(false);
             mounts.volume_mounts.push(VolumeMount {
                 name: m.name.clone(),
@@ -196,15 +215,23 @@ pub(super) fn app_mounts(
                 sub_path_expr: m.sub_path_expr.clone(),
                 ..Default::default()
             });
-            mounts.table.push((path, source, read_only));
+            mounts.table.push(MountRow {
+                container: name.to_owned(),
+                path,
+                source,
+                read_only,
+            });
         }
-    }
-    if !token_mounted && spec.automount_service_account_token != Some(false) {
-        mounts.table.push((
-            SERVICE_ACCOUNT_PATH.to_owned(),
-            SERVICE_ACCOUNT_PATH.to_owned(),
-            true,
-        ));
+        if !seen.contains(SERVICE_ACCOUNT_PATH)
+            && spec.automount_service_account_token != Some(false)
+        {
+            mounts.table.push(MountRow {
+                container: name.to_owned(),
+                path: SERVICE_ACCOUNT_PATH.to_owned(),
+                source: SERVICE_ACCOUNT_PATH.to_owned(),
+                read_only: true,
+            });
+        }
     }
     mounts.table.sort();
     mounts

@@ -338,7 +338,7 @@ fn agent_container_is_restricted_and_mounts_its_credential() {
                 { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
                 { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
                 // The app mounts no volume; the kubelet gives every container the token.
-                { "name": "TETHER_MOUNTS", "value": r#"[{"path":"/var/run/secrets/kubernetes.io/serviceaccount","readOnly":true,"source":"/var/run/secrets/kubernetes.io/serviceaccount"}]"# },
+                { "name": "TETHER_MOUNTS", "value": r#"[{"container":"app","path":"/var/run/secrets/kubernetes.io/serviceaccount","readOnly":true,"source":"/var/run/secrets/kubernetes.io/serviceaccount"}]"# },
             ],
             "ports": [
                 { "name": "http", "containerPort": 9900, "protocol": "TCP" },
@@ -387,18 +387,18 @@ fn the_agent_mounts_the_app_containers_volumes_under_its_own_prefix() {
         agent["volumeMounts"],
         json!([
             { "name": "tether-agent-tls", "mountPath": "/var/run/tether", "readOnly": true },
-            { "name": "config", "mountPath": "/tether/volumes/etc/orders", "readOnly": true },
-            { "name": "data", "mountPath": "/tether/volumes/data", "readOnly": false, "subPath": "orders" },
-            { "name": "token", "mountPath": "/tether/volumes/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": false },
+            { "name": "config", "mountPath": "/tether/volumes/app/etc/orders", "readOnly": true },
+            { "name": "data", "mountPath": "/tether/volumes/app/data", "readOnly": false, "subPath": "orders" },
+            { "name": "token", "mountPath": "/tether/volumes/app/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": false },
         ])
     );
     let table: Value = serde_json::from_str(agent["env"][2]["value"].as_str().unwrap()).unwrap();
     assert_eq!(
         table,
         json!([
-            { "path": "/data", "source": "/tether/volumes/data", "readOnly": false },
-            { "path": "/etc/orders", "source": "/tether/volumes/etc/orders", "readOnly": true },
-            { "path": "/var/run/secrets/kubernetes.io/serviceaccount", "source": "/tether/volumes/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": false },
+            { "container": "app", "path": "/data", "source": "/tether/volumes/app/data", "readOnly": false },
+            { "container": "app", "path": "/etc/orders", "source": "/tether/volumes/app/etc/orders", "readOnly": true },
+            { "container": "app", "path": "/var/run/secrets/kubernetes.io/serviceaccount", "source": "/tether/volumes/app/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": false },
         ])
     );
 
@@ -417,6 +417,43 @@ fn the_agent_mounts_the_app_containers_volumes_under_its_own_prefix() {
             .unwrap(),
     );
     assert_eq!(agent["env"][2]["value"], "[]");
+}
+
+/// Two containers behind the Services mount different volumes at one path: the agent has both,
+/// each under its container's name, and each container's table row points at its own.
+#[test]
+fn each_containers_volumes_have_their_own_rows_even_at_one_path() {
+    let mut template = orders();
+    template["spec"]["containers"][0]["volumeMounts"] =
+        json!([{ "name": "config", "mountPath": "/etc/conf" }]);
+    template["spec"]["containers"][1]["volumeMounts"] =
+        json!([{ "name": "cache-config", "mountPath": "/etc/conf", "readOnly": true }]);
+    let services = vec![orders_svc(json!([
+        { "name": "http", "port": 80, "targetPort": "http" },
+        { "name": "redis", "port": 6379, "targetPort": 6379 },
+    ]))];
+    let injected = inject(&workload(template), &services, &settings()).unwrap();
+    let spec = injected.template.spec.as_ref().unwrap();
+    let agent = as_json(spec.containers.last().unwrap());
+    assert_eq!(
+        agent["volumeMounts"],
+        json!([
+            { "name": "tether-agent-tls", "mountPath": "/var/run/tether", "readOnly": true },
+            { "name": "config", "mountPath": "/tether/volumes/app/etc/conf", "readOnly": false },
+            { "name": "cache-config", "mountPath": "/tether/volumes/cache/etc/conf", "readOnly": true },
+        ])
+    );
+    let table: Value = serde_json::from_str(agent["env"][2]["value"].as_str().unwrap()).unwrap();
+    let token = "/var/run/secrets/kubernetes.io/serviceaccount";
+    assert_eq!(
+        table,
+        json!([
+            { "container": "app", "path": "/etc/conf", "source": "/tether/volumes/app/etc/conf", "readOnly": false },
+            { "container": "app", "path": token, "source": token, "readOnly": true },
+            { "container": "cache", "path": "/etc/conf", "source": "/tether/volumes/cache/etc/conf", "readOnly": true },
+            { "container": "cache", "path": token, "source": token, "readOnly": true },
+        ])
+    );
 }
 
 #[test]
