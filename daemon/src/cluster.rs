@@ -366,27 +366,19 @@ impl Cluster {
         out
     }
 
-    /// A port-forward byte stream to the manager pod's relay port.
+    /// A port-forward byte stream to the manager pod's relay port (see [`crate::port_forward`]).
     pub async fn port_forward(&self, pod: &str) -> Result<tokio::io::DuplexStream, ClusterError> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.manager_namespace);
-        let mut pf = api.portforward(pod, &[RELAY_PORT]).await.map_err(|e| {
-            self.map(
-                &format!(
-                    "port-forward to pod {pod} in namespace {}",
-                    self.manager_namespace
-                ),
-                e,
-            )
-        })?;
-        let stream = pf
-            .take_stream(RELAY_PORT)
-            .ok_or_else(|| ClusterError::Api("port-forward gave no stream".into()))?;
-        tokio::spawn(async move {
-            if let Err(e) = pf.join().await {
-                tracing::debug!(error = %e, "Port-forward ended");
-            }
-        });
-        Ok(stream)
+        crate::port_forward::open(&self.client, &self.manager_namespace, pod, RELAY_PORT)
+            .await
+            .map_err(|e| {
+                self.map(
+                    &format!(
+                        "port-forward to pod {pod} in namespace {}",
+                        self.manager_namespace
+                    ),
+                    e,
+                )
+            })
     }
 }
 

@@ -30,6 +30,7 @@ pub mod flow_table;
 pub mod intercept;
 pub mod netstack;
 pub mod plan;
+pub mod port_forward;
 pub mod privileged;
 pub mod process;
 pub mod server;
