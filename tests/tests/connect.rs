@@ -91,6 +91,15 @@ fn port_forward_transport_works() {
     let echo = udp_roundtrip(WS, "hello.default.svc.cluster.local", 9000, "pf-udp")
         .expect_ok("udp over port-forward");
     assert_eq!(echo.trim(), "pf-udp");
+    // Bulk both ways: the carrier's WebSocket messages join and split a stream of packets.
+    let sh = |script: &str| run(in_ns(WS, "sh").args(["-c", script]));
+    let up = sh("head -c 8388608 /dev/urandom \
+         | curl -sS --max-time 60 --data-binary @- http://hello.default/")
+    .expect_ok("an 8 MiB upload over port-forward");
+    assert!(up.contains("body 8388608 bytes"), "{up}");
+    let down = sh("curl -sS --max-time 60 'http://hello.default/bytes?n=8388608' | wc -c")
+        .expect_ok("an 8 MiB download over port-forward");
+    assert_eq!(down.trim(), "8388608");
 }
 
 #[test]
