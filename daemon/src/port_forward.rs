@@ -160,6 +160,26 @@ mod tests {
         WebSocketStream::from_raw_socket(io, Role::Client, None).await
     }
 
+    /// A relay of port 7000 with the server's end, after the server named `named` on both
+    /// channels (on the data channel only when that is not 7000); the relay's local end.
+    async fn started(
+        named: u16,
+    ) -> (
+        tokio::task::JoinHandle<Result<(), PortForwardError>>,
+        WebSocketStream<DuplexStream>,
+        DuplexStream,
+    ) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let (local, theirs) = tokio::io::duplex(1 << 20);
+        let relay = tokio::spawn(async move { relay(client(a).await, theirs, 7000).await });
+        let mut server = server(b).await;
+        server.send(on(DATA, &named.to_le_bytes())).await.unwrap();
+        if named == 7000 {
+            server.send(on(ERROR, &named.to_le_bytes())).await.unwrap();
+        }
+        (relay, server, local)
+    }
+
     fn on(channel: u8, data: &[u8]) -> Message {
         let mut bytes = vec![channel];
         bytes.extend_from_slice(data);
@@ -168,15 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn data_flows_both_ways_in_large_messages_after_the_port_headers() {
-        let (a, b) = tokio::io::duplex(1 << 20);
-        let (mut local, theirs) = tokio::io::duplex(1 << 20);
-        let relay = tokio::spawn(async move { relay(client(a).await, theirs, 7000).await });
-        let mut server = server(b).await;
-        server.send(on(DATA, &7000u16.to_le_bytes())).await.unwrap();
-        server
-            .send(on(ERROR, &7000u16.to_le_bytes()))
-            .await
-            .unwrap();
+        let (relay, mut server, mut local) = started(7000).await;
         server.send(on(DATA, b"from the pod")).await.unwrap();
         let mut got = [0; 12];
         local.read_exact(&mut got).await.unwrap();
@@ -210,15 +222,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_from_the_kubelet_ends_the_relay_with_its_words() {
-        let (a, b) = tokio::io::duplex(1 << 16);
-        let (_local, theirs) = tokio::io::duplex(1 << 16);
-        let relay = tokio::spawn(async move { relay(client(a).await, theirs, 7000).await });
-        let mut server = server(b).await;
-        server.send(on(DATA, &7000u16.to_le_bytes())).await.unwrap();
-        server
-            .send(on(ERROR, &7000u16.to_le_bytes()))
-            .await
-            .unwrap();
+        let (relay, mut server, _local) = started(7000).await;
         server
             .send(on(ERROR, b"connection refused on port 7000"))
             .await
@@ -232,11 +236,7 @@ mod tests {
 
     #[tokio::test]
     async fn another_port_in_the_header_is_refused() {
-        let (a, b) = tokio::io::duplex(1 << 16);
-        let (_local, theirs) = tokio::io::duplex(1 << 16);
-        let relay = tokio::spawn(async move { relay(client(a).await, theirs, 7000).await });
-        let mut server = server(b).await;
-        server.send(on(DATA, &7001u16.to_le_bytes())).await.unwrap();
+        let (relay, _server, _local) = started(7001).await;
         assert!(matches!(
             relay.await.unwrap(),
             Err(PortForwardError::WrongPort { expected: 7000, .. })

@@ -33,6 +33,33 @@ impl Drop for Volume {
     }
 }
 
+/// Opens `path` on `files` and reads its first 4 KiB: (its size at the open, the bytes).
+async fn read_whole(files: &FileClient, path: &str) -> (u64, Vec<u8>) {
+    let opened = files
+        .call(FileOp::Open {
+            path: path.into(),
+            write: false,
+            truncate: false,
+        })
+        .await
+        .expect("open");
+    let FileOk::Opened { handle, attr } = opened else {
+        panic!("{opened:?}")
+    };
+    let read = files
+        .call(FileOp::Read {
+            handle,
+            offset: 0,
+            len: 4096,
+        })
+        .await
+        .expect("read");
+    let FileOk::Data(data) = read else {
+        panic!("{read:?}")
+    };
+    (attr.size, data)
+}
+
 #[tokio::test]
 async fn only_the_intercepts_holder_reads_and_writes_the_pods_volumes() -> Result {
     let world = World::start().await?;
@@ -78,27 +105,9 @@ async fn only_the_intercepts_holder_reads_and_writes_the_pods_volumes() -> Resul
         .expect("the holder opens the pod's files");
     assert_eq!(served.pod, "orders-1");
     assert_eq!(served.mounts, ["/data", "/etc/orders"]);
-    let opened = files
-        .call(FileOp::Open {
-            path: "/etc/orders/app.yaml".into(),
-            write: false,
-            truncate: false,
-        })
-        .await
-        .expect("open");
-    let FileOk::Opened { handle, attr } = opened else {
-        panic!("{opened:?}")
-    };
-    assert_eq!(attr.size, 11);
-    let read = files
-        .call(FileOp::Read {
-            handle,
-            offset: 0,
-            len: 4096,
-        })
-        .await
-        .expect("read");
-    assert_eq!(read, FileOk::Data(b"port: 8080\n".to_vec()));
+    let (size, text) = read_whole(&files, "/etc/orders/app.yaml").await;
+    assert_eq!(size, 11);
+    assert_eq!(text, b"port: 8080\n");
 
     // A write where the app's mount allows it lands in the pod; where not, nothing changes.
     let created = files
@@ -139,26 +148,8 @@ async fn only_the_intercepts_holder_reads_and_writes_the_pods_volumes() -> Resul
         .await
         .expect("the holder opens the other container's files");
     assert_eq!(served.mounts, ["/etc/orders"]);
-    let opened = cache_files
-        .call(FileOp::Open {
-            path: "/etc/orders/app.yaml".into(),
-            write: false,
-            truncate: false,
-        })
-        .await
-        .expect("open");
-    let FileOk::Opened { handle, .. } = opened else {
-        panic!("{opened:?}")
-    };
-    let read = cache_files
-        .call(FileOp::Read {
-            handle,
-            offset: 0,
-            len: 4096,
-        })
-        .await
-        .expect("read");
-    assert_eq!(read, FileOk::Data(b"port: 6379\n".to_vec()));
+    let (_, text) = read_whole(&cache_files, "/etc/orders/app.yaml").await;
+    assert_eq!(text, b"port: 6379\n");
 
     // The attack: Bob is connected too and knows Alice's intercept id. The manager refuses him
     // before any agent sees the stream.
