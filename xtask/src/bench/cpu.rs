@@ -54,7 +54,8 @@ fn ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn seconds(pids: &[u32]) -> f64 {
+/// The CPU seconds `pids` used so far (those gone count nothing).
+pub fn seconds(pids: &[u32]) -> f64 {
     let ticks: u64 = pids
         .iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
@@ -74,6 +75,23 @@ pub fn cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// The CPU seconds of this process's children that have ended and been waited for (and of
+/// theirs): cutime + cstime of `/proc/self/stat`.
+pub fn children_seconds() -> f64 {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 1..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // `rest` starts at field 3: cutime is field 16, index 13 here.
+            let cutime: u64 = fields.get(13)?.parse().ok()?;
+            let cstime: u64 = fields.get(14)?.parse().ok()?;
+            Some(cutime + cstime)
+        })
+        .unwrap_or(0);
+    ticks as f64 / ticks_per_second()
+}
+
 /// Host processes whose command name (`/proc/PID/comm`) is one of `names`.
 pub fn by_name(names: &[&str]) -> Vec<u32> {
     pids_where(|dir| {
@@ -83,11 +101,16 @@ pub fn by_name(names: &[&str]) -> Vec<u32> {
 
 /// The traffic manager's process (a container's, seen from the host): `tether-agent manager`.
 pub fn manager() -> Vec<u32> {
+    agents(b"manager")
+}
+
+/// The `tether-agent` processes of `role` (`manager`, `sidecar`), seen from the host.
+pub fn agents(role: &[u8]) -> Vec<u32> {
     pids_where(|dir| {
         std::fs::read(dir.join("cmdline")).is_ok_and(|cmdline| {
             let mut args = cmdline.split(|b| *b == 0);
             let program = args.next().unwrap_or_default();
-            program.ends_with(b"tether-agent") && args.next() == Some(b"manager".as_slice())
+            program.ends_with(b"tether-agent") && args.next() == Some(role)
         })
     })
 }
