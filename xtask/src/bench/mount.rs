@@ -462,7 +462,8 @@ fn drop_caches() -> anyhow::Result<()> {
     std::fs::write("/proc/sys/vm/drop_caches", "3").context("writing /proc/sys/vm/drop_caches")
 }
 
-/// The CPU seconds used so far by the processes on the path of `way`, and by this process's
+/// The CPU seconds used so far by the processes on the path of `way` (the mount's, or
+/// [`Way::KubectlCp`]'s), and by this process's
 /// waited-for children (the reader on the workstation, or `kubectl`).
 ///
 /// The mount's path: tether's daemon (and its helper), the traffic manager and the pod's agent.
@@ -470,14 +471,13 @@ fn drop_caches() -> anyhow::Result<()> {
 /// stream), and `kubectl`. Not counted: `tar` in the pod (it ends with the copy and is nobody's
 /// child here), which leaves `kubectl cp` a little cheaper than it is.
 fn path_cpu(way: Way) -> f64 {
-    let pids = match way {
-        Way::MountCold | Way::MountCached => {
-            let mut pids = super::cpu::by_name(&["tether"]);
-            pids.extend(super::cpu::agents(b"manager"));
-            pids.extend(super::cpu::agents(b"sidecar"));
-            pids
-        }
-        _ => super::cpu::by_name(&["kube-apiserver", "kubelet", "containerd", "containerd-shim"]),
+    let pids = if way == Way::KubectlCp {
+        super::cpu::by_name(&["kube-apiserver", "kubelet", "containerd", "containerd-shim"])
+    } else {
+        let mut pids = super::cpu::by_name(&["tether"]);
+        pids.extend(super::cpu::agents(b"manager"));
+        pids.extend(super::cpu::agents(b"sidecar"));
+        pids
     };
     super::cpu::seconds(&pids) + super::cpu::children_seconds()
 }
@@ -548,11 +548,12 @@ fn read_big(ws: &Workstation, a: &MountArgs, pod: &str, report: &mut Report) {
             cluster::kubectl().args(["cp", &from, COPY, "-c", "app"]),
             TRANSFER_LIMIT,
         );
-        cp.cpu.push(Duration::from_secs_f64(
-            (path_cpu(Way::KubectlCp) - before).max(0.0),
-        ));
+        let cpu = Duration::from_secs_f64((path_cpu(Way::KubectlCp) - before).max(0.0));
         match took {
-            Ok(t) if file_size(COPY) == BIG_BYTES => cp.times.push(t),
+            Ok(t) if file_size(COPY) == BIG_BYTES => {
+                cp.times.push(t);
+                cp.cpu.push(cpu);
+            }
             Ok(_) => cp.fail(format!("{COPY} has {} bytes", file_size(COPY))),
             Err(e) => {
                 cp.fail(format!("{e:#}"));
@@ -825,8 +826,8 @@ impl Way {
 struct Runs {
     way: Way,
     times: Vec<Duration>,
-    /// The CPU time of the processes on the way's path during each trial, where measured
-    /// (see [`path_cpu`]).
+    /// The CPU time of the processes on the way's path during each successful trial, where
+    /// measured (see [`path_cpu`]): one per entry of `times`.
     cpu: Vec<Duration>,
     error: Option<String>,
 }
@@ -927,14 +928,14 @@ impl Report {
              |---|---:|---:|---|\n"
         );
         for r in &rows {
-            let busy: Vec<f64> = r
+            // One CPU time per successful trial, in the trials' order.
+            let mut sorted: Vec<f64> = r
                 .cpu
                 .iter()
                 .zip(&r.times)
                 .filter(|(_, t)| !t.is_zero())
                 .map(|(c, t)| c.as_secs_f64() / t.as_secs_f64())
                 .collect();
-            let mut sorted = busy.clone();
             sorted.sort_by(f64::total_cmp);
             let _ = writeln!(
                 md,
