@@ -166,7 +166,7 @@ async fn tcp_flow(req: TcpRequest, session_rx: SessionRx, known: Arc<KnownOpen>,
         return early_tcp_flow(req, session, known, &counted).await;
     }
     let started = Instant::now();
-    let (send, recv) = match session.open_tcp(dst).await {
+    let (mut send, mut recv) = match session.open_tcp(dst).await {
         Ok(s) => s,
         Err(error) => {
             log_open_failure(&error, dst, "Open failed; refusing");
@@ -176,21 +176,19 @@ async fn tcp_flow(req: TcpRequest, session_rx: SessionRx, known: Arc<KnownOpen>,
     };
     known.remember(dst);
     debug!(open_us = started.elapsed().as_micros() as u64, "Opened");
-    let Ok(mut stream) = req.accept() else { return };
+    let Ok(stream) = req.accept() else { return };
     let aborter = stream.aborter();
     let metrics = &counted.metrics;
     let _open = metrics.flows.flow(Protocol::tcp);
     let flow = counted.table.open(FlowProtocol::Tcp, dst);
-    // Read from the tunnel: to the workstation; written to it: to the cluster.
-    let mut tunnel = Metered::new(
-        tokio::io::join(recv, send),
-        metrics.flows.bytes(Direction::to_workstation),
+    // Read from the client: to the cluster; written to it: to the workstation.
+    let stream = Metered::new(
+        stream,
         metrics.flows.bytes(Direction::to_cluster),
+        metrics.flows.bytes(Direction::to_workstation),
     )
-    .and(flow.bytes_in(), flow.bytes_out());
-    match tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut tunnel, COPY_BUF, COPY_BUF)
-        .await
-    {
+    .and(flow.bytes_out(), flow.bytes_in());
+    match tether_tunnel::relay::relay(stream, &mut send, &mut recv, COPY_BUF).await {
         Ok((up, down)) => debug!(up, down, "Closed"),
         // A reset stream, or the tunnel lost: the client must not take the end for a FIN (a
         // download would look complete), so it gets a RST.
@@ -232,7 +230,7 @@ async fn early_tcp_flow(
         metrics.flows.bytes(Direction::to_cluster),
     )
     .and(Counter::default(), flow.bytes_out());
-    let (mut client_rx, mut client_tx) = tokio::io::split(stream);
+    let (mut client_rx, client_tx) = tokio::io::split(stream);
     let up = async {
         let mut from_client = tokio::io::BufReader::with_capacity(COPY_BUF, &mut client_rx);
         let copied = tokio::io::copy_buf(&mut from_client, &mut send).await;
@@ -258,21 +256,18 @@ async fn early_tcp_flow(
         return;
     }
     known.remember(dst);
-    let mut recv = Metered::new(
-        recv,
-        metrics.flows.bytes(Direction::to_workstation),
+    let mut client_tx = Metered::new(
+        client_tx,
         Counter::default(),
+        metrics.flows.bytes(Direction::to_workstation),
     )
-    .and(flow.bytes_in(), Counter::default());
+    .and(Counter::default(), flow.bytes_in());
     let down = async {
-        let mut from_tunnel = tokio::io::BufReader::with_capacity(COPY_BUF, &mut recv);
-        let copied = tokio::io::copy_buf(&mut from_tunnel, &mut client_tx).await;
-        match &copied {
-            Ok(_) => {
-                let _ = client_tx.shutdown().await;
-            }
-            // As in `tcp_flow`: a broken stream is a RST, never a FIN.
-            Err(_) => aborter.abort(),
+        let copied = tether_tunnel::relay::from_quic(&mut recv, &mut client_tx, COPY_BUF).await;
+        // As in `tcp_flow`: a broken stream is a RST, never a FIN (`from_quic` shuts the
+        // client's side down only after the stream's end).
+        if copied.is_err() {
+            aborter.abort();
         }
         copied
     };

@@ -22,6 +22,8 @@
 //! * `control`: the I/O half of a control stream, driving `tether_proto`'s sans-IO session.
 //! * `carrier`: the stream carrier and the manager's relay; `carrier/frame.rs` is the
 //!   length-prefixed packet framing, `carrier/pump.rs` the two copy loops both sides share.
+//! * `relay`: a byte stream relayed over a QUIC stream both ways, with quinn's chunks instead
+//!   of buffers of its own.
 //! * `backoff`: the one exponential backoff of the reconnecting loops.
 //! * [`install_crypto_provider`]: the one place the process's rustls provider is chosen.
 #![forbid(unsafe_code)]
@@ -33,6 +35,7 @@ pub mod control;
 mod endpoint;
 pub mod framed;
 mod identity;
+pub mod relay;
 
 pub use carrier::{serve_relay, serve_relay_with, CarrierError, RelayLimits, StreamCarrier};
 pub use endpoint::{

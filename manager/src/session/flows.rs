@@ -369,7 +369,7 @@ impl Flows {
 async fn tcp(
     open: Open,
     mut send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    mut recv: quinn::RecvStream,
     metrics: &ManagerMetrics,
 ) {
     let stream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(open.dst)).await {
@@ -398,20 +398,16 @@ async fn tcp(
     }
     debug!("TCP flow open");
     let _open = metrics.flows.flow(Proto::tcp);
-    let mut tunnel = tokio::io::join(recv, send);
     // Read from the destination: to the workstation; written to it: to the cluster.
-    let mut stream = Metered::new(
+    let stream = Metered::new(
         stream,
         metrics.flows.bytes(Direction::to_workstation),
         metrics.flows.bytes(Direction::to_cluster),
     );
-    match tokio::io::copy_bidirectional_with_sizes(&mut tunnel, &mut stream, 64 << 10, 64 << 10)
-        .await
-    {
-        Ok((up, down)) => debug!(up, down, "TCP flow closed"),
+    match tether_tunnel::relay::relay(stream, &mut send, &mut recv, 64 << 10).await {
+        Ok((down, up)) => debug!(up, down, "TCP flow closed"),
         Err(error) => {
             debug!(%error, "TCP flow aborted");
-            let (_, mut send) = tunnel.into_inner();
             let _ = send.reset(2u32.into());
         }
     }
