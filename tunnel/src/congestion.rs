@@ -15,15 +15,17 @@
 //! the loss threshold of BBRv2 and the delay signal of Vegas-like controllers, put in front of
 //! CUBIC.
 //!
-//! Two more things keep one overflowing queue from costing seconds. quinn's CUBIC has no
+//! One more thing keeps one overflowing queue from costing seconds. quinn's CUBIC has no
 //! HyStart: slow start doubles the window until a loss, so on `lossy50` (312 KB in flight fill
 //! the link, and the bottleneck holds 312 KB more) it reached 938 KB, and the bottleneck dropped
-//! a burst of packets. Every loss of that burst then raised the recent loss rate past
-//! [`LOSS_THRESHOLD`], and for the seconds the rate remembered it each random loss cut the
-//! window again: 938 KB fell to 16 KB, and the first 32 MiB moved at a third of the link's rate.
-//! So (1) slow start ends when a round of RTT samples shows a queue (the delay test of
-//! HyStart++, RFC 9406, with its thresholds); and (2) a cut answers for the losses of packets
-//! sent before it: they neither cut again nor count in the loss rate, which starts afresh.
+//! a burst of packets. CUBIC cut once for the burst, but every loss of it also raised the recent
+//! loss rate past [`LOSS_THRESHOLD`], and for the seconds the rate remembered it each random loss
+//! cut the window again: 938 KB fell to 16 KB, and the first 32 MiB moved at a third of the
+//! link's rate. So a cut answers for the losses of packets sent before it: they neither cut
+//! again nor count in the loss rate, which starts afresh. (HyStart++'s delay test, RFC 9406,
+//! was tried too and left out: over `lossy50` it never fired before the overflow, and over the
+//! port-forward carrier, whose TCP stalls a round now and then, it ended slow start at 56 KB and
+//! cost the first transfer as much as the overflow had.)
 //!
 //! [`LossFilter`] is the decision, sans-IO and unit-tested; [`Tolerant`] is the glue that
 //! plugs it into quinn.
@@ -45,15 +47,6 @@ const MIN_QUEUE_DELAY: Duration = Duration::from_millis(2);
 /// period and the one before it.
 const MIN_PERIOD_BYTES: u64 = 256 << 10;
 
-/// RTT samples a round needs before its minimum is trusted to end slow start (RFC 9406's
-/// `N_RTT_SAMPLE`).
-const ROUND_SAMPLES: u32 = 8;
-
-/// Bounds of the rise of a round's minimum RTT over the path's minimum that ends slow start
-/// (RFC 9406's `MIN_RTT_THRESH` and `MAX_RTT_THRESH`; the rise allowed is an eighth of the
-/// minimum between them).
-const SLOW_START_RISE: (Duration, Duration) = (Duration::from_millis(4), Duration::from_millis(16));
-
 /// Decides which losses are congestion. Plain data: bytes and RTTs in, a verdict out.
 #[derive(Debug, Clone, Default)]
 pub struct LossFilter {
@@ -68,16 +61,6 @@ pub struct LossFilter {
     tolerated: u64,
     /// When the last cut was made: losses of packets sent before it were answered by it.
     answered_until: Option<Instant>,
-    /// The current round of RTT samples: when it started, its smallest sample, how many.
-    round: Option<Round>,
-}
-
-/// One round trip's RTT samples: it ends with the ACK of a packet sent after it started.
-#[derive(Debug, Clone, Copy)]
-struct Round {
-    started: Instant,
-    min: Duration,
-    samples: u32,
 }
 
 impl LossFilter {
@@ -119,38 +102,6 @@ impl LossFilter {
     pub fn on_cut(&mut self, now: Instant) {
         self.answered_until = Some(now);
         self.lost = [0, 0];
-        self.round = None;
-    }
-
-    /// An ACK at `now` of a packet sent at `sent`, in slow start: `true` when the smallest RTT
-    /// of the current round (at least [`ROUND_SAMPLES`] of them) stands above the path's minimum
-    /// by more than RFC 9406 allows, that is when a queue is building and slow start should
-    /// end.
-    pub fn on_slow_start_ack(&mut self, now: Instant, sent: Instant) -> bool {
-        let sample = now.saturating_duration_since(sent);
-        let round = self.round.get_or_insert(Round {
-            started: now,
-            min: sample,
-            samples: 0,
-        });
-        if sent >= round.started {
-            // A packet sent in this round came back: the next round begins.
-            *round = Round {
-                started: now,
-                min: sample,
-                samples: 0,
-            };
-        }
-        round.min = round.min.min(sample);
-        round.samples += 1;
-        // As RFC 9406 does, judge the round as soon as it has enough samples: waiting for its
-        // end would let the window double once more.
-        if round.samples < ROUND_SAMPLES || self.min_rtt.is_zero() {
-            return false;
-        }
-        let (low, high) = SLOW_START_RISE;
-        let allowed = (self.min_rtt / 8).clamp(low, high);
-        round.min > self.min_rtt + allowed
     }
 
     /// Share of the recent bytes that were lost. Until a period's worth was sent, the share is
@@ -188,24 +139,6 @@ impl Tolerant {
         Tolerant {
             inner,
             filter: LossFilter::default(),
-        }
-    }
-
-    /// Whether CUBIC is in slow start (its window below its threshold).
-    fn in_slow_start(&self) -> bool {
-        self.inner
-            .metrics()
-            .ssthresh
-            .is_some_and(|threshold| self.inner.window() < threshold)
-    }
-
-    /// An ACK at `now` of a packet sent at `sent`, with the path's RTTs after it.
-    fn on_rtt(&mut self, now: Instant, sent: Instant, smoothed: Duration, min: Duration) {
-        self.filter.on_rtt(smoothed, min);
-        if self.in_slow_start() && self.filter.on_slow_start_ack(now, sent) {
-            // A queue is building: leave slow start as a loss would, before the queue
-            // overflows.
-            self.cut(now, now, false, 0);
         }
     }
 
@@ -252,7 +185,7 @@ impl Controller for Tolerant {
         app_limited: bool,
         rtt: &quinn_proto::RttEstimator,
     ) {
-        self.on_rtt(now, sent, rtt.get(), rtt.min());
+        self.filter.on_rtt(rtt.get(), rtt.min());
         self.inner.on_ack(now, sent, bytes, app_limited, rtt);
     }
 
@@ -453,163 +386,37 @@ mod tests {
         assert!(answered.on_loss(1200, true, start));
     }
 
-    /// Feeds `f` one round of 10 ACKs per RTT in `rtts` (sent in the first half of the round),
-    /// starting at `start`; whether each round ended slow start.
-    fn rounds(f: &mut LossFilter, start: Instant, rtts: &[Duration]) -> Vec<bool> {
-        let mut verdicts = Vec::new();
-        let mut sent = start;
-        for rtt in rtts {
-            let mut ended = false;
-            for i in 0..10 {
-                let at = sent + *rtt * i / 20;
-                ended |= f.on_slow_start_ack(at + *rtt, at);
-            }
-            verdicts.push(ended);
-            sent += *rtt;
-        }
-        verdicts
-    }
-
     #[test]
-    fn slow_start_ends_when_a_rounds_smallest_rtt_shows_a_queue() {
+    fn after_a_cut_for_an_overflow_a_random_loss_keeps_the_window() {
+        // quinn's CUBIC behind the filter, 1.2 MB sent on a 50 ms path.
         let start = Instant::now();
-        // 50 ms path: an eighth, 6.25 ms, of rise is allowed.
-        let mut f = path(1_000_000, 50 * MS, 50 * MS);
-        let verdicts = rounds(&mut f, start, &[50 * MS, 51 * MS, 56 * MS, 52 * MS]);
-        assert_eq!(verdicts, [false; 4]);
-        let verdicts = rounds(&mut f, start + 3 * SECOND, &[50 * MS, 60 * MS]);
-        assert_eq!(verdicts, [false, true]);
-        // Seven samples are not enough.
-        let mut few = path(1_000_000, 50 * MS, 50 * MS);
-        let late = start + 9 * SECOND;
-        let verdicts: Vec<bool> = (0..7)
-            .map(|i| few.on_slow_start_ack(late + i * MS + 90 * MS, late + i * MS))
-            .collect();
-        assert_eq!(verdicts, [false; 7]);
-        // A fast path: at least 4 ms of rise is needed, whatever the minimum.
-        let mut f = path(1_000_000, MS / 5, MS / 5);
-        assert_eq!(rounds(&mut f, start, &[3 * MS, 3 * MS]), [false, false]);
-        assert_eq!(rounds(&mut f, start + SECOND, &[5 * MS]), [true]);
-        // Without an RTT sample, nothing to compare with.
-        let mut f = LossFilter::default();
-        assert_eq!(rounds(&mut f, start, &[90 * MS, 90 * MS]), [false, false]);
+        let mut c = Tolerant::new(Arc::new(CubicConfig::default()).build(start, 1200));
+        for i in 0..1000 {
+            c.on_sent(start, 1200, i);
+        }
+        // A queue, and a loss: the bottleneck overflows. One cut.
+        c.filter.on_rtt(90 * MS, 50 * MS);
+        let before = c.window();
+        let cut = start + 60 * MS;
+        c.on_congestion_event(cut, start + MS, false, 1200);
+        let after = c.window();
+        assert!(after < before, "{after} vs {before}");
+        // The queue drains; the rest of the overflow, 72 KB (6 % of what was sent), is
+        // declared lost.
+        c.filter.on_rtt(51 * MS, 50 * MS);
+        for i in 0..60 {
+            c.on_congestion_event(cut + i * MS, start + i * MS / 10, false, 1200);
+        }
+        assert_eq!(c.window(), after);
+        // Then random loss of a packet sent after the cut: without a queue, and with the
+        // overflow answered, it is not congestion (counted with the overflow, 6 % > 3 %, it
+        // was, and the window fell again).
+        c.on_congestion_event(cut + SECOND, cut + SECOND / 2, false, 1200);
+        assert_eq!(c.window(), after);
+        assert_eq!(c.filter.tolerated(), 1);
     }
 
     const SECOND: Duration = Duration::from_secs(1);
-
-    /// CUBIC as far as this test needs it: slow start, and one cut to 0.7 × per recovery
-    /// (losses of packets sent before its start are ignored). quinn's `on_ack` needs an
-    /// `RttEstimator`, which only quinn can make, so an ACK is an `on_sent` with packet
-    /// number `u64::MAX` here.
-    #[derive(Debug, Clone)]
-    struct SlowStart {
-        window: u64,
-        threshold: u64,
-        recovery: Option<Instant>,
-    }
-
-    impl Default for SlowStart {
-        fn default() -> Self {
-            SlowStart {
-                window: 12_000,
-                threshold: u64::MAX,
-                recovery: None,
-            }
-        }
-    }
-
-    impl Controller for SlowStart {
-        fn on_sent(&mut self, _now: Instant, bytes: u64, packet: u64) {
-            if packet == u64::MAX && self.window < self.threshold {
-                self.window += bytes;
-            }
-        }
-
-        fn on_congestion_event(&mut self, now: Instant, sent: Instant, _: bool, _: u64) {
-            if self.recovery.is_some_and(|r| sent <= r) {
-                return;
-            }
-            self.recovery = Some(now);
-            self.window = self.window * 7 / 10;
-            self.threshold = self.window;
-        }
-
-        fn on_mtu_update(&mut self, _: u16) {}
-
-        fn window(&self) -> u64 {
-            self.window
-        }
-
-        fn metrics(&self) -> ControllerMetrics {
-            let mut m = ControllerMetrics::default();
-            m.congestion_window = self.window;
-            m.ssthresh = Some(self.threshold);
-            m
-        }
-
-        fn clone_box(&self) -> Box<dyn Controller> {
-            Box::new(self.clone())
-        }
-
-        fn initial_window(&self) -> u64 {
-            12_000
-        }
-
-        fn into_any(self: Box<Self>) -> Box<dyn Any> {
-            self
-        }
-    }
-
-    #[test]
-    fn a_queue_ends_slow_start_with_one_cut_and_its_overflow_costs_no_more() {
-        let start = Instant::now();
-        let mut c = Tolerant::new(Box::new(SlowStart::default()));
-        let initial = c.window();
-        // Slow start on a 50 ms path: each round acknowledges the window and doubles it.
-        let mut now = start;
-        let mut round = 0;
-        'slow: loop {
-            round += 1;
-            assert!(round < 20, "slow start never ended");
-            let packets = c.window() / 1200;
-            // The next round is sent as this one's ACKs come back.
-            let mut next = now;
-            for p in 0..packets {
-                let sent = now + Duration::from_micros(p * 10);
-                // With more than 300 KB in flight a queue builds: 1 ms per 50 KB more.
-                let queue = c.window().saturating_sub(300_000) as u32 * MS / 50_000;
-                let rtt = 50 * MS + queue;
-                if p == 0 {
-                    next = sent + rtt;
-                }
-                c.on_sent(sent, 1200, p);
-                c.on_rtt(sent + rtt, sent, rtt, 50 * MS);
-                if !c.in_slow_start() {
-                    break 'slow;
-                }
-                c.inner.on_sent(sent, 1200, u64::MAX); // stands for "acked" in SlowStart
-            }
-            now = next;
-        }
-        // A round's smallest RTT is its first packets', sent with the window the round began
-        // with. The round that began at 384 KB showed 1.7 ms of queue; the next, at 768 KB,
-        // 9.4 ms, more than the 6.25 ms allowed, and after 8 samples the window was cut to
-        // 0.7 × 778 KB.
-        let exited = c.window();
-        assert!(
-            (540_000..550_000).contains(&exited),
-            "{exited} vs {initial}"
-        );
-        // The overflow of packets sent before the cut: no further cut.
-        for i in 0..60 {
-            c.on_congestion_event(now + i * MS, now - 30 * MS, false, 1200);
-        }
-        assert_eq!(c.window(), exited);
-        // Random loss after it, without a queue: kept.
-        c.filter.on_rtt(51 * MS, 50 * MS);
-        c.on_congestion_event(now + SECOND, now + SECOND / 2, false, 1200);
-        assert_eq!(c.window(), exited);
-    }
 
     #[test]
     fn the_controller_keeps_its_window_on_random_loss_and_cuts_it_on_congestion() {
