@@ -61,6 +61,9 @@ pub struct LossFilter {
     tolerated: u64,
     /// When the last cut was made: losses of packets sent before it were answered by it.
     answered_until: Option<Instant>,
+    /// The smallest RTT sample of the current stretch of about one minimum RTT, of the one
+    /// before it, and when the current one began.
+    recent: Option<(Duration, Duration, Instant)>,
 }
 
 impl LossFilter {
@@ -78,6 +81,20 @@ impl LossFilter {
     pub fn on_rtt(&mut self, smoothed: Duration, min: Duration) {
         self.smoothed_rtt = smoothed;
         self.min_rtt = min;
+    }
+
+    /// An ACK at `now` of a packet sent at `sent`: one RTT sample, with whatever the peer
+    /// delayed its ACK by.
+    pub fn on_sample(&mut self, now: Instant, sent: Instant) {
+        let sample = now.saturating_duration_since(sent);
+        let stretch = self.min_rtt.max(Duration::from_millis(1));
+        self.recent = Some(match self.recent {
+            Some((current, previous, began)) if now.saturating_duration_since(began) < stretch => {
+                (current.min(sample), previous, began)
+            }
+            Some((current, _, _)) => (sample, current, now),
+            None => (sample, sample, now),
+        });
     }
 
     /// Bytes were declared lost, the newest of them sent at `sent`: `true` if the controller
@@ -116,10 +133,18 @@ impl LossFilter {
         (self.lost[0] + self.lost[1]) as f64 / sent.max(MIN_PERIOD_BYTES) as f64
     }
 
-    /// Whether the smoothed RTT shows a queue at the bottleneck.
+    /// Whether the RTT shows a queue at the bottleneck: the smallest sample of the last one to
+    /// two minimum RTTs (the smoothed RTT before there are samples). A queue delays every
+    /// packet; a late ACK (the peer's ACK delay, its process busy) delays some, and lifted the
+    /// smoothed RTT past the threshold on `lossy50` downloads with the window below the
+    /// bandwidth-delay product, so random losses were taken for congestion.
     pub fn queueing(&self) -> bool {
         let allowed = (self.min_rtt / 4).max(MIN_QUEUE_DELAY);
-        self.smoothed_rtt > self.min_rtt + allowed
+        let rtt = match self.recent {
+            Some((current, previous, _)) => current.min(previous),
+            None => self.smoothed_rtt,
+        };
+        rtt > self.min_rtt + allowed
     }
 
     /// Losses so far that were not taken for congestion.
@@ -186,6 +211,7 @@ impl Controller for Tolerant {
         rtt: &quinn_proto::RttEstimator,
     ) {
         self.filter.on_rtt(rtt.get(), rtt.min());
+        self.filter.on_sample(now, sent);
         self.inner.on_ack(now, sent, bytes, app_limited, rtt);
     }
 
@@ -417,6 +443,29 @@ mod tests {
     }
 
     const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn late_acks_are_not_a_queue_but_a_delay_on_every_packet_is() {
+        let start = Instant::now();
+        // A 50 ms path whose smoothed RTT late ACKs lifted to 70 ms.
+        let mut f = path(1_000_000, 50 * MS, 70 * MS);
+        assert!(f.queueing(), "without samples, the smoothed RTT decides");
+        // Over 100 ms, most packets answered at once and one in five 40 ms late.
+        for i in 0..100u32 {
+            let sent = start + i * MS;
+            let late = if i % 5 == 0 { 40 * MS } else { Duration::ZERO };
+            f.on_sample(sent + 51 * MS + late, sent);
+        }
+        assert!(!f.queueing());
+        assert!(!f.on_loss(1200, false, start + 100 * MS));
+        // Then every packet waits 15 ms more (more than a quarter of 50 ms): a queue.
+        for i in 100..200u32 {
+            let sent = start + i * MS;
+            f.on_sample(sent + 65 * MS, sent);
+        }
+        assert!(f.queueing());
+        assert!(f.on_loss(1200, false, start + 200 * MS));
+    }
 
     #[test]
     fn the_controller_keeps_its_window_on_random_loss_and_cuts_it_on_congestion() {
