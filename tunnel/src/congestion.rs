@@ -7,10 +7,10 @@
 //! but is marked experimental, and on this machine's loopback it moved 27 % less than CUBIC.
 //!
 //! So tether keeps quinn's CUBIC and filters what it is told: a loss is taken for congestion
-//! only when the path shows it, that is when the smoothed RTT stands clearly above the minimum
-//! (a queue is building at the bottleneck) or when more than [`LOSS_THRESHOLD`] of the recent
-//! bytes were lost (a shallow or policing bottleneck drops without queueing, and then loss
-//! climbs fast). Anything else is random loss: the packets are resent, the window stays. Loss
+//! only when the path shows it, that is when the RTT of every recent packet stands clearly above
+//! the minimum (a queue is building at the bottleneck) or when more than [`LOSS_THRESHOLD`] of
+//! the recent bytes were lost (a shallow or policing bottleneck drops without queueing, and
+//! then loss climbs fast). Anything else is random loss: the packets are resent, the window stays. Loss
 //! that persists (all packets over the persistent-congestion period) always counts. This is
 //! the loss threshold of BBRv2 and the delay signal of Vegas-like controllers, put in front of
 //! CUBIC.
